@@ -1,0 +1,570 @@
+//! The configuration: serde structs mirroring the spec's TOML, with defaults that need no file.
+//!
+//! Loading order: defaults, then the file, then `CELLPILOT_<SECTION>__<KEY>` environment
+//! overrides (see [`env`]), then [`Config::validate`]. Unknown keys are errors naming the key.
+
+pub mod env;
+pub mod units;
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+pub use units::{Dur, Size};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// OTLP receivers and the window aggregation.
+    pub ingest: IngestConfig,
+    /// WAL and Parquet tiers.
+    pub storage: StorageConfig,
+    /// Dashboard and JSON API listener.
+    pub web: WebConfig,
+    /// SQL limits.
+    pub query: QueryConfig,
+    /// Bearer/Basic tokens.
+    pub auth: AuthConfig,
+    /// Optional TLS for every listener.
+    pub tls: TlsConfig,
+    /// Cell-weight control loop.
+    pub control: ControlConfig,
+    /// Alert rules and delivery.
+    pub alerts: AlertsConfig,
+    /// Service-level objectives (`[[slo]]`).
+    pub slo: Vec<SloConfig>,
+    /// SLA gap attribution settings.
+    pub dashboards: DashboardsConfig,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// OTLP/gRPC listen address.
+    pub grpc_listen: String,
+    /// OTLP/HTTP listen address.
+    pub http_listen: String,
+    /// Largest request accepted, after decompression, on both transports.
+    pub max_request_size: Size,
+    /// Attribute keys naming the cell, tried in order (point/span first, then resource).
+    pub cell_attributes: Vec<String>,
+    /// Span kinds that count as requests.
+    pub request_span_kinds: Vec<String>,
+    /// Histogram metric names that carry request latency.
+    pub latency_metrics: Vec<String>,
+    /// Width of the finest window.
+    pub window: Dur,
+    /// How long after its end a window still accepts data.
+    pub allowed_lateness: Dur,
+    /// Cap on live cell × service × route series.
+    pub max_series: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: "127.0.0.1:4317".into(),
+            http_listen: "127.0.0.1:4318".into(),
+            max_request_size: Size::mib(64),
+            cell_attributes: vec!["cell.id".into(), "cell".into()],
+            request_span_kinds: vec!["server".into(), "consumer".into()],
+            latency_metrics: vec![
+                "http.server.request.duration".into(),
+                "http.server.duration".into(),
+                "rpc.server.duration".into(),
+            ],
+            window: Dur::secs(10),
+            allowed_lateness: Dur::secs(30),
+            max_series: 100_000,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data directory (WAL and Parquet).
+    pub dir: PathBuf,
+    /// WAL fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Cap on WAL size; beyond it exports get the retryable overload answer.
+    pub wal_max_size: Size,
+    /// Retention of the finest tier.
+    pub retention_10s: Dur,
+    /// Retention of the 5-minute tier.
+    pub retention_5m: Dur,
+    /// Retention of the 1-hour tier.
+    pub retention_1h: Dur,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./cellpilot-data"),
+            fsync: FsyncPolicy::Batch,
+            wal_max_size: Size::gib(4),
+            retention_10s: Dur::hours(48),
+            retention_5m: Dur::days(30),
+            retention_1h: Dur::days(400),
+        }
+    }
+}
+
+/// When the WAL fsyncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every append.
+    Always,
+    /// Once per group commit.
+    Batch,
+    /// Never (the OS decides).
+    Never,
+}
+
+/// `[web]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Dashboard and API listen address.
+    pub listen: String,
+    /// Base URL used in alert links; empty means `http://<listen>`.
+    pub external_url: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), external_url: String::new() }
+    }
+}
+
+/// `[query]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Memory pool of one query.
+    pub memory_limit: Size,
+    /// Time limit of one query.
+    pub timeout: Dur,
+    /// Rows returned at most.
+    pub max_rows: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { memory_limit: Size::gib(1), timeout: Dur::secs(30), max_rows: 100_000 }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `name=secret` pairs allowed to ingest and read.
+    pub tokens: Vec<String>,
+    /// `name=secret` pairs that may also override weights.
+    pub admin_tokens: Vec<String>,
+}
+
+/// One parsed token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Who holds it; recorded as the actor of what they do.
+    pub name: String,
+    /// The secret itself; never logged.
+    pub secret: String,
+    /// Whether it may override weights.
+    pub admin: bool,
+}
+
+impl AuthConfig {
+    /// Every token, parsed; admin tokens also grant read and ingest.
+    pub fn parsed(&self) -> Result<Vec<Token>> {
+        let mut out = Vec::new();
+        for (key, list, admin) in
+            [("auth.tokens", &self.tokens, false), ("auth.admin_tokens", &self.admin_tokens, true)]
+        {
+            for (i, t) in list.iter().enumerate() {
+                let Some((name, secret)) = t.split_once('=') else {
+                    return Err(Error::Config(format!("{key}[{i}]: expected `name=secret`")));
+                };
+                if name.is_empty() || secret.is_empty() {
+                    return Err(Error::Config(format!("{key}[{i}]: name and secret must not be empty")));
+                }
+                out.push(Token { name: name.into(), secret: secret.into(), admin });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// CellWeights gRPC listen address.
+    pub listen: String,
+    /// Whether decisions are published or only recorded.
+    pub mode: ControlMode,
+    /// Put every observed cell (but `unknown`) under control.
+    pub auto_discover: bool,
+    /// A cell with no requests for this long is stale.
+    pub stale_after: Dur,
+    /// A drained cell with no new request for this long has completed its cut-over.
+    pub quiet_period: Dur,
+    /// Delay after each window boundary before the policy evaluates.
+    pub evaluation_delay: Dur,
+    /// Drain/restore thresholds.
+    pub policy: PolicyConfig,
+    /// Per-cell settings.
+    pub cells: BTreeMap<String, CellConfig>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            mode: ControlMode::Enforce,
+            auto_discover: true,
+            stale_after: Dur::mins(5),
+            quiet_period: Dur::secs(5),
+            evaluation_delay: Dur::secs(1),
+            policy: PolicyConfig::default(),
+            cells: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[control] mode`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlMode {
+    /// Publish decisions to gateways.
+    Enforce,
+    /// Record decisions but publish base weights.
+    DryRun,
+}
+
+/// `[control.policy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Weight of a healthy cell with no latency bias.
+    pub base_weight: u32,
+    /// Error rate above which a cell is drained.
+    pub drain_error_rate: f64,
+    /// Trailing window the drain rule averages over.
+    pub drain_for: Dur,
+    /// Requests needed in that window before the rule may fire.
+    pub min_requests: u64,
+    /// Largest fraction of base weight that may be drained at once.
+    pub max_drained_fraction: f64,
+    /// New drains allowed per minute.
+    pub max_drains_per_minute: u32,
+    /// Time a drained cell waits before it ramps back.
+    pub restore_after: Dur,
+    /// Time per ramp step (10 % -> 50 % -> 100 %).
+    pub ramp_step: Dur,
+    /// Latency bias strength α.
+    pub latency_alpha: f64,
+    /// Latency bias decay β (per ms of p50).
+    pub latency_beta: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            base_weight: 100,
+            drain_error_rate: 0.005,
+            drain_for: Dur::secs(30),
+            min_requests: 100,
+            max_drained_fraction: 0.5,
+            max_drains_per_minute: 2,
+            restore_after: Dur::secs(60),
+            ramp_step: Dur::secs(30),
+            latency_alpha: 0.5,
+            latency_beta: 0.02,
+        }
+    }
+}
+
+/// `[control.cells."name"]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CellConfig {
+    /// Base weight of this cell instead of the policy's.
+    pub base_weight: Option<u32>,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alertmanager base URL; empty disables delivery to it.
+    pub alertmanager_url: String,
+    /// How often firing alerts are re-sent.
+    pub resend_interval: Dur,
+    /// `CellErrorRateHigh` threshold; unset means the policy's `drain_error_rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_error_rate: Option<f64>,
+    /// Trailing window of `CellErrorRateHigh`.
+    pub cell_error_rate_for: Dur,
+    /// `CutoverSlow` threshold when an SLO sets no `cutover_ms`.
+    pub cutover_slow: Dur,
+    /// Direct webhook receivers.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            alertmanager_url: String::new(),
+            resend_interval: Dur::mins(1),
+            cell_error_rate: None,
+            cell_error_rate_for: Dur::secs(30),
+            cutover_slow: Dur::secs(5),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// `[[alerts.webhooks]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Receiver name, used as the payload's `receiver`.
+    pub name: String,
+    /// Where the payload is POSTed.
+    pub url: String,
+}
+
+/// `[[slo]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Unique name, used in URLs and labels.
+    pub name: String,
+    /// Availability objective, e.g. 0.99995.
+    pub availability: f64,
+    /// Latency threshold: slower non-error requests are bad for the latency objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p999_ms: Option<f64>,
+    /// Cut-over target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover_ms: Option<u64>,
+    /// Compliance period.
+    #[serde(default = "default_period")]
+    pub period: Dur,
+    /// Which requests the SLO covers.
+    #[serde(default)]
+    pub selector: Selector,
+}
+
+fn default_period() -> Dur {
+    Dur::days(30)
+}
+
+/// An SLO's selector; absent keys match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Selector {
+    /// Cell to match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
+    /// Service to match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Route to match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+}
+
+/// `[dashboards]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardsConfig {
+    /// Burn rate above which a 1-minute bucket belongs to an incident.
+    pub incident_burn_rate: f64,
+    /// Incidents closer than this merge.
+    pub incident_gap: Dur,
+}
+
+impl Default for DashboardsConfig {
+    fn default() -> Self {
+        Self { incident_burn_rate: 10.0, incident_gap: Dur::mins(2) }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` if given, then overrides from `vars` (normally `std::env::vars()`).
+    pub fn load(path: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let file = match path {
+            Some(p) => Some(
+                std::fs::read_to_string(p).map_err(|e| Error::Config(format!("cannot read {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        Self::from_parts(file.as_deref(), vars)
+    }
+
+    /// Like [`Config::load`] with the file's text given directly.
+    pub fn from_parts(file: Option<&str>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        if let Some(text) = file {
+            // Parse the file alone first so errors point at its lines and keys.
+            toml::from_str::<Config>(text).map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let mut tree = toml::Table::try_from(Config::default()).map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(text) = file {
+            let file_tree: toml::Table = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+            env::merge(&mut tree, file_tree);
+        }
+        env::apply_overrides(&mut tree, vars)?;
+        let config: Config =
+            tree.try_into().map_err(|e: toml::de::Error| Error::Config(format!("after environment overrides: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges, formats and consistency. Messages name the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::Config(format!("{key}: {why}")));
+        let i = &self.ingest;
+        for (key, addr) in [
+            ("ingest.grpc_listen", &i.grpc_listen),
+            ("ingest.http_listen", &i.http_listen),
+            ("web.listen", &self.web.listen),
+            ("control.listen", &self.control.listen),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad(key, &format!("`{addr}` is not a socket address like 127.0.0.1:8080"));
+            }
+        }
+        if i.window.0.as_millis() == 0 {
+            return bad("ingest.window", "must be at least 1ms");
+        }
+        if !300_000u128.is_multiple_of(i.window.0.as_millis()) {
+            return bad("ingest.window", "must divide 5m evenly so tiers align");
+        }
+        if i.max_series == 0 {
+            return bad("ingest.max_series", "must be at least 1");
+        }
+        if i.max_request_size.0 == 0 {
+            return bad("ingest.max_request_size", "must be positive");
+        }
+        if i.cell_attributes.is_empty() {
+            return bad("ingest.cell_attributes", "must name at least one attribute");
+        }
+        for k in &i.request_span_kinds {
+            if !["server", "consumer", "client", "producer", "internal"].contains(&k.as_str()) {
+                return bad(
+                    "ingest.request_span_kinds",
+                    &format!("unknown span kind `{k}` (server, consumer, client, producer, internal)"),
+                );
+            }
+        }
+        let p = &self.control.policy;
+        if !(0.0..=1.0).contains(&p.drain_error_rate) {
+            return bad("control.policy.drain_error_rate", "must be within 0..1");
+        }
+        if !(0.0..=1.0).contains(&p.max_drained_fraction) {
+            return bad("control.policy.max_drained_fraction", "must be within 0..1");
+        }
+        self.auth.parsed()?;
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return bad("tls", "set both cert and key, or neither");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (n, s) in self.slo.iter().enumerate() {
+            if s.name.is_empty() {
+                return bad(&format!("slo[{n}].name"), "must not be empty");
+            }
+            if !names.insert(&s.name) {
+                return bad(&format!("slo[{n}].name"), &format!("`{}` is defined twice", s.name));
+            }
+            if !(s.availability > 0.0 && s.availability < 1.0) {
+                return bad(&format!("slo[{n}].availability"), "must be between 0 and 1, e.g. 0.999");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::from_parts(None, no_env()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.ingest.window.0.as_secs(), 10);
+        assert_eq!(c.ingest.max_request_size.0, 64 << 20);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_parts(Some("[ingest]\nwindow = \"10s\"\nwindw = \"5s\"\n"), no_env()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("windw") && msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_nested_and_lists() {
+        let vars = vec![
+            ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR".to_string(), "3s".to_string()),
+            ("CELLPILOT_AUTH__TOKENS".to_string(), "a=1,b=2".to_string()),
+            ("CELLPILOT_INGEST__MAX_SERIES".to_string(), "7".to_string()),
+            ("CELLPILOT_INGEST__GRPC_LISTEN".to_string(), "127.0.0.1:0".to_string()),
+            ("CELLPILOT_ALERTS__CELL_ERROR_RATE".to_string(), "0.02".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let c = Config::from_parts(Some("[ingest]\nmax_series = 5\n"), vars).unwrap();
+        assert_eq!(c.control.policy.drain_for.0.as_secs(), 3);
+        assert_eq!(c.auth.tokens, vec!["a=1", "b=2"]);
+        assert_eq!(c.ingest.max_series, 7);
+        assert_eq!(c.ingest.grpc_listen, "127.0.0.1:0");
+        assert_eq!(c.alerts.cell_error_rate, Some(0.02));
+    }
+
+    #[test]
+    fn bad_env_key_is_named() {
+        let vars = vec![("CELLPILOT_INGEST__NOPE".to_string(), "1".to_string())];
+        let msg = Config::from_parts(None, vars).unwrap_err().to_string();
+        assert!(msg.contains("CELLPILOT_INGEST__NOPE"), "{msg}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let msg = Config::from_parts(Some("[ingest]\nwindow = \"7s\"\n"), no_env()).unwrap_err().to_string();
+        assert!(msg.contains("ingest.window"), "{msg}");
+        let msg =
+            Config::from_parts(Some("[[slo]]\nname = \"a\"\navailability = 2.0\n"), no_env()).unwrap_err().to_string();
+        assert!(msg.contains("slo[0].availability"), "{msg}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../cellpilot.example.toml");
+        let c = Config::from_parts(Some(text), no_env()).unwrap();
+        assert_eq!(c.slo.len(), 1);
+        assert_eq!(c.control.cells["bj-unit-07"].base_weight, Some(200));
+        assert_eq!(c.storage.retention_1h.0.as_secs(), 400 * 86_400);
+    }
+}

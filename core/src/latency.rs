@@ -1,0 +1,230 @@
+//! Latency distributions in microseconds.
+//!
+//! Closed windows carry a real HdrHistogram (2 significant digits, 1 µs .. 1 h, V2 serialization):
+//! 2 digits bound the relative error of any quantile by 1/128 < 1 %. Open windows hold the same
+//! buckets sparsely ([`SparseHistogram`]): a dense 2-digit histogram is ~26 KiB while a window of a
+//! typical series touches a few hundred buckets.
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+
+/// Significant digits of every latency histogram.
+pub const SIGFIG: u8 = 2;
+/// Largest trackable latency (1 hour, in µs); larger values are clamped to it.
+pub const MAX_US: u64 = 3_600_000_000;
+
+/// Sub-buckets in the first HdrHistogram bucket for 2 significant digits.
+const SUB_BUCKET_COUNT: u64 = 256;
+/// Bits of the half sub-bucket count (128).
+const SUB_BUCKET_HALF_BITS: u32 = 7;
+
+/// A fresh, empty histogram with the process-wide latency configuration.
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that HdrHistogram accepts.
+    Histogram::new_with_bounds(1, MAX_US, SIGFIG).unwrap_or_else(|_| unreachable!("static bounds"))
+}
+
+/// The HdrHistogram counts-array index of `value_us` (clamped to [`MAX_US`]).
+pub fn bucket_index(value_us: u64) -> u16 {
+    let v = value_us.min(MAX_US);
+    if v < SUB_BUCKET_COUNT {
+        return v as u16;
+    }
+    let shift = (63 - v.leading_zeros()) - SUB_BUCKET_HALF_BITS;
+    let sub = (v >> shift) - (SUB_BUCKET_COUNT / 2);
+    (SUB_BUCKET_COUNT + u64::from(shift - 1) * (SUB_BUCKET_COUNT / 2) + sub) as u16
+}
+
+/// The lowest value that lands in bucket `index` (inverse of [`bucket_index`]).
+pub fn bucket_lowest(index: u16) -> u64 {
+    let i = u64::from(index);
+    if i < SUB_BUCKET_COUNT {
+        return i;
+    }
+    let shift = (i - SUB_BUCKET_COUNT) / (SUB_BUCKET_COUNT / 2) + 1;
+    let sub = (i - SUB_BUCKET_COUNT) % (SUB_BUCKET_COUNT / 2) + SUB_BUCKET_COUNT / 2;
+    sub << shift
+}
+
+/// Largest count one packed entry holds; a fuller bucket spills into a second entry.
+const MAX_PACKED_COUNT: u32 = (1 << 20) - 1;
+
+/// The buckets of one open window, sorted by bucket index, each packed as `index << 20 | count`
+/// so a bucket costs 4 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SparseHistogram {
+    /// Packed (bucket index, count) pairs in index order; an index may repeat when a count overflows.
+    entries: Vec<u32>,
+}
+
+impl SparseHistogram {
+    /// Adds `n` samples of `value_us`.
+    pub fn record_n(&mut self, value_us: u64, n: u64) {
+        let index = u32::from(bucket_index(value_us));
+        let mut left = n;
+        while left > 0 {
+            let pos = self.entries.partition_point(|e| (e >> 20) < index);
+            // Find a non-full entry of this index, if any.
+            let mut at = pos;
+            while at < self.entries.len()
+                && self.entries[at] >> 20 == index
+                && self.entries[at] & MAX_PACKED_COUNT == MAX_PACKED_COUNT
+            {
+                at += 1;
+            }
+            if at < self.entries.len() && self.entries[at] >> 20 == index {
+                let have = self.entries[at] & MAX_PACKED_COUNT;
+                let add = left.min(u64::from(MAX_PACKED_COUNT - have)) as u32;
+                self.entries[at] += add;
+                left -= u64::from(add);
+            } else {
+                let add = left.min(u64::from(MAX_PACKED_COUNT)) as u32;
+                self.entries.insert(at, (index << 20) | add);
+                left -= u64::from(add);
+            }
+        }
+    }
+
+    /// Adds one sample.
+    pub fn record(&mut self, value_us: u64) {
+        self.record_n(value_us, 1);
+    }
+
+    /// (lowest value of the bucket, count) for every occupied bucket, in value order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.entries.iter().map(|e| (bucket_lowest((e >> 20) as u16), u64::from(e & MAX_PACKED_COUNT)))
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<u32>()
+    }
+
+    /// Releases spare capacity (after a burst of new buckets).
+    pub fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
+    /// Adds every sample into a dense histogram.
+    pub fn add_to(&self, h: &mut Histogram<u64>) {
+        for (v, n) in self.iter() {
+            // Values are clamped to MAX_US, which the histogram tracks.
+            let _ = h.record_n(v, n);
+        }
+    }
+
+    /// The dense HdrHistogram of these samples.
+    pub fn to_histogram(&self) -> Histogram<u64> {
+        let mut h = new_histogram();
+        self.add_to(&mut h);
+        h
+    }
+}
+
+/// Serializes a histogram in HdrHistogram's V2 format (the `latency_hist` column).
+pub fn serialize(h: &Histogram<u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // Writing to a Vec cannot fail and our histograms are within V2's limits.
+    let _ = V2Serializer::new().serialize(h, &mut out);
+    out
+}
+
+/// Deserializes a V2 (or V2+deflate) histogram.
+pub fn deserialize(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| format!("invalid HdrHistogram serialization: {e:?}"))
+}
+
+/// Nearest-rank quantiles of interest, precomputed into every rollup row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quantiles {
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Largest sample, µs (bucket-exact).
+    pub max_us: u64,
+}
+
+impl Quantiles {
+    /// Quantiles of `h`; all zero when it is empty.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bucketing_matches_hdrhistogram(v in 0u64..MAX_US) {
+            let h = new_histogram();
+            let i = bucket_index(v);
+            prop_assert_eq!(bucket_lowest(i), h.lowest_equivalent(v));
+        }
+
+        #[test]
+        fn sparse_equals_dense(values in proptest::collection::vec(0u64..5_000_000, 1..400)) {
+            let mut s = SparseHistogram::default();
+            let mut d = new_histogram();
+            for &v in &values {
+                s.record(v);
+                d.record(v).unwrap();
+            }
+            let from_sparse = s.to_histogram();
+            prop_assert_eq!(from_sparse.len(), d.len());
+            for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+                prop_assert_eq!(from_sparse.value_at_quantile(q), d.value_at_quantile(q));
+            }
+            let round = deserialize(&serialize(&from_sparse)).unwrap();
+            prop_assert_eq!(round.value_at_quantile(0.999), d.value_at_quantile(0.999));
+        }
+    }
+
+    #[test]
+    fn largest_index_fits() {
+        assert!(bucket_index(MAX_US) < 4096, "index must fit 12 bits");
+        assert_eq!(bucket_index(u64::MAX), bucket_index(MAX_US));
+    }
+
+    #[test]
+    fn counts_spill_over_packing() {
+        let mut s = SparseHistogram::default();
+        s.record_n(1000, 3_000_000);
+        s.record_n(10, 1);
+        let h = s.to_histogram();
+        assert_eq!(h.len(), 3_000_001);
+        assert_eq!(s.iter().map(|(_, n)| n).sum::<u64>(), 3_000_001);
+    }
+
+    #[test]
+    fn quantile_error_is_under_one_percent() {
+        let mut s = SparseHistogram::default();
+        for v in 1..=100_000u64 {
+            s.record(v * 37);
+        }
+        let q = Quantiles::of(&s.to_histogram());
+        let exact = 99_900 * 37;
+        let err = (q.p999_us as f64 - exact as f64).abs() / exact as f64;
+        assert!(err < 0.01, "p999 {} vs {exact}", q.p999_us);
+    }
+}

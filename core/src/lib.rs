@@ -1,0 +1,34 @@
+//! cellpilot-core: the vocabulary every other crate shares.
+//!
+//! # Layout
+//! - [`auth`]: bearer/basic token checks shared by every listener.
+//! - [`config`]: the TOML configuration, its defaults, env overrides and validation.
+//! - [`clock`]: injectable wall clock, so windows and policies run on a test clock.
+//! - [`window`]: epoch-aligned tumbling windows and their close deadlines.
+//! - [`latency`]: the latency histogram (HdrHistogram, 2 significant digits, microseconds) and a
+//!   sparse form of it that open windows hold.
+//! - [`schema`]: the Arrow schemas of `rollups` and `errors_by_cause` and builders for them.
+//! - [`store`]: the traits through which ingest hands rollups to whoever stores them.
+//! - [`metrics`]: the process's Prometheus registry with the stable `cellpilot_` names.
+//! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
+//! - [`error`]: the crate's error type.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod latency;
+pub mod metrics;
+pub mod schema;
+pub mod store;
+pub mod time;
+pub mod window;
+
+pub use error::{Error, Result};
+
+/// The cell name used when no configured cell attribute is present.
+pub const UNKNOWN_CELL: &str = "unknown";
+/// The service name used when a resource carries no `service.name`.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+/// The route that new routes fold into once `max_series` is reached.
+pub const OVERFLOW_ROUTE: &str = "__overflow__";

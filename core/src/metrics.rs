@@ -1,0 +1,136 @@
+//! The process's Prometheus metrics. Names are part of the contract: stable and `cellpilot_`-prefixed.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Every metric cellpilot exports, registered in one registry per process (tests run several).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// OTLP export requests by `signal` (traces, metrics, logs), `transport` (grpc, http) and `result`.
+    pub ingest_requests: IntCounterVec,
+    /// Spans by `result` (accepted, rejected).
+    pub ingest_spans: IntCounterVec,
+    /// Metric data points by `result` (accepted, rejected, ignored).
+    pub ingest_points: IntCounterVec,
+    /// Rejected spans, points and requests by `reason`.
+    pub ingest_rejected: IntCounterVec,
+    /// Latency-metric points not counted, by `reason` (spans_preferred, baseline, not_latency).
+    pub ingest_points_ignored: IntCounterVec,
+    /// Log records received.
+    pub ingest_logs: IntCounter,
+    /// Bytes of decoded requests waiting for or inside the aggregator.
+    pub ingest_inflight_bytes: IntGauge,
+    /// Live cell × service × route series.
+    pub series_live: IntGauge,
+    /// Observations folded into the `__overflow__` route because `max_series` was reached.
+    pub series_overflow: IntCounter,
+    /// Open (series, window) aggregates.
+    pub windows_open: IntGauge,
+    /// Windows closed and handed to storage.
+    pub windows_closed: IntCounter,
+    /// Rollup rows handed to storage.
+    pub rollup_rows: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    ///
+    /// Names and labels are static, so registration cannot fail except by a bug here.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        Self {
+            ingest_requests: counter_vec(
+                &r,
+                "cellpilot_ingest_requests_total",
+                "OTLP export requests by signal, transport and result.",
+                &["signal", "transport", "result"],
+            ),
+            ingest_spans: counter_vec(&r, "cellpilot_ingest_spans_total", "Request spans by result.", &["result"]),
+            ingest_points: counter_vec(
+                &r,
+                "cellpilot_ingest_points_total",
+                "Latency metric data points by result.",
+                &["result"],
+            ),
+            ingest_rejected: counter_vec(
+                &r,
+                "cellpilot_ingest_rejected_total",
+                "Rejected spans, points or whole requests by reason.",
+                &["reason"],
+            ),
+            ingest_points_ignored: counter_vec(
+                &r,
+                "cellpilot_ingest_points_ignored_total",
+                "Latency metric data points accepted but not counted, by reason.",
+                &["reason"],
+            ),
+            ingest_logs: counter(&r, "cellpilot_ingest_log_records_total", "OTLP log records received."),
+            ingest_inflight_bytes: gauge(
+                &r,
+                "cellpilot_ingest_inflight_bytes",
+                "Decoded request bytes waiting for or inside the aggregator.",
+            ),
+            series_live: gauge(&r, "cellpilot_series_live", "Live cell x service x route series."),
+            series_overflow: counter(
+                &r,
+                "cellpilot_series_overflow_total",
+                "Observations folded into route __overflow__ because max_series was reached.",
+            ),
+            windows_open: gauge(&r, "cellpilot_windows_open", "Open series windows."),
+            windows_closed: counter(&r, "cellpilot_windows_closed_total", "Windows closed and persisted."),
+            rollup_rows: counter(&r, "cellpilot_rollup_rows_total", "Rollup rows written by closed windows."),
+            registry: r,
+        }
+    }
+
+    /// The registry, for crates that add metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Everything in the Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on malformed metric families, which registration rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_stable_names() {
+        let m = Metrics::new();
+        m.ingest_spans.with_label_values(&["accepted"]).inc_by(3);
+        let text = m.render();
+        assert!(text.contains("cellpilot_ingest_spans_total{result=\"accepted\"} 3"), "{text}");
+        assert!(text.contains("# TYPE cellpilot_series_live gauge"));
+    }
+}

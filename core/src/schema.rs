@@ -1,0 +1,240 @@
+//! The Arrow schemas of the `rollups` and `errors_by_cause` tables and row builders for them.
+//!
+//! Every tier (`rollups`, `rollups_5m`, `rollups_1h`) shares one schema; so do the
+//! `errors_by_cause` tiers.
+
+use crate::Result;
+use crate::latency::Quantiles;
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, StringBuilder, TimestampMillisecondBuilder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use std::sync::{Arc, LazyLock};
+
+/// Version written into Parquet metadata and WAL headers as `cellpilot.schema_version`.
+pub const SCHEMA_VERSION: &str = "1";
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+static ROLLUPS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("window_start", ts(), false),
+        Field::new("window_end", ts(), false),
+        Field::new("cell", DataType::Utf8, false),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("route", DataType::Utf8, false),
+        Field::new("requests", DataType::UInt64, false),
+        Field::new("errors", DataType::UInt64, false),
+        Field::new("latency_hist", DataType::Binary, false),
+        Field::new("p50_us", DataType::UInt64, false),
+        Field::new("p99_us", DataType::UInt64, false),
+        Field::new("p999_us", DataType::UInt64, false),
+        Field::new("max_us", DataType::UInt64, false),
+        Field::new("latency_exact", DataType::Boolean, false),
+    ]))
+});
+
+static ERRORS_BY_CAUSE: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("window_start", ts(), false),
+        Field::new("window_end", ts(), false),
+        Field::new("cell", DataType::Utf8, false),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("route", DataType::Utf8, false),
+        Field::new("cause", DataType::Utf8, false),
+        Field::new("errors", DataType::UInt64, false),
+    ]))
+});
+
+/// Schema of the `rollups` tables.
+pub fn rollups_schema() -> SchemaRef {
+    ROLLUPS.clone()
+}
+
+/// Schema of the `errors_by_cause` tables.
+pub fn errors_by_cause_schema() -> SchemaRef {
+    ERRORS_BY_CAUSE.clone()
+}
+
+/// Column positions in [`rollups_schema`].
+pub mod rollup_col {
+    /// `window_start`
+    pub const WINDOW_START: usize = 0;
+    /// `window_end`
+    pub const WINDOW_END: usize = 1;
+    /// `cell`
+    pub const CELL: usize = 2;
+    /// `service`
+    pub const SERVICE: usize = 3;
+    /// `route`
+    pub const ROUTE: usize = 4;
+    /// `requests`
+    pub const REQUESTS: usize = 5;
+    /// `errors`
+    pub const ERRORS: usize = 6;
+    /// `latency_hist`
+    pub const LATENCY_HIST: usize = 7;
+    /// `latency_exact`
+    pub const LATENCY_EXACT: usize = 12;
+}
+
+/// The key of one series in one window.
+#[derive(Debug, Clone, Copy)]
+pub struct RowKey<'a> {
+    /// Window start, unix ms.
+    pub window_start_ms: i64,
+    /// Window end, unix ms.
+    pub window_end_ms: i64,
+    /// Cell.
+    pub cell: &'a str,
+    /// Service.
+    pub service: &'a str,
+    /// Route.
+    pub route: &'a str,
+}
+
+/// Accumulates `rollups` rows column by column.
+#[derive(Debug, Default)]
+pub struct RollupsBuilder {
+    window_start: TimestampMillisecondBuilder,
+    window_end: TimestampMillisecondBuilder,
+    cell: StringBuilder,
+    service: StringBuilder,
+    route: StringBuilder,
+    requests: UInt64Builder,
+    errors: UInt64Builder,
+    latency_hist: BinaryBuilder,
+    p50: UInt64Builder,
+    p99: UInt64Builder,
+    p999: UInt64Builder,
+    max: UInt64Builder,
+    exact: BooleanBuilder,
+}
+
+impl RollupsBuilder {
+    /// Appends one row.
+    pub fn push(&mut self, key: RowKey<'_>, requests: u64, errors: u64, hist: &[u8], q: Quantiles, exact: bool) {
+        self.window_start.append_value(key.window_start_ms);
+        self.window_end.append_value(key.window_end_ms);
+        self.cell.append_value(key.cell);
+        self.service.append_value(key.service);
+        self.route.append_value(key.route);
+        self.requests.append_value(requests);
+        self.errors.append_value(errors);
+        self.latency_hist.append_value(hist);
+        self.p50.append_value(q.p50_us);
+        self.p99.append_value(q.p99_us);
+        self.p999.append_value(q.p999_us);
+        self.max.append_value(q.max_us);
+        self.exact.append_value(exact);
+    }
+
+    /// Rows appended so far.
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether no row was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batch of every row appended.
+    pub fn finish(mut self) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.window_start.finish().with_timezone("UTC")),
+            Arc::new(self.window_end.finish().with_timezone("UTC")),
+            Arc::new(self.cell.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.route.finish()),
+            Arc::new(self.requests.finish()),
+            Arc::new(self.errors.finish()),
+            Arc::new(self.latency_hist.finish()),
+            Arc::new(self.p50.finish()),
+            Arc::new(self.p99.finish()),
+            Arc::new(self.p999.finish()),
+            Arc::new(self.max.finish()),
+            Arc::new(self.exact.finish()),
+        ];
+        Ok(RecordBatch::try_new(rollups_schema(), cols)?)
+    }
+}
+
+/// Accumulates `errors_by_cause` rows.
+#[derive(Debug, Default)]
+pub struct ErrorsByCauseBuilder {
+    window_start: TimestampMillisecondBuilder,
+    window_end: TimestampMillisecondBuilder,
+    cell: StringBuilder,
+    service: StringBuilder,
+    route: StringBuilder,
+    cause: StringBuilder,
+    errors: UInt64Builder,
+}
+
+impl ErrorsByCauseBuilder {
+    /// Appends one row.
+    pub fn push(&mut self, key: RowKey<'_>, cause: &str, errors: u64) {
+        self.window_start.append_value(key.window_start_ms);
+        self.window_end.append_value(key.window_end_ms);
+        self.cell.append_value(key.cell);
+        self.service.append_value(key.service);
+        self.route.append_value(key.route);
+        self.cause.append_value(cause);
+        self.errors.append_value(errors);
+    }
+
+    /// The batch of every row appended.
+    pub fn finish(mut self) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.window_start.finish().with_timezone("UTC")),
+            Arc::new(self.window_end.finish().with_timezone("UTC")),
+            Arc::new(self.cell.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.route.finish()),
+            Arc::new(self.cause.finish()),
+            Arc::new(self.errors.finish()),
+        ];
+        Ok(RecordBatch::try_new(errors_by_cause_schema(), cols)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::{new_histogram, serialize};
+
+    #[test]
+    fn builds_the_spec_schema() {
+        let mut b = RollupsBuilder::default();
+        let key = RowKey { window_start_ms: 0, window_end_ms: 10_000, cell: "c", service: "s", route: "/r" };
+        b.push(key, 3, 1, &serialize(&new_histogram()), Quantiles::default(), true);
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "window_start",
+                "window_end",
+                "cell",
+                "service",
+                "route",
+                "requests",
+                "errors",
+                "latency_hist",
+                "p50_us",
+                "p99_us",
+                "p999_us",
+                "max_us",
+                "latency_exact"
+            ]
+        );
+        let mut e = ErrorsByCauseBuilder::default();
+        e.push(key, "5xx", 1);
+        assert_eq!(e.finish().unwrap().num_rows(), 1);
+    }
+}

@@ -1,0 +1,27 @@
+//! The seams between ingest and storage: ingest pushes closed windows into a [`RollupSink`] and
+//! answers for its open windows through [`OpenWindowSource`]; query implements the one and
+//! consumes the other. Keeping them here lets both crates depend only on core.
+
+use crate::Result;
+use arrow::record_batch::RecordBatch;
+
+/// Rows of both tables for some set of windows.
+#[derive(Debug, Clone)]
+pub struct WindowBatches {
+    /// Rows of `rollups` (finest tier).
+    pub rollups: RecordBatch,
+    /// Rows of `errors_by_cause` (finest tier).
+    pub errors_by_cause: RecordBatch,
+}
+
+/// Receives windows as they close; each window is delivered exactly once.
+pub trait RollupSink: Send + Sync + std::fmt::Debug {
+    /// Takes ownership of the rows of windows that just closed.
+    fn append(&self, closed: WindowBatches) -> Result<()>;
+}
+
+/// Reads the windows that are still open (data received so far).
+pub trait OpenWindowSource: Send + Sync + std::fmt::Debug {
+    /// Rows of every open window overlapping `[from_ms, to_ms)`.
+    fn open_windows(&self, from_ms: i64, to_ms: i64) -> Result<WindowBatches>;
+}

@@ -1,0 +1,640 @@
+//! Window aggregation: per cell × service × route × window, request and error counts, errors by
+//! cause and the latency distribution (sparse until the window closes).
+//!
+//! [`Aggregator`] is plain synchronous state; [`SharedAggregator`] puts it behind a mutex for the
+//! receivers, the closer task and open-window queries.
+
+use crate::delta::{DeltaTracker, NoDelta};
+use crate::mapping::{Buckets, NO_CAUSE, Observations, PointObs, StrId, Temporality};
+use cellpilot_core::OVERFLOW_ROUTE;
+use cellpilot_core::latency::{self, Quantiles, SparseHistogram};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::store::{OpenWindowSource, WindowBatches};
+use cellpilot_core::window::WindowSpec;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Data more than this far ahead of the clock is rejected.
+pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+/// A service that sent spans this recently has its latency metrics ignored.
+pub const SPANS_WIN_MS: i64 = 10 * 60 * 1000;
+/// Cumulative streams not seen for this long are forgotten.
+const STREAM_TTL_MS: i64 = 60 * 60 * 1000;
+
+type SeriesId = u32;
+
+/// One series' aggregate over one window.
+#[derive(Debug, Clone, Default)]
+pub struct WindowAgg {
+    /// Window start, unix ms.
+    start_ms: i64,
+    requests: u64,
+    errors: u64,
+    /// Exact largest latency (the histogram only knows its bucket).
+    max_us: u64,
+    hist: SparseHistogram,
+    /// (cause id, errors); a handful per window at most.
+    causes: Vec<(u32, u64)>,
+    /// False once a bucketed histogram contributed.
+    exact: bool,
+}
+
+impl WindowAgg {
+    fn new(start_ms: i64) -> Self {
+        Self { start_ms, exact: true, ..Default::default() }
+    }
+
+    fn add_error(&mut self, cause: u32, n: u64) {
+        self.errors += n;
+        match self.causes.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, e)) => *e += n,
+            None => self.causes.push((cause, n)),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.hist.heap_bytes() + self.causes.capacity() * std::mem::size_of::<(u32, u64)>()
+    }
+}
+
+#[derive(Debug)]
+struct Series {
+    cell: Arc<str>,
+    service: Arc<str>,
+    route: Arc<str>,
+    /// Open windows, usually one to four.
+    windows: Vec<WindowAgg>,
+}
+
+/// A window taken out of the aggregator (closed, or copied for a query), with its names resolved.
+#[derive(Debug, Clone)]
+pub struct WindowRows {
+    cell: Arc<str>,
+    service: Arc<str>,
+    route: Arc<str>,
+    agg: WindowAgg,
+    causes: Vec<(Arc<str>, u64)>,
+}
+
+/// What happened to the observations of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Spans or points counted.
+    pub accepted: u64,
+    /// Rejected: their window had already closed.
+    pub late: u64,
+    /// Rejected: more than 5 min in the future.
+    pub future: u64,
+    /// Latency points accepted but not counted because the service sends spans.
+    pub spans_preferred: u64,
+    /// First points of long-running cumulative streams (counted from the next point on).
+    pub baseline: u64,
+    /// Cumulative points older than their stream's latest.
+    pub out_of_order: u64,
+    /// Observations folded into the overflow route.
+    pub overflowed: u64,
+}
+
+/// Settings of the aggregator.
+#[derive(Debug, Clone, Copy)]
+pub struct AggregatorSettings {
+    /// Window geometry.
+    pub spec: WindowSpec,
+    /// Cap on live series before new routes fold into `__overflow__`.
+    pub max_series: usize,
+}
+
+/// The per-window state of every live series.
+#[derive(Debug)]
+pub struct Aggregator {
+    settings: AggregatorSettings,
+    /// "cell\x1fservice\x1froute" -> series.
+    index: HashMap<Box<str>, SeriesId>,
+    series: Vec<Option<Series>>,
+    free: Vec<SeriesId>,
+    live: usize,
+    open_windows: usize,
+    /// Shared copies of cell/service/route names.
+    names: HashSet<Arc<str>>,
+    causes: Vec<Arc<str>>,
+    cause_ids: HashMap<Arc<str>, u32>,
+    /// Service -> last wall-clock ms spans arrived from it.
+    spans_seen: HashMap<Arc<str>, i64>,
+    deltas: DeltaTracker,
+    key_buf: String,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(settings: AggregatorSettings) -> Self {
+        Self {
+            settings,
+            index: HashMap::new(),
+            series: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            open_windows: 0,
+            names: HashSet::new(),
+            causes: Vec::new(),
+            cause_ids: HashMap::new(),
+            spans_seen: HashMap::new(),
+            deltas: DeltaTracker::default(),
+            key_buf: String::new(),
+        }
+    }
+
+    /// Live series.
+    pub fn live_series(&self) -> usize {
+        self.live
+    }
+
+    /// Open (series, window) aggregates.
+    pub fn open_windows(&self) -> usize {
+        self.open_windows
+    }
+
+    /// Heap bytes held by series and their open windows (an estimate of the containers' capacity).
+    pub fn heap_bytes(&self) -> usize {
+        let per_index = std::mem::size_of::<(Box<str>, SeriesId)>() + 8;
+        let index: usize = self.index.keys().map(|k| k.len() + per_index).sum();
+        let series: usize = self
+            .series
+            .iter()
+            .flatten()
+            .map(|s| {
+                s.windows.capacity() * std::mem::size_of::<WindowAgg>()
+                    + s.windows.iter().map(WindowAgg::heap_bytes).sum::<usize>()
+            })
+            .sum();
+        let names: usize = self.names.iter().map(|n| n.len() + 16 + 8).sum();
+        index + series + self.series.capacity() * std::mem::size_of::<Option<Series>>() + names
+    }
+
+    fn name(&mut self, s: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(s) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(s);
+        self.names.insert(n.clone());
+        n
+    }
+
+    fn cause_id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.cause_ids.get(s) {
+            return id;
+        }
+        let n: Arc<str> = Arc::from(s);
+        let id = self.causes.len() as u32;
+        self.causes.push(n.clone());
+        self.cause_ids.insert(n, id);
+        id
+    }
+
+    /// The series of (cell, service, route), created if needed; the flag says it overflowed.
+    fn series_id(&mut self, cell: &str, service: &str, route: &str) -> (SeriesId, bool) {
+        let mut key = std::mem::take(&mut self.key_buf);
+        let make_key = |key: &mut String, route: &str| {
+            key.clear();
+            key.push_str(cell);
+            key.push('\x1f');
+            key.push_str(service);
+            key.push('\x1f');
+            key.push_str(route);
+        };
+        make_key(&mut key, route);
+        let found = self.index.get(key.as_str()).copied();
+        let result = match found {
+            Some(id) => (id, false),
+            None if self.live >= self.settings.max_series && route != OVERFLOW_ROUTE => {
+                make_key(&mut key, OVERFLOW_ROUTE);
+                match self.index.get(key.as_str()).copied() {
+                    Some(id) => (id, true),
+                    None => (self.insert_series(&key, cell, service, OVERFLOW_ROUTE), true),
+                }
+            }
+            None => (self.insert_series(&key, cell, service, route), false),
+        };
+        self.key_buf = key;
+        result
+    }
+
+    fn insert_series(&mut self, key: &str, cell: &str, service: &str, route: &str) -> SeriesId {
+        let s =
+            Series { cell: self.name(cell), service: self.name(service), route: self.name(route), windows: Vec::new() };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.series[id as usize] = Some(s);
+                id
+            }
+            None => {
+                self.series.push(Some(s));
+                (self.series.len() - 1) as SeriesId
+            }
+        };
+        self.index.insert(key.into(), id);
+        self.live += 1;
+        id
+    }
+
+    fn window_mut(&mut self, id: SeriesId, start_ms: i64) -> &mut WindowAgg {
+        // Every id handed out points at a live series until close_due frees it.
+        let series = self.series[id as usize].as_mut().unwrap_or_else(|| unreachable!("series {id} is live"));
+        let pos = match series.windows.iter().position(|w| w.start_ms == start_ms) {
+            Some(p) => p,
+            None => {
+                series.windows.push(WindowAgg::new(start_ms));
+                self.open_windows += 1;
+                series.windows.len() - 1
+            }
+        };
+        &mut series.windows[pos]
+    }
+
+    /// Whether an observation at `t_ns` is still accepted at `now_ms`: `Err(true)` late, `Err(false)` future.
+    fn admit(&self, t_ns: i64, now_ms: i64) -> Result<i64, bool> {
+        let start = self.settings.spec.start_of_ns(t_ns);
+        if self.settings.spec.is_closed(start, now_ms) {
+            return Err(true);
+        }
+        if t_ns.div_euclid(1_000_000) > now_ms + MAX_FUTURE_MS {
+            return Err(false);
+        }
+        Ok(start)
+    }
+
+    /// Counts every request span and latency point of `obs` at wall-clock `now_ms`.
+    pub fn apply(&mut self, obs: &Observations<'_>, now_ms: i64) -> Outcome {
+        let mut out = Outcome::default();
+        let mut cache: HashMap<(StrId, StrId, StrId), (SeriesId, bool)> = HashMap::new();
+        let mut causes: HashMap<StrId, u32> = HashMap::new();
+        let mut last_service = None;
+        for o in &obs.spans {
+            if last_service != Some(o.service) {
+                last_service = Some(o.service);
+                let svc = obs.strings.get(o.service);
+                match self.spans_seen.get_mut(svc) {
+                    Some(t) => *t = now_ms,
+                    None => {
+                        let n = self.name(svc);
+                        self.spans_seen.insert(n, now_ms);
+                    }
+                }
+            }
+            let start = match self.admit(o.end_ns, now_ms) {
+                Ok(s) => s,
+                Err(true) => {
+                    out.late += 1;
+                    continue;
+                }
+                Err(false) => {
+                    out.future += 1;
+                    continue;
+                }
+            };
+            let (id, overflowed) = match cache.get(&(o.cell, o.service, o.route)) {
+                Some(&v) => v,
+                None => {
+                    let v =
+                        self.series_id(obs.strings.get(o.cell), obs.strings.get(o.service), obs.strings.get(o.route));
+                    cache.insert((o.cell, o.service, o.route), v);
+                    v
+                }
+            };
+            out.overflowed += u64::from(overflowed);
+            let cause = if o.cause == NO_CAUSE {
+                None
+            } else {
+                Some(match causes.get(&o.cause) {
+                    Some(&c) => c,
+                    None => {
+                        let c = self.cause_id(obs.strings.get(o.cause));
+                        causes.insert(o.cause, c);
+                        c
+                    }
+                })
+            };
+            let w = self.window_mut(id, start);
+            w.requests += 1;
+            w.hist.record(o.latency_us);
+            w.max_us = w.max_us.max(o.latency_us);
+            if let Some(c) = cause {
+                w.add_error(c, 1);
+            }
+            out.accepted += 1;
+        }
+        for p in &obs.points {
+            self.apply_point(obs, p, now_ms, &mut out);
+        }
+        out
+    }
+
+    fn apply_point(&mut self, obs: &Observations<'_>, p: &PointObs, now_ms: i64, out: &mut Outcome) {
+        let start = match self.admit(p.time_ns, now_ms) {
+            Ok(s) => s,
+            Err(true) => {
+                out.late += 1;
+                return;
+            }
+            Err(false) => {
+                out.future += 1;
+                return;
+            }
+        };
+        let buckets = match p.temporality {
+            Temporality::Delta => p.buckets.clone(),
+            Temporality::Cumulative => {
+                let fresh_ns = (self.settings.spec.width_ms + self.settings.spec.lateness_ms) * 1_000_000;
+                match self.deltas.delta(&p.stream, p.start_ns, p.time_ns, &p.buckets, fresh_ns, now_ms) {
+                    Ok(b) => b,
+                    Err(NoDelta::Baseline) => {
+                        out.baseline += 1;
+                        return;
+                    }
+                    Err(NoDelta::OutOfOrder) => {
+                        out.out_of_order += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let service = obs.strings.get(p.service);
+        if self.spans_seen.get(service).is_some_and(|&t| now_ms - t <= SPANS_WIN_MS) {
+            out.spans_preferred += 1;
+            return;
+        }
+        let values = bucket_values(&buckets, if p.temporality == Temporality::Delta { p.max } else { None }, p.to_us);
+        let count: u64 = values.iter().map(|(_, n)| n).sum();
+        out.accepted += 1;
+        if count == 0 {
+            return;
+        }
+        let (id, overflowed) = self.series_id(obs.strings.get(p.cell), service, obs.strings.get(p.route));
+        out.overflowed += u64::from(overflowed);
+        let cause = (p.cause != NO_CAUSE).then(|| self.cause_id(obs.strings.get(p.cause)));
+        let w = self.window_mut(id, start);
+        w.requests += count;
+        w.exact = false;
+        for (v, n) in values {
+            w.hist.record_n(v, n);
+            w.max_us = w.max_us.max(v);
+        }
+        if let Some(c) = cause {
+            w.add_error(c, count);
+        }
+    }
+
+    fn rows_of(&self, s: &Series, w: WindowAgg) -> WindowRows {
+        let causes = w.causes.iter().map(|&(c, n)| (self.causes[c as usize].clone(), n)).collect();
+        WindowRows { cell: s.cell.clone(), service: s.service.clone(), route: s.route.clone(), agg: w, causes }
+    }
+
+    /// Takes every window that is closed at `now_ms` and forgets series left with no window.
+    pub fn close_due(&mut self, now_ms: i64) -> Vec<WindowRows> {
+        let spec = self.settings.spec;
+        let mut out = Vec::new();
+        let mut emptied = Vec::new();
+        let mut series = std::mem::take(&mut self.series);
+        for (id, slot) in series.iter_mut().enumerate() {
+            let Some(s) = slot else { continue };
+            if !s.windows.iter().any(|w| spec.is_closed(w.start_ms, now_ms)) {
+                continue;
+            }
+            let (closed, open): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut s.windows).into_iter().partition(|w| spec.is_closed(w.start_ms, now_ms));
+            s.windows = open;
+            self.open_windows -= closed.len();
+            for w in closed {
+                out.push(self.rows_of(s, w));
+            }
+            if s.windows.is_empty() {
+                emptied.push(id);
+            }
+        }
+        for id in emptied {
+            if let Some(s) = series[id].take() {
+                let mut key = String::with_capacity(s.cell.len() + s.service.len() + s.route.len() + 2);
+                key.push_str(&s.cell);
+                key.push('\x1f');
+                key.push_str(&s.service);
+                key.push('\x1f');
+                key.push_str(&s.route);
+                self.index.remove(key.as_str());
+                self.free.push(id as SeriesId);
+                self.live -= 1;
+            }
+        }
+        self.series = series;
+        self.spans_seen.retain(|_, t| now_ms - *t <= SPANS_WIN_MS);
+        self.deltas.evict(now_ms - STREAM_TTL_MS);
+        // Names only the interner still holds belong to no series.
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+        out
+    }
+
+    /// Copies of the open windows overlapping `[from_ms, to_ms)`.
+    pub fn snapshot(&self, from_ms: i64, to_ms: i64) -> Vec<WindowRows> {
+        let width = self.settings.spec.width_ms;
+        self.series
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                s.windows
+                    .iter()
+                    .filter(move |w| w.start_ms < to_ms && w.start_ms + width > from_ms)
+                    .map(move |w| self.rows_of(s, w.clone()))
+            })
+            .collect()
+    }
+}
+
+/// (value in µs, count) for each non-empty bucket: the bucket's upper bound (capped by `max`),
+/// and for the last explicit bucket, `max` or the last bound.
+fn bucket_values(b: &Buckets, max: Option<f64>, to_us: f64) -> Vec<(u64, u64)> {
+    let us = |v: f64| {
+        let v = max.map_or(v, |m| v.min(m));
+        (v * to_us).round().max(0.0) as u64
+    };
+    match b {
+        Buckets::Explicit { bounds, counts } => counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| {
+                let v = match bounds.get(i) {
+                    Some(&upper) => us(upper),
+                    None => us(max.unwrap_or_else(|| bounds.last().copied().unwrap_or(0.0))),
+                };
+                (v, *c)
+            })
+            .collect(),
+        Buckets::Exponential { scale, zero_count, offset, counts } => {
+            let mut out = Vec::with_capacity(counts.len() + 1);
+            if *zero_count > 0 {
+                out.push((0, *zero_count));
+            }
+            let step = (-f64::from(*scale)).exp2();
+            for (k, c) in counts.iter().enumerate() {
+                if *c > 0 {
+                    let upper = ((f64::from(*offset) + k as f64 + 1.0) * step).exp2();
+                    out.push((us(upper), *c));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Builds the Arrow rows of `windows`, sorted by window, cell, service and route.
+pub fn to_batches(mut windows: Vec<WindowRows>, width_ms: i64) -> cellpilot_core::Result<WindowBatches> {
+    windows.sort_by(|a, b| {
+        (a.agg.start_ms, &a.cell, &a.service, &a.route).cmp(&(b.agg.start_ms, &b.cell, &b.service, &b.route))
+    });
+    let mut rollups = RollupsBuilder::default();
+    let mut errors = ErrorsByCauseBuilder::default();
+    for w in &windows {
+        let key = RowKey {
+            window_start_ms: w.agg.start_ms,
+            window_end_ms: w.agg.start_ms + width_ms,
+            cell: &w.cell,
+            service: &w.service,
+            route: &w.route,
+        };
+        let mut h = w.agg.hist.to_histogram();
+        let mut q = Quantiles::of(&h);
+        // The exact max beats the bucket's upper edge.
+        q.max_us = w.agg.max_us;
+        if h.is_empty() {
+            h = latency::new_histogram();
+        }
+        rollups.push(key, w.agg.requests, w.agg.errors, &latency::serialize(&h), q, w.agg.exact);
+        let mut causes = w.causes.clone();
+        causes.sort();
+        for (cause, n) in causes {
+            errors.push(key, &cause, n);
+        }
+    }
+    Ok(WindowBatches { rollups: rollups.finish()?, errors_by_cause: errors.finish()? })
+}
+
+/// The aggregator shared by receivers, the closer and queries.
+#[derive(Debug, Clone)]
+pub struct SharedAggregator {
+    inner: Arc<Mutex<Aggregator>>,
+    width_ms: i64,
+}
+
+impl SharedAggregator {
+    /// Wraps `agg`.
+    pub fn new(agg: Aggregator) -> Self {
+        let width_ms = agg.settings.spec.width_ms;
+        Self { inner: Arc::new(Mutex::new(agg)), width_ms }
+    }
+
+    /// Locks the state; a panic elsewhere while holding it leaves consistent counters, so poison is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Aggregator> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the windows closed at `now_ms` and builds their rows (outside the lock).
+    pub fn close_due(&self, now_ms: i64) -> cellpilot_core::Result<Option<WindowBatches>> {
+        let closed = self.lock().close_due(now_ms);
+        if closed.is_empty() {
+            return Ok(None);
+        }
+        to_batches(closed, self.width_ms).map(Some)
+    }
+}
+
+impl OpenWindowSource for SharedAggregator {
+    fn open_windows(&self, from_ms: i64, to_ms: i64) -> cellpilot_core::Result<WindowBatches> {
+        let rows = self.lock().snapshot(from_ms, to_ms);
+        to_batches(rows, self.width_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{Interner, SpanObs};
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    fn settings(max_series: usize) -> AggregatorSettings {
+        AggregatorSettings { spec: WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30)), max_series }
+    }
+
+    fn obs<'a>(spans: &[(&'a str, &'a str, u64, i64, Option<&'a str>)]) -> Observations<'a> {
+        let mut o = Observations { strings: Interner::default(), ..Default::default() };
+        let svc = o.strings.intern(Cow::Borrowed("svc"));
+        for &(cell, route, latency_us, end_ms, cause) in spans {
+            let cell = o.strings.intern(Cow::Borrowed(cell));
+            let route = o.strings.intern(Cow::Borrowed(route));
+            let cause = cause.map_or(NO_CAUSE, |c| o.strings.intern(Cow::Borrowed(c)));
+            o.spans.push(SpanObs {
+                cell,
+                service: svc,
+                route,
+                cause,
+                latency_us,
+                end_ns: end_ms * 1_000_000,
+                start_ns: 0,
+            });
+        }
+        o
+    }
+
+    #[test]
+    fn counts_per_window_and_rejects_late_and_future() {
+        let mut a = Aggregator::new(settings(100));
+        let now = 1_000_000;
+        let out = a.apply(
+            &obs(&[
+                ("a", "/x", 100, now - 1, None),
+                ("a", "/x", 300, now - 2, Some("5xx")),
+                ("a", "/x", 200, now - 15_000, None),
+                ("a", "/x", 1, now - 45_000, None),
+                ("a", "/x", 1, now + 301_000, None),
+            ]),
+            now,
+        );
+        assert_eq!((out.accepted, out.late, out.future), (3, 1, 1));
+        assert_eq!(a.open_windows(), 2);
+        let closed = a.close_due(now + 40_000);
+        let b = to_batches(closed, 10_000).unwrap();
+        assert_eq!(b.rollups.num_rows(), 2);
+        assert_eq!(b.errors_by_cause.num_rows(), 1);
+        assert_eq!(a.live_series(), 0);
+        assert_eq!(a.open_windows(), 0);
+    }
+
+    #[test]
+    fn overflow_route_caps_series() {
+        let mut a = Aggregator::new(settings(2));
+        let now = 1_000_000;
+        let out = a.apply(
+            &obs(&[
+                ("a", "/1", 1, now, None),
+                ("a", "/2", 1, now, None),
+                ("a", "/3", 1, now, None),
+                ("a", "/4", 1, now, None),
+            ]),
+            now,
+        );
+        assert_eq!(out.overflowed, 2);
+        assert_eq!(a.live_series(), 3);
+        let b = to_batches(a.snapshot(0, i64::MAX), 10_000).unwrap();
+        let routes = b.rollups.column(4).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let mut r: Vec<_> = routes.iter().flatten().collect();
+        r.sort();
+        assert_eq!(r, ["/1", "/2", OVERFLOW_ROUTE]);
+    }
+
+    #[test]
+    fn explicit_bucket_values() {
+        let b = Buckets::Explicit { bounds: vec![0.01, 0.1], counts: vec![1, 2, 3] };
+        assert_eq!(bucket_values(&b, None, 1e6), vec![(10_000, 1), (100_000, 2), (100_000, 3)]);
+        assert_eq!(bucket_values(&b, Some(0.5), 1e6), vec![(10_000, 1), (100_000, 2), (500_000, 3)]);
+        let e = Buckets::Exponential { scale: 0, zero_count: 1, offset: 3, counts: vec![0, 4] };
+        assert_eq!(bucket_values(&e, None, 1.0), vec![(0, 1), (32, 4)]);
+    }
+}

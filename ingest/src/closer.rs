@@ -1,0 +1,58 @@
+//! The window closer: once a second, takes the windows whose `window_end + allowed_lateness` has
+//! passed and hands their rows to the [`RollupSink`].
+
+use crate::aggregator::SharedAggregator;
+use cellpilot_core::clock::SharedClock;
+use cellpilot_core::metrics::Metrics;
+use cellpilot_core::store::RollupSink;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often due windows are looked for.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Closes due windows once; returns how many rows were handed over.
+pub fn close_once(agg: &SharedAggregator, sink: &dyn RollupSink, clock: &SharedClock, metrics: &Metrics) -> usize {
+    match agg.close_due(clock.now_ms()) {
+        Ok(Some(batches)) => {
+            let rows = batches.rollups.num_rows();
+            metrics.windows_closed.inc_by(rows as u64);
+            metrics.rollup_rows.inc_by(rows as u64);
+            if let Err(e) = sink.append(batches) {
+                tracing::error!(error = %e, "storing closed windows failed");
+            }
+            metrics.windows_open.set(agg.lock().open_windows() as i64);
+            metrics.series_live.set(agg.lock().live_series() as i64);
+            rows
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "building closed windows failed");
+            0
+        }
+    }
+}
+
+/// Runs [`close_once`] every [`TICK`] until `shutdown` resolves.
+pub async fn run(
+    agg: SharedAggregator,
+    sink: Arc<dyn RollupSink>,
+    clock: SharedClock,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                let (agg, sink, clock, metrics) = (agg.clone(), sink.clone(), clock.clone(), metrics.clone());
+                // Serializing histograms is CPU work; keep it off the async workers.
+                let _ = tokio::task::spawn_blocking(move || close_once(&agg, sink.as_ref(), &clock, &metrics)).await;
+            }
+        }
+    }
+}

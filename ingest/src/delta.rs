@@ -1,0 +1,214 @@
+//! Cumulative -> delta conversion per metric stream, with reset detection and the
+//! first-cumulative-point rule of the spec.
+
+use crate::mapping::Buckets;
+use std::collections::HashMap;
+
+/// What the previous cumulative point of a stream said.
+#[derive(Debug, Clone)]
+struct StreamState {
+    start_ns: i64,
+    time_ns: i64,
+    buckets: Buckets,
+    /// Wall-clock ms of the last point, for eviction.
+    seen_ms: i64,
+}
+
+/// Why a cumulative point produced no delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoDelta {
+    /// The first point of a long-running stream: its counts predate us.
+    Baseline,
+    /// Older than the stream's latest point (reordered or duplicated export).
+    OutOfOrder,
+}
+
+/// Per-stream cumulative state.
+#[derive(Debug, Default)]
+pub struct DeltaTracker {
+    streams: HashMap<String, StreamState>,
+}
+
+impl DeltaTracker {
+    /// Number of streams tracked.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether no stream is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Converts a cumulative point to the counts it adds since the stream's previous point.
+    ///
+    /// `fresh_ns` is `window + allowed_lateness`: a stream's first point counts from its start
+    /// only when the start is that recent (a freshly started process); otherwise it is a baseline.
+    pub fn delta(
+        &mut self,
+        stream: &str,
+        start_ns: i64,
+        time_ns: i64,
+        buckets: &Buckets,
+        fresh_ns: i64,
+        now_ms: i64,
+    ) -> Result<Buckets, NoDelta> {
+        let Some(prev) = self.streams.get_mut(stream) else {
+            self.streams.insert(
+                stream.to_string(),
+                StreamState { start_ns, time_ns, buckets: buckets.clone(), seen_ms: now_ms },
+            );
+            let fresh = start_ns > 0 && time_ns.saturating_sub(start_ns) <= fresh_ns;
+            return if fresh { Ok(buckets.clone()) } else { Err(NoDelta::Baseline) };
+        };
+        if time_ns < prev.time_ns {
+            return Err(NoDelta::OutOfOrder);
+        }
+        prev.seen_ms = now_ms;
+        let reset = start_ns != prev.start_ns || total(buckets) < total(&prev.buckets);
+        let out = if reset {
+            buckets.clone()
+        } else {
+            // A bucket that fell while the total did not is a reset in disguise.
+            subtract(buckets, &prev.buckets).unwrap_or_else(|| buckets.clone())
+        };
+        prev.start_ns = start_ns;
+        prev.time_ns = time_ns;
+        prev.buckets = buckets.clone();
+        Ok(out)
+    }
+
+    /// Forgets streams not seen since `before_ms`.
+    pub fn evict(&mut self, before_ms: i64) {
+        self.streams.retain(|_, s| s.seen_ms >= before_ms);
+    }
+}
+
+fn total(b: &Buckets) -> u64 {
+    match b {
+        Buckets::Explicit { counts, .. } => counts.iter().sum(),
+        Buckets::Exponential { zero_count, counts, .. } => zero_count + counts.iter().sum::<u64>(),
+    }
+}
+
+/// `cur - prev` bucket by bucket; `None` when the layouts are incompatible or a bucket fell
+/// (then the caller treats the point as a reset).
+fn subtract(cur: &Buckets, prev: &Buckets) -> Option<Buckets> {
+    match (cur, prev) {
+        (Buckets::Explicit { bounds, counts }, Buckets::Explicit { bounds: pb, counts: pc }) => {
+            if bounds != pb || counts.len() != pc.len() {
+                return None;
+            }
+            let counts = counts.iter().zip(pc).map(|(c, p)| c.checked_sub(*p)).collect::<Option<Vec<_>>>()?;
+            Some(Buckets::Explicit { bounds: bounds.clone(), counts })
+        }
+        (
+            Buckets::Exponential { scale, zero_count, offset, counts },
+            Buckets::Exponential { scale: ps, zero_count: pz, offset: po, counts: pc },
+        ) => {
+            // SDKs only ever lower the scale of a cumulative stream; bring both to the lower one.
+            let target = (*scale).min(*ps);
+            let (co, cc) = downscale(*offset, counts, *scale - target);
+            let (po, pc) = downscale(*po, pc, *ps - target);
+            let mut out = Vec::with_capacity(cc.len());
+            for (i, c) in cc.iter().enumerate() {
+                let idx = co + i as i32;
+                let p = if idx >= po && ((idx - po) as usize) < pc.len() { pc[(idx - po) as usize] } else { 0 };
+                out.push(c.checked_sub(p)?);
+            }
+            // A previous bucket outside the current range must have been empty.
+            for (i, p) in pc.iter().enumerate() {
+                let idx = po + i as i32;
+                if *p > 0 && (idx < co || (idx - co) as usize >= cc.len()) {
+                    return None;
+                }
+            }
+            Some(Buckets::Exponential {
+                scale: target,
+                zero_count: zero_count.checked_sub(*pz)?,
+                offset: co,
+                counts: out,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Merges exponential buckets `by` scale steps (each step pairs neighbours).
+fn downscale(offset: i32, counts: &[u64], by: i32) -> (i32, Vec<u64>) {
+    if by <= 0 || counts.is_empty() {
+        return (offset, counts.to_vec());
+    }
+    let new_offset = offset >> by;
+    let last = (offset + counts.len() as i32 - 1) >> by;
+    let mut out = vec![0u64; (last - new_offset + 1) as usize];
+    for (i, c) in counts.iter().enumerate() {
+        out[(((offset + i as i32) >> by) - new_offset) as usize] += c;
+    }
+    (new_offset, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FRESH: i64 = 40_000_000_000;
+
+    fn ex(counts: &[u64]) -> Buckets {
+        Buckets::Explicit { bounds: vec![0.1, 1.0], counts: counts.to_vec() }
+    }
+
+    #[test]
+    fn first_point_counts_only_when_fresh() {
+        let mut t = DeltaTracker::default();
+        let s = 1_000_000_000_000;
+        assert_eq!(t.delta("a", s, s + 10_000_000_000, &ex(&[1, 2, 0]), FRESH, 0), Ok(ex(&[1, 2, 0])));
+        assert_eq!(t.delta("b", s, s + 3_600_000_000_000, &ex(&[1, 2, 0]), FRESH, 0), Err(NoDelta::Baseline));
+        assert_eq!(t.delta("b", s, s + 3_610_000_000_000, &ex(&[1, 5, 1]), FRESH, 0), Ok(ex(&[0, 3, 1])));
+    }
+
+    #[test]
+    fn repeated_export_adds_nothing_and_reset_counts_afresh() {
+        let mut t = DeltaTracker::default();
+        let s = 1_000_000_000_000;
+        t.delta("a", s, s + 1, &ex(&[1, 1, 1]), FRESH, 0).unwrap();
+        assert_eq!(t.delta("a", s, s + 1, &ex(&[1, 1, 1]), FRESH, 0), Ok(ex(&[0, 0, 0])));
+        assert_eq!(t.delta("a", s, s + 2, &ex(&[2, 1, 1]), FRESH, 0), Ok(ex(&[1, 0, 0])));
+        // Counter reset: falling count, same start.
+        assert_eq!(t.delta("a", s, s + 3, &ex(&[1, 0, 0]), FRESH, 0), Ok(ex(&[1, 0, 0])));
+        // Restart: new start time.
+        assert_eq!(t.delta("a", s + 10, s + 20, &ex(&[0, 4, 0]), FRESH, 0), Ok(ex(&[0, 4, 0])));
+        assert_eq!(t.delta("a", s + 10, s + 15, &ex(&[0, 9, 0]), FRESH, 0), Err(NoDelta::OutOfOrder));
+    }
+
+    #[test]
+    fn exponential_scale_change() {
+        let mut t = DeltaTracker::default();
+        let a = Buckets::Exponential { scale: 1, zero_count: 1, offset: 2, counts: vec![1, 1, 1] };
+        t.delta("e", 1, 2, &a, FRESH, 0).unwrap();
+        // Downscaled by one: indexes 2,3 -> 1 and 4 -> 2, plus one new sample in index 2.
+        let b = Buckets::Exponential { scale: 0, zero_count: 1, offset: 1, counts: vec![2, 2] };
+        assert_eq!(
+            t.delta("e", 1, 3, &b, FRESH, 0),
+            Ok(Buckets::Exponential { scale: 0, zero_count: 0, offset: 1, counts: vec![0, 1] })
+        );
+    }
+
+    proptest! {
+        /// Summing the deltas of a cumulative series gives back its last value.
+        #[test]
+        fn deltas_sum_to_the_cumulative(incs in proptest::collection::vec(proptest::collection::vec(0u64..50, 3), 1..20)) {
+            let mut t = DeltaTracker::default();
+            let mut cum = vec![0u64; 3];
+            let mut sum = vec![0u64; 3];
+            for (i, inc) in incs.iter().enumerate() {
+                for k in 0..3 { cum[k] += inc[k]; }
+                if let Ok(Buckets::Explicit { counts, .. }) = t.delta("s", 1, 1 + i as i64, &ex(&cum), FRESH, 0) {
+                    for k in 0..3 { sum[k] += counts[k]; }
+                }
+            }
+            prop_assert_eq!(sum, cum);
+        }
+    }
+}

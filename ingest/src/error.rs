@@ -1,0 +1,44 @@
+//! Ingest errors, grouped by blame. [`crate::http`] and [`crate::grpc`] each map them to their
+//! transport's status in one place.
+
+use cellpilot_core::auth::Denied;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Result with the ingest [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong with an export.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The payload is malformed; the message names the problem. Not retryable.
+    #[error("{0}")]
+    BadInput(String),
+    /// Content type or encoding we do not speak.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The payload exceeds `max_request_size` (after decompression).
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The caller could not be authenticated.
+    #[error("{0}")]
+    Unauthenticated(Denied),
+    /// The aggregator is behind; retry after the given delay.
+    #[error("cellpilot is overloaded; retry in {}s", retry_after.as_secs())]
+    Overloaded {
+        /// How long the client should wait.
+        retry_after: Duration,
+    },
+    /// A bug or an unexpected failure; details are logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<cellpilot_core::Error> for Error {
+    fn from(e: cellpilot_core::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}

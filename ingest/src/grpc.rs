@@ -1,0 +1,214 @@
+//! OTLP/gRPC receiver: the three collector `Export` services on one tonic server.
+//!
+//! The services are written against tonic's server API rather than the generated servers so a
+//! malformed protobuf is INVALID_ARGUMENT (the OTLP spec) instead of the generated codec's
+//! INTERNAL, and so credentials are checked before a body is decoded.
+
+use crate::error::Error;
+use crate::pipeline::{Ingest, Transport};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Code, Request, Response, Status};
+use tonic_prost::ProstEncoder;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// One OTLP signal as a gRPC service.
+pub trait Signal: Send + Sync + 'static {
+    /// The Export request.
+    type Req: Message + Default + Send + 'static;
+    /// The Export response.
+    type Resp: Message + Default + Send + 'static;
+    /// Fully qualified service name.
+    const SERVICE: &'static str;
+    /// `signal` label in `/metrics`.
+    const LABEL: &'static str;
+    /// Runs the pipeline.
+    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp>;
+}
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService`
+#[derive(Debug)]
+pub struct Traces;
+/// `opentelemetry.proto.collector.metrics.v1.MetricsService`
+#[derive(Debug)]
+pub struct Metrics;
+/// `opentelemetry.proto.collector.logs.v1.LogsService`
+#[derive(Debug)]
+pub struct Logs;
+
+impl Signal for Traces {
+    type Req = ExportTraceServiceRequest;
+    type Resp = ExportTraceServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const LABEL: &'static str = "traces";
+    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp> {
+        ingest.traces(req)
+    }
+}
+
+impl Signal for Metrics {
+    type Req = ExportMetricsServiceRequest;
+    type Resp = ExportMetricsServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const LABEL: &'static str = "metrics";
+    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp> {
+        ingest.metrics_export(req)
+    }
+}
+
+impl Signal for Logs {
+    type Req = ExportLogsServiceRequest;
+    type Resp = ExportLogsServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const LABEL: &'static str = "logs";
+    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp> {
+        ingest.logs(req)
+    }
+}
+
+/// The one place ingest errors become gRPC statuses.
+pub fn to_status(e: &Error) -> Status {
+    match e {
+        Error::BadInput(m) | Error::Unsupported(m) => Status::invalid_argument(m.clone()),
+        Error::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        Error::Unauthenticated(d) => Status::unauthenticated(d.to_string()),
+        Error::Overloaded { retry_after } => Status::with_error_details(
+            Code::Unavailable,
+            e.to_string(),
+            ErrorDetails::with_retry_info(Some(*retry_after)),
+        ),
+        Error::Internal(detail) => {
+            tracing::error!(%detail, "OTLP/gRPC export failed");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// A tonic service for signal `S`.
+#[derive(Debug)]
+pub struct OtlpService<S> {
+    ingest: Arc<Ingest>,
+    _signal: PhantomData<S>,
+}
+
+impl<S> Clone for OtlpService<S> {
+    fn clone(&self) -> Self {
+        Self { ingest: self.ingest.clone(), _signal: PhantomData }
+    }
+}
+
+impl<S: Signal> OtlpService<S> {
+    /// The service over `ingest`.
+    pub fn new(ingest: Arc<Ingest>) -> Self {
+        Self { ingest, _signal: PhantomData }
+    }
+}
+
+impl<S: Signal> NamedService for OtlpService<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+struct Export<S>(Arc<Ingest>, PhantomData<S>);
+
+impl<S: Signal> UnaryService<S::Req> for Export<S> {
+    type Response = S::Resp;
+    type Future = BoxFuture<Response<S::Resp>, Status>;
+
+    fn call(&mut self, request: Request<S::Req>) -> Self::Future {
+        let ingest = self.0.clone();
+        Box::pin(async move {
+            let req = request.into_inner();
+            let result = ingest.admit(req.encoded_len()).and_then(|_permit| S::export(&ingest, &req));
+            ingest.count_request(S::LABEL, Transport::Grpc, result.as_ref().err());
+            result.map(Response::new).map_err(|e| to_status(&e))
+        })
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for OtlpService<S>
+where
+    S: Signal,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        Box::pin(async move {
+            let is_export =
+                req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(S::SERVICE)) == Some("/Export");
+            if !is_export {
+                return Ok(Status::unimplemented(format!("{} is not served here", req.uri().path())).into_http());
+            }
+            let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if let Err(e) = ingest.authorize(auth) {
+                ingest.count_request(S::LABEL, Transport::Grpc, Some(&e));
+                tracing::warn!(error = %e, "OTLP/gRPC request rejected");
+                return Ok(to_status(&e).into_http());
+            }
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            accept.enable(CompressionEncoding::Zstd);
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S::Resp, S::Req>::default())
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(ingest.max_request_size()), None);
+            Ok(grpc.unary(Export::<S>(ingest.clone(), PhantomData), req).await)
+        })
+    }
+}
+
+/// Prost encoding with a decoder that reports malformed payloads as INVALID_ARGUMENT.
+#[derive(Debug)]
+struct OtlpCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for OtlpCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for OtlpCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = OtlpDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        OtlpDecoder(PhantomData)
+    }
+}
+
+#[derive(Debug)]
+struct OtlpDecoder<U>(PhantomData<U>);
+
+impl<U: Message + Default> Decoder for OtlpDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        U::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("invalid protobuf payload: {e}")))
+    }
+}

@@ -1,0 +1,103 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`. Decodes, authenticates and
+//! hands the request to the [`Ingest`] pipeline; maps errors to HTTP statuses in one place.
+
+use crate::decode::{self, Encoding};
+use crate::error::{Error, Result};
+use crate::pipeline::{Ingest, Transport};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// The OTLP/HTTP routes.
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        // Bodies are read with our own cap (max_request_size) below.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(ingest)
+}
+
+async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&ingest, "traces", &headers, body, |i, r| i.traces(r)).await
+}
+
+async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&ingest, "metrics", &headers, body, |i, r| i.metrics_export(r)).await
+}
+
+async fn logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&ingest, "logs", &headers, body, |i, r| i.logs(r)).await
+}
+
+async fn handle<Req, Resp>(
+    ingest: &Ingest,
+    signal: &str,
+    headers: &HeaderMap,
+    body: Body,
+    export: impl FnOnce(&Ingest, &Req) -> Result<Resp>,
+) -> Response
+where
+    Req: Message + Default + DeserializeOwned,
+    Resp: Message + Serialize,
+{
+    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    // Errors before the content type is known are answered in JSON, the readable choice.
+    let enc = Encoding::from_content_type(header_str(header::CONTENT_TYPE));
+    let reply_enc = *enc.as_ref().unwrap_or(&Encoding::Json);
+    let result = async {
+        ingest.authorize(header_str(header::AUTHORIZATION))?;
+        let enc = enc?;
+        let limit = ingest.max_request_size();
+        let raw = axum::body::to_bytes(body, limit).await.map_err(|_| Error::TooLarge { limit })?;
+        let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
+        let _permit = ingest.admit(raw.len())?;
+        let req: Req = decode::decode(&raw, enc)?;
+        export(ingest, &req)
+    }
+    .await;
+    ingest.count_request(signal, Transport::Http, result.as_ref().err());
+    match result {
+        Ok(resp) => {
+            ([(header::CONTENT_TYPE, reply_enc.content_type())], decode::encode(&resp, reply_enc)).into_response()
+        }
+        Err(e) => error_response(&e, reply_enc),
+    }
+}
+
+/// The one place ingest errors become HTTP responses.
+fn error_response(e: &Error, enc: Encoding) -> Response {
+    let (status, grpc_code) = match e {
+        Error::BadInput(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+        Error::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
+        Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
+        Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+        Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::Unavailable),
+        Error::Internal(detail) => {
+            tracing::error!(%detail, "OTLP/HTTP export failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
+        }
+    };
+    match e {
+        Error::Unauthenticated(d) => tracing::warn!(reason = %d, "OTLP/HTTP request rejected"),
+        Error::Internal(_) => {}
+        other => tracing::debug!(error = %other, "OTLP/HTTP request rejected"),
+    }
+    let body = decode::status_body(grpc_code as i32, &e.to_string(), enc);
+    let mut resp = (status, [(header::CONTENT_TYPE, enc.content_type())], body).into_response();
+    if let Error::Overloaded { retry_after } = e {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+    }
+    if matches!(e, Error::Unauthenticated(_)) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
+}

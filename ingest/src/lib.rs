@@ -1,0 +1,40 @@
+//! cellpilot-ingest: OTLP in, per-window rollups out.
+//!
+//! # Layout
+//! - [`grpc`] and [`http`]: the OTLP receivers (thin: decode, authenticate, call the pipeline).
+//! - [`decode`]: OTLP/HTTP content types, gzip with a cap, protobuf and OTLP JSON.
+//! - [`pipeline`]: [`Ingest`], the transport-independent export path and its `partial_success`.
+//! - [`mapping`]: spans and metric points to observations (cell, service, route, error, cause).
+//! - [`delta`]: cumulative -> delta per metric stream.
+//! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
+//! - [`limiter`]: the in-flight budget behind the retryable overload answer.
+//! - [`closer`]: the task that closes windows on time and hands them to storage.
+//! - [`error`]: the crate's error type.
+
+mod attrs;
+
+pub mod aggregator;
+pub mod closer;
+pub mod decode;
+pub mod delta;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod limiter;
+pub mod mapping;
+pub mod pipeline;
+
+pub use error::{Error, Result};
+pub use pipeline::{Ingest, Transport};
+
+use std::sync::Arc;
+
+/// The tonic router serving the three OTLP collector services.
+pub fn grpc_routes(ingest: Arc<Ingest>) -> tonic::service::Routes {
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(grpc::OtlpService::<grpc::Traces>::new(ingest.clone()))
+        .add_service(grpc::OtlpService::<grpc::Metrics>::new(ingest.clone()))
+        .add_service(grpc::OtlpService::<grpc::Logs>::new(ingest));
+    routes.routes()
+}

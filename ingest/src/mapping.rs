@@ -1,0 +1,556 @@
+//! OTLP -> observations: which spans are requests, and their cell, service, route, error and cause;
+//! which metric points carry latency, in which unit and temporality.
+//!
+//! Mapping borrows from the decoded request so the hot path allocates only for new strings.
+
+use crate::attrs::{as_i64, as_str, first_str, get_str, grpc_code_name};
+use crate::error::{Error, Result};
+use cellpilot_core::config::IngestConfig;
+use cellpilot_core::{UNKNOWN_CELL, UNKNOWN_SERVICE};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric::Data};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Id of a string in an [`Interner`].
+pub type StrId = u32;
+/// "No cause": the observation is not an error.
+pub const NO_CAUSE: StrId = u32::MAX;
+
+/// Unique strings of one request, borrowed where possible.
+#[derive(Debug, Default)]
+pub struct Interner<'a> {
+    list: Vec<Cow<'a, str>>,
+    ids: HashMap<Cow<'a, str>, StrId>,
+}
+
+impl<'a> Interner<'a> {
+    /// Id of `s`, adding it if new.
+    pub fn intern(&mut self, s: Cow<'a, str>) -> StrId {
+        if let Some(&id) = self.ids.get(s.as_ref()) {
+            return id;
+        }
+        let id = self.list.len() as StrId;
+        self.list.push(s.clone());
+        self.ids.insert(s, id);
+        id
+    }
+
+    /// The string of `id`.
+    pub fn get(&self, id: StrId) -> &str {
+        &self.list[id as usize]
+    }
+}
+
+/// One request span.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanObs {
+    /// Cell.
+    pub cell: StrId,
+    /// Service.
+    pub service: StrId,
+    /// Route.
+    pub route: StrId,
+    /// Cause when the span is an error, else [`NO_CAUSE`].
+    pub cause: StrId,
+    /// End − start, µs.
+    pub latency_us: u64,
+    /// End time; picks the window.
+    pub end_ns: i64,
+    /// Start time; cut-over tracking needs the latest request start per cell.
+    pub start_ns: i64,
+}
+
+/// Temporality of a metric point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporality {
+    /// Counts since the previous point.
+    Delta,
+    /// Counts since `start_ns`.
+    Cumulative,
+}
+
+/// Bucket counts of one histogram data point, in the metric's own unit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Buckets {
+    /// Explicit bounds; `counts.len() == bounds.len() + 1`.
+    Explicit {
+        /// Upper bounds of all but the last bucket.
+        bounds: Vec<f64>,
+        /// Count per bucket.
+        counts: Vec<u64>,
+    },
+    /// Base-2 exponential buckets.
+    Exponential {
+        /// Resolution: base = 2^(2^-scale).
+        scale: i32,
+        /// Samples at (or near) zero.
+        zero_count: u64,
+        /// Index of `counts[0]`.
+        offset: i32,
+        /// Count per positive bucket.
+        counts: Vec<u64>,
+    },
+}
+
+/// One latency histogram data point.
+#[derive(Debug, Clone)]
+pub struct PointObs {
+    /// Identity of the stream for cumulative -> delta: resource, scope, metric and attributes.
+    pub stream: String,
+    /// Cell.
+    pub cell: StrId,
+    /// Service.
+    pub service: StrId,
+    /// Route.
+    pub route: StrId,
+    /// Cause when the point's requests are errors, else [`NO_CAUSE`].
+    pub cause: StrId,
+    /// Start of the counting period.
+    pub start_ns: i64,
+    /// Time of the point; picks the window.
+    pub time_ns: i64,
+    /// Delta or cumulative.
+    pub temporality: Temporality,
+    /// The distribution.
+    pub buckets: Buckets,
+    /// Largest sample, in the metric's unit, when known (delta points only use it).
+    pub max: Option<f64>,
+    /// Multiplier from the metric's unit to µs.
+    pub to_us: f64,
+}
+
+/// Everything one export request contributes.
+#[derive(Debug, Default)]
+pub struct Observations<'a> {
+    /// Strings the observations refer to.
+    pub strings: Interner<'a>,
+    /// Request spans.
+    pub spans: Vec<SpanObs>,
+    /// Latency histogram points.
+    pub points: Vec<PointObs>,
+    /// Spans that are not requests (by kind) or metrics that do not carry latency.
+    pub ignored: u64,
+    /// Points rejected while mapping (e.g. a unit that is not a time unit), with the reason.
+    pub rejected: Vec<(u64, String)>,
+}
+
+/// The mapping rules, from `[ingest]`.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    cell_keys: Vec<String>,
+    /// Bit i set: span kind i counts as a request.
+    kinds: u8,
+    latency_metrics: Vec<String>,
+}
+
+/// What one attribute scan found.
+#[derive(Default)]
+struct Scan<'a> {
+    cell: Option<&'a str>,
+    cell_rank: usize,
+    http_route: Option<&'a str>,
+    rpc_service: Option<&'a str>,
+    rpc_method: Option<&'a str>,
+    http_status: Option<i64>,
+    http_status_legacy: Option<i64>,
+    grpc_status: Option<i64>,
+    error_type: Option<&'a str>,
+    cause: Option<&'a str>,
+}
+
+impl<'a> Scan<'a> {
+    fn of(attrs: &'a [KeyValue], cell_keys: &[String]) -> Self {
+        let mut s = Scan { cell_rank: usize::MAX, ..Default::default() };
+        for kv in attrs {
+            let v = kv.value.as_ref();
+            if let Some(rank) = cell_keys.iter().position(|k| *k == kv.key)
+                && rank < s.cell_rank
+                && let Some(c) = as_str(v)
+            {
+                s.cell = Some(c);
+                s.cell_rank = rank;
+            }
+            match kv.key.as_str() {
+                "http.route" => s.http_route = as_str(v),
+                "rpc.service" => s.rpc_service = as_str(v),
+                "rpc.method" => s.rpc_method = as_str(v),
+                "http.response.status_code" => s.http_status = as_i64(v),
+                "http.status_code" => s.http_status_legacy = as_i64(v),
+                "rpc.grpc.status_code" => s.grpc_status = as_i64(v),
+                "error.type" => s.error_type = as_str(v),
+                "cause" => s.cause = as_str(v),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    fn route(&self) -> Option<Cow<'a, str>> {
+        if let Some(r) = self.http_route {
+            return Some(Cow::Borrowed(r));
+        }
+        match (self.rpc_service, self.rpc_method) {
+            (Some(s), Some(m)) => Some(Cow::Owned(format!("{s}/{m}"))),
+            _ => None,
+        }
+    }
+
+    fn http_status(&self) -> Option<i64> {
+        self.http_status.or(self.http_status_legacy)
+    }
+
+    /// Whether the attributes alone make this an error.
+    fn is_error(&self) -> bool {
+        self.http_status().is_some_and(|c| c >= 500) || self.grpc_status.is_some_and(|c| matches!(c, 2 | 4 | 13 | 14))
+    }
+
+    /// The spec's cause precedence: `error.type`, `cause`, HTTP status class, gRPC code, `error`.
+    fn cause(&self) -> Cow<'a, str> {
+        if let Some(c) = self.error_type.or(self.cause) {
+            return Cow::Borrowed(c);
+        }
+        if let Some(code) = self.http_status() {
+            return Cow::Owned(format!("{}xx", code / 100));
+        }
+        if let Some(code) = self.grpc_status {
+            return Cow::Owned(format!("grpc:{}", grpc_code_name(code)));
+        }
+        Cow::Borrowed("error")
+    }
+}
+
+const SPAN_STATUS_ERROR: i32 = 2;
+
+impl Mapper {
+    /// Rules from the `[ingest]` section (validated there).
+    pub fn new(config: &IngestConfig) -> Self {
+        let mut kinds = 0u8;
+        for k in &config.request_span_kinds {
+            // SpanKind numbering of the OTLP proto.
+            let bit = match k.as_str() {
+                "internal" => 1,
+                "server" => 2,
+                "client" => 3,
+                "producer" => 4,
+                "consumer" => 5,
+                _ => continue,
+            };
+            kinds |= 1 << bit;
+        }
+        Self { cell_keys: config.cell_attributes.clone(), kinds, latency_metrics: config.latency_metrics.clone() }
+    }
+
+    /// Maps the request spans of `req`; malformed ids fail the whole request.
+    pub fn traces<'a>(&self, req: &'a ExportTraceServiceRequest) -> Result<Observations<'a>> {
+        let mut out = Observations::default();
+        let total: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        out.spans.reserve(total);
+        for (ri, rs) in req.resource_spans.iter().enumerate() {
+            let res_attrs: &[KeyValue] = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+            let service =
+                out.strings.intern(Cow::Borrowed(get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE)));
+            let res_cell = first_str(res_attrs, &self.cell_keys);
+            for (si, ss) in rs.scope_spans.iter().enumerate() {
+                for (pi, span) in ss.spans.iter().enumerate() {
+                    if span.trace_id.len() != 16 {
+                        return Err(Error::BadInput(format!(
+                            "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: trace_id must be 16 bytes, got {}",
+                            span.trace_id.len()
+                        )));
+                    }
+                    if span.span_id.len() != 8 {
+                        return Err(Error::BadInput(format!(
+                            "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: span_id must be 8 bytes, got {}",
+                            span.span_id.len()
+                        )));
+                    }
+                    if !(0..8).contains(&span.kind) || self.kinds & (1 << span.kind) == 0 {
+                        out.ignored += 1;
+                        continue;
+                    }
+                    let scan = Scan::of(&span.attributes, &self.cell_keys);
+                    let cell = scan.cell.or(res_cell).unwrap_or(UNKNOWN_CELL);
+                    let cell = out.strings.intern(Cow::Borrowed(cell));
+                    let route = scan.route().unwrap_or(Cow::Borrowed(span.name.as_str()));
+                    let route = out.strings.intern(route);
+                    let failed = span.status.as_ref().is_some_and(|s| s.code == SPAN_STATUS_ERROR) || scan.is_error();
+                    let cause = if failed { out.strings.intern(scan.cause()) } else { NO_CAUSE };
+                    let start_ns = clamp_ns(span.start_time_unix_nano);
+                    let end_ns = clamp_ns(span.end_time_unix_nano);
+                    out.spans.push(SpanObs {
+                        cell,
+                        service,
+                        route,
+                        cause,
+                        latency_us: (end_ns.saturating_sub(start_ns)).max(0) as u64 / 1000,
+                        end_ns,
+                        start_ns,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Maps the latency histogram points of `req`.
+    pub fn metrics<'a>(&self, req: &'a ExportMetricsServiceRequest) -> Result<Observations<'a>> {
+        let mut out = Observations::default();
+        for rm in &req.resource_metrics {
+            let res_attrs: &[KeyValue] = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+            let service_name = get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE);
+            let service = out.strings.intern(Cow::Borrowed(service_name));
+            let res_cell = first_str(res_attrs, &self.cell_keys);
+            let res_key = attrs_key(res_attrs);
+            for sm in &rm.scope_metrics {
+                let scope_key = sm.scope.as_ref().map(|s| format!("{}@{}", s.name, s.version)).unwrap_or_default();
+                for metric in &sm.metrics {
+                    let points = match &metric.data {
+                        Some(Data::Histogram(h)) => h.data_points.len(),
+                        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                        _ => 0,
+                    };
+                    if !self.latency_metrics.contains(&metric.name) || points == 0 {
+                        out.ignored += 1;
+                        continue;
+                    }
+                    let Some(to_us) = unit_to_us(&metric.unit) else {
+                        out.rejected.push((
+                            points as u64,
+                            format!(
+                                "metric `{}` has unit `{}`, not a time unit (s, ms, us, ns)",
+                                metric.name, metric.unit
+                            ),
+                        ));
+                        continue;
+                    };
+                    let temporality_of = |t: i32| match AggregationTemporality::try_from(t) {
+                        Ok(AggregationTemporality::Delta) => Some(Temporality::Delta),
+                        Ok(AggregationTemporality::Cumulative) => Some(Temporality::Cumulative),
+                        _ => None,
+                    };
+                    let mut push = |attrs: &'a [KeyValue],
+                                    start: u64,
+                                    time: u64,
+                                    temporality: Temporality,
+                                    buckets: Buckets,
+                                    max: Option<f64>| {
+                        let scan = Scan::of(attrs, &self.cell_keys);
+                        let cell = out.strings.intern(Cow::Borrowed(scan.cell.or(res_cell).unwrap_or(UNKNOWN_CELL)));
+                        let route = out.strings.intern(scan.route().unwrap_or(Cow::Borrowed("unknown_route")));
+                        let cause = if scan.is_error() { out.strings.intern(scan.cause()) } else { NO_CAUSE };
+                        out.points.push(PointObs {
+                            stream: format!("{res_key}|{scope_key}|{}|{}", metric.name, attrs_key(attrs)),
+                            cell,
+                            service,
+                            route,
+                            cause,
+                            start_ns: clamp_ns(start),
+                            time_ns: clamp_ns(time),
+                            temporality,
+                            buckets,
+                            max,
+                            to_us,
+                        });
+                    };
+                    match &metric.data {
+                        Some(Data::Histogram(h)) => {
+                            let Some(t) = temporality_of(h.aggregation_temporality) else {
+                                out.rejected.push((
+                                    points as u64,
+                                    format!("metric `{}` has no aggregation temporality", metric.name),
+                                ));
+                                continue;
+                            };
+                            for p in &h.data_points {
+                                if p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
+                                    if p.bucket_counts.is_empty() {
+                                        // A point with only count/sum carries no distribution.
+                                        out.rejected.push((
+                                            1,
+                                            format!("metric `{}`: a point has no bucket counts", metric.name),
+                                        ));
+                                        continue;
+                                    }
+                                    return Err(Error::BadInput(format!(
+                                        "metric `{}`: {} bucket counts for {} explicit bounds (need bounds + 1)",
+                                        metric.name,
+                                        p.bucket_counts.len(),
+                                        p.explicit_bounds.len()
+                                    )));
+                                }
+                                let buckets = Buckets::Explicit {
+                                    bounds: p.explicit_bounds.clone(),
+                                    counts: p.bucket_counts.clone(),
+                                };
+                                push(&p.attributes, p.start_time_unix_nano, p.time_unix_nano, t, buckets, p.max);
+                            }
+                        }
+                        Some(Data::ExponentialHistogram(h)) => {
+                            let Some(t) = temporality_of(h.aggregation_temporality) else {
+                                out.rejected.push((
+                                    points as u64,
+                                    format!("metric `{}` has no aggregation temporality", metric.name),
+                                ));
+                                continue;
+                            };
+                            for p in &h.data_points {
+                                if !(-10..=20).contains(&p.scale) {
+                                    return Err(Error::BadInput(format!(
+                                        "metric `{}`: exponential histogram scale {} is outside -10..=20",
+                                        metric.name, p.scale
+                                    )));
+                                }
+                                let positive = p.positive.clone().unwrap_or_default();
+                                // Latencies are never negative: negative buckets join the zero bucket.
+                                let negative: u64 =
+                                    p.negative.as_ref().map(|b| b.bucket_counts.iter().sum()).unwrap_or(0);
+                                let buckets = Buckets::Exponential {
+                                    scale: p.scale,
+                                    zero_count: p.zero_count + negative,
+                                    offset: positive.offset,
+                                    counts: positive.bucket_counts,
+                                };
+                                push(&p.attributes, p.start_time_unix_nano, p.time_unix_nano, t, buckets, p.max);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Multiplier from a UCUM time unit to microseconds.
+fn unit_to_us(unit: &str) -> Option<f64> {
+    match unit {
+        "s" => Some(1e6),
+        "ms" => Some(1e3),
+        "us" | "µs" => Some(1.0),
+        "ns" => Some(1e-3),
+        _ => None,
+    }
+}
+
+/// OTLP timestamps are u64 nanoseconds; ours are i64 (good until 2262).
+fn clamp_ns(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// A canonical, order-independent text form of an attribute set (part of a stream identity).
+fn attrs_key(attrs: &[KeyValue]) -> String {
+    let mut parts: Vec<String> =
+        attrs.iter().map(|kv| format!("{}={:?}", kv.key, kv.value.as_ref().and_then(|v| v.value.as_ref()))).collect();
+    parts.sort();
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{
+        ResourceSpans, ScopeSpans, Span, Status, span::SpanKind, status::StatusCode,
+    };
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+    }
+    fn s(v: &str) -> Value {
+        Value::StringValue(v.into())
+    }
+
+    fn span(attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "GET".into(),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_020_000_000,
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn request(res: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: res, ..Default::default() }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn maps_cell_route_error_and_cause() {
+        let m = Mapper::new(&IngestConfig::default());
+        let mut client = span(vec![]);
+        client.kind = SpanKind::Client as i32;
+        let mut failed = span(vec![
+            kv("rpc.service", s("Pay")),
+            kv("rpc.method", s("Charge")),
+            kv("rpc.grpc.status_code", Value::IntValue(14)),
+        ]);
+        failed.name = "x".into();
+        let mut status_err = span(vec![kv("cell", s("b")), kv("http.response.status_code", Value::IntValue(404))]);
+        status_err.status = Some(Status { code: StatusCode::Error as i32, ..Default::default() });
+        let req = request(
+            vec![kv("service.name", s("checkout")), kv("cell", s("res-cell"))],
+            vec![
+                span(vec![
+                    kv("cell.id", s("a")),
+                    kv("cell", s("ignored")),
+                    kv("http.route", s("/pay")),
+                    kv("http.response.status_code", Value::IntValue(503)),
+                ]),
+                client,
+                failed,
+                status_err,
+                span(vec![
+                    kv("cell.id", s("")),
+                    kv("error.type", s("timeout")),
+                    kv("http.status_code", Value::StringValue("500".into())),
+                ]),
+            ],
+        );
+        let obs = m.traces(&req).unwrap();
+        assert_eq!(obs.ignored, 1);
+        let view: Vec<_> = obs
+            .spans
+            .iter()
+            .map(|o| {
+                let cause = if o.cause == NO_CAUSE { "-" } else { obs.strings.get(o.cause) };
+                (obs.strings.get(o.cell), obs.strings.get(o.service), obs.strings.get(o.route), cause, o.latency_us)
+            })
+            .collect();
+        assert_eq!(
+            view,
+            vec![
+                ("a", "checkout", "/pay", "5xx", 20_000),
+                ("res-cell", "checkout", "Pay/Charge", "grpc:UNAVAILABLE", 20_000),
+                ("b", "checkout", "GET", "4xx", 20_000),
+                ("res-cell", "checkout", "GET", "timeout", 20_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_cell_anywhere_is_unknown_and_bad_ids_fail() {
+        let m = Mapper::new(&IngestConfig::default());
+        let req = request(vec![], vec![span(vec![])]);
+        let obs = m.traces(&req).unwrap();
+        assert_eq!(obs.strings.get(obs.spans[0].cell), UNKNOWN_CELL);
+        assert_eq!(obs.strings.get(obs.spans[0].service), UNKNOWN_SERVICE);
+        let mut bad = span(vec![]);
+        bad.trace_id = vec![1; 5];
+        let err = m.traces(&request(vec![], vec![bad])).unwrap_err().to_string();
+        assert!(err.contains("trace_id must be 16 bytes, got 5"), "{err}");
+    }
+}

@@ -1,0 +1,32 @@
+//! Query errors, grouped by blame.
+
+use thiserror::Error;
+
+/// Result with the query [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong answering a query.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The question itself is wrong (e.g. `from` after `to`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Stored data could not be read; a bug or corruption.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<cellpilot_core::Error> for Error {
+    fn from(e: cellpilot_core::Error) -> Self {
+        match e {
+            cellpilot_core::Error::InvalidInput(m) => Error::BadRequest(m),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,206 @@
+//! `cellpilot bench ingest`: OTLP trace ingest on one core.
+//!
+//! Requests are realistic collector batches (512 spans, 8–12 attributes per span, 1,000 series
+//! = 10 cells × 10 services × 10 routes, latencies lognormal around 20 ms with a 0.5 % tail of
+//! 1–3 s), encoded once. Measured in one process, alternating passes:
+//! - baseline: prost decode of every request;
+//! - ingest: decode + map + aggregate, the whole receiver path after the transport.
+//!
+//! Memory: a fresh aggregator is fed four windows of data at 10 requests/s per series and its
+//! growth in resident memory is divided by the live series.
+
+use super::median;
+use cellpilot_core::config::IngestConfig;
+use cellpilot_core::window::WindowSpec;
+use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings};
+use cellpilot_ingest::mapping::Mapper;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use std::time::{Duration, Instant};
+
+const CELLS: usize = 10;
+const SERVICES: usize = 10;
+const ROUTES: usize = 10;
+const SERIES: usize = CELLS * SERVICES * ROUTES;
+const SPANS_PER_REQUEST: usize = 512;
+/// Spans per series per 10 s window in the memory phase (10 requests/s per series).
+const SPANS_PER_SERIES_WINDOW: usize = 100;
+const WINDOWS: i64 = 4;
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+}
+
+fn s(v: impl Into<String>) -> Value {
+    Value::StringValue(v.into())
+}
+
+/// Latency in µs: lognormal around 20 ms, 0.5 % uniformly 1–3 s.
+fn latency_us(rng: &mut StdRng, body: &LogNormal<f64>) -> u64 {
+    if rng.random_bool(0.005) { rng.random_range(1_000_000..3_000_000) } else { body.sample(rng) as u64 }
+}
+
+/// One export request of `SPANS_PER_REQUEST` spans ending in `[now - spread, now)`.
+fn request(rng: &mut StdRng, body: &LogNormal<f64>, now_ns: i64, spread_ns: i64) -> ExportTraceServiceRequest {
+    let per_service = SPANS_PER_REQUEST / SERVICES;
+    let resource_spans = (0..SERVICES)
+        .map(|svc| {
+            let spans = (0..per_service)
+                .map(|_| {
+                    let cell = rng.random_range(0..CELLS);
+                    let route = rng.random_range(0..ROUTES);
+                    let end = now_ns - rng.random_range(0..spread_ns);
+                    let lat = latency_us(rng, body) as i64 * 1000;
+                    let status = if rng.random_bool(0.01) { 503 } else { 200 };
+                    let mut attributes = vec![
+                        kv("cell.id", s(format!("cell-{cell:02}"))),
+                        kv("http.route", s(format!("/api/v1/resource{route}/{{id}}"))),
+                        kv("http.request.method", s("GET")),
+                        kv("http.response.status_code", Value::IntValue(status)),
+                        kv("url.scheme", s("https")),
+                        kv("server.address", s(format!("svc-{svc}.internal"))),
+                        kv("network.protocol.version", s("1.1")),
+                        kv(
+                            "client.address",
+                            s(format!("10.0.{}.{}", rng.random_range(0..255), rng.random_range(0..255))),
+                        ),
+                    ];
+                    for extra in 0..rng.random_range(0..5) {
+                        attributes
+                            .push(kv(&format!("app.attr{extra}"), s(format!("value-{}", rng.random_range(0..1000)))));
+                    }
+                    Span {
+                        trace_id: rng.random::<[u8; 16]>().to_vec(),
+                        span_id: rng.random::<[u8; 8]>().to_vec(),
+                        name: format!("GET /api/v1/resource{route}/{{id}}"),
+                        kind: SpanKind::Server as i32,
+                        start_time_unix_nano: (end - lat) as u64,
+                        end_time_unix_nano: end as u64,
+                        attributes,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", s(format!("service-{svc}"))),
+                        kv("service.version", s("1.4.2")),
+                        kv("host.name", s(format!("node-{}", rng.random_range(0..50)))),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+fn settings() -> AggregatorSettings {
+    AggregatorSettings { spec: WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30)), max_series: 100_000 }
+}
+
+/// Resident set size of this process, in bytes (Linux); 0 where unknown.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// Runs the benchmark and prints the figures.
+pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
+    let runs = runs.max(1);
+    let mut rng = StdRng::seed_from_u64(7);
+    let body = LogNormal::new((20_000f64).ln(), 0.5)?;
+    let now_ns: i64 = 1_800_000_000_000_000_000;
+    let now_ms = now_ns / 1_000_000;
+    let mapper = Mapper::new(&IngestConfig::default());
+
+    // Throughput: 200 requests (102,400 spans) over the last 35 s (four open windows).
+    let requests: Vec<Vec<u8>> =
+        (0..200).map(|_| request(&mut rng, &body, now_ns, 35_000_000_000).encode_to_vec()).collect();
+    let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
+    let mut agg = Aggregator::new(settings());
+    let mut decode_rates = Vec::new();
+    let mut ingest_rates = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        for r in &requests {
+            let req = ExportTraceServiceRequest::decode(r.as_slice())?;
+            std::hint::black_box(&req);
+        }
+        decode_rates.push(spans / t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        for r in &requests {
+            let req = ExportTraceServiceRequest::decode(r.as_slice())?;
+            let obs = mapper.traces(&req)?;
+            let out = agg.apply(&obs, now_ms);
+            std::hint::black_box(out);
+        }
+        ingest_rates.push(spans / t.elapsed().as_secs_f64());
+    }
+    let decode = median(&mut decode_rates);
+    let ingest = median(&mut ingest_rates);
+
+    // Memory: four windows, SPANS_PER_SERIES_WINDOW spans per series per window.
+    let total = SERIES * SPANS_PER_SERIES_WINDOW * WINDOWS as usize;
+    let mem_requests: Vec<Vec<u8>> = (0..total / SPANS_PER_REQUEST)
+        .map(|_| request(&mut rng, &body, now_ns, WINDOWS * 10_000_000_000 - 1).encode_to_vec())
+        .collect();
+    {
+        // Warm the allocator with one request's transient allocations so they are not counted.
+        let req = ExportTraceServiceRequest::decode(mem_requests[0].as_slice())?;
+        let obs = mapper.traces(&req)?;
+        let mut scratch = Aggregator::new(settings());
+        scratch.apply(&obs, now_ms);
+    }
+    let before = rss_bytes();
+    let mut fresh = Aggregator::new(settings());
+    for r in &mem_requests {
+        let req = ExportTraceServiceRequest::decode(r.as_slice())?;
+        let obs = mapper.traces(&req)?;
+        fresh.apply(&obs, now_ms);
+    }
+    let after = rss_bytes();
+    let live = fresh.live_series().max(1);
+    let bytes_per_series = after.saturating_sub(before) as f64 / live as f64;
+    let heap_per_series = fresh.heap_bytes() as f64 / live as f64;
+
+    let ratio = ingest / decode;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "ingest",
+                "spans_per_sec": ingest.round(),
+                "decode_only_spans_per_sec": decode.round(),
+                "ratio": (ratio * 1000.0).round() / 1000.0,
+                "bytes_per_series": bytes_per_series.round(),
+                "heap_bytes_per_series": heap_per_series.round(),
+                "series": live,
+                "open_windows": fresh.open_windows(),
+                "spans_per_series_window": SPANS_PER_SERIES_WINDOW,
+                "runs": runs,
+            })
+        );
+    } else {
+        println!("ingest (decode+map+aggregate): {ingest:>12.0} spans/s  (median of {runs})");
+        println!("decode only (prost):           {decode:>12.0} spans/s");
+        println!("ratio:                         {ratio:>12.3}");
+        println!(
+            "resident bytes per series:     {bytes_per_series:>12.0}  ({live} series, {} open windows)",
+            fresh.open_windows()
+        );
+        println!("accounted heap per series:     {heap_per_series:>12.0}");
+    }
+    Ok(())
+}

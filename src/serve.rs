@@ -1,0 +1,152 @@
+//! `cellpilot serve`: binds every listener, starts the owned background tasks, prints the ready
+//! line and shuts everything down on SIGINT/SIGTERM.
+
+use anyhow::Context;
+use cellpilot_core::auth::Authenticator;
+use cellpilot_core::clock::{SharedClock, SystemClock};
+use cellpilot_core::config::Config;
+use cellpilot_core::metrics::Metrics;
+use cellpilot_core::store::RollupSink;
+use cellpilot_core::window::WindowSpec;
+use cellpilot_ingest::Ingest;
+use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
+use cellpilot_query::RollupStore;
+use cellpilot_web::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding {what} on {addr}"))
+}
+
+fn warn_if_open(what: &str, addr: SocketAddr, auth: &Authenticator) {
+    if !addr.ip().is_loopback() && !auth.enabled() {
+        tracing::warn!(%addr, "{what} listens beyond loopback with no [auth] tokens: anyone who can reach it may use it");
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let metrics = Metrics::new();
+    let auth = Authenticator::new(&config.auth)?;
+    let shutdown = CancellationToken::new();
+
+    let grpc = bind("OTLP/gRPC", &config.ingest.grpc_listen).await?;
+    let http = bind("OTLP/HTTP", &config.ingest.http_listen).await?;
+    let web = bind("web", &config.web.listen).await?;
+    let control = bind("control", &config.control.listen).await?;
+    let addrs = [grpc.local_addr()?, http.local_addr()?, web.local_addr()?, control.local_addr()?];
+    for (what, addr) in ["OTLP/gRPC", "OTLP/HTTP", "web", "control"].iter().zip(addrs) {
+        warn_if_open(what, addr, &auth);
+    }
+
+    let spec = WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
+    let aggregator =
+        SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: config.ingest.max_series }));
+    let store = Arc::new(RollupStore::new(config.storage.retention_10s.as_millis_i64()));
+    store.set_open_source(Arc::new(aggregator.clone()));
+    let ingest =
+        Arc::new(Ingest::new(&config.ingest, aggregator.clone(), auth.clone(), metrics.clone(), clock.clone()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        store: store.clone(),
+        config: config.clone(),
+        auth: auth.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        ready: ready.clone(),
+    };
+
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let stop = shutdown.clone();
+    let routes = cellpilot_ingest::grpc_routes(ingest.clone());
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.cancelled_owned())
+            .await
+            .context("OTLP/gRPC server")
+    });
+    let stop = shutdown.clone();
+    let otlp_http = cellpilot_ingest::http::router(ingest.clone());
+    tasks.spawn(async move {
+        axum::serve(http, otlp_http).with_graceful_shutdown(stop.cancelled_owned()).await.context("OTLP/HTTP server")
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(async move { cellpilot_web::run(web, state, stop.cancelled_owned()).await.context("web server") });
+    let stop = shutdown.clone();
+    // The CellWeights service arrives with the control loop; the port is held so gateways and
+    // the ready line see the configured address, and calls get UNIMPLEMENTED meanwhile.
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_routes(tonic::service::RoutesBuilder::default().routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(control), stop.cancelled_owned())
+            .await
+            .context("control server")
+    });
+    let stop = shutdown.clone();
+    let sink: Arc<dyn RollupSink> = store.clone();
+    let (agg, m, c) = (aggregator.clone(), metrics.clone(), clock.clone());
+    tasks.spawn(async move {
+        cellpilot_ingest::closer::run(agg, sink, c, m, stop.cancelled_owned()).await;
+        Ok(())
+    });
+
+    ready.store(true, Ordering::Release);
+    println!("cellpilot ready otlp_grpc={} otlp_http={} web={} control={}", addrs[0], addrs[1], addrs[2], addrs[3]);
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        Some(res) = tasks.join_next() => {
+            failure = Some(match res {
+                Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!(e),
+            });
+        }
+    }
+    shutdown.cancel();
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "during shutdown");
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,94 @@
+//! `/api/v1/*` JSON handlers: parse parameters, call query, shape the spec's JSON.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use cellpilot_core::time::{format_rfc3339_ms, parse_api_time_ms};
+use serde::{Deserialize, Serialize};
+
+/// Default range of `/api/v1/cells`.
+const DEFAULT_RANGE_MS: i64 = 5 * 60 * 1000;
+
+/// `from`/`to` query parameters (RFC 3339 or unix ms).
+#[derive(Debug, Deserialize)]
+pub struct RangeParams {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+impl RangeParams {
+    /// The range in unix ms, defaulting to the last `default_ms` before now.
+    fn resolve(&self, now_ms: i64, default_ms: i64) -> Result<(i64, i64), ApiError> {
+        let parse = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| parse_api_time_ms(s).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}"))))
+                .transpose()
+        };
+        let to = parse("to", &self.to)?.unwrap_or(now_ms);
+        let from = parse("from", &self.from)?.unwrap_or(to - default_ms);
+        if from >= to {
+            return Err(ApiError::BadRequest("`from` must be before `to`".into()));
+        }
+        Ok((from, to))
+    }
+}
+
+/// One cell in `/api/v1/cells`.
+#[derive(Debug, Serialize)]
+pub struct CellJson {
+    cell: String,
+    state: &'static str,
+    weight: u32,
+    requests: u64,
+    errors: u64,
+    error_rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    latency_exact: bool,
+}
+
+/// `/api/v1/cells` response.
+#[derive(Debug, Serialize)]
+pub struct CellsJson {
+    from: String,
+    to: String,
+    cells: Vec<CellJson>,
+}
+
+fn auth_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+/// `GET /api/v1/cells?from=&to=`: per-cell requests, errors, error rate and latency quantiles.
+pub async fn cells(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(range): Query<RangeParams>,
+) -> Result<Json<CellsJson>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let (from, to) = range.resolve(state.clock.now_ms(), DEFAULT_RANGE_MS)?;
+    let store = state.store.clone();
+    let stats = tokio::task::spawn_blocking(move || cellpilot_query::cells::cells(&store, from, to))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let cells = stats
+        .into_iter()
+        .map(|c| CellJson {
+            weight: state.base_weight(&c.cell),
+            // Until the control loop runs, every cell is active at its base weight.
+            state: "active",
+            requests: c.requests,
+            errors: c.errors,
+            error_rate: c.error_rate(),
+            p50_ms: c.quantiles.p50_us as f64 / 1000.0,
+            p99_ms: c.quantiles.p99_us as f64 / 1000.0,
+            p999_ms: c.quantiles.p999_us as f64 / 1000.0,
+            latency_exact: c.latency_exact,
+            cell: c.cell,
+        })
+        .collect();
+    Ok(Json(CellsJson { from: format_rfc3339_ms(from), to: format_rfc3339_ms(to), cells }))
+}

@@ -1,0 +1,51 @@
+//! API errors and the one place they become HTTP responses (`{"error": "..."}` JSON).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cellpilot_core::auth::Denied;
+use thiserror::Error;
+
+/// What an API handler can fail with.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// A parameter is wrong; the message names it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Credentials are missing or wrong.
+    #[error("{0}")]
+    Unauthorized(Denied),
+    /// Something broke on our side; details are logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<cellpilot_query::Error> for ApiError {
+    fn from(e: cellpilot_query::Error) -> Self {
+        match e {
+            cellpilot_query::Error::BadRequest(m) => ApiError::BadRequest(m),
+            cellpilot_query::Error::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "API request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut resp = (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            tracing::warn!(reason = %self, "API request rejected");
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"cellpilot\", charset=\"UTF-8\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,38 @@
+//! cellpilot-web: the HTTP surface on `[web] listen` — JSON API, health and Prometheus metrics.
+//!
+//! # Layout
+//! - [`api`]: `/api/v1/*` JSON handlers.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`state`]: [`AppState`], what every handler can reach.
+//! - [`error`]: API errors and their one mapping to HTTP responses.
+
+pub mod api;
+pub mod error;
+pub mod ops;
+pub mod state;
+
+pub use state::AppState;
+
+use axum::Router;
+use axum::routing::get;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Every route of the web listener.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/cells", get(api::cells))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,50 @@
+//! What every handler can reach: the store, config-derived settings, auth, metrics, readiness.
+
+use cellpilot_core::auth::{Authenticator, Principal};
+use cellpilot_core::clock::SharedClock;
+use cellpilot_core::config::Config;
+use cellpilot_core::metrics::Metrics;
+use cellpilot_query::RollupStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::ApiError;
+
+/// Shared state of the web listener.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Rollups, closed and open.
+    pub store: Arc<RollupStore>,
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// Token checks.
+    pub auth: Authenticator,
+    /// Process metrics.
+    pub metrics: Metrics,
+    /// "Now", injectable.
+    pub clock: SharedClock,
+    /// Set once every listener is bound (and, with a WAL, replay is done).
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Checks the `Authorization` header of an API or page request.
+    pub fn authorize(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        self.auth.check(header).map_err(ApiError::Unauthorized)
+    }
+
+    /// The configured base weight of `cell`.
+    pub fn base_weight(&self, cell: &str) -> u32 {
+        self.config
+            .control
+            .cells
+            .get(cell)
+            .and_then(|c| c.base_weight)
+            .unwrap_or(self.config.control.policy.base_weight)
+    }
+}
