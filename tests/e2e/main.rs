@@ -1,0 +1,8 @@
+//! End-to-end tests of the `cellpilot` binary: each test starts the real server on loopback
+//! (port 0) and talks to it over real OTLP/gRPC, OTLP/HTTP and the JSON API.
+
+mod bad_input;
+mod metrics;
+mod ops;
+mod support;
+mod traces;

@@ -1,0 +1,129 @@
+//! Shared helpers: start the binary, find its ports, query its API, and exact ground truth.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A running `cellpilot serve`, killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) http: SocketAddr,
+    pub(crate) web: SocketAddr,
+}
+
+impl Server {
+    /// Starts the server with every listener on port 0 plus `env` overrides.
+    pub(crate) fn start(env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellpilot"));
+        cmd.arg("serve")
+            .env("CELLPILOT_INGEST__GRPC_LISTEN", "127.0.0.1:0")
+            .env("CELLPILOT_INGEST__HTTP_LISTEN", "127.0.0.1:0")
+            .env("CELLPILOT_WEB__LISTEN", "127.0.0.1:0")
+            .env("CELLPILOT_CONTROL__LISTEN", "127.0.0.1:0")
+            .env("CELLPILOT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start cellpilot");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("cellpilot ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("cellpilot printed no ready line");
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} missing from `{line}`"))
+                .parse()
+                .expect("socket address")
+        };
+        Server { grpc: addr("otlp_grpc"), http: addr("otlp_http"), web: addr("web"), child }
+    }
+
+    /// `GET` a web path and parse the JSON body, asserting 200.
+    pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = reqwest::get(format!("http://{}{path}", self.web)).await.expect("GET");
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.expect("JSON body")
+    }
+
+    /// `/api/v1/cells` over a range wide enough for everything a test sent.
+    pub(crate) async fn cells(&self) -> Vec<serde_json::Value> {
+        let now = now_ms();
+        let v = self.get_json(&format!("/api/v1/cells?from={}&to={}", now - 3_600_000, now + 600_000)).await;
+        v["cells"].as_array().expect("cells array").clone()
+    }
+
+    /// The cell named `name` in `/api/v1/cells`.
+    pub(crate) async fn cell(&self, name: &str) -> serde_json::Value {
+        self.cells()
+            .await
+            .into_iter()
+            .find(|c| c["cell"] == name)
+            .unwrap_or_else(|| panic!("cell {name} not in /api/v1/cells"))
+    }
+
+    /// Whether the process is still running.
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// Nearest-rank quantile of raw samples: the ceil(q·n)-th smallest.
+pub(crate) fn nearest_rank(samples: &[u64], q: f64) -> u64 {
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+/// Asserts `got_ms` is within 1 % of `exact_us`.
+pub(crate) fn assert_within_1pct(what: &str, got_ms: f64, exact_us: u64) {
+    let exact_ms = exact_us as f64 / 1000.0;
+    let err = (got_ms - exact_ms).abs() / exact_ms;
+    assert!(err <= 0.01, "{what}: got {got_ms} ms, exact {exact_ms} ms ({:.3} % off)", err * 100.0);
+}
+
+/// Seeded heavy-tailed latencies in µs: lognormal around 20 ms, 0.5 % uniformly 1–3 s.
+pub(crate) fn heavy_tailed(seed: u64, n: usize) -> Vec<u64> {
+    use rand::{RngExt, SeedableRng};
+    use rand_distr::{Distribution, LogNormal};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let body = LogNormal::new(20_000f64.ln(), 0.6).unwrap();
+    (0..n)
+        .map(
+            |_| {
+                if rng.random_bool(0.005) {
+                    rng.random_range(1_000_000..3_000_000)
+                } else {
+                    body.sample(&mut rng) as u64
+                }
+            },
+        )
+        .collect()
+}
