@@ -61,6 +61,26 @@ impl Metrics {
     ///
     /// Names and labels are static, so registration cannot fail except by a bug here.
     pub fn new() -> Self {
+        let m = Self::register();
+        // Known label values start at 0 so rates and alerts work before the first event.
+        for result in ["accepted", "rejected", "not_request"] {
+            m.ingest_spans.with_label_values(&[result]);
+        }
+        for result in ["accepted", "rejected"] {
+            m.ingest_points.with_label_values(&[result]);
+        }
+        for reason in
+            ["late", "future", "bad_input", "unsupported", "too_large", "overloaded", "internal", "unusable_point"]
+        {
+            m.ingest_rejected.with_label_values(&[reason]);
+        }
+        for reason in ["not_latency", "spans_preferred", "baseline", "out_of_order"] {
+            m.ingest_points_ignored.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    fn register() -> Self {
         let r = Registry::new();
         Self {
             ingest_requests: counter_vec(

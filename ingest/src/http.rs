@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt;
 use prost::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -57,7 +58,13 @@ where
         ingest.authorize(header_str(header::AUTHORIZATION))?;
         let enc = enc?;
         let limit = ingest.max_request_size();
-        let raw = axum::body::to_bytes(body, limit).await.map_err(|_| Error::TooLarge { limit })?;
+        let raw = match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(Error::TooLarge { limit });
+            }
+            Err(e) => return Err(Error::BadInput(format!("reading the request body failed: {e}"))),
+        };
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
         let _permit = ingest.admit(raw.len())?;
         let req: Req = decode::decode(&raw, enc)?;

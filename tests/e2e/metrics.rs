@@ -25,8 +25,7 @@ fn histogram(
     cell: &str,
     unit: &str,
     temporality: AggregationTemporality,
-    start: u64,
-    time: u64,
+    (start, time): (u64, u64),
     bounds: &[f64],
     counts: &[u64],
 ) -> ExportMetricsServiceRequest {
@@ -141,17 +140,17 @@ async fn counter_resets_and_baselines() {
     let b = [0.1, 1.0];
     let cum = AggregationTemporality::Cumulative;
     // Fresh stream: counts from its start.
-    send(&server, histogram("reset", "m-reset", "s", cum, now - 5 * s, now - 4 * s, &b, &[4, 1, 0])).await;
-    send(&server, histogram("reset", "m-reset", "s", cum, now - 5 * s, now - 3 * s, &b, &[10, 3, 1])).await;
+    send(&server, histogram("reset", "m-reset", "s", cum, (now - 5 * s, now - 4 * s), &b, &[4, 1, 0])).await;
+    send(&server, histogram("reset", "m-reset", "s", cum, (now - 5 * s, now - 3 * s), &b, &[10, 3, 1])).await;
     // Restart (new start time): counts afresh.
-    send(&server, histogram("reset", "m-reset", "s", cum, now - 2 * s, now - s, &b, &[2, 0, 0])).await;
+    send(&server, histogram("reset", "m-reset", "s", cum, (now - 2 * s, now - s), &b, &[2, 0, 0])).await;
     // Falling count with the same start: a reset too.
-    send(&server, histogram("reset", "m-reset", "s", cum, now - 2 * s, now, &b, &[1, 0, 0])).await;
+    send(&server, histogram("reset", "m-reset", "s", cum, (now - 2 * s, now), &b, &[1, 0, 0])).await;
     assert_eq!(server.cell("m-reset").await["requests"], 5 + 9 + 2 + 1);
 
     // A stream that started two hours ago: its first point is only a baseline.
-    send(&server, histogram("old", "m-baseline", "s", cum, now - 7200 * s, now - s, &b, &[100, 0, 0])).await;
-    send(&server, histogram("old", "m-baseline", "s", cum, now - 7200 * s, now, &b, &[103, 0, 0])).await;
+    send(&server, histogram("old", "m-baseline", "s", cum, (now - 7200 * s, now - s), &b, &[100, 0, 0])).await;
+    send(&server, histogram("old", "m-baseline", "s", cum, (now - 7200 * s, now), &b, &[103, 0, 0])).await;
     assert_eq!(server.cell("m-baseline").await["requests"], 3);
 }
 
@@ -161,14 +160,15 @@ async fn units_delta_points_and_spans_win() {
     let now = now_ns();
     let delta = AggregationTemporality::Delta;
     // Milliseconds: 5 samples in (10, 100] ms are reported at the bucket's upper bound.
-    send(&server, histogram("ms-svc", "m-ms", "ms", delta, now - 1_000_000_000, now, &[10.0, 100.0], &[0, 5, 0])).await;
+    send(&server, histogram("ms-svc", "m-ms", "ms", delta, (now - 1_000_000_000, now), &[10.0, 100.0], &[0, 5, 0]))
+        .await;
     let c = server.cell("m-ms").await;
     assert_eq!(c["requests"], 5);
     let p50 = c["p50_ms"].as_f64().unwrap();
     assert!((p50 - 100.0).abs() / 100.0 < 0.01, "p50 {p50} ms at the bucket bound");
 
     // A unit that is not time is rejected, and says so.
-    let r = send(&server, histogram("ms-svc", "m-bytes", "By", delta, now - 1, now, &[10.0], &[1, 0])).await;
+    let r = send(&server, histogram("ms-svc", "m-bytes", "By", delta, (now - 1, now), &[10.0], &[1, 0])).await;
     let partial = r.partial_success.expect("rejected");
     assert_eq!(partial.rejected_data_points, 1);
     assert!(partial.error_message.contains("not a time unit"), "{}", partial.error_message);
@@ -204,7 +204,7 @@ async fn units_delta_points_and_spans_win() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    send(&server, histogram("both", "both-cell", "s", delta, now - 1, now, &[0.1], &[50, 0])).await;
+    send(&server, histogram("both", "both-cell", "s", delta, (now - 1, now), &[0.1], &[50, 0])).await;
     assert_eq!(server.cell("both-cell").await["requests"], 1, "spans win over the same service's metrics");
     let metrics = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("cellpilot_ingest_points_ignored_total{reason=\"spans_preferred\"} 1"), "{metrics}");
