@@ -32,6 +32,11 @@ fn warn_if_open(what: &str, addr: SocketAddr, auth: &Authenticator) {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+    // Serving plaintext when TLS was asked for would be worse than not starting.
+    anyhow::ensure!(
+        config.tls.cert.is_empty(),
+        "[tls] is configured but TLS listeners are not implemented yet; terminate TLS in front of cellpilot"
+    );
     let config = Arc::new(config);
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Metrics::new();

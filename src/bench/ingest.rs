@@ -120,7 +120,8 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let mut rng = StdRng::seed_from_u64(7);
     let body = LogNormal::new((20_000f64).ln(), 0.5)?;
-    let now_ns: i64 = 1_800_000_000_000_000_000;
+    // Just before a window boundary, so the last 40 s are four open windows.
+    let now_ns: i64 = 1_800_000_000_000_000_000 + 9_999_000_000;
     let now_ms = now_ns / 1_000_000;
     let mapper = Mapper::new(&IngestConfig::default());
 
@@ -129,6 +130,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         (0..200).map(|_| request(&mut rng, &body, now_ns, 35_000_000_000).encode_to_vec()).collect();
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
     let mut agg = Aggregator::new(settings());
+    let mut rejected = 0;
     let mut decode_rates = Vec::new();
     let mut ingest_rates = Vec::new();
     for _ in 0..runs {
@@ -144,7 +146,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
             let req = ExportTraceServiceRequest::decode(r.as_slice())?;
             let obs = mapper.traces(&req)?;
             let out = agg.apply(&obs, now_ms);
-            std::hint::black_box(out);
+            rejected += out.late + out.future;
         }
         ingest_rates.push(spans / t.elapsed().as_secs_f64());
     }
@@ -154,7 +156,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     // Memory: four windows, SPANS_PER_SERIES_WINDOW spans per series per window.
     let total = SERIES * SPANS_PER_SERIES_WINDOW * WINDOWS as usize;
     let mem_requests: Vec<Vec<u8>> = (0..total / SPANS_PER_REQUEST)
-        .map(|_| request(&mut rng, &body, now_ns, WINDOWS * 10_000_000_000 - 1).encode_to_vec())
+        .map(|_| request(&mut rng, &body, now_ns, WINDOWS * 10_000_000_000 - 2_000_000_000).encode_to_vec())
         .collect();
     {
         // Warm the allocator with one request's transient allocations so they are not counted.
@@ -168,8 +170,10 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     for r in &mem_requests {
         let req = ExportTraceServiceRequest::decode(r.as_slice())?;
         let obs = mapper.traces(&req)?;
-        fresh.apply(&obs, now_ms);
+        let out = fresh.apply(&obs, now_ms);
+        rejected += out.late + out.future;
     }
+    anyhow::ensure!(rejected == 0, "{rejected} generated spans were rejected: the bench is misconfigured");
     let after = rss_bytes();
     let live = fresh.live_series().max(1);
     let bytes_per_series = after.saturating_sub(before) as f64 / live as f64;
