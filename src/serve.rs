@@ -10,7 +10,7 @@ use cellpilot_core::store::RollupSink;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::Ingest;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
-use cellpilot_query::RollupStore;
+use cellpilot_query::{RollupStore, StoreSettings};
 use cellpilot_web::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +55,16 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let spec = WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
     let aggregator =
         SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: config.ingest.max_series }));
-    let store = Arc::new(RollupStore::new(config.storage.retention_10s.as_millis_i64()));
+    let store = Arc::new(RollupStore::open(StoreSettings {
+        dir: config.storage.dir.clone(),
+        fine_ms: spec.width_ms,
+        lateness_ms: spec.lateness_ms,
+        retention_ms: [
+            config.storage.retention_10s.as_millis_i64(),
+            config.storage.retention_5m.as_millis_i64(),
+            config.storage.retention_1h.as_millis_i64(),
+        ],
+    })?);
     store.set_open_source(Arc::new(aggregator.clone()));
     let ingest =
         Arc::new(Ingest::new(&config.ingest, aggregator.clone(), auth.clone(), metrics.clone(), clock.clone()));

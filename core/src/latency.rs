@@ -141,6 +141,57 @@ pub fn deserialize(bytes: &[u8]) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("invalid HdrHistogram serialization: {e:?}"))
 }
 
+const V2_COOKIE: u32 = 0x1c84_9303;
+const V2_HEADER: usize = 40;
+
+/// Adds a V2-serialized histogram's counts into `into` without building an intermediate
+/// histogram (the hot path of every merge). Falls back to the general deserializer for other
+/// layouts (compressed, or another configuration).
+pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), String> {
+    let be_u32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let fast = be_u32(0) == Some(V2_COOKIE)
+        && be_u32(8) == Some(0)
+        && be_u32(12) == Some(u32::from(SIGFIG))
+        && bytes.get(16..24).map(|b| b == 1u64.to_be_bytes()) == Some(true);
+    if !fast {
+        let h = deserialize(bytes)?;
+        return into.add(&h).map_err(|e| format!("merging histograms: {e:?}"));
+    }
+    let len = be_u32(4).ok_or("truncated histogram header")? as usize;
+    let payload = bytes.get(V2_HEADER..V2_HEADER + len).ok_or("truncated histogram payload")?;
+    let mut index: u64 = 0;
+    let mut pos = 0;
+    while pos < payload.len() {
+        let (raw, used) = leb128(&payload[pos..]).ok_or("malformed histogram varint")?;
+        pos += used;
+        let v = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+        if v < 0 {
+            index += v.unsigned_abs();
+        } else {
+            if v > 0 {
+                let i = u16::try_from(index).map_err(|_| "histogram index out of range")?;
+                into.record_n(bucket_lowest(i), v as u64)
+                    .map_err(|e| format!("histogram value out of range: {e:?}"))?;
+            }
+            index += 1;
+        }
+    }
+    Ok(())
+}
+
+/// HdrHistogram's LEB128-64b9B varint: up to 8 bytes of 7 bits, then a full ninth byte.
+fn leb128(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v: u64 = 0;
+    for i in 0..8 {
+        let byte = *b.get(i)?;
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    Some((v | (u64::from(*b.get(8)?) << 56), 9))
+}
+
 /// Nearest-rank quantiles of interest, precomputed into every rollup row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quantiles {
@@ -197,6 +248,25 @@ mod tests {
             }
             let round = deserialize(&serialize(&from_sparse)).unwrap();
             prop_assert_eq!(round.value_at_quantile(0.999), d.value_at_quantile(0.999));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fast_merge_equals_crate_merge(a in proptest::collection::vec(0u64..4_000_000_000, 0..300), b in proptest::collection::vec(0u64..100_000, 0..300)) {
+            let mut ha = new_histogram();
+            let mut hb = new_histogram();
+            for v in &a { ha.record(*v.min(&MAX_US)).unwrap(); }
+            for v in &b { hb.record(*v).unwrap(); }
+            let mut fast = new_histogram();
+            add_serialized(&serialize(&ha), &mut fast).unwrap();
+            add_serialized(&serialize(&hb), &mut fast).unwrap();
+            let mut slow = ha.clone();
+            slow.add(&hb).unwrap();
+            prop_assert_eq!(fast.len(), slow.len());
+            for q in [0.0, 0.5, 0.99, 0.999, 1.0] {
+                prop_assert_eq!(fast.value_at_quantile(q), slow.value_at_quantile(q));
+            }
         }
     }
 

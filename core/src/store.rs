@@ -16,8 +16,10 @@ pub struct WindowBatches {
 
 /// Receives windows as they close; each window is delivered exactly once.
 pub trait RollupSink: Send + Sync + std::fmt::Debug {
-    /// Takes ownership of the rows of windows that just closed.
-    fn append(&self, closed: WindowBatches) -> Result<()>;
+    /// Called on every closer tick at wall-clock `now_ms`. `take` yields the rows of the windows
+    /// that just closed, if any; the sink calls it under its own lock so readers never see those
+    /// windows in neither place. Storage then persists whatever became complete.
+    fn close(&self, now_ms: i64, take: &mut dyn FnMut() -> Result<Option<WindowBatches>>) -> Result<()>;
 }
 
 /// Reads the windows that are still open (data received so far).

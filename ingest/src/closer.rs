@@ -14,24 +14,24 @@ pub const TICK: Duration = Duration::from_secs(1);
 
 /// Closes due windows once; returns how many rows were handed over.
 pub fn close_once(agg: &SharedAggregator, sink: &dyn RollupSink, clock: &SharedClock, metrics: &Metrics) -> usize {
-    match agg.close_due(clock.now_ms()) {
-        Ok(Some(batches)) => {
-            let rows = batches.rollups.num_rows();
-            metrics.windows_closed.inc_by(rows as u64);
-            metrics.rollup_rows.inc_by(rows as u64);
-            if let Err(e) = sink.append(batches) {
-                tracing::error!(error = %e, "storing closed windows failed");
-            }
-            metrics.windows_open.set(agg.lock().open_windows() as i64);
-            metrics.series_live.set(agg.lock().live_series() as i64);
-            rows
-        }
-        Ok(None) => 0,
-        Err(e) => {
-            tracing::error!(error = %e, "building closed windows failed");
-            0
-        }
+    let now = clock.now_ms();
+    let mut rows = 0;
+    let mut take = || {
+        let closed = agg.close_due(now)?;
+        rows = closed.as_ref().map_or(0, |b| b.rollups.num_rows());
+        Ok(closed)
+    };
+    if let Err(e) = sink.close(now, &mut take) {
+        tracing::error!(error = %e, "closing windows failed");
     }
+    metrics.windows_closed.inc_by(rows as u64);
+    metrics.rollup_rows.inc_by(rows as u64);
+    {
+        let a = agg.lock();
+        metrics.windows_open.set(a.open_windows() as i64);
+        metrics.series_live.set(a.live_series() as i64);
+    }
+    rows
 }
 
 /// Runs [`close_once`] every [`TICK`] until `shutdown` resolves.

@@ -1,7 +1,9 @@
 //! Per-cell request and error totals with latency quantiles merged from histograms (never
 //! averaged), over the windows overlapping a time range.
 
+use crate::files::Table;
 use crate::store::RollupStore;
+use crate::tier::{HOUR_MS, Tier};
 use crate::{Error, Result};
 use arrow::array::{Array, BinaryArray, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
@@ -47,13 +49,24 @@ fn column<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T> {
         .ok_or_else(|| Error::Internal(format!("rollups column {i} has an unexpected type")))
 }
 
+/// The tier a typed query over `range_ms` reads: the finest that keeps the row count small.
+pub fn tier_for(range_ms: i64) -> Tier {
+    if range_ms <= 6 * HOUR_MS {
+        Tier::Fine
+    } else if range_ms <= 7 * 24 * HOUR_MS {
+        Tier::FiveMin
+    } else {
+        Tier::Hour
+    }
+}
+
 /// Every cell with requests in windows overlapping `[from_ms, to_ms)`, sorted by name.
 pub fn cells(store: &RollupStore, from_ms: i64, to_ms: i64) -> Result<Vec<CellStats>> {
     if from_ms >= to_ms {
         return Err(Error::BadRequest(format!("`from` ({from_ms}) must be before `to` ({to_ms})")));
     }
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
-    for batch in store.rollups(from_ms, to_ms)? {
+    for batch in store.scan(Table::Rollups, tier_for(to_ms - from_ms), from_ms, to_ms, None)? {
         let starts = column::<TimestampMillisecondArray>(&batch, rollup_col::WINDOW_START)?;
         let ends = column::<TimestampMillisecondArray>(&batch, rollup_col::WINDOW_END)?;
         let cells = column::<StringArray>(&batch, rollup_col::CELL)?;
@@ -78,8 +91,7 @@ pub fn cells(store: &RollupStore, from_ms: i64, to_ms: i64) -> Result<Vec<CellSt
             a.requests += requests.value(row);
             a.errors += errors.value(row);
             a.exact &= exact.value(row);
-            let h = latency::deserialize(hists.value(row)).map_err(Error::Internal)?;
-            a.hist.add(&h).map_err(|e| Error::Internal(format!("merging histograms: {e:?}")))?;
+            latency::add_serialized(hists.value(row), &mut a.hist).map_err(Error::Internal)?;
         }
     }
     Ok(acc

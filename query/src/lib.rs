@@ -1,15 +1,21 @@
 //! cellpilot-query: the rollup store and the typed queries the API and dashboard use.
 //!
 //! # Layout
-//! - [`store`]: [`RollupStore`], closed windows in memory (retention-bounded) plus the open
-//!   windows ingest still holds.
+//! - [`store`]: [`RollupStore`], every tier's Parquet files, rows not yet in a file, and the
+//!   open windows ingest still holds.
+//! - [`tier`]: the tiers (finest, 5 min, 1 h) and their buckets.
+//! - [`files`]: the Parquet files (atomic writes, schema version, retention).
+//! - [`rollup`]: merging rows into coarser windows.
 //! - [`cells`]: per-cell totals and merged latency quantiles over a time range.
 //! - [`error`]: the crate's error type.
 
 pub mod cells;
 pub mod error;
+pub mod files;
+pub mod rollup;
 pub mod store;
+pub mod tier;
 
 pub use cells::CellStats;
 pub use error::{Error, Result};
-pub use store::RollupStore;
+pub use store::{RollupStore, StoreSettings};

@@ -1,36 +1,145 @@
-//! The rollup store: closed windows kept in memory for the finest tier's retention, plus a view
-//! of the windows ingest still has open, so readers see data received so far.
+//! The rollup store: every tier's Parquet files, the rows not yet in a file, and a view of the
+//! windows ingest still has open, so readers see data received so far and nothing twice.
+//!
+//! Rows move in one direction under the store lock: open window -> `pending[Fine]` -> Parquet
+//! file of the finest tier, whose 5-minute rollup goes to `pending[FiveMin]` -> file -> hourly
+//! rollup in `pending[Hour]` -> file. A row is in exactly one place at any moment.
 
-use crate::Result;
-use arrow::array::{Array, TimestampMillisecondArray};
+use crate::files::{self, StoredFile, Table};
+use crate::rollup;
+use crate::tier::Tier;
+use crate::{Error, Result};
+use arrow::array::{BooleanArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
-use cellpilot_core::schema::rollup_col;
 use cellpilot_core::store::{OpenWindowSource, RollupSink, WindowBatches};
-use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// A batch of closed windows with its time span, for pruning.
-#[derive(Debug)]
-struct Stored {
-    /// Earliest window_start in the batch, unix ms.
-    min_start_ms: i64,
-    /// Latest window_end in the batch, unix ms.
-    max_end_ms: i64,
-    batches: WindowBatches,
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Data directory.
+    pub dir: PathBuf,
+    /// Width of the finest window.
+    pub fine_ms: i64,
+    /// `allowed_lateness`: a bucket is complete once its end plus this has passed.
+    pub lateness_ms: i64,
+    /// Retention per tier (fine, 5m, 1h).
+    pub retention_ms: [i64; 3],
 }
 
-/// Closed windows (memory) + open windows (ingest).
+#[derive(Debug, Default)]
+struct TierState {
+    rollups_files: Vec<StoredFile>,
+    errors_files: Vec<StoredFile>,
+    pending_rollups: Vec<RecordBatch>,
+    pending_errors: Vec<RecordBatch>,
+    /// Everything before this is in files (or was empty).
+    persisted_until: i64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tiers: [TierState; 3],
+    last_expiry_ms: i64,
+}
+
+/// Closed windows (files + pending) and open windows (ingest).
 #[derive(Debug)]
 pub struct RollupStore {
-    closed: RwLock<VecDeque<Stored>>,
+    settings: StoreSettings,
+    state: RwLock<State>,
     open: RwLock<Option<Arc<dyn OpenWindowSource>>>,
-    retention_ms: i64,
+    /// Serializes flushes (the closer is the only writer, but tests may call directly).
+    flush: Mutex<()>,
+}
+
+fn idx(t: Tier) -> usize {
+    match t {
+        Tier::Fine => 0,
+        Tier::FiveMin => 1,
+        Tier::Hour => 2,
+    }
+}
+
+fn starts(batch: &RecordBatch) -> Result<&TimestampMillisecondArray> {
+    rollup::column::<TimestampMillisecondArray>(batch, 0)
+}
+
+/// Rows of `batches` whose window starts in `[from, to)`, and the rest.
+fn split(batches: &[RecordBatch], from: i64, to: i64) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+    let mut inside = Vec::new();
+    let mut outside = Vec::new();
+    for b in batches {
+        let s = starts(b)?;
+        let mask: BooleanArray = s.iter().map(|v| v.map(|v| v >= from && v < to)).collect();
+        let keep = arrow::compute::filter_record_batch(b, &mask)?;
+        let rest = arrow::compute::filter_record_batch(b, &arrow::compute::not(&mask)?)?;
+        if keep.num_rows() > 0 {
+            inside.push(keep);
+        }
+        if rest.num_rows() > 0 {
+            outside.push(rest);
+        }
+    }
+    Ok((inside, outside))
+}
+
+/// Rows of `batches` whose window overlaps `[from, to)` given windows of `width`.
+fn overlapping(batches: Vec<RecordBatch>, width: i64, from: i64, to: i64) -> Result<Vec<RecordBatch>> {
+    split(&batches, from.saturating_sub(width - 1), to).map(|(inside, _)| inside)
+}
+
+fn project(batches: Vec<RecordBatch>, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
+    match projection {
+        None => Ok(batches),
+        Some(cols) => batches.iter().map(|b| b.project(cols).map_err(Error::from)).collect(),
+    }
 }
 
 impl RollupStore {
-    /// An empty store keeping closed windows for `retention_ms`.
-    pub fn new(retention_ms: i64) -> Self {
-        Self { closed: RwLock::new(VecDeque::new()), open: RwLock::new(None), retention_ms }
+    /// Opens the store under `settings.dir`, indexing existing files and rebuilding the pending
+    /// coarse rows of the current hour and day from the finer files.
+    pub fn open(settings: StoreSettings) -> Result<Self> {
+        let mut state = State::default();
+        for tier in Tier::ALL {
+            let t = &mut state.tiers[idx(tier)];
+            t.rollups_files = files::list(&settings.dir, Table::Rollups, tier)?;
+            t.errors_files = files::list(&settings.dir, Table::ErrorsByCause, tier)?;
+            t.persisted_until =
+                t.rollups_files.iter().chain(&t.errors_files).map(|f| f.end_ms).max().unwrap_or(i64::MIN);
+        }
+        // Coarse rows of buckets whose own file is not written yet come from the finer files.
+        for tier in [Tier::Fine, Tier::FiveMin] {
+            let Some(coarse) = tier.coarser() else { continue };
+            let from = state.tiers[idx(coarse)].persisted_until;
+            let width = coarse.width_ms(settings.fine_ms);
+            let fine = &state.tiers[idx(tier)];
+            let read = |fs: &[StoredFile]| -> Result<Vec<RecordBatch>> {
+                let mut out = Vec::new();
+                for f in fs.iter().filter(|f| f.start_ms >= from) {
+                    out.extend(files::read(f, None)?);
+                }
+                Ok(out)
+            };
+            let (r, e) = (read(&fine.rollups_files)?, read(&fine.errors_files)?);
+            let mut coarse_pending_r: Vec<RecordBatch> = rollup::rollups(&r, width)?.into_iter().collect();
+            let mut coarse_pending_e: Vec<RecordBatch> = rollup::errors_by_cause(&e, width)?.into_iter().collect();
+            let c = &mut state.tiers[idx(coarse)];
+            c.pending_rollups.append(&mut coarse_pending_r);
+            c.pending_errors.append(&mut coarse_pending_e);
+        }
+        Ok(Self { settings, state: RwLock::new(state), open: RwLock::new(None), flush: Mutex::new(()) })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.settings.dir
+    }
+
+    /// Width of the finest window.
+    pub fn fine_ms(&self) -> i64 {
+        self.settings.fine_ms
     }
 
     /// Where open windows are read from.
@@ -38,53 +147,226 @@ impl RollupStore {
         *self.open.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
     }
 
-    /// Every `rollups` batch (closed, then open) that may hold windows overlapping `[from_ms, to_ms)`.
-    /// Rows must still be filtered by the caller.
-    pub fn rollups(&self, from_ms: i64, to_ms: i64) -> Result<Vec<RecordBatch>> {
-        Ok(self.batches(from_ms, to_ms)?.into_iter().map(|b| b.rollups).collect())
+    /// End of the last finest-tier bucket in Parquet: windows before it are durable.
+    pub fn persisted_until(&self) -> i64 {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).tiers[0].persisted_until
     }
 
-    /// Like [`RollupStore::rollups`] for both tables.
-    pub fn batches(&self, from_ms: i64, to_ms: i64) -> Result<Vec<WindowBatches>> {
-        let mut out: Vec<WindowBatches> = self
-            .closed
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|s| s.min_start_ms < to_ms && s.max_end_ms > from_ms)
-            .map(|s| s.batches.clone())
-            .collect();
-        let open = self.open.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(open) = open {
-            out.push(open.open_windows(from_ms, to_ms)?);
+    /// Rows of `table` in `tier` whose windows overlap `[from_ms, to_ms)`: files, pending rows
+    /// and (rolled up to the tier) the finer rows not yet in it, open windows included.
+    pub fn scan(
+        &self,
+        table: Table,
+        tier: Tier,
+        from_ms: i64,
+        to_ms: i64,
+        projection: Option<&[usize]>,
+    ) -> Result<Vec<RecordBatch>> {
+        let width = tier.width_ms(self.settings.fine_ms);
+        let (file_list, memory) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let t = &state.tiers[idx(tier)];
+            let fs = match table {
+                Table::Rollups => &t.rollups_files,
+                Table::ErrorsByCause => &t.errors_files,
+            };
+            let file_list: Vec<StoredFile> =
+                fs.iter().filter(|f| f.start_ms < to_ms && f.end_ms > from_ms).cloned().collect();
+            (file_list, self.memory_rows(&state, table, tier, from_ms, to_ms)?)
+        };
+        let mut out = overlapping(memory, width, from_ms, to_ms)?;
+        for f in &file_list {
+            out.extend(overlapping(files::read(f, None)?, width, from_ms, to_ms)?);
         }
-        Ok(out)
+        project(out, projection)
     }
 
-    /// Drops closed batches entirely older than `now_ms - retention`.
-    pub fn prune(&self, now_ms: i64) {
-        let horizon = now_ms - self.retention_ms;
-        self.closed.write().unwrap_or_else(|e| e.into_inner()).retain(|s| s.max_end_ms > horizon);
+    /// Memory rows of `tier`: its pending rows plus finer memory rows rolled up on the fly.
+    fn memory_rows(
+        &self,
+        state: &State,
+        table: Table,
+        tier: Tier,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let pending = |t: Tier| -> Vec<RecordBatch> {
+            let s = &state.tiers[idx(t)];
+            match table {
+                Table::Rollups => s.pending_rollups.clone(),
+                Table::ErrorsByCause => s.pending_errors.clone(),
+            }
+        };
+        let open = self.open.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut fine = pending(Tier::Fine);
+        if let Some(open) = open {
+            // Coarse tiers need the whole open range to roll up partial buckets correctly.
+            let (lo, hi) = if tier == Tier::Fine { (from_ms, to_ms) } else { (i64::MIN / 2, i64::MAX / 2) };
+            let WindowBatches { rollups, errors_by_cause } = open.open_windows(lo, hi)?;
+            let b = match table {
+                Table::Rollups => rollups,
+                Table::ErrorsByCause => errors_by_cause,
+            };
+            if b.num_rows() > 0 {
+                fine.push(b);
+            }
+        }
+        let up = |rows: &[RecordBatch], t: Tier| -> Result<Vec<RecordBatch>> {
+            let w = t.width_ms(self.settings.fine_ms);
+            Ok(match table {
+                Table::Rollups => rollup::rollups(rows, w)?,
+                Table::ErrorsByCause => rollup::errors_by_cause(rows, w)?,
+            }
+            .into_iter()
+            .collect())
+        };
+        match tier {
+            Tier::Fine => Ok(fine),
+            Tier::FiveMin => {
+                let mut out = pending(Tier::FiveMin);
+                out.extend(up(&fine, Tier::FiveMin)?);
+                Ok(out)
+            }
+            Tier::Hour => {
+                let mut five = pending(Tier::FiveMin);
+                five.extend(up(&fine, Tier::FiveMin)?);
+                let mut out = pending(Tier::Hour);
+                out.extend(up(&five, Tier::Hour)?);
+                Ok(out)
+            }
+        }
     }
-}
 
-fn span_of(batch: &RecordBatch) -> Option<(i64, i64)> {
-    let col = |i| batch.column(i).as_any().downcast_ref::<TimestampMillisecondArray>().cloned();
-    let (starts, ends) = (col(rollup_col::WINDOW_START)?, col(rollup_col::WINDOW_END)?);
-    let min = arrow::compute::min(&starts)?;
-    let max = arrow::compute::max(&ends)?;
-    (starts.null_count() == 0).then_some((min, max))
+    /// Writes every bucket that is complete at `now_ms` to Parquet, cascading to coarser tiers,
+    /// and applies retention.
+    fn flush_due(&self, now_ms: i64) -> Result<()> {
+        for tier in Tier::ALL {
+            loop {
+                let bucket = self.next_due_bucket(tier, now_ms)?;
+                let Some(start) = bucket else { break };
+                self.flush_bucket(tier, start)?;
+            }
+        }
+        self.expire(now_ms)
+    }
+
+    /// The earliest bucket of `tier` with pending rows whose end + lateness has passed.
+    fn next_due_bucket(&self, tier: Tier, now_ms: i64) -> Result<Option<i64>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let t = &state.tiers[idx(tier)];
+        let bucket = tier.bucket_ms();
+        let mut earliest: Option<i64> = None;
+        for b in t.pending_rollups.iter().chain(&t.pending_errors) {
+            if let Some(min) = arrow::compute::min(starts(b)?) {
+                let start = min - min.rem_euclid(bucket);
+                earliest = Some(earliest.map_or(start, |e| e.min(start)));
+            }
+        }
+        Ok(earliest.filter(|s| s + bucket + self.settings.lateness_ms <= now_ms))
+    }
+
+    fn flush_bucket(&self, tier: Tier, start: i64) -> Result<()> {
+        let end = start + tier.bucket_ms();
+        let (rows, errs) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let t = &state.tiers[idx(tier)];
+            (split(&t.pending_rollups, start, end)?.0, split(&t.pending_errors, start, end)?.0)
+        };
+        let concat = |b: &[RecordBatch], table: Table| -> Result<Option<RecordBatch>> {
+            if b.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(arrow::compute::concat_batches(&files::schema(table), b)?))
+        };
+        let dir = self.settings.dir.clone();
+        let rollups_file = match concat(&rows, Table::Rollups)? {
+            Some(b) => Some(files::write(&dir, Table::Rollups, tier, start, end, &b)?),
+            None => None,
+        };
+        let errors_file = match concat(&errs, Table::ErrorsByCause)? {
+            Some(b) => Some(files::write(&dir, Table::ErrorsByCause, tier, start, end, &b)?),
+            None => None,
+        };
+        let coarse = tier.coarser().map(|c| -> Result<_> {
+            let w = c.width_ms(self.settings.fine_ms);
+            Ok((c, rollup::rollups(&rows, w)?, rollup::errors_by_cause(&errs, w)?))
+        });
+        let coarse = coarse.transpose()?;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let t = &mut state.tiers[idx(tier)];
+        t.pending_rollups = split(&t.pending_rollups, start, end)?.1;
+        t.pending_errors = split(&t.pending_errors, start, end)?.1;
+        t.rollups_files.extend(rollups_file);
+        t.errors_files.extend(errors_file);
+        t.persisted_until = t.persisted_until.max(end);
+        if let Some((c, r, e)) = coarse {
+            let ct = &mut state.tiers[idx(c)];
+            ct.pending_rollups.extend(r);
+            ct.pending_errors.extend(e);
+        }
+        tracing::debug!(tier = %tier, start, rows = rows.iter().map(|b| b.num_rows()).sum::<usize>(), "bucket persisted");
+        Ok(())
+    }
+
+    fn expire(&self, now_ms: i64) -> Result<()> {
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if now_ms - state.last_expiry_ms < 60_000 {
+                return Ok(());
+            }
+            state.last_expiry_ms = now_ms;
+            for tier in Tier::ALL {
+                let horizon = now_ms - self.settings.retention_ms[idx(tier)];
+                let t = &mut state.tiers[idx(tier)];
+                t.rollups_files.retain(|f| f.end_ms > horizon);
+                t.errors_files.retain(|f| f.end_ms > horizon);
+            }
+        }
+        for tier in Tier::ALL {
+            let horizon = now_ms - self.settings.retention_ms[idx(tier)];
+            for table in [Table::Rollups, Table::ErrorsByCause] {
+                let n = files::expire(&self.settings.dir, table, tier, horizon)?;
+                if n > 0 {
+                    tracing::info!(tier = %tier, files = n, "expired by retention");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds rows of closed windows directly (used by `cellpilot generate` and tests).
+    pub fn add_closed(&self, closed: WindowBatches) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let t = &mut state.tiers[0];
+        if closed.rollups.num_rows() > 0 {
+            t.pending_rollups.push(closed.rollups);
+        }
+        if closed.errors_by_cause.num_rows() > 0 {
+            t.pending_errors.push(closed.errors_by_cause);
+        }
+    }
 }
 
 impl RollupSink for RollupStore {
-    fn append(&self, closed: WindowBatches) -> cellpilot_core::Result<()> {
-        let Some((min_start_ms, max_end_ms)) = span_of(&closed.rollups) else {
-            return Ok(());
-        };
-        let mut guard = self.closed.write().unwrap_or_else(|e| e.into_inner());
-        guard.push_back(Stored { min_start_ms, max_end_ms, batches: closed });
-        let horizon = max_end_ms - self.retention_ms;
-        guard.retain(|s| s.max_end_ms > horizon);
-        Ok(())
+    fn close(
+        &self,
+        now_ms: i64,
+        take: &mut dyn FnMut() -> cellpilot_core::Result<Option<WindowBatches>>,
+    ) -> cellpilot_core::Result<()> {
+        let _flushing = self.flush.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            // Taking the windows under the store lock keeps readers from seeing them in neither place.
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(closed) = take()? {
+                let t = &mut state.tiers[0];
+                if closed.rollups.num_rows() > 0 {
+                    t.pending_rollups.push(closed.rollups);
+                }
+                if closed.errors_by_cause.num_rows() > 0 {
+                    t.pending_errors.push(closed.errors_by_cause);
+                }
+            }
+        }
+        self.flush_due(now_ms).map_err(|e| cellpilot_core::Error::Internal(e.to_string()))
     }
 }

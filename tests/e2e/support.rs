@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// A running `cellpilot serve`, killed on drop.
 pub(crate) struct Server {
     child: Child,
+    /// The data directory; removed with the server unless the test took it over.
+    pub(crate) data: Option<tempfile::TempDir>,
     pub(crate) grpc: SocketAddr,
     pub(crate) http: SocketAddr,
     pub(crate) web: SocketAddr,
@@ -17,6 +19,14 @@ pub(crate) struct Server {
 impl Server {
     /// Starts the server with every listener on port 0 plus `env` overrides.
     pub(crate) fn start(env: &[(&str, &str)]) -> Server {
+        let data = tempfile::tempdir().expect("temp data dir");
+        let mut server = Self::start_in(data.path(), env);
+        server.data = Some(data);
+        server
+    }
+
+    /// Starts the server on the data directory `dir`.
+    pub(crate) fn start_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellpilot"));
         cmd.arg("serve")
             .env("CELLPILOT_INGEST__GRPC_LISTEN", "127.0.0.1:0")
@@ -24,6 +34,7 @@ impl Server {
             .env("CELLPILOT_WEB__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_CONTROL__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_LOG", "warn")
+            .env("CELLPILOT_STORAGE__DIR", dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -47,7 +58,7 @@ impl Server {
                 .parse()
                 .expect("socket address")
         };
-        Server { grpc: addr("otlp_grpc"), http: addr("otlp_http"), web: addr("web"), child }
+        Server { grpc: addr("otlp_grpc"), http: addr("otlp_http"), web: addr("web"), child, data: None }
     }
 
     /// `GET` a web path and parse the JSON body, asserting 200.

@@ -1,0 +1,158 @@
+//! Parquet files of closed windows: `<dir>/<table>/<tier>/<start_ms>-<end_ms>.parquet`, one per
+//! bucket, written atomically (temp file, fsync, rename) with `cellpilot.schema_version` in the
+//! file metadata. The name's time span lets readers skip files without opening them.
+
+use crate::tier::Tier;
+use crate::{Error, Result};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use cellpilot_core::schema::SCHEMA_VERSION;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Metadata key carrying the schema version.
+pub const VERSION_KEY: &str = "cellpilot.schema_version";
+
+/// Which table a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// `rollups*`
+    Rollups,
+    /// `errors_by_cause*`
+    ErrorsByCause,
+}
+
+impl Table {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Table::Rollups => "rollups",
+            Table::ErrorsByCause => "errors_by_cause",
+        }
+    }
+}
+
+/// One stored file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// First window start covered (inclusive), unix ms.
+    pub start_ms: i64,
+    /// Last window end covered (exclusive), unix ms.
+    pub end_ms: i64,
+}
+
+/// Directory of `table` in `tier`.
+pub fn tier_dir(root: &Path, table: Table, tier: Tier) -> PathBuf {
+    root.join(table.dir_name()).join(tier.dir_name())
+}
+
+/// Every file of `table`/`tier`, sorted by start.
+pub fn list(root: &Path, table: Table, tier: Tier) -> Result<Vec<StoredFile>> {
+    let dir = tier_dir(root, table, tier);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::Internal(format!("listing {}: {e}", dir.display()))),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::Internal(e.to_string()))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(stem) = name.strip_suffix(".parquet") else { continue };
+        let Some((a, b)) = stem.split_once('-') else { continue };
+        if let (Ok(start_ms), Ok(end_ms)) = (a.parse(), b.parse()) {
+            out.push(StoredFile { path, start_ms, end_ms });
+        }
+    }
+    out.sort_by_key(|f| f.start_ms);
+    Ok(out)
+}
+
+/// Writes `batch` as the file covering `[start_ms, end_ms)` of `table`/`tier`, atomically.
+pub fn write(
+    root: &Path,
+    table: Table,
+    tier: Tier,
+    start_ms: i64,
+    end_ms: i64,
+    batch: &RecordBatch,
+) -> Result<StoredFile> {
+    let dir = tier_dir(root, table, tier);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{start_ms}-{end_ms}.parquet"));
+    let tmp = dir.join(format!(".{start_ms}-{end_ms}.parquet.tmp"));
+    let io = |e: std::io::Error| Error::Internal(format!("writing {}: {e}", tmp.display()));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())]))
+        .build();
+    let file = File::create(&tmp).map_err(io)?;
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| Error::Internal(e.to_string()))?;
+    writer.write(batch).map_err(|e| Error::Internal(e.to_string()))?;
+    let file = writer.into_inner().map_err(|e| Error::Internal(e.to_string()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(StoredFile { path, start_ms, end_ms })
+}
+
+/// Reads a file, keeping only the columns in `projection` (all when `None`).
+pub fn read(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
+    let f = File::open(&file.path).map_err(|e| Error::Internal(format!("opening {}: {e}", file.path.display())))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| Error::Internal(format!("{}: {e}", file.path.display())))?;
+    let version = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY).and_then(|k| k.value.clone()));
+    if version.as_deref() != Some(SCHEMA_VERSION) {
+        return Err(Error::Internal(format!(
+            "{} has schema version {version:?}, this build reads {SCHEMA_VERSION}",
+            file.path.display()
+        )));
+    }
+    let builder = match projection {
+        Some(cols) => {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), cols.iter().copied());
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
+    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::Internal(e.to_string()))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Internal(format!("{}: {e}", file.path.display())))
+}
+
+/// Removes files of `table`/`tier` that end at or before `horizon_ms`.
+pub fn expire(root: &Path, table: Table, tier: Tier, horizon_ms: i64) -> Result<usize> {
+    let mut n = 0;
+    for f in list(root, table, tier)? {
+        if f.end_ms <= horizon_ms {
+            std::fs::remove_file(&f.path)
+                .map_err(|e| Error::Internal(format!("removing {}: {e}", f.path.display())))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The schema of `table`.
+pub fn schema(table: Table) -> SchemaRef {
+    match table {
+        Table::Rollups => cellpilot_core::schema::rollups_schema(),
+        Table::ErrorsByCause => cellpilot_core::schema::errors_by_cause_schema(),
+    }
+}

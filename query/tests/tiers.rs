@@ -1,0 +1,168 @@
+//! Closed windows flow into Parquet tiers: every tier holds the same counts, quantiles merged
+//! across windows and tiers equal the quantile of the union of the samples, and all of it is
+//! there again after reopening the store.
+
+use arrow::array::{Array, BinaryArray, StringArray, UInt64Array};
+use arrow::record_batch::RecordBatch;
+use cellpilot_core::latency::{self, Quantiles, SparseHistogram};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::store::{RollupSink, WindowBatches};
+use cellpilot_query::files::Table;
+use cellpilot_query::tier::{DAY_MS, HOUR_MS, Tier};
+use cellpilot_query::{RollupStore, StoreSettings};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::BTreeMap;
+
+const FINE: i64 = 10_000;
+const LATENESS: i64 = 30_000;
+const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
+
+fn settings(dir: &std::path::Path) -> StoreSettings {
+    StoreSettings { dir: dir.to_path_buf(), fine_ms: FINE, lateness_ms: LATENESS, retention_ms: [i64::MAX / 4; 3] }
+}
+
+/// Ground truth per cell: every latency sample and the error count.
+#[derive(Default)]
+struct Truth {
+    samples: Vec<u64>,
+    errors: u64,
+}
+
+/// Windows `[from, to)` for two cells, with random samples; returns the batches.
+fn windows(rng: &mut StdRng, from: i64, to: i64, truth: &mut BTreeMap<String, Truth>) -> WindowBatches {
+    let mut rollups = RollupsBuilder::default();
+    let mut errors = ErrorsByCauseBuilder::default();
+    let mut ws = from;
+    while ws < to {
+        for cell in ["a", "b"] {
+            let t = truth.entry(cell.to_string()).or_default();
+            let mut h = SparseHistogram::default();
+            let n = rng.random_range(1..6u64);
+            let mut max = 0;
+            for _ in 0..n {
+                let v = if rng.random_bool(0.01) {
+                    rng.random_range(1_000_000..3_000_000)
+                } else {
+                    rng.random_range(5_000..60_000)
+                };
+                h.record(v);
+                max = max.max(v);
+                t.samples.push(v);
+            }
+            let e = u64::from(rng.random_bool(0.1));
+            t.errors += e;
+            let key = RowKey { window_start_ms: ws, window_end_ms: ws + FINE, cell, service: "svc", route: "/r" };
+            let dense = h.to_histogram();
+            let mut q = Quantiles::of(&dense);
+            q.max_us = max;
+            rollups.push(key, n, e, &latency::serialize(&dense), q, true);
+            if e > 0 {
+                errors.push(key, "5xx", e);
+            }
+        }
+        ws += FINE;
+    }
+    WindowBatches { rollups: rollups.finish().unwrap(), errors_by_cause: errors.finish().unwrap() }
+}
+
+/// (requests, errors by cause, p999) per cell from the rows of a tier.
+fn totals(rows: &[RecordBatch], causes: &[RecordBatch]) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut acc: BTreeMap<String, (u64, u64, hdrhistogram::Histogram<u64>)> = BTreeMap::new();
+    for b in rows {
+        let cell = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        let req = b.column(5).as_any().downcast_ref::<UInt64Array>().unwrap();
+        let hist = b.column(7).as_any().downcast_ref::<BinaryArray>().unwrap();
+        for i in 0..b.num_rows() {
+            let e = acc.entry(cell.value(i).to_string()).or_insert_with(|| (0, 0, latency::new_histogram()));
+            e.0 += req.value(i);
+            latency::add_serialized(hist.value(i), &mut e.2).unwrap();
+        }
+    }
+    for b in causes {
+        let cell = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        let n = b.column(6).as_any().downcast_ref::<UInt64Array>().unwrap();
+        for i in 0..b.num_rows() {
+            acc.get_mut(cell.value(i)).unwrap().1 += n.value(i);
+        }
+    }
+    acc.into_iter().map(|(c, (r, e, h))| (c, (r, e, h.value_at_quantile(0.999)))).collect()
+}
+
+fn nearest_rank(samples: &[u64], q: f64) -> u64 {
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1]
+}
+
+fn check(store: &RollupStore, truth: &BTreeMap<String, Truth>, from: i64, to: i64) {
+    let mut per_tier = Vec::new();
+    for tier in Tier::ALL {
+        let rows = store.scan(Table::Rollups, tier, from, to, None).unwrap();
+        let causes = store.scan(Table::ErrorsByCause, tier, from, to, None).unwrap();
+        let t = totals(&rows, &causes);
+        for (cell, truth) in truth {
+            let (req, err, p999) = t[cell];
+            assert_eq!(req, truth.samples.len() as u64, "{tier} {cell} requests");
+            assert_eq!(err, truth.errors, "{tier} {cell} errors");
+            let exact = nearest_rank(&truth.samples, 0.999);
+            let rel = (p999 as f64 - exact as f64).abs() / exact as f64;
+            assert!(rel <= 0.01, "{tier} {cell} p999 {p999} vs exact {exact}");
+        }
+        per_tier.push(t);
+    }
+    assert_eq!(per_tier[0], per_tier[1], "5m tier merges the 10s tier losslessly");
+    assert_eq!(per_tier[0], per_tier[2], "1h tier merges the 5m tier losslessly");
+}
+
+#[test]
+fn tiers_agree_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut truth = BTreeMap::new();
+    let store = RollupStore::open(settings(dir.path())).unwrap();
+    // A day and a half, closed an hour at a time.
+    let end = T0 + DAY_MS + 12 * HOUR_MS;
+    let mut t = T0;
+    while t < end {
+        let batch = windows(&mut rng, t, t + HOUR_MS, &mut truth);
+        let mut once = Some(batch);
+        store.close(t + HOUR_MS + LATENESS, &mut || Ok(once.take())).unwrap();
+        t += HOUR_MS;
+    }
+    let fine = cellpilot_query::files::list(dir.path(), Table::Rollups, Tier::Fine).unwrap();
+    assert_eq!(fine.len(), 36 * 12, "one finest-tier file per 5 minutes");
+    assert_eq!(cellpilot_query::files::list(dir.path(), Table::Rollups, Tier::FiveMin).unwrap().len(), 36);
+    assert_eq!(
+        cellpilot_query::files::list(dir.path(), Table::Rollups, Tier::Hour).unwrap().len(),
+        1,
+        "one complete day"
+    );
+    assert_eq!(store.persisted_until(), end);
+    check(&store, &truth, T0, end);
+    drop(store);
+
+    let reopened = RollupStore::open(settings(dir.path())).unwrap();
+    check(&reopened, &truth, T0, end);
+
+    // Half a bucket more, not complete yet: visible from memory, not in a file.
+    let extra = windows(&mut rng, end, end + 150_000, &mut truth);
+    let mut once = Some(extra);
+    reopened.close(end + 150_000 + LATENESS, &mut || Ok(once.take())).unwrap();
+    assert_eq!(reopened.persisted_until(), end);
+    check(&reopened, &truth, T0, end + 150_000);
+}
+
+#[test]
+fn files_carry_the_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(4);
+    let store = RollupStore::open(settings(dir.path())).unwrap();
+    let mut once = Some(windows(&mut rng, T0, T0 + 300_000, &mut BTreeMap::new()));
+    store.close(T0 + 300_000 + LATENESS, &mut || Ok(once.take())).unwrap();
+    let f = &cellpilot_query::files::list(dir.path(), Table::Rollups, Tier::Fine).unwrap()[0];
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&f.path).unwrap()).unwrap();
+    use parquet::file::reader::FileReader;
+    let kv = reader.metadata().file_metadata().key_value_metadata().unwrap().clone();
+    assert!(kv.iter().any(|k| k.key == "cellpilot.schema_version" && k.value.as_deref() == Some("1")));
+}
