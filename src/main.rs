@@ -1,6 +1,7 @@
 //! The `cellpilot` binary: parses the command line and wires the crates together.
 
 mod bench;
+mod client;
 mod serve;
 
 use anyhow::Context;
@@ -24,6 +25,17 @@ enum Command {
     },
     /// The whole product on embedded defaults with live simulated cells.
     Demo,
+    /// Run read-only SQL on a running server and print the result as a table.
+    Query {
+        /// The statement, e.g. "SELECT cell, sum(requests) FROM rollups GROUP BY cell".
+        sql: String,
+        /// The server's web address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Bearer token, when the server has `[auth]` tokens.
+        #[arg(long, env = "CELLPILOT_TOKEN")]
+        token: Option<String>,
+    },
     /// Measure a part of cellpilot against a baseline run in the same process.
     Bench {
         #[command(subcommand)]
@@ -63,5 +75,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
+        Command::Query { sql, server, token } => {
+            tokio::runtime::Runtime::new()?.block_on(client::query(&server, token.as_deref(), &sql))
+        }
     }
 }

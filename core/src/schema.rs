@@ -49,6 +49,41 @@ static ERRORS_BY_CAUSE: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static DECISIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("decided_at", ts(), false),
+        Field::new("version", DataType::UInt64, false),
+        Field::new("cell", DataType::Utf8, false),
+        Field::new("old_weight", DataType::UInt32, false),
+        Field::new("new_weight", DataType::UInt32, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("actor", DataType::Utf8, false),
+    ]))
+});
+
+static CUTOVERS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("cell", DataType::Utf8, false),
+        Field::new("decision_version", DataType::UInt64, true),
+        Field::new("decided_at", ts(), false),
+        Field::new("applied_at", ts(), true),
+        Field::new("completed_at", ts(), true),
+        Field::new("duration_ms", DataType::Int64, true),
+        Field::new("source", DataType::Utf8, false),
+    ]))
+});
+
+/// Schema of the `decisions` table.
+pub fn decisions_schema() -> SchemaRef {
+    DECISIONS.clone()
+}
+
+/// Schema of the `cutovers` table.
+pub fn cutovers_schema() -> SchemaRef {
+    CUTOVERS.clone()
+}
+
 /// Schema of the `rollups` tables.
 pub fn rollups_schema() -> SchemaRef {
     ROLLUPS.clone()

@@ -6,6 +6,8 @@
 //! - [`tier`]: the tiers (finest, 5 min, 1 h) and their buckets.
 //! - [`files`]: the Parquet files (atomic writes, schema version, retention).
 //! - [`rollup`]: merging rows into coarser windows.
+//! - [`sql`], [`table`], [`udf`]: read-only DataFusion SQL over every tier, with the
+//!   histogram functions `hdr_merge`, `hdr_quantile` and `latency_quantile`.
 //! - [`cells`]: per-cell totals and merged latency quantiles over a time range.
 //! - [`error`]: the crate's error type.
 
@@ -13,8 +15,11 @@ pub mod cells;
 pub mod error;
 pub mod files;
 pub mod rollup;
+pub mod sql;
 pub mod store;
+pub mod table;
 pub mod tier;
+pub mod udf;
 
 pub use cells::CellStats;
 pub use error::{Error, Result};

@@ -4,5 +4,6 @@
 mod bad_input;
 mod metrics;
 mod ops;
+mod query;
 mod support;
 mod traces;

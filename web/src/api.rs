@@ -92,3 +92,39 @@ pub async fn cells(
         .collect();
     Ok(Json(CellsJson { from: format_rfc3339_ms(from), to: format_rfc3339_ms(to), cells }))
 }
+
+/// `POST /api/v1/query` body.
+#[derive(Debug, Deserialize)]
+pub struct QueryBody {
+    sql: String,
+}
+
+/// The Arrow IPC stream media type.
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// `POST /api/v1/query {"sql": "..."}`: read-only SQL; JSON rows, or an Arrow IPC stream when
+/// `Accept: application/vnd.apache.arrow.stream`.
+pub async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    state.authorize(auth_header(&headers))?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::BadRequest("send Content-Type: application/json with {\"sql\": \"SELECT ...\"}".into()));
+    }
+    let q: QueryBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}; expected {{\"sql\": \"SELECT ...\"}}")))?;
+    let limits = state.query_limits();
+    let ctx = cellpilot_query::sql::context(&state.store, &limits)?;
+    let (schema, batches) = cellpilot_query::sql::run(&ctx, &q.sql, &limits).await?;
+    let wants_arrow =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(ARROW_STREAM));
+    if wants_arrow {
+        let bytes = cellpilot_query::sql::to_ipc(&schema, &batches)?;
+        return Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response());
+    }
+    Ok(Json(cellpilot_query::sql::to_json(&schema, &batches)?).into_response())
+}

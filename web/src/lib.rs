@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/cells", get(api::cells))
+        .route("/api/v1/query", axum::routing::post(api::query))
         .with_state(state)
 }
 

@@ -28,6 +28,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Limits of one SQL query, from `[query]`.
+    pub fn query_limits(&self) -> cellpilot_query::sql::Limits {
+        let q = &self.config.query;
+        cellpilot_query::sql::Limits { memory: q.memory_limit.as_usize(), timeout: q.timeout.0, max_rows: q.max_rows }
+    }
+}
+
+impl AppState {
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

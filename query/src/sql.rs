@@ -1,0 +1,156 @@
+//! Read-only SQL over the rollups: the session context with every table and function, limits
+//! (memory, time, rows), and result encodings (JSON rows, Arrow IPC stream).
+
+use crate::files::Table;
+use crate::store::RollupStore;
+use crate::table::TierTable;
+use crate::tier::Tier;
+use crate::{Error, Result};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use base64::Engine;
+use cellpilot_core::time::format_rfc3339_ms;
+use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of one query.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Memory pool, bytes.
+    pub memory: usize,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Rows returned at most; more is an error.
+    pub max_rows: usize,
+}
+
+/// A session over `store` with every table and function registered.
+pub fn context(store: &Arc<RollupStore>, limits: &Limits) -> Result<SessionContext> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory, 1.0)
+        .build_arc()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for tier in Tier::ALL {
+        for (table, name) in [(Table::Rollups, tier.rollups_table()), (Table::ErrorsByCause, tier.errors_table())] {
+            ctx.register_table(name, Arc::new(TierTable::new(store.clone(), table, tier)))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        }
+    }
+    // Filled by the control loop; empty until it runs.
+    for (name, schema) in [
+        ("decisions", cellpilot_core::schema::decisions_schema()),
+        ("cutovers", cellpilot_core::schema::cutovers_schema()),
+    ] {
+        let t = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::Internal(e.to_string()))?;
+        ctx.register_table(name, Arc::new(t)).map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    crate::udf::register(&ctx);
+    Ok(ctx)
+}
+
+/// Runs one read-only statement; DDL, DML, `COPY`, `SET` and several statements are refused.
+pub async fn run(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    if sql.trim().is_empty() {
+        return Err(Error::BadRequest("empty query: send {\"sql\": \"SELECT ...\"}".into()));
+    }
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let work = async {
+        let df = ctx.sql_with_options(sql, options).await.map_err(bad_query)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let df = df.limit(0, Some(limits.max_rows + 1)).map_err(bad_query)?;
+        let batches = df.collect().await.map_err(bad_query)?;
+        Ok::<_, Error>((schema, batches))
+    };
+    let (schema, batches) = tokio::time::timeout(limits.timeout, work).await.map_err(|_| {
+        Error::BadRequest(format!("query exceeded the time limit of {:?} ([query] timeout)", limits.timeout))
+    })??;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows > limits.max_rows {
+        return Err(Error::BadRequest(format!(
+            "query returns more than {} rows ([query] max_rows); aggregate or add a LIMIT",
+            limits.max_rows
+        )));
+    }
+    Ok((schema, batches))
+}
+
+fn bad_query(e: datafusion::error::DataFusionError) -> Error {
+    let msg = e.to_string();
+    let msg = msg
+        .replace("DDL not supported: ", "read-only: ")
+        .replace("DML not supported: ", "read-only: ")
+        .replace("Statement not supported: ", "read-only: ");
+    Error::BadRequest(msg)
+}
+
+/// `{"columns": [{"name", "type"}], "rows": [[...]]}` with RFC 3339 timestamps and base64 binary.
+pub fn to_json(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<serde_json::Value> {
+    let columns: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let mut rows = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            rows.push(serde_json::Value::Array(b.columns().iter().map(|c| cell(c, r)).collect::<Result<_>>()?));
+        }
+    }
+    Ok(serde_json::json!({"columns": columns, "rows": rows}))
+}
+
+fn cell(col: &ArrayRef, r: usize) -> Result<serde_json::Value> {
+    use serde_json::Value as J;
+    if col.is_null(r) {
+        return Ok(J::Null);
+    }
+    let num = |v: f64| serde_json::Number::from_f64(v).map(J::Number).unwrap_or(J::Null);
+    Ok(match col.data_type() {
+        DataType::Boolean => J::Bool(col.as_boolean().value(r)),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+            let c = arrow::compute::cast(&col.slice(r, 1), &DataType::Int64)?;
+            J::from(c.as_primitive::<arrow::datatypes::Int64Type>().value(0))
+        }
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+            let c = arrow::compute::cast(&col.slice(r, 1), &DataType::UInt64)?;
+            J::from(c.as_primitive::<arrow::datatypes::UInt64Type>().value(0))
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => {
+            let c = arrow::compute::cast(&col.slice(r, 1), &DataType::Float64)?;
+            num(c.as_primitive::<arrow::datatypes::Float64Type>().value(0))
+        }
+        DataType::Timestamp(_, _) => {
+            let c = arrow::compute::cast(&col.slice(r, 1), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+            J::String(format_rfc3339_ms(c.as_primitive::<arrow::datatypes::TimestampMillisecondType>().value(0)))
+        }
+        DataType::Binary => {
+            J::String(base64::engine::general_purpose::STANDARD.encode(col.as_binary::<i32>().value(r)))
+        }
+        DataType::LargeBinary => {
+            J::String(base64::engine::general_purpose::STANDARD.encode(col.as_binary::<i64>().value(r)))
+        }
+        DataType::Utf8 => J::String(col.as_string::<i32>().value(r).to_string()),
+        DataType::LargeUtf8 => J::String(col.as_string::<i64>().value(r).to_string()),
+        DataType::Utf8View => J::String(col.as_string_view().value(r).to_string()),
+        _ => J::String(arrow::util::display::array_value_to_string(col, r)?),
+    })
+}
+
+/// The batches as an Arrow IPC stream.
+pub fn to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,145 @@
+//! `POST /api/v1/query`: SQL over the rollups with the histogram functions, checked against ground
+//! truth computed here; read-only and bounded.
+
+use crate::support::{Server, assert_within_1pct, heavy_tailed, nearest_rank, now_ns};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use std::collections::BTreeMap;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
+}
+
+/// Sends `n` spans per cell over OTLP/HTTP; returns the latencies per cell.
+async fn seed(server: &Server, cells: &[&str], n: usize) -> BTreeMap<String, Vec<u64>> {
+    let now = now_ns();
+    let mut truth = BTreeMap::new();
+    let mut spans = Vec::new();
+    for (ci, cell) in cells.iter().enumerate() {
+        let lat = heavy_tailed(500 + ci as u64, n);
+        for (i, us) in lat.iter().enumerate() {
+            let end = now - (i as u64 % 20_000) * 1_000_000;
+            spans.push(Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                name: format!("GET /q{}", i % 3),
+                kind: 2,
+                start_time_unix_nano: end - us * 1000,
+                end_time_unix_nano: end,
+                attributes: vec![kv("cell.id", cell), kv("http.route", &format!("/q{}", i % 3))],
+                ..Default::default()
+            });
+        }
+        truth.insert(cell.to_string(), lat);
+    }
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", "sql")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", server.http))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    truth
+}
+
+async fn sql(server: &Server, q: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/query", server.web))
+        .json(&serde_json::json!({ "sql": q }))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn quantiles_over_merged_histograms_match_ground_truth() {
+    let server = Server::start(&[]);
+    let truth = seed(&server, &["q-a", "q-b"], 4000).await;
+    for table in ["rollups", "rollups_5m", "rollups_1h"] {
+        let (status, body) = sql(
+            &server,
+            &format!(
+                "SELECT cell, sum(requests) AS n, latency_quantile(latency_hist, 0.999) / 1000 AS p999_ms, \
+                 hdr_quantile(hdr_merge(latency_hist), 0.5) / 1000 AS p50_ms \
+                 FROM {table} GROUP BY cell ORDER BY cell"
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let names: Vec<_> = body["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["cell", "n", "p999_ms", "p50_ms"]);
+        let rows = body["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{table}: {body}");
+        for row in rows {
+            let lat = &truth[row[0].as_str().unwrap()];
+            assert_eq!(row[1], lat.len() as u64, "{table} requests");
+            assert_within_1pct(&format!("{table} p999"), row[2].as_f64().unwrap(), nearest_rank(lat, 0.999));
+            assert_within_1pct(&format!("{table} p50"), row[3].as_f64().unwrap(), nearest_rank(lat, 0.5));
+        }
+    }
+    // Timestamps come back as RFC 3339, binary as base64.
+    let (status, body) = sql(&server, "SELECT window_start, latency_hist FROM rollups LIMIT 1").await;
+    assert_eq!(status, 200);
+    assert!(body["rows"][0][0].as_str().unwrap().ends_with('Z'));
+    assert!(body["rows"][0][1].as_str().is_some());
+}
+
+#[tokio::test]
+async fn arrow_ipc_on_request() {
+    let server = Server::start(&[]);
+    seed(&server, &["ipc"], 10).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/query", server.web))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&serde_json::json!({ "sql": "SELECT cell, sum(requests) AS n FROM rollups GROUP BY cell" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    let bytes = resp.bytes().await.unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+}
+
+#[tokio::test]
+async fn writes_and_oversized_results_are_refused() {
+    let server = Server::start(&[("CELLPILOT_QUERY__MAX_ROWS", "5")]);
+    seed(&server, &["r1", "r2", "r3"], 30).await;
+    for (q, needle) in [
+        ("CREATE TABLE t AS SELECT 1", "read-only"),
+        ("DROP TABLE rollups", "read-only"),
+        ("INSERT INTO decisions SELECT * FROM decisions", "read-only"),
+        ("COPY (SELECT 1) TO '/tmp/cellpilot-copy.csv'", "read-only"),
+        ("SET datafusion.execution.batch_size = 1", "read-only"),
+        ("SELECT 1; SELECT 2", "single SQL statement"),
+        ("SELEC cell FROM rollups", "SELEC"),
+        ("SELECT * FROM rollups", "more than 5 rows"),
+        ("SELECT latency_quantile(latency_hist, 1.5) FROM rollups", "outside 0..1"),
+    ] {
+        let (status, body) = sql(&server, q).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.contains(needle), "{q}: `{msg}` should mention `{needle}`");
+    }
+    assert!(!std::path::Path::new("/tmp/cellpilot-copy.csv").exists(), "COPY wrote nothing");
+    let (status, _) = sql(&server, "SELECT cell FROM rollups GROUP BY cell").await;
+    assert_eq!(status, 200, "3 rows are within max_rows");
+}
