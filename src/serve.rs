@@ -10,6 +10,9 @@ use cellpilot_core::store::RollupSink;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::Ingest;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
+use cellpilot_ingest::mapping::Mapper;
+use cellpilot_ingest::pipeline::IngestParts;
+use cellpilot_ingest::sequencer::{WalSettings, replay};
 use cellpilot_query::{RollupStore, StoreSettings};
 use cellpilot_web::AppState;
 use std::net::SocketAddr;
@@ -66,8 +69,6 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         ],
     })?);
     store.set_open_source(Arc::new(aggregator.clone()));
-    let ingest =
-        Arc::new(Ingest::new(&config.ingest, aggregator.clone(), auth.clone(), metrics.clone(), clock.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         store: store.clone(),
@@ -79,6 +80,42 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    // The dashboard answers (503 on /readyz) while the WAL is replayed.
+    let stop = shutdown.clone();
+    tasks.spawn(async move { cellpilot_web::run(web, state, stop.cancelled_owned()).await.context("web server") });
+
+    let durable_before = store.persisted_until();
+    let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
+    let mapper = Mapper::new(&config.ingest);
+    let replayed = tokio::task::spawn_blocking(move || replay(&dir, &mapper, &agg, durable_before))
+        .await?
+        .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
+    if replayed.records > 0 {
+        tracing::info!(
+            records = replayed.records,
+            counted = replayed.counted,
+            already_persisted = replayed.already_persisted,
+            "WAL replayed"
+        );
+    }
+    let wal = WalSettings {
+        dir: config.storage.dir.clone(),
+        fsync: config.storage.fsync,
+        max_bytes: config.storage.wal_max_size.0,
+    };
+    let watermark_store = store.clone();
+    let mut ingest = Arc::new(Ingest::new(
+        &config.ingest,
+        IngestParts {
+            aggregator: aggregator.clone(),
+            auth: auth.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            wal: Some((wal, replayed)),
+            watermark: Arc::new(move || watermark_store.persisted_until()),
+        },
+    )?);
+
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());
     tasks.spawn(async move {
@@ -93,8 +130,6 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(async move {
         axum::serve(http, otlp_http).with_graceful_shutdown(stop.cancelled_owned()).await.context("OTLP/HTTP server")
     });
-    let stop = shutdown.clone();
-    tasks.spawn(async move { cellpilot_web::run(web, state, stop.cancelled_owned()).await.context("web server") });
     let stop = shutdown.clone();
     // The CellWeights service arrives with the control loop; the port is held so gateways and
     // the ready line see the configured address, and calls get UNIMPLEMENTED meanwhile.
@@ -134,6 +169,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         if let Ok(Err(e)) = res {
             tracing::warn!(error = %e, "during shutdown");
         }
+    }
+    // Every server is gone, so this is the last handle: finish the queued exports, sync the WAL.
+    if let Some(ingest) = Arc::get_mut(&mut ingest) {
+        tokio::task::block_in_place(|| ingest.shutdown());
     }
     match failure {
         Some(e) => Err(e),

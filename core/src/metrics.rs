@@ -30,6 +30,10 @@ pub struct Metrics {
     pub windows_closed: IntCounter,
     /// Rollup rows handed to storage.
     pub rollup_rows: IntCounter,
+    /// Bytes of WAL segments on disk.
+    pub wal_bytes: IntGauge,
+    /// WAL segments on disk.
+    pub wal_segments: IntGauge,
 }
 
 impl Default for Metrics {
@@ -123,6 +127,8 @@ impl Metrics {
             windows_open: gauge(&r, "cellpilot_windows_open", "Open series windows."),
             windows_closed: counter(&r, "cellpilot_windows_closed_total", "Windows closed and persisted."),
             rollup_rows: counter(&r, "cellpilot_rollup_rows_total", "Rollup rows written by closed windows."),
+            wal_bytes: gauge(&r, "cellpilot_wal_bytes", "Bytes of write-ahead log segments on disk."),
+            wal_segments: gauge(&r, "cellpilot_wal_segments", "Write-ahead log segments on disk."),
             registry: r,
         }
     }

@@ -77,7 +77,7 @@ pub struct WindowRows {
 }
 
 /// What happened to the observations of one request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// Spans or points counted.
     pub accepted: u64,
@@ -93,6 +93,26 @@ pub struct Outcome {
     pub out_of_order: u64,
     /// Observations folded into the overflow route.
     pub overflowed: u64,
+    /// Replayed observations whose window is already in Parquet (not counted again).
+    pub already_persisted: u64,
+    /// End of the latest window anything was counted in (unix ms; `i64::MIN` when none).
+    pub max_window_end_ms: i64,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self {
+            accepted: 0,
+            late: 0,
+            future: 0,
+            spans_preferred: 0,
+            baseline: 0,
+            out_of_order: 0,
+            overflowed: 0,
+            already_persisted: 0,
+            max_window_end_ms: i64::MIN,
+        }
+    }
 }
 
 /// Settings of the aggregator.
@@ -262,8 +282,12 @@ impl Aggregator {
         Ok(start)
     }
 
-    /// Counts every request span and latency point of `obs` at wall-clock `now_ms`.
-    pub fn apply(&mut self, obs: &Observations<'_>, now_ms: i64) -> Outcome {
+    /// Counts every request span and latency point of `obs` received at wall-clock `now_ms`.
+    ///
+    /// Windows starting before `durable_before` are already in Parquet (a WAL replay): their
+    /// observations are accepted but not counted again, while cumulative streams still advance.
+    pub fn apply(&mut self, obs: &Observations<'_>, now_ms: i64, durable_before: i64) -> Outcome {
+        let width = self.settings.spec.width_ms;
         let mut out = Outcome::default();
         let mut cache: HashMap<(StrId, StrId, StrId), (SeriesId, bool)> = HashMap::new();
         let mut causes: HashMap<StrId, u32> = HashMap::new();
@@ -291,6 +315,12 @@ impl Aggregator {
                     continue;
                 }
             };
+            if start < durable_before {
+                out.accepted += 1;
+                out.already_persisted += 1;
+                continue;
+            }
+            out.max_window_end_ms = out.max_window_end_ms.max(start + width);
             let (id, overflowed) = match cache.get(&(o.cell, o.service, o.route)) {
                 Some(&v) => v,
                 None => {
@@ -323,12 +353,19 @@ impl Aggregator {
             out.accepted += 1;
         }
         for p in &obs.points {
-            self.apply_point(obs, p, now_ms, &mut out);
+            self.apply_point(obs, p, now_ms, durable_before, &mut out);
         }
         out
     }
 
-    fn apply_point(&mut self, obs: &Observations<'_>, p: &PointObs, now_ms: i64, out: &mut Outcome) {
+    fn apply_point(
+        &mut self,
+        obs: &Observations<'_>,
+        p: &PointObs,
+        now_ms: i64,
+        durable_before: i64,
+        out: &mut Outcome,
+    ) {
         let start = match self.admit(p.time_ns, now_ms) {
             Ok(s) => s,
             Err(true) => {
@@ -365,9 +402,14 @@ impl Aggregator {
         let values = bucket_values(&buckets, if p.temporality == Temporality::Delta { p.max } else { None }, p.to_us);
         let count: u64 = values.iter().map(|(_, n)| n).sum();
         out.accepted += 1;
+        if start < durable_before {
+            out.already_persisted += 1;
+            return;
+        }
         if count == 0 {
             return;
         }
+        out.max_window_end_ms = out.max_window_end_ms.max(start + self.settings.spec.width_ms);
         let (id, overflowed) = self.series_id(obs.strings.get(p.cell), service, obs.strings.get(p.route));
         out.overflowed += u64::from(overflowed);
         let cause = (p.cause != NO_CAUSE).then(|| self.cause_id(obs.strings.get(p.cause)));
@@ -552,6 +594,20 @@ impl OpenWindowSource for SharedAggregator {
     }
 }
 
+// Cumulative-stream state, for WAL checkpoints.
+impl Aggregator {
+    /// Serialized cumulative-stream state.
+    pub fn delta_state(&self) -> Vec<u8> {
+        self.deltas.to_bytes()
+    }
+
+    /// Restores cumulative-stream state saved by [`Aggregator::delta_state`].
+    pub fn restore_delta_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.deltas = DeltaTracker::from_bytes(bytes)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,6 +652,7 @@ mod tests {
                 ("a", "/x", 1, now + 301_000, None),
             ]),
             now,
+            i64::MIN,
         );
         assert_eq!((out.accepted, out.late, out.future), (3, 1, 1));
         assert_eq!(a.open_windows(), 2);
@@ -619,6 +676,7 @@ mod tests {
                 ("a", "/4", 1, now, None),
             ]),
             now,
+            i64::MIN,
         );
         assert_eq!(out.overflowed, 2);
         assert_eq!(a.live_series(), 3);

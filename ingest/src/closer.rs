@@ -11,10 +11,13 @@ use std::time::Duration;
 
 /// How often due windows are looked for.
 pub const TICK: Duration = Duration::from_secs(1);
+/// Windows are taken this long after their deadline, so an export admitted just before the
+/// deadline (and still being made durable) lands in its window rather than a second copy of it.
+pub const CLOSE_GRACE_MS: i64 = 2_000;
 
 /// Closes due windows once; returns how many rows were handed over.
 pub fn close_once(agg: &SharedAggregator, sink: &dyn RollupSink, clock: &SharedClock, metrics: &Metrics) -> usize {
-    let now = clock.now_ms();
+    let now = clock.now_ms() - CLOSE_GRACE_MS;
     let mut rows = 0;
     let mut take = || {
         let closed = agg.close_due(now)?;

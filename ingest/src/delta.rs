@@ -5,7 +5,7 @@ use crate::mapping::Buckets;
 use std::collections::HashMap;
 
 /// What the previous cumulative point of a stream said.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct StreamState {
     start_ns: i64,
     time_ns: i64,
@@ -24,7 +24,7 @@ pub enum NoDelta {
 }
 
 /// Per-stream cumulative state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct DeltaTracker {
     streams: HashMap<String, StreamState>,
 }
@@ -76,6 +76,16 @@ impl DeltaTracker {
         prev.time_ns = time_ns;
         prev.buckets = buckets.clone();
         Ok(out)
+    }
+
+    /// The state as bytes (a WAL checkpoint).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// State saved by [`DeltaTracker::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid cumulative-stream checkpoint: {e}"))
     }
 
     /// Forgets streams not seen since `before_ms`.

@@ -5,10 +5,7 @@
 //! INTERNAL, and so credentials are checked before a body is decoded.
 
 use crate::error::Error;
-use crate::pipeline::{Ingest, Transport};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use crate::pipeline::{Ingest, Signal, Transport};
 use prost::Message;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -19,60 +16,6 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt};
-
-/// One OTLP signal as a gRPC service.
-pub trait Signal: Send + Sync + 'static {
-    /// The Export request.
-    type Req: Message + Default + Send + 'static;
-    /// The Export response.
-    type Resp: Message + Default + Send + 'static;
-    /// Fully qualified service name.
-    const SERVICE: &'static str;
-    /// `signal` label in `/metrics`.
-    const LABEL: &'static str;
-    /// Runs the pipeline.
-    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp>;
-}
-
-/// `opentelemetry.proto.collector.trace.v1.TraceService`
-#[derive(Debug)]
-pub struct Traces;
-/// `opentelemetry.proto.collector.metrics.v1.MetricsService`
-#[derive(Debug)]
-pub struct Metrics;
-/// `opentelemetry.proto.collector.logs.v1.LogsService`
-#[derive(Debug)]
-pub struct Logs;
-
-impl Signal for Traces {
-    type Req = ExportTraceServiceRequest;
-    type Resp = ExportTraceServiceResponse;
-    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const LABEL: &'static str = "traces";
-    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp> {
-        ingest.traces(req)
-    }
-}
-
-impl Signal for Metrics {
-    type Req = ExportMetricsServiceRequest;
-    type Resp = ExportMetricsServiceResponse;
-    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const LABEL: &'static str = "metrics";
-    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp> {
-        ingest.metrics_export(req)
-    }
-}
-
-impl Signal for Logs {
-    type Req = ExportLogsServiceRequest;
-    type Resp = ExportLogsServiceResponse;
-    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const LABEL: &'static str = "logs";
-    fn export(ingest: &Ingest, req: &Self::Req) -> crate::Result<Self::Resp> {
-        ingest.logs(req)
-    }
-}
 
 /// The one place ingest errors become gRPC statuses.
 pub fn to_status(e: &Error) -> Status {
@@ -126,7 +69,10 @@ impl<S: Signal> UnaryService<S::Req> for Export<S> {
         let ingest = self.0.clone();
         Box::pin(async move {
             let req = request.into_inner();
-            let result = ingest.admit(req.encoded_len()).and_then(|_permit| S::export(&ingest, &req));
+            let result = match ingest.admit(req.encoded_len()) {
+                Ok(_permit) => ingest.export::<S>(req, None).await,
+                Err(e) => Err(e),
+            };
             ingest.count_request(S::LABEL, Transport::Grpc, result.as_ref().err());
             result.map(Response::new).map_err(|e| to_status(&e))
         })

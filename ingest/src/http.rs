@@ -2,8 +2,8 @@
 //! hands the request to the [`Ingest`] pipeline; maps errors to HTTP statuses in one place.
 
 use crate::decode::{self, Encoding};
-use crate::error::{Error, Result};
-use crate::pipeline::{Ingest, Transport};
+use crate::error::Error;
+use crate::pipeline::{Ingest, Logs, MetricsSignal, Signal, Traces, Transport};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -11,9 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
-use prost::Message;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 /// The OTLP/HTTP routes.
@@ -28,28 +25,18 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
 }
 
 async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle(&ingest, "traces", &headers, body, |i, r| i.traces(r)).await
+    handle::<Traces>(&ingest, &headers, body).await
 }
 
 async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle(&ingest, "metrics", &headers, body, |i, r| i.metrics_export(r)).await
+    handle::<MetricsSignal>(&ingest, &headers, body).await
 }
 
 async fn logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle(&ingest, "logs", &headers, body, |i, r| i.logs(r)).await
+    handle::<Logs>(&ingest, &headers, body).await
 }
 
-async fn handle<Req, Resp>(
-    ingest: &Ingest,
-    signal: &str,
-    headers: &HeaderMap,
-    body: Body,
-    export: impl FnOnce(&Ingest, &Req) -> Result<Resp>,
-) -> Response
-where
-    Req: Message + Default + DeserializeOwned,
-    Resp: Message + Serialize,
-{
+async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Response {
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     // Errors before the content type is known are answered in JSON, the readable choice.
     let enc = Encoding::from_content_type(header_str(header::CONTENT_TYPE));
@@ -67,11 +54,13 @@ where
         };
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
         let _permit = ingest.admit(raw.len())?;
-        let req: Req = decode::decode(&raw, enc)?;
-        export(ingest, &req)
+        let req: S::Req = decode::decode(&raw, enc)?;
+        // Protobuf bodies go to the WAL as they came; JSON ones are re-encoded there.
+        let raw = (enc == Encoding::Protobuf).then(|| raw.to_vec());
+        ingest.export::<S>(req, raw).await
     }
     .await;
-    ingest.count_request(signal, Transport::Http, result.as_ref().err());
+    ingest.count_request(S::LABEL, Transport::Http, result.as_ref().err());
     match result {
         Ok(resp) => {
             ([(header::CONTENT_TYPE, reply_enc.content_type())], decode::encode(&resp, reply_enc)).into_response()

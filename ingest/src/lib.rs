@@ -7,6 +7,8 @@
 //! - [`mapping`]: spans and metric points to observations (cell, service, route, error, cause).
 //! - [`delta`]: cumulative -> delta per metric stream.
 //! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
+//! - [`sequencer`]: the single ordered path map -> WAL (group commit) -> aggregate, and replay.
+//! - [`wal`]: write-ahead log segments, checkpoints and truncation.
 //! - [`limiter`]: the in-flight budget behind the retryable overload answer.
 //! - [`closer`]: the task that closes windows on time and hands them to storage.
 //! - [`error`]: the crate's error type.
@@ -23,6 +25,8 @@ pub mod http;
 pub mod limiter;
 pub mod mapping;
 pub mod pipeline;
+pub mod sequencer;
+pub mod wal;
 
 pub use error::{Error, Result};
 pub use pipeline::{Ingest, Transport};
@@ -33,8 +37,8 @@ use std::sync::Arc;
 pub fn grpc_routes(ingest: Arc<Ingest>) -> tonic::service::Routes {
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
-        .add_service(grpc::OtlpService::<grpc::Traces>::new(ingest.clone()))
-        .add_service(grpc::OtlpService::<grpc::Metrics>::new(ingest.clone()))
-        .add_service(grpc::OtlpService::<grpc::Logs>::new(ingest));
+        .add_service(grpc::OtlpService::<pipeline::Traces>::new(ingest.clone()))
+        .add_service(grpc::OtlpService::<pipeline::MetricsSignal>::new(ingest.clone()))
+        .add_service(grpc::OtlpService::<pipeline::Logs>::new(ingest));
     routes.routes()
 }

@@ -73,7 +73,7 @@ pub enum Temporality {
 }
 
 /// Bucket counts of one histogram data point, in the metric's own unit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Buckets {
     /// Explicit bounds; `counts.len() == bounds.len() + 1`.
     Explicit {

@@ -1,10 +1,11 @@
-//! The transport-independent ingest pipeline: authenticate, admit, map, aggregate, and the
-//! OTLP responses (`partial_success`) both receivers send back.
+//! The transport-independent ingest pipeline: authenticate, admit, then hand the decoded export
+//! to the [`Sequencer`] (map, WAL, aggregate) and build the OTLP response (`partial_success`).
 
-use crate::aggregator::{Outcome, SharedAggregator};
+use crate::aggregator::SharedAggregator;
 use crate::error::{Error, Result};
 use crate::limiter::{Limiter, Permit};
-use crate::mapping::{Mapper, Observations};
+use crate::mapping::Mapper;
+use crate::sequencer::{Applied, Export, Replayed, Sequencer, WalSettings, Watermark};
 use cellpilot_core::auth::{Authenticator, Principal};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::IngestConfig;
@@ -16,6 +17,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Which transport a request came in on (a metrics label).
 #[derive(Debug, Clone, Copy)]
@@ -35,31 +39,135 @@ impl Transport {
     }
 }
 
+/// One OTLP signal: its request and response types and how its response is built.
+pub trait Signal: Send + Sync + 'static {
+    /// The Export request.
+    type Req: Message + Default + DeserializeOwned + Send + 'static;
+    /// The Export response.
+    type Resp: Message + Default + Serialize + Send + 'static;
+    /// Fully qualified gRPC service name.
+    const SERVICE: &'static str;
+    /// `signal` label in `/metrics`.
+    const LABEL: &'static str;
+    /// The request as a sequencer export.
+    fn wrap(req: Self::Req) -> Export;
+    /// The response for what the sequencer did.
+    fn respond(ingest: &Ingest, applied: &Applied) -> Self::Resp;
+}
+
+/// Traces.
+#[derive(Debug)]
+pub struct Traces;
+/// Metrics.
+#[derive(Debug)]
+pub struct MetricsSignal;
+/// Logs.
+#[derive(Debug)]
+pub struct Logs;
+
+impl Signal for Traces {
+    type Req = ExportTraceServiceRequest;
+    type Resp = ExportTraceServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const LABEL: &'static str = "traces";
+    fn wrap(req: Self::Req) -> Export {
+        Export::Traces(req)
+    }
+    fn respond(ingest: &Ingest, a: &Applied) -> Self::Resp {
+        ingest.record(a, "spans");
+        ingest.metrics.ingest_spans.with_label_values(&["not_request"]).inc_by(a.ignored);
+        let rejected = a.outcome.late + a.outcome.future;
+        let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: rejected as i64,
+            error_message: reject_message(a, "spans"),
+        });
+        ExportTraceServiceResponse { partial_success }
+    }
+}
+
+impl Signal for MetricsSignal {
+    type Req = ExportMetricsServiceRequest;
+    type Resp = ExportMetricsServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const LABEL: &'static str = "metrics";
+    fn wrap(req: Self::Req) -> Export {
+        Export::Metrics(req)
+    }
+    fn respond(ingest: &Ingest, a: &Applied) -> Self::Resp {
+        ingest.record(a, "points");
+        let ignored = &ingest.metrics.ingest_points_ignored;
+        ignored.with_label_values(&["not_latency"]).inc_by(a.ignored);
+        ignored.with_label_values(&["spans_preferred"]).inc_by(a.outcome.spans_preferred);
+        ignored.with_label_values(&["baseline"]).inc_by(a.outcome.baseline);
+        ignored.with_label_values(&["out_of_order"]).inc_by(a.outcome.out_of_order);
+        let unusable: u64 = a.unusable.iter().map(|(n, _)| n).sum();
+        if unusable > 0 {
+            ingest.metrics.ingest_points.with_label_values(&["rejected"]).inc_by(unusable);
+            ingest.metrics.ingest_rejected.with_label_values(&["unusable_point"]).inc_by(unusable);
+        }
+        let rejected = a.outcome.late + a.outcome.future + unusable;
+        let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: rejected as i64,
+            error_message: reject_message(a, "data points"),
+        });
+        ExportMetricsServiceResponse { partial_success }
+    }
+}
+
+impl Signal for Logs {
+    type Req = ExportLogsServiceRequest;
+    type Resp = ExportLogsServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const LABEL: &'static str = "logs";
+    fn wrap(req: Self::Req) -> Export {
+        Export::Logs(req)
+    }
+    fn respond(_ingest: &Ingest, _a: &Applied) -> Self::Resp {
+        ExportLogsServiceResponse { partial_success: None }
+    }
+}
+
 /// Everything a receiver needs; one per process, shared by both transports.
 #[derive(Debug)]
 pub struct Ingest {
-    mapper: Mapper,
-    aggregator: SharedAggregator,
+    sequencer: Sequencer,
     limiter: Limiter,
     auth: Authenticator,
     metrics: Metrics,
-    clock: SharedClock,
     max_request_size: usize,
 }
 
+/// How the pipeline is put together.
+pub struct IngestParts {
+    /// The aggregator exports are applied to.
+    pub aggregator: SharedAggregator,
+    /// Token checks.
+    pub auth: Authenticator,
+    /// Process metrics.
+    pub metrics: Metrics,
+    /// "Now".
+    pub clock: SharedClock,
+    /// The WAL and what replay found; `None` runs without durability.
+    pub wal: Option<(WalSettings, Replayed)>,
+    /// How far Parquet has persisted.
+    pub watermark: Watermark,
+}
+
 impl Ingest {
-    /// Wires the pipeline.
-    pub fn new(
-        config: &IngestConfig,
-        aggregator: SharedAggregator,
-        auth: Authenticator,
-        metrics: Metrics,
-        clock: SharedClock,
-    ) -> Self {
+    /// Wires the pipeline and starts its sequencer.
+    pub fn new(config: &IngestConfig, parts: IngestParts) -> Result<Self> {
         let max_request_size = config.max_request_size.as_usize();
         // Four maximal requests may be in flight before new ones are turned away.
-        let limiter = Limiter::new(max_request_size.saturating_mul(4), metrics.ingest_inflight_bytes.clone());
-        Self { mapper: Mapper::new(config), aggregator, limiter, auth, metrics, clock, max_request_size }
+        let limiter = Limiter::new(max_request_size.saturating_mul(4), parts.metrics.ingest_inflight_bytes.clone());
+        let sequencer = Sequencer::start(
+            Mapper::new(config),
+            parts.aggregator,
+            parts.wal,
+            parts.clock,
+            parts.metrics.clone(),
+            parts.watermark,
+        )?;
+        Ok(Self { sequencer, limiter, auth: parts.auth, metrics: parts.metrics, max_request_size })
     }
 
     /// Largest accepted request, after decompression.
@@ -82,6 +190,17 @@ impl Ingest {
         self.limiter.try_acquire(bytes)
     }
 
+    /// Logs, applies and answers one export; `raw` is its protobuf encoding when at hand.
+    pub async fn export<S: Signal>(&self, req: S::Req, raw: Option<Vec<u8>>) -> Result<S::Resp> {
+        let applied = self.sequencer.submit(S::wrap(req), raw).await?;
+        Ok(S::respond(self, &applied))
+    }
+
+    /// Stops the sequencer after the exports already queued.
+    pub fn shutdown(&mut self) {
+        self.sequencer.shutdown();
+    }
+
     /// Counts a request's result in `/metrics`, by its error kind or `ok`.
     pub fn count_request(&self, signal: &str, transport: Transport, error: Option<&Error>) {
         let label = match error {
@@ -101,75 +220,20 @@ impl Ingest {
         }
     }
 
-    /// Aggregates the request spans of `req`.
-    pub fn traces(&self, req: &ExportTraceServiceRequest) -> Result<ExportTraceServiceResponse> {
-        let obs = self.mapper.traces(req)?;
-        let out = self.aggregate(&obs);
-        self.record(&out, "spans");
-        self.metrics.ingest_spans.with_label_values(&["not_request"]).inc_by(obs.ignored);
-        let rejected = out.late + out.future;
-        let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: rejected as i64,
-            error_message: reject_message(&out, &[], "spans"),
-        });
-        Ok(ExportTraceServiceResponse { partial_success })
-    }
-
-    /// Aggregates the latency histogram points of `req`.
-    pub fn metrics_export(&self, req: &ExportMetricsServiceRequest) -> Result<ExportMetricsServiceResponse> {
-        let obs = self.mapper.metrics(req)?;
-        let out = self.aggregate(&obs);
-        self.record(&out, "points");
-        let ignored = &self.metrics.ingest_points_ignored;
-        ignored.with_label_values(&["not_latency"]).inc_by(obs.ignored);
-        ignored.with_label_values(&["spans_preferred"]).inc_by(out.spans_preferred);
-        ignored.with_label_values(&["baseline"]).inc_by(out.baseline);
-        ignored.with_label_values(&["out_of_order"]).inc_by(out.out_of_order);
-        let mapped_rejects: u64 = obs.rejected.iter().map(|(n, _)| n).sum();
-        if mapped_rejects > 0 {
-            self.metrics.ingest_points.with_label_values(&["rejected"]).inc_by(mapped_rejects);
-            self.metrics.ingest_rejected.with_label_values(&["unusable_point"]).inc_by(mapped_rejects);
-        }
-        let rejected = out.late + out.future + mapped_rejects;
-        let partial_success = (rejected > 0).then(|| ExportMetricsPartialSuccess {
-            rejected_data_points: rejected as i64,
-            error_message: reject_message(&out, &obs.rejected, "data points"),
-        });
-        Ok(ExportMetricsServiceResponse { partial_success })
-    }
-
-    /// Accepts logs; only `cell.cutover` events matter to cellpilot.
-    pub fn logs(&self, req: &ExportLogsServiceRequest) -> Result<ExportLogsServiceResponse> {
-        let n: usize = req.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
-        self.metrics.ingest_logs.inc_by(n as u64);
-        Ok(ExportLogsServiceResponse { partial_success: None })
-    }
-
-    fn record(&self, out: &Outcome, unit: &str) {
-        let (accepted, rejected) = if unit == "spans" {
-            (&self.metrics.ingest_spans, &self.metrics.ingest_spans)
-        } else {
-            (&self.metrics.ingest_points, &self.metrics.ingest_points)
-        };
-        accepted.with_label_values(&["accepted"]).inc_by(out.accepted);
-        rejected.with_label_values(&["rejected"]).inc_by(out.late + out.future);
+    fn record(&self, a: &Applied, unit: &str) {
+        let counter = if unit == "spans" { &self.metrics.ingest_spans } else { &self.metrics.ingest_points };
+        let out = &a.outcome;
+        counter.with_label_values(&["accepted"]).inc_by(out.accepted);
+        counter.with_label_values(&["rejected"]).inc_by(out.late + out.future);
         self.metrics.ingest_rejected.with_label_values(&["late"]).inc_by(out.late);
         self.metrics.ingest_rejected.with_label_values(&["future"]).inc_by(out.future);
         self.metrics.series_overflow.inc_by(out.overflowed);
     }
-
-    fn aggregate(&self, obs: &Observations<'_>) -> Outcome {
-        let now = self.clock.now_ms();
-        let mut agg = self.aggregator.lock();
-        let out = agg.apply(obs, now);
-        self.metrics.series_live.set(agg.live_series() as i64);
-        self.metrics.windows_open.set(agg.open_windows() as i64);
-        out
-    }
 }
 
 /// A message a person can act on: how many were rejected and why.
-fn reject_message(out: &Outcome, mapped: &[(u64, String)], unit: &str) -> String {
+fn reject_message(a: &Applied, unit: &str) -> String {
+    let out = &a.outcome;
     let mut parts = Vec::new();
     if out.late > 0 {
         parts.push(format!(
@@ -180,7 +244,7 @@ fn reject_message(out: &Outcome, mapped: &[(u64, String)], unit: &str) -> String
     if out.future > 0 {
         parts.push(format!("{} {unit} more than 5m in the future (check the sender's clock)", out.future));
     }
-    for (n, why) in mapped {
+    for (n, why) in &a.unusable {
         parts.push(format!("{n} {unit}: {why}"));
     }
     parts.join("; ")

@@ -9,6 +9,7 @@ use cellpilot_core::metrics::Metrics;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::Ingest;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
+use cellpilot_ingest::pipeline::IngestParts;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -22,7 +23,15 @@ fn ingest() -> Arc<Ingest> {
     let spec = WindowSpec::new(config.window.0, config.allowed_lateness.0);
     let agg = SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 100 }));
     let clock: SharedClock = Arc::new(SystemClock);
-    Arc::new(Ingest::new(&config, agg, Authenticator::default(), Metrics::new(), clock))
+    let parts = IngestParts {
+        aggregator: agg,
+        auth: Authenticator::default(),
+        metrics: Metrics::new(),
+        clock,
+        wal: None,
+        watermark: Arc::new(|| i64::MIN),
+    };
+    Arc::new(Ingest::new(&config, parts).unwrap())
 }
 
 fn request() -> ExportTraceServiceRequest {

@@ -145,7 +145,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         for r in &requests {
             let req = ExportTraceServiceRequest::decode(r.as_slice())?;
             let obs = mapper.traces(&req)?;
-            let out = agg.apply(&obs, now_ms);
+            let out = agg.apply(&obs, now_ms, i64::MIN);
             rejected += out.late + out.future;
         }
         ingest_rates.push(spans / t.elapsed().as_secs_f64());
@@ -163,14 +163,14 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         let req = ExportTraceServiceRequest::decode(mem_requests[0].as_slice())?;
         let obs = mapper.traces(&req)?;
         let mut scratch = Aggregator::new(settings());
-        scratch.apply(&obs, now_ms);
+        scratch.apply(&obs, now_ms, i64::MIN);
     }
     let before = rss_bytes();
     let mut fresh = Aggregator::new(settings());
     for r in &mem_requests {
         let req = ExportTraceServiceRequest::decode(r.as_slice())?;
         let obs = mapper.traces(&req)?;
-        let out = fresh.apply(&obs, now_ms);
+        let out = fresh.apply(&obs, now_ms, i64::MIN);
         rejected += out.late + out.future;
     }
     anyhow::ensure!(rejected == 0, "{rejected} generated spans were rejected: the bench is misconfigured");

@@ -84,6 +84,12 @@ impl Server {
             .unwrap_or_else(|| panic!("cell {name} not in /api/v1/cells"))
     }
 
+    /// Kills the process with SIGKILL, as a crash would.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+
     /// Whether the process is still running.
     pub(crate) fn alive(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
