@@ -1,6 +1,8 @@
 //! Nothing acknowledged is lost: spans are sent while counting the acknowledged ones, the server
 //! is killed with SIGKILL mid-load, restarted on the same data directory, and the rollups hold
-//! exactly the acknowledged spans — none lost, none twice.
+//! exactly the acknowledged spans — none lost, none twice. Every request carries its own route,
+//! so each one is checked: acknowledged ones exactly once, the few in flight at the kill (whose
+//! answer never came) all or nothing.
 
 use crate::support::{Server, now_ns};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -8,8 +10,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn kv(k: &str, v: &str) -> KeyValue {
@@ -18,6 +21,10 @@ fn kv(k: &str, v: &str) -> KeyValue {
         value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
         ..Default::default()
     }
+}
+
+fn route(seq: u64) -> String {
+    format!("/r{seq}")
 }
 
 fn request(n: usize, seq: u64) -> Vec<u8> {
@@ -30,7 +37,7 @@ fn request(n: usize, seq: u64) -> Vec<u8> {
             kind: 2,
             start_time_unix_nano: now - 3_000_000,
             end_time_unix_nano: now,
-            attributes: vec![kv("cell.id", if i % 2 == 0 { "d-1" } else { "d-2" })],
+            attributes: vec![kv("cell.id", if i % 2 == 0 { "d-1" } else { "d-2" }), kv("http.route", &route(seq))],
             ..Default::default()
         })
         .collect();
@@ -49,11 +56,12 @@ async fn kill_9_loses_nothing_acknowledged() {
     let data = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(data.path(), &[("CELLPILOT_STORAGE__FSYNC", "always")]);
     let url = format!("http://{}/v1/traces", server.http);
-    let acked = Arc::new(AtomicU64::new(0));
+    // seq -> (spans, acknowledged?); requests refused outright are not recorded.
+    let sent: Arc<Mutex<BTreeMap<u64, (u64, bool)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
     for worker in 0..4u64 {
-        let (url, acked, stop) = (url.clone(), acked.clone(), stop.clone());
+        let (url, sent, stop) = (url.clone(), sent.clone(), stop.clone());
         senders.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut seq = worker << 32;
@@ -67,14 +75,17 @@ async fn kill_9_loses_nothing_acknowledged() {
                     .timeout(Duration::from_secs(5))
                     .send()
                     .await;
-                let Ok(resp) = resp else { continue };
-                if resp.status() != 200 {
-                    continue;
+                let body = match resp {
+                    Ok(resp) if resp.status() == 200 => resp.bytes().await.ok(),
+                    Ok(_) => continue,
+                    Err(_) => None,
+                };
+                let acknowledged = body.is_some();
+                if let Some(body) = body {
+                    let r = ExportTraceServiceResponse::decode(body).unwrap();
+                    assert!(r.partial_success.is_none(), "nothing is late here: {r:?}");
                 }
-                let Ok(body) = resp.bytes().await else { continue };
-                let r = ExportTraceServiceResponse::decode(body).unwrap();
-                assert!(r.partial_success.is_none(), "nothing is late here: {r:?}");
-                acked.fetch_add(n as u64, Ordering::SeqCst);
+                sent.lock().unwrap().insert(seq, (n as u64, acknowledged));
             }
         }));
     }
@@ -85,7 +96,8 @@ async fn kill_9_loses_nothing_acknowledged() {
     for s in senders {
         s.await.unwrap();
     }
-    let acked = acked.load(Ordering::SeqCst);
+    let sent = sent.lock().unwrap().clone();
+    let acked: u64 = sent.values().filter(|(_, a)| *a).map(|(n, _)| n).sum();
     assert!(acked > 1000, "the load ran ({acked} spans acknowledged)");
 
     let restarted = Server::start_in(data.path(), &[]);
@@ -96,8 +108,37 @@ async fn kill_9_loses_nothing_acknowledged() {
         .await
         .unwrap();
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["rows"][0][0], acked, "every acknowledged span exactly once: {body}");
+    let total = body["rows"][0][0].as_u64().unwrap();
+
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/query", restarted.web))
+        .json(&serde_json::json!({"sql": "SELECT route, sum(requests) AS n FROM rollups GROUP BY route"}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let stored: BTreeMap<String, u64> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_u64().unwrap()))
+        .collect();
+    let mut landed_in_doubt = 0;
+    for (seq, (n, acknowledged)) in &sent {
+        let got = stored.get(&route(*seq)).copied();
+        if *acknowledged {
+            assert_eq!(got, Some(*n), "acknowledged request {seq} counted exactly once");
+        } else {
+            assert!(got.is_none() || got == Some(*n), "in-flight request {seq}: all or nothing, got {got:?} of {n}");
+            landed_in_doubt += got.unwrap_or(0);
+        }
+    }
+    let sent_routes: std::collections::BTreeSet<String> = sent.keys().map(|s| route(*s)).collect();
+    for r in stored.keys() {
+        assert!(sent_routes.contains(r), "{r} was never sent (or was refused)");
+    }
+    assert_eq!(total, acked + landed_in_doubt, "no span beyond what was sent");
     let cells = restarted.cells().await;
-    let total: u64 = cells.iter().map(|c| c["requests"].as_u64().unwrap()).sum();
-    assert_eq!(total, acked);
+    let per_cell: u64 = cells.iter().map(|c| c["requests"].as_u64().unwrap()).sum();
+    assert_eq!(per_cell, total);
 }
