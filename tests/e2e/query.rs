@@ -143,3 +143,24 @@ async fn writes_and_oversized_results_are_refused() {
     let (status, _) = sql(&server, "SELECT cell FROM rollups GROUP BY cell").await;
     assert_eq!(status, 200, "3 rows are within max_rows");
 }
+
+#[tokio::test]
+async fn memory_and_time_limits_refuse_queries() {
+    let server = Server::start(&[("CELLPILOT_QUERY__MEMORY_LIMIT", "1KiB")]);
+    seed(&server, &["m1", "m2", "m3"], 2000).await;
+    let (status, body) = sql(
+        &server,
+        "SELECT cell, route, latency_quantile(latency_hist, 0.999) FROM rollups GROUP BY cell, route ORDER BY 3",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("Resources exhausted") || msg.contains("memory"), "{msg}");
+    drop(server);
+
+    let server = Server::start(&[("CELLPILOT_QUERY__TIMEOUT", "1ns")]);
+    seed(&server, &["t1"], 100).await;
+    let (status, body) = sql(&server, "SELECT cell, sum(requests) FROM rollups GROUP BY cell").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("time limit"), "{body}");
+}
