@@ -46,6 +46,28 @@ pub fn bucket_lowest(index: u16) -> u64 {
     sub << shift
 }
 
+/// The highest value that lands in bucket `index` (what quantiles report).
+pub fn bucket_highest(index: u16) -> u64 {
+    let lo = bucket_lowest(index);
+    let i = u64::from(index);
+    let width = if i < SUB_BUCKET_COUNT { 1 } else { 1u64 << ((i - SUB_BUCKET_COUNT) / (SUB_BUCKET_COUNT / 2) + 1) };
+    lo + width - 1
+}
+
+/// HdrHistogram's zigzag LEB128-64b9B varint.
+fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    for _ in 0..8 {
+        if z < 0x80 {
+            out.push(z as u8);
+            return;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
 /// Largest count one packed entry holds; a fuller bucket spills into a second entry.
 const MAX_PACKED_COUNT: u32 = (1 << 20) - 1;
 
@@ -110,6 +132,71 @@ impl SparseHistogram {
         self.entries.shrink_to_fit();
     }
 
+    /// Total samples.
+    pub fn count(&self) -> u64 {
+        self.entries.iter().map(|e| u64::from(e & MAX_PACKED_COUNT)).sum()
+    }
+
+    /// Nearest-rank quantiles, exactly as the dense histogram would report them.
+    pub fn quantiles(&self) -> Quantiles {
+        let total = self.count();
+        if total == 0 {
+            return Quantiles::default();
+        }
+        let targets = [0.5, 0.99, 0.999].map(|q: f64| ((q * total as f64).ceil() as u64).max(1));
+        let mut out = [0u64; 3];
+        let mut seen = 0u64;
+        let mut next = 0;
+        let mut last = 0u16;
+        for e in &self.entries {
+            let idx = (e >> 20) as u16;
+            seen += u64::from(e & MAX_PACKED_COUNT);
+            last = idx;
+            while next < 3 && seen >= targets[next] {
+                out[next] = bucket_highest(idx);
+                next += 1;
+            }
+        }
+        Quantiles { p50_us: out[0], p99_us: out[1], p999_us: out[2], max_us: bucket_highest(last) }
+    }
+
+    /// The V2 serialization of these samples, byte-identical to [`serialize`] of the dense
+    /// histogram but without building it.
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(self.entries.len() * 2 + 8);
+        if self.entries.is_empty() {
+            payload.push(0);
+        }
+        let mut next_index: u32 = 0;
+        let mut i = 0;
+        while i < self.entries.len() {
+            let idx = self.entries[i] >> 20;
+            let mut count = 0u64;
+            while i < self.entries.len() && self.entries[i] >> 20 == idx {
+                count += u64::from(self.entries[i] & MAX_PACKED_COUNT);
+                i += 1;
+            }
+            match idx - next_index {
+                0 => {}
+                // A lone empty bucket is written as a zero count, longer runs as negative lengths.
+                1 => put_zigzag(&mut payload, 0),
+                gap => put_zigzag(&mut payload, -i64::from(gap)),
+            }
+            put_zigzag(&mut payload, count as i64);
+            next_index = idx + 1;
+        }
+        let mut out = Vec::with_capacity(V2_HEADER + payload.len());
+        out.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&u32::from(SIGFIG).to_be_bytes());
+        out.extend_from_slice(&1u64.to_be_bytes());
+        out.extend_from_slice(&MAX_US.to_be_bytes());
+        out.extend_from_slice(&1.0f64.to_bits().to_be_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
     /// Adds every sample into a dense histogram.
     pub fn add_to(&self, h: &mut Histogram<u64>) {
         for (v, n) in self.iter() {
@@ -141,7 +228,8 @@ pub fn deserialize(bytes: &[u8]) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("invalid HdrHistogram serialization: {e:?}"))
 }
 
-const V2_COOKIE: u32 = 0x1c84_9303;
+/// HdrHistogram's V2 cookie (base 0x1c849303 with the 0x10 word-size flag).
+const V2_COOKIE: u32 = 0x1c84_9313;
 const V2_HEADER: usize = 40;
 
 /// Adds a V2-serialized histogram's counts into `into` without building an intermediate
@@ -252,6 +340,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn sparse_serialization_and_quantiles_match_the_crate(values in proptest::collection::vec(0u64..4_000_000_000, 0..400), big in 0u64..3_000_000) {
+            let mut s = SparseHistogram::default();
+            for v in &values { s.record(*v); }
+            s.record_n(12_345, big);
+            let dense = s.to_histogram();
+            prop_assert_eq!(s.serialize(), serialize(&dense));
+            prop_assert_eq!(s.quantiles(), Quantiles::of(&dense));
+        }
+
         #[test]
         fn fast_merge_equals_crate_merge(a in proptest::collection::vec(0u64..4_000_000_000, 0..300), b in proptest::collection::vec(0u64..100_000, 0..300)) {
             let mut ha = new_histogram();

@@ -7,7 +7,7 @@
 use crate::delta::{DeltaTracker, NoDelta};
 use crate::mapping::{Buckets, NO_CAUSE, Observations, PointObs, StrId, Temporality};
 use cellpilot_core::OVERFLOW_ROUTE;
-use cellpilot_core::latency::{self, Quantiles, SparseHistogram};
+use cellpilot_core::latency::SparseHistogram;
 use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
 use cellpilot_core::store::{OpenWindowSource, WindowBatches};
 use cellpilot_core::window::WindowSpec;
@@ -541,14 +541,11 @@ pub fn to_batches(mut windows: Vec<WindowRows>, width_ms: i64) -> cellpilot_core
             service: &w.service,
             route: &w.route,
         };
-        let mut h = w.agg.hist.to_histogram();
-        let mut q = Quantiles::of(&h);
+        // Serialized straight from the sparse buckets: no dense histogram per row.
+        let mut q = w.agg.hist.quantiles();
         // The exact max beats the bucket's upper edge.
         q.max_us = w.agg.max_us;
-        if h.is_empty() {
-            h = latency::new_histogram();
-        }
-        rollups.push(key, w.agg.requests, w.agg.errors, &latency::serialize(&h), q, w.agg.exact);
+        rollups.push(key, w.agg.requests, w.agg.errors, &w.agg.hist.serialize(), q, w.agg.exact);
         let mut causes = w.causes.clone();
         causes.sort();
         for (cause, n) in causes {
