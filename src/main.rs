@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod generate;
 mod serve;
 
 use anyhow::Context;
@@ -35,6 +36,36 @@ enum Command {
         /// Bearer token, when the server has `[auth]` tokens.
         #[arg(long, env = "CELLPILOT_TOKEN")]
         token: Option<String>,
+    },
+    /// Write synthetic history straight into every storage tier of a data directory.
+    Generate {
+        /// Data directory (the server's `[storage] dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Days of history (5-minute and hourly tiers).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Hours of finest-tier history, ending now.
+        #[arg(long, default_value_t = 24)]
+        fine_hours: u32,
+        /// Cells (`cell-00`, `cell-01`, ...).
+        #[arg(long, default_value_t = 10)]
+        cells: usize,
+        /// Services per cell.
+        #[arg(long, default_value_t = 10)]
+        services: usize,
+        /// Routes per service.
+        #[arg(long, default_value_t = 10)]
+        routes: usize,
+        /// Requests per second per series.
+        #[arg(long, default_value_t = 1.0)]
+        rps: f64,
+        /// Error bursts: CELL@AGO+DURATION:RATE, e.g. cell-03@2h+10m:0.2 (repeatable).
+        #[arg(long)]
+        incident: Vec<String>,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Measure a part of cellpilot against a baseline run in the same process.
     Bench {
@@ -75,6 +106,38 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
+        Command::Generate { data_dir, days, fine_hours, cells, services, routes, rps, incident, seed } => {
+            let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);
+            // Only complete buckets: live ingest owns the windows from here on.
+            let end = now - 60_000;
+            let end_ms = end - end.rem_euclid(cellpilot_query::tier::FIVE_MIN_MS);
+            let incidents = incident.iter().map(|i| generate::Incident::parse(i, now)).collect::<Result<_, _>>()?;
+            let plan = generate::Plan {
+                dir: data_dir,
+                days,
+                cells,
+                services,
+                routes,
+                rps,
+                fine_hours,
+                incidents,
+                fine_ms: 10_000,
+                end_ms,
+                seed,
+            };
+            let t = std::time::Instant::now();
+            let g = generate::run(&plan)?;
+            println!(
+                "generated {} requests: {} rows in the 10s tier, {} in 5m, {} in 1h ({:.1}s) under {}",
+                g.requests,
+                g.fine_rows,
+                g.five_min_rows,
+                g.hour_rows,
+                t.elapsed().as_secs_f64(),
+                plan.dir.display()
+            );
+            Ok(())
+        }
         Command::Query { sql, server, token } => {
             tokio::runtime::Runtime::new()?.block_on(client::query(&server, token.as_deref(), &sql))
         }

@@ -3,7 +3,7 @@
 
 use crate::files::Table;
 use crate::store::RollupStore;
-use crate::tier::{HOUR_MS, Tier};
+use crate::tier::{FIVE_MIN_MS, HOUR_MS, Tier};
 use crate::{Error, Result};
 use arrow::array::{Array, BinaryArray, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
@@ -49,49 +49,114 @@ fn column<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T> {
         .ok_or_else(|| Error::Internal(format!("rollups column {i} has an unexpected type")))
 }
 
-/// The tier a typed query over `range_ms` reads: the finest that keeps the row count small.
-pub fn tier_for(range_ms: i64) -> Tier {
-    if range_ms <= 6 * HOUR_MS {
-        Tier::Fine
-    } else if range_ms <= 7 * 24 * HOUR_MS {
-        Tier::FiveMin
-    } else {
-        Tier::Hour
-    }
+/// How a part of a range is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// Tier read.
+    pub tier: Tier,
+    /// Start, unix ms.
+    pub from_ms: i64,
+    /// End, unix ms.
+    pub to_ms: i64,
+    /// Whole windows inside the part only (coarse interiors), or every window overlapping it
+    /// (the outer edges, as with any range query).
+    pub inside: bool,
 }
 
-/// Every cell with requests in windows overlapping `[from_ms, to_ms)`, sorted by name.
-pub fn cells(store: &RollupStore, from_ms: i64, to_ms: i64) -> Result<Vec<CellStats>> {
+fn floor(t: i64, step: i64) -> i64 {
+    t - t.rem_euclid(step)
+}
+
+fn ceil(t: i64, step: i64) -> i64 {
+    floor(t + step - 1, step)
+}
+
+/// Splits `[from, to)` so each part reads the coarsest tier that covers it exactly: whole hours
+/// from the hourly tier, whole 5-minute buckets from the 5-minute tier, the edges from the finest
+/// tier (or from 5-minute windows once the finest tier has expired there). Parts never share a
+/// window, so nothing is counted twice.
+pub fn plan(from_ms: i64, to_ms: i64, fine_horizon_ms: i64) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut edges = Vec::new();
+    let (h0, h1) = (ceil(from_ms, HOUR_MS), floor(to_ms, HOUR_MS));
+    if h1 > h0 {
+        parts.push(Part { tier: Tier::Hour, from_ms: h0, to_ms: h1, inside: true });
+        edges.extend([(from_ms, h0), (h1, to_ms)]);
+    } else {
+        edges.push((from_ms, to_ms));
+    }
+    for (a, b) in edges.into_iter().filter(|(a, b)| a < b) {
+        let (m0, m1) = (ceil(a, FIVE_MIN_MS), floor(b, FIVE_MIN_MS));
+        let fine = if a >= fine_horizon_ms { Tier::Fine } else { Tier::FiveMin };
+        if m1 > m0 {
+            parts.push(Part { tier: Tier::FiveMin, from_ms: m0, to_ms: m1, inside: true });
+            for (x, y) in [(a, m0), (m1, b)] {
+                if x < y {
+                    parts.push(Part { tier: fine, from_ms: x, to_ms: y, inside: false });
+                }
+            }
+        } else {
+            parts.push(Part { tier: fine, from_ms: a, to_ms: b, inside: false });
+        }
+    }
+    parts
+}
+
+/// Columns read: window_start, window_end, cell, requests, errors, latency_hist, latency_exact.
+const COLUMNS: [usize; 7] = [
+    rollup_col::WINDOW_START,
+    rollup_col::WINDOW_END,
+    rollup_col::CELL,
+    rollup_col::REQUESTS,
+    rollup_col::ERRORS,
+    rollup_col::LATENCY_HIST,
+    rollup_col::LATENCY_EXACT,
+];
+
+/// Every cell with requests in windows overlapping `[from_ms, to_ms)`, sorted by name, read
+/// through the tiers as [`plan`] splits the range.
+pub fn cells(store: &RollupStore, from_ms: i64, to_ms: i64, now_ms: i64) -> Result<Vec<CellStats>> {
+    let parts = plan(from_ms, to_ms, now_ms - store.retention_ms(Tier::Fine));
+    cells_from(store, from_ms, to_ms, &parts)
+}
+
+/// Like [`cells`], reading the given parts (benchmarks compare plans).
+pub fn cells_from(store: &RollupStore, from_ms: i64, to_ms: i64, parts: &[Part]) -> Result<Vec<CellStats>> {
     if from_ms >= to_ms {
         return Err(Error::BadRequest(format!("`from` ({from_ms}) must be before `to` ({to_ms})")));
     }
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
-    for batch in store.scan(Table::Rollups, tier_for(to_ms - from_ms), from_ms, to_ms, None)? {
-        let starts = column::<TimestampMillisecondArray>(&batch, rollup_col::WINDOW_START)?;
-        let ends = column::<TimestampMillisecondArray>(&batch, rollup_col::WINDOW_END)?;
-        let cells = column::<StringArray>(&batch, rollup_col::CELL)?;
-        let requests = column::<UInt64Array>(&batch, rollup_col::REQUESTS)?;
-        let errors = column::<UInt64Array>(&batch, rollup_col::ERRORS)?;
-        let hists = column::<BinaryArray>(&batch, rollup_col::LATENCY_HIST)?;
-        let exact = column::<BooleanArray>(&batch, rollup_col::LATENCY_EXACT)?;
-        for row in 0..batch.num_rows() {
-            if !(starts.value(row) < to_ms && ends.value(row) > from_ms) {
-                continue;
+    for part in parts {
+        for batch in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, Some(&COLUMNS))? {
+            let starts = column::<TimestampMillisecondArray>(&batch, 0)?;
+            let ends = column::<TimestampMillisecondArray>(&batch, 1)?;
+            let cells = column::<StringArray>(&batch, 2)?;
+            let requests = column::<UInt64Array>(&batch, 3)?;
+            let errors = column::<UInt64Array>(&batch, 4)?;
+            let hists = column::<BinaryArray>(&batch, 5)?;
+            let exact = column::<BooleanArray>(&batch, 6)?;
+            for row in 0..batch.num_rows() {
+                let (s, e) = (starts.value(row), ends.value(row));
+                let wanted =
+                    if part.inside { s >= part.from_ms && e <= part.to_ms } else { s < part.to_ms && e > part.from_ms };
+                if !wanted {
+                    continue;
+                }
+                let cell = cells.value(row);
+                let a = match acc.get_mut(cell) {
+                    Some(a) => a,
+                    None => acc.entry(cell.to_string()).or_insert(Acc {
+                        requests: 0,
+                        errors: 0,
+                        hist: latency::new_histogram(),
+                        exact: true,
+                    }),
+                };
+                a.requests += requests.value(row);
+                a.errors += errors.value(row);
+                a.exact &= exact.value(row);
+                latency::add_serialized(hists.value(row), &mut a.hist).map_err(Error::Internal)?;
             }
-            let cell = cells.value(row);
-            let a = match acc.get_mut(cell) {
-                Some(a) => a,
-                None => acc.entry(cell.to_string()).or_insert(Acc {
-                    requests: 0,
-                    errors: 0,
-                    hist: latency::new_histogram(),
-                    exact: true,
-                }),
-            };
-            a.requests += requests.value(row);
-            a.errors += errors.value(row);
-            a.exact &= exact.value(row);
-            latency::add_serialized(hists.value(row), &mut a.hist).map_err(Error::Internal)?;
         }
     }
     Ok(acc
@@ -105,4 +170,35 @@ pub fn cells(store: &RollupStore, from_ms: i64, to_ms: i64) -> Result<Vec<CellSt
             latency_exact: a.exact,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_use_the_coarsest_exact_tier() {
+        let h = HOUR_MS;
+        let m = FIVE_MIN_MS;
+        let from = 10 * h + 2 * m + 7_000;
+        let to = 14 * h + 3 * m + 1_000;
+        let parts = plan(from, to, 0);
+        assert_eq!(
+            parts,
+            vec![
+                Part { tier: Tier::Hour, from_ms: 11 * h, to_ms: 14 * h, inside: true },
+                Part { tier: Tier::FiveMin, from_ms: 10 * h + 3 * m, to_ms: 11 * h, inside: true },
+                Part { tier: Tier::Fine, from_ms: from, to_ms: 10 * h + 3 * m, inside: false },
+                Part { tier: Tier::FiveMin, from_ms: 14 * h, to_ms: 14 * h + 3 * m, inside: true },
+                Part { tier: Tier::Fine, from_ms: 14 * h + 3 * m, to_ms: to, inside: false },
+            ]
+        );
+        // Where the finest tier has expired, edges come from 5-minute windows.
+        assert!(plan(from, to, i64::MAX).iter().all(|p| p.tier != Tier::Fine));
+        // A short range is all finest tier.
+        assert_eq!(
+            plan(from, from + 60_000, 0),
+            vec![Part { tier: Tier::Fine, from_ms: from, to_ms: from + 60_000, inside: false }]
+        );
+    }
 }

@@ -142,6 +142,11 @@ impl RollupStore {
         self.settings.fine_ms
     }
 
+    /// How long `tier` keeps files.
+    pub fn retention_ms(&self, tier: Tier) -> i64 {
+        self.settings.retention_ms[idx(tier)]
+    }
+
     /// Where open windows are read from.
     pub fn set_open_source(&self, source: Arc<dyn OpenWindowSource>) {
         *self.open.write().unwrap_or_else(|e| e.into_inner()) = Some(source);

@@ -166,3 +166,21 @@ fn files_carry_the_schema_version() {
     let kv = reader.metadata().file_metadata().key_value_metadata().unwrap().clone();
     assert!(kv.iter().any(|k| k.key == "cellpilot.schema_version" && k.value.as_deref() == Some("1")));
 }
+
+#[test]
+fn typed_cells_mix_tiers_without_changing_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let store = RollupStore::open(settings(dir.path())).unwrap();
+    let end = T0 + 6 * HOUR_MS;
+    let mut once = Some(windows(&mut rng, T0, end, &mut BTreeMap::new()));
+    store.close(end + LATENESS, &mut || Ok(once.take())).unwrap();
+    let (from, to) = (T0 + 7 * 60_000 + 3_000, T0 + 5 * HOUR_MS + 17 * 60_000 + 5_000);
+    let parts = cellpilot_query::cells::plan(from, to, i64::MIN);
+    assert!(parts.iter().any(|p| p.tier == Tier::Hour) && parts.iter().any(|p| p.tier == Tier::FiveMin));
+    let mixed = cellpilot_query::cells::cells_from(&store, from, to, &parts).unwrap();
+    let fine_only = cellpilot_query::cells::Part { tier: Tier::Fine, from_ms: from, to_ms: to, inside: false };
+    let fine = cellpilot_query::cells::cells_from(&store, from, to, &[fine_only]).unwrap();
+    assert_eq!(mixed, fine);
+    assert!(mixed[0].requests > 0);
+}

@@ -71,7 +71,8 @@ pub async fn cells(
     state.authorize(auth_header(&headers))?;
     let (from, to) = range.resolve(state.clock.now_ms(), DEFAULT_RANGE_MS)?;
     let store = state.store.clone();
-    let stats = tokio::task::spawn_blocking(move || cellpilot_query::cells::cells(&store, from, to))
+    let now = state.clock.now_ms();
+    let stats = tokio::task::spawn_blocking(move || cellpilot_query::cells::cells(&store, from, to, now))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let cells = stats
