@@ -2,6 +2,7 @@
 //! process, so figures from a noisy shared machine stay comparable.
 
 pub(crate) mod ingest;
+pub(crate) mod query;
 
 /// Median of `xs` (sorted in place); 0 for an empty slice.
 pub(crate) fn median(xs: &mut [f64]) -> f64 {

@@ -76,6 +76,16 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
+    /// Typed per-cell queries over 30 days of generated history vs single-tier baselines, and
+    /// WAL-on vs WAL-off ingest throughput.
+    Query {
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Timed runs of each query (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// OTLP decode + map + aggregate throughput vs decode alone, and aggregator memory per series.
     Ingest {
         /// Print one JSON line instead of a table.
@@ -106,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
+        Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
         Command::Generate { data_dir, days, fine_hours, cells, services, routes, rps, incident, seed } => {
             let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);
             // Only complete buckets: live ingest owns the windows from here on.

@@ -28,7 +28,7 @@ const CELLS: usize = 10;
 const SERVICES: usize = 10;
 const ROUTES: usize = 10;
 const SERIES: usize = CELLS * SERVICES * ROUTES;
-const SPANS_PER_REQUEST: usize = 512;
+pub(crate) const SPANS_PER_REQUEST: usize = 512;
 /// Spans per series per 10 s window in the memory phase (10 requests/s per series).
 const SPANS_PER_SERIES_WINDOW: usize = 100;
 const WINDOWS: i64 = 4;
@@ -47,7 +47,12 @@ fn latency_us(rng: &mut StdRng, body: &LogNormal<f64>) -> u64 {
 }
 
 /// One export request of `SPANS_PER_REQUEST` spans ending in `[now - spread, now)`.
-fn request(rng: &mut StdRng, body: &LogNormal<f64>, now_ns: i64, spread_ns: i64) -> ExportTraceServiceRequest {
+pub(crate) fn request(
+    rng: &mut StdRng,
+    body: &LogNormal<f64>,
+    now_ns: i64,
+    spread_ns: i64,
+) -> ExportTraceServiceRequest {
     let per_service = SPANS_PER_REQUEST / SERVICES;
     let resource_spans = (0..SERVICES)
         .map(|svc| {
