@@ -113,28 +113,54 @@ const COLUMNS: [usize; 7] = [
     rollup_col::LATENCY_EXACT,
 ];
 
+/// What a per-cell query computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measures {
+    /// Requests, errors and merged latency quantiles.
+    WithLatency,
+    /// Requests and errors only (no histogram is read).
+    Totals,
+}
+
 /// Every cell with requests in windows overlapping `[from_ms, to_ms)`, sorted by name, read
 /// through the tiers as [`plan`] splits the range.
 pub fn cells(store: &RollupStore, from_ms: i64, to_ms: i64, now_ms: i64) -> Result<Vec<CellStats>> {
     let parts = plan(from_ms, to_ms, now_ms - store.retention_ms(Tier::Fine));
-    cells_from(store, from_ms, to_ms, &parts)
+    cells_from(store, from_ms, to_ms, &parts, Measures::WithLatency)
+}
+
+/// Per-cell requests and errors only, for long ranges (SLO periods); quantiles are left zero.
+pub fn totals(store: &RollupStore, from_ms: i64, to_ms: i64, now_ms: i64) -> Result<Vec<CellStats>> {
+    let parts = plan(from_ms, to_ms, now_ms - store.retention_ms(Tier::Fine));
+    cells_from(store, from_ms, to_ms, &parts, Measures::Totals)
 }
 
 /// Like [`cells`], reading the given parts (benchmarks compare plans).
-pub fn cells_from(store: &RollupStore, from_ms: i64, to_ms: i64, parts: &[Part]) -> Result<Vec<CellStats>> {
+pub fn cells_from(
+    store: &RollupStore,
+    from_ms: i64,
+    to_ms: i64,
+    parts: &[Part],
+    measures: Measures,
+) -> Result<Vec<CellStats>> {
+    let with_latency = measures == Measures::WithLatency;
+    let columns: &[usize] = if with_latency { &COLUMNS } else { &COLUMNS[..5] };
     if from_ms >= to_ms {
         return Err(Error::BadRequest(format!("`from` ({from_ms}) must be before `to` ({to_ms})")));
     }
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     for part in parts {
-        for batch in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, Some(&COLUMNS))? {
+        for batch in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, Some(columns))? {
             let starts = column::<TimestampMillisecondArray>(&batch, 0)?;
             let ends = column::<TimestampMillisecondArray>(&batch, 1)?;
             let cells = column::<StringArray>(&batch, 2)?;
             let requests = column::<UInt64Array>(&batch, 3)?;
             let errors = column::<UInt64Array>(&batch, 4)?;
-            let hists = column::<BinaryArray>(&batch, 5)?;
-            let exact = column::<BooleanArray>(&batch, 6)?;
+            let latency = if with_latency {
+                Some((column::<BinaryArray>(&batch, 5)?, column::<BooleanArray>(&batch, 6)?))
+            } else {
+                None
+            };
             for row in 0..batch.num_rows() {
                 let (s, e) = (starts.value(row), ends.value(row));
                 let wanted =
@@ -154,8 +180,10 @@ pub fn cells_from(store: &RollupStore, from_ms: i64, to_ms: i64, parts: &[Part])
                 };
                 a.requests += requests.value(row);
                 a.errors += errors.value(row);
-                a.exact &= exact.value(row);
-                latency::add_serialized(hists.value(row), &mut a.hist).map_err(Error::Internal)?;
+                if let Some((hists, exact)) = latency {
+                    a.exact &= exact.value(row);
+                    latency::add_serialized(hists.value(row), &mut a.hist).map_err(Error::Internal)?;
+                }
             }
         }
     }

@@ -8,6 +8,7 @@
 //! - [`rollup`]: merging rows into coarser windows.
 //! - [`sql`], [`table`], [`udf`]: read-only DataFusion SQL over every tier, with the
 //!   histogram functions `hdr_merge`, `hdr_quantile` and `latency_quantile`.
+//! - [`series`]: bucketed time series of a cell / service / route selection.
 //! - [`cells`]: per-cell totals and merged latency quantiles over a time range.
 //! - [`error`]: the crate's error type.
 
@@ -15,6 +16,7 @@ pub mod cells;
 pub mod error;
 pub mod files;
 pub mod rollup;
+pub mod series;
 pub mod sql;
 pub mod store;
 pub mod table;

@@ -63,7 +63,10 @@ fn idx(t: Tier) -> usize {
 }
 
 fn starts(batch: &RecordBatch) -> Result<&TimestampMillisecondArray> {
-    rollup::column::<TimestampMillisecondArray>(batch, 0)
+    // Projected batches keep `window_start`, not necessarily in column 0.
+    let i =
+        batch.schema().index_of("window_start").map_err(|_| Error::Internal("a scan must keep window_start".into()))?;
+    rollup::column::<TimestampMillisecondArray>(batch, i)
 }
 
 /// Rows of `batches` whose window starts in `[from, to)`, and the rest.
@@ -179,11 +182,25 @@ impl RollupStore {
                 fs.iter().filter(|f| f.start_ms < to_ms && f.end_ms > from_ms).cloned().collect();
             (file_list, self.memory_rows(&state, table, tier, from_ms, to_ms)?)
         };
-        let mut out = overlapping(memory, width, from_ms, to_ms)?;
-        for f in &file_list {
-            out.extend(overlapping(files::read(f, None)?, width, from_ms, to_ms)?);
+        if let Some(cols) = projection
+            && !cols.contains(&0)
+        {
+            return Err(Error::Internal("a scan's projection must keep window_start (column 0)".into()));
         }
-        project(out, projection)
+        let mut out = project(overlapping(memory, width, from_ms, to_ms)?, projection)?;
+        for f in &file_list {
+            // Files are read with the projection (in file column order), then put in its order.
+            let mut sorted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
+            if let Some(s) = sorted.as_mut() {
+                s.sort_unstable();
+            }
+            let read = overlapping(files::read(f, sorted.as_deref())?, width, from_ms, to_ms)?;
+            let reorder: Option<Vec<usize>> = projection
+                .zip(sorted.as_ref())
+                .map(|(want, have)| want.iter().filter_map(|c| have.iter().position(|h| h == c)).collect());
+            out.extend(project(read, reorder.as_deref())?);
+        }
+        Ok(out)
     }
 
     /// Memory rows of `tier`: its pending rows plus finer memory rows rolled up on the fly.

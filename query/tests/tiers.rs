@@ -178,9 +178,23 @@ fn typed_cells_mix_tiers_without_changing_the_answer() {
     let (from, to) = (T0 + 7 * 60_000 + 3_000, T0 + 5 * HOUR_MS + 17 * 60_000 + 5_000);
     let parts = cellpilot_query::cells::plan(from, to, i64::MIN);
     assert!(parts.iter().any(|p| p.tier == Tier::Hour) && parts.iter().any(|p| p.tier == Tier::FiveMin));
-    let mixed = cellpilot_query::cells::cells_from(&store, from, to, &parts).unwrap();
+    let mixed =
+        cellpilot_query::cells::cells_from(&store, from, to, &parts, cellpilot_query::cells::Measures::WithLatency)
+            .unwrap();
     let fine_only = cellpilot_query::cells::Part { tier: Tier::Fine, from_ms: from, to_ms: to, inside: false };
-    let fine = cellpilot_query::cells::cells_from(&store, from, to, &[fine_only]).unwrap();
+    let fine = cellpilot_query::cells::cells_from(
+        &store,
+        from,
+        to,
+        &[fine_only],
+        cellpilot_query::cells::Measures::WithLatency,
+    )
+    .unwrap();
     assert_eq!(mixed, fine);
     assert!(mixed[0].requests > 0);
+    let totals =
+        cellpilot_query::cells::cells_from(&store, from, to, &parts, cellpilot_query::cells::Measures::Totals).unwrap();
+    for (t, m) in totals.iter().zip(&mixed) {
+        assert_eq!((t.requests, t.errors), (m.requests, m.errors));
+    }
 }

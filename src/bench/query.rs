@@ -19,7 +19,7 @@ use cellpilot_ingest::Ingest;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
 use cellpilot_ingest::pipeline::{IngestParts, Traces};
 use cellpilot_ingest::sequencer::{Replayed, WalSettings};
-use cellpilot_query::cells::{Part, cells, cells_from};
+use cellpilot_query::cells::{Measures, Part, cells, cells_from, totals};
 use cellpilot_query::tier::{DAY_MS, FIVE_MIN_MS, HOUR_MS, Tier};
 use cellpilot_query::{RollupStore, StoreSettings};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -110,14 +110,14 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let (from_a, to_a) = (now - DAY_MS, now);
     let p999_24h = time_ms(runs, || cells(&store, from_a, to_a, now))?;
     let fine = [Part { tier: Tier::Fine, from_ms: from_a, to_ms: to_a, inside: false }];
-    let p999_24h_finest = time_ms(runs, || cells_from(&store, from_a, to_a, &fine))?;
+    let p999_24h_finest = time_ms(runs, || cells_from(&store, from_a, to_a, &fine, Measures::WithLatency))?;
     let (from_b, to_b) = (now - 30 * DAY_MS, now);
-    let totals_30d = time_ms(runs, || cells(&store, from_b, to_b, now))?;
+    let totals_30d = time_ms(runs, || totals(&store, from_b, to_b, now))?;
     let five = [Part { tier: Tier::FiveMin, from_ms: from_b, to_ms: to_b, inside: false }];
-    let totals_30d_5m = time_ms(runs, || cells_from(&store, from_b, to_b, &five))?;
+    let totals_30d_5m = time_ms(runs, || cells_from(&store, from_b, to_b, &five, Measures::Totals))?;
     // Both plans give the same answer for the whole-window part of the range.
     let typed = cells(&store, from_a, to_a, now)?;
-    let finest = cells_from(&store, from_a, to_a, &fine)?;
+    let finest = cells_from(&store, from_a, to_a, &fine, Measures::WithLatency)?;
     anyhow::ensure!(typed == finest, "the typed plan and the finest tier disagree over 24 h");
 
     // WAL on vs off, same requests, same run.

@@ -164,3 +164,21 @@ async fn memory_and_time_limits_refuse_queries() {
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("time limit"), "{body}");
 }
+
+#[tokio::test]
+async fn series_buckets_and_merges_dimensions() {
+    let server = Server::start(&[]);
+    let truth = seed(&server, &["s-a", "s-b"], 600).await;
+    let all = server.get_json("/api/v1/series?step=10s").await;
+    let points = all["series"][0]["points"].as_array().unwrap();
+    let total: u64 = points.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 1200, "both cells merged");
+    assert!(points.len() >= 2, "spans over 20 s fall in several 10 s buckets");
+    let one = server.get_json("/api/v1/series?cell=s-a&route=/q1&step=1m").await;
+    let total: u64 =
+        one["series"][0]["points"].as_array().unwrap().iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, truth["s-a"].iter().enumerate().filter(|(i, _)| i % 3 == 1).count() as u64);
+    assert_eq!(one["series"][0]["cell"], "s-a");
+    let bad = reqwest::get(format!("http://{}/api/v1/series?step=7ms", server.web)).await.unwrap();
+    assert_eq!(bad.status(), 400);
+}

@@ -129,3 +129,76 @@ pub async fn query(
     }
     Ok(Json(cellpilot_query::sql::to_json(&schema, &batches)?).into_response())
 }
+
+/// `GET /api/v1/series` parameters.
+#[derive(Debug, Deserialize)]
+pub struct SeriesParams {
+    cell: Option<String>,
+    service: Option<String>,
+    route: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    /// Bucket width, e.g. `1m`; default: about 60 points.
+    step: Option<String>,
+}
+
+/// One point in `/api/v1/series`.
+#[derive(Debug, Serialize)]
+pub struct PointJson {
+    t: String,
+    requests: u64,
+    errors: u64,
+    error_rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+/// `GET /api/v1/series?cell=&service=&route=&from=&to=&step=`: omitted dimensions are merged.
+pub async fn series(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<SeriesParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let range = RangeParams { from: p.from.clone(), to: p.to.clone() };
+    let (from, to) = range.resolve(state.clock.now_ms(), 60 * 60 * 1000)?;
+    let fine = state.store.fine_ms();
+    let step = match &p.step {
+        Some(s) => {
+            let d = humantime::parse_duration(s).map_err(|e| ApiError::BadRequest(format!("`step`: {e}")))?;
+            i64::try_from(d.as_millis()).map_err(|_| ApiError::BadRequest("`step` is too large".into()))?
+        }
+        // About 60 points, on a whole number of windows, snapped to the tiers when coarse.
+        None => {
+            let raw = ((to - from) / 60).max(fine);
+            let snap = [3_600_000, 300_000].into_iter().find(|t| raw >= *t).unwrap_or(fine);
+            raw - raw % snap
+        }
+    };
+    let sel =
+        cellpilot_query::series::Selection { cell: p.cell.clone(), service: p.service.clone(), route: p.route.clone() };
+    let store = state.store.clone();
+    let points = tokio::task::spawn_blocking(move || cellpilot_query::series::series(&store, &sel, from, to, step))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let ms = |us: u64| us as f64 / 1000.0;
+    let points: Vec<PointJson> = points
+        .into_iter()
+        .map(|pt| PointJson {
+            t: format_rfc3339_ms(pt.t_ms),
+            requests: pt.requests,
+            errors: pt.errors,
+            error_rate: if pt.requests == 0 { 0.0 } else { pt.errors as f64 / pt.requests as f64 },
+            p50_ms: ms(pt.quantiles.p50_us),
+            p99_ms: ms(pt.quantiles.p99_us),
+            p999_ms: ms(pt.quantiles.p999_us),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "from": format_rfc3339_ms(from),
+        "to": format_rfc3339_ms(to),
+        "step_ms": step,
+        "series": [{"cell": p.cell, "service": p.service, "route": p.route, "points": points}],
+    })))
+}

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/cells", get(api::cells))
         .route("/api/v1/query", axum::routing::post(api::query))
+        .route("/api/v1/series", get(api::series))
         .with_state(state)
 }
 

@@ -1,0 +1,87 @@
+//! Time series of requests, errors and latency quantiles for a cell / service / route selection,
+//! bucketed by a step; dimensions left out are merged.
+
+use crate::files::Table;
+use crate::rollup::column;
+use crate::store::RollupStore;
+use crate::tier::{FIVE_MIN_MS, HOUR_MS, Tier};
+use crate::{Error, Result};
+use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
+use cellpilot_core::latency::{self, Quantiles};
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+
+/// Which rows a series covers; `None` merges that dimension.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Cell.
+    pub cell: Option<String>,
+    /// Service.
+    pub service: Option<String>,
+    /// Route.
+    pub route: Option<String>,
+}
+
+/// One point of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Bucket start, unix ms.
+    pub t_ms: i64,
+    /// Requests.
+    pub requests: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Merged latency quantiles.
+    pub quantiles: Quantiles,
+}
+
+/// Most points a series returns.
+pub const MAX_POINTS: i64 = 10_000;
+
+/// The tier whose windows fit `step` (which must be a multiple of the tier's width).
+fn tier_for(step_ms: i64, fine_ms: i64) -> Tier {
+    if step_ms % HOUR_MS == 0 {
+        Tier::Hour
+    } else if step_ms % FIVE_MIN_MS == 0 {
+        Tier::FiveMin
+    } else {
+        let _ = fine_ms;
+        Tier::Fine
+    }
+}
+
+/// Points of the selection over `[from_ms, to_ms)` every `step_ms` (a multiple of the finest window).
+pub fn series(store: &RollupStore, sel: &Selection, from_ms: i64, to_ms: i64, step_ms: i64) -> Result<Vec<Point>> {
+    let fine = store.fine_ms();
+    if step_ms <= 0 || step_ms % fine != 0 {
+        return Err(Error::BadRequest(format!("`step` must be a positive multiple of the {fine} ms window")));
+    }
+    if (to_ms - from_ms) / step_ms > MAX_POINTS {
+        return Err(Error::BadRequest(format!("more than {MAX_POINTS} points: use a larger `step`")));
+    }
+    let tier = tier_for(step_ms, fine);
+    let mut buckets: BTreeMap<i64, (u64, u64, Histogram<u64>)> = BTreeMap::new();
+    for b in store.scan(Table::Rollups, tier, from_ms, to_ms, None)? {
+        let start = column::<TimestampMillisecondArray>(&b, 0)?;
+        let (cell, service, route) =
+            (column::<StringArray>(&b, 2)?, column::<StringArray>(&b, 3)?, column::<StringArray>(&b, 4)?);
+        let (req, err) = (column::<UInt64Array>(&b, 5)?, column::<UInt64Array>(&b, 6)?);
+        let hist = column::<BinaryArray>(&b, 7)?;
+        let keep =
+            |want: &Option<String>, col: &StringArray, i: usize| want.as_deref().is_none_or(|w| w == col.value(i));
+        for i in 0..b.num_rows() {
+            if !(keep(&sel.cell, cell, i) && keep(&sel.service, service, i) && keep(&sel.route, route, i)) {
+                continue;
+            }
+            let t = start.value(i) - start.value(i).rem_euclid(step_ms);
+            let e = buckets.entry(t).or_insert_with(|| (0, 0, latency::new_histogram()));
+            e.0 += req.value(i);
+            e.1 += err.value(i);
+            latency::add_serialized(hist.value(i), &mut e.2).map_err(Error::Internal)?;
+        }
+    }
+    Ok(buckets
+        .into_iter()
+        .map(|(t_ms, (requests, errors, h))| Point { t_ms, requests, errors, quantiles: Quantiles::of(&h) })
+        .collect())
+}
