@@ -198,3 +198,37 @@ fn typed_cells_mix_tiers_without_changing_the_answer() {
         assert_eq!((t.requests, t.errors), (m.requests, m.errors));
     }
 }
+
+#[tokio::test]
+async fn sql_quantiles_after_reopen_match_the_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut truth = BTreeMap::new();
+    let store = RollupStore::open(settings(dir.path())).unwrap();
+    let end = T0 + DAY_MS + 2 * HOUR_MS;
+    let mut t = T0;
+    while t < end {
+        let mut once = Some(windows(&mut rng, t, t + HOUR_MS, &mut truth));
+        store.close(t + HOUR_MS + LATENESS, &mut || Ok(once.take())).unwrap();
+        t += HOUR_MS;
+    }
+    drop(store);
+    let store = std::sync::Arc::new(RollupStore::open(settings(dir.path())).unwrap());
+    let limits =
+        cellpilot_query::sql::Limits { memory: 1 << 30, timeout: std::time::Duration::from_secs(60), max_rows: 1000 };
+    let ctx = cellpilot_query::sql::context(&store, &limits).unwrap();
+    for table in ["rollups", "rollups_5m", "rollups_1h"] {
+        let q = format!(
+            "SELECT cell, sum(requests), latency_quantile(latency_hist, 0.999) FROM {table} GROUP BY cell ORDER BY cell"
+        );
+        let (schema, batches) = cellpilot_query::sql::run(&ctx, &q, &limits).await.unwrap();
+        let json = cellpilot_query::sql::to_json(&schema, &batches).unwrap();
+        for row in json["rows"].as_array().unwrap() {
+            let t = &truth[row[0].as_str().unwrap()];
+            assert_eq!(row[1], t.samples.len() as u64, "{table}");
+            let exact = nearest_rank(&t.samples, 0.999) as f64;
+            let got = row[2].as_f64().unwrap();
+            assert!((got - exact).abs() / exact <= 0.01, "{table}: {got} vs {exact}");
+        }
+    }
+}

@@ -142,3 +142,32 @@ async fn kill_9_loses_nothing_acknowledged() {
     let per_cell: u64 = cells.iter().map(|c| c["requests"].as_u64().unwrap()).sum();
     assert_eq!(per_cell, total);
 }
+
+#[tokio::test]
+async fn a_full_wal_answers_overloaded_and_keeps_what_it_acknowledged() {
+    let server = Server::start(&[("CELLPILOT_STORAGE__WAL_MAX_SIZE", "64KiB")]);
+    let client = reqwest::Client::new();
+    let mut acked = 0u64;
+    let mut refused = None;
+    for seq in 1..200u64 {
+        let resp = client
+            .post(format!("http://{}/v1/traces", server.http))
+            .header("content-type", "application/x-protobuf")
+            .body(request(20, seq))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            acked += 20;
+        } else {
+            refused = Some((resp.status().as_u16(), resp.headers().get("retry-after").cloned()));
+            break;
+        }
+    }
+    let (status, retry_after) = refused.expect("the WAL cap was reached");
+    assert_eq!(status, 429, "a full WAL is the retryable overload answer");
+    assert!(retry_after.is_some());
+    assert!(acked > 0);
+    let total: u64 = server.cells().await.iter().map(|c| c["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, acked, "refused exports left nothing behind");
+}
