@@ -64,13 +64,7 @@ fn histogram(
 }
 
 async fn send(server: &Server, req: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/metrics", server.http))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = server.post_otlp("metrics", req.encode_to_vec()).await;
     assert_eq!(resp.status(), 200);
     ExportMetricsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap()
 }
@@ -196,13 +190,7 @@ async fn units_delta_points_and_spans_win() {
             ..Default::default()
         }],
     };
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/traces", server.http))
-        .header("content-type", "application/x-protobuf")
-        .body(span_req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = server.post_otlp("traces", span_req.encode_to_vec()).await;
     assert_eq!(resp.status(), 200);
     send(&server, histogram("both", "both-cell", "s", delta, (now - 1, now), &[0.1], &[50, 0])).await;
     assert_eq!(server.cell("both-cell").await["requests"], 1, "spans win over the same service's metrics");

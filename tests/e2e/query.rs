@@ -46,13 +46,7 @@ async fn seed(server: &Server, cells: &[&str], n: usize) -> BTreeMap<String, Vec
             ..Default::default()
         }],
     };
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/traces", server.http))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = server.post_otlp("traces", req.encode_to_vec()).await;
     assert_eq!(resp.status(), 200);
     truth
 }

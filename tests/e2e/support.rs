@@ -68,6 +68,17 @@ impl Server {
         resp.json().await.expect("JSON body")
     }
 
+    /// POSTs a protobuf OTLP export to `/v1/{signal}`.
+    pub(crate) async fn post_otlp(&self, signal: &str, body: Vec<u8>) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("http://{}/v1/{signal}", self.http))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("POST OTLP")
+    }
+
     /// `/api/v1/cells` over a range wide enough for everything a test sent.
     pub(crate) async fn cells(&self) -> Vec<serde_json::Value> {
         let now = now_ms();
