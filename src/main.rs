@@ -2,7 +2,9 @@
 
 mod bench;
 mod client;
+mod demo;
 mod generate;
+mod loadgen;
 mod serve;
 
 use anyhow::Context;
@@ -25,7 +27,53 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// The whole product on embedded defaults with live simulated cells.
-    Demo,
+    Demo {
+        /// Keep data here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Stop after this long, e.g. "2m" (default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<humantime::Duration>,
+        /// Spans per second over all cells.
+        #[arg(long, default_value_t = 200.0)]
+        rps: f64,
+        /// When the first incident starts.
+        #[arg(long, default_value = "45s")]
+        first_incident: humantime::Duration,
+        /// Time between incidents.
+        #[arg(long, default_value = "4m")]
+        incident_every: humantime::Duration,
+        /// How long an incident lasts.
+        #[arg(long, default_value = "90s")]
+        incident_for: humantime::Duration,
+    },
+    /// Send realistic spans for simulated cells through the OpenTelemetry SDK.
+    Loadgen {
+        /// OTLP endpoint: http://HOST:4317 for gRPC, http://HOST:4318 for HTTP.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        endpoint: String,
+        /// Number of cells (`cell-00`, `cell-01`, ...).
+        #[arg(long, default_value_t = 4)]
+        cells: usize,
+        /// Services (one tracer provider each).
+        #[arg(long, default_value_t = 3)]
+        services: usize,
+        /// Spans per second over all cells.
+        #[arg(long, default_value_t = 500.0)]
+        rps: f64,
+        /// Stop after this long, e.g. "1m" (default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<humantime::Duration>,
+        /// Transport.
+        #[arg(long, value_enum, default_value = "grpc")]
+        protocol: loadgen::Transport,
+        /// Error burst CELL@START+DURATION:RATE, e.g. cell-01@30s+1m:0.2 (repeatable).
+        #[arg(long)]
+        fail: Vec<loadgen::Fail>,
+        /// Bearer token, when the server has `[auth]` tokens.
+        #[arg(long, env = "CELLPILOT_TOKEN")]
+        token: Option<String>,
+    },
     /// Run read-only SQL on a running server and print the result as a table.
     Query {
         /// The statement, e.g. "SELECT cell, sum(requests) FROM rollups GROUP BY cell".
@@ -108,12 +156,29 @@ fn main() -> anyhow::Result<()> {
                 .context("loading configuration")?;
             tokio::runtime::Runtime::new()?.block_on(serve::serve(config))
         }
-        Command::Demo => {
-            eprintln!(
-                "`cellpilot demo` (simulated cells, gateway and incidents) is not built yet; \
-                 run `cellpilot serve` and point an OpenTelemetry exporter at 127.0.0.1:4317."
-            );
-            std::process::exit(2);
+        Command::Demo { data_dir, duration, rps, first_incident, incident_every, incident_for } => {
+            let options = demo::Options {
+                data_dir,
+                duration: duration.map(Into::into),
+                rps,
+                first_incident: first_incident.into(),
+                incident_every: incident_every.into(),
+                incident_for: incident_for.into(),
+            };
+            tokio::runtime::Runtime::new()?.block_on(demo::run(options))
+        }
+        Command::Loadgen { endpoint, cells, services, rps, duration, protocol, fail, token } => {
+            let load = loadgen::Load {
+                endpoint,
+                transport: protocol,
+                cells: (0..cells).map(|i| format!("cell-{i:02}")).collect(),
+                services,
+                rps,
+                duration: duration.map(Into::into),
+                fails: fail,
+                token,
+            };
+            loadgen::run_with_progress(&load)
         }
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
         Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),

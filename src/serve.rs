@@ -33,8 +33,35 @@ fn warn_if_open(what: &str, addr: SocketAddr, auth: &Authenticator) {
     }
 }
 
+/// Bound addresses of a running server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Addrs {
+    pub(crate) otlp_grpc: SocketAddr,
+    pub(crate) otlp_http: SocketAddr,
+    pub(crate) web: SocketAddr,
+    pub(crate) control: SocketAddr,
+}
+
+/// A started server: its addresses and the tasks it owns.
+pub(crate) struct Running {
+    pub(crate) addrs: Addrs,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+    ingest: Arc<Ingest>,
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    let a = running.addrs;
+    println!("cellpilot ready otlp_grpc={} otlp_http={} web={} control={}", a.otlp_grpc, a.otlp_http, a.web, a.control);
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    running.run_until(shutdown_signal()).await
+}
+
+/// Binds every listener, replays the WAL and starts every task; ready when this returns.
+pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     // Serving plaintext when TLS was asked for would be worse than not starting.
     anyhow::ensure!(
         config.tls.cert.is_empty(),
@@ -104,7 +131,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         max_bytes: config.storage.wal_max_size.0,
     };
     let watermark_store = store.clone();
-    let mut ingest = Arc::new(Ingest::new(
+    let ingest = Arc::new(Ingest::new(
         &config.ingest,
         IngestParts {
             aggregator: aggregator.clone(),
@@ -149,38 +176,43 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     });
 
     ready.store(true, Ordering::Release);
-    println!("cellpilot ready otlp_grpc={} otlp_http={} web={} control={}", addrs[0], addrs[1], addrs[2], addrs[3]);
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    let addrs = Addrs { otlp_grpc: addrs[0], otlp_http: addrs[1], web: addrs[2], control: addrs[3] };
+    Ok(Running { addrs, shutdown, tasks, ingest })
+}
 
-    let mut failure = None;
-    tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down"),
-        Some(res) = tasks.join_next() => {
-            failure = Some(match res {
-                Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
-                Ok(Err(e)) => e,
-                Err(e) => anyhow::anyhow!(e),
-            });
+impl Running {
+    /// Serves until `stop` resolves or a server fails, then shuts everything down in order.
+    pub(crate) async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Running { shutdown, mut tasks, mut ingest, .. } = self;
+        let mut failure = None;
+        tokio::select! {
+            _ = stop => tracing::info!("shutting down"),
+            Some(res) = tasks.join_next() => {
+                failure = Some(match res {
+                    Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::anyhow!(e),
+                });
+            }
         }
-    }
-    shutdown.cancel();
-    while let Some(res) = tasks.join_next().await {
-        if let Ok(Err(e)) = res {
-            tracing::warn!(error = %e, "during shutdown");
+        shutdown.cancel();
+        while let Some(res) = tasks.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %e, "during shutdown");
+            }
         }
-    }
-    // Every server is gone, so this is the last handle: finish the queued exports, sync the WAL.
-    if let Some(ingest) = Arc::get_mut(&mut ingest) {
-        tokio::task::block_in_place(|| ingest.shutdown());
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+        // Every server is gone, so this is the last handle: finish the queued exports, sync the WAL.
+        if let Some(ingest) = Arc::get_mut(&mut ingest) {
+            tokio::task::block_in_place(|| ingest.shutdown());
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

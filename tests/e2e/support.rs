@@ -27,8 +27,13 @@ impl Server {
 
     /// Starts the server on the data directory `dir`.
     pub(crate) fn start_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        Self::spawn(&["serve"], dir, env)
+    }
+
+    /// Runs `cellpilot ARGS` (a command that serves and prints the ready line) on `dir`.
+    pub(crate) fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellpilot"));
-        cmd.arg("serve")
+        cmd.args(args)
             .env("CELLPILOT_INGEST__GRPC_LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_INGEST__HTTP_LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_WEB__LISTEN", "127.0.0.1:0")
@@ -99,6 +104,18 @@ impl Server {
     pub(crate) fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("wait");
+    }
+
+    /// Waits for the process to exit by itself; its exit status.
+    pub(crate) fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the process did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Whether the process is still running.

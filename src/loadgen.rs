@@ -1,0 +1,262 @@
+//! `cellpilot loadgen`: realistic SERVER spans for simulated cells, sent through the real
+//! OpenTelemetry SDK and OTLP exporter (gRPC or HTTP), with error bursts on demand and a live
+//! progress line. `cellpilot demo` drives it in-process.
+
+use anyhow::{Context, bail};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// OTLP/gRPC (gzip).
+    Grpc,
+    /// OTLP/HTTP protobuf.
+    Http,
+}
+
+/// An error burst: `CELL@START+DURATION:RATE`, offsets from the start of the run,
+/// e.g. `cell-01@30s+1m:0.2`.
+#[derive(Debug, Clone)]
+pub(crate) struct Fail {
+    pub(crate) cell: String,
+    pub(crate) from: Duration,
+    pub(crate) until: Duration,
+    pub(crate) rate: f64,
+}
+
+impl std::str::FromStr for Fail {
+    type Err = String;
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let bad = || format!("--fail `{spec}`: expected CELL@START+DURATION:RATE, e.g. cell-01@30s+1m:0.2");
+        let (cell, rest) = spec.split_once('@').ok_or_else(bad)?;
+        let (when, rate) = rest.split_once(':').ok_or_else(bad)?;
+        let (start, dur) = when.split_once('+').ok_or_else(bad)?;
+        let from = humantime::parse_duration(start).map_err(|_| bad())?;
+        let dur = humantime::parse_duration(dur).map_err(|_| bad())?;
+        let rate: f64 = rate.parse().map_err(|_| bad())?;
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("--fail `{spec}`: the rate must be within 0..1"));
+        }
+        Ok(Self { cell: cell.to_string(), from, until: from + dur, rate })
+    }
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Load {
+    pub(crate) endpoint: String,
+    pub(crate) transport: Transport,
+    pub(crate) cells: Vec<String>,
+    pub(crate) services: usize,
+    /// Spans per second, all cells together.
+    pub(crate) rps: f64,
+    /// `None` runs until stopped.
+    pub(crate) duration: Option<Duration>,
+    pub(crate) fails: Vec<Fail>,
+    pub(crate) token: Option<String>,
+}
+
+/// Spans sent, acknowledged and rejected so far.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) sent: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
+
+/// Counts what the wrapped exporter's exports did.
+#[derive(Debug)]
+struct Counting<E> {
+    inner: E,
+    progress: Arc<Progress>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counting<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let r = self.inner.export(batch).await;
+        let counter = if r.is_ok() { &self.progress.acked } else { &self.progress.rejected };
+        counter.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+fn exporter(load: &Load) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    let mut headers = std::collections::HashMap::new();
+    if let Some(t) = &load.token {
+        headers.insert("authorization".to_string(), format!("Bearer {t}"));
+    }
+    Ok(match load.transport {
+        Transport::Grpc => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Some(t) = &load.token {
+                metadata.insert("authorization", format!("Bearer {t}").parse().context("token")?);
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(load.endpoint.clone())
+                .with_compression(opentelemetry_otlp::Compression::Gzip)
+                .with_metadata(metadata)
+                .build()?
+        }
+        Transport::Http => {
+            use opentelemetry_otlp::WithHttpConfig;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(format!("{}/v1/traces", load.endpoint.trim_end_matches('/')))
+                .with_headers(headers)
+                .build()?
+        }
+    })
+}
+
+/// One tracer provider per service (the service name is a resource attribute).
+fn providers(load: &Load, progress: &Arc<Progress>) -> anyhow::Result<Vec<SdkTracerProvider>> {
+    (0..load.services)
+        .map(|s| {
+            let batch = BatchConfigBuilder::default()
+                .with_max_queue_size(200_000)
+                .with_max_export_batch_size(1024)
+                .with_scheduled_delay(Duration::from_millis(200))
+                .build();
+            let exporter = Counting { inner: exporter(load)?, progress: progress.clone() };
+            Ok(SdkTracerProvider::builder()
+                .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
+                .with_resource(Resource::builder().with_service_name(format!("service-{s}")).build())
+                .build())
+        })
+        .collect()
+}
+
+const ROUTES: [&str; 5] = ["/api/checkout", "/api/cart", "/api/search", "/api/profile", "/api/pay"];
+
+/// Sends spans at `load.rps` until the duration passes or `stop` is set. Blocking: run it on
+/// its own thread (the HTTP exporter's client must not live on an async runtime).
+pub(crate) fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
+    if load.cells.is_empty() || load.services == 0 || load.rps <= 0.0 {
+        bail!("loadgen needs at least one cell, one service and a positive rate");
+    }
+    let providers = providers(load, &progress)?;
+    let tracers: Vec<_> = providers.iter().map(|p| p.tracer("cellpilot-loadgen")).collect();
+    let mut rng = SmallRng::seed_from_u64(42);
+    // Each cell has its own latency: medians 20, 24, 28, ... ms.
+    let bodies: Vec<LogNormal<f64>> = (0..load.cells.len())
+        .map(|i| LogNormal::new((20_000.0 * (1.0 + 0.2 * i as f64)).ln(), 0.5))
+        .collect::<Result<_, _>>()?;
+    let start = Instant::now();
+    let mut owed = 0.0f64;
+    let mut last = Instant::now();
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) && load.duration.is_none_or(|d| start.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = Instant::now();
+        owed += load.rps * now.duration_since(last).as_secs_f64();
+        last = now;
+        let elapsed = start.elapsed();
+        while owed >= 1.0 {
+            owed -= 1.0;
+            n += 1;
+            let ci = rng.random_range(0..load.cells.len());
+            let cell = &load.cells[ci];
+            let fail_rate = load
+                .fails
+                .iter()
+                .filter(|f| f.cell == *cell && f.from <= elapsed && elapsed < f.until)
+                .map(|f| f.rate)
+                .fold(0.0005, f64::max);
+            let failed = rng.random_bool(fail_rate);
+            let latency_us = if rng.random_bool(0.005) {
+                rng.random_range(1_000_000..3_000_000)
+            } else {
+                bodies[ci].sample(&mut rng) as u64
+            };
+            let end = SystemTime::now();
+            let begin = end - Duration::from_micros(latency_us);
+            let route = ROUTES[(n % ROUTES.len() as u64) as usize];
+            let tracer = &tracers[(n % tracers.len() as u64) as usize];
+            let mut span = tracer
+                .span_builder(format!("POST {route}"))
+                .with_kind(SpanKind::Server)
+                .with_start_time(begin)
+                .with_attributes([
+                    KeyValue::new("cell.id", cell.clone()),
+                    KeyValue::new("http.route", route),
+                    KeyValue::new("http.request.method", "POST"),
+                    KeyValue::new("http.response.status_code", if failed { 503i64 } else { 200 }),
+                ])
+                .start(tracer);
+            if failed {
+                span.set_status(Status::error("upstream unavailable"));
+            }
+            span.end_with_timestamp(end);
+            progress.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    for p in providers {
+        let _ = p.force_flush();
+        let _ = p.shutdown();
+    }
+    Ok(())
+}
+
+/// `sent N (R/s) acked N rejected N`, for the live line.
+pub(crate) fn progress_line(p: &Progress, elapsed: Duration) -> String {
+    let sent = p.sent.load(Ordering::Relaxed);
+    let rate = sent as f64 / elapsed.as_secs_f64().max(0.001);
+    format!(
+        "sent {sent} ({rate:.0}/s)  acked {}  rejected {}",
+        p.acked.load(Ordering::Relaxed),
+        p.rejected.load(Ordering::Relaxed)
+    )
+}
+
+/// Runs `load` on this thread (gRPC exports need a runtime, kept alive meanwhile) with a live
+/// progress line on stderr; Ctrl-C stops it.
+pub(crate) fn run_with_progress(load: &Load) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p, s) = (progress.clone(), stop.clone());
+    rt.spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        s.store(true, Ordering::Relaxed);
+    });
+    let started = Instant::now();
+    let (p2, s2) = (progress.clone(), stop.clone());
+    let printer = std::thread::spawn(move || {
+        while !s2.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+            eprint!("\r\x1b[2K{}", progress_line(&p2, started.elapsed()));
+        }
+    });
+    let result = run(load, p, &stop);
+    stop.store(true, Ordering::Relaxed);
+    let _ = printer.join();
+    eprintln!("\r\x1b[2K{}", progress_line(&progress, started.elapsed()));
+    result
+}

@@ -1,0 +1,41 @@
+//! `cellpilot demo` runs the whole loop: simulated cells send real OTLP to the embedded server,
+//! incidents raise one cell's error rate, and it all shows through the JSON API.
+
+use crate::support::Server;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_live_cells_with_an_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let args = [
+        "demo",
+        "--duration",
+        "12s",
+        "--rps",
+        "400",
+        "--first-incident",
+        "1s",
+        "--incident-every",
+        "1h",
+        "--incident-for",
+        "1h",
+        "--data-dir",
+        &dir_arg,
+    ];
+    let mut demo = Server::spawn(&args, dir.path(), &[]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let cells = demo.cells().await;
+    let names: Vec<_> = cells.iter().map(|c| c["cell"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bj-unit-01", "bj-unit-02", "sh-unit-01", "sh-unit-02"]);
+    for c in &cells {
+        assert!(c["requests"].as_u64().unwrap() > 50, "{c}");
+        let rate = c["error_rate"].as_f64().unwrap();
+        if c["cell"] == "bj-unit-01" {
+            assert!(rate > 0.1, "the incident cell fails: {c}");
+        } else {
+            assert!(rate < 0.05, "healthy cells stay healthy: {c}");
+        }
+    }
+    assert!(demo.wait(Duration::from_secs(30)).success(), "the demo stops cleanly after --duration");
+}
