@@ -1,0 +1,636 @@
+//! The cell-weight policy, evaluated at each evaluation tick on the data received so far.
+//! Pure and deterministic: time comes in as an argument, so every rule is tested on a test clock.
+//!
+//! Rules (SPEC › Control): drain on a sustained error rate with enough requests; never drain more
+//! than `max_drained_fraction` of the base weight of non-stale cells, worst first, at most
+//! `max_drains_per_minute`; re-admit drained cells on time (doubled per relapse in the last hour,
+//! up to 8×) through a 10 % -> 50 % -> 100 % ramp; bias weights by p50 latency with a 10 %
+//! deadband; honour pins until they expire; in dry-run, record but publish base weights.
+
+use crate::reason::{percent, span, thousands};
+use cellpilot_core::config::{ControlConfig, ControlMode, PolicyConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What the policy knows about one cell at a tick.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CellInput {
+    /// Cell name.
+    pub cell: String,
+    /// Requests over the trailing `drain_for`.
+    pub requests: u64,
+    /// Errors over the trailing `drain_for`.
+    pub errors: u64,
+    /// Requests in the latest window.
+    pub latest_requests: u64,
+    /// Errors in the latest window.
+    pub latest_errors: u64,
+    /// Median latency over the trailing minute, when there were requests.
+    pub p50_ms: Option<f64>,
+}
+
+/// A cell's state, as published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Taking traffic at its (latency-adjusted) weight.
+    Active,
+    /// Weight 0.
+    Drained,
+    /// Ramping back: 10 %, then 50 %.
+    Restoring,
+    /// Weight set by an operator until the pin expires.
+    Pinned,
+}
+
+/// One change, as the `decisions` table records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// When (unix ms).
+    pub decided_at_ms: i64,
+    /// Table version this change is part of.
+    pub version: u64,
+    /// Cell.
+    pub cell: String,
+    /// Weight before.
+    pub old_weight: u32,
+    /// Weight after.
+    pub new_weight: u32,
+    /// State after.
+    pub state: State,
+    /// Why, for a person.
+    pub reason: String,
+    /// `policy` or the token name of whoever pinned.
+    pub actor: String,
+}
+
+/// One row of the published table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellWeight {
+    /// Cell.
+    pub cell: String,
+    /// Weight gateways use.
+    pub weight: u32,
+    /// State.
+    pub state: State,
+    /// Why it has this weight.
+    pub reason: String,
+    /// No requests for `stale_after`: keeps its weight, leaves the guard's total.
+    pub stale: bool,
+}
+
+/// The table gateways receive.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightTable {
+    /// Increases with every change.
+    pub version: u64,
+    /// When this version was decided (unix ms).
+    pub decided_at_ms: i64,
+    /// Cells, sorted by name.
+    pub cells: Vec<CellWeight>,
+}
+
+#[derive(Debug, Clone)]
+struct Cell {
+    state: State,
+    /// Published weight.
+    weight: u32,
+    reason: String,
+    /// Weight from latency alone (what Active publishes, before the deadband).
+    latency_weight: u32,
+    /// Drained since / restoring step started at.
+    since_ms: i64,
+    /// 0 = 10 %, 1 = 50 % while restoring.
+    step: u8,
+    /// Relapse times (drains while restoring), for back-off.
+    relapses: Vec<i64>,
+    last_request_ms: Option<i64>,
+    stale: bool,
+    pinned_until_ms: i64,
+}
+
+/// The policy and the state of every cell under control.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    cfg: PolicyConfig,
+    control: ControlConfig,
+    cells: BTreeMap<String, Cell>,
+    version: u64,
+    decided_at_ms: i64,
+    /// Drain times, for the per-minute limit.
+    drains: Vec<i64>,
+    /// Cells whose drain the guard or the rate limit blocked at the last tick, with why.
+    blocked: BTreeMap<String, String>,
+}
+
+const RAMP: [f64; 2] = [0.1, 0.5];
+const HOUR_MS: i64 = 3_600_000;
+
+fn rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 { 0.0 } else { errors as f64 / requests as f64 }
+}
+
+impl Policy {
+    /// A policy with the `[control]` settings; configured cells start active at base weight.
+    pub fn new(control: &ControlConfig) -> Self {
+        let mut p = Self {
+            cfg: control.policy.clone(),
+            control: control.clone(),
+            cells: BTreeMap::new(),
+            version: 0,
+            decided_at_ms: 0,
+            drains: Vec::new(),
+            blocked: BTreeMap::new(),
+        };
+        for cell in control.cells.keys() {
+            p.ensure(cell);
+        }
+        p
+    }
+
+    fn base(&self, cell: &str) -> u32 {
+        self.control.cells.get(cell).and_then(|c| c.base_weight).unwrap_or(self.cfg.base_weight)
+    }
+
+    fn ensure(&mut self, cell: &str) -> bool {
+        if self.cells.contains_key(cell) {
+            return false;
+        }
+        let base = self.base(cell);
+        self.cells.insert(
+            cell.to_string(),
+            Cell {
+                state: State::Active,
+                weight: base,
+                reason: "base weight".into(),
+                latency_weight: base,
+                since_ms: 0,
+                step: 0,
+                relapses: Vec::new(),
+                last_request_ms: None,
+                stale: false,
+                pinned_until_ms: 0,
+            },
+        );
+        true
+    }
+
+    /// The current table version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Drains blocked at the last tick (cell -> why), for `CellDrainBlocked`.
+    pub fn blocked(&self) -> &BTreeMap<String, String> {
+        &self.blocked
+    }
+
+    /// The table gateways should use (base weights in dry-run).
+    pub fn table(&self) -> WeightTable {
+        let dry = self.control.mode == ControlMode::DryRun;
+        let cells = self
+            .cells
+            .iter()
+            .map(|(name, c)| CellWeight {
+                cell: name.clone(),
+                weight: if dry { self.base(name) } else { c.weight },
+                state: if dry { State::Active } else { c.state },
+                reason: if dry {
+                    format!("dry-run; policy says {} ({})", c.weight, c.reason)
+                } else {
+                    c.reason.clone()
+                },
+                stale: c.stale,
+            })
+            .collect();
+        WeightTable { version: self.version, decided_at_ms: self.decided_at_ms, cells }
+    }
+
+    /// Restores a cell from the decision log (on start): its last decision wins.
+    pub fn restore(&mut self, d: &Decision) {
+        self.ensure(&d.cell);
+        if let Some(c) = self.cells.get_mut(&d.cell) {
+            c.state = d.state;
+            c.weight = d.new_weight;
+            c.reason = d.reason.clone();
+            c.since_ms = d.decided_at_ms;
+            if d.state == State::Restoring {
+                c.step = if d.new_weight as f64 >= 0.5 * f64::from(c.latency_weight) - 0.5 { 1 } else { 0 };
+            }
+        }
+        if d.version > self.version {
+            self.version = d.version;
+            self.decided_at_ms = d.decided_at_ms;
+        }
+    }
+
+    /// Pins `cell` to `weight` until `until_ms` (or unpins with `None`).
+    pub fn pin(
+        &mut self,
+        cell: &str,
+        weight: Option<u32>,
+        until_ms: i64,
+        reason: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Vec<Decision> {
+        self.ensure(cell);
+        let mut out = Vec::new();
+        let version = self.version + 1;
+        let Some(c) = self.cells.get_mut(cell) else { return out };
+        let old = c.weight;
+        match weight {
+            Some(w) => {
+                c.state = State::Pinned;
+                c.weight = w;
+                c.pinned_until_ms = until_ms;
+                c.reason = format!("pinned by {actor}: {reason}");
+            }
+            None => {
+                c.state = State::Active;
+                c.weight = c.latency_weight;
+                c.pinned_until_ms = 0;
+                c.reason = format!("unpinned by {actor}: {reason}");
+            }
+        }
+        out.push(Decision {
+            decided_at_ms: now_ms,
+            version,
+            cell: cell.to_string(),
+            old_weight: old,
+            new_weight: c.weight,
+            state: c.state,
+            reason: c.reason.clone(),
+            actor: actor.to_string(),
+        });
+        self.version = version;
+        self.decided_at_ms = now_ms;
+        out
+    }
+
+    /// Evaluates every rule at `now_ms` on `inputs`; returns the changes (one version for all).
+    pub fn evaluate(&mut self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
+        let cfg = self.cfg.clone();
+        let version = self.version + 1;
+        let mut changes: Vec<(String, u32, State, String)> = Vec::new();
+        let mut added = false;
+        for i in inputs {
+            if self.control.auto_discover && i.cell != cellpilot_core::UNKNOWN_CELL {
+                added |= self.ensure(&i.cell);
+            }
+        }
+        let by_cell: BTreeMap<&str, &CellInput> = inputs.iter().map(|i| (i.cell.as_str(), i)).collect();
+
+        // Staleness and latency weights.
+        let stale_ms = self.control.stale_after.as_millis_i64();
+        let bases: BTreeMap<String, u32> = self.cells.keys().map(|c| (c.clone(), self.base(c))).collect();
+        for (name, c) in self.cells.iter_mut() {
+            let input = by_cell.get(name.as_str());
+            if input.is_some_and(|i| i.latest_requests > 0) {
+                c.last_request_ms = Some(now_ms);
+            }
+            c.stale = c.last_request_ms.is_none_or(|t| now_ms - t >= stale_ms) && c.state != State::Drained;
+            if let Some(p50) = input.and_then(|i| i.p50_ms) {
+                let base = f64::from(bases[name]);
+                c.latency_weight = (base * (1.0 + cfg.latency_alpha * (-cfg.latency_beta * p50).exp())).round() as u32;
+            }
+        }
+
+        // Pins that expired.
+        for (name, c) in self.cells.iter_mut() {
+            if c.state == State::Pinned && c.pinned_until_ms <= now_ms {
+                changes.push((name.clone(), c.latency_weight, State::Active, "pin expired".into()));
+            }
+        }
+
+        // Drains: candidates worst first, then the guard and the rate limit.
+        let thr = cfg.drain_error_rate;
+        let mut candidates: Vec<(String, f64, String)> = Vec::new();
+        for (name, c) in &self.cells {
+            let Some(i) = by_cell.get(name.as_str()) else { continue };
+            let scale = match c.state {
+                State::Active => 1.0,
+                State::Restoring => RAMP[c.step as usize],
+                State::Drained | State::Pinned => continue,
+            };
+            let min = (cfg.min_requests as f64 * scale).ceil() as u64;
+            let (r, latest) = (rate(i.errors, i.requests), rate(i.latest_errors, i.latest_requests));
+            if i.requests >= min && r > thr && latest > thr && i.latest_requests > 0 {
+                let why = format!(
+                    "error rate {} > {} for {} over {} requests",
+                    percent(r),
+                    percent(thr),
+                    span(cfg.drain_for.as_millis_i64()),
+                    thousands(i.requests)
+                );
+                candidates.push((name.clone(), r, why));
+            }
+        }
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.drains.retain(|t| now_ms - t < 60_000);
+        self.blocked.clear();
+        let total: u64 = self.cells.iter().filter(|(_, c)| !c.stale).map(|(n, _)| u64::from(bases[n])).sum();
+        let mut drained: u64 = self
+            .cells
+            .iter()
+            .filter(|(_, c)| c.state == State::Drained && !c.stale)
+            .map(|(n, _)| u64::from(bases[n]))
+            .sum();
+        for (name, _, why) in candidates {
+            let base = u64::from(bases[&name]);
+            if (drained + base) as f64 > cfg.max_drained_fraction * total as f64 {
+                self.blocked.insert(
+                    name,
+                    format!("{why}, but draining it would exceed max_drained_fraction {}", cfg.max_drained_fraction),
+                );
+                continue;
+            }
+            if self.drains.len() >= cfg.max_drains_per_minute as usize {
+                self.blocked
+                    .insert(name, format!("{why}, but {} drains already happened this minute", self.drains.len()));
+                continue;
+            }
+            drained += base;
+            self.drains.push(now_ms);
+            let c = &self.cells[&name];
+            let why = if c.state == State::Restoring { format!("relapsed while restoring: {why}") } else { why };
+            changes.push((name, 0, State::Drained, why));
+        }
+
+        // Restores and ramps.
+        for (name, c) in &self.cells {
+            if changes.iter().any(|(n, ..)| n == name) {
+                continue;
+            }
+            match c.state {
+                State::Drained => {
+                    let recent = c.relapses.iter().filter(|t| now_ms - **t < HOUR_MS).count().min(3) as u32;
+                    let wait = cfg.restore_after.as_millis_i64() * (1 << recent);
+                    if now_ms - c.since_ms >= wait {
+                        let w = (f64::from(c.latency_weight) * RAMP[0]).round().max(1.0) as u32;
+                        changes.push((
+                            name.clone(),
+                            w,
+                            State::Restoring,
+                            format!("restoring after {} drained: 10 %", span(wait)),
+                        ));
+                    }
+                }
+                State::Restoring if now_ms - c.since_ms >= cfg.ramp_step.as_millis_i64() => {
+                    if c.step == 0 {
+                        let w = (f64::from(c.latency_weight) * RAMP[1]).round().max(1.0) as u32;
+                        changes.push((name.clone(), w, State::Restoring, "restoring: 50 %".into()));
+                    } else {
+                        changes.push((name.clone(), c.latency_weight, State::Active, "restored: 100 %".into()));
+                    }
+                }
+                State::Active => {
+                    // Latency bias, with a deadband so noise does not churn the table.
+                    let (old, new) = (f64::from(c.weight), f64::from(c.latency_weight));
+                    if old > 0.0 && (new - old).abs() / old >= 0.1 {
+                        let p50 = by_cell.get(name.as_str()).and_then(|i| i.p50_ms).unwrap_or(0.0);
+                        changes.push((
+                            name.clone(),
+                            c.latency_weight,
+                            State::Active,
+                            format!("latency bias: p50 {p50:.1} ms"),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        if changes.is_empty() && !added {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (name, weight, state, reason) in changes {
+            let Some(c) = self.cells.get_mut(&name) else { continue };
+            let old = c.weight;
+            if state == State::Drained && c.state == State::Restoring {
+                c.relapses.push(now_ms);
+            }
+            c.step = match (c.state, state) {
+                (State::Restoring, State::Restoring) => 1,
+                _ => 0,
+            };
+            c.state = state;
+            c.weight = weight;
+            c.since_ms = now_ms;
+            c.reason = reason.clone();
+            out.push(Decision {
+                decided_at_ms: now_ms,
+                version,
+                cell: name,
+                old_weight: old,
+                new_weight: weight,
+                state,
+                reason,
+                actor: "policy".into(),
+            });
+        }
+        self.version = version;
+        self.decided_at_ms = now_ms;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellpilot_core::config::{CellConfig, Dur};
+
+    const T: i64 = 1_800_000_000_000;
+
+    fn config() -> ControlConfig {
+        ControlConfig { policy: PolicyConfig { latency_alpha: 0.0, ..Default::default() }, ..Default::default() }
+    }
+
+    fn input(cell: &str, requests: u64, errors: u64) -> CellInput {
+        CellInput {
+            cell: cell.into(),
+            requests,
+            errors,
+            latest_requests: requests / 3,
+            latest_errors: errors / 3,
+            p50_ms: Some(20.0),
+        }
+    }
+
+    fn healthy(cells: &[&str]) -> Vec<CellInput> {
+        cells.iter().map(|c| input(c, 1000, 0)).collect()
+    }
+
+    fn state(p: &Policy, cell: &str) -> (State, u32) {
+        let t = p.table();
+        let c = t.cells.iter().find(|c| c.cell == cell).unwrap();
+        (c.state, c.weight)
+    }
+
+    #[test]
+    fn drains_on_sustained_errors_with_enough_requests() {
+        let mut p = Policy::new(&config());
+        assert_eq!(p.evaluate(T, &healthy(&["a", "b", "c"])).len(), 0, "discovery alone changes no weight");
+        assert_eq!(p.version(), 1, "but a new table version lists the new cells");
+        // Too few requests: no drain, whatever the rate.
+        let mut few = healthy(&["a", "b", "c"]);
+        few[0] = input("a", 90, 45);
+        assert!(p.evaluate(T + 10_000, &few).is_empty());
+        let mut bad = healthy(&["a", "b", "c"]);
+        bad[0] = input("a", 18_204, 420);
+        let d = p.evaluate(T + 20_000, &bad);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].cell.as_str(), d[0].old_weight, d[0].new_weight, d[0].state), ("a", 100, 0, State::Drained));
+        assert_eq!(d[0].reason, "error rate 2.31 % > 0.50 % for 30 s over 18,204 requests");
+        assert_eq!(d[0].version, p.version());
+        assert_eq!(state(&p, "a"), (State::Drained, 0));
+    }
+
+    #[test]
+    fn latest_window_must_agree() {
+        let mut p = Policy::new(&config());
+        let mut i = input("a", 5000, 100);
+        i.latest_errors = 0;
+        assert!(
+            p.evaluate(T, &[i, input("b", 1000, 0), input("c", 1000, 0)]).iter().all(|d| d.state != State::Drained)
+        );
+    }
+
+    #[test]
+    fn guard_blocks_beyond_half_the_weight_worst_first() {
+        let mut p = Policy::new(&config());
+        let inputs = vec![input("a", 1000, 30), input("b", 1000, 90), input("c", 1000, 60), input("d", 1000, 0)];
+        let d = p.evaluate(T, &inputs);
+        let drained: Vec<_> = d.iter().filter(|d| d.state == State::Drained).map(|d| d.cell.as_str()).collect();
+        assert_eq!(drained, ["b", "c"], "the worst two of four, half the weight");
+        assert!(p.blocked().contains_key("a"), "{:?}", p.blocked());
+        assert!(p.blocked()["a"].contains("max_drained_fraction"));
+    }
+
+    #[test]
+    fn drain_rate_limit() {
+        let mut cfg = config();
+        cfg.policy.max_drained_fraction = 1.0;
+        cfg.policy.max_drains_per_minute = 1;
+        let mut p = Policy::new(&cfg);
+        let inputs = vec![input("a", 1000, 90), input("b", 1000, 60), input("c", 1000, 0)];
+        assert_eq!(p.evaluate(T, &inputs).iter().filter(|d| d.state == State::Drained).count(), 1);
+        assert!(p.blocked()["b"].contains("drains already happened"));
+        assert_eq!(p.evaluate(T + 30_000, &inputs).len(), 0, "still inside the minute");
+        let d = p.evaluate(T + 61_000, &inputs);
+        assert_eq!(d.iter().filter(|d| d.state == State::Drained).map(|d| d.cell.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn restores_on_a_ramp_and_backs_off_after_relapse() {
+        let mut p = Policy::new(&config());
+        let cells = ["a", "b", "c"];
+        let mut bad = healthy(&cells);
+        bad[0] = input("a", 1000, 100);
+        p.evaluate(T, &bad);
+        // Drained cells get no traffic: their inputs are empty.
+        let quiet =
+            vec![CellInput { cell: "a".into(), ..Default::default() }, input("b", 1000, 0), input("c", 1000, 0)];
+        assert!(p.evaluate(T + 59_000, &quiet).is_empty());
+        let d = p.evaluate(T + 60_000, &quiet);
+        assert_eq!((d[0].state, d[0].new_weight), (State::Restoring, 10));
+        let d = p.evaluate(T + 90_000, &healthy(&cells));
+        assert_eq!((d[0].state, d[0].new_weight), (State::Restoring, 50));
+        // Relapse during the ramp: min_requests scaled to 50 %.
+        let mut relapse = healthy(&cells);
+        relapse[0] = input("a", 60, 30);
+        let d = p.evaluate(T + 100_000, &relapse);
+        assert_eq!(d[0].state, State::Drained);
+        assert!(d[0].reason.starts_with("relapsed while restoring"));
+        // Back-off: 120 s now.
+        assert!(p.evaluate(T + 100_000 + 60_000, &quiet).is_empty());
+        let d = p.evaluate(T + 100_000 + 120_000, &quiet);
+        assert_eq!(d[0].state, State::Restoring);
+        let d = p.evaluate(T + 100_000 + 150_000, &healthy(&cells));
+        assert_eq!(d[0].new_weight, 50);
+        let d = p.evaluate(T + 100_000 + 180_000, &healthy(&cells));
+        assert_eq!((d[0].state, d[0].new_weight), (State::Active, 100));
+    }
+
+    #[test]
+    fn flapping_is_suppressed_by_the_back_off() {
+        let mut p = Policy::new(&config());
+        let cells = ["a", "b", "c"];
+        let mut bad = healthy(&cells);
+        bad[0] = input("a", 1000, 100);
+        let quiet =
+            vec![CellInput { cell: "a".into(), ..Default::default() }, input("b", 1000, 0), input("c", 1000, 0)];
+        let mut t = T;
+        let mut drains = Vec::new();
+        // The cell fails every time it comes back.
+        for _ in 0..40 {
+            for d in p.evaluate(t, &bad) {
+                if d.state == State::Drained {
+                    drains.push(t);
+                }
+            }
+            t += 30_000;
+            p.evaluate(t, &quiet);
+            t += 30_000;
+        }
+        let gaps: Vec<i64> = drains.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "back-off never shrinks: {gaps:?}");
+        assert!(*gaps.last().unwrap() >= 8 * 60_000, "up to 8× restore_after: {gaps:?}");
+    }
+
+    #[test]
+    fn latency_bias_with_deadband() {
+        let cfg = ControlConfig::default();
+        let mut p = Policy::new(&cfg);
+        let with = |p50: f64| vec![CellInput { p50_ms: Some(p50), ..input("a", 1000, 0) }, input("b", 1000, 0)];
+        p.evaluate(T, &with(20.0));
+        // base × (1 + 0.5·e^(−0.02·20)) = 100 × 1.335 = 134 (from 100: beyond the deadband).
+        assert_eq!(state(&p, "a"), (State::Active, 134));
+        // p50 22 ms -> 132: under 10 % change, nothing published.
+        assert!(p.evaluate(T + 10_000, &with(22.0)).iter().all(|d| d.cell != "a"));
+        assert_eq!(state(&p, "a").1, 134);
+        // p50 100 ms -> 107: beyond the deadband.
+        let d = p.evaluate(T + 20_000, &with(100.0));
+        assert_eq!(d.iter().find(|d| d.cell == "a").unwrap().new_weight, 107);
+    }
+
+    #[test]
+    fn pins_win_until_they_expire() {
+        let mut p = Policy::new(&config());
+        p.evaluate(T, &healthy(&["a", "b"]));
+        let d = p.pin("a", Some(5), T + 60_000, "game day", "ops", T);
+        assert_eq!((d[0].new_weight, d[0].state, d[0].actor.as_str()), (5, State::Pinned, "ops"));
+        let mut bad = healthy(&["a", "b"]);
+        bad[0] = input("a", 1000, 500);
+        assert!(p.evaluate(T + 10_000, &bad).is_empty(), "a pinned cell is not drained");
+        let d = p.evaluate(T + 60_000, &healthy(&["a", "b"]));
+        assert_eq!((d[0].state, d[0].new_weight, d[0].reason.as_str()), (State::Active, 100, "pin expired"));
+    }
+
+    #[test]
+    fn stale_cells_leave_the_guard() {
+        let mut p = Policy::new(&config());
+        p.evaluate(T, &healthy(&["a", "b", "c", "d"]));
+        // c and d stop sending: after stale_after they no longer count toward the total.
+        let two = vec![input("a", 1000, 0), input("b", 1000, 0)];
+        p.evaluate(T + 300_000, &two);
+        assert!(p.table().cells.iter().filter(|c| c.stale).count() == 2);
+        let bad = vec![input("a", 1000, 100), input("b", 1000, 100)];
+        let d = p.evaluate(T + 310_000, &bad);
+        assert_eq!(d.iter().filter(|d| d.state == State::Drained).count(), 1, "half of the two live cells");
+        assert_eq!(state(&p, "c"), (State::Active, 100), "stale cells keep their weight");
+    }
+
+    #[test]
+    fn dry_run_records_but_publishes_base_weights() {
+        let mut cfg = config();
+        cfg.mode = ControlMode::DryRun;
+        cfg.cells.insert("a".into(), CellConfig { base_weight: Some(200) });
+        let mut p = Policy::new(&cfg);
+        let d = p.evaluate(T, &[input("a", 1000, 100), input("b", 1000, 0), input("c", 1000, 0)]);
+        assert_eq!((d[0].cell.as_str(), d[0].old_weight, d[0].new_weight), ("a", 200, 0));
+        assert_eq!(state(&p, "a"), (State::Active, 200), "the published table keeps the base weight");
+        let _ = Dur::secs(1);
+    }
+}
