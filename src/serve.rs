@@ -2,6 +2,8 @@
 //! line and shuts everything down on SIGINT/SIGTERM.
 
 use anyhow::Context;
+use cellpilot_control::Controller;
+use cellpilot_control::service::CellWeightsService;
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::Config;
@@ -97,7 +99,11 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     })?);
     store.set_open_source(Arc::new(aggregator.clone()));
     let ready = Arc::new(AtomicBool::new(false));
+    let controller = Arc::new(
+        Controller::open(&config.control, &config.storage.dir).map_err(|e| anyhow::anyhow!("control state: {e}"))?,
+    );
     let state = AppState {
+        controller: controller.clone(),
         store: store.clone(),
         config: config.clone(),
         auth: auth.clone(),
@@ -157,12 +163,12 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.spawn(async move {
         axum::serve(http, otlp_http).with_graceful_shutdown(stop.cancelled_owned()).await.context("OTLP/HTTP server")
     });
+    let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone());
     let stop = shutdown.clone();
-    // The CellWeights service arrives with the control loop; the port is held so gateways and
-    // the ready line see the configured address, and calls get UNIMPLEMENTED meanwhile.
+    // Gateways watch CellWeights here.
     tasks.spawn(async move {
         tonic::transport::Server::builder()
-            .add_routes(tonic::service::RoutesBuilder::default().routes())
+            .add_service(weights_service.into_server())
             .serve_with_incoming_shutdown(TcpListenerStream::new(control), stop.cancelled_owned())
             .await
             .context("control server")
@@ -172,6 +178,12 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     let (agg, m, c) = (aggregator.clone(), metrics.clone(), clock.clone());
     tasks.spawn(async move {
         cellpilot_ingest::closer::run(agg, sink, c, m, stop.cancelled_owned()).await;
+        Ok(())
+    });
+    let stop = shutdown.clone();
+    let (ctl, st, cfg, c) = (controller.clone(), store.clone(), config.clone(), clock.clone());
+    tasks.spawn(async move {
+        cellpilot_control::run::run(ctl, st, cfg, c, stop.cancelled_owned()).await;
         Ok(())
     });
 

@@ -4,8 +4,23 @@
 //! # Layout
 //! - [`policy`]: the pure, clock-driven policy: inputs per cell in, decisions out.
 //! - [`reason`]: human-readable reasons ("error rate 2.31 % > 0.50 % for 30 s over 18,204 requests").
+//! - [`log`]: the decision log that survives restarts.
+//! - [`service`]: the [`Controller`] (policy + log + published table + Acks) and the CellWeights
+//!   gRPC service.
+//! - [`run`]: the evaluation loop over the rollup store.
 
+pub mod log;
 pub mod policy;
 pub mod reason;
+pub mod run;
+pub mod service;
+
+/// Generated CellWeights protobuf and gRPC types.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("cellpilot.control.v1");
+}
+
+pub use service::Controller;
 
 pub use policy::{CellInput, Decision, Policy, State, WeightTable};

@@ -2,6 +2,7 @@
 //! (port 0) and talks to it over real OTLP/gRPC, OTLP/HTTP and the JSON API.
 
 mod bad_input;
+mod control;
 mod demo;
 mod durability;
 mod metrics;

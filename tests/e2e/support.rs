@@ -14,6 +14,7 @@ pub(crate) struct Server {
     pub(crate) grpc: SocketAddr,
     pub(crate) http: SocketAddr,
     pub(crate) web: SocketAddr,
+    pub(crate) control: SocketAddr,
 }
 
 impl Server {
@@ -63,7 +64,14 @@ impl Server {
                 .parse()
                 .expect("socket address")
         };
-        Server { grpc: addr("otlp_grpc"), http: addr("otlp_http"), web: addr("web"), child, data: None }
+        Server {
+            grpc: addr("otlp_grpc"),
+            http: addr("otlp_http"),
+            web: addr("web"),
+            control: addr("control"),
+            child,
+            data: None,
+        }
     }
 
     /// `GET` a web path and parse the JSON body, asserting 200.

@@ -39,7 +39,7 @@ impl RangeParams {
 #[derive(Debug, Serialize)]
 pub struct CellJson {
     cell: String,
-    state: &'static str,
+    state: cellpilot_control::State,
     weight: u32,
     requests: u64,
     errors: u64,
@@ -78,9 +78,8 @@ pub async fn cells(
     let cells = stats
         .into_iter()
         .map(|c| CellJson {
-            weight: state.base_weight(&c.cell),
-            // Until the control loop runs, every cell is active at its base weight.
-            state: "active",
+            weight: state.cell_weight(&c.cell).1,
+            state: state.cell_weight(&c.cell).0,
             requests: c.requests,
             errors: c.errors,
             error_rate: c.error_rate(),
@@ -120,6 +119,12 @@ pub async fn query(
         .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}; expected {{\"sql\": \"SELECT ...\"}}")))?;
     let limits = state.query_limits();
     let ctx = cellpilot_query::sql::context(&state.store, &limits)?;
+    let decisions = cellpilot_control::log::to_batch(&state.controller.decisions())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let table = datafusion::datasource::MemTable::try_new(decisions.schema(), vec![vec![decisions]])
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let _ = ctx.deregister_table("decisions");
+    ctx.register_table("decisions", std::sync::Arc::new(table)).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (schema, batches) = cellpilot_query::sql::run(&ctx, &q.sql, &limits).await?;
     let wants_arrow =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(ARROW_STREAM));
@@ -201,4 +206,81 @@ pub async fn series(
         "step_ms": step,
         "series": [{"cell": p.cell, "service": p.service, "route": p.route, "points": points}],
     })))
+}
+
+/// `GET /api/v1/weights`: the published table.
+pub async fn weights(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let t = state.controller.table();
+    let mode = match state.controller.mode() {
+        cellpilot_core::config::ControlMode::Enforce => "enforce",
+        cellpilot_core::config::ControlMode::DryRun => "dry-run",
+    };
+    Ok(Json(serde_json::json!({
+        "version": t.version,
+        "decided_at": format_rfc3339_ms(t.decided_at_ms),
+        "mode": mode,
+        "cells": t.cells,
+    })))
+}
+
+/// `GET /api/v1/decisions`: every decision, newest first.
+pub async fn decisions(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let rows: Vec<_> = state
+        .controller
+        .decisions()
+        .into_iter()
+        .rev()
+        .map(|d| {
+            serde_json::json!({
+                "decided_at": format_rfc3339_ms(d.decided_at_ms),
+                "version": d.version,
+                "cell": d.cell,
+                "old_weight": d.old_weight,
+                "new_weight": d.new_weight,
+                "state": d.state,
+                "reason": d.reason,
+                "actor": d.actor,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "decisions": rows })))
+}
+
+/// `POST /api/v1/cells/{cell}/override` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideBody {
+    weight: Option<u32>,
+    ttl: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/v1/cells/{cell}/override {"weight": N | null, "ttl": "1h", "reason": "..."}`:
+/// pins or unpins a cell (admin token when tokens are configured).
+pub async fn override_cell(
+    State(state): State<AppState>,
+    axum::extract::Path(cell): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = state.auth.check_admin(auth_header(&headers)).map_err(ApiError::Unauthorized)?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::BadRequest("send Content-Type: application/json".into()));
+    }
+    let b: OverrideBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "invalid body: {e}; expected {{\"weight\": N | null, \"ttl\": \"1h\", \"reason\": \"...\"}}"
+        ))
+    })?;
+    let ttl = match &b.ttl {
+        Some(t) => humantime::parse_duration(t).map_err(|e| ApiError::BadRequest(format!("`ttl`: {e}")))?,
+        None => std::time::Duration::from_secs(3600),
+    };
+    let ttl_ms = i64::try_from(ttl.as_millis()).map_err(|_| ApiError::BadRequest("`ttl` is too long".into()))?;
+    let decisions = state.controller.pin(&cell, b.weight, ttl_ms, &b.reason, who.actor(), state.clock.now_ms());
+    Ok(Json(serde_json::json!({ "version": state.controller.table().version, "decisions": decisions.len() })))
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Set once every listener is bound (and, with a WAL, replay is done).
     pub ready: Arc<AtomicBool>,
+    /// Cell weights and decisions.
+    pub controller: Arc<cellpilot_control::Controller>,
 }
 
 impl AppState {
@@ -44,6 +46,17 @@ impl AppState {
     /// Checks the `Authorization` header of an API or page request.
     pub fn authorize(&self, header: Option<&str>) -> Result<Principal, ApiError> {
         self.auth.check(header).map_err(ApiError::Unauthorized)
+    }
+
+    /// The published (state, weight) of `cell`; cells not under control yet are active at base weight.
+    pub fn cell_weight(&self, cell: &str) -> (cellpilot_control::State, u32) {
+        self.controller
+            .table()
+            .cells
+            .iter()
+            .find(|c| c.cell == cell)
+            .map(|c| (c.state, c.weight))
+            .unwrap_or((cellpilot_control::State::Active, self.base_weight(cell)))
     }
 
     /// The configured base weight of `cell`.

@@ -1,0 +1,81 @@
+//! The control loop: at every evaluation tick (window boundary + `evaluation_delay`) it reads
+//! each cell's recent numbers from the store (open windows included) and runs the policy.
+
+use crate::policy::CellInput;
+use crate::service::Controller;
+use cellpilot_core::clock::SharedClock;
+use cellpilot_core::config::Config;
+use cellpilot_query::RollupStore;
+use cellpilot_query::cells::cells;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Inputs for a tick at the window boundary `boundary_ms`.
+pub fn inputs(
+    store: &RollupStore,
+    config: &Config,
+    boundary_ms: i64,
+    now_ms: i64,
+) -> cellpilot_query::Result<Vec<CellInput>> {
+    let width = config.ingest.window.as_millis_i64();
+    let trailing = cells(store, boundary_ms - config.control.policy.drain_for.as_millis_i64(), boundary_ms, now_ms)?;
+    let latest: BTreeMap<_, _> =
+        cells(store, boundary_ms - width, boundary_ms, now_ms)?.into_iter().map(|c| (c.cell.clone(), c)).collect();
+    let minute: BTreeMap<_, _> =
+        cells(store, boundary_ms - 60_000, boundary_ms, now_ms)?.into_iter().map(|c| (c.cell.clone(), c)).collect();
+    Ok(trailing
+        .into_iter()
+        .map(|c| {
+            let l = latest.get(&c.cell);
+            CellInput {
+                requests: c.requests,
+                errors: c.errors,
+                latest_requests: l.map_or(0, |l| l.requests),
+                latest_errors: l.map_or(0, |l| l.errors),
+                p50_ms: minute.get(&c.cell).filter(|m| m.requests > 0).map(|m| m.quantiles.p50_us as f64 / 1000.0),
+                cell: c.cell,
+            }
+        })
+        .collect())
+}
+
+/// Evaluates at every tick until `shutdown` resolves.
+pub async fn run(
+    controller: Arc<Controller>,
+    store: Arc<RollupStore>,
+    config: Arc<Config>,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) {
+    let width = config.ingest.window.as_millis_i64().max(1);
+    let delay = config.control.evaluation_delay.as_millis_i64();
+    tokio::pin!(shutdown);
+    loop {
+        let now = clock.now_ms();
+        let boundary = now - now.rem_euclid(width);
+        let mut next = boundary + delay;
+        if next <= now {
+            next += width;
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_millis((next - now) as u64)) => {}
+        }
+        let now = clock.now_ms();
+        let boundary = now - now.rem_euclid(width);
+        let (store, config, controller) = (store.clone(), config.clone(), controller.clone());
+        let result = tokio::task::spawn_blocking(move || -> cellpilot_query::Result<()> {
+            let inputs = inputs(&store, &config, boundary, now)?;
+            controller.evaluate(now, &inputs);
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "control evaluation failed"),
+            Err(e) => tracing::error!(error = %e, "control evaluation panicked"),
+        }
+    }
+}

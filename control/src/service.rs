@@ -1,0 +1,223 @@
+//! The controller: the policy behind a lock, the decision log, the published table (a watch
+//! channel, so slow watchers only ever miss intermediate versions and never block anyone), gateway
+//! Acks, and the CellWeights gRPC service over it.
+
+use crate::log::DecisionLog;
+use crate::pb;
+use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
+use cellpilot_core::config::{ControlConfig, ControlMode};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+/// A gateway's latest Ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Version applied.
+    pub version: u64,
+    /// When (the gateway's `applied_at`, else arrival), unix ms.
+    pub at_ms: i64,
+}
+
+/// Everything the control loop, the API and the gRPC service share.
+#[derive(Debug)]
+pub struct Controller {
+    policy: Mutex<Policy>,
+    log: Mutex<DecisionLog>,
+    decisions: Mutex<Vec<Decision>>,
+    table: watch::Sender<WeightTable>,
+    acks: Mutex<BTreeMap<String, Ack>>,
+    mode: ControlMode,
+}
+
+impl Controller {
+    /// The controller for `[control]`, with state restored from the decision log under `data_dir`.
+    pub fn open(config: &ControlConfig, data_dir: &std::path::Path) -> Result<Self, String> {
+        let (log, past) = DecisionLog::open(data_dir)?;
+        let mut policy = Policy::new(config);
+        for d in &past {
+            policy.restore(d);
+        }
+        let (table, _) = watch::channel(policy.table());
+        Ok(Self {
+            policy: Mutex::new(policy),
+            log: Mutex::new(log),
+            decisions: Mutex::new(past),
+            table,
+            acks: Mutex::new(BTreeMap::new()),
+            mode: config.mode,
+        })
+    }
+
+    /// `enforce` or `dry-run`.
+    pub fn mode(&self) -> ControlMode {
+        self.mode
+    }
+
+    /// The published table.
+    pub fn table(&self) -> WeightTable {
+        self.table.borrow().clone()
+    }
+
+    /// Every decision so far, oldest first.
+    pub fn decisions(&self) -> Vec<Decision> {
+        self.decisions.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Drains the guard or rate limit blocked at the last tick.
+    pub fn blocked(&self) -> BTreeMap<String, String> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner()).blocked().clone()
+    }
+
+    /// Latest Ack of every gateway.
+    pub fn acks(&self) -> BTreeMap<String, Ack> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn commit(&self, policy: &Policy, decisions: Vec<Decision>) {
+        if decisions.is_empty() && policy.version() == self.table.borrow().version {
+            return;
+        }
+        if !decisions.is_empty() {
+            if let Err(e) = self.log.lock().unwrap_or_else(|e| e.into_inner()).append(&decisions) {
+                tracing::error!(error = %e, "recording decisions failed");
+            }
+            for d in &decisions {
+                tracing::info!(cell = %d.cell, version = d.version, old = d.old_weight, new = d.new_weight, reason = %d.reason, "weight decision");
+            }
+            self.decisions.lock().unwrap_or_else(|e| e.into_inner()).extend(decisions);
+        }
+        self.table.send_replace(policy.table());
+    }
+
+    /// Runs the policy at `now_ms` and publishes what changed.
+    pub fn evaluate(&self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
+        let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        let decisions = policy.evaluate(now_ms, inputs);
+        self.commit(&policy, decisions.clone());
+        decisions
+    }
+
+    /// Pins (or with `None` unpins) a cell's weight for `ttl_ms`.
+    pub fn pin(
+        &self,
+        cell: &str,
+        weight: Option<u32>,
+        ttl_ms: i64,
+        reason: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Vec<Decision> {
+        let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        let decisions = policy.pin(cell, weight, now_ms + ttl_ms, reason, actor, now_ms);
+        self.commit(&policy, decisions.clone());
+        decisions
+    }
+
+    /// Records a gateway's Ack.
+    pub fn ack(&self, gateway: &str, version: u64, at_ms: i64) {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).insert(gateway.to_string(), Ack { version, at_ms });
+    }
+
+    /// A receiver of every new table.
+    pub fn subscribe(&self) -> watch::Receiver<WeightTable> {
+        self.table.subscribe()
+    }
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+/// The table in its protobuf form.
+pub fn to_proto(t: &WeightTable) -> pb::WeightTable {
+    pb::WeightTable {
+        version: t.version,
+        decided_at: Some(timestamp(t.decided_at_ms)),
+        cells: t
+            .cells
+            .iter()
+            .map(|c| pb::CellWeight {
+                cell: c.cell.clone(),
+                weight: c.weight,
+                state: match c.state {
+                    State::Active => pb::CellState::Active,
+                    State::Drained => pb::CellState::Drained,
+                    State::Restoring => pb::CellState::Restoring,
+                    State::Pinned => pb::CellState::Pinned,
+                } as i32,
+                reason: c.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The CellWeights gRPC service.
+#[derive(Debug, Clone)]
+pub struct CellWeightsService {
+    controller: Arc<Controller>,
+    clock: cellpilot_core::clock::SharedClock,
+    auth: cellpilot_core::auth::Authenticator,
+}
+
+impl CellWeightsService {
+    /// The service over `controller`.
+    pub fn new(
+        controller: Arc<Controller>,
+        clock: cellpilot_core::clock::SharedClock,
+        auth: cellpilot_core::auth::Authenticator,
+    ) -> Self {
+        Self { controller, clock, auth }
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        self.auth.check(header).map(|_| ()).map_err(|d| Status::unauthenticated(d.to_string()))
+    }
+
+    /// As a tonic server.
+    pub fn into_server(self) -> pb::cell_weights_server::CellWeightsServer<Self> {
+        pb::cell_weights_server::CellWeightsServer::new(self)
+    }
+}
+
+type TableStream = Pin<Box<dyn Stream<Item = Result<pb::WeightTable, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::cell_weights_server::CellWeights for CellWeightsService {
+    async fn get(&self, req: Request<pb::GetWeightsRequest>) -> Result<Response<pb::WeightTable>, Status> {
+        self.authorize(&req)?;
+        Ok(Response::new(to_proto(&self.controller.table())))
+    }
+
+    type WatchStream = TableStream;
+
+    async fn watch(&self, req: Request<pb::WatchWeightsRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.authorize(&req)?;
+        let gateway = req.into_inner().gateway_id;
+        let rx = self.controller.subscribe();
+        tracing::info!(%gateway, "gateway watching weights");
+        // The current table at once, then each change; a slow watcher skips to the latest
+        // version instead of holding anyone up.
+        let stream = tokio_stream::wrappers::WatchStream::new(rx).map(|t| Ok(to_proto(&t)));
+        let stream: TableStream = Box::pin(stream);
+        Ok(Response::new(stream))
+    }
+
+    async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
+        self.authorize(&req)?;
+        let a = req.into_inner();
+        if a.gateway_id.is_empty() {
+            return Err(Status::invalid_argument("gateway_id is required"));
+        }
+        let at = a
+            .applied_at
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+            .unwrap_or_else(|| self.clock.now_ms());
+        self.controller.ack(&a.gateway_id, a.version, at);
+        Ok(Response::new(pb::AckResponse {}))
+    }
+}
