@@ -14,7 +14,7 @@ use cellpilot_ingest::Ingest;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
 use cellpilot_ingest::mapping::Mapper;
 use cellpilot_ingest::pipeline::IngestParts;
-use cellpilot_ingest::sequencer::{WalSettings, replay};
+use cellpilot_ingest::sequencer::{WalSettings, replay_with};
 use cellpilot_query::{RollupStore, StoreSettings};
 use cellpilot_web::AppState;
 use std::net::SocketAddr;
@@ -100,7 +100,8 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     store.set_open_source(Arc::new(aggregator.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let controller = Arc::new(
-        Controller::open(&config.control, &config.storage.dir).map_err(|e| anyhow::anyhow!("control state: {e}"))?,
+        Controller::open(&config.control, &config.storage.dir, clock.clone())
+            .map_err(|e| anyhow::anyhow!("control state: {e}"))?,
     );
     let state = AppState {
         controller: controller.clone(),
@@ -120,9 +121,11 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     let durable_before = store.persisted_until();
     let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
     let mapper = Mapper::new(&config.ingest);
-    let replayed = tokio::task::spawn_blocking(move || replay(&dir, &mapper, &agg, durable_before))
-        .await?
-        .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
+    let reports = controller.clone();
+    let replayed =
+        tokio::task::spawn_blocking(move || replay_with(&dir, &mapper, &agg, durable_before, Some(reports.as_ref())))
+            .await?
+            .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
     if replayed.records > 0 {
         tracing::info!(
             records = replayed.records,
@@ -146,6 +149,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
             clock: clock.clone(),
             wal: Some((wal, replayed)),
             watermark: Arc::new(move || watermark_store.persisted_until()),
+            cutovers: Some(controller.clone()),
         },
     )?);
 
@@ -182,8 +186,9 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     });
     let stop = shutdown.clone();
     let (ctl, st, cfg, c) = (controller.clone(), store.clone(), config.clone(), clock.clone());
+    let activity: Arc<dyn cellpilot_core::store::CellActivity> = Arc::new(aggregator.clone());
     tasks.spawn(async move {
-        cellpilot_control::run::run(ctl, st, cfg, c, stop.cancelled_owned()).await;
+        cellpilot_control::run::run(ctl, st, cfg, c, activity, stop.cancelled_owned()).await;
         Ok(())
     });
 

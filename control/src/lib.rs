@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`policy`]: the pure, clock-driven policy: inputs per cell in, decisions out.
 //! - [`reason`]: human-readable reasons ("error rate 2.31 % > 0.50 % for 30 s over 18,204 requests").
-//! - [`log`]: the decision log that survives restarts.
+//! - [`cutover`]: how long each drain really took (observed and reported).
+//! - [`log`]: the decision and cut-over logs that survive restarts.
 //! - [`service`]: the [`Controller`] (policy + log + published table + Acks) and the CellWeights
 //!   gRPC service.
 //! - [`run`]: the evaluation loop over the rollup store.
 
+pub mod cutover;
 pub mod log;
 pub mod policy;
 pub mod reason;

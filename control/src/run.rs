@@ -47,6 +47,7 @@ pub async fn run(
     store: Arc<RollupStore>,
     config: Arc<Config>,
     clock: SharedClock,
+    activity: Arc<dyn cellpilot_core::store::CellActivity>,
     shutdown: impl Future<Output = ()>,
 ) {
     let width = config.ingest.window.as_millis_i64().max(1);
@@ -65,10 +66,12 @@ pub async fn run(
         }
         let now = clock.now_ms();
         let boundary = now - now.rem_euclid(width);
-        let (store, config, controller) = (store.clone(), config.clone(), controller.clone());
+        let (store, config, controller, activity) =
+            (store.clone(), config.clone(), controller.clone(), activity.clone());
         let result = tokio::task::spawn_blocking(move || -> cellpilot_query::Result<()> {
             let inputs = inputs(&store, &config, boundary, now)?;
             controller.evaluate(now, &inputs);
+            controller.finish_cutovers(now, activity.as_ref());
             Ok(())
         })
         .await;

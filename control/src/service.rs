@@ -2,7 +2,8 @@
 //! channel, so slow watchers only ever miss intermediate versions and never block anyone), gateway
 //! Acks, and the CellWeights gRPC service over it.
 
-use crate::log::DecisionLog;
+use crate::cutover::{Cutover, Tracker, Watchers};
+use crate::log::{DecisionLog, JsonLog};
 use crate::pb;
 use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
 use cellpilot_core::config::{ControlConfig, ControlMode};
@@ -12,6 +13,30 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+
+impl cellpilot_core::store::CutoverReports for Controller {
+    fn reported(&self, cell: &str, started_ms: i64, completed_ms: i64) {
+        let row = self.tracker.lock().unwrap_or_else(|e| e.into_inner()).reported(cell, started_ms, completed_ms);
+        if let Some(row) = row
+            && let Err(e) = self.cutover_log.lock().unwrap_or_else(|e| e.into_inner()).append(&[row])
+        {
+            tracing::error!(error = %e, "recording a reported cut-over failed");
+        }
+    }
+}
+
+/// Keeps a gateway counted as watching while its stream lives.
+struct Watching {
+    controller: Arc<Controller>,
+    gateway: String,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        tracing::info!(gateway = %self.gateway, "gateway stopped watching");
+        self.controller.left(&self.gateway);
+    }
+}
 
 /// A gateway's latest Ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +52,11 @@ pub struct Ack {
 pub struct Controller {
     policy: Mutex<Policy>,
     log: Mutex<DecisionLog>,
+    cutover_log: Mutex<JsonLog<Cutover>>,
+    tracker: Mutex<Tracker>,
+    watchers: Mutex<Watchers>,
+    clock: cellpilot_core::clock::SharedClock,
+    quiet_ms: i64,
     decisions: Mutex<Vec<Decision>>,
     table: watch::Sender<WeightTable>,
     acks: Mutex<BTreeMap<String, Ack>>,
@@ -35,8 +65,13 @@ pub struct Controller {
 
 impl Controller {
     /// The controller for `[control]`, with state restored from the decision log under `data_dir`.
-    pub fn open(config: &ControlConfig, data_dir: &std::path::Path) -> Result<Self, String> {
-        let (log, past) = DecisionLog::open(data_dir)?;
+    pub fn open(
+        config: &ControlConfig,
+        data_dir: &std::path::Path,
+        clock: cellpilot_core::clock::SharedClock,
+    ) -> Result<Self, String> {
+        let (log, past) = DecisionLog::open(data_dir, "decisions.jsonl")?;
+        let (cutover_log, cutovers) = JsonLog::<Cutover>::open(data_dir, "cutovers.jsonl")?;
         let mut policy = Policy::new(config);
         for d in &past {
             policy.restore(d);
@@ -45,6 +80,11 @@ impl Controller {
         Ok(Self {
             policy: Mutex::new(policy),
             log: Mutex::new(log),
+            cutover_log: Mutex::new(cutover_log),
+            tracker: Mutex::new(Tracker::with(cutovers)),
+            watchers: Mutex::new(Watchers::default()),
+            clock,
+            quiet_ms: config.quiet_period.as_millis_i64(),
             decisions: Mutex::new(past),
             table,
             acks: Mutex::new(BTreeMap::new()),
@@ -85,6 +125,12 @@ impl Controller {
             if let Err(e) = self.log.lock().unwrap_or_else(|e| e.into_inner()).append(&decisions) {
                 tracing::error!(error = %e, "recording decisions failed");
             }
+            let watching = self.watchers.lock().unwrap_or_else(|e| e.into_inner()).ids();
+            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            for d in decisions.iter().filter(|d| d.state == State::Drained && d.actor == "policy") {
+                tracker.drained(&d.cell, d.version, d.decided_at_ms, watching.clone());
+            }
+            drop(tracker);
             for d in &decisions {
                 tracing::info!(cell = %d.cell, version = d.version, old = d.old_weight, new = d.new_weight, reason = %d.reason, "weight decision");
             }
@@ -120,6 +166,40 @@ impl Controller {
     /// Records a gateway's Ack.
     pub fn ack(&self, gateway: &str, version: u64, at_ms: i64) {
         self.acks.lock().unwrap_or_else(|e| e.into_inner()).insert(gateway.to_string(), Ack { version, at_ms });
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner()).applied(gateway, Some(version), at_ms);
+    }
+
+    fn watching(&self, gateway: &str) {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner()).join(gateway);
+    }
+
+    fn left(&self, gateway: &str) {
+        if self.watchers.lock().unwrap_or_else(|e| e.into_inner()).leave(gateway) {
+            // A gateway that went away no longer holds a cut-over up.
+            self.tracker.lock().unwrap_or_else(|e| e.into_inner()).applied(gateway, None, self.clock.now_ms());
+        }
+    }
+
+    /// Finalizes cut-overs whose cell went quiet; call at every tick.
+    pub fn finish_cutovers(&self, now_ms: i64, activity: &dyn cellpilot_core::store::CellActivity) {
+        let done = self
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(now_ms, self.quiet_ms, |c| activity.latest_request(c));
+        for c in &done {
+            tracing::info!(cell = %c.cell, duration_ms = ?c.duration_ms, applied_at = ?c.applied_at_ms, "cut-over completed");
+        }
+        if !done.is_empty()
+            && let Err(e) = self.cutover_log.lock().unwrap_or_else(|e| e.into_inner()).append(&done)
+        {
+            tracing::error!(error = %e, "recording cut-overs failed");
+        }
+    }
+
+    /// Every cut-over: finished, then in flight.
+    pub fn cutovers(&self) -> Vec<Cutover> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner()).all()
     }
 
     /// A receiver of every new table.
@@ -200,9 +280,14 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         let gateway = req.into_inner().gateway_id;
         let rx = self.controller.subscribe();
         tracing::info!(%gateway, "gateway watching weights");
+        self.controller.watching(&gateway);
+        let guard = Watching { controller: self.controller.clone(), gateway };
         // The current table at once, then each change; a slow watcher skips to the latest
         // version instead of holding anyone up.
-        let stream = tokio_stream::wrappers::WatchStream::new(rx).map(|t| Ok(to_proto(&t)));
+        let stream = tokio_stream::wrappers::WatchStream::new(rx).map(move |t| {
+            let _alive = &guard;
+            Ok(to_proto(&t))
+        });
         let stream: TableStream = Box::pin(stream);
         Ok(Response::new(stream))
     }

@@ -27,3 +27,15 @@ pub trait OpenWindowSource: Send + Sync + std::fmt::Debug {
     /// Rows of every open window overlapping `[from_ms, to_ms)`.
     fn open_windows(&self, from_ms: i64, to_ms: i64) -> Result<WindowBatches>;
 }
+
+/// When cells last saw requests (for timing cut-overs).
+pub trait CellActivity: Send + Sync + std::fmt::Debug {
+    /// (start of the latest request on `cell` by the span's clock, wall-clock ms it arrived), unix ms.
+    fn latest_request(&self, cell: &str) -> Option<(i64, i64)>;
+}
+
+/// Cut-overs reported by gateways through OTLP logs (`event.name = cell.cutover`).
+pub trait CutoverReports: Send + Sync + std::fmt::Debug {
+    /// A drain of `cell` that started and completed at these unix ms.
+    fn reported(&self, cell: &str, started_ms: i64, completed_ms: i64);
+}

@@ -76,6 +76,15 @@ pub struct WindowRows {
     causes: Vec<(Arc<str>, u64)>,
 }
 
+/// When a cell last saw a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Start of the latest request (span clock; the window start for metrics), unix ms.
+    pub latest_start_ms: i64,
+    /// Wall-clock ms the latest request arrived.
+    pub arrived_ms: i64,
+}
+
 /// What happened to the observations of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -140,6 +149,8 @@ pub struct Aggregator {
     cause_ids: HashMap<Arc<str>, u32>,
     /// Service -> last wall-clock ms spans arrived from it.
     spans_seen: HashMap<Arc<str>, i64>,
+    /// Cell -> activity, for timing cut-overs.
+    activity: HashMap<Arc<str>, Activity>,
     deltas: DeltaTracker,
     key_buf: String,
 }
@@ -158,6 +169,7 @@ impl Aggregator {
             causes: Vec::new(),
             cause_ids: HashMap::new(),
             spans_seen: HashMap::new(),
+            activity: HashMap::new(),
             deltas: DeltaTracker::default(),
             key_buf: String::new(),
         }
@@ -307,6 +319,7 @@ impl Aggregator {
             let start = match self.admit(o.end_ns, now_ms) {
                 Ok(s) => s,
                 Err(true) => {
+                    self.saw(obs.strings.get(o.cell), o.start_ns.div_euclid(1_000_000), now_ms);
                     out.late += 1;
                     continue;
                 }
@@ -315,6 +328,7 @@ impl Aggregator {
                     continue;
                 }
             };
+            self.saw(obs.strings.get(o.cell), o.start_ns.div_euclid(1_000_000), now_ms);
             if start < durable_before {
                 out.accepted += 1;
                 out.already_persisted += 1;
@@ -409,6 +423,8 @@ impl Aggregator {
         if count == 0 {
             return;
         }
+        // Metrics-only cells are timed to the window.
+        self.saw(obs.strings.get(p.cell), start, now_ms);
         out.max_window_end_ms = out.max_window_end_ms.max(start + self.settings.spec.width_ms);
         let (id, overflowed) = self.series_id(obs.strings.get(p.cell), service, obs.strings.get(p.route));
         out.overflowed += u64::from(overflowed);
@@ -423,6 +439,24 @@ impl Aggregator {
         if let Some(c) = cause {
             w.add_error(c, count);
         }
+    }
+
+    fn saw(&mut self, cell: &str, start_ms: i64, now_ms: i64) {
+        match self.activity.get_mut(cell) {
+            Some(a) => {
+                a.latest_start_ms = a.latest_start_ms.max(start_ms);
+                a.arrived_ms = a.arrived_ms.max(now_ms);
+            }
+            None => {
+                let n = self.name(cell);
+                self.activity.insert(n, Activity { latest_start_ms: start_ms, arrived_ms: now_ms });
+            }
+        }
+    }
+
+    /// When `cell` last saw a request.
+    pub fn activity(&self, cell: &str) -> Option<Activity> {
+        self.activity.get(cell).copied()
     }
 
     fn rows_of(&self, s: &Series, w: WindowAgg) -> WindowRows {
@@ -581,6 +615,12 @@ impl SharedAggregator {
             return Ok(None);
         }
         to_batches(closed, self.width_ms).map(Some)
+    }
+}
+
+impl cellpilot_core::store::CellActivity for SharedAggregator {
+    fn latest_request(&self, cell: &str) -> Option<(i64, i64)> {
+        self.lock().activity(cell).map(|a| (a.latest_start_ms, a.arrived_ms))
     }
 }
 

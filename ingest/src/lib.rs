@@ -4,6 +4,7 @@
 //! - [`grpc`] and [`http`]: the OTLP receivers (thin: decode, authenticate, call the pipeline).
 //! - [`decode`]: OTLP/HTTP content types, gzip with a cap, protobuf and OTLP JSON.
 //! - [`pipeline`]: [`Ingest`], the transport-independent export path and its `partial_success`.
+//! - [`logs`]: cut-overs reported through OTLP logs.
 //! - [`mapping`]: spans and metric points to observations (cell, service, route, error, cause).
 //! - [`delta`]: cumulative -> delta per metric stream.
 //! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod limiter;
+pub mod logs;
 pub mod mapping;
 pub mod pipeline;
 pub mod sequencer;

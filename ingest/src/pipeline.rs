@@ -151,6 +151,8 @@ pub struct IngestParts {
     pub wal: Option<(WalSettings, Replayed)>,
     /// How far Parquet has persisted.
     pub watermark: Watermark,
+    /// Where cut-overs reported in OTLP logs go.
+    pub cutovers: Option<std::sync::Arc<dyn cellpilot_core::store::CutoverReports>>,
 }
 
 impl Ingest {
@@ -166,6 +168,7 @@ impl Ingest {
             parts.clock,
             parts.metrics.clone(),
             parts.watermark,
+            parts.cutovers,
         )?;
         Ok(Self { sequencer, limiter, auth: parts.auth, metrics: parts.metrics, max_request_size })
     }

@@ -140,6 +140,18 @@ pub fn replay(
     agg: &SharedAggregator,
     durable_before: i64,
 ) -> std::result::Result<Replayed, String> {
+    replay_with(dir, mapper, agg, durable_before, None)
+}
+
+/// [`replay`], also handing cut-overs reported in logged exports to `cutovers` (which must
+/// ignore ones it already has).
+pub fn replay_with(
+    dir: &Path,
+    mapper: &Mapper,
+    agg: &SharedAggregator,
+    durable_before: i64,
+    cutovers: Option<&dyn cellpilot_core::store::CutoverReports>,
+) -> std::result::Result<Replayed, String> {
     let seqs = wal::list_segments(dir)?;
     let mut out = Replayed::default();
     if let Some(&first) = seqs.first()
@@ -160,6 +172,11 @@ pub fn replay(
                     continue;
                 }
             };
+            if let (Export::Logs(req), Some(sink)) = (&export, cutovers) {
+                for r in crate::logs::cutovers(req) {
+                    sink.reported(&r.cell, r.started_ms, r.completed_ms);
+                }
+            }
             let Ok(obs) = export.map(mapper) else { continue };
             let o = agg.lock().apply(&obs, rec.received_ms, durable_before);
             out.counted += o.accepted - o.already_persisted;
@@ -179,6 +196,7 @@ pub fn replay(
 
 struct Worker {
     rx: Receiver<Job>,
+    cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
     mapper: Mapper,
     agg: SharedAggregator,
     wal: Option<WalWriter>,
@@ -197,6 +215,7 @@ impl Sequencer {
         clock: SharedClock,
         metrics: Metrics,
         watermark: Watermark,
+        cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
     ) -> Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let wal = match wal {
@@ -206,7 +225,7 @@ impl Sequencer {
             ),
             None => None,
         };
-        let worker = Worker { rx, mapper, agg, wal, clock, metrics, watermark };
+        let worker = Worker { rx, cutovers, mapper, agg, wal, clock, metrics, watermark };
         let thread = std::thread::Builder::new()
             .name("cellpilot-sequencer".into())
             .spawn(move || worker.run())
@@ -310,6 +329,11 @@ impl Worker {
                         w.note_window_end(outcome.max_window_end_ms);
                     }
                     self.metrics.ingest_logs.inc_by(export.log_records() as u64);
+                    if let (Export::Logs(req), Some(sink)) = (export, &self.cutovers) {
+                        for r in crate::logs::cutovers(req) {
+                            sink.reported(&r.cell, r.started_ms, r.completed_ms);
+                        }
+                    }
                     Ok(Applied { outcome, ignored: obs.ignored, unusable: obs.rejected.clone() })
                 }
             });

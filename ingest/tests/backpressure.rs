@@ -30,6 +30,7 @@ fn ingest() -> Arc<Ingest> {
         clock,
         wal: None,
         watermark: Arc::new(|| i64::MIN),
+        cutovers: None,
     };
     Arc::new(Ingest::new(&config, parts).unwrap())
 }

@@ -107,6 +107,7 @@ fn ingest(dir: &Path, agg: &SharedAggregator, clock: &TestClock, watermark: i64)
         clock: shared,
         wal: Some((WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Always, max_bytes: 1 << 30 }, replayed)),
         watermark: Arc::new(move || watermark),
+        cutovers: None,
     };
     Ingest::new(&config, parts).unwrap()
 }

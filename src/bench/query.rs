@@ -55,6 +55,7 @@ async fn pipeline_rate(requests: &[Vec<u8>], now_ns: i64, wal: Option<&std::path
         clock,
         wal,
         watermark: Arc::new(|| i64::MIN),
+        cutovers: None,
     };
     let ingest = Arc::new(Ingest::new(&IngestConfig::default(), parts)?);
     let requests = Arc::new(requests.to_vec());

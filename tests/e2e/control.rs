@@ -57,6 +57,7 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
         ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR", "3s"),
         ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "50"),
         ("CELLPILOT_CONTROL__POLICY__LATENCY_ALPHA", "0"),
+        ("CELLPILOT_CONTROL__QUIET_PERIOD", "1s"),
     ]);
     let cells = ["c-1", "c-2", "c-bad"];
     let control = format!("http://{}", server.control);
@@ -67,13 +68,17 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
 
     let failing = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let (http, f, s) = (server.http, failing.clone(), stop.clone());
+    // Cleared when the gateway applies the drain: no request reaches c-bad after that.
+    let routed = Arc::new(AtomicBool::new(true));
+    let (http, f, s, r) = (server.http, failing.clone(), stop.clone(), routed.clone());
     let sender = tokio::spawn(async move {
         let client = reqwest::Client::new();
         let mut seq = 0;
         while !s.load(Ordering::Relaxed) {
             seq += 1;
-            let body = batch(&cells, "c-bad", f.load(Ordering::Relaxed), seq);
+            let live: Vec<&str> =
+                cells.iter().copied().filter(|c| *c != "c-bad" || r.load(Ordering::Relaxed)).collect();
+            let body = batch(&live, "c-bad", f.load(Ordering::Relaxed), seq);
             let _ = client
                 .post(format!("http://{http}/v1/traces"))
                 .header("content-type", "application/x-protobuf")
@@ -109,9 +114,26 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
             .filter(|c| c.cell != "c-bad")
             .all(|c| c.state == CellState::Active as i32 && c.weight == 100)
     );
+    // The gateway applies the table: c-bad gets no more requests from here on.
+    routed.store(false, Ordering::Relaxed);
+    let last_sent = now_ns() / 1_000_000;
     client.ack(AckRequest { gateway_id: "gw-1".into(), version: drained.version, applied_at: None }).await.unwrap();
+    // The other cells keep serving while the quiet period passes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     sender.await.unwrap();
+
+    let cutovers = server.get_json("/api/v1/cutovers").await;
+    let c = &cutovers["cutovers"][0];
+    assert_eq!((c["cell"].as_str(), c["source"].as_str()), (Some("c-bad"), Some("observed")), "{cutovers}");
+    assert_eq!(c["decision_version"], drained.version);
+    assert!(c["applied_at"].is_string(), "the watching gateway acked: {c}");
+    let decided = unix_ms(c["decided_at"].as_str().unwrap());
+    let duration = c["duration_ms"].as_i64().expect("completed after the quiet period");
+    // The last request went to c-bad just before `last_sent`: the measured duration matches
+    // what the test did, within one window.
+    let expected = last_sent as i64 - decided;
+    assert!((duration - expected).abs() <= 1_000, "duration {duration} ms, the test took {expected} ms");
 
     let weights = server.get_json("/api/v1/weights").await;
     assert_eq!(weights["version"], drained.version);
@@ -125,4 +147,8 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
     assert_eq!(d["actor"], "policy");
     let cell = server.cell("c-bad").await;
     assert_eq!((cell["state"].as_str(), cell["weight"].as_u64()), (Some("drained"), Some(0)));
+}
+
+fn unix_ms(s: &str) -> i64 {
+    humantime::parse_rfc3339(s).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

@@ -125,6 +125,12 @@ pub async fn query(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let _ = ctx.deregister_table("decisions");
     ctx.register_table("decisions", std::sync::Arc::new(table)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let cutovers = cellpilot_control::log::cutovers_batch(&state.controller.cutovers())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let table = datafusion::datasource::MemTable::try_new(cutovers.schema(), vec![vec![cutovers]])
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let _ = ctx.deregister_table("cutovers");
+    ctx.register_table("cutovers", std::sync::Arc::new(table)).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (schema, batches) = cellpilot_query::sql::run(&ctx, &q.sql, &limits).await?;
     let wants_arrow =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(ARROW_STREAM));
@@ -283,4 +289,27 @@ pub async fn override_cell(
     let ttl_ms = i64::try_from(ttl.as_millis()).map_err(|_| ApiError::BadRequest("`ttl` is too long".into()))?;
     let decisions = state.controller.pin(&cell, b.weight, ttl_ms, &b.reason, who.actor(), state.clock.now_ms());
     Ok(Json(serde_json::json!({ "version": state.controller.table().version, "decisions": decisions.len() })))
+}
+
+/// `GET /api/v1/cutovers`: every cut-over, newest first (in-flight ones have null completion).
+pub async fn cutovers(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let t = |ms: Option<i64>| ms.map(format_rfc3339_ms);
+    let mut rows = state.controller.cutovers();
+    rows.sort_by_key(|c| std::cmp::Reverse(c.decided_at_ms));
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "cell": c.cell,
+                "decision_version": c.decision_version,
+                "decided_at": format_rfc3339_ms(c.decided_at_ms),
+                "applied_at": t(c.applied_at_ms),
+                "completed_at": t(c.completed_at_ms),
+                "duration_ms": c.duration_ms,
+                "source": c.source,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "cutovers": rows })))
 }

@@ -1,0 +1,221 @@
+//! Cut-over tracking: how long a drain really took. For a drain decided at t0, `applied_at` is
+//! when every gateway watching at t0 has Acked a version ≥ the drain's (or disconnected);
+//! `completed_at` is the start of the last request seen on the cell after t0 (clamped to ≥ t0),
+//! final once no request has arrived there for `quiet_period`. Cut-overs reported by gateways
+//! through OTLP logs are kept beside them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a cut-over's timing came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Measured by cellpilot.
+    Observed,
+    /// Reported by a gateway (`cell.cutover` log event).
+    Reported,
+}
+
+/// One row of the `cutovers` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cutover {
+    /// Drained cell.
+    pub cell: String,
+    /// Table version of the drain (observed ones).
+    pub decision_version: Option<u64>,
+    /// t0, unix ms.
+    pub decided_at_ms: i64,
+    /// Every watching gateway applied it, unix ms.
+    pub applied_at_ms: Option<i64>,
+    /// Last request on the cell after t0, unix ms.
+    pub completed_at_ms: Option<i64>,
+    /// completed − decided.
+    pub duration_ms: Option<i64>,
+    /// Observed or reported.
+    pub source: Source,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    row: Cutover,
+    /// Gateways watching at t0 that have not applied the drain yet.
+    waiting: BTreeSet<String>,
+    /// Latest Ack time among those that did.
+    last_ack_ms: i64,
+}
+
+/// Cut-overs in flight and done.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pending: Vec<Pending>,
+    done: Vec<Cutover>,
+}
+
+impl Tracker {
+    /// A tracker holding `done` cut-overs from the log.
+    pub fn with(done: Vec<Cutover>) -> Self {
+        Self { pending: Vec::new(), done }
+    }
+
+    /// A drain of `cell` at `decided_at_ms` (version `version`) while `watching` gateways listen.
+    pub fn drained(&mut self, cell: &str, version: u64, decided_at_ms: i64, watching: BTreeSet<String>) {
+        self.pending.retain(|p| p.row.cell != cell);
+        let applied = watching.is_empty().then_some(decided_at_ms);
+        self.pending.push(Pending {
+            row: Cutover {
+                cell: cell.to_string(),
+                decision_version: Some(version),
+                decided_at_ms,
+                applied_at_ms: applied,
+                completed_at_ms: None,
+                duration_ms: None,
+                source: Source::Observed,
+            },
+            waiting: watching,
+            last_ack_ms: decided_at_ms,
+        });
+    }
+
+    /// `gateway` applied `version` at `at_ms` (or, with `None`, disconnected at `at_ms`).
+    pub fn applied(&mut self, gateway: &str, version: Option<u64>, at_ms: i64) {
+        for p in &mut self.pending {
+            let covers = version.is_none_or(|v| Some(v) >= p.row.decision_version);
+            if covers && p.waiting.remove(gateway) {
+                p.last_ack_ms = p.last_ack_ms.max(at_ms);
+                if p.waiting.is_empty() && p.row.applied_at_ms.is_none() {
+                    p.row.applied_at_ms = Some(p.last_ack_ms);
+                }
+            }
+        }
+    }
+
+    /// Finalizes cut-overs whose cell has been quiet for `quiet_ms`; `activity(cell)` gives
+    /// (latest request start, its arrival) in unix ms. Returns the newly finished ones.
+    pub fn finish(
+        &mut self,
+        now_ms: i64,
+        quiet_ms: i64,
+        activity: impl Fn(&str) -> Option<(i64, i64)>,
+    ) -> Vec<Cutover> {
+        let mut finished = Vec::new();
+        self.pending.retain_mut(|p| {
+            let t0 = p.row.decided_at_ms;
+            let (completed, quiet_since) = match activity(&p.row.cell) {
+                Some((start, arrived)) if arrived >= t0 => (start.max(t0), arrived),
+                // No request after the decision: done at once.
+                _ => (t0, t0),
+            };
+            if now_ms - quiet_since < quiet_ms {
+                return true;
+            }
+            p.row.completed_at_ms = Some(completed);
+            p.row.duration_ms = Some(completed - t0);
+            finished.push(p.row.clone());
+            false
+        });
+        self.done.extend(finished.iter().cloned());
+        finished
+    }
+
+    /// A gateway's own report; `false` when it was already recorded (a WAL replay).
+    pub fn reported(&mut self, cell: &str, started_ms: i64, completed_ms: i64) -> Option<Cutover> {
+        let dup = self.done.iter().any(|c| {
+            c.source == Source::Reported
+                && c.cell == cell
+                && c.decided_at_ms == started_ms
+                && c.completed_at_ms == Some(completed_ms)
+        });
+        if dup {
+            return None;
+        }
+        let row = Cutover {
+            cell: cell.to_string(),
+            decision_version: None,
+            decided_at_ms: started_ms,
+            applied_at_ms: None,
+            completed_at_ms: Some(completed_ms),
+            duration_ms: Some(completed_ms - started_ms),
+            source: Source::Reported,
+        };
+        self.done.push(row.clone());
+        Some(row)
+    }
+
+    /// Finished cut-overs, then those still in flight.
+    pub fn all(&self) -> Vec<Cutover> {
+        self.done.iter().cloned().chain(self.pending.iter().map(|p| p.row.clone())).collect()
+    }
+}
+
+/// Watching gateways, counted (one id may hold several streams).
+#[derive(Debug, Default)]
+pub struct Watchers(BTreeMap<String, usize>);
+
+impl Watchers {
+    /// A stream opened.
+    pub fn join(&mut self, gateway: &str) {
+        *self.0.entry(gateway.to_string()).or_default() += 1;
+    }
+
+    /// A stream closed; true when it was the gateway's last.
+    pub fn leave(&mut self, gateway: &str) -> bool {
+        match self.0.get_mut(gateway) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.0.remove(gateway);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gateways watching now.
+    pub fn ids(&self) -> BTreeSet<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_when_every_watcher_acked_or_left() {
+        let mut t = Tracker::default();
+        t.drained("a", 7, 1_000, ["g1".to_string(), "g2".to_string()].into());
+        t.applied("g1", Some(6), 1_100);
+        t.applied("g1", Some(7), 1_200);
+        assert_eq!(t.all()[0].applied_at_ms, None, "g2 has not applied yet");
+        t.applied("g2", None, 1_300);
+        assert_eq!(t.all()[0].applied_at_ms, Some(1_300));
+    }
+
+    #[test]
+    fn completes_on_the_last_request_after_a_quiet_period() {
+        let mut t = Tracker::default();
+        t.drained("a", 1, 10_000, BTreeSet::new());
+        let activity = |_: &str| Some((11_500, 11_600));
+        assert!(t.finish(15_000, 5_000, activity).is_empty(), "not quiet for 5 s yet");
+        let done = t.finish(16_600, 5_000, activity);
+        assert_eq!(
+            (done[0].completed_at_ms, done[0].duration_ms, done[0].applied_at_ms),
+            (Some(11_500), Some(1_500), Some(10_000))
+        );
+        // No request after the decision: 0 ms.
+        t.drained("b", 2, 20_000, BTreeSet::new());
+        let done = t.finish(25_000, 5_000, |_| Some((19_000, 19_500)));
+        assert_eq!(done[0].duration_ms, Some(0));
+    }
+
+    #[test]
+    fn reported_ones_are_kept_once() {
+        let mut t = Tracker::default();
+        assert!(t.reported("a", 1_000, 1_250).is_some());
+        assert!(t.reported("a", 1_000, 1_250).is_none());
+        assert_eq!(t.all()[0].duration_ms, Some(250));
+    }
+}
