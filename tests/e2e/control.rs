@@ -152,3 +152,55 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
 fn unix_ms(s: &str) -> i64 {
     humantime::parse_rfc3339(s).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_need_admin_and_decisions_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("CELLPILOT_AUTH__TOKENS", "reader=r3ad"), ("CELLPILOT_AUTH__ADMIN_TOKENS", "ops=adm1n")];
+    let server = Server::start_in(data.path(), &env);
+    let url = format!("http://{}/api/v1/cells/sh-unit-02/override", server.web);
+    let body = serde_json::json!({"weight": 7, "ttl": "1h", "reason": "game day"});
+    let client = reqwest::Client::new();
+    let post = |token: &str| client.post(&url).bearer_auth(token).json(&body).send();
+    assert_eq!(post("r3ad").await.unwrap().status(), 401, "a read token may not override");
+    let plain = client.post(&url).bearer_auth("adm1n").body(body.to_string()).send().await.unwrap();
+    assert_eq!(plain.status(), 400, "Content-Type: application/json is required");
+    let ok = post("adm1n").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let get = |path: &str| client.get(format!("http://{}{path}", server.web)).bearer_auth("r3ad").send();
+    let weights: serde_json::Value = get("/api/v1/weights").await.unwrap().json().await.unwrap();
+    let pinned = weights["cells"].as_array().unwrap().iter().find(|c| c["cell"] == "sh-unit-02").unwrap().clone();
+    assert_eq!((pinned["weight"].as_u64(), pinned["state"].as_str()), (Some(7), Some("pinned")));
+    let version = weights["version"].as_u64().unwrap();
+    let decisions: serde_json::Value = get("/api/v1/decisions").await.unwrap().json().await.unwrap();
+    assert_eq!(decisions["decisions"][0]["actor"], "ops");
+    // A reported cut-over through OTLP logs.
+    let log = serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+    "eventName": "cell.cutover",
+    "attributes": [
+        {"key": "cell", "value": {"stringValue": "sh-unit-02"}},
+        {"key": "cutover.started", "value": {"intValue": "1795000000000000000"}},
+        {"key": "cutover.completed", "value": {"stringValue": "2026-11-18T11:06:40.250Z"}}
+    ]}]}]}]});
+    let resp = client
+        .post(format!("http://{}/v1/logs", server.http))
+        .bearer_auth("r3ad")
+        .header("content-type", "application/json")
+        .body(log.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(server);
+
+    let server = Server::start_in(data.path(), &env);
+    let get = |path: &str| client.get(format!("http://{}{path}", server.web)).bearer_auth("r3ad").send();
+    let weights: serde_json::Value = get("/api/v1/weights").await.unwrap().json().await.unwrap();
+    assert!(weights["version"].as_u64().unwrap() >= version, "versions never go backwards");
+    let pinned = weights["cells"].as_array().unwrap().iter().find(|c| c["cell"] == "sh-unit-02").unwrap().clone();
+    assert_eq!(pinned["weight"], 7, "the pin survives the restart");
+    let cutovers: serde_json::Value = get("/api/v1/cutovers").await.unwrap().json().await.unwrap();
+    let rows = cutovers["cutovers"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "reported once, even after the WAL replay: {cutovers}");
+    assert_eq!((rows[0]["source"].as_str(), rows[0]["duration_ms"].as_i64()), (Some("reported"), Some(250)));
+}
