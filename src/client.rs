@@ -1,4 +1,4 @@
-//! Command-line clients of a running server: `cellpilot query`.
+//! Command-line clients of a running server: `cellpilot query`, `cellpilot weights`.
 
 use anyhow::{Context, bail};
 
@@ -27,5 +27,44 @@ pub(crate) async fn query(server: &str, token: Option<&str>, sql: &str) -> anyho
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     eprintln!("{rows} row(s)");
+    Ok(())
+}
+
+fn print_table(t: &cellpilot_control::pb::WeightTable) {
+    use cellpilot_control::pb::CellState;
+    let at = t.decided_at.as_ref().map_or(0, |ts| ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000);
+    println!("version {} decided {}", t.version, cellpilot_core::time::format_rfc3339_ms(at));
+    for c in &t.cells {
+        let state =
+            CellState::try_from(c.state).map(|s| s.as_str_name().trim_start_matches("CELL_STATE_").to_lowercase());
+        println!("  {:<20} {:>5}  {:<10} {}", c.cell, c.weight, state.unwrap_or_else(|_| "?".into()), c.reason);
+    }
+}
+
+/// Prints the CellWeights table (and with `watch`, every new version) from `server`.
+pub(crate) async fn weights(server: &str, token: Option<&str>, watch: bool) -> anyhow::Result<()> {
+    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_control::pb::{GetWeightsRequest, WatchWeightsRequest};
+    let channel = tonic::transport::Endpoint::from_shared(server.to_string())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    let auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        token.map(|t| format!("Bearer {t}").parse()).transpose()?;
+    let mut client = CellWeightsClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(a) = &auth {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        Ok(req)
+    });
+    if !watch {
+        print_table(&client.get(GetWeightsRequest {}).await?.into_inner());
+        return Ok(());
+    }
+    let gateway = format!("cellpilot-cli-{}", std::process::id());
+    let mut stream = client.watch(WatchWeightsRequest { gateway_id: gateway }).await?.into_inner();
+    while let Some(t) = stream.message().await? {
+        print_table(&t);
+    }
     Ok(())
 }

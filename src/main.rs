@@ -85,6 +85,18 @@ enum Command {
         #[arg(long, env = "CELLPILOT_TOKEN")]
         token: Option<String>,
     },
+    /// Show the cell-weight table over gRPC, as a gateway sees it.
+    Weights {
+        /// Keep watching and print every new version.
+        #[arg(long)]
+        watch: bool,
+        /// The CellWeights gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// Bearer token, when the server has `[auth]` tokens.
+        #[arg(long, env = "CELLPILOT_TOKEN")]
+        token: Option<String>,
+    },
     /// Write synthetic history straight into every storage tier of a data directory.
     Generate {
         /// Data directory (the server's `[storage] dir`).
@@ -124,6 +136,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
+    /// Decision-to-delivery latency with 100 gateways watching CellWeights over gRPC.
+    Control {
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Drains to time.
+        #[arg(long, default_value_t = 200)]
+        drains: usize,
+    },
     /// Typed per-cell queries over 30 days of generated history vs single-tier baselines, and
     /// WAL-on vs WAL-off ingest throughput.
     Query {
@@ -146,11 +167,19 @@ enum BenchWhat {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Servers narrate at info; one-shot tools only speak up when something is wrong.
+    let default = match cli.command {
+        Command::Serve { .. } | Command::Demo { .. } => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CELLPILOT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CELLPILOT_LOG").unwrap_or_else(|_| default.into()),
+        )
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve { config } => {
             let config = cellpilot_core::config::Config::load(config.as_deref(), std::env::vars())
                 .context("loading configuration")?;
@@ -182,6 +211,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
         Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
+        Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
         Command::Generate { data_dir, days, fine_hours, cells, services, routes, rps, incident, seed } => {
             let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);
             // Only complete buckets: live ingest owns the windows from here on.
@@ -213,6 +243,9 @@ fn main() -> anyhow::Result<()> {
                 plan.dir.display()
             );
             Ok(())
+        }
+        Command::Weights { watch, server, token } => {
+            tokio::runtime::Runtime::new()?.block_on(client::weights(&server, token.as_deref(), watch))
         }
         Command::Query { sql, server, token } => {
             tokio::runtime::Runtime::new()?.block_on(client::query(&server, token.as_deref(), &sql))

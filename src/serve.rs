@@ -100,7 +100,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     store.set_open_source(Arc::new(aggregator.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let controller = Arc::new(
-        Controller::open(&config.control, &config.storage.dir, clock.clone())
+        Controller::open(&config.control, &config.storage.dir, clock.clone(), metrics.clone())
             .map_err(|e| anyhow::anyhow!("control state: {e}"))?,
     );
     let state = AppState {

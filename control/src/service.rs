@@ -17,6 +17,9 @@ use tonic::{Request, Response, Status};
 impl cellpilot_core::store::CutoverReports for Controller {
     fn reported(&self, cell: &str, started_ms: i64, completed_ms: i64) {
         let row = self.tracker.lock().unwrap_or_else(|e| e.into_inner()).reported(cell, started_ms, completed_ms);
+        if row.is_some() {
+            self.metrics.cutovers.with_label_values(&["reported"]).inc();
+        }
         if let Some(row) = row
             && let Err(e) = self.cutover_log.lock().unwrap_or_else(|e| e.into_inner()).append(&[row])
         {
@@ -56,6 +59,7 @@ pub struct Controller {
     tracker: Mutex<Tracker>,
     watchers: Mutex<Watchers>,
     clock: cellpilot_core::clock::SharedClock,
+    metrics: cellpilot_core::metrics::Metrics,
     quiet_ms: i64,
     decisions: Mutex<Vec<Decision>>,
     table: watch::Sender<WeightTable>,
@@ -69,6 +73,7 @@ impl Controller {
         config: &ControlConfig,
         data_dir: &std::path::Path,
         clock: cellpilot_core::clock::SharedClock,
+        metrics: cellpilot_core::metrics::Metrics,
     ) -> Result<Self, String> {
         let (log, past) = DecisionLog::open(data_dir, "decisions.jsonl")?;
         let (cutover_log, cutovers) = JsonLog::<Cutover>::open(data_dir, "cutovers.jsonl")?;
@@ -84,6 +89,7 @@ impl Controller {
             tracker: Mutex::new(Tracker::with(cutovers)),
             watchers: Mutex::new(Watchers::default()),
             clock,
+            metrics,
             quiet_ms: config.quiet_period.as_millis_i64(),
             decisions: Mutex::new(past),
             table,
@@ -131,6 +137,7 @@ impl Controller {
                 tracker.drained(&d.cell, d.version, d.decided_at_ms, watching.clone());
             }
             drop(tracker);
+            self.metrics.decisions.inc_by(decisions.len() as u64);
             for d in &decisions {
                 tracing::info!(cell = %d.cell, version = d.version, old = d.old_weight, new = d.new_weight, reason = %d.reason, "weight decision");
             }
@@ -190,6 +197,7 @@ impl Controller {
         for c in &done {
             tracing::info!(cell = %c.cell, duration_ms = ?c.duration_ms, applied_at = ?c.applied_at_ms, "cut-over completed");
         }
+        self.metrics.cutovers.with_label_values(&["observed"]).inc_by(done.len() as u64);
         if !done.is_empty()
             && let Err(e) = self.cutover_log.lock().unwrap_or_else(|e| e.into_inner()).append(&done)
         {

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub wal_bytes: IntGauge,
     /// WAL segments on disk.
     pub wal_segments: IntGauge,
+    /// Cell-weight decisions made.
+    pub decisions: IntCounter,
+    /// Cut-overs finished (observed) or reported, by `source`.
+    pub cutovers: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -77,6 +81,9 @@ impl Metrics {
             ["late", "future", "bad_input", "unsupported", "too_large", "overloaded", "internal", "unusable_point"]
         {
             m.ingest_rejected.with_label_values(&[reason]);
+        }
+        for source in ["observed", "reported"] {
+            m.cutovers.with_label_values(&[source]);
         }
         for reason in ["not_latency", "spans_preferred", "baseline", "out_of_order"] {
             m.ingest_points_ignored.with_label_values(&[reason]);
@@ -129,6 +136,8 @@ impl Metrics {
             rollup_rows: counter(&r, "cellpilot_rollup_rows_total", "Rollup rows written by closed windows."),
             wal_bytes: gauge(&r, "cellpilot_wal_bytes", "Bytes of write-ahead log segments on disk."),
             wal_segments: gauge(&r, "cellpilot_wal_segments", "Write-ahead log segments on disk."),
+            decisions: counter(&r, "cellpilot_decisions_total", "Cell-weight decisions made."),
+            cutovers: counter_vec(&r, "cellpilot_cutovers_total", "Cut-overs finished, by source.", &["source"]),
             registry: r,
         }
     }

@@ -1,0 +1,131 @@
+//! `cellpilot bench control`: decision-to-delivery latency with 100 gateways watching
+//! CellWeights over real gRPC on loopback — from the evaluation that decides a drain (policy,
+//! decision log fsync, publish) to the last watcher holding the new table.
+
+use super::median;
+use cellpilot_control::Controller;
+use cellpilot_control::pb::WatchWeightsRequest;
+use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+use cellpilot_control::policy::CellInput;
+use cellpilot_control::service::CellWeightsService;
+use cellpilot_core::auth::Authenticator;
+use cellpilot_core::clock::{SharedClock, SystemClock};
+use cellpilot_core::config::ControlConfig;
+use cellpilot_core::metrics::Metrics;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WATCHERS: usize = 100;
+
+fn percentile(xs: &mut [f64], q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
+    xs[rank - 1]
+}
+
+/// Runs the benchmark and prints the figures.
+pub(crate) fn run(json: bool, drains: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(measure(json, drains.max(10)))
+}
+
+async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = ControlConfig::default();
+    // Every iteration drains one more cell: lift the guard and the rate limit.
+    config.policy.max_drained_fraction = 1.0;
+    config.policy.max_drains_per_minute = u32::MAX;
+    config.policy.latency_alpha = 0.0;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let controller =
+        Arc::new(Controller::open(&config, dir.path(), clock.clone(), Metrics::new()).map_err(anyhow::Error::msg)?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let service = CellWeightsService::new(controller.clone(), clock.clone(), Authenticator::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder().add_service(service.into_server()).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop.cancelled_owned(),
+        ),
+    );
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let mut watchers = tokio::task::JoinSet::new();
+    for g in 0..WATCHERS {
+        let tx = tx.clone();
+        let mut client = CellWeightsClient::connect(format!("http://{addr}")).await?;
+        let mut stream = client.watch(WatchWeightsRequest { gateway_id: format!("gw-{g}") }).await?.into_inner();
+        watchers.spawn(async move {
+            while let Ok(Some(t)) = stream.message().await {
+                if tx.send((t.version, Instant::now())).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    // Everyone has the first table.
+    for _ in 0..WATCHERS {
+        rx.recv().await;
+    }
+
+    let mut latencies = Vec::with_capacity(drains);
+    let healthy: Vec<CellInput> = (0..drains + 1)
+        .map(|i| CellInput {
+            cell: format!("cell-{i:04}"),
+            requests: 1000,
+            errors: 0,
+            latest_requests: 300,
+            latest_errors: 0,
+            p50_ms: None,
+        })
+        .collect();
+    let mut now = clock.now_ms();
+    controller.evaluate(now, &healthy);
+    for _ in 0..WATCHERS {
+        rx.recv().await;
+    }
+    for i in 0..drains {
+        let mut inputs = healthy.clone();
+        inputs[i].errors = 200;
+        inputs[i].latest_errors = 60;
+        now += 1_000;
+        let tick = Instant::now();
+        let decided = controller.evaluate(now, &inputs);
+        anyhow::ensure!(decided.iter().any(|d| d.new_weight == 0), "iteration {i} drained nothing");
+        let version = controller.table().version;
+        let mut last = tick;
+        let mut got = 0;
+        while got < WATCHERS {
+            let (v, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("a watcher went away"))?;
+            if v >= version {
+                got += 1;
+                last = last.max(at);
+            }
+        }
+        latencies.push(last.duration_since(tick).as_secs_f64() * 1000.0);
+    }
+    shutdown.cancel();
+    watchers.abort_all();
+    let _ = server.await;
+
+    let p50 = median(&mut latencies.clone());
+    let p99 = percentile(&mut latencies.clone(), 0.99);
+    let max = latencies.iter().copied().fold(0.0, f64::max);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "control", "p99_ms": round(p99), "p50_ms": round(p50), "max_ms": round(max), "watchers": WATCHERS, "drains": drains})
+        );
+    } else {
+        println!(
+            "decision -> last of {WATCHERS} watchers: p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms ({drains} drains)"
+        );
+    }
+    Ok(())
+}
