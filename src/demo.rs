@@ -1,6 +1,8 @@
 //! `cellpilot demo`: the whole product on one laptop — `serve` on embedded defaults (a temp data
 //! dir unless `--data-dir`), four simulated cells in two regions sending real OTLP through the
-//! OpenTelemetry SDK, an incident every few minutes, the URLs to look at and a live status line.
+//! OpenTelemetry SDK, a simulated gateway that watches CellWeights over gRPC, splits users by the
+//! weights and Acks each version, an incident every few minutes (drain, cut-over, restore), the
+//! URLs to look at and a live status line.
 
 use crate::loadgen::{self, Fail, Load, Progress, Transport};
 use crate::serve;
@@ -56,15 +58,39 @@ async fn status(client: &reqwest::Client, web: std::net::SocketAddr, started_ms:
         .iter()
         .map(|c| {
             format!(
-                "{} {:.0}/s {:.1}% p99.9 {:.0}ms",
+                "{} {} w{} {:.0}/s {:.1}% p99.9 {:.0}ms",
                 c["cell"].as_str().unwrap_or("?"),
+                c["state"].as_str().unwrap_or("?"),
+                c["weight"].as_u64().unwrap_or(0),
                 c["requests"].as_f64().unwrap_or(0.0) / secs,
                 c["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-                c["p999_ms"].as_f64().unwrap_or(0.0)
+                c["p999_ms"].as_f64().unwrap_or(0.0),
             )
         })
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// A gateway: applies every table it is sent and Acks it.
+async fn gateway(control: String, weights: loadgen::Weights) {
+    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_control::pb::{AckRequest, WatchWeightsRequest};
+    let run = async {
+        let mut client = CellWeightsClient::connect(control).await?;
+        let mut stream = client.watch(WatchWeightsRequest { gateway_id: "demo-gateway".into() }).await?.into_inner();
+        while let Some(t) = stream.message().await? {
+            {
+                let mut w = weights.write().unwrap_or_else(|e| e.into_inner());
+                w.clear();
+                w.extend(t.cells.iter().map(|c| (c.cell.clone(), c.weight)));
+            }
+            client.ack(AckRequest { gateway_id: "demo-gateway".into(), version: t.version, applied_at: None }).await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = run.await {
+        tracing::warn!(error = %e, "the demo gateway stopped");
+    }
 }
 
 fn now_ms() -> i64 {
@@ -94,7 +120,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         CELLS.len(),
         options.rps
     );
-    println!("  cells      http://{}/api/v1/cells    series  http://{}/api/v1/series?cell=bj-unit-01", a.web, a.web);
+    println!("  cells      http://{}/api/v1/cells    weights  http://{}/api/v1/weights", a.web, a.web);
+    println!("  cut-overs  http://{}/api/v1/cutovers  decisions  http://{}/api/v1/decisions", a.web, a.web);
+    println!("  gateway    a simulated gateway watches CellWeights on {} and splits users by weight", a.control);
     println!(
         "  SQL        cellpilot query --server http://{} \"SELECT cell, sum(errors) FROM rollups GROUP BY cell\"",
         a.web
@@ -110,6 +138,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
 
+    // The simulated gateway: watches CellWeights, splits users by the weights, Acks each version.
+    let weights: loadgen::Weights = Arc::default();
+    let gateway = tokio::spawn(gateway(format!("http://{}", a.control), weights.clone()));
     let load = Load {
         endpoint: format!("http://{}", a.otlp_grpc),
         transport: Transport::Grpc,
@@ -119,6 +150,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         duration: None,
         fails: incidents(&options),
         token: None,
+        weights: Some(weights.clone()),
     };
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -167,6 +199,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         *sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(joined);
     };
     running.run_until(until).await?;
+    gateway.abort();
     let joined = sent.lock().unwrap_or_else(|e| e.into_inner()).take();
     match joined {
         Some(Ok(Ok(r))) => r?,

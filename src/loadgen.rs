@@ -65,6 +65,31 @@ pub(crate) struct Load {
     pub(crate) duration: Option<Duration>,
     pub(crate) fails: Vec<Fail>,
     pub(crate) token: Option<String>,
+    /// Cell weights to split traffic by, as a gateway would (cells missing from it get 100);
+    /// `None` splits evenly.
+    pub(crate) weights: Option<Weights>,
+}
+
+/// A weight table shared with whoever keeps it current (the demo's simulated gateway).
+pub(crate) type Weights = Arc<std::sync::RwLock<std::collections::BTreeMap<String, u32>>>;
+
+/// Picks a cell index by weight; evenly when there is no table or every weight is 0.
+fn pick(rng: &mut SmallRng, cells: &[String], weights: Option<&Weights>) -> usize {
+    if let Some(w) = weights {
+        let table = w.read().unwrap_or_else(|e| e.into_inner());
+        let ws: Vec<u64> = cells.iter().map(|c| u64::from(table.get(c).copied().unwrap_or(100))).collect();
+        let total: u64 = ws.iter().sum();
+        if total > 0 {
+            let mut x = rng.random_range(0..total);
+            for (i, w) in ws.iter().enumerate() {
+                if x < *w {
+                    return i;
+                }
+                x -= w;
+            }
+        }
+    }
+    rng.random_range(0..cells.len())
 }
 
 /// Spans sent, acknowledged and rejected so far.
@@ -180,7 +205,7 @@ pub(crate) fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic
         while owed >= 1.0 {
             owed -= 1.0;
             n += 1;
-            let ci = rng.random_range(0..load.cells.len());
+            let ci = pick(&mut rng, &load.cells, load.weights.as_ref());
             let cell = &load.cells[ci];
             let fail_rate = load
                 .fails

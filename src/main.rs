@@ -206,6 +206,7 @@ fn main() -> anyhow::Result<()> {
                 duration: duration.map(Into::into),
                 fails: fail,
                 token,
+                weights: None,
             };
             loadgen::run_with_progress(&load)
         }

@@ -167,7 +167,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.spawn(async move {
         axum::serve(http, otlp_http).with_graceful_shutdown(stop.cancelled_owned()).await.context("OTLP/HTTP server")
     });
-    let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone());
+    let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone());
     let stop = shutdown.clone();
     // Gateways watch CellWeights here.
     tasks.spawn(async move {

@@ -249,6 +249,8 @@ pub struct CellWeightsService {
     controller: Arc<Controller>,
     clock: cellpilot_core::clock::SharedClock,
     auth: cellpilot_core::auth::Authenticator,
+    /// Ends every Watch stream on shutdown, so the server can stop gracefully.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl CellWeightsService {
@@ -257,8 +259,9 @@ impl CellWeightsService {
         controller: Arc<Controller>,
         clock: cellpilot_core::clock::SharedClock,
         auth: cellpilot_core::auth::Authenticator,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        Self { controller, clock, auth }
+        Self { controller, clock, auth, shutdown }
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -292,10 +295,13 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         let guard = Watching { controller: self.controller.clone(), gateway };
         // The current table at once, then each change; a slow watcher skips to the latest
         // version instead of holding anyone up.
-        let stream = tokio_stream::wrappers::WatchStream::new(rx).map(move |t| {
-            let _alive = &guard;
-            Ok(to_proto(&t))
-        });
+        let stream = futures::StreamExt::take_until(
+            tokio_stream::wrappers::WatchStream::new(rx).map(move |t| {
+                let _alive = &guard;
+                Ok(to_proto(&t))
+            }),
+            self.shutdown.clone().cancelled_owned(),
+        );
         let stream: TableStream = Box::pin(stream);
         Ok(Response::new(stream))
     }

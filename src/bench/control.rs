@@ -41,8 +41,9 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         Arc::new(Controller::open(&config, dir.path(), clock.clone(), Metrics::new()).map_err(anyhow::Error::msg)?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let service = CellWeightsService::new(controller.clone(), clock.clone(), Authenticator::default());
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let service =
+        CellWeightsService::new(controller.clone(), clock.clone(), Authenticator::default(), shutdown.clone());
     let stop = shutdown.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder().add_service(service.into_server()).serve_with_incoming_shutdown(
