@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding {what} on {addr}"))
@@ -158,7 +158,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop.cancelled_owned())
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stop.cancelled_owned())
             .await
             .context("OTLP/gRPC server")
     });
@@ -173,7 +173,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .add_service(weights_service.into_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(control), stop.cancelled_owned())
+            .serve_with_incoming_shutdown(TcpIncoming::from(control).with_nodelay(Some(true)), stop.cancelled_owned())
             .await
             .context("control server")
     });

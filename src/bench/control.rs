@@ -1,6 +1,7 @@
 //! `cellpilot bench control`: decision-to-delivery latency with 100 gateways watching
 //! CellWeights over real gRPC on loopback — from the evaluation that decides a drain (policy,
-//! decision log fsync, publish) to the last watcher holding the new table.
+//! decision log fsync, publish) to the last watcher holding the new table. 20 cells; each
+//! evaluation drains the next one while earlier ones ramp back.
 
 use super::median;
 use cellpilot_control::Controller;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WATCHERS: usize = 100;
+/// Cells in the table; drains cycle through them while earlier ones restore.
+const CELLS: usize = 20;
 
 fn percentile(xs: &mut [f64], q: f64) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -47,7 +50,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
     let stop = shutdown.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder().add_service(service.into_server()).serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             stop.cancelled_owned(),
         ),
     );
@@ -73,7 +76,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
     }
 
     let mut latencies = Vec::with_capacity(drains);
-    let healthy: Vec<CellInput> = (0..drains + 1)
+    let healthy: Vec<CellInput> = (0..CELLS)
         .map(|i| CellInput {
             cell: format!("cell-{i:04}"),
             requests: 1000,
@@ -90,9 +93,10 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
     }
     for i in 0..drains {
         let mut inputs = healthy.clone();
-        inputs[i].errors = 200;
-        inputs[i].latest_errors = 60;
-        now += 1_000;
+        inputs[i % CELLS].errors = 200;
+        inputs[i % CELLS].latest_errors = 60;
+        // Far enough apart that earlier drains restore meanwhile (and the table stays small).
+        now += 100_000;
         let tick = Instant::now();
         let decided = controller.evaluate(now, &inputs);
         anyhow::ensure!(decided.iter().any(|d| d.new_weight == 0), "iteration {i} drained nothing");
