@@ -282,6 +282,19 @@ pub(crate) fn run_with_progress(load: &Load) -> anyhow::Result<()> {
     let result = run(load, p, &stop);
     stop.store(true, Ordering::Relaxed);
     let _ = printer.join();
-    eprintln!("\r\x1b[2K{}", progress_line(&progress, started.elapsed()));
+    // After the final flush, whatever was neither acknowledged nor rejected was dropped by the
+    // SDK's queue (the generator outran the exporter).
+    let (sent, acked, rejected) = (
+        progress.sent.load(Ordering::Relaxed),
+        progress.acked.load(Ordering::Relaxed),
+        progress.rejected.load(Ordering::Relaxed),
+    );
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "\r\x1b[2K{}  dropped by the SDK {}  acknowledged {:.0}/s",
+        progress_line(&progress, started.elapsed()),
+        sent.saturating_sub(acked + rejected),
+        acked as f64 / secs
+    );
     result
 }
