@@ -2,6 +2,7 @@
 //! line and shuts everything down on SIGINT/SIGTERM.
 
 use anyhow::Context;
+use cellpilot_alerts::run::{AlertsView, ControlView};
 use cellpilot_control::Controller;
 use cellpilot_control::service::CellWeightsService;
 use cellpilot_core::auth::Authenticator;
@@ -32,6 +33,30 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 fn warn_if_open(what: &str, addr: SocketAddr, auth: &Authenticator) {
     if !addr.ip().is_loopback() && !auth.enabled() {
         tracing::warn!(%addr, "{what} listens beyond loopback with no [auth] tokens: anyone who can reach it may use it");
+    }
+}
+
+/// What the alert rules see of the control loop.
+struct ControlFacts(Arc<Controller>);
+
+impl ControlView for ControlFacts {
+    fn drained(&self) -> Vec<String> {
+        let t = self.0.table();
+        t.cells.into_iter().filter(|c| c.state == cellpilot_control::State::Drained).map(|c| c.cell).collect()
+    }
+
+    fn blocked(&self) -> std::collections::BTreeMap<String, String> {
+        self.0.blocked()
+    }
+
+    fn finished_cutovers(&self, since_ms: i64) -> Vec<(String, Option<u64>, i64)> {
+        self.0
+            .cutovers()
+            .into_iter()
+            .filter(|c| c.source == cellpilot_control::cutover::Source::Observed)
+            .filter(|c| c.completed_at_ms.is_some_and(|t| t >= since_ms))
+            .filter_map(|c| Some((c.cell, c.decision_version, c.duration_ms?)))
+            .collect()
     }
 }
 
@@ -103,7 +128,9 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
         Controller::open(&config.control, &config.storage.dir, clock.clone(), metrics.clone())
             .map_err(|e| anyhow::anyhow!("control state: {e}"))?,
     );
+    let alerts = Arc::new(AlertsView::default());
     let state = AppState {
+        alerts: alerts.clone(),
         controller: controller.clone(),
         store: store.clone(),
         config: config.clone(),
@@ -182,6 +209,13 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     let (agg, m, c) = (aggregator.clone(), metrics.clone(), clock.clone());
     tasks.spawn(async move {
         cellpilot_ingest::closer::run(agg, sink, c, m, stop.cancelled_owned()).await;
+        Ok(())
+    });
+    let stop = shutdown.clone();
+    let view: Arc<dyn ControlView> = Arc::new(ControlFacts(controller.clone()));
+    let (st, cfg, m, c, a) = (store.clone(), config.clone(), metrics.clone(), clock.clone(), alerts.clone());
+    tasks.spawn(async move {
+        cellpilot_alerts::run::run(st, cfg, view, a, m, c, stop.cancelled_owned()).await;
         Ok(())
     });
     let stop = shutdown.clone();

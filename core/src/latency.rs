@@ -232,10 +232,10 @@ pub fn deserialize(bytes: &[u8]) -> Result<Histogram<u64>, String> {
 const V2_COOKIE: u32 = 0x1c84_9313;
 const V2_HEADER: usize = 40;
 
-/// Adds a V2-serialized histogram's counts into `into` without building an intermediate
-/// histogram (the hot path of every merge). Falls back to the general deserializer for other
-/// layouts (compressed, or another configuration).
-pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), String> {
+/// Calls `f(lowest value of the bucket, count)` for every non-empty bucket of a V2-serialized
+/// histogram, decoding the payload in place (the hot path of every merge). Other layouts
+/// (compressed, another configuration) go through the general deserializer.
+pub fn for_each_bucket(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), String> {
     let be_u32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let fast = be_u32(0) == Some(V2_COOKIE)
         && be_u32(8) == Some(0)
@@ -243,7 +243,10 @@ pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), Str
         && bytes.get(16..24).map(|b| b == 1u64.to_be_bytes()) == Some(true);
     if !fast {
         let h = deserialize(bytes)?;
-        return into.add(&h).map_err(|e| format!("merging histograms: {e:?}"));
+        for v in h.iter_recorded() {
+            f(v.value_iterated_to(), v.count_at_value());
+        }
+        return Ok(());
     }
     let len = be_u32(4).ok_or("truncated histogram header")? as usize;
     let payload = bytes.get(V2_HEADER..V2_HEADER + len).ok_or("truncated histogram payload")?;
@@ -258,13 +261,34 @@ pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), Str
         } else {
             if v > 0 {
                 let i = u16::try_from(index).map_err(|_| "histogram index out of range")?;
-                into.record_n(bucket_lowest(i), v as u64)
-                    .map_err(|e| format!("histogram value out of range: {e:?}"))?;
+                f(bucket_lowest(i), v as u64);
             }
             index += 1;
         }
     }
     Ok(())
+}
+
+/// Adds a serialized histogram's counts into `into`.
+pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), String> {
+    let mut err = None;
+    for_each_bucket(bytes, |v, n| {
+        if let Err(e) = into.record_n(v, n) {
+            err = Some(format!("histogram value out of range: {e:?}"));
+        }
+    })?;
+    err.map_or(Ok(()), Err)
+}
+
+/// Samples of a serialized histogram slower than `threshold_us` (to bucket precision).
+pub fn count_above(bytes: &[u8], threshold_us: u64) -> Result<u64, String> {
+    let mut n = 0;
+    for_each_bucket(bytes, |v, c| {
+        if v > threshold_us {
+            n += c;
+        }
+    })?;
+    Ok(n)
 }
 
 /// HdrHistogram's LEB128-64b9B varint: up to 8 bytes of 7 bits, then a full ninth byte.

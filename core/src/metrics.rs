@@ -38,6 +38,8 @@ pub struct Metrics {
     pub decisions: IntCounter,
     /// Cut-overs finished (observed) or reported, by `source`.
     pub cutovers: IntCounterVec,
+    /// Alert deliveries by `receiver` and `result` (ok, failed).
+    pub alert_deliveries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -138,6 +140,12 @@ impl Metrics {
             wal_segments: gauge(&r, "cellpilot_wal_segments", "Write-ahead log segments on disk."),
             decisions: counter(&r, "cellpilot_decisions_total", "Cell-weight decisions made."),
             cutovers: counter_vec(&r, "cellpilot_cutovers_total", "Cut-overs finished, by source.", &["source"]),
+            alert_deliveries: counter_vec(
+                &r,
+                "cellpilot_alert_deliveries_total",
+                "Alert deliveries by receiver and result.",
+                &["receiver", "result"],
+            ),
             registry: r,
         }
     }

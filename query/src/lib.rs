@@ -9,6 +9,7 @@
 //! - [`sql`], [`table`], [`udf`]: read-only DataFusion SQL over every tier, with the
 //!   histogram functions `hdr_merge`, `hdr_quantile` and `latency_quantile`.
 //! - [`series`]: bucketed time series of a cell / service / route selection.
+//! - [`slo`]: requests, errors and slow requests of a selection (SLOs, alerts, attribution).
 //! - [`cells`]: per-cell totals and merged latency quantiles over a time range.
 //! - [`error`]: the crate's error type.
 
@@ -17,6 +18,7 @@ pub mod error;
 pub mod files;
 pub mod rollup;
 pub mod series;
+pub mod slo;
 pub mod sql;
 pub mod store;
 pub mod table;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `cellpilot` binary: each test starts the real server on loopback
 //! (port 0) and talks to it over real OTLP/gRPC, OTLP/HTTP and the JSON API.
 
+mod alerts;
 mod bad_input;
 mod control;
 mod demo;

@@ -313,3 +313,26 @@ pub async fn cutovers(State(state): State<AppState>, headers: HeaderMap) -> Resu
         .collect();
     Ok(Json(serde_json::json!({ "cutovers": rows })))
 }
+
+/// `GET /api/v1/alerts`: pending, firing and recently resolved alerts, with delivery status.
+pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let t = |ms: Option<i64>| ms.map(format_rfc3339_ms);
+    let rows: Vec<_> = state
+        .alerts
+        .alerts()
+        .into_iter()
+        .map(|a| {
+            serde_json::json!({
+                "fingerprint": a.fingerprint,
+                "state": a.state,
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "active_since": format_rfc3339_ms(a.active_since_ms),
+                "starts_at": t(a.starts_at_ms),
+                "ends_at": t(a.ends_at_ms),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "alerts": rows, "deliveries": state.alerts.deliveries() })))
+}

@@ -27,6 +27,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Cell weights and decisions.
     pub controller: Arc<cellpilot_control::Controller>,
+    /// Alerts and their deliveries.
+    pub alerts: Arc<cellpilot_alerts::run::AlertsView>,
 }
 
 impl AppState {

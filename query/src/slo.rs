@@ -1,0 +1,82 @@
+//! Counts behind SLOs: requests, errors and slow requests of a cell / service / route selection
+//! over a range, read through the tiers like every typed query.
+
+use crate::cells::{Part, plan};
+use crate::files::Table;
+use crate::rollup::column;
+use crate::store::RollupStore;
+use crate::tier::Tier;
+use crate::{Error, Result};
+use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
+use cellpilot_core::latency;
+
+/// Which rows count; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// Cell.
+    pub cell: Option<String>,
+    /// Service.
+    pub service: Option<String>,
+    /// Route.
+    pub route: Option<String>,
+}
+
+/// What a selection saw over a range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests.
+    pub requests: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Requests slower than the threshold asked for (errors included: rollups keep one histogram).
+    pub slow: u64,
+}
+
+/// Counts of `sel` over `[from_ms, to_ms)`; `slow_above_us` asks for the slow count too.
+pub fn counts(
+    store: &RollupStore,
+    sel: &Selector,
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+    slow_above_us: Option<u64>,
+) -> Result<Counts> {
+    if from_ms >= to_ms {
+        return Ok(Counts::default());
+    }
+    let parts = plan(from_ms, to_ms, now_ms - store.retention_ms(Tier::Fine));
+    counts_from(store, sel, &parts, slow_above_us)
+}
+
+/// Like [`counts`] over explicit parts.
+pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_above_us: Option<u64>) -> Result<Counts> {
+    let mut out = Counts::default();
+    let cols: &[usize] = if slow_above_us.is_some() { &[0, 1, 2, 3, 4, 5, 6, 7] } else { &[0, 1, 2, 3, 4, 5, 6] };
+    for part in parts {
+        for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, Some(cols))? {
+            let (starts, ends) =
+                (column::<TimestampMillisecondArray>(&b, 0)?, column::<TimestampMillisecondArray>(&b, 1)?);
+            let (cell, service, route) =
+                (column::<StringArray>(&b, 2)?, column::<StringArray>(&b, 3)?, column::<StringArray>(&b, 4)?);
+            let (req, err) = (column::<UInt64Array>(&b, 5)?, column::<UInt64Array>(&b, 6)?);
+            let hist = if slow_above_us.is_some() { Some(column::<BinaryArray>(&b, 7)?) } else { None };
+            let keep =
+                |want: &Option<String>, col: &StringArray, i: usize| want.as_deref().is_none_or(|w| w == col.value(i));
+            for i in 0..b.num_rows() {
+                let (s, e) = (starts.value(i), ends.value(i));
+                let inside =
+                    if part.inside { s >= part.from_ms && e <= part.to_ms } else { s < part.to_ms && e > part.from_ms };
+                if !(inside && keep(&sel.cell, cell, i) && keep(&sel.service, service, i) && keep(&sel.route, route, i))
+                {
+                    continue;
+                }
+                out.requests += req.value(i);
+                out.errors += err.value(i);
+                if let (Some(h), Some(threshold)) = (hist, slow_above_us) {
+                    out.slow += latency::count_above(h.value(i), threshold).map_err(Error::Internal)?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
