@@ -9,5 +9,6 @@ mod durability;
 mod metrics;
 mod ops;
 mod query;
+mod sla;
 mod support;
 mod traces;

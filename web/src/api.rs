@@ -336,3 +336,71 @@ pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Result
         .collect();
     Ok(Json(serde_json::json!({ "alerts": rows, "deliveries": state.alerts.deliveries() })))
 }
+
+/// `GET /api/v1/slos`: the configured SLOs.
+pub async fn slos(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let rows: Vec<_> = state
+        .config
+        .slo
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "availability": s.availability,
+                "latency_p999_ms": s.latency_p999_ms,
+                "cutover_ms": s.cutover_ms,
+                "period": s.period.to_string(),
+                "selector": s.selector,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "slos": rows })))
+}
+
+/// `GET /api/v1/sla/{slo}?from=&to=` (default: the SLO's period): the SLA gap and what caused it.
+pub async fn sla(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Query(range): Query<RangeParams>,
+) -> Result<Json<cellpilot_dashboards::Report>, ApiError> {
+    state.authorize(auth_header(&headers))?;
+    let slo = state
+        .config
+        .slo
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no SLO named `{name}` (see GET /api/v1/slos)")))?;
+    let now = state.clock.now_ms();
+    let (from, to) = range.resolve(now, slo.period.as_millis_i64())?;
+    let drains: Vec<cellpilot_dashboards::Drain> = state
+        .controller
+        .cutovers()
+        .into_iter()
+        .map(|c| cellpilot_dashboards::Drain {
+            cell: c.cell,
+            version: c.decision_version,
+            decided_at_ms: c.decided_at_ms,
+            completed_at_ms: c.completed_at_ms,
+            duration_ms: c.duration_ms,
+        })
+        .collect();
+    let (store, config) = (state.store.clone(), state.config.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        cellpilot_dashboards::report(
+            &store,
+            &slo,
+            &config.dashboards,
+            config.control.policy.drain_error_rate,
+            &drains,
+            from,
+            to,
+            now,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(report))
+}

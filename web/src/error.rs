@@ -11,6 +11,9 @@ pub enum ApiError {
     /// A parameter is wrong; the message names it.
     #[error("{0}")]
     BadRequest(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// Credentials are missing or wrong.
     #[error("{0}")]
     Unauthorized(Denied),
@@ -32,6 +35,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "API request failed");

@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/decisions", get(api::decisions))
         .route("/api/v1/cutovers", get(api::cutovers))
         .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/slos", get(api::slos))
+        .route("/api/v1/sla/{slo}", get(api::sla))
         .route("/api/v1/cells/{cell}/override", axum::routing::post(api::override_cell))
         .with_state(state)
 }
