@@ -100,6 +100,17 @@ fn now_ms() -> i64 {
 /// Runs the demo until the duration passes or Ctrl-C.
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let mut config = Config::load(None, std::env::vars())?;
+    if config.slo.is_empty() {
+        // An SLO over every demo cell, so alerts fire and the SLA page has a gap to explain.
+        config.slo.push(cellpilot_core::config::SloConfig {
+            name: "demo".into(),
+            availability: 0.999,
+            latency_p999_ms: Some(2_500.0),
+            cutover_ms: Some(2_000),
+            period: cellpilot_core::config::Dur::days(30),
+            selector: Default::default(),
+        });
+    }
     let temp = match &options.data_dir {
         Some(dir) => {
             config.storage.dir = dir.clone();
@@ -123,6 +134,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     println!("  cells      http://{}/api/v1/cells    weights  http://{}/api/v1/weights", a.web, a.web);
     println!("  cut-overs  http://{}/api/v1/cutovers  decisions  http://{}/api/v1/decisions", a.web, a.web);
     println!("  gateway    a simulated gateway watches CellWeights on {} and splits users by weight", a.control);
+    println!("  alerts     http://{}/api/v1/alerts      SLA gap  http://{}/api/v1/sla/demo", a.web, a.web);
     println!(
         "  SQL        cellpilot query --server http://{} \"SELECT cell, sum(errors) FROM rollups GROUP BY cell\"",
         a.web

@@ -53,5 +53,18 @@ async fn demo_serves_live_cells_with_an_incident() {
     let c = &cutovers["cutovers"][0];
     assert_eq!(c["cell"], "bj-unit-01", "{cutovers}");
     assert!(c["applied_at"].is_string() && c["duration_ms"].is_i64(), "applied and completed: {c}");
+    // An alert fired for the incident, and the SLA report pins the bad events on that cell.
+    let alerts = demo.get_json("/api/v1/alerts").await;
+    let names: Vec<_> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["alertname"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "CellErrorRateHigh" || n == "CellDrained"), "{alerts}");
+    let sla = demo.get_json("/api/v1/sla/demo").await;
+    assert!(sla["availability"]["bad_events"].as_u64().unwrap() > 0, "{sla}");
+    assert_eq!(sla["availability"]["attribution"]["cell"][0]["key"], "bj-unit-01");
+    assert_eq!(sla["availability"]["attribution"]["cutover"][0]["cell"], "bj-unit-01");
     assert!(demo.wait(Duration::from_secs(30)).success(), "the demo stops cleanly after --duration");
 }
