@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`attribution`]: the SLA gap attribution engine behind `GET /api/v1/sla/{slo}`.
+//! - [`svg`]: server-side SVG charts (sparklines, line charts with markers, attribution bars).
 
 pub mod attribution;
+pub mod svg;
 
 pub use attribution::{Drain, Report, report};

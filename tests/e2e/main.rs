@@ -8,6 +8,7 @@ mod demo;
 mod durability;
 mod metrics;
 mod ops;
+mod pages;
 mod query;
 mod sla;
 mod support;

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`api`]: `/api/v1/*` JSON handlers.
+//! - [`pages`]: the HTML dashboard (askama templates in `web/templates/`).
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`state`]: [`AppState`], what every handler can reach.
 //! - [`error`]: API errors and their one mapping to HTTP responses.
@@ -9,6 +10,7 @@
 pub mod api;
 pub mod error;
 pub mod ops;
+pub mod pages;
 pub mod state;
 
 pub use state::AppState;
@@ -21,6 +23,12 @@ use tokio::net::TcpListener;
 /// Every route of the web listener.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(pages::overview))
+        .route("/cells/{cell}", get(pages::cell))
+        .route("/sla/{slo}", get(pages::sla))
+        .route("/decisions", get(pages::decisions))
+        .route("/alerts", get(pages::alerts))
+        .route("/query", get(pages::query))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

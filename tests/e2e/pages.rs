@@ -1,0 +1,77 @@
+//! The HTML pages render from live data, with every attribute value escaped (a cell named
+//! `<script>alert(1)</script>` is text), charts drawn as inline SVG, and no external assets.
+
+use crate::support::{Server, now_ns};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+const EVIL: &str = "<script>alert(1)</script>";
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+}
+
+async fn page(server: &Server, path: &str) -> String {
+    let r = reqwest::get(format!("http://{}{path}", server.web)).await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn pages_render_and_escape() {
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    use std::io::Write;
+    write!(cfg, "[[slo]]\nname = \"shop\"\navailability = 0.999\nlatency_p999_ms = 500\n").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::spawn(&["serve", "--config", cfg.path().to_str().unwrap()], data.path(), &[]);
+    let now = now_ns();
+    let spans: Vec<Span> = ["ok-cell", EVIL]
+        .iter()
+        .flat_map(|cell| {
+            (0..100).map(move |i| Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                name: "GET /".into(),
+                kind: 2,
+                start_time_unix_nano: now - 5_000_000,
+                end_time_unix_nano: now,
+                attributes: vec![
+                    kv("cell.id", Value::StringValue(cell.to_string())),
+                    kv("http.response.status_code", Value::IntValue(if i < 7 { 500 } else { 200 })),
+                ],
+                ..Default::default()
+            })
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(server.post_otlp("traces", req.encode_to_vec()).await.status(), 200);
+
+    let home = page(&server, "/").await;
+    assert!(home.contains("ok-cell") && home.contains("<svg"), "cell grid with sparklines");
+    assert!(home.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the cell name is shown as text");
+    assert!(!home.contains(EVIL), "and never as markup");
+    assert!(home.contains("href=\"/sla/shop\""));
+    assert!(!home.contains("http://") && !home.contains("https://"), "no external assets");
+
+    let cell = page(&server, "/cells/ok-cell?range=15m").await;
+    assert!(cell.matches("<svg").count() >= 3, "three charts");
+    assert!(cell.contains("class=\"on\" href=\"/cells/ok-cell?range=15m\""), "the range picker marks the range");
+    let evil_cell = page(&server, &format!("/cells/{}", "%3Cscript%3Ealert(1)%3C%2Fscript%3E")).await;
+    assert!(!evil_cell.contains(EVIL));
+
+    let sla = page(&server, "/sla/shop?range=1h").await;
+    assert!(sla.contains("bad events 14"), "7 + 7 errors: {sla}");
+    for p in ["/decisions", "/alerts", "/query"] {
+        page(&server, p).await;
+    }
+    let bad = reqwest::get(format!("http://{}/cells/ok-cell?range=2w", server.web)).await.unwrap();
+    assert_eq!(bad.status(), 400);
+}
