@@ -24,11 +24,16 @@ pub fn sparkline(values: &[f64], title: &str) -> String {
     let (w, h) = (120.0, 28.0);
     let max = values.iter().copied().fold(0.0f64, f64::max).max(1e-9);
     let n = values.len().max(2) as f64 - 1.0;
-    let pts: Vec<String> = values
+    let mut pts: Vec<String> = values
         .iter()
         .enumerate()
         .map(|(i, v)| format!("{:.1},{:.1}", i as f64 / n * w, h - 2.0 - v / max * (h - 4.0)))
         .collect();
+    // One point (a cell seen for a minute) still draws a short flat stroke.
+    if let [only] = values {
+        let y = h - 2.0 - only / max * (h - 4.0);
+        pts = vec![format!("{:.1},{y:.1}", w - 6.0), format!("{w:.1},{y:.1}")];
+    }
     format!(
         r#"<svg class="spark" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>{}</title><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{}"/></svg>"#,
         escape(title),
@@ -56,8 +61,8 @@ pub fn line_chart(
     to_ms: i64,
     markers: &[Marker],
 ) -> String {
-    let (w, h, left, bottom, top) = (640.0, 200.0, 56.0, 24.0, 12.0);
-    let plot_w = w - left - 8.0;
+    let (w, h, left, bottom, top) = (640.0, 214.0, 60.0, 24.0, 26.0);
+    let plot_w = w - left - 28.0;
     let plot_h = h - bottom - top;
     let max = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
     let max = if max <= 0.0 { 1.0 } else { max * 1.1 };
@@ -70,6 +75,7 @@ pub fn line_chart(
         r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title>"#,
         t = escape(title)
     );
+    let _ = write!(s, r#"<text class="label" x="{left}" y="14">{}</text>"#, escape(title));
     let _ = write!(s, r#"<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{}"/>"#, top + plot_h);
     let _ = write!(
         s,

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod bad_input;
+mod browser;
 mod control;
 mod demo;
 mod durability;
