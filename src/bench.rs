@@ -4,6 +4,7 @@
 pub(crate) mod control;
 pub(crate) mod ingest;
 pub(crate) mod query;
+pub(crate) mod web;
 
 /// Median of `xs` (sorted in place); 0 for an empty slice.
 pub(crate) fn median(xs: &mut [f64]) -> f64 {

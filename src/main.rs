@@ -136,6 +136,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
+    /// Server-side render time of `/` and `/sla/{slo}` for 100 cells over 24 h.
+    Web {
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Renders of each page (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Decision-to-delivery latency with 100 gateways watching CellWeights over gRPC.
     Control {
         /// Print one JSON line instead of a table.
@@ -213,6 +222,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
         Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
         Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
+        Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
         Command::Generate { data_dir, days, fine_hours, cells, services, routes, rps, incident, seed } => {
             let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);
             // Only complete buckets: live ingest owns the windows from here on.

@@ -1,0 +1,102 @@
+//! `cellpilot bench web`: server-side render time of `/` and `/sla/{slo}` for 100 cells over
+//! 24 h of generated history (`cellpilot generate` into a temp data dir), through the real router.
+
+use super::median;
+use crate::generate::{self, Plan};
+use cellpilot_core::auth::Authenticator;
+use cellpilot_core::clock::{Clock, SharedClock, SystemClock};
+use cellpilot_core::config::{Config, Dur, SloConfig};
+use cellpilot_core::metrics::Metrics;
+use cellpilot_query::tier::{DAY_MS, FIVE_MIN_MS, HOUR_MS};
+use cellpilot_query::{RollupStore, StoreSettings};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+use tower::ServiceExt;
+
+/// Runs the benchmark and prints the figures.
+pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(measure(json, runs.max(1)))
+}
+
+async fn measure(json: bool, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let now = SystemClock.now_ms();
+    let end = now - 60_000;
+    let plan = Plan {
+        dir: dir.path().to_path_buf(),
+        days: 1,
+        cells: 100,
+        services: 1,
+        routes: 1,
+        rps: 5.0,
+        fine_hours: 24,
+        incidents: vec![generate::Incident::parse("cell-07@3h+15m:0.3", now)?],
+        fine_ms: 10_000,
+        end_ms: end - end.rem_euclid(FIVE_MIN_MS),
+        seed: 5,
+    };
+    generate::run(&plan)?;
+    let mut config = Config::default();
+    config.storage.dir = dir.path().to_path_buf();
+    config.slo.push(SloConfig {
+        name: "bench".into(),
+        availability: 0.999,
+        latency_p999_ms: Some(1_000.0),
+        cutover_ms: Some(1_000),
+        period: Dur::days(1),
+        selector: Default::default(),
+    });
+    let store = Arc::new(RollupStore::open(StoreSettings {
+        dir: dir.path().to_path_buf(),
+        fine_ms: 10_000,
+        lateness_ms: 30_000,
+        retention_ms: [48 * HOUR_MS, 30 * DAY_MS, 400 * DAY_MS],
+    })?);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let metrics = Metrics::new();
+    let controller = Arc::new(
+        cellpilot_control::Controller::open(&config.control, dir.path(), clock.clone(), metrics.clone())
+            .map_err(anyhow::Error::msg)?,
+    );
+    let state = cellpilot_web::AppState {
+        store,
+        config: Arc::new(config),
+        auth: Authenticator::default(),
+        metrics,
+        clock,
+        ready: Arc::new(AtomicBool::new(true)),
+        controller,
+        alerts: Arc::default(),
+    };
+    let app = cellpilot_web::router(state);
+    let time = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            let mut xs = Vec::new();
+            for _ in 0..runs {
+                let req = axum::http::Request::get(path).body(axum::body::Body::empty())?;
+                let t = Instant::now();
+                let resp = app.clone().oneshot(req).await?;
+                let status = resp.status();
+                let _ = axum::body::to_bytes(resp.into_body(), 64 << 20).await?;
+                xs.push(t.elapsed().as_secs_f64() * 1000.0);
+                anyhow::ensure!(status == 200, "{path} answered {status}");
+            }
+            anyhow::Ok(median(&mut xs))
+        }
+    };
+    let overview = time("/").await?;
+    let sla = time("/sla/bench?range=24h").await?;
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "web", "overview_ms": round(overview), "sla_ms": round(sla), "cells": 100, "hours": 24, "runs": runs})
+        );
+    } else {
+        println!("render / : {overview:.1} ms   /sla/bench (24 h): {sla:.1} ms   (100 cells, medians of {runs})");
+    }
+    Ok(())
+}
