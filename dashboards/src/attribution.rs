@@ -15,7 +15,8 @@ use cellpilot_query::cells::Part;
 use cellpilot_query::files::Table;
 use cellpilot_query::tier::{FIVE_MIN_MS, Tier};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// A drain to attribute: what the `cutovers` table says about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,9 +38,9 @@ pub struct Drain {
 struct Row {
     start: i64,
     end: i64,
-    cell: String,
-    service: String,
-    route: String,
+    cell: Arc<str>,
+    service: Arc<str>,
+    route: Arc<str>,
     requests: u64,
     errors: u64,
     /// Slow non-error requests (latency objective).
@@ -198,8 +199,24 @@ fn fine_plan(store: &RollupStore, from: i64, to: i64, now: i64) -> Vec<Part> {
     parts
 }
 
+/// Shared copies of names, so a row costs no allocation.
+#[derive(Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(s) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(s);
+        self.0.insert(n.clone());
+        n
+    }
+}
+
 fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> cellpilot_query::Result<Vec<Row>> {
     let threshold = slo.latency_p999_ms.map(|ms| (ms * 1000.0) as u64);
+    let mut names = Names::default();
     let mut out = Vec::new();
     for part in fine_plan(store, from, to, now) {
         for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, None)? {
@@ -232,9 +249,9 @@ fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> c
                 out.push(Row {
                     start: ws,
                     end: we,
-                    cell: c.value(i).to_string(),
-                    service: sv.value(i).to_string(),
-                    route: r.value(i).to_string(),
+                    cell: names.get(c.value(i)),
+                    service: names.get(sv.value(i)),
+                    route: names.get(r.value(i)),
                     requests: rq.value(i),
                     errors: er.value(i),
                     // Slow requests that failed already count against availability.
@@ -331,12 +348,12 @@ fn objective(
             .fold((0u64, 0u64), |(b, t), r| (b + bad_of(r), t + r.requests));
         burn(b, t, target)
     };
-    let group = |key: fn(&Row) -> &str| {
-        let mut m: BTreeMap<String, u64> = BTreeMap::new();
+    let group = |key: fn(&Row) -> &Arc<str>| {
+        let mut m: HashMap<Arc<str>, u64> = HashMap::new();
         for r in inp.rows {
-            *m.entry(key(r).to_string()).or_default() += bad_of(r);
+            *m.entry(key(r).clone()).or_default() += bad_of(r);
         }
-        shares(m, bad)
+        shares(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), bad)
     };
     Objective {
         threshold_ms,
@@ -365,11 +382,16 @@ fn burn(bad: u64, total: u64, target: f64) -> f64 {
     if total == 0 || budget <= 0.0 { 0.0 } else { (bad as f64 / total as f64) / budget }
 }
 
+/// (end, bad, requests, bad per cell) of a time bucket.
+type Bucket = (i64, u64, u64, BTreeMap<Arc<str>, u64>);
+/// (start, end, bad, bad per cell) of an incident.
+type Run = (i64, i64, u64, BTreeMap<Arc<str>, u64>);
+
 /// Runs of 1-minute buckets (or coarser windows where only coarse tiers remain) burning faster
 /// than `incident_burn_rate`, merged across gaps shorter than `incident_gap`.
 fn incidents(inp: &Inputs<'_>, target: f64, bad_of: fn(&Row) -> u64, total_bad: u64) -> Vec<Incident> {
     // bucket start -> (end, bad, requests, bad per cell)
-    let mut buckets: BTreeMap<i64, (i64, u64, u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
     for r in inp.rows {
         let width = r.end - r.start;
         let (b0, b1) = if width < 60_000 {
@@ -383,7 +405,7 @@ fn incidents(inp: &Inputs<'_>, target: f64, bad_of: fn(&Row) -> u64, total_bad: 
         *e.3.entry(r.cell.clone()).or_default() += bad_of(r);
     }
     let gap = inp.dash.incident_gap.as_millis_i64();
-    let mut runs: Vec<(i64, i64, u64, BTreeMap<String, u64>)> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     for (start, (end, bad, req, cells)) in buckets {
         if burn(bad, req, target) <= inp.dash.incident_burn_rate {
             continue;
@@ -402,8 +424,11 @@ fn incidents(inp: &Inputs<'_>, target: f64, bad_of: fn(&Row) -> u64, total_bad: 
     let mut out: Vec<Incident> = runs
         .into_iter()
         .map(|(from, to, bad, cells)| {
-            let cell =
-                cells.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(c, _)| c).unwrap_or_default();
+            let cell = cells
+                .into_iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map(|(c, _)| c.to_string())
+                .unwrap_or_default();
             Incident {
                 key: format!("{cell} {}–{}", hhmm(from), hhmm(to)),
                 cell,
@@ -427,7 +452,7 @@ fn cutovers(inp: &Inputs<'_>, bad_of: fn(&Row) -> u64, total_bad: u64) -> Vec<Cu
         let Some(done) = d.completed_at_ms else { continue };
         // Per window of the cell: errors / requests (the drain rule's view).
         let mut windows: BTreeMap<i64, (i64, u64, u64)> = BTreeMap::new();
-        for r in inp.rows.iter().filter(|r| r.cell == d.cell) {
+        for r in inp.rows.iter().filter(|r| *r.cell == *d.cell) {
             let e = windows.entry(r.start).or_insert((r.end, 0, 0));
             e.1 += r.errors;
             e.2 += r.requests;
@@ -445,7 +470,7 @@ fn cutovers(inp: &Inputs<'_>, bad_of: fn(&Row) -> u64, total_bad: u64) -> Vec<Cu
         }
         let target_end = inp.cutover_ms.map(|t| d.decided_at_ms + t as i64);
         let (mut bad, mut avoidable) = (0, 0);
-        for r in inp.rows.iter().filter(|r| r.cell == d.cell && r.end > onset && r.start <= done) {
+        for r in inp.rows.iter().filter(|r| *r.cell == *d.cell && r.end > onset && r.start <= done) {
             bad += bad_of(r);
             if target_end.is_some_and(|t| r.start >= t) {
                 avoidable += bad_of(r);

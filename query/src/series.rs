@@ -85,3 +85,43 @@ pub fn series(store: &RollupStore, sel: &Selection, from_ms: i64, to_ms: i64, st
         .map(|(t_ms, (requests, errors, h))| Point { t_ms, requests, errors, quantiles: Quantiles::of(&h) })
         .collect())
 }
+
+/// Requests per `step` bucket of every cell over `[from_ms, to_ms)`, from the finest tier, in one
+/// pass (no histogram is read).
+pub fn requests_per_cell(
+    store: &RollupStore,
+    from_ms: i64,
+    to_ms: i64,
+    step_ms: i64,
+) -> Result<BTreeMap<String, Vec<(i64, u64)>>> {
+    let step = step_ms.max(1);
+    let mut acc: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
+    for b in store.scan(Table::Rollups, Tier::Fine, from_ms, to_ms, Some(&[0, 2, 5]))? {
+        let start = column::<TimestampMillisecondArray>(&b, 0)?;
+        let cell = column::<StringArray>(&b, 1)?;
+        let req = column::<UInt64Array>(&b, 2)?;
+        for i in 0..b.num_rows() {
+            let t = start.value(i) - start.value(i).rem_euclid(step);
+            let c = cell.value(i);
+            let m = match acc.get_mut(c) {
+                Some(m) => m,
+                None => acc.entry(c.to_string()).or_default(),
+            };
+            *m.entry(t).or_default() += req.value(i);
+        }
+    }
+    // Minutes with no traffic are zeros, so sparklines keep their time axis.
+    let first = from_ms - from_ms.rem_euclid(step);
+    Ok(acc
+        .into_iter()
+        .map(|(c, m)| {
+            let mut v = Vec::new();
+            let mut t = first;
+            while t < to_ms {
+                v.push((t, m.get(&t).copied().unwrap_or(0)));
+                t += step;
+            }
+            (c, v)
+        })
+        .collect())
+}

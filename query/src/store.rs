@@ -44,10 +44,52 @@ struct State {
     last_expiry_ms: i64,
 }
 
+/// Decoded Parquet files, least recently used out first. Files never change once written, so
+/// repeated reads (dashboards refresh every 30 s) skip the decode.
+#[derive(Debug, Default)]
+struct FileCache {
+    files: std::collections::HashMap<PathBuf, (Arc<Vec<RecordBatch>>, usize, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// Bytes of decoded files kept.
+const CACHE_BYTES: usize = 256 << 20;
+
+impl FileCache {
+    fn get(&mut self, path: &Path) -> Option<Arc<Vec<RecordBatch>>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.files.get_mut(path).map(|e| {
+            e.2 = tick;
+            e.0.clone()
+        })
+    }
+
+    fn put(&mut self, path: PathBuf, batches: Arc<Vec<RecordBatch>>) {
+        let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        if size > CACHE_BYTES / 4 {
+            return;
+        }
+        while self.bytes + size > CACHE_BYTES {
+            let Some(oldest) = self.files.iter().min_by_key(|(_, e)| e.2).map(|(p, _)| p.clone()) else { break };
+            if let Some((_, n, _)) = self.files.remove(&oldest) {
+                self.bytes -= n;
+            }
+        }
+        self.tick += 1;
+        self.bytes += size;
+        if let Some((_, old, _)) = self.files.insert(path, (batches, size, self.tick)) {
+            self.bytes -= old;
+        }
+    }
+}
+
 /// Closed windows (files + pending) and open windows (ingest).
 #[derive(Debug)]
 pub struct RollupStore {
     settings: StoreSettings,
+    cache: Mutex<FileCache>,
     state: RwLock<State>,
     open: RwLock<Option<Arc<dyn OpenWindowSource>>>,
     /// Serializes flushes (the closer is the only writer, but tests may call directly).
@@ -132,7 +174,13 @@ impl RollupStore {
             c.pending_rollups.append(&mut coarse_pending_r);
             c.pending_errors.append(&mut coarse_pending_e);
         }
-        Ok(Self { settings, state: RwLock::new(state), open: RwLock::new(None), flush: Mutex::new(()) })
+        Ok(Self {
+            settings,
+            cache: Mutex::new(FileCache::default()),
+            state: RwLock::new(state),
+            open: RwLock::new(None),
+            flush: Mutex::new(()),
+        })
     }
 
     /// The data directory.
@@ -189,16 +237,22 @@ impl RollupStore {
         }
         let mut out = project(overlapping(memory, width, from_ms, to_ms)?, projection)?;
         for f in &file_list {
-            // Files are read with the projection (in file column order), then put in its order.
-            let mut sorted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
-            if let Some(s) = sorted.as_mut() {
-                s.sort_unstable();
-            }
-            let read = overlapping(files::read(f, sorted.as_deref())?, width, from_ms, to_ms)?;
-            let reorder: Option<Vec<usize>> = projection
-                .zip(sorted.as_ref())
-                .map(|(want, have)| want.iter().filter_map(|c| have.iter().position(|h| h == c)).collect());
-            out.extend(project(read, reorder.as_deref())?);
+            let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&f.path);
+            let batches = match cached {
+                Some(b) => b,
+                None => {
+                    let b = Arc::new(files::read(f, None)?);
+                    self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(f.path.clone(), b.clone());
+                    b
+                }
+            };
+            // A file wholly inside the range needs no row filter.
+            let rows = if f.start_ms > from_ms.saturating_sub(width) && f.end_ms <= to_ms {
+                batches.as_ref().clone()
+            } else {
+                overlapping(batches.as_ref().clone(), width, from_ms, to_ms)?
+            };
+            out.extend(project(rows, projection)?);
         }
         Ok(out)
     }
