@@ -220,7 +220,7 @@ fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> c
     let mut out = Vec::new();
     for part in fine_plan(store, from, to, now) {
         for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, None)? {
-            let (Some(s), Some(e), Some(c), Some(sv), Some(r), Some(rq), Some(er), Some(h)) = (
+            let (Some(s), Some(e), Some(c), Some(sv), Some(r), Some(rq), Some(er), Some(h), Some(mx)) = (
                 col::<TimestampMillisecondArray>(&b, "window_start"),
                 col::<TimestampMillisecondArray>(&b, "window_end"),
                 col::<StringArray>(&b, "cell"),
@@ -229,6 +229,7 @@ fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> c
                 col::<UInt64Array>(&b, "requests"),
                 col::<UInt64Array>(&b, "errors"),
                 col::<BinaryArray>(&b, "latency_hist"),
+                col::<UInt64Array>(&b, "max_us"),
             ) else {
                 continue;
             };
@@ -243,8 +244,11 @@ fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> c
                     continue;
                 }
                 let slow = match threshold {
-                    Some(t) => latency::count_above(h.value(i), t).map_err(cellpilot_query::Error::Internal)?,
-                    None => 0,
+                    // Nothing in a window whose slowest request was fast enough: skip the decode.
+                    Some(t) if mx.value(i) > t => {
+                        latency::count_above(h.value(i), t).map_err(cellpilot_query::Error::Internal)?
+                    }
+                    _ => 0,
                 };
                 out.push(Row {
                     start: ws,
