@@ -375,18 +375,7 @@ pub async fn sla(
         .ok_or_else(|| ApiError::NotFound(format!("no SLO named `{name}` (see GET /api/v1/slos)")))?;
     let now = state.clock.now_ms();
     let (from, to) = range.resolve(now, slo.period.as_millis_i64())?;
-    let drains: Vec<cellpilot_dashboards::Drain> = state
-        .controller
-        .cutovers()
-        .into_iter()
-        .map(|c| cellpilot_dashboards::Drain {
-            cell: c.cell,
-            version: c.decision_version,
-            decided_at_ms: c.decided_at_ms,
-            completed_at_ms: c.completed_at_ms,
-            duration_ms: c.duration_ms,
-        })
-        .collect();
+    let drains = state.drains();
     let (store, config) = (state.store.clone(), state.config.clone());
     let report = tokio::task::spawn_blocking(move || {
         cellpilot_dashboards::report(

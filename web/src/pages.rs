@@ -73,21 +73,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-fn drains(state: &AppState) -> Vec<cellpilot_dashboards::Drain> {
-    state
-        .controller
-        .cutovers()
-        .into_iter()
-        .map(|c| cellpilot_dashboards::Drain {
-            cell: c.cell,
-            version: c.decision_version,
-            decided_at_ms: c.decided_at_ms,
-            completed_at_ms: c.completed_at_ms,
-            duration_ms: c.duration_ms,
-        })
-        .collect()
-}
-
 /// An SLO card.
 pub struct SloCard {
     name: String,
@@ -126,7 +111,7 @@ struct Overview {
 pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let now = state.clock.now_ms();
-    let drains = drains(&state);
+    let drains = state.drains();
     let st = state.clone();
     let (slos, stats, sparks) = blocking(move || {
         let mut slos = Vec::new();
@@ -408,7 +393,7 @@ pub async fn sla(
     let default = RANGES.iter().rev().find(|(_, ms)| *ms <= slo.period.as_millis_i64()).map_or("30d", |(n, _)| n);
     let (range, span) = range_ms(&q, default)?;
     let now = state.clock.now_ms();
-    let drains = drains(&state);
+    let drains = state.drains();
     let st = state.clone();
     let s2 = slo.clone();
     let r = blocking(move || {

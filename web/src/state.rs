@@ -61,6 +61,21 @@ impl AppState {
             .unwrap_or((cellpilot_control::State::Active, self.base_weight(cell)))
     }
 
+    /// Every cut-over, as the attribution engine takes them.
+    pub fn drains(&self) -> Vec<cellpilot_dashboards::Drain> {
+        self.controller
+            .cutovers()
+            .into_iter()
+            .map(|c| cellpilot_dashboards::Drain {
+                cell: c.cell,
+                version: c.decision_version,
+                decided_at_ms: c.decided_at_ms,
+                completed_at_ms: c.completed_at_ms,
+                duration_ms: c.duration_ms,
+            })
+            .collect()
+    }
+
     /// The configured base weight of `cell`.
     pub fn base_weight(&self, cell: &str) -> u32 {
         self.config
