@@ -78,7 +78,11 @@ async fn gateway(control: String, weights: loadgen::Weights) {
     let run = async {
         let mut client = CellWeightsClient::connect(control).await?;
         let mut stream = client.watch(WatchWeightsRequest { gateway_id: "demo-gateway".into() }).await?.into_inner();
+        use rand::{RngExt, SeedableRng};
+        let mut jitter = rand::rngs::SmallRng::seed_from_u64(9);
         while let Some(t) = stream.message().await? {
+            // A real gateway takes a moment to push a new table to its proxies.
+            tokio::time::sleep(std::time::Duration::from_millis(jitter.random_range(200..800))).await;
             {
                 let mut w = weights.write().unwrap_or_else(|e| e.into_inner());
                 w.clear();
@@ -131,6 +135,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         CELLS.len(),
         options.rps
     );
+    println!("  dashboard  http://{}/", a.web);
     println!("  cells      http://{}/api/v1/cells    weights  http://{}/api/v1/weights", a.web, a.web);
     println!("  cut-overs  http://{}/api/v1/cutovers  decisions  http://{}/api/v1/decisions", a.web, a.web);
     println!("  gateway    a simulated gateway watches CellWeights on {} and splits users by weight", a.control);
