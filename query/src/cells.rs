@@ -230,3 +230,60 @@ mod tests {
         );
     }
 }
+
+/// One route of a cell over a range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteStats {
+    /// Service.
+    pub service: String,
+    /// Route.
+    pub route: String,
+    /// Requests.
+    pub requests: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Merged latency quantiles.
+    pub quantiles: Quantiles,
+}
+
+/// Every service × route of `cell` over `[from_ms, to_ms)`, busiest first.
+pub fn routes(store: &RollupStore, cell: &str, from_ms: i64, to_ms: i64, now_ms: i64) -> Result<Vec<RouteStats>> {
+    let parts = plan(from_ms, to_ms, now_ms - store.retention_ms(Tier::Fine));
+    let mut acc: BTreeMap<(String, String), (u64, u64, Histogram<u64>)> = BTreeMap::new();
+    for part in &parts {
+        for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, Some(&[0, 1, 2, 3, 4, 5, 6, 7]))? {
+            let (starts, ends) =
+                (column::<TimestampMillisecondArray>(&b, 0)?, column::<TimestampMillisecondArray>(&b, 1)?);
+            let (cells, services, route) =
+                (column::<StringArray>(&b, 2)?, column::<StringArray>(&b, 3)?, column::<StringArray>(&b, 4)?);
+            let (req, err) = (column::<UInt64Array>(&b, 5)?, column::<UInt64Array>(&b, 6)?);
+            let hist = column::<BinaryArray>(&b, 7)?;
+            for i in 0..b.num_rows() {
+                let (s, e) = (starts.value(i), ends.value(i));
+                let wanted =
+                    if part.inside { s >= part.from_ms && e <= part.to_ms } else { s < part.to_ms && e > part.from_ms };
+                if !wanted || cells.value(i) != cell {
+                    continue;
+                }
+                let a = acc
+                    .entry((services.value(i).to_string(), route.value(i).to_string()))
+                    .or_insert_with(|| (0, 0, latency::new_histogram()));
+                a.0 += req.value(i);
+                a.1 += err.value(i);
+                latency::add_serialized(hist.value(i), &mut a.2).map_err(Error::Internal)?;
+            }
+        }
+    }
+    let mut out: Vec<RouteStats> = acc
+        .into_iter()
+        .map(|((service, route), (requests, errors, h))| RouteStats {
+            service,
+            route,
+            requests,
+            errors,
+            quantiles: Quantiles::of(&h),
+        })
+        .collect();
+    out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
+    Ok(out)
+}

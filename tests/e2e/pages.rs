@@ -63,6 +63,10 @@ async fn pages_render_and_escape() {
 
     let cell = page(&server, "/cells/ok-cell?range=15m").await;
     assert!(cell.matches("<svg").count() >= 3, "three charts");
+    assert!(
+        cell.contains("<td>GET /</td><td class=\"num\">100</td><td class=\"num\">7.000 %</td>"),
+        "the routes table: {cell}"
+    );
     assert!(cell.contains("class=\"on\" href=\"/cells/ok-cell?range=15m\""), "the range picker marks the range");
     let evil_cell = page(&server, &format!("/cells/{}", "%3Cscript%3Ealert(1)%3C%2Fscript%3E")).await;
     assert!(!evil_cell.contains(EVIL));

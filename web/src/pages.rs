@@ -187,6 +187,16 @@ struct CellPage {
     errors_chart: String,
     latency_chart: String,
     exact: bool,
+    routes: Vec<RouteRow>,
+}
+
+/// One route of the cell page.
+pub struct RouteRow {
+    service: String,
+    route: String,
+    requests: u64,
+    error_rate: String,
+    p999: String,
 }
 
 /// `/cells/{cell}`: requests, error rate and P99.9 over time with decision and cut-over markers.
@@ -205,16 +215,27 @@ pub async fn cell(
     let snap = [3_600_000, 300_000].into_iter().find(|t| raw >= *t).unwrap_or(fine);
     let step = raw - raw % snap;
     let (st, c) = (state.clone(), cell.clone());
-    let (points, exact) = blocking(move || {
+    let (points, exact, routes) = blocking(move || {
         let sel = cellpilot_query::series::Selection { cell: Some(c.clone()), ..Default::default() };
         let pts = cellpilot_query::series::series(&st.store, &sel, from, now, step)?;
         let exact = cellpilot_query::cells::cells(&st.store, from, now, now)?
             .iter()
             .find(|x| x.cell == c)
             .is_none_or(|x| x.latency_exact);
-        Ok((pts, exact))
+        let routes = cellpilot_query::cells::routes(&st.store, &c, from, now, now)?;
+        Ok((pts, exact, routes))
     })
     .await?;
+    let routes = routes
+        .into_iter()
+        .map(|r| RouteRow {
+            error_rate: pct(if r.requests == 0 { 0.0 } else { r.errors as f64 / r.requests as f64 }),
+            p999: ms(r.quantiles.p999_us),
+            requests: r.requests,
+            service: r.service,
+            route: r.route,
+        })
+        .collect();
     let mut markers: Vec<Marker> = state
         .controller
         .decisions()
@@ -259,6 +280,7 @@ pub async fn cell(
             &markers,
         ),
         exact,
+        routes,
         cell,
     };
     Ok(Page(page).into_response())
