@@ -11,7 +11,7 @@ use cellpilot_core::config::{DashboardsConfig, SloConfig};
 use cellpilot_core::latency;
 use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_query::RollupStore;
-use cellpilot_query::cells::{Part, plan};
+use cellpilot_query::cells::Part;
 use cellpilot_query::files::Table;
 use cellpilot_query::tier::{FIVE_MIN_MS, Tier};
 use serde::Serialize;
@@ -184,21 +184,18 @@ fn matches(slo: &SloConfig, cell: &str, service: &str, route: &str) -> bool {
         && s.route.as_deref().is_none_or(|c| c == route)
 }
 
-/// The last hour of a range is read from the finest tier (incidents at 1-minute resolution where
-/// they matter most); the rest through the tiered plan (whole hours from the hourly tier, whole
-/// 5-minute buckets from the 5-minute tier), which keeps a 30-day report to a few rows per series.
-/// Older incidents are found at the resolution of the rows that remain.
-const FINE_SPAN_MS: i64 = 3_600_000;
-
+/// The finest rows there are: the finest tier while it is retained (incidents need 1-minute
+/// buckets, cut-overs the windows around their drain), 5-minute windows before that.
 fn fine_plan(store: &RollupStore, from: i64, to: i64, now: i64) -> Vec<Part> {
     let horizon = now - store.retention_ms(Tier::Fine);
-    let split = (to - FINE_SPAN_MS).max(from);
-    let split = (split - split.rem_euclid(FIVE_MIN_MS)).max(from);
-    if split < horizon {
-        return plan(from, to, horizon);
+    let fine_start = from.max(horizon + (FIVE_MIN_MS - horizon.rem_euclid(FIVE_MIN_MS)) % FIVE_MIN_MS).min(to);
+    let mut parts = Vec::new();
+    if from < fine_start {
+        parts.push(Part { tier: Tier::FiveMin, from_ms: from, to_ms: fine_start, inside: false });
     }
-    let mut parts = if split > from { plan(from, split, horizon) } else { Vec::new() };
-    parts.push(Part { tier: Tier::Fine, from_ms: split, to_ms: to, inside: false });
+    if fine_start < to {
+        parts.push(Part { tier: Tier::Fine, from_ms: fine_start, to_ms: to, inside: false });
+    }
     parts
 }
 

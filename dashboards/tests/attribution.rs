@@ -99,6 +99,15 @@ fn hand_computed_fixture() {
     assert_eq!((l.bad_events, l.threshold_ms), (0, Some(100.0)));
     assert!(l.gap < 0.0, "met: gap is negative");
     assert_eq!((r.cutover.count, r.cutover.max_ms, r.cutover.over_target), (1, Some(18_000), 1));
+    // Three hours later the same incident and cut-over are still measured to the minute (the
+    // finest tier is kept for 48 h), not smeared over hourly rows.
+    let later =
+        report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, T + 3 * 3_600_000, T + 3 * 3_600_000)
+            .unwrap();
+    assert_eq!(later.availability.bad_events, 760);
+    assert_eq!(later.availability.attribution.incident[0].bad_events, 612);
+    let c = &later.availability.attribution.cutover[0];
+    assert_eq!((c.bad_events, c.avoidable_at_target), (700, 50));
     let json = serde_json::to_value(&r).unwrap();
     assert!(json["availability"]["attribution"]["cause"].is_array());
     assert!(json["latency"]["attribution"].get("cause").is_none(), "no cause split for latency");
