@@ -214,56 +214,75 @@ impl Names {
     }
 }
 
-fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> cellpilot_query::Result<Vec<Row>> {
-    let threshold = slo.latency_p999_ms.map(|ms| (ms * 1000.0) as u64);
-    let mut names = Names::default();
-    let mut out = Vec::new();
+/// Calls `f(batch, rows)` with the rows of each batch of `table` in `[from, to)` that the SLO's
+/// selector matches (columns are looked up once per batch, not per row).
+fn for_each_selected(
+    store: &RollupStore,
+    slo: &SloConfig,
+    table: Table,
+    (from, to, now): (i64, i64, i64),
+    mut f: impl FnMut(&RecordBatch, &[usize]) -> cellpilot_query::Result<()>,
+) -> cellpilot_query::Result<()> {
     for part in fine_plan(store, from, to, now) {
-        for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, None)? {
-            let (Some(s), Some(e), Some(c), Some(sv), Some(r), Some(rq), Some(er), Some(h), Some(mx)) = (
+        for b in store.scan(table, part.tier, part.from_ms, part.to_ms, None)? {
+            let (Some(s), Some(e), Some(c), Some(sv), Some(r)) = (
                 col::<TimestampMillisecondArray>(&b, "window_start"),
                 col::<TimestampMillisecondArray>(&b, "window_end"),
                 col::<StringArray>(&b, "cell"),
                 col::<StringArray>(&b, "service"),
                 col::<StringArray>(&b, "route"),
-                col::<UInt64Array>(&b, "requests"),
-                col::<UInt64Array>(&b, "errors"),
-                col::<BinaryArray>(&b, "latency_hist"),
-                col::<UInt64Array>(&b, "max_us"),
             ) else {
                 continue;
             };
-            for i in 0..b.num_rows() {
-                let (ws, we) = (s.value(i), e.value(i));
-                let inside = if part.inside {
-                    ws >= part.from_ms && we <= part.to_ms
-                } else {
-                    ws < part.to_ms && we > part.from_ms
-                };
-                if !inside || !matches(slo, c.value(i), sv.value(i), r.value(i)) {
-                    continue;
-                }
-                let slow = match threshold {
-                    // Nothing in a window whose slowest request was fast enough: skip the decode.
-                    Some(t) if mx.value(i) > t => {
-                        latency::count_above(h.value(i), t).map_err(cellpilot_query::Error::Internal)?
-                    }
-                    _ => 0,
-                };
-                out.push(Row {
-                    start: ws,
-                    end: we,
-                    cell: names.get(c.value(i)),
-                    service: names.get(sv.value(i)),
-                    route: names.get(r.value(i)),
-                    requests: rq.value(i),
-                    errors: er.value(i),
-                    // Slow requests that failed already count against availability.
-                    slow: slow.saturating_sub(er.value(i)),
-                });
-            }
+            let selected: Vec<usize> = (0..b.num_rows())
+                .filter(|&i| part.holds(s.value(i), e.value(i)) && matches(slo, c.value(i), sv.value(i), r.value(i)))
+                .collect();
+            f(&b, &selected)?;
         }
     }
+    Ok(())
+}
+
+fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> cellpilot_query::Result<Vec<Row>> {
+    let threshold = slo.latency_p999_ms.map(|ms| (ms * 1000.0) as u64);
+    let mut names = Names::default();
+    let mut out = Vec::new();
+    for_each_selected(store, slo, Table::Rollups, (from, to, now), |b, selected| {
+        let (Some(s), Some(e), Some(c), Some(sv), Some(r), Some(rq), Some(er), Some(h), Some(mx)) = (
+            col::<TimestampMillisecondArray>(b, "window_start"),
+            col::<TimestampMillisecondArray>(b, "window_end"),
+            col::<StringArray>(b, "cell"),
+            col::<StringArray>(b, "service"),
+            col::<StringArray>(b, "route"),
+            col::<UInt64Array>(b, "requests"),
+            col::<UInt64Array>(b, "errors"),
+            col::<BinaryArray>(b, "latency_hist"),
+            col::<UInt64Array>(b, "max_us"),
+        ) else {
+            return Ok(());
+        };
+        for &i in selected {
+            let slow = match threshold {
+                // Nothing in a window whose slowest request was fast enough: skip the decode.
+                Some(t) if mx.value(i) > t => {
+                    latency::count_above(h.value(i), t).map_err(cellpilot_query::Error::Internal)?
+                }
+                _ => 0,
+            };
+            out.push(Row {
+                start: s.value(i),
+                end: e.value(i),
+                cell: names.get(c.value(i)),
+                service: names.get(sv.value(i)),
+                route: names.get(r.value(i)),
+                requests: rq.value(i),
+                errors: er.value(i),
+                // Slow requests that failed already count against availability.
+                slow: slow.saturating_sub(er.value(i)),
+            });
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -275,32 +294,14 @@ fn causes(
     now: i64,
 ) -> cellpilot_query::Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
-    for part in fine_plan(store, from, to, now) {
-        for b in store.scan(Table::ErrorsByCause, part.tier, part.from_ms, part.to_ms, None)? {
-            let (Some(s), Some(e), Some(c), Some(sv), Some(r), Some(cause), Some(n)) = (
-                col::<TimestampMillisecondArray>(&b, "window_start"),
-                col::<TimestampMillisecondArray>(&b, "window_end"),
-                col::<StringArray>(&b, "cell"),
-                col::<StringArray>(&b, "service"),
-                col::<StringArray>(&b, "route"),
-                col::<StringArray>(&b, "cause"),
-                col::<UInt64Array>(&b, "errors"),
-            ) else {
-                continue;
-            };
-            for i in 0..b.num_rows() {
-                let (ws, we) = (s.value(i), e.value(i));
-                let inside = if part.inside {
-                    ws >= part.from_ms && we <= part.to_ms
-                } else {
-                    ws < part.to_ms && we > part.from_ms
-                };
-                if inside && matches(slo, c.value(i), sv.value(i), r.value(i)) {
-                    *out.entry(cause.value(i).to_string()).or_default() += n.value(i);
-                }
+    for_each_selected(store, slo, Table::ErrorsByCause, (from, to, now), |b, selected| {
+        if let (Some(cause), Some(n)) = (col::<StringArray>(b, "cause"), col::<UInt64Array>(b, "errors")) {
+            for &i in selected {
+                *out.entry(cause.value(i).to_string()).or_default() += n.value(i);
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -63,6 +63,17 @@ pub struct Part {
     pub inside: bool,
 }
 
+impl Part {
+    /// Whether the window `[start_ms, end_ms)` belongs to this part.
+    pub fn holds(&self, start_ms: i64, end_ms: i64) -> bool {
+        if self.inside {
+            start_ms >= self.from_ms && end_ms <= self.to_ms
+        } else {
+            start_ms < self.to_ms && end_ms > self.from_ms
+        }
+    }
+}
+
 fn floor(t: i64, step: i64) -> i64 {
     t - t.rem_euclid(step)
 }
@@ -163,8 +174,7 @@ pub fn cells_from(
             };
             for row in 0..batch.num_rows() {
                 let (s, e) = (starts.value(row), ends.value(row));
-                let wanted =
-                    if part.inside { s >= part.from_ms && e <= part.to_ms } else { s < part.to_ms && e > part.from_ms };
+                let wanted = part.holds(s, e);
                 if !wanted {
                     continue;
                 }
@@ -260,8 +270,7 @@ pub fn routes(store: &RollupStore, cell: &str, from_ms: i64, to_ms: i64, now_ms:
             let hist = column::<BinaryArray>(&b, 7)?;
             for i in 0..b.num_rows() {
                 let (s, e) = (starts.value(i), ends.value(i));
-                let wanted =
-                    if part.inside { s >= part.from_ms && e <= part.to_ms } else { s < part.to_ms && e > part.from_ms };
+                let wanted = part.holds(s, e);
                 if !wanted || cells.value(i) != cell {
                     continue;
                 }

@@ -64,8 +64,7 @@ pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_abo
                 |want: &Option<String>, col: &StringArray, i: usize| want.as_deref().is_none_or(|w| w == col.value(i));
             for i in 0..b.num_rows() {
                 let (s, e) = (starts.value(i), ends.value(i));
-                let inside =
-                    if part.inside { s >= part.from_ms && e <= part.to_ms } else { s < part.to_ms && e > part.from_ms };
+                let inside = part.holds(s, e);
                 if !(inside && keep(&sel.cell, cell, i) && keep(&sel.service, service, i) && keep(&sel.route, route, i))
                 {
                     continue;
