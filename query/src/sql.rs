@@ -28,8 +28,17 @@ pub struct Limits {
     pub max_rows: usize,
 }
 
-/// A session over `store` with every table and function registered.
-pub fn context(store: &Arc<RollupStore>, limits: &Limits) -> Result<SessionContext> {
+/// The control loop's tables, as of the query.
+#[derive(Debug, Clone, Default)]
+pub struct ControlTables {
+    /// Rows of `decisions`.
+    pub decisions: Option<RecordBatch>,
+    /// Rows of `cutovers`.
+    pub cutovers: Option<RecordBatch>,
+}
+
+/// A session over `store` (and `control`'s rows) with every table and function registered.
+pub fn context(store: &Arc<RollupStore>, limits: &Limits, control: ControlTables) -> Result<SessionContext> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(limits.memory, 1.0)
         .build_arc()
@@ -42,12 +51,12 @@ pub fn context(store: &Arc<RollupStore>, limits: &Limits) -> Result<SessionConte
                 .map_err(|e| Error::Internal(e.to_string()))?;
         }
     }
-    // Filled by the control loop; empty until it runs.
-    for (name, schema) in [
-        ("decisions", cellpilot_core::schema::decisions_schema()),
-        ("cutovers", cellpilot_core::schema::cutovers_schema()),
+    for (name, schema, rows) in [
+        ("decisions", cellpilot_core::schema::decisions_schema(), control.decisions),
+        ("cutovers", cellpilot_core::schema::cutovers_schema(), control.cutovers),
     ] {
-        let t = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::Internal(e.to_string()))?;
+        let t =
+            MemTable::try_new(schema, vec![rows.into_iter().collect()]).map_err(|e| Error::Internal(e.to_string()))?;
         ctx.register_table(name, Arc::new(t)).map_err(|e| Error::Internal(e.to_string()))?;
     }
     crate::udf::register(&ctx);

@@ -216,7 +216,7 @@ async fn sql_quantiles_after_reopen_match_the_samples() {
     let store = std::sync::Arc::new(RollupStore::open(settings(dir.path())).unwrap());
     let limits =
         cellpilot_query::sql::Limits { memory: 1 << 30, timeout: std::time::Duration::from_secs(60), max_rows: 1000 };
-    let ctx = cellpilot_query::sql::context(&store, &limits).unwrap();
+    let ctx = cellpilot_query::sql::context(&store, &limits, Default::default()).unwrap();
     for table in ["rollups", "rollups_5m", "rollups_1h"] {
         let q = format!(
             "SELECT cell, sum(requests), latency_quantile(latency_hist, 0.999) FROM {table} GROUP BY cell ORDER BY cell"

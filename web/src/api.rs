@@ -118,19 +118,12 @@ pub async fn query(
     let q: QueryBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}; expected {{\"sql\": \"SELECT ...\"}}")))?;
     let limits = state.query_limits();
-    let ctx = cellpilot_query::sql::context(&state.store, &limits)?;
-    let decisions = cellpilot_control::log::to_batch(&state.controller.decisions())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let table = datafusion::datasource::MemTable::try_new(decisions.schema(), vec![vec![decisions]])
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let _ = ctx.deregister_table("decisions");
-    ctx.register_table("decisions", std::sync::Arc::new(table)).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let cutovers = cellpilot_control::log::cutovers_batch(&state.controller.cutovers())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let table = datafusion::datasource::MemTable::try_new(cutovers.schema(), vec![vec![cutovers]])
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let _ = ctx.deregister_table("cutovers");
-    ctx.register_table("cutovers", std::sync::Arc::new(table)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let internal = |e: arrow::error::ArrowError| ApiError::Internal(e.to_string());
+    let control = cellpilot_query::sql::ControlTables {
+        decisions: Some(cellpilot_control::log::to_batch(&state.controller.decisions()).map_err(internal)?),
+        cutovers: Some(cellpilot_control::log::cutovers_batch(&state.controller.cutovers()).map_err(internal)?),
+    };
+    let ctx = cellpilot_query::sql::context(&state.store, &limits, control)?;
     let (schema, batches) = cellpilot_query::sql::run(&ctx, &q.sql, &limits).await?;
     let wants_arrow =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(ARROW_STREAM));
@@ -366,30 +359,13 @@ pub async fn sla(
     Query(range): Query<RangeParams>,
 ) -> Result<Json<cellpilot_dashboards::Report>, ApiError> {
     state.authorize(auth_header(&headers))?;
-    let slo = state
-        .config
-        .slo
-        .iter()
-        .find(|s| s.name == name)
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("no SLO named `{name}` (see GET /api/v1/slos)")))?;
+    let slo = state.slo(&name)?;
     let now = state.clock.now_ms();
     let (from, to) = range.resolve(now, slo.period.as_millis_i64())?;
     let drains = state.drains();
-    let (store, config) = (state.store.clone(), state.config.clone());
-    let report = tokio::task::spawn_blocking(move || {
-        cellpilot_dashboards::report(
-            &store,
-            &slo,
-            &config.dashboards,
-            config.control.policy.drain_error_rate,
-            &drains,
-            from,
-            to,
-            now,
-        )
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let st = state.clone();
+    let report = tokio::task::spawn_blocking(move || st.report(&slo, &drains, from, to, now))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(report))
 }

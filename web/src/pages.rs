@@ -116,16 +116,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resu
     let (slos, stats, sparks) = blocking(move || {
         let mut slos = Vec::new();
         for s in &st.config.slo {
-            let r = cellpilot_dashboards::report(
-                &st.store,
-                s,
-                &st.config.dashboards,
-                st.config.control.policy.drain_error_rate,
-                &drains,
-                now - s.period.as_millis_i64(),
-                now,
-                now,
-            )?;
+            let r = st.report(s, &drains, now - s.period.as_millis_i64(), now, now)?;
             let a = &r.availability;
             slos.push(SloCard {
                 name: s.name.clone(),
@@ -405,32 +396,14 @@ pub async fn sla(
     Query(q): Query<RangeQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let slo = state
-        .config
-        .slo
-        .iter()
-        .find(|s| s.name == name)
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("no SLO named `{name}`")))?;
+    let slo = state.slo(&name)?;
     let default = RANGES.iter().rev().find(|(_, ms)| *ms <= slo.period.as_millis_i64()).map_or("30d", |(n, _)| n);
     let (range, span) = range_ms(&q, default)?;
     let now = state.clock.now_ms();
     let drains = state.drains();
     let st = state.clone();
     let s2 = slo.clone();
-    let r = blocking(move || {
-        Ok(cellpilot_dashboards::report(
-            &st.store,
-            &s2,
-            &st.config.dashboards,
-            st.config.control.policy.drain_error_rate,
-            &drains,
-            now - span,
-            now,
-            now,
-        )?)
-    })
-    .await?;
+    let r = blocking(move || st.report(&s2, &drains, now - span, now, now)).await?;
     let mut objectives = vec![objective_view("Availability".into(), &r.availability)];
     if let Some(l) = &r.latency {
         objectives

@@ -76,6 +76,38 @@ impl AppState {
             .collect()
     }
 
+    /// The SLO named `name`.
+    pub fn slo(&self, name: &str) -> Result<cellpilot_core::config::SloConfig, ApiError> {
+        self.config
+            .slo
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("no SLO named `{name}` (see GET /api/v1/slos)")))
+    }
+
+    /// The SLA report of `slo` over `[from_ms, to_ms)` at `now_ms` (blocking: call off the async
+    /// workers).
+    pub fn report(
+        &self,
+        slo: &cellpilot_core::config::SloConfig,
+        drains: &[cellpilot_dashboards::Drain],
+        from_ms: i64,
+        to_ms: i64,
+        now_ms: i64,
+    ) -> Result<cellpilot_dashboards::Report, ApiError> {
+        Ok(cellpilot_dashboards::report(
+            &self.store,
+            slo,
+            &self.config.dashboards,
+            self.config.control.policy.drain_error_rate,
+            drains,
+            from_ms,
+            to_ms,
+            now_ms,
+        )?)
+    }
+
     /// The configured base weight of `cell`.
     pub fn base_weight(&self, cell: &str) -> u32 {
         self.config
