@@ -10,7 +10,6 @@ mod hdr_quantile;
 mod latency_quantile;
 
 use datafusion::common::{DataFusionError, ScalarValue};
-use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
@@ -25,8 +24,19 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udaf(AggregateUDF::from(HdrMerge::new()));
     ctx.register_udaf(AggregateUDF::from(LatencyQuantile::new()));
     ctx.register_udf(ScalarUDF::from(HdrQuantile::new()));
-    // Keep the registry trait in scope for callers that list functions.
-    let _ = ctx.udfs();
+}
+
+/// `(hist Binary, q Float64 | Int64)`, shared by both quantile functions.
+fn quantile_signature() -> datafusion::logical_expr::Signature {
+    use arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
+    Signature::one_of(
+        vec![
+            TypeSignature::Exact(vec![DataType::Binary, DataType::Float64]),
+            TypeSignature::Exact(vec![DataType::Binary, DataType::Int64]),
+        ],
+        Volatility::Immutable,
+    )
 }
 
 /// A quantile argument: a literal between 0 and 1.

@@ -5,9 +5,7 @@ use arrow::array::{Array, BinaryArray, Float64Array, Float64Builder};
 use arrow::datatypes::DataType;
 use cellpilot_core::latency;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature};
 use std::sync::Arc;
 
 /// The `hdr_quantile` scalar function.
@@ -19,15 +17,7 @@ pub struct HdrQuantile {
 impl HdrQuantile {
     /// The function, ready to register.
     pub fn new() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![
-                    TypeSignature::Exact(vec![DataType::Binary, DataType::Float64]),
-                    TypeSignature::Exact(vec![DataType::Binary, DataType::Int64]),
-                ],
-                Volatility::Immutable,
-            ),
-        }
+        Self { signature: super::quantile_signature() }
     }
 }
 

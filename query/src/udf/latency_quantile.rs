@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, FieldRef};
 use cellpilot_core::latency;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
 use std::sync::Arc;
 
 /// The `latency_quantile` aggregate.
@@ -20,15 +20,7 @@ pub struct LatencyQuantile {
 impl LatencyQuantile {
     /// The function, ready to register.
     pub fn new() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![
-                    TypeSignature::Exact(vec![DataType::Binary, DataType::Float64]),
-                    TypeSignature::Exact(vec![DataType::Binary, DataType::Int64]),
-                ],
-                Volatility::Immutable,
-            ),
-        }
+        Self { signature: super::quantile_signature() }
     }
 }
 
