@@ -2,13 +2,9 @@
 //! straight to a webhook (cellpilot's own Alertmanager-style payload, checked field by field) and
 //! through a real Prometheus Alertmanager.
 
-use crate::support::{Server, now_ns};
+use crate::support::{Server, now_ns, server_span, traces};
 use axum::Json;
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,34 +31,9 @@ async fn receiver() -> (std::net::SocketAddr, Received, tokio::task::JoinHandle<
     (addr, got, task)
 }
 
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
-}
-
 fn spans(cell: &str, n: u64, failing: u64) -> Vec<u8> {
     let now = now_ns();
-    let spans = (0..n)
-        .map(|i| Span {
-            trace_id: vec![1; 16],
-            span_id: vec![2; 8],
-            name: "GET /a".into(),
-            kind: 2,
-            start_time_unix_nano: now - 2_000_000,
-            end_time_unix_nano: now,
-            attributes: vec![
-                kv("cell.id", Value::StringValue(cell.into())),
-                kv("http.response.status_code", Value::IntValue(if i < failing { 503 } else { 200 })),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    traces(None, (0..n).map(|i| server_span(cell, if i < failing { 503 } else { 200 }, now, 2_000_000)).collect())
 }
 
 /// Sends 20 spans/100 ms to `cell`, `failing` of them errors, for `secs`.

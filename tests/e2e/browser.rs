@@ -2,20 +2,12 @@
 //! page loads with no console errors and shows the seeded numbers; a cell named
 //! `<script>alert(1)</script>` stays text; screenshots land in `target/screenshots/`.
 
-use crate::support::{Server, now_ns};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
+use crate::support::{Server, now_ns, server_span, traces};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 const EVIL: &str = "<script>alert(1)</script>";
-
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
-}
 
 /// Loads `url` in headless Chromium: (serialized DOM after scripts ran, console errors).
 fn chromium(url: &str, screenshot: &std::path::Path, profile: &std::path::Path) -> (String, Vec<String>) {
@@ -102,28 +94,8 @@ async fn every_page_in_headless_chromium() {
     ];
     let server = Server::spawn(&args, data.path(), &env);
     let now = now_ns();
-    let spans: Vec<Span> = (0..100)
-        .map(|i| Span {
-            trace_id: vec![1; 16],
-            span_id: vec![2; 8],
-            name: "GET /".into(),
-            kind: 2,
-            start_time_unix_nano: now - 5_000_000,
-            end_time_unix_nano: now,
-            attributes: vec![
-                kv("cell.id", Value::StringValue(EVIL.into())),
-                kv("http.response.status_code", Value::IntValue(if i < 7 { 500 } else { 200 })),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    };
-    assert_eq!(server.post_otlp("traces", req.encode_to_vec()).await.status(), 200);
+    let spans = (0..100).map(|i| server_span(EVIL, if i < 7 { 500 } else { 200 }, now, 5_000_000)).collect();
+    assert_eq!(server.post_otlp("traces", traces(None, spans)).await.status(), 200);
     tokio::time::sleep(Duration::from_secs(15)).await;
 
     let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/screenshots"));

@@ -2,20 +2,16 @@
 //! gRPC, one cell pushed to 20 % errors — the drained table arrives in time, the decision says
 //! why, and the API agrees.
 
-use crate::support::{Server, now_ns};
+use crate::support::{Server, kv, now_ns};
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::pb::{AckRequest, CellState, WatchWeightsRequest};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
-}
 
 /// Ten spans per cell ending now; `bad` fails 20 % of its spans when `failing`.
 fn batch(cells: &[&str], bad: &str, failing: bool, seq: u64) -> Vec<u8> {

@@ -1,17 +1,9 @@
 //! The HTML pages render from live data, with every attribute value escaped (a cell named
 //! `<script>alert(1)</script>` is text), charts drawn as inline SVG, and no external assets.
 
-use crate::support::{Server, now_ns};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
+use crate::support::{Server, now_ns, server_span, traces};
 
 const EVIL: &str = "<script>alert(1)</script>";
-
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
-}
 
 async fn page(server: &Server, path: &str) -> String {
     let r = reqwest::get(format!("http://{}{path}", server.web)).await.unwrap();
@@ -28,31 +20,11 @@ async fn pages_render_and_escape() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::spawn(&["serve", "--config", cfg.path().to_str().unwrap()], data.path(), &[]);
     let now = now_ns();
-    let spans: Vec<Span> = ["ok-cell", EVIL]
+    let spans = ["ok-cell", EVIL]
         .iter()
-        .flat_map(|cell| {
-            (0..100).map(move |i| Span {
-                trace_id: vec![1; 16],
-                span_id: vec![2; 8],
-                name: "GET /".into(),
-                kind: 2,
-                start_time_unix_nano: now - 5_000_000,
-                end_time_unix_nano: now,
-                attributes: vec![
-                    kv("cell.id", Value::StringValue(cell.to_string())),
-                    kv("http.response.status_code", Value::IntValue(if i < 7 { 500 } else { 200 })),
-                ],
-                ..Default::default()
-            })
-        })
+        .flat_map(|cell| (0..100).map(move |i| server_span(cell, if i < 7 { 500 } else { 200 }, now, 5_000_000)))
         .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    };
-    assert_eq!(server.post_otlp("traces", req.encode_to_vec()).await.status(), 200);
+    assert_eq!(server.post_otlp("traces", traces(None, spans)).await.status(), 200);
 
     let home = page(&server, "/").await;
     assert!(home.contains("ok-cell") && home.contains("<svg"), "cell grid with sparklines");

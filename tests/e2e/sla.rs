@@ -1,16 +1,12 @@
 //! `GET /api/v1/slos` and `GET /api/v1/sla/{slo}` over OTLP data: exact bad events and a
 //! cell split that sums to 100 %.
 
-use crate::support::{Server, now_ms, now_ns};
+use crate::support::{Server, kv, now_ms, now_ns};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
-}
 
 #[tokio::test]
 async fn sla_report_attributes_bad_events() {

@@ -180,3 +180,57 @@ pub(crate) fn heavy_tailed(seed: u64, n: usize) -> Vec<u64> {
         )
         .collect()
 }
+
+/// An OTLP attribute.
+pub(crate) fn kv(
+    k: &str,
+    v: opentelemetry_proto::tonic::common::v1::any_value::Value,
+) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    opentelemetry_proto::tonic::common::v1::KeyValue {
+        key: k.into(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+/// A SERVER span `GET /` on `cell` with HTTP `status`, ending at `end_ns` after `latency_ns`.
+pub(crate) fn server_span(
+    cell: &str,
+    status: i64,
+    end_ns: u64,
+    latency_ns: u64,
+) -> opentelemetry_proto::tonic::trace::v1::Span {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "GET /".into(),
+        kind: 2,
+        start_time_unix_nano: end_ns - latency_ns,
+        end_time_unix_nano: end_ns,
+        attributes: vec![
+            kv("cell.id", Value::StringValue(cell.into())),
+            kv("http.response.status_code", Value::IntValue(status)),
+        ],
+        ..Default::default()
+    }
+}
+
+/// An export of `spans`, from `service` when given.
+pub(crate) fn traces(service: Option<&str>, spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+    let resource = service
+        .map(|s| Resource { attributes: vec![kv("service.name", Value::StringValue(s.into()))], ..Default::default() });
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource,
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
