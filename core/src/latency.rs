@@ -232,41 +232,64 @@ pub fn deserialize(bytes: &[u8]) -> Result<Histogram<u64>, String> {
 const V2_COOKIE: u32 = 0x1c84_9313;
 const V2_HEADER: usize = 40;
 
-/// Calls `f(lowest value of the bucket, count)` for every non-empty bucket of a V2-serialized
-/// histogram, decoding the payload in place (the hot path of every merge). Other layouts
-/// (compressed, another configuration) go through the general deserializer.
-pub fn for_each_bucket(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), String> {
+/// The payload of a V2-serialized histogram in this crate's layout (uncompressed, 2 significant
+/// digits, lowest value 1), or `None` for any other layout.
+fn v2_payload(bytes: &[u8]) -> Result<Option<&[u8]>, String> {
     let be_u32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let fast = be_u32(0) == Some(V2_COOKIE)
         && be_u32(8) == Some(0)
         && be_u32(12) == Some(u32::from(SIGFIG))
         && bytes.get(16..24).map(|b| b == 1u64.to_be_bytes()) == Some(true);
     if !fast {
-        let h = deserialize(bytes)?;
-        for v in h.iter_recorded() {
-            f(v.value_iterated_to(), v.count_at_value());
-        }
-        return Ok(());
+        return Ok(None);
     }
     let len = be_u32(4).ok_or("truncated histogram header")? as usize;
-    let payload = bytes.get(V2_HEADER..V2_HEADER + len).ok_or("truncated histogram payload")?;
+    bytes.get(V2_HEADER..V2_HEADER + len).map(Some).ok_or_else(|| "truncated histogram payload".to_string())
+}
+
+/// Walks a V2 payload: `f(bucket index, count)` for every non-empty bucket.
+#[inline]
+fn for_each_index(payload: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), String> {
     let mut index: u64 = 0;
     let mut pos = 0;
-    while pos < payload.len() {
-        let (raw, used) = leb128(&payload[pos..]).ok_or("malformed histogram varint")?;
+    while let Some(&first) = payload.get(pos) {
+        // Most varints are one byte: counts and zero runs under 64.
+        let (raw, used) = if first < 0x80 {
+            (u64::from(first), 1)
+        } else {
+            leb128(&payload[pos..]).ok_or("malformed histogram varint")?
+        };
         pos += used;
         let v = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
         if v < 0 {
             index += v.unsigned_abs();
         } else {
             if v > 0 {
-                let i = u16::try_from(index).map_err(|_| "histogram index out of range")?;
-                f(bucket_lowest(i), v as u64);
+                f(index, v as u64);
             }
             index += 1;
         }
     }
     Ok(())
+}
+
+/// Calls `f(lowest value of the bucket, count)` for every non-empty bucket of a V2-serialized
+/// histogram, decoding the payload in place (the hot path of every merge). Other layouts
+/// (compressed, another configuration) go through the general deserializer.
+pub fn for_each_bucket(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), String> {
+    let Some(payload) = v2_payload(bytes)? else {
+        let h = deserialize(bytes)?;
+        for v in h.iter_recorded() {
+            f(h.lowest_equivalent(v.value_iterated_to()), v.count_at_value());
+        }
+        return Ok(());
+    };
+    let mut bad_index = false;
+    for_each_index(payload, |i, n| match u16::try_from(i) {
+        Ok(i) => f(bucket_lowest(i), n),
+        Err(_) => bad_index = true,
+    })?;
+    if bad_index { Err("histogram index out of range".into()) } else { Ok(()) }
 }
 
 /// Adds a serialized histogram's counts into `into`.
@@ -280,14 +303,65 @@ pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), Str
     err.map_or(Ok(()), Err)
 }
 
-/// Samples of a serialized histogram slower than `threshold_us` (to bucket precision).
+/// Samples of a serialized histogram slower than `threshold_us` (to bucket precision: those in
+/// buckets whose lowest value is above it). Compares bucket indexes, not values, on the fast path:
+/// this runs once per window in SLO scans.
 pub fn count_above(bytes: &[u8], threshold_us: u64) -> Result<u64, String> {
     let mut n = 0;
-    for_each_bucket(bytes, |v, c| {
-        if v > threshold_us {
-            n += c;
+    match v2_payload(bytes)? {
+        Some(payload) => {
+            let first = u64::from(bucket_index(threshold_us)) + 1;
+            for_each_index(payload, |i, c| {
+                if i >= first {
+                    n += c;
+                }
+            })?;
         }
-    })?;
+        None => for_each_bucket(bytes, |v, c| {
+            if v > threshold_us {
+                n += c;
+            }
+        })?,
+    }
+    Ok(n)
+}
+
+/// [`count_above`] for a histogram whose largest recorded value is `max_us` (the rollups'
+/// `max_us` column): the payload is read backwards from its last bucket, so only the buckets
+/// above the threshold are decoded — SLO thresholds sit in the tail, most of a window's buckets
+/// below them. Falls back to the forward walk on any layout it does not expect.
+pub fn count_above_max(bytes: &[u8], threshold_us: u64, max_us: u64) -> Result<u64, String> {
+    let first = i64::from(bucket_index(threshold_us)) + 1;
+    let mut index = i64::from(bucket_index(max_us));
+    if index < first {
+        return Ok(0);
+    }
+    let Some(payload) = v2_payload(bytes)? else { return count_above(bytes, threshold_us) };
+    let (mut n, mut end) = (0, payload.len());
+    while index >= first && end > 0 {
+        // A varint's last byte is the only one without the continuation bit (a ninth byte
+        // only follows eight continuation bytes, and only for counts beyond 2^55).
+        let mut start = end - 1;
+        while start > 0 && payload[start - 1] & 0x80 != 0 {
+            start -= 1;
+        }
+        let decoded = if end - start <= 8 { leb128(&payload[start..end]) } else { None };
+        let Some((raw, _)) = decoded.filter(|(_, used)| *used == end - start) else {
+            return count_above(bytes, threshold_us);
+        };
+        let v = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+        if end == payload.len() && v <= 0 {
+            // The last bucket written is always a non-empty one.
+            return count_above(bytes, threshold_us);
+        }
+        if v < 0 {
+            index -= v.unsigned_abs() as i64;
+        } else {
+            n += v as u64;
+            index -= 1;
+        }
+        end = start;
+    }
     Ok(n)
 }
 
@@ -389,6 +463,27 @@ mod tests {
             for q in [0.0, 0.5, 0.99, 0.999, 1.0] {
                 prop_assert_eq!(fast.value_at_quantile(q), slow.value_at_quantile(q));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn count_above_counts_whole_buckets_above(values in proptest::collection::vec(0u64..4_000_000_000, 0..400), threshold in 0u64..5_000_000_000, (heavy, times) in (0u64..4_000_000_000, 0u64..3_000_000)) {
+            let mut s = SparseHistogram::default();
+            for v in &values { s.record(*v); }
+            // One bucket with a count that takes a multi-byte varint.
+            s.record_n(heavy, times);
+            let above = |v: u64| bucket_lowest(bucket_index(v)) > threshold;
+            let expected = values.iter().filter(|v| above(**v)).count() as u64 + if above(heavy) { times } else { 0 };
+            let values: Vec<u64> = values.into_iter().chain((times > 0).then_some(heavy)).collect();
+            prop_assert_eq!(count_above(&s.serialize(), threshold).unwrap(), expected);
+            // Read backwards from the max, as the SLO scans do.
+            let max = values.iter().copied().max().unwrap_or(0);
+            prop_assert_eq!(count_above_max(&s.serialize(), threshold, max).unwrap(), expected);
+            // The general path (any other layout) agrees.
+            let mut compressed = Vec::new();
+            hdrhistogram::serialization::V2DeflateSerializer::new().serialize(&s.to_histogram(), &mut compressed).unwrap();
+            prop_assert_eq!(count_above(&compressed, threshold).unwrap(), expected);
         }
     }
 

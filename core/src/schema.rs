@@ -112,6 +112,8 @@ pub mod rollup_col {
     pub const ERRORS: usize = 6;
     /// `latency_hist`
     pub const LATENCY_HIST: usize = 7;
+    /// `max_us`
+    pub const MAX_US: usize = 11;
     /// `latency_exact`
     pub const LATENCY_EXACT: usize = 12;
 }

@@ -33,20 +33,6 @@ pub struct Drain {
     pub duration_ms: Option<i64>,
 }
 
-/// One row of the selection: a window of one series.
-#[derive(Debug, Clone)]
-struct Row {
-    start: i64,
-    end: i64,
-    cell: Arc<str>,
-    service: Arc<str>,
-    route: Arc<str>,
-    requests: u64,
-    errors: u64,
-    /// Slow non-error requests (latency objective).
-    slow: u64,
-}
-
 /// One entry of an attribution list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Share {
@@ -110,9 +96,9 @@ pub struct Attribution {
     pub cutover: Vec<CutoverShare>,
 }
 
-/// One objective's numbers.
+/// How an objective stands over a range: what the SLO cards show.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Objective {
+pub struct Standing {
     /// Latency threshold (latency objective only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold_ms: Option<f64>,
@@ -134,6 +120,14 @@ pub struct Objective {
     pub burn_rate_1h: f64,
     /// Burn rate over the last 6 hours of the range.
     pub burn_rate_6h: f64,
+}
+
+/// One objective's numbers and where its bad events came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Objective {
+    /// How it stands.
+    #[serde(flatten)]
+    pub standing: Standing,
     /// Where the bad events came from.
     pub attribution: Attribution,
 }
@@ -173,15 +167,141 @@ pub struct Report {
     pub cutover: CutoverSummary,
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Option<&'a T> {
-    b.column(b.schema().index_of(name).ok()?).as_any().downcast_ref::<T>()
+/// The SLO cards' view of a range: requests and how each objective stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Requests in the range.
+    pub requests: u64,
+    /// Availability objective.
+    pub availability: Standing,
+    /// Latency objective, when asked for and the SLO has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Standing>,
 }
 
-fn matches(slo: &SloConfig, cell: &str, service: &str, route: &str) -> bool {
+/// Index of the availability objective in [`Bad`].
+const AVAILABILITY: usize = 0;
+/// Index of the latency objective in [`Bad`].
+const LATENCY: usize = 1;
+/// Bad events of a row for each objective.
+type Bad = [u64; 2];
+
+/// Requests and bad events.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    requests: u64,
+    bad: Bad,
+}
+
+impl Counts {
+    fn add(&mut self, requests: u64, bad: Bad) {
+        self.requests += requests;
+        self.bad[AVAILABILITY] += bad[AVAILABILITY];
+        self.bad[LATENCY] += bad[LATENCY];
+    }
+}
+
+const MINUTE_MS: i64 = 60_000;
+/// How far before a drain its failure onset is looked for first (widened while the run of
+/// failing windows reaches further back).
+const ONSET_LOOKBACK_MS: i64 = 600_000;
+
+fn internal(e: impl Into<String>) -> cellpilot_query::Error {
+    cellpilot_query::Error::Internal(e.into())
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> cellpilot_query::Result<&'a T> {
+    b.schema()
+        .index_of(name)
+        .ok()
+        .and_then(|i| b.column(i).as_any().downcast_ref::<T>())
+        .ok_or_else(|| internal(format!("stored batch has no `{name}` column of the expected type")))
+}
+
+fn floor(t: i64, step: i64) -> i64 {
+    t - t.rem_euclid(step)
+}
+
+/// The columns of a rollups batch attribution reads.
+struct Rows<'a> {
+    start: &'a TimestampMillisecondArray,
+    end: &'a TimestampMillisecondArray,
+    cell: &'a StringArray,
+    service: &'a StringArray,
+    route: &'a StringArray,
+    requests: &'a UInt64Array,
+    errors: &'a UInt64Array,
+    hist: &'a BinaryArray,
+    max_us: &'a UInt64Array,
+}
+
+impl<'a> Rows<'a> {
+    fn of(b: &'a RecordBatch) -> cellpilot_query::Result<Self> {
+        Ok(Self {
+            start: col(b, "window_start")?,
+            end: col(b, "window_end")?,
+            cell: col(b, "cell")?,
+            service: col(b, "service")?,
+            route: col(b, "route")?,
+            requests: col(b, "requests")?,
+            errors: col(b, "errors")?,
+            hist: col(b, "latency_hist")?,
+            max_us: col(b, "max_us")?,
+        })
+    }
+
+    /// Bad events of row `i`: errors, and slow non-error requests when a threshold is given.
+    fn bad(&self, i: usize, threshold_us: Option<u64>) -> cellpilot_query::Result<Bad> {
+        let errors = self.errors.value(i);
+        let slow = match threshold_us {
+            // Nothing in a window whose slowest request was fast enough: skip the decode.
+            Some(t) if self.max_us.value(i) > t => {
+                latency::count_above_max(self.hist.value(i), t, self.max_us.value(i)).map_err(internal)?
+            }
+            _ => 0,
+        };
+        // Rollups keep one histogram per window, errors included: slow requests that failed
+        // already count against availability.
+        Ok([errors, slow.saturating_sub(errors)])
+    }
+}
+
+/// Whether row `i` of a batch with these name columns is in the SLO's selection.
+fn selected(slo: &SloConfig, cell: &StringArray, service: &StringArray, route: &StringArray, i: usize) -> bool {
     let s = &slo.selector;
-    s.cell.as_deref().is_none_or(|c| c == cell)
-        && s.service.as_deref().is_none_or(|c| c == service)
-        && s.route.as_deref().is_none_or(|c| c == route)
+    s.cell.as_deref().is_none_or(|c| c == cell.value(i))
+        && s.service.as_deref().is_none_or(|c| c == service.value(i))
+        && s.route.as_deref().is_none_or(|c| c == route.value(i))
+}
+
+/// Calls `f(rows, i)` for every selected rollups row of `parts`.
+fn walk(
+    store: &RollupStore,
+    slo: &SloConfig,
+    parts: &[Part],
+    mut f: impl FnMut(&Rows<'_>, usize) -> cellpilot_query::Result<()>,
+) -> cellpilot_query::Result<()> {
+    for part in parts {
+        for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, None)? {
+            let rows = Rows::of(&b)?;
+            for i in 0..b.num_rows() {
+                if part.holds(rows.start.value(i), rows.end.value(i))
+                    && selected(slo, rows.cell, rows.service, rows.route, i)
+                {
+                    f(&rows, i)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The coarsest exact reading of `[from, to)`: whole hours, whole 5 minutes, finest edges.
+fn tiered(store: &RollupStore, from: i64, to: i64, now: i64) -> Vec<Part> {
+    if from >= to {
+        return Vec::new();
+    }
+    cellpilot_query::cells::plan(from, to, now - store.retention_ms(Tier::Fine))
 }
 
 /// The finest rows there are: the finest tier while it is retained (incidents need 1-minute
@@ -214,109 +334,89 @@ impl Names {
     }
 }
 
-/// Calls `f(batch, rows)` with the rows of each batch of `table` in `[from, to)` that the SLO's
-/// selector matches (columns are looked up once per batch, not per row).
-fn for_each_selected(
+/// (cell, service, route).
+type SeriesKey = (Arc<str>, Arc<str>, Arc<str>);
+
+/// Counts per series over the tiered reading of `[from, to)`.
+fn by_series(
     store: &RollupStore,
     slo: &SloConfig,
-    table: Table,
     (from, to, now): (i64, i64, i64),
-    mut f: impl FnMut(&RecordBatch, &[usize]) -> cellpilot_query::Result<()>,
-) -> cellpilot_query::Result<()> {
-    for part in fine_plan(store, from, to, now) {
-        for b in store.scan(table, part.tier, part.from_ms, part.to_ms, None)? {
-            let (Some(s), Some(e), Some(c), Some(sv), Some(r)) = (
-                col::<TimestampMillisecondArray>(&b, "window_start"),
-                col::<TimestampMillisecondArray>(&b, "window_end"),
-                col::<StringArray>(&b, "cell"),
-                col::<StringArray>(&b, "service"),
-                col::<StringArray>(&b, "route"),
-            ) else {
-                continue;
-            };
-            let selected: Vec<usize> = (0..b.num_rows())
-                .filter(|&i| part.holds(s.value(i), e.value(i)) && matches(slo, c.value(i), sv.value(i), r.value(i)))
-                .collect();
-            f(&b, &selected)?;
-        }
-    }
-    Ok(())
-}
-
-fn rows(store: &RollupStore, slo: &SloConfig, from: i64, to: i64, now: i64) -> cellpilot_query::Result<Vec<Row>> {
-    let threshold = slo.latency_p999_ms.map(|ms| (ms * 1000.0) as u64);
+    threshold_us: Option<u64>,
+) -> cellpilot_query::Result<HashMap<SeriesKey, Counts>> {
     let mut names = Names::default();
-    let mut out = Vec::new();
-    for_each_selected(store, slo, Table::Rollups, (from, to, now), |b, selected| {
-        let (Some(s), Some(e), Some(c), Some(sv), Some(r), Some(rq), Some(er), Some(h), Some(mx)) = (
-            col::<TimestampMillisecondArray>(b, "window_start"),
-            col::<TimestampMillisecondArray>(b, "window_end"),
-            col::<StringArray>(b, "cell"),
-            col::<StringArray>(b, "service"),
-            col::<StringArray>(b, "route"),
-            col::<UInt64Array>(b, "requests"),
-            col::<UInt64Array>(b, "errors"),
-            col::<BinaryArray>(b, "latency_hist"),
-            col::<UInt64Array>(b, "max_us"),
-        ) else {
-            return Ok(());
-        };
-        for &i in selected {
-            let slow = match threshold {
-                // Nothing in a window whose slowest request was fast enough: skip the decode.
-                Some(t) if mx.value(i) > t => {
-                    latency::count_above(h.value(i), t).map_err(cellpilot_query::Error::Internal)?
-                }
-                _ => 0,
-            };
-            out.push(Row {
-                start: s.value(i),
-                end: e.value(i),
-                cell: names.get(c.value(i)),
-                service: names.get(sv.value(i)),
-                route: names.get(r.value(i)),
-                requests: rq.value(i),
-                errors: er.value(i),
-                // Slow requests that failed already count against availability.
-                slow: slow.saturating_sub(er.value(i)),
-            });
-        }
+    let mut out: HashMap<SeriesKey, Counts> = HashMap::new();
+    walk(store, slo, &tiered(store, from, to, now), |r, i| {
+        let key = (names.get(r.cell.value(i)), names.get(r.service.value(i)), names.get(r.route.value(i)));
+        out.entry(key).or_default().add(r.requests.value(i), r.bad(i, threshold_us)?);
         Ok(())
     })?;
     Ok(out)
 }
 
+/// Counts over the tiered reading of `[from, to)`.
+fn totals(
+    store: &RollupStore,
+    slo: &SloConfig,
+    (from, to, now): (i64, i64, i64),
+    threshold_us: Option<u64>,
+) -> cellpilot_query::Result<Counts> {
+    let mut out = Counts::default();
+    walk(store, slo, &tiered(store, from, to, now), |r, i| {
+        out.add(r.requests.value(i), r.bad(i, threshold_us)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Errors per cause over the tiered reading of `[from, to)`.
 fn causes(
     store: &RollupStore,
     slo: &SloConfig,
-    from: i64,
-    to: i64,
-    now: i64,
+    (from, to, now): (i64, i64, i64),
 ) -> cellpilot_query::Result<BTreeMap<String, u64>> {
-    let mut out = BTreeMap::new();
-    for_each_selected(store, slo, Table::ErrorsByCause, (from, to, now), |b, selected| {
-        if let (Some(cause), Some(n)) = (col::<StringArray>(b, "cause"), col::<UInt64Array>(b, "errors")) {
-            for &i in selected {
-                *out.entry(cause.value(i).to_string()).or_default() += n.value(i);
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for part in tiered(store, from, to, now) {
+        for b in store.scan(Table::ErrorsByCause, part.tier, part.from_ms, part.to_ms, None)? {
+            let (s, e) = (
+                col::<TimestampMillisecondArray>(&b, "window_start")?,
+                col::<TimestampMillisecondArray>(&b, "window_end")?,
+            );
+            let (c, sv, r) =
+                (col::<StringArray>(&b, "cell")?, col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "route")?);
+            let (cause, n) = (col::<StringArray>(&b, "cause")?, col::<UInt64Array>(&b, "errors")?);
+            for i in 0..b.num_rows() {
+                if part.holds(s.value(i), e.value(i)) && selected(slo, c, sv, r, i) {
+                    match out.get_mut(cause.value(i)) {
+                        Some(x) => *x += n.value(i),
+                        None => {
+                            out.insert(cause.value(i).to_string(), n.value(i));
+                        }
+                    }
+                }
             }
         }
-        Ok(())
-    })?;
+    }
     Ok(out)
 }
 
-fn shares(by: BTreeMap<String, u64>, total: u64) -> Vec<Share> {
+fn shares(by: impl IntoIterator<Item = (String, u64)>, total: u64) -> Vec<Share> {
     let mut v: Vec<Share> = by
         .into_iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(key, bad_events)| Share {
-            key,
-            bad_events,
-            share: if total == 0 { 0.0 } else { bad_events as f64 / total as f64 },
-        })
+        .map(|(key, bad_events)| Share { key, bad_events, share: fraction(bad_events, total) })
         .collect();
     v.sort_by(|a, b| b.bad_events.cmp(&a.bad_events).then(a.key.cmp(&b.key)));
     v
+}
+
+fn fraction(part: u64, total: u64) -> f64 {
+    if total == 0 { 0.0 } else { part as f64 / total as f64 }
+}
+
+fn burn(bad: u64, total: u64, target: f64) -> f64 {
+    let budget = 1.0 - target;
+    if total == 0 || budget <= 0.0 { 0.0 } else { (bad as f64 / total as f64) / budget }
 }
 
 fn hhmm(ms: i64) -> String {
@@ -324,43 +424,19 @@ fn hhmm(ms: i64) -> String {
     s.get(11..16).unwrap_or("").to_string()
 }
 
-struct Inputs<'a> {
-    rows: &'a [Row],
-    drains: &'a [Drain],
-    dash: &'a DashboardsConfig,
-    drain_error_rate: f64,
-    cutover_ms: Option<u64>,
-    to: i64,
+/// Counts over the range and over its last 1 and 6 hours.
+struct Spans {
+    all: Counts,
+    last_1h: Counts,
+    last_6h: Counts,
 }
 
-fn objective(
-    inp: &Inputs<'_>,
-    target: f64,
-    bad_of: fn(&Row) -> u64,
-    causes: Option<BTreeMap<String, u64>>,
-    threshold_ms: Option<f64>,
-) -> Objective {
-    let requests: u64 = inp.rows.iter().map(|r| r.requests).sum();
-    let bad: u64 = inp.rows.iter().map(bad_of).sum();
+fn standing(k: usize, target: f64, threshold_ms: Option<f64>, s: &Spans) -> Standing {
+    let (bad, requests) = (s.all.bad[k], s.all.requests);
     let observed = if requests == 0 { 1.0 } else { 1.0 - bad as f64 / requests as f64 };
     let budget = (1.0 - target) * requests as f64;
     let spent = if budget > 0.0 { bad as f64 / budget } else { 0.0 };
-    let burn = |w: i64| {
-        let (b, t) = inp
-            .rows
-            .iter()
-            .filter(|r| r.end > inp.to - w)
-            .fold((0u64, 0u64), |(b, t), r| (b + bad_of(r), t + r.requests));
-        burn(b, t, target)
-    };
-    let group = |key: fn(&Row) -> &Arc<str>| {
-        let mut m: HashMap<Arc<str>, u64> = HashMap::new();
-        for r in inp.rows {
-            *m.entry(key(r).clone()).or_default() += bad_of(r);
-        }
-        shares(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), bad)
-    };
-    Objective {
+    Standing {
         threshold_ms,
         target,
         bad_events: bad,
@@ -369,78 +445,248 @@ fn objective(
         budget,
         budget_spent: spent,
         budget_left: 1.0 - spent,
-        burn_rate_1h: burn(3_600_000),
-        burn_rate_6h: burn(6 * 3_600_000),
-        attribution: Attribution {
-            cell: group(|r| &r.cell),
-            service: group(|r| &r.service),
-            route: group(|r| &r.route),
-            cause: causes.map(|c| shares(c, bad)),
-            incident: incidents(inp, target, bad_of, bad),
-            cutover: cutovers(inp, bad_of, bad),
-        },
+        burn_rate_1h: burn(s.last_1h.bad[k], s.last_1h.requests, target),
+        burn_rate_6h: burn(s.last_6h.bad[k], s.last_6h.requests, target),
     }
 }
 
-fn burn(bad: u64, total: u64, target: f64) -> f64 {
-    let budget = 1.0 - target;
-    if total == 0 || budget <= 0.0 { 0.0 } else { (bad as f64 / total as f64) / budget }
+/// The range's counts and those of its last 1 and 6 hours (the burn rates), all read through
+/// the tiers; `all` is given when the caller already has it.
+fn spans(
+    store: &RollupStore,
+    slo: &SloConfig,
+    (from, to, now): (i64, i64, i64),
+    threshold_us: Option<u64>,
+    all: Option<Counts>,
+) -> cellpilot_query::Result<Spans> {
+    let last = |w: i64| totals(store, slo, (from.max(to - w), to, now), threshold_us);
+    let all = match all {
+        Some(c) => c,
+        None => totals(store, slo, (from, to, now), threshold_us)?,
+    };
+    Ok(Spans { all, last_1h: last(3_600_000)?, last_6h: last(6 * 3_600_000)? })
 }
 
-/// (end, bad, requests, bad per cell) of a time bucket.
-type Bucket = (i64, u64, u64, BTreeMap<Arc<str>, u64>);
-/// (start, end, bad, bad per cell) of an incident.
-type Run = (i64, i64, u64, BTreeMap<Arc<str>, u64>);
+/// How the SLO stands over `[from_ms, to_ms)`: the SLO cards. Only whole-window counts are read
+/// (through the tiers), so a 30-day period costs a few thousand rows; the latency objective (which
+/// decodes histograms) only when `with_latency`.
+pub fn summary(
+    store: &RollupStore,
+    slo: &SloConfig,
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+    with_latency: bool,
+) -> cellpilot_query::Result<Summary> {
+    let threshold_ms = slo.latency_p999_ms.filter(|_| with_latency);
+    let s = spans(store, slo, (from_ms, to_ms, now_ms), threshold_ms.map(threshold_us), None)?;
+    Ok(Summary {
+        requests: s.all.requests,
+        availability: standing(AVAILABILITY, slo.availability, None, &s),
+        latency: threshold_ms.map(|t| standing(LATENCY, LATENCY_TARGET, Some(t), &s)),
+    })
+}
 
-/// Runs of 1-minute buckets (or coarser windows where only coarse tiers remain) burning faster
-/// than `incident_burn_rate`, merged across gaps shorter than `incident_gap`.
-fn incidents(inp: &Inputs<'_>, target: f64, bad_of: fn(&Row) -> u64, total_bad: u64) -> Vec<Incident> {
-    // bucket start -> (end, bad, requests, bad per cell)
-    let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
-    for r in inp.rows {
-        let width = r.end - r.start;
-        let (b0, b1) = if width < 60_000 {
-            (r.start - r.start.rem_euclid(60_000), r.start - r.start.rem_euclid(60_000) + 60_000)
-        } else {
-            (r.start, r.end)
-        };
-        let e = buckets.entry(b0).or_insert_with(|| (b1, 0, 0, BTreeMap::new()));
-        e.1 += bad_of(r);
-        e.2 += r.requests;
-        *e.3.entry(r.cell.clone()).or_default() += bad_of(r);
+/// The latency objective's target.
+const LATENCY_TARGET: f64 = 0.999;
+
+fn threshold_us(ms: f64) -> u64 {
+    (ms * 1000.0) as u64
+}
+
+/// One incident bucket: a minute of finest windows, or one coarser window where only coarse
+/// tiers remain.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    end: i64,
+    counts: Counts,
+}
+
+/// Buckets of `[from, to)` indexed by minute from `floor(from, 1 min)`, from the finest rows.
+struct Minutes {
+    first: i64,
+    slots: Vec<Bucket>,
+}
+
+impl Minutes {
+    fn slot(&self, start: i64) -> usize {
+        usize::try_from((floor(start, MINUTE_MS) - self.first) / MINUTE_MS).unwrap_or(0)
     }
-    let gap = inp.dash.incident_gap.as_millis_i64();
+
+    fn read(
+        store: &RollupStore,
+        slo: &SloConfig,
+        (from, to, now): (i64, i64, i64),
+        threshold_us: Option<u64>,
+    ) -> cellpilot_query::Result<Self> {
+        let first = floor(from, MINUTE_MS);
+        let n = usize::try_from((to - first + MINUTE_MS - 1) / MINUTE_MS).unwrap_or(0);
+        let mut m = Minutes { first, slots: vec![Bucket::default(); n] };
+        walk(store, slo, &fine_plan(store, from, to, now), |r, i| {
+            let (s, e) = (r.start.value(i), r.end.value(i));
+            let idx = m.slot(s.max(first));
+            let Some(b) = m.slots.get_mut(idx) else { return Ok(()) };
+            b.end = b.end.max(if e - s < MINUTE_MS { floor(s, MINUTE_MS) + MINUTE_MS } else { e });
+            b.counts.add(r.requests.value(i), r.bad(i, threshold_us)?);
+            Ok(())
+        })?;
+        Ok(m)
+    }
+
+    fn start(&self, idx: usize) -> i64 {
+        self.first + idx as i64 * MINUTE_MS
+    }
+}
+
+/// A run of hot buckets: (start, end, bad).
+type Run = (i64, i64, u64);
+
+/// Incidents of objective `k`: maximal runs of buckets burning faster than `incident_burn_rate`,
+/// merged across gaps shorter than `incident_gap`, each named after the cell with the most bad
+/// events in its hot buckets.
+#[allow(clippy::too_many_arguments)]
+fn incidents(
+    store: &RollupStore,
+    slo: &SloConfig,
+    minutes: &Minutes,
+    (k, target, threshold_us): (usize, f64, Option<u64>),
+    dash: &DashboardsConfig,
+    now: i64,
+    total_bad: u64,
+) -> cellpilot_query::Result<Vec<Incident>> {
+    let gap = dash.incident_gap.as_millis_i64();
+    let hot: Vec<bool> = minutes
+        .slots
+        .iter()
+        .map(|b| b.counts.requests > 0 && burn(b.counts.bad[k], b.counts.requests, target) > dash.incident_burn_rate)
+        .collect();
     let mut runs: Vec<Run> = Vec::new();
-    for (start, (end, bad, req, cells)) in buckets {
-        if burn(bad, req, target) <= inp.dash.incident_burn_rate {
-            continue;
-        }
+    for (idx, b) in minutes.slots.iter().enumerate().filter(|(i, _)| hot[*i]) {
+        let start = minutes.start(idx);
         match runs.last_mut() {
             Some(last) if start - last.1 < gap => {
-                last.1 = end;
-                last.2 += bad;
-                for (c, n) in cells {
-                    *last.3.entry(c).or_default() += n;
-                }
+                last.1 = b.end;
+                last.2 += b.counts.bad[k];
             }
-            _ => runs.push((start, end, bad, cells)),
+            _ => runs.push((start, b.end, b.counts.bad[k])),
         }
     }
-    let mut out: Vec<Incident> = runs
-        .into_iter()
-        .map(|(from, to, bad, cells)| {
-            let cell = cells
-                .into_iter()
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-                .map(|(c, _)| c.to_string())
-                .unwrap_or_default();
-            Incident {
-                key: format!("{cell} {}–{}", hhmm(from), hhmm(to)),
-                cell,
-                from: format_rfc3339_ms(from),
-                to: format_rfc3339_ms(to),
-                bad_events: bad,
-                share: if total_bad == 0 { 0.0 } else { bad as f64 / total_bad as f64 },
+    let mut out = Vec::with_capacity(runs.len());
+    for (from, to, bad) in runs {
+        // Which cell: only the run's own minutes are read again, and only its hot buckets count.
+        let mut cells: BTreeMap<String, u64> = BTreeMap::new();
+        walk(store, slo, &fine_plan(store, from, to, now), |r, i| {
+            let (s, e) = (r.start.value(i), r.end.value(i));
+            if e <= from || !hot.get(minutes.slot(s.max(minutes.first))).copied().unwrap_or(false) {
+                return Ok(());
+            }
+            let n = r.bad(i, threshold_us)?[k];
+            if n > 0 {
+                match cells.get_mut(r.cell.value(i)) {
+                    Some(x) => *x += n,
+                    None => {
+                        cells.insert(r.cell.value(i).to_string(), n);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let cell =
+            cells.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(c, _)| c).unwrap_or_default();
+        out.push(Incident {
+            key: format!("{cell} {}–{}", hhmm(from), hhmm(to)),
+            cell,
+            from: format_rfc3339_ms(from),
+            to: format_rfc3339_ms(to),
+            bad_events: bad,
+            share: fraction(bad, total_bad),
+        });
+    }
+    out.sort_by_key(|x| std::cmp::Reverse(x.bad_events));
+    Ok(out)
+}
+
+/// What one drain cost each objective: bad events from its failure onset to completion, and
+/// those after `decided_at + cutover_ms`.
+struct DrainCost {
+    drain: Drain,
+    bad: Bad,
+    avoidable: Bad,
+}
+
+/// The cost of drain `d` (completed at `done`): the cell's finest windows around it are read,
+/// from the run of windows over `drain_error_rate` that led to the drain (the failure onset) to
+/// completion.
+fn drain_cost(
+    store: &RollupStore,
+    slo: &SloConfig,
+    d: &Drain,
+    done: i64,
+    (from, to, now): (i64, i64, i64),
+    (threshold_us, drain_error_rate, cutover_ms): (Option<u64>, f64, Option<u64>),
+) -> cellpilot_query::Result<DrainCost> {
+    let end = (done + 1).min(to);
+    let mut back = ONSET_LOOKBACK_MS;
+    loop {
+        let lo = d.decided_at_ms.saturating_sub(back).max(from).min(end);
+        // Per window of the cell: (end, errors, requests, bad).
+        let mut windows: BTreeMap<i64, (i64, u64, u64, Bad)> = BTreeMap::new();
+        walk(store, slo, &fine_plan(store, lo, end, now), |r, i| {
+            if r.cell.value(i) != d.cell {
+                return Ok(());
+            }
+            let bad = r.bad(i, threshold_us)?;
+            let w = windows.entry(r.start.value(i)).or_insert((r.end.value(i), 0, 0, [0, 0]));
+            w.1 += r.errors.value(i);
+            w.2 += r.requests.value(i);
+            w.3[AVAILABILITY] += bad[AVAILABILITY];
+            w.3[LATENCY] += bad[LATENCY];
+            Ok(())
+        })?;
+        let mut onset = d.decided_at_ms;
+        let mut in_run = false;
+        for (start, (_, errors, requests, _)) in windows.range(..d.decided_at_ms).rev() {
+            if *requests > 0 && *errors as f64 / *requests as f64 > drain_error_rate {
+                onset = *start;
+                in_run = true;
+            } else if in_run {
+                break;
+            }
+        }
+        // The run reaches the first window read: it may have begun earlier.
+        if in_run && windows.keys().next() == Some(&onset) && lo > from {
+            back = back.saturating_mul(4);
+            continue;
+        }
+        let target_end = cutover_ms.map(|t| d.decided_at_ms + t as i64);
+        let (mut bad, mut avoidable) = ([0u64; 2], [0u64; 2]);
+        for (start, (wend, _, _, b)) in windows.range(..end) {
+            if *wend <= onset || *start > done {
+                continue;
+            }
+            for k in [AVAILABILITY, LATENCY] {
+                bad[k] += b[k];
+                if target_end.is_some_and(|t| *start >= t) {
+                    avoidable[k] += b[k];
+                }
+            }
+        }
+        return Ok(DrainCost { drain: d.clone(), bad, avoidable });
+    }
+}
+
+fn cutover_shares(costs: &[DrainCost], k: usize, total_bad: u64) -> Vec<CutoverShare> {
+    let mut out: Vec<CutoverShare> = costs
+        .iter()
+        .map(|c| {
+            let version = c.drain.version.map(|v| format!("v{v}")).unwrap_or_else(|| "reported".into());
+            CutoverShare {
+                key: format!("{} {version}", c.drain.cell),
+                cell: c.drain.cell.clone(),
+                decision_version: c.drain.version,
+                bad_events: c.bad[k],
+                share: fraction(c.bad[k], total_bad),
+                avoidable_at_target: c.avoidable[k],
             }
         })
         .collect();
@@ -448,54 +694,12 @@ fn incidents(inp: &Inputs<'_>, target: f64, bad_of: fn(&Row) -> u64, total_bad: 
     out
 }
 
-/// For each drain: bad events on the cell from its failure onset (the start of the run of
-/// over-threshold windows that led to the drain) to completion; those after
-/// `decided_at + cutover_ms` were avoidable by a cut-over on target.
-fn cutovers(inp: &Inputs<'_>, bad_of: fn(&Row) -> u64, total_bad: u64) -> Vec<CutoverShare> {
-    let mut out = Vec::new();
-    for d in inp.drains {
-        let Some(done) = d.completed_at_ms else { continue };
-        // Per window of the cell: errors / requests (the drain rule's view).
-        let mut windows: BTreeMap<i64, (i64, u64, u64)> = BTreeMap::new();
-        for r in inp.rows.iter().filter(|r| *r.cell == *d.cell) {
-            let e = windows.entry(r.start).or_insert((r.end, 0, 0));
-            e.1 += r.errors;
-            e.2 += r.requests;
-        }
-        let mut onset = d.decided_at_ms;
-        let mut in_run = false;
-        for (start, (_, errors, requests)) in windows.range(..d.decided_at_ms).rev() {
-            let over = *requests > 0 && *errors as f64 / *requests as f64 > inp.drain_error_rate;
-            if over {
-                onset = *start;
-                in_run = true;
-            } else if in_run {
-                break;
-            }
-        }
-        let target_end = inp.cutover_ms.map(|t| d.decided_at_ms + t as i64);
-        let (mut bad, mut avoidable) = (0, 0);
-        for r in inp.rows.iter().filter(|r| *r.cell == *d.cell && r.end > onset && r.start <= done) {
-            bad += bad_of(r);
-            if target_end.is_some_and(|t| r.start >= t) {
-                avoidable += bad_of(r);
-            }
-        }
-        let version = d.version.map(|v| format!("v{v}")).unwrap_or_else(|| "reported".into());
-        out.push(CutoverShare {
-            key: format!("{} {version}", d.cell),
-            cell: d.cell.clone(),
-            decision_version: d.version,
-            bad_events: bad,
-            share: if total_bad == 0 { 0.0 } else { bad as f64 / total_bad as f64 },
-            avoidable_at_target: avoidable,
-        });
-    }
-    out.sort_by_key(|x| std::cmp::Reverse(x.bad_events));
-    out
-}
-
 /// The report for `slo` over `[from_ms, to_ms)`; `drains` are the cut-overs of the range.
+///
+/// Totals, burn rates and the cell/service/route/cause splits are read through the tiers (whole
+/// hours from the hourly tier: exact, and cheap over long ranges); incidents from one pass over
+/// the finest rows without names, reading names again only inside incidents; cut-overs from the
+/// drained cell's windows around each drain.
 #[allow(clippy::too_many_arguments)]
 pub fn report(
     store: &RollupStore,
@@ -507,17 +711,59 @@ pub fn report(
     to_ms: i64,
     now_ms: i64,
 ) -> cellpilot_query::Result<Report> {
-    let rows = rows(store, slo, from_ms, to_ms, now_ms)?;
+    let range = (from_ms, to_ms, now_ms);
+    let threshold = slo.latency_p999_ms.map(threshold_us);
+    let series = by_series(store, slo, range, threshold)?;
+    let mut all = Counts::default();
+    for c in series.values() {
+        all.add(c.requests, c.bad);
+    }
+    let spans = spans(store, slo, range, threshold, Some(all))?;
+    let minutes = Minutes::read(store, slo, range, threshold)?;
     let drains: Vec<Drain> = drains
         .iter()
         .filter(|d| d.decided_at_ms >= from_ms && d.decided_at_ms < to_ms)
         .filter(|d| slo.selector.cell.as_deref().is_none_or(|c| c == d.cell))
         .cloned()
         .collect();
-    let inp = Inputs { rows: &rows, drains: &drains, dash, drain_error_rate, cutover_ms: slo.cutover_ms, to: to_ms };
-    let causes = causes(store, slo, from_ms, to_ms, now_ms)?;
-    let availability = objective(&inp, slo.availability, |r| r.errors, Some(causes), None);
-    let latency = slo.latency_p999_ms.map(|t| objective(&inp, 0.999, |r| r.slow, None, Some(t)));
+    let mut costs = Vec::new();
+    for d in &drains {
+        if let Some(done) = d.completed_at_ms {
+            costs.push(drain_cost(store, slo, d, done, range, (threshold, drain_error_rate, slo.cutover_ms))?);
+        }
+    }
+    let split = |k: usize, key: fn(&SeriesKey) -> &Arc<str>| {
+        let mut m: HashMap<&str, u64> = HashMap::new();
+        for (s, c) in &series {
+            *m.entry(key(s)).or_default() += c.bad[k];
+        }
+        shares(m.into_iter().map(|(k, v)| (k.to_string(), v)), spans.all.bad[k])
+    };
+    let objective = |k: usize,
+                     target: f64,
+                     threshold_ms: Option<f64>,
+                     cause: Option<Vec<Share>>|
+     -> cellpilot_query::Result<Objective> {
+        let total = spans.all.bad[k];
+        let incident = incidents(store, slo, &minutes, (k, target, threshold), dash, now_ms, total)?;
+        Ok(Objective {
+            standing: standing(k, target, threshold_ms, &spans),
+            attribution: Attribution {
+                cell: split(k, |s| &s.0),
+                service: split(k, |s| &s.1),
+                route: split(k, |s| &s.2),
+                cause,
+                incident,
+                cutover: cutover_shares(&costs, k, total),
+            },
+        })
+    };
+    let cause = shares(causes(store, slo, range)?, spans.all.bad[AVAILABILITY]);
+    let availability = objective(AVAILABILITY, slo.availability, None, Some(cause))?;
+    let latency = match slo.latency_p999_ms {
+        Some(t) => Some(objective(LATENCY, LATENCY_TARGET, Some(t), None)?),
+        None => None,
+    };
     let mut durations: Vec<i64> = drains.iter().filter_map(|d| d.duration_ms).collect();
     durations.sort_unstable();
     let cutover = CutoverSummary {
@@ -531,7 +777,7 @@ pub fn report(
         slo: slo.name.clone(),
         from: format_rfc3339_ms(from_ms),
         to: format_rfc3339_ms(to_ms),
-        requests: rows.iter().map(|r| r.requests).sum(),
+        requests: spans.all.requests,
         availability,
         latency,
         cutover,

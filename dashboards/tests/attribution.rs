@@ -5,7 +5,7 @@ use cellpilot_core::config::{DashboardsConfig, Dur, Selector, SloConfig};
 use cellpilot_core::latency::SparseHistogram;
 use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
 use cellpilot_core::store::WindowBatches;
-use cellpilot_dashboards::{Drain, report};
+use cellpilot_dashboards::{Drain, report, summary};
 use cellpilot_query::{RollupStore, StoreSettings};
 
 /// An hour boundary.
@@ -24,10 +24,15 @@ fn hand_computed_fixture() {
     // 10 minutes of 10 s windows; cells a and b; routes r1 and r2; 100 requests per row, all 20 ms.
     // b/r1 fails 50 of 100 in windows 18..=31 (T+180 s .. T+320 s): 14 × 50 = 700 errors, cause 5xx.
     // a/r2 fails 1 per window: 60 errors, cause timeout. Bad total 760 of 24,000 requests.
+    // a/r1 is slow in windows 40..=45 (T+400 s .. T+450 s): 10 of its 100 requests take 500 ms,
+    // none fail: 60 bad for the latency objective (threshold 100 ms).
     let mut rollups = RollupsBuilder::default();
     let mut causes = ErrorsByCauseBuilder::default();
     let mut h = SparseHistogram::default();
     h.record_n(20_000, 100);
+    let mut slow = SparseHistogram::default();
+    slow.record_n(20_000, 90);
+    slow.record_n(500_000, 10);
     for w in 0..60i64 {
         let ws = T + w * 10_000;
         for cell in ["a", "b"] {
@@ -38,7 +43,8 @@ fn hand_computed_fixture() {
                     _ => 0,
                 };
                 let key = RowKey { window_start_ms: ws, window_end_ms: ws + 10_000, cell, service: "s1", route };
-                rollups.push(key, 100, errors, &h.serialize(), h.quantiles(), true);
+                let hist = if (cell, route) == ("a", "r1") && (40..=45).contains(&w) { &slow } else { &h };
+                rollups.push(key, 100, errors, &hist.serialize(), hist.quantiles(), true);
                 if errors > 0 {
                     causes.push(key, if cell == "b" { "5xx" } else { "timeout" }, errors);
                 }
@@ -65,13 +71,14 @@ fn hand_computed_fixture() {
     let r = report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, T + 600_000, T + 600_000).unwrap();
 
     assert_eq!(r.requests, 24_000);
-    let a = &r.availability;
+    let a = &r.availability.standing;
     assert_eq!(a.bad_events, 760);
     assert!((a.observed - (1.0 - 760.0 / 24_000.0)).abs() < 1e-12);
     assert!((a.gap - (0.99 - (1.0 - 760.0 / 24_000.0))).abs() < 1e-12);
     assert!((a.budget - 240.0).abs() < 1e-9, "1 % of 24,000");
     assert!((a.budget_spent - 760.0 / 240.0).abs() < 1e-9);
     assert!((a.budget_left - (1.0 - 760.0 / 240.0)).abs() < 1e-9);
+    let a = &r.availability;
     let keys = |v: &[cellpilot_dashboards::attribution::Share]| {
         v.iter().map(|s| (s.key.clone(), s.bad_events)).collect::<Vec<_>>()
     };
@@ -94,21 +101,101 @@ fn hand_computed_fixture() {
     let c = &a.attribution.cutover[0];
     assert_eq!((c.key.as_str(), c.bad_events, c.avoidable_at_target), ("b v7", 700, 50));
     assert!((c.share - 700.0 / 760.0).abs() < 1e-12);
-    // Every request took 20 ms: nothing is bad for the latency objective.
+    // Latency: 60 slow of 24,000; budget 0.1 % = 24, so 2.5× spent.
     let l = r.latency.as_ref().unwrap();
-    assert_eq!((l.bad_events, l.threshold_ms), (0, Some(100.0)));
-    assert!(l.gap < 0.0, "met: gap is negative");
+    assert_eq!((l.standing.bad_events, l.standing.threshold_ms), (60, Some(100.0)));
+    assert!((l.standing.budget_spent - 60.0 / 24.0).abs() < 1e-9);
+    assert_eq!(keys(&l.attribution.cell), [("a".to_string(), 60)]);
+    assert_eq!(keys(&l.attribution.route), [("r1".to_string(), 60)]);
+    assert!(l.attribution.cause.is_none());
+    // Minute 6 (windows 36..=41) has 20 slow of 2,400: 0.83 % = 8.3× the 0.1 % budget — below 10×.
+    // Minute 7 (windows 42..=47) has 40: 16.7× — one incident on a, T+420 s .. T+480 s, 40 bad.
+    assert_eq!(l.attribution.incident.len(), 1);
+    let inc = &l.attribution.incident[0];
+    assert_eq!((inc.cell.as_str(), inc.bad_events), ("a", 40));
+    assert_eq!(inc.from, cellpilot_core::time::format_rfc3339_ms(T + 420_000));
+    assert_eq!(inc.to, cellpilot_core::time::format_rfc3339_ms(T + 480_000));
+    assert!((inc.share - 40.0 / 60.0).abs() < 1e-12);
+    // Drained b was never slow.
+    assert_eq!(l.attribution.cutover[0].bad_events, 0);
     assert_eq!((r.cutover.count, r.cutover.max_ms, r.cutover.over_target), (1, Some(18_000), 1));
     // Three hours later the same incident and cut-over are still measured to the minute (the
     // finest tier is kept for 48 h), not smeared over hourly rows.
     let later =
         report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, T + 3 * 3_600_000, T + 3 * 3_600_000)
             .unwrap();
-    assert_eq!(later.availability.bad_events, 760);
+    assert_eq!(later.availability.standing.bad_events, 760);
+    assert_eq!(later.latency.as_ref().unwrap().standing.bad_events, 60);
+    assert_eq!(later.latency.as_ref().unwrap().attribution.incident[0].bad_events, 40);
     assert_eq!(later.availability.attribution.incident[0].bad_events, 612);
     let c = &later.availability.attribution.cutover[0];
     assert_eq!((c.bad_events, c.avoidable_at_target), (700, 50));
+    // The SLO cards' summary reads the same numbers (through the hourly tier here).
+    let sum = summary(&store, &slo, T, T + 3 * 3_600_000, T + 3 * 3_600_000, true).unwrap();
+    assert_eq!(sum.requests, 24_000);
+    assert_eq!(sum.availability, later.availability.standing);
+    assert_eq!(sum.latency.as_ref(), Some(&later.latency.as_ref().unwrap().standing));
+    // Burn rates: the last hour of T..T+3 h saw nothing; the last 6 hours are the whole range.
+    assert_eq!(sum.availability.burn_rate_1h, 0.0);
+    assert!((sum.availability.burn_rate_6h - (760.0 / 24_000.0) / 0.01).abs() < 1e-9);
     let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["availability"]["bad_events"], 760, "numbers sit beside the attribution");
     assert!(json["availability"]["attribution"]["cause"].is_array());
     assert!(json["latency"]["attribution"].get("cause").is_none(), "no cause split for latency");
+}
+
+/// A drain after 40 minutes of failures: the onset is found however far back the run of failing
+/// windows goes, and windows before it are not the cut-over's.
+#[test]
+fn failure_onset_far_before_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RollupStore::open(StoreSettings {
+        dir: dir.path().to_path_buf(),
+        fine_ms: 10_000,
+        lateness_ms: 30_000,
+        retention_ms: [i64::MAX / 4; 3],
+    })
+    .unwrap();
+    // One hour of windows on cell c: 10 errors of 100 in windows 30..270 (T+5 min .. T+45 min),
+    // 1 error in window 20 (under the 5 % drain threshold, so not part of the run).
+    let mut rollups = RollupsBuilder::default();
+    let mut h = SparseHistogram::default();
+    h.record_n(20_000, 100);
+    for w in 0..360i64 {
+        let ws = T + w * 10_000;
+        let errors = match w {
+            30..270 => 10,
+            20 => 1,
+            _ => 0,
+        };
+        let key = RowKey { window_start_ms: ws, window_end_ms: ws + 10_000, cell: "c", service: "s", route: "r" };
+        rollups.push(key, 100, errors, &h.serialize(), h.quantiles(), true);
+    }
+    store.add_closed(WindowBatches {
+        rollups: rollups.finish().unwrap(),
+        errors_by_cause: ErrorsByCauseBuilder::default().finish().unwrap(),
+    });
+    let slo = SloConfig {
+        name: "c".into(),
+        availability: 0.99,
+        latency_p999_ms: None,
+        cutover_ms: Some(1_000),
+        period: Dur::days(30),
+        selector: Selector::default(),
+    };
+    // Decided at T+45 min, done 25 s later (windows 270.. have no errors).
+    let drains = [Drain {
+        cell: "c".into(),
+        version: Some(3),
+        decided_at_ms: T + 2_700_000,
+        completed_at_ms: Some(T + 2_725_000),
+        duration_ms: Some(25_000),
+    }];
+    let end = T + 3_600_000;
+    let r = report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, end, end).unwrap();
+    assert_eq!(r.availability.standing.bad_events, 240 * 10 + 1);
+    let c = &r.availability.attribution.cutover[0];
+    // 240 failing windows × 10, none of them after decided + 1 s.
+    assert_eq!((c.bad_events, c.avoidable_at_target), (2_400, 0));
+    assert!(r.latency.is_none());
 }

@@ -9,6 +9,7 @@ use crate::tier::Tier;
 use crate::{Error, Result};
 use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use cellpilot_core::latency;
+use cellpilot_core::schema::rollup_col;
 
 /// Which rows count; `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,7 +52,11 @@ pub fn counts(
 /// Like [`counts`] over explicit parts.
 pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_above_us: Option<u64>) -> Result<Counts> {
     let mut out = Counts::default();
-    let cols: &[usize] = if slow_above_us.is_some() { &[0, 1, 2, 3, 4, 5, 6, 7] } else { &[0, 1, 2, 3, 4, 5, 6] };
+    let cols: &[usize] = if slow_above_us.is_some() {
+        &[0, 1, 2, 3, 4, 5, 6, rollup_col::LATENCY_HIST, rollup_col::MAX_US]
+    } else {
+        &[0, 1, 2, 3, 4, 5, 6]
+    };
     for part in parts {
         for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, Some(cols))? {
             let (starts, ends) =
@@ -59,7 +64,10 @@ pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_abo
             let (cell, service, route) =
                 (column::<StringArray>(&b, 2)?, column::<StringArray>(&b, 3)?, column::<StringArray>(&b, 4)?);
             let (req, err) = (column::<UInt64Array>(&b, 5)?, column::<UInt64Array>(&b, 6)?);
-            let hist = if slow_above_us.is_some() { Some(column::<BinaryArray>(&b, 7)?) } else { None };
+            let hist = match slow_above_us {
+                Some(_) => Some((column::<BinaryArray>(&b, 7)?, column::<UInt64Array>(&b, 8)?)),
+                None => None,
+            };
             let keep =
                 |want: &Option<String>, col: &StringArray, i: usize| want.as_deref().is_none_or(|w| w == col.value(i));
             for i in 0..b.num_rows() {
@@ -71,8 +79,11 @@ pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_abo
                 }
                 out.requests += req.value(i);
                 out.errors += err.value(i);
-                if let (Some(h), Some(threshold)) = (hist, slow_above_us) {
-                    out.slow += latency::count_above(h.value(i), threshold).map_err(Error::Internal)?;
+                if let (Some((h, max)), Some(threshold)) = (hist, slow_above_us)
+                    && max.value(i) > threshold
+                {
+                    out.slow +=
+                        latency::count_above_max(h.value(i), threshold, max.value(i)).map_err(Error::Internal)?;
                 }
             }
         }

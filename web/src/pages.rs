@@ -111,13 +111,12 @@ struct Overview {
 pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let now = state.clock.now_ms();
-    let drains = state.drains();
     let st = state.clone();
     let (slos, stats, sparks) = blocking(move || {
         let mut slos = Vec::new();
         for s in &st.config.slo {
-            let r = st.report(s, &drains, now - s.period.as_millis_i64(), now, now)?;
-            let a = &r.availability;
+            let a = cellpilot_dashboards::summary(&st.store, s, now - s.period.as_millis_i64(), now, now, false)?
+                .availability;
             slos.push(SloCard {
                 name: s.name.clone(),
                 target: pct(a.target),
@@ -372,6 +371,7 @@ fn objective_view(title: String, o: &cellpilot_dashboards::attribution::Objectiv
             })
             .collect(),
     });
+    let o = &o.standing;
     ObjectiveView {
         title,
         target: pct(o.target),
@@ -406,8 +406,10 @@ pub async fn sla(
     let r = blocking(move || st.report(&s2, &drains, now - span, now, now)).await?;
     let mut objectives = vec![objective_view("Availability".into(), &r.availability)];
     if let Some(l) = &r.latency {
-        objectives
-            .push(objective_view(format!("Latency (requests slower than {} ms)", l.threshold_ms.unwrap_or(0.0)), l));
+        objectives.push(objective_view(
+            format!("Latency (requests slower than {} ms)", l.standing.threshold_ms.unwrap_or(0.0)),
+            l,
+        ));
     }
     let c = &r.cutover;
     let cutover = format!(
