@@ -13,6 +13,7 @@ use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_query::RollupStore;
 use cellpilot_query::cells::Part;
 use cellpilot_query::files::Table;
+use cellpilot_query::store::Piece;
 use cellpilot_query::tier::{FIVE_MIN_MS, Tier};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -274,6 +275,26 @@ fn selected(slo: &SloConfig, cell: &StringArray, service: &StringArray, route: &
         && s.route.as_deref().is_none_or(|c| c == route.value(i))
 }
 
+/// Calls `f(rows, i)` for every selected row of `batches` that `part` holds.
+fn each_row(
+    part: &Part,
+    slo: &SloConfig,
+    batches: &[RecordBatch],
+    mut f: impl FnMut(&Rows<'_>, usize) -> cellpilot_query::Result<()>,
+) -> cellpilot_query::Result<()> {
+    for b in batches {
+        let rows = Rows::of(b)?;
+        for i in 0..b.num_rows() {
+            if part.holds(rows.start.value(i), rows.end.value(i))
+                && selected(slo, rows.cell, rows.service, rows.route, i)
+            {
+                f(&rows, i)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Calls `f(rows, i)` for every selected rollups row of `parts`.
 fn walk(
     store: &RollupStore,
@@ -282,16 +303,7 @@ fn walk(
     mut f: impl FnMut(&Rows<'_>, usize) -> cellpilot_query::Result<()>,
 ) -> cellpilot_query::Result<()> {
     for part in parts {
-        for b in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, None)? {
-            let rows = Rows::of(&b)?;
-            for i in 0..b.num_rows() {
-                if part.holds(rows.start.value(i), rows.end.value(i))
-                    && selected(slo, rows.cell, rows.service, rows.route, i)
-                {
-                    f(&rows, i)?;
-                }
-            }
-        }
+        each_row(part, slo, &store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, None)?, &mut f)?;
     }
     Ok(())
 }
@@ -337,7 +349,29 @@ impl Names {
 /// (cell, service, route).
 type SeriesKey = (Arc<str>, Arc<str>, Arc<str>);
 
-/// Counts per series over the tiered reading of `[from, to)`.
+/// Per-series counts of the selected rows of one file.
+type FileSeries = Vec<((String, String, String), Counts)>;
+
+fn file_series(
+    batches: &[RecordBatch],
+    slo: &SloConfig,
+    threshold_us: Option<u64>,
+) -> cellpilot_query::Result<FileSeries> {
+    let mut out: HashMap<(&str, &str, &str), Counts> = HashMap::new();
+    for b in batches {
+        let r = Rows::of(b)?;
+        for i in 0..b.num_rows() {
+            if selected(slo, r.cell, r.service, r.route, i) {
+                let key = (r.cell.value(i), r.service.value(i), r.route.value(i));
+                out.entry(key).or_default().add(r.requests.value(i), r.bad(i, threshold_us)?);
+            }
+        }
+    }
+    Ok(out.into_iter().map(|((c, sv, rt), n)| ((c.to_string(), sv.to_string(), rt.to_string()), n)).collect())
+}
+
+/// Counts per series over the tiered reading of `[from, to)`. Whole hourly and 5-minute files
+/// are summed once per file and SLO selection, then reused by the store.
 fn by_series(
     store: &RollupStore,
     slo: &SloConfig,
@@ -346,11 +380,26 @@ fn by_series(
 ) -> cellpilot_query::Result<HashMap<SeriesKey, Counts>> {
     let mut names = Names::default();
     let mut out: HashMap<SeriesKey, Counts> = HashMap::new();
-    walk(store, slo, &tiered(store, from, to, now), |r, i| {
-        let key = (names.get(r.cell.value(i)), names.get(r.service.value(i)), names.get(r.route.value(i)));
-        out.entry(key).or_default().add(r.requests.value(i), r.bad(i, threshold_us)?);
-        Ok(())
-    })?;
+    let key = format!("attribution series {:?} {threshold_us:?}", slo.selector);
+    for part in tiered(store, from, to, now) {
+        let pieces = store.scan_derived(Table::Rollups, part.tier, (part.from_ms, part.to_ms), &key, |b| {
+            file_series(b, slo, threshold_us)
+        })?;
+        for piece in pieces {
+            match piece {
+                Piece::Derived(list) => {
+                    for ((c, sv, rt), n) in list.iter() {
+                        out.entry((names.get(c), names.get(sv), names.get(rt))).or_default().add(n.requests, n.bad);
+                    }
+                }
+                Piece::Rows(batches) => each_row(&part, slo, &batches, |r, i| {
+                    let key = (names.get(r.cell.value(i)), names.get(r.service.value(i)), names.get(r.route.value(i)));
+                    out.entry(key).or_default().add(r.requests.value(i), r.bad(i, threshold_us)?);
+                    Ok(())
+                })?,
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -358,14 +407,13 @@ fn by_series(
 fn totals(
     store: &RollupStore,
     slo: &SloConfig,
-    (from, to, now): (i64, i64, i64),
+    range: (i64, i64, i64),
     threshold_us: Option<u64>,
 ) -> cellpilot_query::Result<Counts> {
     let mut out = Counts::default();
-    walk(store, slo, &tiered(store, from, to, now), |r, i| {
-        out.add(r.requests.value(i), r.bad(i, threshold_us)?);
-        Ok(())
-    })?;
+    for n in by_series(store, slo, range, threshold_us)?.values() {
+        out.add(n.requests, n.bad);
+    }
     Ok(out)
 }
 
@@ -502,6 +550,39 @@ struct Bucket {
     counts: Counts,
 }
 
+/// The incident bucket of a window: its minute, or itself when it is a minute or longer.
+fn bucket_of(start: i64, end: i64) -> (i64, i64) {
+    if end - start < MINUTE_MS {
+        let m = floor(start, MINUTE_MS);
+        (m, m + MINUTE_MS)
+    } else {
+        (start, end)
+    }
+}
+
+/// Per-bucket counts of the selected rows of one file.
+type FileMinutes = Vec<((i64, i64), Counts)>;
+
+fn file_minutes(
+    batches: &[RecordBatch],
+    slo: &SloConfig,
+    threshold_us: Option<u64>,
+) -> cellpilot_query::Result<FileMinutes> {
+    let mut out: BTreeMap<i64, ((i64, i64), Counts)> = BTreeMap::new();
+    for b in batches {
+        let r = Rows::of(b)?;
+        for i in 0..b.num_rows() {
+            if selected(slo, r.cell, r.service, r.route, i) {
+                let bucket = bucket_of(r.start.value(i), r.end.value(i));
+                let e = out.entry(bucket.0).or_insert((bucket, Counts::default()));
+                e.0.1 = e.0.1.max(bucket.1);
+                e.1.add(r.requests.value(i), r.bad(i, threshold_us)?);
+            }
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
 /// Buckets of `[from, to)` indexed by minute from `floor(from, 1 min)`, from the finest rows.
 struct Minutes {
     first: i64,
@@ -513,6 +594,17 @@ impl Minutes {
         usize::try_from((floor(start, MINUTE_MS) - self.first) / MINUTE_MS).unwrap_or(0)
     }
 
+    /// Adds a bucket's counts.
+    fn add(&mut self, (start, end): (i64, i64), counts: Counts) {
+        let idx = self.slot(start.max(self.first));
+        if let Some(b) = self.slots.get_mut(idx) {
+            b.end = b.end.max(end);
+            b.counts.add(counts.requests, counts.bad);
+        }
+    }
+
+    /// Reads the buckets. Files wholly inside the range are summed once per file and SLO
+    /// selection, then reused by the store: a refresh reads only the newest rows.
     fn read(
         store: &RollupStore,
         slo: &SloConfig,
@@ -522,14 +614,26 @@ impl Minutes {
         let first = floor(from, MINUTE_MS);
         let n = usize::try_from((to - first + MINUTE_MS - 1) / MINUTE_MS).unwrap_or(0);
         let mut m = Minutes { first, slots: vec![Bucket::default(); n] };
-        walk(store, slo, &fine_plan(store, from, to, now), |r, i| {
-            let (s, e) = (r.start.value(i), r.end.value(i));
-            let idx = m.slot(s.max(first));
-            let Some(b) = m.slots.get_mut(idx) else { return Ok(()) };
-            b.end = b.end.max(if e - s < MINUTE_MS { floor(s, MINUTE_MS) + MINUTE_MS } else { e });
-            b.counts.add(r.requests.value(i), r.bad(i, threshold_us)?);
-            Ok(())
-        })?;
+        let key = format!("attribution minutes {:?} {threshold_us:?}", slo.selector);
+        for part in fine_plan(store, from, to, now) {
+            let pieces = store.scan_derived(Table::Rollups, part.tier, (part.from_ms, part.to_ms), &key, |b| {
+                file_minutes(b, slo, threshold_us)
+            })?;
+            for piece in pieces {
+                match piece {
+                    Piece::Derived(list) => {
+                        for (bucket, counts) in list.iter() {
+                            m.add(*bucket, *counts);
+                        }
+                    }
+                    Piece::Rows(batches) => each_row(&part, slo, &batches, |r, i| {
+                        let c = Counts { requests: r.requests.value(i), bad: r.bad(i, threshold_us)? };
+                        m.add(bucket_of(r.start.value(i), r.end.value(i)), c);
+                        Ok(())
+                    })?,
+                }
+            }
+        }
         Ok(m)
     }
 

@@ -4,8 +4,10 @@
 use cellpilot_core::config::{DashboardsConfig, Dur, Selector, SloConfig};
 use cellpilot_core::latency::SparseHistogram;
 use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
-use cellpilot_core::store::WindowBatches;
+use cellpilot_core::store::{RollupSink, WindowBatches};
 use cellpilot_dashboards::{Drain, report, summary};
+use cellpilot_query::files::Table;
+use cellpilot_query::tier::Tier;
 use cellpilot_query::{RollupStore, StoreSettings};
 
 /// An hour boundary.
@@ -130,6 +132,16 @@ fn hand_computed_fixture() {
     assert_eq!(later.availability.attribution.incident[0].bad_events, 612);
     let c = &later.availability.attribution.cutover[0];
     assert_eq!((c.bad_events, c.avoidable_at_target), (700, 50));
+    // Once the rows are in Parquet files, whole files are summed per file and remembered: the
+    // same report, read from files, then from the remembered sums.
+    store.close(T + 3 * 3_600_000, &mut || Ok(None)).unwrap();
+    assert!(!cellpilot_query::files::list(dir.path(), Table::Rollups, Tier::Fine).unwrap().is_empty());
+    for _ in 0..2 {
+        let from_files =
+            report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, T + 3 * 3_600_000, T + 3 * 3_600_000)
+                .unwrap();
+        assert_eq!(from_files, later);
+    }
     // The SLO cards' summary reads the same numbers (through the hourly tier here).
     let sum = summary(&store, &slo, T, T + 3 * 3_600_000, T + 3 * 3_600_000, true).unwrap();
     assert_eq!(sum.requests, 24_000);

@@ -12,6 +12,7 @@ use crate::{Error, Result};
 use arrow::array::{BooleanArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::store::{OpenWindowSource, RollupSink, WindowBatches};
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -85,11 +86,61 @@ impl FileCache {
     }
 }
 
+/// What callers derived from whole files ([`RollupStore::scan_derived`]), least recently used out
+/// first. Like decoded files, a derived value never goes stale: files never change once written.
+#[derive(Default)]
+struct Memo {
+    entries: std::collections::HashMap<(PathBuf, String), (Arc<dyn Any + Send + Sync>, u64)>,
+    tick: u64,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo").field("entries", &self.entries.len()).finish()
+    }
+}
+
+/// Derived values kept (each is small: a file's per-minute sums, say).
+const MEMO_ENTRIES: usize = 20_000;
+
+impl Memo {
+    fn get(&mut self, key: &(PathBuf, String)) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(key).map(|e| {
+            e.1 = tick;
+            e.0.clone()
+        })
+    }
+
+    fn put(&mut self, key: (PathBuf, String), value: Arc<dyn Any + Send + Sync>) {
+        if self.entries.len() >= MEMO_ENTRIES {
+            // Drop the older half at once: eviction stays rare and cheap per insert.
+            let mut ticks: Vec<u64> = self.entries.values().map(|e| e.1).collect();
+            let (_, median, _) = ticks.select_nth_unstable(MEMO_ENTRIES / 2);
+            let cut = *median;
+            self.entries.retain(|_, e| e.1 > cut);
+        }
+        self.tick += 1;
+        self.entries.insert(key, (value, self.tick));
+    }
+}
+
+/// One source of [`RollupStore::scan_derived`].
+#[derive(Debug)]
+pub enum Piece<T> {
+    /// Rows read as [`RollupStore::scan`] would (memory rows, files at the range's edges).
+    Rows(Vec<RecordBatch>),
+    /// What the caller's `derive` made of one whole file inside the range.
+    Derived(Arc<T>),
+}
+
 /// Closed windows (files + pending) and open windows (ingest).
 #[derive(Debug)]
 pub struct RollupStore {
     settings: StoreSettings,
     cache: Mutex<FileCache>,
+    memo: Mutex<Memo>,
     state: RwLock<State>,
     open: RwLock<Option<Arc<dyn OpenWindowSource>>>,
     /// Serializes flushes (the closer is the only writer, but tests may call directly).
@@ -142,6 +193,15 @@ fn project(batches: Vec<RecordBatch>, projection: Option<&[usize]>) -> Result<Ve
     }
 }
 
+fn check_projection(projection: Option<&[usize]>) -> Result<()> {
+    match projection {
+        Some(cols) if !cols.contains(&0) => {
+            Err(Error::Internal("a scan's projection must keep window_start (column 0)".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl RollupStore {
     /// Opens the store under `settings.dir`, indexing existing files and rebuilding the pending
     /// coarse rows of the current hour and day from the finer files.
@@ -177,6 +237,7 @@ impl RollupStore {
         Ok(Self {
             settings,
             cache: Mutex::new(FileCache::default()),
+            memo: Mutex::new(Memo::default()),
             state: RwLock::new(state),
             open: RwLock::new(None),
             flush: Mutex::new(()),
@@ -218,36 +279,14 @@ impl RollupStore {
         to_ms: i64,
         projection: Option<&[usize]>,
     ) -> Result<Vec<RecordBatch>> {
+        check_projection(projection)?;
         let width = tier.width_ms(self.settings.fine_ms);
-        let (file_list, memory) = {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            let t = &state.tiers[idx(tier)];
-            let fs = match table {
-                Table::Rollups => &t.rollups_files,
-                Table::ErrorsByCause => &t.errors_files,
-            };
-            let file_list: Vec<StoredFile> =
-                fs.iter().filter(|f| f.start_ms < to_ms && f.end_ms > from_ms).cloned().collect();
-            (file_list, self.memory_rows(&state, table, tier, from_ms, to_ms)?)
-        };
-        if let Some(cols) = projection
-            && !cols.contains(&0)
-        {
-            return Err(Error::Internal("a scan's projection must keep window_start (column 0)".into()));
-        }
+        let (file_list, memory) = self.sources(table, tier, from_ms, to_ms)?;
         let mut out = project(overlapping(memory, width, from_ms, to_ms)?, projection)?;
         for f in &file_list {
-            let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&f.path);
-            let batches = match cached {
-                Some(b) => b,
-                None => {
-                    let b = Arc::new(files::read(f, None)?);
-                    self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(f.path.clone(), b.clone());
-                    b
-                }
-            };
+            let batches = self.decoded(f)?;
             // A file wholly inside the range needs no row filter.
-            let rows = if f.start_ms > from_ms.saturating_sub(width) && f.end_ms <= to_ms {
+            let rows = if self.wholly_inside(f, width, from_ms, to_ms) {
                 batches.as_ref().clone()
             } else {
                 overlapping(batches.as_ref().clone(), width, from_ms, to_ms)?
@@ -255,6 +294,78 @@ impl RollupStore {
             out.extend(project(rows, projection)?);
         }
         Ok(out)
+    }
+
+    /// Like [`RollupStore::scan`], but every file wholly inside the range comes as what
+    /// `derive` makes of its rows, computed once per file and `key` and then reused (a file
+    /// already derived is not even decoded again). `key` names what is derived: two callers
+    /// deriving different things must pass different keys.
+    pub fn scan_derived<T: Send + Sync + 'static>(
+        &self,
+        table: Table,
+        tier: Tier,
+        (from_ms, to_ms): (i64, i64),
+        key: &str,
+        derive: impl Fn(&[RecordBatch]) -> Result<T>,
+    ) -> Result<Vec<Piece<T>>> {
+        let width = tier.width_ms(self.settings.fine_ms);
+        let (file_list, memory) = self.sources(table, tier, from_ms, to_ms)?;
+        let mut out = vec![Piece::Rows(overlapping(memory, width, from_ms, to_ms)?)];
+        for f in &file_list {
+            if !self.wholly_inside(f, width, from_ms, to_ms) {
+                out.push(Piece::Rows(overlapping(self.decoded(f)?.as_ref().clone(), width, from_ms, to_ms)?));
+                continue;
+            }
+            let memo_key = (f.path.clone(), key.to_string());
+            let known = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&memo_key);
+            let value = match known.and_then(|v| v.downcast::<T>().ok()) {
+                Some(v) => v,
+                None => {
+                    let v = Arc::new(derive(&self.decoded(f)?)?);
+                    self.memo.lock().unwrap_or_else(|e| e.into_inner()).put(memo_key, v.clone());
+                    v
+                }
+            };
+            out.push(Piece::Derived(value));
+        }
+        Ok(out)
+    }
+
+    /// The files of `table`/`tier` overlapping `[from_ms, to_ms)` and the memory rows.
+    fn sources(
+        &self,
+        table: Table,
+        tier: Tier,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<StoredFile>, Vec<RecordBatch>)> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let t = &state.tiers[idx(tier)];
+        let fs = match table {
+            Table::Rollups => &t.rollups_files,
+            Table::ErrorsByCause => &t.errors_files,
+        };
+        let file_list: Vec<StoredFile> =
+            fs.iter().filter(|f| f.start_ms < to_ms && f.end_ms > from_ms).cloned().collect();
+        Ok((file_list, self.memory_rows(&state, table, tier, from_ms, to_ms)?))
+    }
+
+    /// Whether every window of `f` overlaps `[from_ms, to_ms)`.
+    fn wholly_inside(&self, f: &StoredFile, width: i64, from_ms: i64, to_ms: i64) -> bool {
+        f.start_ms > from_ms.saturating_sub(width) && f.end_ms <= to_ms
+    }
+
+    /// The rows of `f`, decoded once and kept while the cache has room.
+    fn decoded(&self, f: &StoredFile) -> Result<Arc<Vec<RecordBatch>>> {
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&f.path);
+        Ok(match cached {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(files::read(f, None)?);
+                self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(f.path.clone(), b.clone());
+                b
+            }
+        })
     }
 
     /// Memory rows of `tier`: its pending rows plus finer memory rows rolled up on the fly.
@@ -266,18 +377,26 @@ impl RollupStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<RecordBatch>> {
-        let pending = |t: Tier| -> Vec<RecordBatch> {
+        // Finer rows are rolled up whole buckets at a time: only those of the tier's buckets
+        // overlapping the range are needed.
+        let w = tier.width_ms(self.settings.fine_ms);
+        let up_to = to_ms.saturating_add(w - 1);
+        let (lo, hi) = if tier == Tier::Fine {
+            (from_ms, to_ms)
+        } else {
+            (from_ms - from_ms.rem_euclid(w), up_to - up_to.rem_euclid(w))
+        };
+        let pending = |t: Tier| -> Result<Vec<RecordBatch>> {
             let s = &state.tiers[idx(t)];
-            match table {
-                Table::Rollups => s.pending_rollups.clone(),
-                Table::ErrorsByCause => s.pending_errors.clone(),
-            }
+            let rows = match table {
+                Table::Rollups => &s.pending_rollups,
+                Table::ErrorsByCause => &s.pending_errors,
+            };
+            if t == tier { Ok(rows.clone()) } else { Ok(split(rows, lo, hi)?.0) }
         };
         let open = self.open.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut fine = pending(Tier::Fine);
+        let mut fine = pending(Tier::Fine)?;
         if let Some(open) = open {
-            // Coarse tiers need the whole open range to roll up partial buckets correctly.
-            let (lo, hi) = if tier == Tier::Fine { (from_ms, to_ms) } else { (i64::MIN / 2, i64::MAX / 2) };
             let WindowBatches { rollups, errors_by_cause } = open.open_windows(lo, hi)?;
             let b = match table {
                 Table::Rollups => rollups,
@@ -299,14 +418,14 @@ impl RollupStore {
         match tier {
             Tier::Fine => Ok(fine),
             Tier::FiveMin => {
-                let mut out = pending(Tier::FiveMin);
+                let mut out = pending(Tier::FiveMin)?;
                 out.extend(up(&fine, Tier::FiveMin)?);
                 Ok(out)
             }
             Tier::Hour => {
-                let mut five = pending(Tier::FiveMin);
+                let mut five = pending(Tier::FiveMin)?;
                 five.extend(up(&fine, Tier::FiveMin)?);
-                let mut out = pending(Tier::Hour);
+                let mut out = pending(Tier::Hour)?;
                 out.extend(up(&five, Tier::Hour)?);
                 Ok(out)
             }

@@ -232,3 +232,67 @@ async fn sql_quantiles_after_reopen_match_the_samples() {
         }
     }
 }
+
+fn requests(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .map(|b| arrow::compute::sum(b.column(5).as_any().downcast_ref::<UInt64Array>().unwrap()).unwrap_or(0))
+        .sum()
+}
+
+/// `scan_derived` answers like `scan`: whole files inside the range come derived (once per file
+/// and key, then from the memo), edge files and memory rows as rows.
+#[test]
+fn derived_scans_cover_the_range_once_and_reuse_per_file_values() {
+    use cellpilot_query::store::Piece;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut truth = BTreeMap::new();
+    let store = RollupStore::open(settings(dir.path())).unwrap();
+    let mut t = T0;
+    while t < T0 + 3 * HOUR_MS {
+        let mut once = Some(windows(&mut rng, t, t + HOUR_MS, &mut truth));
+        store.close(t + HOUR_MS + LATENESS, &mut || Ok(once.take())).unwrap();
+        t += HOUR_MS;
+    }
+    // One more hour still in memory (not closed).
+    let mut open = Some(windows(&mut rng, t, t + 20 * 60_000, &mut truth));
+    store.close(t, &mut || Ok(open.take())).unwrap();
+    let derives = AtomicUsize::new(0);
+    let derive = |b: &[RecordBatch]| {
+        derives.fetch_add(1, Ordering::Relaxed);
+        Ok(requests(b))
+    };
+    for tier in Tier::ALL {
+        for (from, to) in [(T0 + 7 * 60_000 + 3_000, T0 + 2 * HOUR_MS + 3 * 60_000), (T0, T0 + 4 * HOUR_MS)] {
+            let expected = requests(&store.scan(Table::Rollups, tier, from, to, None).unwrap());
+            let sum = |key: &str| -> (u64, usize) {
+                let pieces = store.scan_derived(Table::Rollups, tier, (from, to), key, derive).unwrap();
+                let derived = pieces.iter().filter(|p| matches!(p, Piece::Derived(_))).count();
+                let total = pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Derived(n) => **n,
+                        Piece::Rows(b) => requests(b),
+                    })
+                    .sum();
+                (total, derived)
+            };
+            let before = derives.load(Ordering::Relaxed);
+            // Keys of their own per range, so files shared with the other range count here too.
+            let (k1, k2) = (format!("requests {from}"), format!("another question {from}"));
+            let (first, derived) = sum(&k1);
+            assert_eq!(first, expected, "{tier} {from}..{to}");
+            assert_eq!(derives.load(Ordering::Relaxed) - before, derived, "each whole file derived once");
+            let again = derives.load(Ordering::Relaxed);
+            assert_eq!(sum(&k1).0, expected);
+            assert_eq!(derives.load(Ordering::Relaxed), again, "reused, not derived again");
+            assert_eq!(sum(&k2).0, expected);
+            assert_eq!(derives.load(Ordering::Relaxed) - again, derived, "a different key derives anew");
+        }
+    }
+    // Fine tier over the whole closed range: most of it came derived.
+    let pieces = store.scan_derived(Table::Rollups, Tier::Fine, (T0, T0 + 3 * HOUR_MS), "requests", derive).unwrap();
+    assert!(pieces.iter().filter(|p| matches!(p, Piece::Derived(_))).count() >= 30);
+}
