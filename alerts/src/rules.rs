@@ -131,14 +131,14 @@ pub fn conditions(facts: &Facts) -> Vec<Condition> {
                             ),
                         ]),
                         for_ms: pair.for_ms,
-                        page: format!("/sla/{}", slo.name),
+                        page: cellpilot_core::link::sla_page(&slo.name),
                     });
                 }
             }
         }
     }
     for c in &facts.cells {
-        let page = format!("/cells/{}", c.cell);
+        let page = cellpilot_core::link::cell_page(&c.cell);
         if c.requests > 0 && c.error_rate > facts.cell_error_rate {
             out.push(Condition {
                 labels: labels(&[("alertname", "CellErrorRateHigh"), ("severity", "page"), ("cell", &c.cell)]),

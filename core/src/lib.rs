@@ -11,6 +11,7 @@
 //! - [`store`]: the traits through which ingest hands rollups to whoever stores them.
 //! - [`metrics`]: the process's Prometheus registry with the stable `cellpilot_` names.
 //! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
+//! - [`link`]: paths of dashboard pages, as alerts and pages link to them.
 //! - [`error`]: the crate's error type.
 
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod latency;
+pub mod link;
 pub mod metrics;
 pub mod schema;
 pub mod store;

@@ -1,52 +1,120 @@
-//! The pages in real headless Chromium (Debian's `chromium`, never a downloaded browser): every
-//! page loads with no console errors and shows the seeded numbers; a cell named
+//! The pages in real headless Chromium, driven over WebDriver (Debian's `chromium` and
+//! `chromedriver`, never a downloaded browser): every page loads with no console errors and shows
+//! the seeded numbers; links, the range picker and the SQL console work when clicked; a cell named
 //! `<script>alert(1)</script>` stays text; screenshots land in `target/screenshots/`.
 
 use crate::support::{Server, now_ns, server_span, traces};
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 const EVIL: &str = "<script>alert(1)</script>";
 
-/// Loads `url` in headless Chromium: (serialized DOM after scripts ran, console errors).
-fn chromium(url: &str, screenshot: &std::path::Path, profile: &std::path::Path) -> (String, Vec<String>) {
-    let common = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--window-size=1280,1000",
-    ];
-    let profile = format!("--user-data-dir={}", profile.display());
-    let dom = Command::new("chromium")
-        .args(common)
-        .arg(&profile)
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("chromium (Debian package)");
-    let shot = Command::new("chromium")
-        .args(common)
-        .arg(&profile)
-        .arg(format!("--screenshot={}", screenshot.display()))
-        .arg(url)
-        .output()
-        .expect("chromium");
-    assert!(screenshot.exists(), "screenshot of {url}: {}", String::from_utf8_lossy(&shot.stderr));
-    let stderr = String::from_utf8_lossy(&dom.stderr);
-    let errors = stderr
-        .lines()
-        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error") || l.contains("Failed")))
-        .map(str::to_string)
-        .collect();
-    (String::from_utf8_lossy(&dom.stdout).into_owned(), errors)
+/// `chromedriver` on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver)");
+        Driver { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// A headless Chromium session that keeps the browser's console log.
+    async fn session(&self, profile: &Path) -> Client {
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,1000", format!("--user-data-dir={}", profile.display())],
+            },
+            "goog:loggingPrefs": {"browser": "ALL"},
+        });
+        let serde_json::Value::Object(caps) = caps else { unreachable!() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&self.url).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no WebDriver session from chromedriver: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ChromeDriver's browser log (`goog:loggingPrefs`), drained on every read.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (axum::http::Method::POST, Some(r#"{"type":"browser"}"#.to_string()))
+    }
+}
+
+/// Console errors and uncaught exceptions since the last call.
+async fn console_errors(c: &Client) -> Vec<String> {
+    let log = c.issue_cmd(BrowserLog).await.expect("browser log");
+    log.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Loads `url` and saves a screenshot: the serialized DOM after scripts ran.
+async fn visit(c: &Client, url: &str, shot: &Path) -> String {
+    c.goto(url).await.unwrap_or_else(|e| panic!("loading {url}: {e}"));
+    std::fs::write(shot, c.screenshot().await.expect("screenshot")).unwrap();
+    c.source().await.expect("page source")
+}
+
+/// Clicks `link` (link text) inside `scope` and waits for the page it leads to.
+async fn click_link(c: &Client, scope: &str, link: &str) -> url::Url {
+    let before = c.current_url().await.unwrap();
+    let el = c.find(Locator::Css(scope)).await.unwrap_or_else(|e| panic!("`{scope}` on {before}: {e}"));
+    el.find(Locator::LinkText(link))
+        .await
+        .unwrap_or_else(|e| panic!("link `{link}` on {before}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = c.current_url().await.unwrap();
+        if now != before && c.execute("return document.readyState", vec![]).await.unwrap() == "complete" {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "clicking `{link}` on {before} went nowhere");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,6 +169,8 @@ async fn every_page_in_headless_chromium() {
     let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
     let profile = tempfile::tempdir().unwrap();
+    let driver = Driver::start();
+    let c = driver.session(profile.path()).await;
     let base = format!("http://{}", server.web);
     let pages: [(&str, &str, &[&str]); 8] = [
         (
@@ -117,11 +187,72 @@ async fn every_page_in_headless_chromium() {
         ("evil", "/cells/%3Cscript%3Ealert(1)%3C%2Fscript%3E", &["&lt;script&gt;alert(1)&lt;/script&gt;"]),
     ];
     for (name, path, expect) in pages {
-        let (dom, errors) = chromium(&format!("{base}{path}"), &shots.join(format!("{name}.png")), profile.path());
+        let dom = visit(&c, &format!("{base}{path}"), &shots.join(format!("{name}.png"))).await;
+        let errors = console_errors(&c).await;
         assert!(errors.is_empty(), "{path}: console errors {errors:?}");
         assert!(!dom.contains(EVIL), "{path}: the evil cell name became markup");
         for e in expect {
             assert!(dom.contains(e), "{path}: `{e}` missing from\n{dom}");
         }
+        // No script ran from a cell name: an alert would be open.
+        assert!(c.get_alert_text().await.is_err(), "{path}: an alert opened");
     }
+
+    // Links from the overview, clicked.
+    c.goto(&format!("{base}/")).await.unwrap();
+    let to = click_link(&c, "table", "bj-unit-01").await;
+    assert_eq!(to.path(), "/cells/bj-unit-01");
+    c.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(click_link(&c, "body", "demo").await.path(), "/sla/demo");
+    // The evil cell's link leads to its page, still as text.
+    c.goto(&format!("{base}/")).await.unwrap();
+    let to = click_link(&c, "table", EVIL).await;
+    assert_eq!(to.path(), "/cells/%3Cscript%3Ealert%281%29%3C%2Fscript%3E");
+    assert!(c.get_alert_text().await.is_err(), "an alert opened on the evil cell's page");
+    assert!(
+        c.find(Locator::Css("h2")).await.unwrap().text().await.unwrap().contains(EVIL),
+        "the heading shows the name"
+    );
+
+    // The range picker: the chosen range is marked and the charts follow it.
+    for (page, range) in [("/cells/bj-unit-01?range=15m", "24h"), ("/sla/demo", "1h"), ("/sla/demo?range=1h", "7d")] {
+        c.goto(&format!("{base}{page}")).await.unwrap();
+        let to = click_link(&c, ".ranges", range).await;
+        assert_eq!(to.query(), Some(format!("range={range}").as_str()), "{page}");
+        let on = c.find(Locator::Css(".ranges a.on")).await.unwrap().text().await.unwrap();
+        assert_eq!(on, range, "{page}: the picker marks the range shown");
+        assert!(console_errors(&c).await.is_empty(), "{page} -> {range}: console errors");
+    }
+    std::fs::write(shots.join("sla-7d.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // The SQL console runs a query through /api/v1/query and shows the rows.
+    c.goto(&format!("{base}/query")).await.unwrap();
+    c.find(Locator::Id("run")).await.unwrap().click().await.unwrap();
+    let table =
+        c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#out table")).await.expect("query result");
+    let text = table.text().await.unwrap();
+    assert!(text.contains("bj-unit-01") && text.contains("p999_ms"), "query result: {text}");
+    let status = c.find(Locator::Id("status")).await.unwrap().text().await.unwrap();
+    assert!(status.ends_with("row(s)"), "status: {status}");
+    assert!(console_errors(&c).await.is_empty(), "query console: console errors");
+    // A refused statement shows the server's message, not a broken page.
+    let sql = c.find(Locator::Id("sql")).await.unwrap();
+    sql.clear().await.unwrap();
+    sql.send_keys("DROP TABLE rollups").await.unwrap();
+    c.find(Locator::Id("run")).await.unwrap().click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = c.find(Locator::Id("status")).await.unwrap().text().await.unwrap();
+        if !status.is_empty() && status != "running…" {
+            assert!(!status.ends_with("row(s)"), "DROP TABLE ran: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer to a refused statement");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(shots.join("query-refused.png"), c.screenshot().await.unwrap()).unwrap();
+    // The browser logs the 400 itself; nothing on the page threw.
+    let errors = console_errors(&c).await;
+    assert!(errors.iter().all(|e| e.contains("status of 400")), "query console: console errors {errors:?}");
+    c.close().await.unwrap();
 }

@@ -7,6 +7,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
+use cellpilot_core::link;
 use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_dashboards::svg::{self, Marker};
 use serde::Deserialize;
@@ -76,6 +77,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
 /// An SLO card.
 pub struct SloCard {
     name: String,
+    href: String,
     target: String,
     observed: String,
     budget_left: String,
@@ -88,6 +90,7 @@ pub struct SloCard {
 /// A row of the cell grid.
 pub struct CellRow {
     cell: String,
+    href: String,
     state: String,
     weight: u32,
     rps: String,
@@ -119,6 +122,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resu
                 .availability;
             slos.push(SloCard {
                 name: s.name.clone(),
+                href: link::sla_page(&s.name),
                 target: pct(a.target),
                 observed: pct(a.observed),
                 budget_left: pct(a.budget_left),
@@ -154,6 +158,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resu
                 error_rate: pct(c.error_rate()),
                 p999: ms(c.quantiles.p999_us),
                 exact: c.latency_exact,
+                href: link::cell_page(&c.cell),
                 cell: c.cell,
                 spark,
             }
@@ -256,7 +261,7 @@ pub async fn cell(
         title: format!("cell {cell}"),
         now: format_rfc3339_ms(now),
         refresh: true,
-        ranges: picker(&format!("/cells/{cell}"), &range),
+        ranges: picker(&link::cell_page(&cell), &range),
         state: serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
         weight: w,
         requests_chart: svg::line_chart("requests per second", "/s", &req, from, now, &markers),
@@ -424,7 +429,7 @@ pub async fn sla(
         title: format!("SLA {name}"),
         now: format_rfc3339_ms(now),
         refresh: true,
-        ranges: picker(&format!("/sla/{name}"), &range),
+        ranges: picker(&link::sla_page(&name), &range),
         from: r.from.clone(),
         to: r.to.clone(),
         requests: r.requests,
@@ -440,6 +445,7 @@ pub struct DecisionRow {
     when: String,
     version: u64,
     cell: String,
+    href: String,
     weights: String,
     state: String,
     reason: String,
@@ -480,6 +486,7 @@ pub async fn decisions(State(state): State<AppState>, headers: HeaderMap) -> Res
             when: format_rfc3339_ms(d.decided_at_ms),
             version: d.version,
             weights: format!("{} → {}", d.old_weight, d.new_weight),
+            href: link::cell_page(&d.cell),
             state: serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
             cell: d.cell,
             reason: d.reason,
