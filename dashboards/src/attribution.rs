@@ -383,7 +383,10 @@ fn by_series(
     let key = format!("attribution series {:?} {threshold_us:?}", slo.selector);
     for part in tiered(store, from, to, now) {
         let pieces = store.scan_derived(Table::Rollups, part.tier, (part.from_ms, part.to_ms), &key, |b| {
-            file_series(b, slo, threshold_us)
+            let s = file_series(b, slo, threshold_us)?;
+            let names: usize = s.iter().map(|((c, sv, r), _)| c.len() + sv.len() + r.len()).sum();
+            let bytes = names + s.len() * std::mem::size_of::<((String, String, String), Counts)>();
+            Ok((s, bytes))
         })?;
         for piece in pieces {
             match piece {
@@ -617,7 +620,9 @@ impl Minutes {
         let key = format!("attribution minutes {:?} {threshold_us:?}", slo.selector);
         for part in fine_plan(store, from, to, now) {
             let pieces = store.scan_derived(Table::Rollups, part.tier, (part.from_ms, part.to_ms), &key, |b| {
-                file_minutes(b, slo, threshold_us)
+                let m = file_minutes(b, slo, threshold_us)?;
+                let bytes = m.len() * std::mem::size_of::<((i64, i64), Counts)>();
+                Ok((m, bytes))
             })?;
             for piece in pieces {
                 match piece {

@@ -88,9 +88,13 @@ impl FileCache {
 
 /// What callers derived from whole files ([`RollupStore::scan_derived`]), least recently used out
 /// first. Like decoded files, a derived value never goes stale: files never change once written.
+/// A derived value, its approximate bytes and its last use.
+type MemoEntry = (Arc<dyn Any + Send + Sync>, usize, u64);
+
 #[derive(Default)]
 struct Memo {
-    entries: std::collections::HashMap<(PathBuf, String), (Arc<dyn Any + Send + Sync>, u64)>,
+    entries: std::collections::HashMap<(PathBuf, String), MemoEntry>,
+    bytes: usize,
     tick: u64,
 }
 
@@ -100,29 +104,38 @@ impl std::fmt::Debug for Memo {
     }
 }
 
-/// Derived values kept (each is small: a file's per-minute sums, say).
-const MEMO_ENTRIES: usize = 20_000;
+/// Bytes of derived values kept.
+const MEMO_BYTES: usize = 64 << 20;
 
 impl Memo {
     fn get(&mut self, key: &(PathBuf, String)) -> Option<Arc<dyn Any + Send + Sync>> {
         self.tick += 1;
         let tick = self.tick;
         self.entries.get_mut(key).map(|e| {
-            e.1 = tick;
+            e.2 = tick;
             e.0.clone()
         })
     }
 
-    fn put(&mut self, key: (PathBuf, String), value: Arc<dyn Any + Send + Sync>) {
-        if self.entries.len() >= MEMO_ENTRIES {
+    fn put(&mut self, key: (PathBuf, String), value: Arc<dyn Any + Send + Sync>, bytes: usize) {
+        let bytes = bytes + key.0.as_os_str().len() + key.1.len() + 64;
+        if bytes > MEMO_BYTES / 4 {
+            return;
+        }
+        if self.bytes + bytes > MEMO_BYTES && !self.entries.is_empty() {
             // Drop the older half at once: eviction stays rare and cheap per insert.
-            let mut ticks: Vec<u64> = self.entries.values().map(|e| e.1).collect();
-            let (_, median, _) = ticks.select_nth_unstable(MEMO_ENTRIES / 2);
+            let mut ticks: Vec<u64> = self.entries.values().map(|e| e.2).collect();
+            let half = ticks.len() / 2;
+            let (_, median, _) = ticks.select_nth_unstable(half);
             let cut = *median;
-            self.entries.retain(|_, e| e.1 > cut);
+            self.entries.retain(|_, e| e.2 > cut);
+            self.bytes = self.entries.values().map(|e| e.1).sum();
         }
         self.tick += 1;
-        self.entries.insert(key, (value, self.tick));
+        self.bytes += bytes;
+        if let Some(old) = self.entries.insert(key, (value, bytes, self.tick)) {
+            self.bytes -= old.1;
+        }
     }
 }
 
@@ -299,14 +312,15 @@ impl RollupStore {
     /// Like [`RollupStore::scan`], but every file wholly inside the range comes as what
     /// `derive` makes of its rows, computed once per file and `key` and then reused (a file
     /// already derived is not even decoded again). `key` names what is derived: two callers
-    /// deriving different things must pass different keys.
+    /// deriving different things must pass different keys. `derive` returns the value and its
+    /// approximate size in bytes, which the memo's budget counts.
     pub fn scan_derived<T: Send + Sync + 'static>(
         &self,
         table: Table,
         tier: Tier,
         (from_ms, to_ms): (i64, i64),
         key: &str,
-        derive: impl Fn(&[RecordBatch]) -> Result<T>,
+        derive: impl Fn(&[RecordBatch]) -> Result<(T, usize)>,
     ) -> Result<Vec<Piece<T>>> {
         let width = tier.width_ms(self.settings.fine_ms);
         let (file_list, memory) = self.sources(table, tier, from_ms, to_ms)?;
@@ -321,8 +335,9 @@ impl RollupStore {
             let value = match known.and_then(|v| v.downcast::<T>().ok()) {
                 Some(v) => v,
                 None => {
-                    let v = Arc::new(derive(&self.decoded(f)?)?);
-                    self.memo.lock().unwrap_or_else(|e| e.into_inner()).put(memo_key, v.clone());
+                    let (v, bytes) = derive(&self.decoded(f)?)?;
+                    let v = Arc::new(v);
+                    self.memo.lock().unwrap_or_else(|e| e.into_inner()).put(memo_key, v.clone(), bytes);
                     v
                 }
             };
@@ -563,5 +578,27 @@ impl RollupSink for RollupStore {
             }
         }
         self.flush_due(now_ms).map_err(|e| cellpilot_core::Error::Internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memo_stays_within_its_byte_budget() {
+        let mut m = Memo::default();
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(0u64);
+        for i in 0..10_000 {
+            m.put((PathBuf::from(format!("f{i}")), "k".into()), value.clone(), 1 << 20);
+            assert!(m.bytes <= MEMO_BYTES, "{} bytes after {i} puts", m.bytes);
+            assert_eq!(m.bytes, m.entries.values().map(|e| e.1).sum::<usize>());
+        }
+        // The newest entries are kept; the oldest went first.
+        assert!(m.get(&(PathBuf::from("f9999"), "k".into())).is_some());
+        assert!(m.get(&(PathBuf::from("f0"), "k".into())).is_none());
+        // A value too big for the budget is not kept at all.
+        m.put((PathBuf::from("huge"), "k".into()), value, MEMO_BYTES);
+        assert!(m.get(&(PathBuf::from("huge"), "k".into())).is_none());
     }
 }

@@ -262,7 +262,7 @@ fn derived_scans_cover_the_range_once_and_reuse_per_file_values() {
     let derives = AtomicUsize::new(0);
     let derive = |b: &[RecordBatch]| {
         derives.fetch_add(1, Ordering::Relaxed);
-        Ok(requests(b))
+        Ok((requests(b), 8))
     };
     for tier in Tier::ALL {
         for (from, to) in [(T0 + 7 * 60_000 + 3_000, T0 + 2 * HOUR_MS + 3 * 60_000), (T0, T0 + 4 * HOUR_MS)] {
