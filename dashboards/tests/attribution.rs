@@ -13,16 +13,22 @@ use cellpilot_query::{RollupStore, StoreSettings};
 /// An hour boundary.
 const T: i64 = 1_800_000_000_000;
 
-#[test]
-fn hand_computed_fixture() {
+/// An empty store that keeps every tier forever.
+fn store() -> (tempfile::TempDir, RollupStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = RollupStore::open(StoreSettings {
+    let settings = StoreSettings {
         dir: dir.path().to_path_buf(),
         fine_ms: 10_000,
         lateness_ms: 30_000,
         retention_ms: [i64::MAX / 4; 3],
-    })
-    .unwrap();
+    };
+    let store = RollupStore::open(settings).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn hand_computed_fixture() {
+    let (dir, store) = store();
     // 10 minutes of 10 s windows; cells a and b; routes r1 and r2; 100 requests per row, all 20 ms.
     // b/r1 fails 50 of 100 in windows 18..=31 (T+180 s .. T+320 s): 14 × 50 = 700 errors, cause 5xx.
     // a/r2 fails 1 per window: 60 errors, cause timeout. Bad total 760 of 24,000 requests.
@@ -160,14 +166,7 @@ fn hand_computed_fixture() {
 /// windows goes, and windows before it are not the cut-over's.
 #[test]
 fn failure_onset_far_before_the_drain() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RollupStore::open(StoreSettings {
-        dir: dir.path().to_path_buf(),
-        fine_ms: 10_000,
-        lateness_ms: 30_000,
-        retention_ms: [i64::MAX / 4; 3],
-    })
-    .unwrap();
+    let (_dir, store) = store();
     // One hour of windows on cell c: 10 errors of 100 in windows 30..270 (T+5 min .. T+45 min),
     // 1 error in window 20 (under the 5 % drain threshold, so not part of the run).
     let mut rollups = RollupsBuilder::default();
