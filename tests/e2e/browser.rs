@@ -78,6 +78,36 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+/// A DevTools command through ChromeDriver (`goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp(serde_json::Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (axum::http::Method::POST, Some(self.0.to_string()))
+    }
+}
+
+/// Emulates `prefers-color-scheme: scheme` for the pages that follow.
+async fn color_scheme(c: &Client, scheme: &str) {
+    let cmd = serde_json::json!({
+        "cmd": "Emulation.setEmulatedMedia",
+        "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    });
+    c.issue_cmd(Cdp(cmd)).await.expect("Emulation.setEmulatedMedia");
+}
+
+/// Computed `property` of the first element matching `selector`.
+async fn style(c: &Client, selector: &str, property: &str) -> String {
+    let js = "return getComputedStyle(document.querySelector(arguments[0])).getPropertyValue(arguments[1])";
+    let v = c.execute(js, vec![selector.into(), property.into()]).await.expect("computed style");
+    v.as_str().unwrap_or_default().to_string()
+}
+
 /// Console errors and uncaught exceptions since the last call.
 async fn console_errors(c: &Client) -> Vec<String> {
     let log = c.issue_cmd(BrowserLog).await.expect("browser log");
@@ -213,6 +243,21 @@ async fn every_page_in_headless_chromium() {
         c.find(Locator::Css("h2")).await.unwrap().text().await.unwrap().contains(EVIL),
         "the heading shows the name"
     );
+
+    // Light and dark: the page follows the reader's color scheme, charts included.
+    for (scheme, background, text) in
+        [("light", "rgb(255, 255, 255)", "rgb(29, 35, 41)"), ("dark", "rgb(18, 22, 27)", "rgb(230, 233, 238)")]
+    {
+        color_scheme(&c, scheme).await;
+        for (name, path) in [("overview", "/"), ("sla", "/sla/demo?range=24h"), ("cell", "/cells/bj-unit-01?range=1h")]
+        {
+            visit(&c, &format!("{base}{path}"), &shots.join(format!("{name}-{scheme}.png"))).await;
+            assert_eq!(style(&c, "body", "background-color").await, background, "{path} in {scheme}");
+            assert_eq!(style(&c, "body", "color").await, text, "{path} in {scheme}");
+        }
+        // Chart text uses the page's colours, not a fixed black.
+        assert_eq!(style(&c, "svg text", "fill").await, text, "chart labels in {scheme}");
+    }
 
     // The range picker: the chosen range is marked and the charts follow it.
     for (page, range) in [("/cells/bj-unit-01?range=15m", "24h"), ("/sla/demo", "1h"), ("/sla/demo?range=1h", "7d")] {
