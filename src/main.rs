@@ -6,6 +6,7 @@ mod demo;
 mod generate;
 mod loadgen;
 mod serve;
+mod tls;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -89,11 +89,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Binds every listener, replays the WAL and starts every task; ready when this returns.
 pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
-    // Serving plaintext when TLS was asked for would be worse than not starting.
-    anyhow::ensure!(
-        config.tls.cert.is_empty(),
-        "[tls] is configured but TLS listeners are not implemented yet; terminate TLS in front of cellpilot"
-    );
+    let tls = crate::tls::load(&config.tls)?;
     let config = Arc::new(config);
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Metrics::new();
@@ -143,7 +139,9 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     // The dashboard answers (503 on /readyz) while the WAL is replayed.
     let stop = shutdown.clone();
-    tasks.spawn(async move { cellpilot_web::run(web, state, stop.cancelled_owned()).await.context("web server") });
+    let web_tls = tls.clone();
+    tasks
+        .spawn(async move { serve_http(web, web_tls, cellpilot_web::router(state), stop).await.context("web server") });
 
     let durable_before = store.persisted_until();
     let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
@@ -182,8 +180,9 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
 
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());
+    let mut server = grpc_server(tls.as_ref())?;
     tasks.spawn(async move {
-        tonic::transport::Server::builder()
+        server
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stop.cancelled_owned())
             .await
@@ -191,14 +190,14 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     });
     let stop = shutdown.clone();
     let otlp_http = cellpilot_ingest::http::router(ingest.clone());
-    tasks.spawn(async move {
-        axum::serve(http, otlp_http).with_graceful_shutdown(stop.cancelled_owned()).await.context("OTLP/HTTP server")
-    });
+    let http_tls = tls.clone();
+    tasks.spawn(async move { serve_http(http, http_tls, otlp_http, stop).await.context("OTLP/HTTP server") });
     let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone());
     let stop = shutdown.clone();
     // Gateways watch CellWeights here.
+    let mut server = grpc_server(tls.as_ref())?;
     tasks.spawn(async move {
-        tonic::transport::Server::builder()
+        server
             .add_service(weights_service.into_server())
             .serve_with_incoming_shutdown(TcpIncoming::from(control).with_nodelay(Some(true)), stop.cancelled_owned())
             .await
@@ -230,6 +229,28 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     ready.store(true, Ordering::Release);
     let addrs = Addrs { otlp_grpc: addrs[0], otlp_http: addrs[1], web: addrs[2], control: addrs[3] };
     Ok(Running { addrs, shutdown, tasks, ingest })
+}
+
+/// A tonic server, over TLS when `[tls]` is set.
+fn grpc_server(tls: Option<&crate::tls::Tls>) -> anyhow::Result<tonic::transport::Server> {
+    let server = tonic::transport::Server::builder();
+    Ok(match tls {
+        Some(t) => server.tls_config(t.grpc()).context("[tls] for a gRPC listener")?,
+        None => server,
+    })
+}
+
+/// Serves `router` on `tcp` until `stop`, over TLS when `[tls]` is set.
+async fn serve_http(
+    tcp: TcpListener,
+    tls: Option<crate::tls::Tls>,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        Some(t) => axum::serve(t.listener(tcp)?, router).with_graceful_shutdown(stop.cancelled_owned()).await,
+        None => axum::serve(tcp, router).with_graceful_shutdown(stop.cancelled_owned()).await,
+    }
 }
 
 /// Reads every SLO's period once in the background, so the first page an SRE opens finds the

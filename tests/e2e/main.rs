@@ -13,4 +13,5 @@ mod pages;
 mod query;
 mod sla;
 mod support;
+mod tls;
 mod traces;

@@ -17,8 +17,6 @@ pub use state::AppState;
 
 use axum::Router;
 use axum::routing::get;
-use std::future::Future;
-use tokio::net::TcpListener;
 
 /// Every route of the web listener.
 pub fn router(state: AppState) -> Router {
@@ -43,13 +41,4 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sla/{slo}", get(api::sla))
         .route("/api/v1/cells/{cell}/override", axum::routing::post(api::override_cell))
         .with_state(state)
-}
-
-/// Serves [`router`] on `listener` until `shutdown` resolves.
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
