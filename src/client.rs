@@ -1,11 +1,24 @@
 //! Command-line clients of a running server: `cellpilot query`, `cellpilot weights`.
 
 use anyhow::{Context, bail};
+use std::path::Path;
+
+/// The PEM CA at `path`, read.
+fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("--ca: reading {}", path.display()))
+}
 
 /// Posts `sql` to `server`'s `/api/v1/query`, asks for Arrow IPC and prints a table.
-pub(crate) async fn query(server: &str, token: Option<&str>, sql: &str) -> anyhow::Result<()> {
+pub(crate) async fn query(server: &str, token: Option<&str>, ca: Option<&Path>, sql: &str) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/query", server.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
+    let mut client = reqwest::Client::builder();
+    if let Some(path) = ca {
+        let cert = reqwest::Certificate::from_pem(&read_ca(path)?)
+            .with_context(|| format!("--ca: {} is not a PEM certificate", path.display()))?;
+        client = client.add_root_certificate(cert);
+    }
+    let mut req = client
+        .build()?
         .post(&url)
         .header("accept", "application/vnd.apache.arrow.stream")
         .json(&serde_json::json!({ "sql": sql }));
@@ -42,13 +55,18 @@ fn print_table(t: &cellpilot_control::pb::WeightTable) {
 }
 
 /// Prints the CellWeights table (and with `watch`, every new version) from `server`.
-pub(crate) async fn weights(server: &str, token: Option<&str>, watch: bool) -> anyhow::Result<()> {
+pub(crate) async fn weights(server: &str, token: Option<&str>, ca: Option<&Path>, watch: bool) -> anyhow::Result<()> {
     use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
     use cellpilot_control::pb::{GetWeightsRequest, WatchWeightsRequest};
-    let channel = tonic::transport::Endpoint::from_shared(server.to_string())?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_string())?;
+    if server.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = ca {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read_ca(path)?));
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    }
+    let channel = endpoint.connect().await.with_context(|| format!("connecting to {server}"))?;
     let auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
         token.map(|t| format!("Bearer {t}").parse()).transpose()?;
     let mut client = CellWeightsClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {

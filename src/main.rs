@@ -79,24 +79,30 @@ enum Command {
     Query {
         /// The statement, e.g. "SELECT cell, sum(requests) FROM rollups GROUP BY cell".
         sql: String,
-        /// The server's web address.
+        /// The server's web address (https:// when it serves `[tls]`).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
         /// Bearer token, when the server has `[auth]` tokens.
         #[arg(long, env = "CELLPILOT_TOKEN")]
         token: Option<String>,
+        /// PEM CA certificate to trust for an https:// server, besides the system's.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
     },
     /// Show the cell-weight table over gRPC, as a gateway sees it.
     Weights {
         /// Keep watching and print every new version.
         #[arg(long)]
         watch: bool,
-        /// The CellWeights gRPC address.
+        /// The CellWeights gRPC address (https:// when it serves `[tls]`).
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         server: String,
         /// Bearer token, when the server has `[auth]` tokens.
         #[arg(long, env = "CELLPILOT_TOKEN")]
         token: Option<String>,
+        /// PEM CA certificate to trust for an https:// server, besides the system's.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
     },
     /// Write synthetic history straight into every storage tier of a data directory.
     Generate {
@@ -256,11 +262,11 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Weights { watch, server, token } => {
-            tokio::runtime::Runtime::new()?.block_on(client::weights(&server, token.as_deref(), watch))
+        Command::Weights { watch, server, token, ca } => {
+            tokio::runtime::Runtime::new()?.block_on(client::weights(&server, token.as_deref(), ca.as_deref(), watch))
         }
-        Command::Query { sql, server, token } => {
-            tokio::runtime::Runtime::new()?.block_on(client::query(&server, token.as_deref(), &sql))
+        Command::Query { sql, server, token, ca } => {
+            tokio::runtime::Runtime::new()?.block_on(client::query(&server, token.as_deref(), ca.as_deref(), &sql))
         }
     }
 }

@@ -18,12 +18,44 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<i64> {
     Ok(ns.div_euclid(1_000_000))
 }
 
-/// Parses an RFC 3339 timestamp to unix nanoseconds.
+/// Parses an RFC 3339 timestamp to unix nanoseconds: `Z`, a `+HH:MM`/`-HH:MM` offset, or no zone
+/// (UTC).
 pub fn parse_rfc3339_ns(s: &str) -> Result<i64> {
-    let t = humantime::parse_rfc3339_weak(s)
+    let (local, offset_s) = split_offset(s)?;
+    let t = humantime::parse_rfc3339_weak(local)
         .map_err(|e| Error::InvalidInput(format!("`{s}` is not an RFC 3339 timestamp: {e}")))?;
     let d = t.duration_since(UNIX_EPOCH).map_err(|_| Error::InvalidInput(format!("timestamp `{s}` is before 1970")))?;
-    i64::try_from(d.as_nanos()).map_err(|_| Error::InvalidInput(format!("timestamp `{s}` is out of range")))
+    let ns =
+        i64::try_from(d.as_nanos()).map_err(|_| Error::InvalidInput(format!("timestamp `{s}` is out of range")))?;
+    // Local time is UTC plus the offset.
+    ns.checked_sub(offset_s * 1_000_000_000)
+        .filter(|ns| *ns >= 0)
+        .ok_or_else(|| Error::InvalidInput(format!("timestamp `{s}` is out of range")))
+}
+
+/// Splits the zone off an RFC 3339 timestamp: (date and time, offset east of UTC in seconds).
+fn split_offset(s: &str) -> Result<(&str, i64)> {
+    if let Some(local) = s.strip_suffix(['Z', 'z']) {
+        return Ok((local, 0));
+    }
+    let Some((local, zone)) = s.len().checked_sub(6).and_then(|i| Some((s.get(..i)?, s.get(i..)?))) else {
+        return Ok((s, 0));
+    };
+    let z = zone.as_bytes();
+    // A `-` six from the end of a bare date-time would be inside the time: only a zone has a sign
+    // followed by HH:MM after the `T` (or space) separator.
+    let is_zone = matches!(z[0], b'+' | b'-') && z[3] == b':' && local.len() >= 16 && local.contains(['T', ' ']);
+    if !is_zone {
+        return Ok((s, 0));
+    }
+    let bad = || Error::InvalidInput(format!("`{s}` has a malformed UTC offset `{zone}` (expected ±HH:MM)"));
+    let hh: i64 = zone.get(1..3).and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let mm: i64 = zone.get(4..6).and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    if hh > 23 || mm > 59 {
+        return Err(bad());
+    }
+    let sign = if z[0] == b'-' { -1 } else { 1 };
+    Ok((local, sign * (hh * 3600 + mm * 60)))
 }
 
 /// Formats unix milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T05:00:00.000Z`.
@@ -48,5 +80,20 @@ mod tests {
         assert_eq!(parse_api_time_ms(&s).unwrap(), ms);
         assert_eq!(parse_api_time_ms("1795000000123").unwrap(), ms);
         assert!(parse_api_time_ms("yesterday").is_err());
+    }
+
+    #[test]
+    fn offsets_are_honoured() {
+        let utc = parse_api_time_ms("2026-11-23T05:00:00Z").unwrap();
+        assert_eq!(parse_api_time_ms("2026-11-23T13:00:00+08:00").unwrap(), utc);
+        assert_eq!(parse_api_time_ms("2026-11-23T13:00:00.000+08:00").unwrap(), utc);
+        assert_eq!(parse_api_time_ms("2026-11-22T23:30:00-05:30").unwrap(), utc);
+        assert_eq!(parse_api_time_ms("2026-11-23T05:00:00+00:00").unwrap(), utc);
+        assert_eq!(parse_api_time_ms("2026-11-23T05:00:00").unwrap(), utc, "no zone is UTC");
+        let e = parse_api_time_ms("2026-11-23T13:00:00+25:00").unwrap_err().to_string();
+        assert!(e.contains("+25:00"), "{e}");
+        assert!(parse_api_time_ms("2026-11-23T13:00:00+0x:00").is_err());
+        assert!(parse_api_time_ms("1970-01-01T05:00:00+08:00").is_err(), "before 1970 once shifted");
+        assert!(parse_api_time_ms("é2026-11-23T13:00+08:00").is_err(), "multi-byte input is an error, not a panic");
     }
 }

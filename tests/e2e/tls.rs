@@ -91,6 +91,24 @@ async fn every_listener_serves_tls() {
     let mut control = CellWeightsClient::new(grpc_channel(server.control, &ca_pem).await);
     control.get(GetWeightsRequest {}).await.expect("CellWeights.Get over TLS");
 
+    // The command-line clients trust the server's CA when told to, and refuse it otherwise.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cellpilot")).args(args).output().expect("cellpilot client")
+    };
+    let (web, ctl) =
+        (format!("https://localhost:{}", server.web.port()), format!("https://localhost:{}", server.control.port()));
+    let sql = "SELECT cell, sum(requests) AS requests FROM rollups GROUP BY cell";
+    let out = cli(&["query", "--server", &web, "--ca", cert_s, sql]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("tls-cell"), "query over TLS: {stdout} {out:?}");
+    let out = cli(&["weights", "--server", &ctl, "--ca", cert_s]);
+    assert!(out.status.success(), "weights over TLS: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("version "), "{out:?}");
+    for args in [["query", "--server", &web, sql], ["weights", "--server", &ctl, "--watch"]] {
+        let out = cli(&args);
+        assert!(!out.status.success(), "{args:?} trusted a self-signed certificate without --ca");
+    }
+
     // Plaintext to a TLS port gets no HTTP answer.
     for addr in [server.web, server.http] {
         let plain = reqwest::Client::new().get(format!("http://{addr}/healthz")).send().await;
