@@ -77,6 +77,30 @@ impl Tracker {
         });
     }
 
+    /// After a restart: a drain of `cell` (version `version`, decided at `decided_at_ms`) still in
+    /// force whose cut-over had not finished. Its completion is measured as usual from the
+    /// requests seen since (the WAL replay restores them); when the gateways applied it was lost
+    /// with the process, so `applied_at` stays unknown. Nothing happens when it already finished.
+    pub fn resume(&mut self, cell: &str, version: u64, decided_at_ms: i64) {
+        let known = |c: &Cutover| c.cell == cell && c.decision_version == Some(version);
+        if self.done.iter().any(known) || self.pending.iter().any(|p| known(&p.row)) {
+            return;
+        }
+        self.pending.push(Pending {
+            row: Cutover {
+                cell: cell.to_string(),
+                decision_version: Some(version),
+                decided_at_ms,
+                applied_at_ms: None,
+                completed_at_ms: None,
+                duration_ms: None,
+                source: Source::Observed,
+            },
+            waiting: BTreeSet::new(),
+            last_ack_ms: decided_at_ms,
+        });
+    }
+
     /// `gateway` applied `version` at `at_ms` (or, with `None`, disconnected at `at_ms`).
     pub fn applied(&mut self, gateway: &str, version: Option<u64>, at_ms: i64) {
         for p in &mut self.pending {

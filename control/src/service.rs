@@ -82,11 +82,20 @@ impl Controller {
             policy.restore(d);
         }
         let (table, _) = watch::channel(policy.table());
+        let mut tracker = Tracker::with(cutovers);
+        // A drain still in force whose cut-over had not finished when the process stopped.
+        let mut latest: BTreeMap<&str, &Decision> = BTreeMap::new();
+        for d in &past {
+            latest.insert(d.cell.as_str(), d);
+        }
+        for d in latest.values().filter(|d| d.state == State::Drained && d.actor == "policy") {
+            tracker.resume(&d.cell, d.version, d.decided_at_ms);
+        }
         Ok(Self {
             policy: Mutex::new(policy),
             log: Mutex::new(log),
             cutover_log: Mutex::new(cutover_log),
-            tracker: Mutex::new(Tracker::with(cutovers)),
+            tracker: Mutex::new(tracker),
             watchers: Mutex::new(Watchers::default()),
             clock,
             metrics,
