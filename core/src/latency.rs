@@ -137,6 +137,32 @@ impl SparseHistogram {
         self.entries.iter().map(|e| u64::from(e & MAX_PACKED_COUNT)).sum()
     }
 
+    /// Occupied buckets (entries).
+    pub fn buckets(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The nearest-rank `q` quantile, exactly as the dense histogram's `value_at_quantile`
+    /// reports it; `None` when empty.
+    pub fn value_at_quantile(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let q = q.min(1.0);
+        let target = ((q * total as f64).ceil() as u64).max(1);
+        // As the crate does: the 0th quantile is the lowest value of the first bucket.
+        let value = |e: &u32| if q == 0.0 { bucket_lowest((e >> 20) as u16) } else { bucket_highest((e >> 20) as u16) };
+        let mut seen = 0u64;
+        for e in &self.entries {
+            seen += u64::from(e & MAX_PACKED_COUNT);
+            if seen >= target {
+                return Some(value(e));
+            }
+        }
+        self.entries.last().map(value)
+    }
+
     /// Nearest-rank quantiles, exactly as the dense histogram would report them.
     pub fn quantiles(&self) -> Quantiles {
         let total = self.count();
@@ -446,6 +472,16 @@ mod tests {
             let dense = s.to_histogram();
             prop_assert_eq!(s.serialize(), serialize(&dense));
             prop_assert_eq!(s.quantiles(), Quantiles::of(&dense));
+        }
+
+        #[test]
+        fn sparse_quantile_equals_dense(values in proptest::collection::vec(0u64..4_000_000_000, 1..300), q in 0.0f64..=1.0) {
+            let mut s = SparseHistogram::default();
+            for v in &values { s.record(*v); }
+            let dense = s.to_histogram();
+            prop_assert_eq!(s.value_at_quantile(q), Some(dense.value_at_quantile(q)));
+            prop_assert_eq!(s.value_at_quantile(1.0), Some(dense.value_at_quantile(1.0)));
+            prop_assert_eq!(s.value_at_quantile(0.0), Some(dense.value_at_quantile(0.0)));
         }
 
         #[test]

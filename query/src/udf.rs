@@ -9,10 +9,13 @@ mod hdr_merge;
 mod hdr_quantile;
 mod latency_quantile;
 
+use arrow::array::{Array, ArrayRef, BinaryArray};
+use cellpilot_core::latency::{self, SparseHistogram};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
+use hdrhistogram::Histogram;
 use std::sync::Arc;
 
 pub use hdr_merge::HdrMerge;
@@ -63,22 +66,80 @@ fn check_quantile(q: f64, func: &str) -> datafusion::common::Result<f64> {
     }
 }
 
-/// Adds every non-null histogram of `array` into `h`.
-fn add_all(
-    array: &arrow::array::ArrayRef,
-    h: &mut hdrhistogram::Histogram<u64>,
-    func: &str,
-) -> datafusion::common::Result<()> {
-    use arrow::array::Array;
-    let bin = array
-        .as_any()
-        .downcast_ref::<arrow::array::BinaryArray>()
-        .ok_or_else(|| DataFusionError::Plan(format!("{func}: expects a Binary histogram column like latency_hist")))?;
-    for i in 0..bin.len() {
-        if bin.is_valid(i) {
-            cellpilot_core::latency::add_serialized(bin.value(i), h)
-                .map_err(|e| DataFusionError::Execution(format!("{func}: {e}")))?;
+/// A group's merged histogram: sparse (4 bytes per occupied bucket) while the group is small,
+/// dense once it has merged many histograms or holds many buckets. A GROUP BY over windows keeps
+/// thousands of small groups (a dense histogram is ~26 KiB each); a GROUP BY cell over a day
+/// merges thousands of histograms into a few groups, where the dense form adds fastest.
+#[derive(Debug)]
+pub(crate) enum Merged {
+    /// Few inputs so far.
+    Sparse(SparseHistogram, usize),
+    /// Many.
+    Dense(Histogram<u64>),
+}
+
+/// Inputs merged before a group goes dense.
+const DENSE_AFTER_INPUTS: usize = 32;
+/// Occupied buckets before a group goes dense.
+const DENSE_AFTER_BUCKETS: usize = 512;
+
+impl Default for Merged {
+    fn default() -> Self {
+        Merged::Sparse(SparseHistogram::default(), 0)
+    }
+}
+
+impl Merged {
+    /// Adds every non-null histogram of `array`.
+    pub(crate) fn add_all(&mut self, array: &ArrayRef, func: &str) -> datafusion::common::Result<()> {
+        let bin = array.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| {
+            DataFusionError::Plan(format!("{func}: expects a Binary histogram column like latency_hist"))
+        })?;
+        for i in 0..bin.len() {
+            if bin.is_valid(i) {
+                self.add(bin.value(i)).map_err(|e| DataFusionError::Execution(format!("{func}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            Merged::Sparse(s, inputs) => {
+                latency::for_each_bucket(bytes, |v, n| s.record_n(v, n))?;
+                *inputs += 1;
+                if *inputs > DENSE_AFTER_INPUTS || s.buckets() > DENSE_AFTER_BUCKETS {
+                    *self = Merged::Dense(s.to_histogram());
+                }
+                Ok(())
+            }
+            Merged::Dense(h) => latency::add_serialized(bytes, h),
         }
     }
-    Ok(())
+
+    /// The V2 serialization.
+    pub(crate) fn serialize(&self) -> Vec<u8> {
+        match self {
+            Merged::Sparse(s, _) => s.serialize(),
+            Merged::Dense(h) => latency::serialize(h),
+        }
+    }
+
+    /// The nearest-rank quantile, µs; `None` when nothing was merged.
+    pub(crate) fn value_at_quantile(&self, q: f64) -> Option<u64> {
+        match self {
+            Merged::Sparse(s, _) => s.value_at_quantile(q),
+            Merged::Dense(h) => (!h.is_empty()).then(|| h.value_at_quantile(q)),
+        }
+    }
+
+    /// Bytes held, for the memory pool.
+    pub(crate) fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match self {
+                Merged::Sparse(s, _) => s.heap_bytes(),
+                // The counts array of a 2-digit histogram up to an hour.
+                Merged::Dense(_) => 26 * 1024,
+            }
+    }
 }

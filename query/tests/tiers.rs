@@ -296,3 +296,52 @@ fn derived_scans_cover_the_range_once_and_reuse_per_file_values() {
     let pieces = store.scan_derived(Table::Rollups, Tier::Fine, (T0, T0 + 3 * HOUR_MS), "requests", derive).unwrap();
     assert!(pieces.iter().filter(|p| matches!(p, Piece::Derived(_))).count() >= 30);
 }
+
+/// A GROUP BY over windows keeps one small group per window: the histogram aggregates stay small
+/// enough for thousands of groups in a modest memory pool, and every group's quantile is that of
+/// its own samples.
+#[tokio::test]
+async fn many_small_groups_fit_the_memory_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(RollupStore::open(settings(dir.path())).unwrap());
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut truth: BTreeMap<(i64, String), Vec<u64>> = BTreeMap::new();
+    let mut rollups = RollupsBuilder::default();
+    // 12 hours of 10 s windows for two cells: 8,640 groups.
+    for w in 0..4_320i64 {
+        let ws = T0 + w * FINE;
+        for cell in ["a", "b"] {
+            let mut h = SparseHistogram::default();
+            let samples: Vec<u64> = (0..rng.random_range(1..8)).map(|_| rng.random_range(1_000..2_000_000)).collect();
+            for v in &samples {
+                h.record(*v);
+            }
+            let key = RowKey { window_start_ms: ws, window_end_ms: ws + FINE, cell, service: "s", route: "r" };
+            rollups.push(key, samples.len() as u64, 0, &h.serialize(), h.quantiles(), true);
+            truth.insert((ws, cell.to_string()), samples);
+        }
+    }
+    let errors = ErrorsByCauseBuilder::default().finish().unwrap();
+    store.add_closed(WindowBatches { rollups: rollups.finish().unwrap(), errors_by_cause: errors });
+    // A dense histogram per group would need 8,640 × 2 × 26 KiB ≈ 450 MB.
+    let limits = cellpilot_query::sql::Limits {
+        memory: 64 << 20,
+        timeout: std::time::Duration::from_secs(120),
+        max_rows: 100_000,
+    };
+    let ctx = cellpilot_query::sql::context(&store, &limits, Default::default()).unwrap();
+    let q = "SELECT CAST(window_start AS BIGINT) AS ws, cell, latency_quantile(latency_hist, 0.999), \
+             hdr_quantile(hdr_merge(latency_hist), 0.5) FROM rollups GROUP BY window_start, cell";
+    let (schema, batches) = cellpilot_query::sql::run(&ctx, q, &limits).await.unwrap();
+    let json = cellpilot_query::sql::to_json(&schema, &batches).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), truth.len());
+    for row in rows {
+        let samples = &truth[&(row[0].as_i64().unwrap(), row[1].as_str().unwrap().to_string())];
+        for (col, q) in [(2, 0.999), (3, 0.5)] {
+            let exact = nearest_rank(samples, q) as f64;
+            let got = row[col].as_f64().unwrap();
+            assert!((got - exact).abs() / exact <= 0.01, "q{q}: {got} vs {exact} ({samples:?})");
+        }
+    }
+}

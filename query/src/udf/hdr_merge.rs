@@ -1,13 +1,11 @@
 //! `hdr_merge(latency_hist) -> Binary`: merges histograms (aggregate).
 
-use super::add_all;
+use super::Merged;
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef};
-use cellpilot_core::latency;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
-use hdrhistogram::Histogram;
 use std::sync::Arc;
 
 /// The `hdr_merge` aggregate.
@@ -43,7 +41,7 @@ impl AggregateUDFImpl for HdrMerge {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(MergeAcc { hist: latency::new_histogram() }))
+        Ok(Box::new(MergeAcc::default()))
     }
 
     fn state_fields(&self, _args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -52,29 +50,29 @@ impl AggregateUDFImpl for HdrMerge {
 }
 
 /// Merges histograms; shared with `latency_quantile`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct MergeAcc {
-    pub(crate) hist: Histogram<u64>,
+    pub(crate) hist: Merged,
 }
 
 impl Accumulator for MergeAcc {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        add_all(&values[0], &mut self.hist, "hdr_merge")
+        self.hist.add_all(&values[0], "hdr_merge")
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Binary(Some(latency::serialize(&self.hist))))
+        Ok(ScalarValue::Binary(Some(self.hist.serialize())))
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.hist.distinct_values() * 8 + 26 * 1024
+        std::mem::size_of::<Self>() + self.hist.size()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(Some(latency::serialize(&self.hist)))])
+        Ok(vec![ScalarValue::Binary(Some(self.hist.serialize()))])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        add_all(&states[0], &mut self.hist, "hdr_merge")
+        self.hist.add_all(&states[0], "hdr_merge")
     }
 }

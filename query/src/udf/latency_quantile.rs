@@ -5,7 +5,6 @@ use super::hdr_merge::MergeAcc;
 use super::quantile_literal;
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef};
-use cellpilot_core::latency;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
@@ -49,7 +48,7 @@ impl AggregateUDFImpl for LatencyQuantile {
             .get(1)
             .ok_or_else(|| DataFusionError::Plan("latency_quantile(latency_hist, q) takes two arguments".into()))?;
         let q = quantile_literal(q, "latency_quantile")?;
-        Ok(Box::new(QuantileAcc { merge: MergeAcc { hist: latency::new_histogram() }, q }))
+        Ok(Box::new(QuantileAcc { merge: MergeAcc::default(), q }))
     }
 
     fn state_fields(&self, _args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -69,8 +68,7 @@ impl Accumulator for QuantileAcc {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let h = &self.merge.hist;
-        Ok(ScalarValue::Float64((!h.is_empty()).then(|| h.value_at_quantile(self.q) as f64)))
+        Ok(ScalarValue::Float64(self.merge.hist.value_at_quantile(self.q).map(|v| v as f64)))
     }
 
     fn size(&self) -> usize {
