@@ -30,7 +30,7 @@ async fn pages_render_and_escape() {
     assert!(home.contains("ok-cell") && home.contains("<svg"), "cell grid with sparklines");
     assert!(home.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the cell name is shown as text");
     assert!(!home.contains(EVIL), "and never as markup");
-    assert!(home.contains("href=\"/sla/shop\""));
+    assert!(home.contains("href=\"/sla/shop?range=30d\""), "the card links to its period");
     // A name with `/` in it still links to its own page: one percent-encoded path segment.
     assert!(home.contains("href=\"/cells/%3Cscript%3Ealert%281%29%3C%2Fscript%3E\""), "{home}");
     // (The icon is an inline SVG, whose xmlns names a URL without loading it.)

@@ -48,6 +48,11 @@ fn range_ms(q: &RangeQuery, default: &str) -> Result<(String, i64), ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("`range` must be one of 15m, 1h, 6h, 24h, 7d, 30d (got `{name}`)")))
 }
 
+/// The longest picker range no longer than `ms` (the shortest when all are longer).
+fn range_within(ms: i64) -> &'static str {
+    RANGES.iter().rev().find(|(_, r)| *r <= ms).map_or(RANGES[0].0, |(n, _)| n)
+}
+
 fn picker(path: &str, on: &str) -> String {
     RANGES
         .iter()
@@ -122,7 +127,8 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resu
                 .availability;
             slos.push(SloCard {
                 name: s.name.clone(),
-                href: link::sla_page(&s.name),
+                // The attribution over the same period the card shows.
+                href: format!("{}?range={}", link::sla_page(&s.name), range_within(s.period.as_millis_i64())),
                 target: pct(a.target),
                 observed: pct(a.observed),
                 budget_left: pct(a.budget_left),
@@ -402,8 +408,8 @@ pub async fn sla(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let slo = state.slo(&name)?;
-    let default = RANGES.iter().rev().find(|(_, ms)| *ms <= slo.period.as_millis_i64()).map_or("30d", |(n, _)| n);
-    let (range, span) = range_ms(&q, default)?;
+    // Like every page, the last hour unless asked (the SLO card links here from its period).
+    let (range, span) = range_ms(&q, "1h")?;
     let now = state.clock.now_ms();
     let drains = state.drains();
     let st = state.clone();
