@@ -16,6 +16,8 @@ pub mod policy;
 pub mod reason;
 pub mod run;
 pub mod service;
+#[cfg(test)]
+mod testing;
 
 /// Generated CellWeights protobuf and gRPC types.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -439,23 +439,13 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::input;
     use cellpilot_core::config::{CellConfig, Dur};
 
     const T: i64 = 1_800_000_000_000;
 
     fn config() -> ControlConfig {
         ControlConfig { policy: PolicyConfig { latency_alpha: 0.0, ..Default::default() }, ..Default::default() }
-    }
-
-    fn input(cell: &str, requests: u64, errors: u64) -> CellInput {
-        CellInput {
-            cell: cell.into(),
-            requests,
-            errors,
-            latest_requests: requests / 3,
-            latest_errors: errors / 3,
-            p50_ms: Some(20.0),
-        }
     }
 
     fn healthy(cells: &[&str]) -> Vec<CellInput> {
