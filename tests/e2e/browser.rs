@@ -208,7 +208,11 @@ async fn every_page_in_headless_chromium() {
             "/",
             &["bj-unit-01", "drained", "&lt;script&gt;alert(1)&lt;/script&gt;", "7.000 %", "href=\"/sla/demo?range="],
         ),
-        ("cell", "/cells/bj-unit-01?range=15m", &["requests per second", "class=\"marker decision\"", "class=\"on\""]),
+        (
+            "cell",
+            "/cells/bj-unit-01?range=15m",
+            &["requests per second", "class=\"marker decision drain\"", "class=\"on\""],
+        ),
         ("cell-history", "/cells/cell-00?range=24h", &["requests per second", "<polyline"]),
         ("sla", "/sla/demo?range=24h", &["by cell", "by incident", "by cut-over", "cell-00", "bj-unit-01"]),
         ("decisions", "/decisions", &["bj-unit-01", "error rate"]),

@@ -245,7 +245,8 @@ pub async fn cell(
         .map(|d| Marker {
             t_ms: d.decided_at_ms,
             label: format!("v{} {} -> {}: {}", d.version, d.old_weight, d.new_weight, d.reason),
-            class: "decision",
+            // Drains stand out; bias, restore and pin steps are quieter.
+            class: if d.state == cellpilot_control::State::Drained { "decision drain" } else { "decision" },
         })
         .collect();
     markers.extend(state.controller.cutovers().into_iter().filter(|c| c.cell == cell).filter_map(|c| {
