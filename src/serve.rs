@@ -263,7 +263,10 @@ fn warm_dashboards(store: Arc<RollupStore>, config: Arc<Config>, clock: SharedCl
         for slo in &config.slo {
             let (dash, rate) = (&config.dashboards, config.control.policy.drain_error_rate);
             let from = now - slo.period.as_millis_i64();
-            if let Err(e) = cellpilot_dashboards::report(&store, slo, dash, rate, &[], from, now, now) {
+            // The report and the overview's card (which reads no histogram: its own sums).
+            let warmed = cellpilot_dashboards::report(&store, slo, dash, rate, &[], from, now, now)
+                .and_then(|_| cellpilot_dashboards::summary(&store, slo, from, now, now, false));
+            if let Err(e) = warmed {
                 tracing::warn!(slo = %slo.name, error = %e, "warming the SLA report");
             }
         }
