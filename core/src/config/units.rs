@@ -40,8 +40,28 @@ impl std::str::FromStr for Dur {
 }
 
 impl std::fmt::Display for Dur {
+    /// Written as in the configuration: `30d`, `1h30m`, `500ms` (parses back to the same value).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        let secs = self.0.as_secs();
+        let nanos = u64::from(self.0.subsec_nanos());
+        let parts = [
+            (secs / 86_400, "d"),
+            (secs / 3600 % 24, "h"),
+            (secs / 60 % 60, "m"),
+            (secs % 60, "s"),
+            (nanos / 1_000_000, "ms"),
+            (nanos / 1_000 % 1_000, "us"),
+            (nanos % 1_000, "ns"),
+        ];
+        let mut wrote = false;
+        for (n, unit) in parts.into_iter().filter(|(n, _)| *n > 0) {
+            write!(f, "{n}{unit}")?;
+            wrote = true;
+        }
+        if !wrote {
+            f.write_str("0s")?;
+        }
+        Ok(())
     }
 }
 
@@ -132,5 +152,21 @@ mod tests {
         assert_eq!(Size::gib(4).to_string(), "4GiB");
         assert_eq!(Dur::secs(90).to_string().parse::<Dur>().unwrap(), Dur::secs(90));
         assert!("ten".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn prints_as_configured_and_round_trips() {
+        for (d, text) in [
+            (Dur::days(30), "30d"),
+            (Dur::secs(5_400), "1h30m"),
+            (Dur::secs(90), "1m30s"),
+            (Dur(Duration::from_millis(500)), "500ms"),
+            (Dur(Duration::from_millis(1_500)), "1s500ms"),
+            (Dur(Duration::from_nanos(86_400_000_001_001)), "1d1us1ns"),
+            (Dur::default(), "0s"),
+        ] {
+            assert_eq!(d.to_string(), text);
+            assert_eq!(text.parse::<Dur>().unwrap(), d, "{text} parses back");
+        }
     }
 }
