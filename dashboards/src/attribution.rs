@@ -4,6 +4,12 @@
 //! `incident_burn_rate`, merged across gaps shorter than `incident_gap`) and by cut-over (bad
 //! events on a drained cell from its failure onset to the cut-over's completion, and how many a
 //! cut-over meeting the target would have avoided).
+//!
+//! Reading: totals, burn rates and the splits go through the tiers (whole hours from the hourly
+//! tier, exact); incidents need 1-minute buckets, so one pass over the finest rows sums them per
+//! minute without names, and names are read again only inside incidents; cut-overs read the
+//! drained cell's windows around each drain. Sums over whole Parquet files are derived once per
+//! file and SLO selection ([`RollupStore::scan_derived`]), so a refresh reads only new rows.
 
 use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
