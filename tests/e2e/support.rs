@@ -31,8 +31,8 @@ impl Server {
         Self::spawn(&["serve"], dir, env)
     }
 
-    /// Runs `cellpilot ARGS` (a command that serves and prints the ready line) on `dir`.
-    pub(crate) fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    /// `cellpilot ARGS` on `dir`, every listener on a free loopback port.
+    pub(crate) fn command(args: &[&str], dir: &std::path::Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cellpilot"));
         cmd.args(args)
             .env("CELLPILOT_INGEST__GRPC_LISTEN", "127.0.0.1:0")
@@ -40,9 +40,14 @@ impl Server {
             .env("CELLPILOT_WEB__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_CONTROL__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_LOG", "warn")
-            .env("CELLPILOT_STORAGE__DIR", dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .env("CELLPILOT_STORAGE__DIR", dir);
+        cmd
+    }
+
+    /// Runs `cellpilot ARGS` (a command that serves and prints the ready line) on `dir`.
+    pub(crate) fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Self::command(args, dir);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }

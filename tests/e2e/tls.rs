@@ -136,13 +136,7 @@ fn a_certificate_without_its_key_stops_serve() {
         (cert.clone(), "holds no PEM private key"),
     ];
     for (key, message) in cases {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cellpilot"))
-            .arg("serve")
-            .env("CELLPILOT_STORAGE__DIR", data.path())
-            .env("CELLPILOT_INGEST__GRPC_LISTEN", "127.0.0.1:0")
-            .env("CELLPILOT_INGEST__HTTP_LISTEN", "127.0.0.1:0")
-            .env("CELLPILOT_WEB__LISTEN", "127.0.0.1:0")
-            .env("CELLPILOT_CONTROL__LISTEN", "127.0.0.1:0")
+        let mut child = Server::command(&["serve"], data.path())
             .env("CELLPILOT_TLS__CERT", &cert)
             .env("CELLPILOT_TLS__KEY", &key)
             .stdout(std::process::Stdio::null())
