@@ -106,8 +106,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let spec = WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
-    let aggregator =
-        SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: config.ingest.max_series }));
+    let aggregator = SharedAggregator::new(Aggregator::new(AggregatorSettings::from_config(&config.ingest)));
     let store = Arc::new(RollupStore::open(StoreSettings {
         dir: config.storage.dir.clone(),
         fine_ms: spec.width_ms,

@@ -60,6 +60,14 @@ pub struct IngestConfig {
     pub allowed_lateness: Dur,
     /// Cap on live cell × service × route series.
     pub max_series: usize,
+    /// Cap on cells tracked at once (live series or a request in the last 10 minutes); new cells
+    /// beyond it fold into cell `__overflow__`.
+    pub max_cells: usize,
+    /// Cap on spans, data points or log records in one export request (checked before decoding).
+    pub max_items_per_request: usize,
+    /// Cell, service, route and cause names longer than this many bytes are cut (at a character
+    /// boundary): one client must not make every series key kilobytes long.
+    pub max_attribute_length: usize,
 }
 
 impl Default for IngestConfig {
@@ -78,6 +86,9 @@ impl Default for IngestConfig {
             window: Dur::secs(10),
             allowed_lateness: Dur::secs(30),
             max_series: 100_000,
+            max_cells: 1_000,
+            max_items_per_request: 100_000,
+            max_attribute_length: 256,
         }
     }
 }
@@ -219,8 +230,11 @@ pub struct ControlConfig {
     pub listen: String,
     /// Whether decisions are published or only recorded.
     pub mode: ControlMode,
-    /// Put every observed cell (but `unknown`) under control.
+    /// Put every observed cell (but `unknown` and `__overflow__`) under control.
     pub auto_discover: bool,
+    /// A discovered cell enters the table once it has served this many requests over at least
+    /// two windows (0: at first sight), so a stray or forged `cell.id` never reaches gateways.
+    pub discover_min_requests: u64,
     /// A cell with no requests for this long is stale.
     pub stale_after: Dur,
     /// A drained cell with no new request for this long has completed its cut-over.
@@ -239,6 +253,7 @@ impl Default for ControlConfig {
             listen: "127.0.0.1:50051".into(),
             mode: ControlMode::Enforce,
             auto_discover: true,
+            discover_min_requests: 100,
             stale_after: Dur::mins(5),
             quiet_period: Dur::secs(5),
             evaluation_delay: Dur::secs(1),
@@ -460,6 +475,15 @@ impl Config {
         }
         if i.max_series == 0 {
             return bad("ingest.max_series", "must be at least 1");
+        }
+        if i.max_cells == 0 {
+            return bad("ingest.max_cells", "must be at least 1");
+        }
+        if i.max_items_per_request == 0 {
+            return bad("ingest.max_items_per_request", "must be at least 1");
+        }
+        if i.max_attribute_length < 16 {
+            return bad("ingest.max_attribute_length", "must be at least 16 bytes");
         }
         if i.max_request_size.0 == 0 {
             return bad("ingest.max_request_size", "must be positive");

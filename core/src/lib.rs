@@ -32,5 +32,7 @@ pub use error::{Error, Result};
 pub const UNKNOWN_CELL: &str = "unknown";
 /// The service name used when a resource carries no `service.name`.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
+/// The name new routes, cells, services and causes fold into once their cap is reached.
+pub const OVERFLOW: &str = "__overflow__";
 /// The route that new routes fold into once `max_series` is reached.
-pub const OVERFLOW_ROUTE: &str = "__overflow__";
+pub const OVERFLOW_ROUTE: &str = OVERFLOW;

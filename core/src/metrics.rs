@@ -24,6 +24,16 @@ pub struct Metrics {
     pub series_live: IntGauge,
     /// Observations folded into the `__overflow__` route because `max_series` was reached.
     pub series_overflow: IntCounter,
+    /// Observations folded into cell `__overflow__` because `max_cells` was reached.
+    pub cells_overflow: IntCounter,
+    /// Cell, service, route or cause names cut to `max_attribute_length`.
+    pub names_truncated: IntCounter,
+    /// Exports whose mapping or aggregation panicked (each answered with an error alone).
+    pub ingest_panics: IntCounter,
+    /// WAL records moved to `wal/quarantine/` because replay could not apply them.
+    pub wal_quarantined: IntCounter,
+    /// SQL queries turned away because `[query] max_concurrent` were running.
+    pub queries_rejected: IntCounter,
     /// Open (series, window) aggregates.
     pub windows_open: IntGauge,
     /// Windows closed and handed to storage.
@@ -132,6 +142,31 @@ impl Metrics {
                 &r,
                 "cellpilot_series_overflow_total",
                 "Observations folded into route __overflow__ because max_series was reached.",
+            ),
+            cells_overflow: counter(
+                &r,
+                "cellpilot_cells_overflow_total",
+                "Observations folded into cell __overflow__ because max_cells was reached.",
+            ),
+            names_truncated: counter(
+                &r,
+                "cellpilot_names_truncated_total",
+                "Cell, service, route or cause names cut to max_attribute_length.",
+            ),
+            ingest_panics: counter(
+                &r,
+                "cellpilot_ingest_panics_total",
+                "Exports whose mapping or aggregation panicked; each was refused alone.",
+            ),
+            wal_quarantined: counter(
+                &r,
+                "cellpilot_wal_quarantined_total",
+                "WAL records moved to wal/quarantine because replay could not apply them.",
+            ),
+            queries_rejected: counter(
+                &r,
+                "cellpilot_queries_rejected_total",
+                "SQL queries refused because query.max_concurrent were running.",
             ),
             windows_open: gauge(&r, "cellpilot_windows_open", "Open series windows."),
             windows_closed: counter(&r, "cellpilot_windows_closed_total", "Windows closed and persisted."),

@@ -6,11 +6,11 @@
 
 use crate::delta::{DeltaTracker, NoDelta};
 use crate::mapping::{Buckets, NO_CAUSE, Observations, PointObs, StrId, Temporality};
-use cellpilot_core::OVERFLOW_ROUTE;
 use cellpilot_core::latency::SparseHistogram;
 use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
 use cellpilot_core::store::{OpenWindowSource, WindowBatches};
 use cellpilot_core::window::WindowSpec;
+use cellpilot_core::{OVERFLOW, OVERFLOW_ROUTE};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +20,10 @@ pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
 pub const SPANS_WIN_MS: i64 = 10 * 60 * 1000;
 /// Cumulative streams not seen for this long are forgotten.
 const STREAM_TTL_MS: i64 = 60 * 60 * 1000;
+/// A cell with no live series keeps its slot (and its activity, for cut-overs) this long.
+const CELL_TTL_MS: i64 = 10 * 60 * 1000;
+/// Distinct error causes before new ones fold into `__overflow__` (ids are never reused).
+const MAX_CAUSES: usize = 4096;
 
 type SeriesId = u32;
 
@@ -45,9 +49,9 @@ impl WindowAgg {
     }
 
     fn add_error(&mut self, cause: u32, n: u64) {
-        self.errors += n;
+        self.errors = self.errors.saturating_add(n);
         match self.causes.iter_mut().find(|(c, _)| *c == cause) {
-            Some((_, e)) => *e += n,
+            Some((_, e)) => *e = e.saturating_add(n),
             None => self.causes.push((cause, n)),
         }
     }
@@ -76,6 +80,15 @@ pub struct WindowRows {
     causes: Vec<(Arc<str>, u64)>,
 }
 
+/// A tracked cell: it holds one of the `max_cells` slots while it has series or recent requests.
+#[derive(Debug, Clone, Copy, Default)]
+struct CellSlot {
+    /// Live series of this cell.
+    series: usize,
+    /// When it last saw a request.
+    activity: Option<Activity>,
+}
+
 /// When a cell last saw a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Activity {
@@ -102,6 +115,8 @@ pub struct Outcome {
     pub out_of_order: u64,
     /// Observations folded into the overflow route.
     pub overflowed: u64,
+    /// Observations folded into the overflow cell.
+    pub cells_overflowed: u64,
     /// Replayed observations whose window is already in Parquet (not counted again).
     pub already_persisted: u64,
     /// End of the latest window anything was counted in (unix ms; `i64::MIN` when none).
@@ -118,6 +133,7 @@ impl Default for Outcome {
             baseline: 0,
             out_of_order: 0,
             overflowed: 0,
+            cells_overflowed: 0,
             already_persisted: 0,
             max_window_end_ms: i64::MIN,
         }
@@ -131,6 +147,19 @@ pub struct AggregatorSettings {
     pub spec: WindowSpec,
     /// Cap on live series before new routes fold into `__overflow__`.
     pub max_series: usize,
+    /// Cap on tracked cells before new cells fold into `__overflow__`.
+    pub max_cells: usize,
+}
+
+impl AggregatorSettings {
+    /// The settings of `[ingest]`.
+    pub fn from_config(c: &cellpilot_core::config::IngestConfig) -> Self {
+        Self {
+            spec: WindowSpec::new(c.window.0, c.allowed_lateness.0),
+            max_series: c.max_series,
+            max_cells: c.max_cells,
+        }
+    }
 }
 
 /// The per-window state of every live series.
@@ -149,8 +178,8 @@ pub struct Aggregator {
     cause_ids: HashMap<Arc<str>, u32>,
     /// Service -> last wall-clock ms spans arrived from it.
     spans_seen: HashMap<Arc<str>, i64>,
-    /// Cell -> activity, for timing cut-overs.
-    activity: HashMap<Arc<str>, Activity>,
+    /// Tracked cells (at most `max_cells` plus the overflow cell), with their activity.
+    cells: HashMap<Arc<str>, CellSlot>,
     deltas: DeltaTracker,
     key_buf: String,
 }
@@ -169,7 +198,7 @@ impl Aggregator {
             causes: Vec::new(),
             cause_ids: HashMap::new(),
             spans_seen: HashMap::new(),
-            activity: HashMap::new(),
+            cells: HashMap::new(),
             deltas: DeltaTracker::default(),
             key_buf: String::new(),
         }
@@ -215,6 +244,9 @@ impl Aggregator {
         if let Some(&id) = self.cause_ids.get(s) {
             return id;
         }
+        if self.causes.len() >= MAX_CAUSES && s != OVERFLOW {
+            return self.cause_id(OVERFLOW);
+        }
         let n: Arc<str> = Arc::from(s);
         let id = self.causes.len() as u32;
         self.causes.push(n.clone());
@@ -222,7 +254,25 @@ impl Aggregator {
         id
     }
 
+    /// The slot name of `cell`: itself while fewer than `max_cells` are tracked, else the overflow
+    /// cell (the flag).
+    fn admit_cell(&mut self, cell: &str) -> (Arc<str>, bool) {
+        if let Some((name, _)) = self.cells.get_key_value(cell) {
+            return (name.clone(), false);
+        }
+        let tracked = self.cells.len() - usize::from(self.cells.contains_key(OVERFLOW));
+        let (cell, folded) = if tracked >= self.settings.max_cells { (OVERFLOW, true) } else { (cell, false) };
+        let name = self.name(cell);
+        self.cells.entry(name.clone()).or_default();
+        (name, folded)
+    }
+
     /// The series of (cell, service, route), created if needed; the flag says it overflowed.
+    ///
+    /// Past `max_series`, a new route folds into (cell, service, `__overflow__`); once those
+    /// overflow series number `max_cells` more, into (cell, `__overflow__`, `__overflow__`), one
+    /// per tracked cell — so live series never exceed `max_series + 2 * max_cells + 1`, and the
+    /// per-cell totals the control loop reads stay right.
     fn series_id(&mut self, cell: &str, service: &str, route: &str) -> (SeriesId, bool) {
         let mut key = std::mem::take(&mut self.key_buf);
         let make_key = |key: &mut String, route: &str| {
@@ -237,11 +287,25 @@ impl Aggregator {
         let found = self.index.get(key.as_str()).copied();
         let result = match found {
             Some(id) => (id, false),
-            None if self.live >= self.settings.max_series && route != OVERFLOW_ROUTE => {
+            None if self.live >= self.settings.max_series => {
                 make_key(&mut key, OVERFLOW_ROUTE);
                 match self.index.get(key.as_str()).copied() {
                     Some(id) => (id, true),
-                    None => (self.insert_series(&key, cell, service, OVERFLOW_ROUTE), true),
+                    None if self.live < self.settings.max_series + self.settings.max_cells => {
+                        (self.insert_series(&key, cell, service, OVERFLOW_ROUTE), true)
+                    }
+                    None => {
+                        key.clear();
+                        key.push_str(cell);
+                        key.push('\x1f');
+                        key.push_str(OVERFLOW);
+                        key.push('\x1f');
+                        key.push_str(OVERFLOW);
+                        match self.index.get(key.as_str()).copied() {
+                            Some(id) => (id, true),
+                            None => (self.insert_series(&key, cell, OVERFLOW, OVERFLOW), true),
+                        }
+                    }
                 }
             }
             None => (self.insert_series(&key, cell, service, route), false),
@@ -265,6 +329,9 @@ impl Aggregator {
         };
         self.index.insert(key.into(), id);
         self.live += 1;
+        if let Some(c) = self.cells.get_mut(cell) {
+            c.series += 1;
+        }
         id
     }
 
@@ -303,23 +370,40 @@ impl Aggregator {
         let mut out = Outcome::default();
         let mut cache: HashMap<(StrId, StrId, StrId), (SeriesId, bool)> = HashMap::new();
         let mut causes: HashMap<StrId, u32> = HashMap::new();
+        // Per cell of this request: its slot name, whether it folded, and the latest request start.
+        let mut cells: HashMap<StrId, (Arc<str>, bool, Option<i64>)> = HashMap::new();
         let mut last_service = None;
         for o in &obs.spans {
             if last_service != Some(o.service) {
                 last_service = Some(o.service);
                 let svc = obs.strings.get(o.service);
+                let room = self.spans_seen.len() < self.settings.max_series;
                 match self.spans_seen.get_mut(svc) {
                     Some(t) => *t = now_ms,
-                    None => {
+                    // Bounded like the series: a flood of service names must not grow it.
+                    None if room => {
                         let n = self.name(svc);
                         self.spans_seen.insert(n, now_ms);
                     }
+                    None => {}
                 }
             }
-            let start = match self.admit(o.end_ns, now_ms) {
+            let start = self.admit(o.end_ns, now_ms);
+            if start != Err(false) {
+                let slot = match cells.get_mut(&o.cell) {
+                    Some(slot) => slot,
+                    None => {
+                        let (name, folded) = self.admit_cell(obs.strings.get(o.cell));
+                        cells.entry(o.cell).or_insert((name, folded, None))
+                    }
+                };
+                // A start after the end is forged or broken; the end bounds it.
+                let t = o.start_ns.min(o.end_ns).div_euclid(1_000_000);
+                slot.2 = Some(slot.2.map_or(t, |l: i64| l.max(t)));
+            }
+            let start = match start {
                 Ok(s) => s,
                 Err(true) => {
-                    self.saw(obs.strings.get(o.cell), o.start_ns.div_euclid(1_000_000), now_ms);
                     out.late += 1;
                     continue;
                 }
@@ -328,7 +412,6 @@ impl Aggregator {
                     continue;
                 }
             };
-            self.saw(obs.strings.get(o.cell), o.start_ns.div_euclid(1_000_000), now_ms);
             if start < durable_before {
                 out.accepted += 1;
                 out.already_persisted += 1;
@@ -338,13 +421,14 @@ impl Aggregator {
             let (id, overflowed) = match cache.get(&(o.cell, o.service, o.route)) {
                 Some(&v) => v,
                 None => {
-                    let v =
-                        self.series_id(obs.strings.get(o.cell), obs.strings.get(o.service), obs.strings.get(o.route));
+                    let cell = cells.get(&o.cell).map_or_else(|| self.name(OVERFLOW), |c| c.0.clone());
+                    let v = self.series_id(&cell, obs.strings.get(o.service), obs.strings.get(o.route));
                     cache.insert((o.cell, o.service, o.route), v);
                     v
                 }
             };
             out.overflowed += u64::from(overflowed);
+            out.cells_overflowed += u64::from(cells.get(&o.cell).is_some_and(|c| c.1));
             let cause = if o.cause == NO_CAUSE {
                 None
             } else {
@@ -365,6 +449,11 @@ impl Aggregator {
                 w.add_error(c, 1);
             }
             out.accepted += 1;
+        }
+        for (name, _, latest) in cells.into_values() {
+            if let Some(t) = latest {
+                self.saw(&name, t, now_ms);
+            }
         }
         for p in &obs.points {
             self.apply_point(obs, p, now_ms, durable_before, &mut out);
@@ -414,7 +503,7 @@ impl Aggregator {
             return;
         }
         let values = bucket_values(&buckets, if p.temporality == Temporality::Delta { p.max } else { None }, p.to_us);
-        let count: u64 = values.iter().map(|(_, n)| n).sum();
+        let count = values.iter().fold(0u64, |t, (_, n)| t.saturating_add(*n));
         out.accepted += 1;
         if start < durable_before {
             out.already_persisted += 1;
@@ -424,13 +513,15 @@ impl Aggregator {
             return;
         }
         // Metrics-only cells are timed to the window.
-        self.saw(obs.strings.get(p.cell), start, now_ms);
+        let (cell, folded) = self.admit_cell(obs.strings.get(p.cell));
+        self.saw(&cell, start, now_ms);
         out.max_window_end_ms = out.max_window_end_ms.max(start + self.settings.spec.width_ms);
-        let (id, overflowed) = self.series_id(obs.strings.get(p.cell), service, obs.strings.get(p.route));
+        let (id, overflowed) = self.series_id(&cell, service, obs.strings.get(p.route));
         out.overflowed += u64::from(overflowed);
+        out.cells_overflowed += u64::from(folded);
         let cause = (p.cause != NO_CAUSE).then(|| self.cause_id(obs.strings.get(p.cause)));
         let w = self.window_mut(id, start);
-        w.requests += count;
+        w.requests = w.requests.saturating_add(count);
         w.exact = false;
         for (v, n) in values {
             w.hist.record_n(v, n);
@@ -441,22 +532,25 @@ impl Aggregator {
         }
     }
 
+    /// Notes a request of an admitted cell (see [`Aggregator::admit_cell`]).
     fn saw(&mut self, cell: &str, start_ms: i64, now_ms: i64) {
-        match self.activity.get_mut(cell) {
+        let Some(slot) = self.cells.get_mut(cell) else { return };
+        slot.activity = Some(match slot.activity {
             Some(a) => {
-                a.latest_start_ms = a.latest_start_ms.max(start_ms);
-                a.arrived_ms = a.arrived_ms.max(now_ms);
+                Activity { latest_start_ms: a.latest_start_ms.max(start_ms), arrived_ms: a.arrived_ms.max(now_ms) }
             }
-            None => {
-                let n = self.name(cell);
-                self.activity.insert(n, Activity { latest_start_ms: start_ms, arrived_ms: now_ms });
-            }
-        }
+            None => Activity { latest_start_ms: start_ms, arrived_ms: now_ms },
+        });
     }
 
     /// When `cell` last saw a request.
     pub fn activity(&self, cell: &str) -> Option<Activity> {
-        self.activity.get(cell).copied()
+        self.cells.get(cell).and_then(|c| c.activity)
+    }
+
+    /// Cells tracked (each holds one of the `max_cells` slots; the overflow cell counts too).
+    pub fn tracked_cells(&self) -> usize {
+        self.cells.len()
     }
 
     fn rows_of(&self, s: &Series, w: WindowAgg) -> WindowRows {
@@ -497,10 +591,14 @@ impl Aggregator {
                 self.index.remove(key.as_str());
                 self.free.push(id as SeriesId);
                 self.live -= 1;
+                if let Some(c) = self.cells.get_mut(&*s.cell) {
+                    c.series = c.series.saturating_sub(1);
+                }
             }
         }
         self.series = series;
         self.spans_seen.retain(|_, t| now_ms - *t <= SPANS_WIN_MS);
+        self.cells.retain(|_, c| c.series > 0 || c.activity.is_some_and(|a| now_ms - a.arrived_ms <= CELL_TTL_MS));
         self.deltas.evict(now_ms - STREAM_TTL_MS);
         // Names only the interner still holds belong to no series.
         self.names.retain(|n| Arc::strong_count(n) > 1);
@@ -528,7 +626,8 @@ impl Aggregator {
 fn bucket_values(b: &Buckets, max: Option<f64>, to_us: f64) -> Vec<(u64, u64)> {
     let us = |v: f64| {
         let v = max.map_or(v, |m| v.min(m));
-        (v * to_us).round().max(0.0) as u64
+        // NaN becomes 0 and infinities the histogram's ceiling (float-to-int casts saturate).
+        (v * to_us).round().clamp(0.0, cellpilot_core::latency::MAX_US as f64) as u64
     };
     match b {
         Buckets::Explicit { bounds, counts } => counts
@@ -653,7 +752,11 @@ mod tests {
     use std::time::Duration;
 
     fn settings(max_series: usize) -> AggregatorSettings {
-        AggregatorSettings { spec: WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30)), max_series }
+        AggregatorSettings {
+            spec: WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30)),
+            max_series,
+            max_cells: 1000,
+        }
     }
 
     fn obs<'a>(spans: &[(&'a str, &'a str, u64, i64, Option<&'a str>)]) -> Observations<'a> {
@@ -722,6 +825,57 @@ mod tests {
         let mut r: Vec<_> = routes.iter().flatten().collect();
         r.sort();
         assert_eq!(r, ["/1", "/2", OVERFLOW_ROUTE]);
+    }
+
+    #[test]
+    fn new_cells_past_the_cap_fold_and_slots_free_up() {
+        let mut a = Aggregator::new(AggregatorSettings { max_cells: 3, ..settings(100) });
+        let now = 1_000_000;
+        let names: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+        let spans: Vec<_> = names.iter().map(|c| (c.as_str(), "/x", 1, now, None)).collect();
+        let out = a.apply(&obs(&spans), now, i64::MIN);
+        assert_eq!((out.accepted, out.cells_overflowed), (50, 47));
+        assert_eq!(a.tracked_cells(), 4, "three cells and the overflow cell");
+        assert!(a.activity("c0").is_some() && a.activity("c3").is_none());
+        assert!(a.activity(OVERFLOW).is_some());
+        let b = to_batches(a.snapshot(0, i64::MAX), 10_000).unwrap();
+        let cells = b.rollups.column(2).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let requests = b.rollups.column(5).as_any().downcast_ref::<arrow::array::UInt64Array>().unwrap();
+        let folded: u64 =
+            (0..b.rollups.num_rows()).filter(|&i| cells.value(i) == OVERFLOW).map(|i| requests.value(i)).sum();
+        assert_eq!(folded, 47);
+        // Once their series close and 10 minutes pass without a request, slots are free again.
+        a.close_due(now + 40_000);
+        assert_eq!(a.tracked_cells(), 4, "recent activity keeps the slots (cut-overs read it)");
+        a.close_due(now + CELL_TTL_MS + 1);
+        assert_eq!(a.tracked_cells(), 0);
+        let out = a.apply(&obs(&[("c40", "/x", 1, now + CELL_TTL_MS + 2, None)]), now + CELL_TTL_MS + 2, i64::MIN);
+        assert_eq!(out.cells_overflowed, 0);
+    }
+
+    #[test]
+    fn series_stay_bounded_whatever_varies() {
+        let (max_series, max_cells) = (10, 5);
+        let mut a = Aggregator::new(AggregatorSettings { max_cells, ..settings(max_series) });
+        let now = 1_000_000;
+        let mut o = Observations::default();
+        for i in 0..2000u32 {
+            let cell = o.strings.intern(Cow::Owned(format!("cell{}", i % 7)));
+            let service = o.strings.intern(Cow::Owned(format!("svc{i}")));
+            let route = o.strings.intern(Cow::Borrowed(if i % 2 == 0 { OVERFLOW_ROUTE } else { "/r" }));
+            o.spans.push(SpanObs {
+                cell,
+                service,
+                route,
+                cause: NO_CAUSE,
+                latency_us: 1,
+                end_ns: now * 1_000_000,
+                start_ns: 0,
+            });
+        }
+        let out = a.apply(&o, now, i64::MIN);
+        assert_eq!(out.accepted, 2000);
+        assert!(a.live_series() <= max_series + 2 * max_cells + 1, "{} series", a.live_series());
     }
 
     #[test]

@@ -94,10 +94,16 @@ impl DeltaTracker {
     }
 }
 
-fn total(b: &Buckets) -> u64 {
+/// Sum of client-sent counts, which may add up past `u64::MAX`.
+pub(crate) fn saturating_sum(counts: &[u64]) -> u64 {
+    counts.iter().fold(0u64, |t, n| t.saturating_add(*n))
+}
+
+/// Samples in `b`, saturating.
+pub(crate) fn total(b: &Buckets) -> u64 {
     match b {
-        Buckets::Explicit { counts, .. } => counts.iter().sum(),
-        Buckets::Exponential { zero_count, counts, .. } => zero_count + counts.iter().sum::<u64>(),
+        Buckets::Explicit { counts, .. } => saturating_sum(counts),
+        Buckets::Exponential { zero_count, counts, .. } => zero_count.saturating_add(saturating_sum(counts)),
     }
 }
 
@@ -117,26 +123,26 @@ fn subtract(cur: &Buckets, prev: &Buckets) -> Option<Buckets> {
             Buckets::Exponential { scale: ps, zero_count: pz, offset: po, counts: pc },
         ) => {
             // SDKs only ever lower the scale of a cumulative stream; bring both to the lower one.
+            // Bucket indexes are i64 here: offsets near the i32 edges plus a length overflow i32.
             let target = (*scale).min(*ps);
             let (co, cc) = downscale(*offset, counts, *scale - target);
             let (po, pc) = downscale(*po, pc, *ps - target);
+            let at = |o: i64, len: usize, idx: i64| usize::try_from(idx - o).ok().filter(|i| *i < len);
             let mut out = Vec::with_capacity(cc.len());
             for (i, c) in cc.iter().enumerate() {
-                let idx = co + i as i32;
-                let p = if idx >= po && ((idx - po) as usize) < pc.len() { pc[(idx - po) as usize] } else { 0 };
+                let p = at(po, pc.len(), co + i as i64).map_or(0, |j| pc[j]);
                 out.push(c.checked_sub(p)?);
             }
             // A previous bucket outside the current range must have been empty.
             for (i, p) in pc.iter().enumerate() {
-                let idx = po + i as i32;
-                if *p > 0 && (idx < co || (idx - co) as usize >= cc.len()) {
+                if *p > 0 && at(co, cc.len(), po + i as i64).is_none() {
                     return None;
                 }
             }
             Some(Buckets::Exponential {
                 scale: target,
                 zero_count: zero_count.checked_sub(*pz)?,
-                offset: co,
+                offset: i32::try_from(co).ok()?,
                 counts: out,
             })
         }
@@ -144,16 +150,21 @@ fn subtract(cur: &Buckets, prev: &Buckets) -> Option<Buckets> {
     }
 }
 
-/// Merges exponential buckets `by` scale steps (each step pairs neighbours).
-fn downscale(offset: i32, counts: &[u64], by: i32) -> (i32, Vec<u64>) {
+/// Merges exponential buckets `by` scale steps (each step pairs neighbours): (offset, counts).
+/// Linear in `counts`, whatever the offset; sums saturate.
+fn downscale(offset: i32, counts: &[u64], by: i32) -> (i64, Vec<u64>) {
+    let offset = i64::from(offset);
     if by <= 0 || counts.is_empty() {
         return (offset, counts.to_vec());
     }
+    let by = by.min(62) as u32;
     let new_offset = offset >> by;
-    let last = (offset + counts.len() as i32 - 1) >> by;
+    let last = (offset + counts.len() as i64 - 1) >> by;
+    // No more buckets than went in: the length is at most counts.len().
     let mut out = vec![0u64; (last - new_offset + 1) as usize];
     for (i, c) in counts.iter().enumerate() {
-        out[(((offset + i as i32) >> by) - new_offset) as usize] += c;
+        let slot = &mut out[(((offset + i as i64) >> by) - new_offset) as usize];
+        *slot = slot.saturating_add(*c);
     }
     (new_offset, out)
 }
@@ -203,6 +214,25 @@ mod tests {
             t.delta("e", 1, 3, &b, FRESH, 0),
             Ok(Buckets::Exponential { scale: 0, zero_count: 0, offset: 1, counts: vec![0, 1] })
         );
+    }
+
+    #[test]
+    fn offsets_at_the_i32_edges() {
+        let mut t = DeltaTracker::default();
+        let edge = |scale, offset, counts: &[u64]| Buckets::Exponential {
+            scale,
+            zero_count: u64::MAX,
+            offset,
+            counts: counts.to_vec(),
+        };
+        t.delta("e", 1, 2, &edge(20, i32::MAX - 1, &[1, 2, 3, u64::MAX]), FRESH, 0).unwrap();
+        // Downscaled from the top and from the bottom of i32, and a scale jump of 30.
+        assert!(t.delta("e", 1, 3, &edge(10, i32::MAX, &[u64::MAX; 3]), FRESH, 0).is_ok());
+        assert!(t.delta("e", 1, 4, &edge(-10, i32::MIN, &[5, u64::MAX]), FRESH, 0).is_ok());
+        assert!(t.delta("e", 1, 5, &edge(20, i32::MIN, &[1; 64]), FRESH, 0).is_ok());
+        let (o, c) = downscale(i32::MAX, &[1, 1, 1], 30);
+        assert_eq!((o, c.iter().sum::<u64>()), ((i64::from(i32::MAX)) >> 30, 3));
+        assert_eq!(total(&edge(0, 0, &[u64::MAX, 1])), u64::MAX);
     }
 
     proptest! {

@@ -27,6 +27,23 @@ pub struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
+    /// Id of `s` cut to `max` bytes (at a character boundary), adding it if new; the flag says
+    /// it was cut.
+    pub fn intern_bounded(&mut self, s: Cow<'a, str>, max: usize) -> (StrId, bool) {
+        if s.len() <= max {
+            return (self.intern(s), false);
+        }
+        let end = (0..=max).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        let cut = match s {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[..end]),
+            Cow::Owned(mut o) => {
+                o.truncate(end);
+                Cow::Owned(o)
+            }
+        };
+        (self.intern(cut), true)
+    }
+
     /// Id of `s`, adding it if new.
     pub fn intern(&mut self, s: Cow<'a, str>) -> StrId {
         if let Some(&id) = self.ids.get(s.as_ref()) {
@@ -135,6 +152,17 @@ pub struct Observations<'a> {
     pub ignored: u64,
     /// Points rejected while mapping (e.g. a unit that is not a time unit), with the reason.
     pub rejected: Vec<(u64, String)>,
+    /// Names cut to `max_attribute_length`.
+    pub truncated: u64,
+}
+
+impl<'a> Observations<'a> {
+    /// Interns a cell, service, route or cause name, cut to `max` bytes.
+    fn name(&mut self, s: Cow<'a, str>, max: usize) -> StrId {
+        let (id, cut) = self.strings.intern_bounded(s, max);
+        self.truncated += u64::from(cut);
+        id
+    }
 }
 
 /// The mapping rules, from `[ingest]`.
@@ -144,6 +172,8 @@ pub struct Mapper {
     /// Bit i set: span kind i counts as a request.
     kinds: u8,
     latency_metrics: Vec<String>,
+    /// Longest cell, service, route or cause name kept, in bytes.
+    max_name: usize,
 }
 
 /// What one attribute scan found.
@@ -240,7 +270,12 @@ impl Mapper {
             };
             kinds |= 1 << bit;
         }
-        Self { cell_keys: config.cell_attributes.clone(), kinds, latency_metrics: config.latency_metrics.clone() }
+        Self {
+            cell_keys: config.cell_attributes.clone(),
+            kinds,
+            latency_metrics: config.latency_metrics.clone(),
+            max_name: config.max_attribute_length,
+        }
     }
 
     /// Maps the request spans of `req`; malformed ids fail the whole request.
@@ -251,7 +286,7 @@ impl Mapper {
         for (ri, rs) in req.resource_spans.iter().enumerate() {
             let res_attrs: &[KeyValue] = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
             let service =
-                out.strings.intern(Cow::Borrowed(get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE)));
+                out.name(Cow::Borrowed(get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE)), self.max_name);
             let res_cell = first_str(res_attrs, &self.cell_keys);
             for (si, ss) in rs.scope_spans.iter().enumerate() {
                 for (pi, span) in ss.spans.iter().enumerate() {
@@ -273,11 +308,11 @@ impl Mapper {
                     }
                     let scan = Scan::of(&span.attributes, &self.cell_keys);
                     let cell = scan.cell.or(res_cell).unwrap_or(UNKNOWN_CELL);
-                    let cell = out.strings.intern(Cow::Borrowed(cell));
+                    let cell = out.name(Cow::Borrowed(cell), self.max_name);
                     let route = scan.route().unwrap_or(Cow::Borrowed(span.name.as_str()));
-                    let route = out.strings.intern(route);
+                    let route = out.name(route, self.max_name);
                     let failed = span.status.as_ref().is_some_and(|s| s.code == SPAN_STATUS_ERROR) || scan.is_error();
-                    let cause = if failed { out.strings.intern(scan.cause()) } else { NO_CAUSE };
+                    let cause = if failed { out.name(scan.cause(), self.max_name) } else { NO_CAUSE };
                     let start_ns = clamp_ns(span.start_time_unix_nano);
                     let end_ns = clamp_ns(span.end_time_unix_nano);
                     out.spans.push(SpanObs {
@@ -301,7 +336,7 @@ impl Mapper {
         for rm in &req.resource_metrics {
             let res_attrs: &[KeyValue] = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
             let service_name = get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE);
-            let service = out.strings.intern(Cow::Borrowed(service_name));
+            let service = out.name(Cow::Borrowed(service_name), self.max_name);
             let res_cell = first_str(res_attrs, &self.cell_keys);
             let res_key = attrs_key(res_attrs);
             for sm in &rm.scope_metrics {
@@ -338,9 +373,16 @@ impl Mapper {
                                     buckets: Buckets,
                                     max: Option<f64>| {
                         let scan = Scan::of(attrs, &self.cell_keys);
-                        let cell = out.strings.intern(Cow::Borrowed(scan.cell.or(res_cell).unwrap_or(UNKNOWN_CELL)));
-                        let route = out.strings.intern(scan.route().unwrap_or(Cow::Borrowed("unknown_route")));
-                        let cause = if scan.is_error() { out.strings.intern(scan.cause()) } else { NO_CAUSE };
+                        // Field by field: `out.rejected` is borrowed outside this closure.
+                        let (strings, cut, bound) = (&mut out.strings, &mut out.truncated, self.max_name);
+                        let mut name = |s| {
+                            let (id, was_cut) = strings.intern_bounded(s, bound);
+                            *cut += u64::from(was_cut);
+                            id
+                        };
+                        let cell = name(Cow::Borrowed(scan.cell.or(res_cell).unwrap_or(UNKNOWN_CELL)));
+                        let route = name(scan.route().unwrap_or(Cow::Borrowed("unknown_route")));
+                        let cause = if scan.is_error() { name(scan.cause()) } else { NO_CAUSE };
                         out.points.push(PointObs {
                             stream: format!("{res_key}|{scope_key}|{}|{}", metric.name, attrs_key(attrs)),
                             cell,
@@ -406,10 +448,10 @@ impl Mapper {
                                 let positive = p.positive.clone().unwrap_or_default();
                                 // Latencies are never negative: negative buckets join the zero bucket.
                                 let negative: u64 =
-                                    p.negative.as_ref().map(|b| b.bucket_counts.iter().sum()).unwrap_or(0);
+                                    p.negative.as_ref().map_or(0, |b| crate::delta::saturating_sum(&b.bucket_counts));
                                 let buckets = Buckets::Exponential {
                                     scale: p.scale,
-                                    zero_count: p.zero_count + negative,
+                                    zero_count: p.zero_count.saturating_add(negative),
                                     offset: positive.offset,
                                     counts: positive.bucket_counts,
                                 };
@@ -539,6 +581,21 @@ mod tests {
                 ("res-cell", "checkout", "GET", "timeout", 20_000),
             ]
         );
+    }
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        let m = Mapper::new(&IngestConfig { max_attribute_length: 16, ..Default::default() });
+        let long_cell = "é".repeat(100);
+        let req = request(
+            vec![kv("service.name", s(&"s".repeat(1000)))],
+            vec![span(vec![kv("cell.id", s(&long_cell)), kv("http.route", s("/short"))])],
+        );
+        let obs = m.traces(&req).unwrap();
+        assert_eq!(obs.strings.get(obs.spans[0].cell), "é".repeat(8));
+        assert_eq!(obs.strings.get(obs.spans[0].service).len(), 16);
+        assert_eq!(obs.strings.get(obs.spans[0].route), "/short");
+        assert_eq!(obs.truncated, 2);
     }
 
     #[test]

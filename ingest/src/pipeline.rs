@@ -231,6 +231,8 @@ impl Ingest {
         self.metrics.ingest_rejected.with_label_values(&["late"]).inc_by(out.late);
         self.metrics.ingest_rejected.with_label_values(&["future"]).inc_by(out.future);
         self.metrics.series_overflow.inc_by(out.overflowed);
+        self.metrics.cells_overflow.inc_by(out.cells_overflowed);
+        self.metrics.names_truncated.inc_by(a.truncated);
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Applied {
     pub ignored: u64,
     /// Points refused while mapping, with reasons.
     pub unusable: Vec<(u64, String)>,
+    /// Names cut to `max_attribute_length`.
+    pub truncated: u64,
 }
 
 struct Job {
@@ -334,7 +336,12 @@ impl Worker {
                             sink.reported(&r.cell, r.started_ms, r.completed_ms);
                         }
                     }
-                    Ok(Applied { outcome, ignored: obs.ignored, unusable: obs.rejected.clone() })
+                    Ok(Applied {
+                        outcome,
+                        ignored: obs.ignored,
+                        unusable: obs.rejected.clone(),
+                        truncated: obs.truncated,
+                    })
                 }
             });
         }

@@ -21,7 +21,7 @@ use tonic_types::StatusExt;
 fn ingest() -> Arc<Ingest> {
     let config = IngestConfig { max_request_size: Size(4096), ..Default::default() };
     let spec = WindowSpec::new(config.window.0, config.allowed_lateness.0);
-    let agg = SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 100 }));
+    let agg = SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 100, max_cells: 100 }));
     let clock: SharedClock = Arc::new(SystemClock);
     let parts = IngestParts {
         aggregator: agg,

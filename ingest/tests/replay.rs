@@ -93,7 +93,7 @@ fn cumulative(start_ms: i64, time_ms: i64, count: u64) -> ExportMetricsServiceRe
 
 fn aggregator() -> SharedAggregator {
     let spec = WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30));
-    SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 1000 }))
+    SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 1000, max_cells: 1000 }))
 }
 
 fn ingest(dir: &Path, agg: &SharedAggregator, clock: &TestClock, watermark: i64) -> Ingest {

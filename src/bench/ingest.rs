@@ -110,7 +110,11 @@ pub(crate) fn request(
 }
 
 fn settings() -> AggregatorSettings {
-    AggregatorSettings { spec: WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30)), max_series: 100_000 }
+    AggregatorSettings {
+        spec: WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30)),
+        max_series: 100_000,
+        max_cells: 100_000,
+    }
 }
 
 /// Resident set size of this process, in bytes (Linux); 0 where unknown.

@@ -43,7 +43,8 @@ fn time_ms<T>(runs: usize, mut f: impl FnMut() -> cellpilot_query::Result<T>) ->
 /// Ingest throughput (spans/s) through the whole pipeline, with or without the WAL.
 async fn pipeline_rate(requests: &[Vec<u8>], now_ns: i64, wal: Option<&std::path::Path>) -> anyhow::Result<f64> {
     let spec = WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30));
-    let agg = SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 100_000 }));
+    let agg =
+        SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 100_000, max_cells: 100_000 }));
     let clock: SharedClock = Arc::new(TestClock::new(now_ns));
     let wal = wal.map(|dir| {
         (WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Batch, max_bytes: 64 << 30 }, Replayed::default())
