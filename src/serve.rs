@@ -119,6 +119,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     })?);
     store.set_open_source(Arc::new(aggregator.clone()));
     let ready = Arc::new(AtomicBool::new(false));
+    let health = cellpilot_core::health::Health::default();
     let controller = Arc::new(
         Controller::open(&config.control, &config.storage.dir, clock.clone(), metrics.clone())
             .map_err(|e| anyhow::anyhow!("control state: {e}"))?,
@@ -133,6 +134,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         clock: clock.clone(),
         ready: ready.clone(),
+        health: health.clone(),
     };
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -150,6 +152,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::task::spawn_blocking(move || replay_with(&dir, &mapper, &agg, durable_before, Some(reports.as_ref())))
             .await?
             .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
+    metrics.wal_quarantined.inc_by(replayed.quarantined as u64);
     if replayed.records > 0 {
         tracing::info!(
             records = replayed.records,
@@ -176,6 +179,8 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
             cutovers: Some(controller.clone()),
         },
     )?);
+
+    health.add(ingest.health_check());
 
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());

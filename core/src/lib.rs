@@ -11,6 +11,8 @@
 //! - [`store`]: the traits through which ingest hands rollups to whoever stores them.
 //! - [`metrics`]: the process's Prometheus registry with the stable `cellpilot_` names.
 //! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
+//! - [`range`]: [`range::TimeRange`], the one parsed and bounded form of every API time range.
+//! - [`health`]: readiness checks behind `/readyz`.
 //! - [`link`]: paths of dashboard pages, as alerts and pages link to them.
 //! - [`error`]: the crate's error type.
 
@@ -18,9 +20,11 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod latency;
 pub mod link;
 pub mod metrics;
+pub mod range;
 pub mod schema;
 pub mod store;
 pub mod time;

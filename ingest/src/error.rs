@@ -32,8 +32,14 @@ pub enum Error {
         /// How long the client should wait.
         retry_after: Duration,
     },
+    /// The export path is not running (the sequencer stopped); retry after the given delay.
+    #[error("cellpilot cannot take exports right now; retry in {}s", retry_after.as_secs())]
+    Unavailable {
+        /// How long the client should wait.
+        retry_after: Duration,
+    },
     /// A bug or an unexpected failure; details are logged, not sent.
-    #[error("internal error")]
+    #[error("internal error while processing this export; it was not accepted (details are in cellpilot's log)")]
     Internal(String),
 }
 

@@ -23,14 +23,14 @@ pub fn to_status(e: &Error) -> Status {
         Error::BadInput(m) | Error::Unsupported(m) => Status::invalid_argument(m.clone()),
         Error::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
         Error::Unauthenticated(d) => Status::unauthenticated(d.to_string()),
-        Error::Overloaded { retry_after } => Status::with_error_details(
+        Error::Overloaded { retry_after } | Error::Unavailable { retry_after } => Status::with_error_details(
             Code::Unavailable,
             e.to_string(),
             ErrorDetails::with_retry_info(Some(*retry_after)),
         ),
         Error::Internal(detail) => {
             tracing::error!(%detail, "OTLP/gRPC export failed");
-            Status::internal("internal error")
+            Status::internal(e.to_string())
         }
     }
 }

@@ -77,6 +77,7 @@ fn error_response(e: &Error, enc: Encoding) -> Response {
         Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
         Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
         Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::Unavailable),
+        Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
         Error::Internal(detail) => {
             tracing::error!(%detail, "OTLP/HTTP export failed");
             (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
@@ -89,7 +90,7 @@ fn error_response(e: &Error, enc: Encoding) -> Response {
     }
     let body = decode::status_body(grpc_code as i32, &e.to_string(), enc);
     let mut resp = (status, [(header::CONTENT_TYPE, enc.content_type())], body).into_response();
-    if let Error::Overloaded { retry_after } = e {
+    if let Error::Overloaded { retry_after } | Error::Unavailable { retry_after } = e {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
     }
     if matches!(e, Error::Unauthenticated(_)) {

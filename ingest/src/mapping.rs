@@ -174,6 +174,9 @@ pub struct Mapper {
     latency_metrics: Vec<String>,
     /// Longest cell, service, route or cause name kept, in bytes.
     max_name: usize,
+    /// Unit tests of the export path's isolation: mapping a span of this service panics.
+    #[cfg(test)]
+    pub(crate) panic_on_service: Option<&'static str>,
 }
 
 /// What one attribute scan found.
@@ -275,6 +278,8 @@ impl Mapper {
             kinds,
             latency_metrics: config.latency_metrics.clone(),
             max_name: config.max_attribute_length,
+            #[cfg(test)]
+            panic_on_service: None,
         }
     }
 
@@ -288,6 +293,10 @@ impl Mapper {
             let service =
                 out.name(Cow::Borrowed(get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE)), self.max_name);
             let res_cell = first_str(res_attrs, &self.cell_keys);
+            #[cfg(test)]
+            if self.panic_on_service.is_some() && self.panic_on_service == get_str(res_attrs, "service.name") {
+                panic!("injected mapping panic");
+            }
             for (si, ss) in rs.scope_spans.iter().enumerate() {
                 for (pi, span) in ss.spans.iter().enumerate() {
                     if span.trace_id.len() != 16 {

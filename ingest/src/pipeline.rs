@@ -199,6 +199,19 @@ impl Ingest {
         Ok(S::respond(self, &applied))
     }
 
+    /// Whether the sequencer is running (exports are answered 503 / UNAVAILABLE when not).
+    pub fn is_running(&self) -> bool {
+        self.sequencer.is_running()
+    }
+
+    /// A readiness check: `None` while the sequencer runs, else why exports are refused.
+    pub fn health_check(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
+        let running = self.sequencer.running_probe();
+        move || {
+            (!running()).then(|| "the ingest sequencer is not running: exports are answered 503 / UNAVAILABLE".into())
+        }
+    }
+
     /// Stops the sequencer after the exports already queued.
     pub fn shutdown(&mut self) {
         self.sequencer.shutdown();
@@ -213,6 +226,7 @@ impl Ingest {
             Some(Error::TooLarge { .. }) => "too_large",
             Some(Error::Unauthenticated(_)) => "unauthenticated",
             Some(Error::Overloaded { .. }) => "overloaded",
+            Some(Error::Unavailable { .. }) => "unavailable",
             Some(Error::Internal(_)) => "internal",
         };
         self.metrics.ingest_requests.with_label_values(&[signal, transport.label(), label]).inc();

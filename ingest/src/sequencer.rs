@@ -15,8 +15,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -115,6 +117,30 @@ pub struct WalSettings {
 pub struct Sequencer {
     tx: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// Cleared when the thread ends, however it ends (readiness and the retryable answer).
+    running: Arc<AtomicBool>,
+}
+
+/// The retryable answer while the sequencer is not running.
+fn unavailable() -> Error {
+    Error::Unavailable { retry_after: RETRY_AFTER }
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Clears the running flag when the sequencer thread ends, even by unwinding.
+struct RunningGuard(Arc<AtomicBool>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Tells the sequencer how far Parquet has persisted (for dropping WAL segments).
@@ -133,6 +159,8 @@ pub struct Replayed {
     pub segments: Vec<Sealed>,
     /// The sequence number new segments start at.
     pub next_seq: u64,
+    /// Records, checkpoints and segments moved to `wal/quarantine/` instead of applied.
+    pub quarantined: usize,
 }
 
 /// Re-applies the WAL under `dir` to `agg` (windows before `durable_before` are skipped).
@@ -159,32 +187,45 @@ pub fn replay_with(
     if let Some(&first) = seqs.first()
         && first > 0
         && let Some(state) = wal::load_state(dir, first - 1)?
+        && let Err(e) = agg.lock().restore_delta_state(&state)
     {
-        agg.lock().restore_delta_state(&state)?;
+        // Cumulative streams then take a fresh baseline: their next point counts from the one after.
+        tracing::error!(error = %e, "cumulative-stream checkpoint unreadable; moved to wal/quarantine");
+        wal::quarantine_state(dir, first - 1)?;
+        out.quarantined += 1;
     }
     for &seq in &seqs {
         let mut max_end = i64::MIN;
-        let records = wal::read_segment(dir, seq)?;
-        let bytes = records.iter().map(|r| r.payload.len() as u64 + 17).sum::<u64>() + 16;
-        for rec in &records {
-            let export = match Export::decode(rec.kind, &rec.payload) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(segment = seq, error = %e, "skipping an undecodable WAL record");
-                    continue;
+        let records = match wal::read_segment(dir, seq) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(segment = seq, error = %e, "unreadable WAL segment moved to wal/quarantine");
+                wal::quarantine_segment(dir, seq)?;
+                out.quarantined += 1;
+                continue;
+            }
+        };
+        let mut kept = Vec::with_capacity(records.len());
+        for (i, rec) in records.iter().enumerate() {
+            match replay_record(rec, mapper, agg, durable_before, cutovers) {
+                Ok(o) => {
+                    out.counted += o.accepted - o.already_persisted;
+                    out.already_persisted += o.already_persisted;
+                    max_end = max_end.max(o.max_window_end_ms);
+                    kept.push(rec);
                 }
-            };
-            if let (Export::Logs(req), Some(sink)) = (&export, cutovers) {
-                for r in crate::logs::cutovers(req) {
-                    sink.reported(&r.cell, r.started_ms, r.completed_ms);
+                Err(why) => {
+                    tracing::error!(segment = seq, record = i, reason = %why, "WAL record moved to wal/quarantine");
+                    wal::quarantine_record(dir, seq, i, rec)?;
+                    out.quarantined += 1;
                 }
             }
-            let Ok(obs) = export.map(mapper) else { continue };
-            let o = agg.lock().apply(&obs, rec.received_ms, durable_before);
-            out.counted += o.accepted - o.already_persisted;
-            out.already_persisted += o.already_persisted;
-            max_end = max_end.max(o.max_window_end_ms);
         }
+        if kept.len() < records.len() {
+            // Moved, not copied: the next start must not meet (and count) them again.
+            wal::rewrite_segment(dir, seq, &kept)?;
+        }
+        let bytes = kept.iter().map(|r| r.payload.len() as u64 + 17).sum::<u64>() + 16;
         out.records += records.len();
         out.segments.push(Sealed { seq, bytes, max_window_end_ms: max_end });
     }
@@ -194,6 +235,28 @@ pub fn replay_with(
     }
     out.next_seq = seqs.last().map_or(0, |s| s + 1);
     Ok(out)
+}
+
+/// Applies one logged export; an undecodable, unmappable or panicking record is an error (the
+/// caller quarantines it, and start-up goes on).
+fn replay_record(
+    rec: &wal::Record,
+    mapper: &Mapper,
+    agg: &SharedAggregator,
+    durable_before: i64,
+    cutovers: Option<&dyn cellpilot_core::store::CutoverReports>,
+) -> std::result::Result<Outcome, String> {
+    let export = Export::decode(rec.kind, &rec.payload).map_err(|e| format!("undecodable: {e}"))?;
+    catch_unwind(AssertUnwindSafe(|| {
+        if let (Export::Logs(req), Some(sink)) = (&export, cutovers) {
+            for r in crate::logs::cutovers(req) {
+                sink.reported(&r.cell, r.started_ms, r.completed_ms);
+            }
+        }
+        let obs = export.map(mapper).map_err(|e| format!("refused by mapping: {e}"))?;
+        Ok(agg.lock().apply(&obs, rec.received_ms, durable_before))
+    }))
+    .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(p.as_ref()))))
 }
 
 struct Worker {
@@ -228,23 +291,40 @@ impl Sequencer {
             None => None,
         };
         let worker = Worker { rx, cutovers, mapper, agg, wal, clock, metrics, watermark };
+        let running = Arc::new(AtomicBool::new(true));
+        let guard = RunningGuard(running.clone());
         let thread = std::thread::Builder::new()
             .name("cellpilot-sequencer".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let _guard = guard;
+                worker.run();
+            })
             .map_err(|e| Error::Internal(format!("starting the sequencer: {e}")))?;
-        Ok(Self { tx: Some(tx), thread: Some(thread) })
+        Ok(Self { tx: Some(tx), thread: Some(thread), running })
+    }
+
+    /// Whether the thread is taking exports.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// A probe of [`Sequencer::is_running`] that outlives this handle (for readiness checks).
+    pub fn running_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let running = self.running.clone();
+        move || running.load(Ordering::Acquire)
     }
 
     /// Queues an export and waits until it is durable and applied.
     pub async fn submit(&self, export: Export, raw: Option<Vec<u8>>) -> Result<Applied> {
         let (reply, rx) = oneshot::channel();
-        let tx = self.tx.as_ref().ok_or_else(|| Error::Internal("the sequencer has stopped".into()))?;
+        let tx = self.tx.as_ref().ok_or_else(unavailable)?;
         match tx.try_send(Job { export, raw, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(Error::Overloaded { retry_after: RETRY_AFTER }),
-            Err(TrySendError::Disconnected(_)) => return Err(Error::Internal("the sequencer has stopped".into())),
+            Err(TrySendError::Disconnected(_)) => return Err(unavailable()),
         }
-        rx.await.map_err(|_| Error::Internal("the sequencer dropped an export".into()))?
+        // A dropped reply means the group failed outside any one export: nothing was acknowledged.
+        rx.await.map_err(|_| unavailable())?
     }
 
     /// Finishes the queued exports and stops the thread.
@@ -280,7 +360,12 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            self.group(jobs);
+            // Exports fail alone inside `group`; this is the last line, for the group's own code:
+            // its replies are dropped (the clients hear UNAVAILABLE) and the thread goes on.
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.group(jobs))) {
+                self.metrics.ingest_panics.inc();
+                tracing::error!(panic = %panic_message(p.as_ref()), "an export group panicked; it was refused");
+            }
             self.maintain();
         }
         if let Some(w) = self.wal.as_mut()
@@ -294,7 +379,12 @@ impl Worker {
         let now = self.clock.now_ms();
         let (exports, rest): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| ((j.export, j.raw), j.reply)).unzip();
         let replies = rest;
-        let mapped: Vec<Result<Observations<'_>>> = exports.iter().map(|(e, _)| e.map(&self.mapper)).collect();
+        let mapped: Vec<Result<Observations<'_>>> = exports
+            .iter()
+            .map(|(e, _)| {
+                catch_unwind(AssertUnwindSafe(|| e.map(&self.mapper))).unwrap_or_else(|p| Err(self.panicked(p)))
+            })
+            .collect();
         let mut logged = vec![true; exports.len()];
         if let Some(w) = self.wal.as_mut() {
             for (i, ((export, raw), m)) in exports.iter().zip(&mapped).enumerate() {
@@ -325,24 +415,27 @@ impl Worker {
             results.push(match m {
                 Err(e) => Err(e),
                 Ok(_) if !logged => Err(Error::Overloaded { retry_after: RETRY_AFTER }),
-                Ok(obs) => {
-                    let outcome = agg.apply(&obs, now, durable_before);
-                    if let Some(w) = self.wal.as_mut() {
-                        w.note_window_end(outcome.max_window_end_ms);
-                    }
-                    self.metrics.ingest_logs.inc_by(export.log_records() as u64);
-                    if let (Export::Logs(req), Some(sink)) = (export, &self.cutovers) {
-                        for r in crate::logs::cutovers(req) {
-                            sink.reported(&r.cell, r.started_ms, r.completed_ms);
+                Ok(obs) => match catch_unwind(AssertUnwindSafe(|| agg.apply(&obs, now, durable_before))) {
+                    // Logged already: replay meets the same panic and quarantines the record.
+                    Err(p) => Err(self.panicked(p)),
+                    Ok(outcome) => {
+                        if let Some(w) = self.wal.as_mut() {
+                            w.note_window_end(outcome.max_window_end_ms);
                         }
+                        self.metrics.ingest_logs.inc_by(export.log_records() as u64);
+                        if let (Export::Logs(req), Some(sink)) = (export, &self.cutovers) {
+                            for r in crate::logs::cutovers(req) {
+                                sink.reported(&r.cell, r.started_ms, r.completed_ms);
+                            }
+                        }
+                        Ok(Applied {
+                            outcome,
+                            ignored: obs.ignored,
+                            unusable: obs.rejected.clone(),
+                            truncated: obs.truncated,
+                        })
                     }
-                    Ok(Applied {
-                        outcome,
-                        ignored: obs.ignored,
-                        unusable: obs.rejected.clone(),
-                        truncated: obs.truncated,
-                    })
-                }
+                },
             });
         }
         self.metrics.series_live.set(agg.live_series() as i64);
@@ -351,6 +444,13 @@ impl Worker {
         for (reply, r) in replies.into_iter().zip(results) {
             let _ = reply.send(r);
         }
+    }
+
+    /// The answer to an export whose mapping or aggregation panicked: it fails alone.
+    fn panicked(&self, p: Box<dyn std::any::Any + Send>) -> Error {
+        self.metrics.ingest_panics.inc();
+        let detail = format!("an export panicked while being mapped or applied: {}", panic_message(p.as_ref()));
+        Error::Internal(detail)
     }
 
     /// Seals old segments and drops those Parquet has made redundant.
@@ -370,5 +470,133 @@ impl Worker {
         }
         self.metrics.wal_bytes.set(w.total_bytes() as i64);
         self.metrics.wal_segments.set(w.segments() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregator::{Aggregator, AggregatorSettings};
+    use cellpilot_core::clock::TestClock;
+    use cellpilot_core::config::{FsyncPolicy, IngestConfig};
+    use cellpilot_core::window::WindowSpec;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    const NOW_MS: i64 = 1_800_000_001_000;
+
+    fn spans(service: &str, n: usize) -> Export {
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+            ..Default::default()
+        };
+        let spans = (0..n)
+            .map(|_| Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                kind: 2,
+                start_time_unix_nano: (NOW_MS as u64 - 5) * 1_000_000,
+                end_time_unix_nano: NOW_MS as u64 * 1_000_000,
+                attributes: vec![kv("cell.id", "c")],
+                ..Default::default()
+            })
+            .collect();
+        Export::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn aggregator() -> SharedAggregator {
+        let spec = WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30));
+        SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 100, max_cells: 100 }))
+    }
+
+    fn requests(agg: &SharedAggregator) -> u64 {
+        let b = crate::aggregator::to_batches(agg.lock().snapshot(0, i64::MAX), 10_000).unwrap().rollups;
+        let col = b.column(5).as_any().downcast_ref::<arrow::array::UInt64Array>().unwrap();
+        col.iter().flatten().sum()
+    }
+
+    fn start(dir: &Path, mapper: Mapper, agg: &SharedAggregator) -> Sequencer {
+        let settings = WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Never, max_bytes: 1 << 30 };
+        let clock: SharedClock = Arc::new(TestClock::new(NOW_MS * 1_000_000));
+        Sequencer::start(
+            mapper,
+            agg.clone(),
+            Some((settings, Replayed::default())),
+            clock,
+            Metrics::new(),
+            Arc::new(|| i64::MIN),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_export_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mapper = Mapper::new(&IngestConfig::default());
+        mapper.panic_on_service = Some("boom");
+        let agg = aggregator();
+        let seq = start(dir.path(), mapper, &agg);
+        assert!(seq.submit(spans("ok", 3), None).await.is_ok());
+        let err = seq.submit(spans("boom", 5), None).await.unwrap_err();
+        assert!(matches!(err, Error::Internal(ref d) if d.contains("injected mapping panic")), "{err:?}");
+        assert!(seq.submit(spans("ok", 4), None).await.is_ok(), "the sequencer goes on");
+        assert!(seq.is_running());
+        assert_eq!(requests(&agg), 7);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_sequencer_answers_retryably() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seq = start(dir.path(), Mapper::new(&IngestConfig::default()), &aggregator());
+        let probe = seq.running_probe();
+        seq.shutdown();
+        assert!(!probe() && !seq.is_running());
+        assert!(matches!(seq.submit(spans("ok", 1), None).await, Err(Error::Unavailable { .. })));
+    }
+
+    #[test]
+    fn replay_quarantines_what_it_cannot_apply_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::open(dir.path(), 0, Vec::new(), FsyncPolicy::Never, 1 << 30, NOW_MS).unwrap();
+        let good = spans("ok", 2).encode();
+        let mut bad_ids = ExportTraceServiceRequest::decode(&good[..]).unwrap();
+        bad_ids.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1; 3];
+        w.append(Kind::Traces, NOW_MS, &good).unwrap();
+        w.append(Kind::Traces, NOW_MS, b"\xff\xff not protobuf").unwrap();
+        w.append(Kind::Traces, NOW_MS, &bad_ids.encode_to_vec()).unwrap();
+        w.append(Kind::Traces, NOW_MS, &spans("boom", 9).encode()).unwrap();
+        w.append(Kind::Traces, NOW_MS, &good).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        // A stray file that is no segment at all.
+        std::fs::write(dir.path().join("wal").join(format!("{:020}.wal", 7)), b"garbage").unwrap();
+        let mut mapper = Mapper::new(&IngestConfig::default());
+        mapper.panic_on_service = Some("boom");
+        let agg = aggregator();
+        let r = replay(dir.path(), &mapper, &agg, i64::MIN).unwrap();
+        assert_eq!((r.records, r.quarantined, r.counted), (5, 4, 4));
+        assert_eq!(requests(&agg), 4);
+        let mut q: Vec<_> = std::fs::read_dir(wal::quarantine_dir(dir.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        q.sort();
+        assert_eq!(q.len(), 4, "{q:?}");
+        assert!(q.iter().any(|n| n == &format!("{:020}.wal", 7)));
+        // A quarantined record is a one-record segment again: it reads back as written.
+        let one = dir.path().join("wal").join("quarantine").join(format!("{:020}-{:08}.wal", 0, 3));
+        assert!(std::fs::read(one).unwrap().len() > spans("boom", 9).encode().len());
+        // Start-up after that replays cleanly, and nothing is quarantined twice.
+        let again = replay(dir.path(), &mapper, &aggregator(), i64::MIN).unwrap();
+        assert_eq!((again.records, again.quarantined, again.counted), (2, 0, 4), "moved, not copied");
     }
 }

@@ -107,6 +107,62 @@ pub fn load_state(data: &Path, seq: u64) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
+/// Where records, checkpoints and segments replay could not use are kept for a person to read.
+pub fn quarantine_dir(data: &Path) -> PathBuf {
+    wal_dir(data).join("quarantine")
+}
+
+fn quarantine_move(data: &Path, from: &Path) -> Result<(), String> {
+    let dir = quarantine_dir(data);
+    std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+    let name = from.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let to = dir.join(name);
+    std::fs::rename(from, &to).map_err(|e| io("quarantining", from, e))
+}
+
+/// Moves segment `seq` (unreadable as a whole) to the quarantine directory.
+pub fn quarantine_segment(data: &Path, seq: u64) -> Result<(), String> {
+    quarantine_move(data, &segment_path(&wal_dir(data), seq))
+}
+
+/// Moves the checkpoint of segment `seq` (unreadable) to the quarantine directory.
+pub fn quarantine_state(data: &Path, seq: u64) -> Result<(), String> {
+    quarantine_move(data, &state_path(&wal_dir(data), seq))
+}
+
+/// Writes record `index` of segment `seq` to the quarantine directory, as a one-record segment
+/// file (`<seq>-<index>.wal`, same header and record format), and syncs it.
+pub fn quarantine_record(data: &Path, seq: u64, index: usize, rec: &Record) -> Result<(), String> {
+    let dir = quarantine_dir(data);
+    std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+    let path = dir.join(format!("{seq:020}-{index:08}.wal"));
+    let mut bytes = header();
+    bytes.extend_from_slice(&record_header(rec.kind, rec.received_ms, &rec.payload)?);
+    bytes.extend_from_slice(&rec.payload);
+    std::fs::write(&path, &bytes)
+        .and_then(|()| File::open(&path).and_then(|f| f.sync_all()))
+        .map_err(|e| io("writing", &path, e))
+}
+
+/// Replaces segment `seq` with just `records`, atomically (after some were quarantined).
+pub fn rewrite_segment(data: &Path, seq: u64, records: &[&Record]) -> Result<(), String> {
+    let path = segment_path(&wal_dir(data), seq);
+    let tmp = path.with_extension("wal.tmp");
+    let mut bytes = header();
+    for r in records {
+        bytes.extend_from_slice(&record_header(r.kind, r.received_ms, &r.payload)?);
+        bytes.extend_from_slice(&r.payload);
+    }
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| File::open(&tmp).and_then(|f| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| io("rewriting", &path, e))?;
+    if let Ok(d) = File::open(wal_dir(data)) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// Saves the cumulative-stream checkpoint as of the last record of segment `seq`, atomically.
 pub fn write_state(data: &Path, seq: u64, state: &[u8]) -> Result<(), String> {
     let sp = state_path(&wal_dir(data), seq);
@@ -153,6 +209,20 @@ pub fn read_segment(data: &Path, seq: u64) -> Result<Vec<Record>, String> {
             .map_err(|e| io("truncating", &path, e))?;
     }
     Ok(out)
+}
+
+/// `[len][crc32][kind][received_ms]` of a record with `payload`.
+fn record_header(kind: Kind, received_ms: i64, payload: &[u8]) -> Result<[u8; RECORD_HEADER], String> {
+    let len = u32::try_from(payload.len()).map_err(|_| "record too large for the WAL".to_string())?;
+    let mut head = [0u8; RECORD_HEADER];
+    head[8] = kind as u8;
+    head[9..17].copy_from_slice(&received_ms.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head[8..]);
+    h.update(payload);
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+    Ok(head)
 }
 
 fn header() -> Vec<u8> {
@@ -229,15 +299,7 @@ impl WalWriter {
 
     /// Buffers one record of the current group.
     pub fn append(&mut self, kind: Kind, received_ms: i64, payload: &[u8]) -> Result<(), String> {
-        let len = u32::try_from(payload.len()).map_err(|_| "record too large for the WAL".to_string())?;
-        let mut head = [0u8; RECORD_HEADER];
-        head[8] = kind as u8;
-        head[9..17].copy_from_slice(&received_ms.to_le_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[8..]);
-        h.update(payload);
-        head[..4].copy_from_slice(&len.to_le_bytes());
-        head[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+        let head = record_header(kind, received_ms, payload)?;
         let r = self.file.write_all(&head).and_then(|()| self.file.write_all(payload));
         self.size += (RECORD_HEADER + payload.len()) as u64;
         r.map_err(|e| format!("appending to the WAL: {e}"))?;

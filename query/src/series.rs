@@ -35,8 +35,8 @@ pub struct Point {
     pub quantiles: Quantiles,
 }
 
-/// Most points a series returns.
-pub const MAX_POINTS: i64 = 10_000;
+/// Most points a series returns (API ranges are bounded to it already).
+pub use cellpilot_core::range::MAX_POINTS;
 
 /// The tier whose windows fit `step` (which must be a multiple of the tier's width).
 fn tier_for(step_ms: i64, fine_ms: i64) -> Tier {

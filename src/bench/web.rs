@@ -69,6 +69,7 @@ async fn measure(json: bool, runs: usize) -> anyhow::Result<()> {
         metrics,
         clock,
         ready: Arc::new(AtomicBool::new(true)),
+        health: Default::default(),
         controller,
         alerts: Arc::default(),
     };

@@ -5,7 +5,8 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
-use cellpilot_core::time::{format_rfc3339_ms, parse_api_time_ms};
+use cellpilot_core::range::TimeRange;
+use cellpilot_core::time::format_rfc3339_ms;
 use serde::{Deserialize, Serialize};
 
 /// Default range of `/api/v1/cells`.
@@ -19,19 +20,9 @@ pub struct RangeParams {
 }
 
 impl RangeParams {
-    /// The range in unix ms, defaulting to the last `default_ms` before now.
-    fn resolve(&self, now_ms: i64, default_ms: i64) -> Result<(i64, i64), ApiError> {
-        let parse = |name: &str, v: &Option<String>| {
-            v.as_deref()
-                .map(|s| parse_api_time_ms(s).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}"))))
-                .transpose()
-        };
-        let to = parse("to", &self.to)?.unwrap_or(now_ms);
-        let from = parse("from", &self.from)?.unwrap_or(to - default_ms);
-        if from >= to {
-            return Err(ApiError::BadRequest("`from` must be before `to`".into()));
-        }
-        Ok((from, to))
+    /// The bounded range, defaulting to the last `default_ms` before now.
+    fn resolve(&self, state: &AppState, default_ms: i64) -> Result<TimeRange, ApiError> {
+        Ok(TimeRange::parse(self.from.as_deref(), self.to.as_deref(), default_ms, state.range_bounds())?)
     }
 }
 
@@ -69,7 +60,8 @@ pub async fn cells(
     Query(range): Query<RangeParams>,
 ) -> Result<Json<CellsJson>, ApiError> {
     state.authorize(auth_header(&headers))?;
-    let (from, to) = range.resolve(state.clock.now_ms(), DEFAULT_RANGE_MS)?;
+    let range = range.resolve(&state, DEFAULT_RANGE_MS)?;
+    let (from, to) = (range.from_ms(), range.to_ms());
     let store = state.store.clone();
     let now = state.clock.now_ms();
     let stats = tokio::task::spawn_blocking(move || cellpilot_query::cells::cells(&store, from, to, now))
@@ -165,21 +157,9 @@ pub async fn series(
     Query(p): Query<SeriesParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.authorize(auth_header(&headers))?;
-    let range = RangeParams { from: p.from.clone(), to: p.to.clone() };
-    let (from, to) = range.resolve(state.clock.now_ms(), 60 * 60 * 1000)?;
-    let fine = state.store.fine_ms();
-    let step = match &p.step {
-        Some(s) => {
-            let d = humantime::parse_duration(s).map_err(|e| ApiError::BadRequest(format!("`step`: {e}")))?;
-            i64::try_from(d.as_millis()).map_err(|_| ApiError::BadRequest("`step` is too large".into()))?
-        }
-        // About 60 points, on a whole number of windows, snapped to the tiers when coarse.
-        None => {
-            let raw = ((to - from) / 60).max(fine);
-            let snap = [3_600_000, 300_000].into_iter().find(|t| raw >= *t).unwrap_or(fine);
-            raw - raw % snap
-        }
-    };
+    let range = RangeParams { from: p.from.clone(), to: p.to.clone() }.resolve(&state, 60 * 60 * 1000)?;
+    let (from, to) = (range.from_ms(), range.to_ms());
+    let step = range.step(p.step.as_deref(), state.store.fine_ms())?;
     let sel =
         cellpilot_query::series::Selection { cell: p.cell.clone(), service: p.service.clone(), route: p.route.clone() };
     let store = state.store.clone();
@@ -361,7 +341,8 @@ pub async fn sla(
     state.authorize(auth_header(&headers))?;
     let slo = state.slo(&name)?;
     let now = state.clock.now_ms();
-    let (from, to) = range.resolve(now, slo.period.as_millis_i64())?;
+    let range = range.resolve(&state, slo.period.as_millis_i64())?;
+    let (from, to) = (range.from_ms(), range.to_ms());
     let drains = state.drains();
     let st = state.clone();
     let report = tokio::task::spawn_blocking(move || st.report(&slo, &drains, from, to, now))

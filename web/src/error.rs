@@ -31,6 +31,15 @@ impl From<cellpilot_query::Error> for ApiError {
     }
 }
 
+impl From<cellpilot_core::Error> for ApiError {
+    fn from(e: cellpilot_core::Error) -> Self {
+        match e {
+            cellpilot_core::Error::InvalidInput(m) => ApiError::BadRequest(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {

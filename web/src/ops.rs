@@ -11,12 +11,14 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 once every listener is bound and replay is done, 503 before.
+/// `GET /readyz`: 200 once every listener is bound and replay is done and while every health
+/// check passes; 503 with one line per reason otherwise.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
+    let problems = state.not_ready();
+    if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n"))).into_response()
     }
 }
 

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 use cellpilot_core::link;
+use cellpilot_core::range::TimeRange;
 use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_dashboards::svg::{self, Marker};
 use serde::Deserialize;
@@ -209,12 +210,9 @@ pub async fn cell(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let (range, span) = range_ms(&q, "1h")?;
-    let now = state.clock.now_ms();
-    let from = now - span;
-    let fine = state.store.fine_ms();
-    let raw = (span / 60).max(fine);
-    let snap = [3_600_000, 300_000].into_iter().find(|t| raw >= *t).unwrap_or(fine);
-    let step = raw - raw % snap;
+    let window = TimeRange::last(span, state.range_bounds());
+    let (from, now) = (window.from_ms(), window.to_ms());
+    let step = window.step(None, state.store.fine_ms())?;
     let (st, c) = (state.clone(), cell.clone());
     let (points, exact, routes) = blocking(move || {
         let sel = cellpilot_query::series::Selection { cell: Some(c.clone()), ..Default::default() };
@@ -411,11 +409,12 @@ pub async fn sla(
     let slo = state.slo(&name)?;
     // Like every page, the last hour unless asked (the SLO card links here from its period).
     let (range, span) = range_ms(&q, "1h")?;
-    let now = state.clock.now_ms();
+    let window = TimeRange::last(span, state.range_bounds());
+    let (from, now) = (window.from_ms(), window.to_ms());
     let drains = state.drains();
     let st = state.clone();
     let s2 = slo.clone();
-    let r = blocking(move || st.report(&s2, &drains, now - span, now, now)).await?;
+    let r = blocking(move || st.report(&s2, &drains, from, now, now)).await?;
     let mut objectives = vec![objective_view("Availability".into(), &r.availability)];
     if let Some(l) = &r.latency {
         objectives.push(objective_view(

@@ -25,6 +25,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Set once every listener is bound (and, with a WAL, replay is done).
     pub ready: Arc<AtomicBool>,
+    /// Checks that must pass for `/readyz` to say ready (the sequencer runs, for one).
+    pub health: cellpilot_core::health::Health,
     /// Cell weights and decisions.
     pub controller: Arc<cellpilot_control::Controller>,
     /// Alerts and their deliveries.
@@ -40,9 +42,12 @@ impl AppState {
 }
 
 impl AppState {
-    /// Whether `/readyz` answers 200.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    /// Why `/readyz` does not answer 200: empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return vec!["starting".into()];
+        }
+        self.health.problems()
     }
 
     /// Checks the `Authorization` header of an API or page request.
@@ -106,6 +111,14 @@ impl AppState {
             to_ms,
             now_ms,
         )?)
+    }
+
+    /// What an API range may cover now: back to the longest retention, up to now + 5 min.
+    pub fn range_bounds(&self) -> cellpilot_core::range::RangeBounds {
+        let s = &self.config.storage;
+        let retention_ms =
+            [s.retention_10s, s.retention_5m, s.retention_1h].iter().map(|d| d.as_millis_i64()).max().unwrap_or(0);
+        cellpilot_core::range::RangeBounds { now_ms: self.clock.now_ms(), retention_ms }
     }
 
     /// The configured base weight of `cell`.
