@@ -121,6 +121,19 @@ pub struct Policy {
     drains: Vec<i64>,
     /// Cells whose drain the guard or the rate limit blocked at the last tick, with why.
     blocked: BTreeMap<String, String>,
+    /// Cells seen but not yet in the table: what they served so far (`discover_min_requests`).
+    candidates: BTreeMap<String, Candidate>,
+}
+
+/// A cell on its way into the table.
+#[derive(Debug, Clone, Copy, Default)]
+struct Candidate {
+    /// Requests over the windows it was seen in.
+    requests: u64,
+    /// Ticks whose latest window had requests of it.
+    windows: u32,
+    /// The last such tick (unix ms).
+    last_ms: i64,
 }
 
 const RAMP: [f64; 2] = [0.1, 0.5];
@@ -141,6 +154,7 @@ impl Policy {
             decided_at_ms: 0,
             drains: Vec::new(),
             blocked: BTreeMap::new(),
+            candidates: BTreeMap::new(),
         };
         for cell in control.cells.keys() {
             p.ensure(cell);
@@ -173,6 +187,41 @@ impl Policy {
             },
         );
         true
+    }
+
+    /// Puts the cells of `inputs` that have proven themselves under control: with
+    /// `discover_min_requests` > 0, at least that many requests over at least two windows, so
+    /// one burst of forged `cell.id`s never reaches the gateways' table. True when one was added.
+    fn discover(&mut self, now_ms: i64, inputs: &[CellInput]) -> bool {
+        let min = self.control.discover_min_requests;
+        let mut added = false;
+        for i in inputs {
+            let name = i.cell.as_str();
+            if name == cellpilot_core::UNKNOWN_CELL || name == cellpilot_core::OVERFLOW || self.cells.contains_key(name)
+            {
+                continue;
+            }
+            if min == 0 {
+                added |= self.ensure(name);
+                continue;
+            }
+            if i.latest_requests == 0 {
+                continue;
+            }
+            let c = self.candidates.entry(i.cell.clone()).or_default();
+            if c.last_ms != now_ms {
+                c.windows += 1;
+                c.requests = c.requests.saturating_add(i.latest_requests);
+                c.last_ms = now_ms;
+            }
+            if c.windows >= 2 && c.requests >= min {
+                self.candidates.remove(name);
+                added |= self.ensure(name);
+            }
+        }
+        let stale_ms = self.control.stale_after.as_millis_i64();
+        self.candidates.retain(|_, c| now_ms - c.last_ms < stale_ms);
+        added
     }
 
     /// The current table version.
@@ -274,10 +323,8 @@ impl Policy {
         let version = self.version + 1;
         let mut changes: Vec<(String, u32, State, String)> = Vec::new();
         let mut added = false;
-        for i in inputs {
-            if self.control.auto_discover && i.cell != cellpilot_core::UNKNOWN_CELL {
-                added |= self.ensure(&i.cell);
-            }
+        if self.control.auto_discover {
+            added |= self.discover(now_ms, inputs);
         }
         let by_cell: BTreeMap<&str, &CellInput> = inputs.iter().map(|i| (i.cell.as_str(), i)).collect();
 
@@ -445,7 +492,12 @@ mod tests {
     const T: i64 = 1_800_000_000_000;
 
     fn config() -> ControlConfig {
-        ControlConfig { policy: PolicyConfig { latency_alpha: 0.0, ..Default::default() }, ..Default::default() }
+        ControlConfig {
+            policy: PolicyConfig { latency_alpha: 0.0, ..Default::default() },
+            // Discovery has its own test; the others put cells under control at first sight.
+            discover_min_requests: 0,
+            ..Default::default()
+        }
     }
 
     fn healthy(cells: &[&str]) -> Vec<CellInput> {
@@ -456,6 +508,34 @@ mod tests {
         let t = p.table();
         let c = t.cells.iter().find(|c| c.cell == cell).unwrap();
         (c.state, c.weight)
+    }
+
+    #[test]
+    fn discovered_cells_join_after_enough_requests_in_two_windows() {
+        let mut p = Policy::new(&ControlConfig { discover_min_requests: 100, ..config() });
+        let cells = |t: &WeightTable| t.cells.iter().map(|c| c.cell.clone()).collect::<Vec<_>>();
+        // One burst: 20,000 forged cells with a request each, and one cell with 5,000 in one window.
+        let mut burst: Vec<CellInput> = (0..20_000).map(|i| input(&format!("forged-{i}"), 3, 0)).collect();
+        burst.push(input("big", 15_000, 0));
+        burst.push(input("steady", 180, 0));
+        burst.push(input(cellpilot_core::OVERFLOW, 30_000, 0));
+        assert!(p.evaluate(T, &burst).is_empty());
+        assert!(p.table().cells.is_empty(), "one window is never enough");
+        // Re-evaluating the same tick counts nothing twice.
+        p.evaluate(T, &burst);
+        assert!(p.table().cells.is_empty());
+        // The next window: `steady` has served 60 + 60 and `big` more; the forged ones are gone.
+        p.evaluate(
+            T + 10_000,
+            &[input("big", 300, 0), input("steady", 180, 0), input(cellpilot_core::OVERFLOW, 9000, 0)],
+        );
+        assert_eq!(cells(&p.table()), ["big", "steady"]);
+        // A cell that trickles joins once its total reaches the minimum.
+        for k in 0..40 {
+            p.evaluate(T + 20_000 + k * 10_000, &[input("slow", 9, 0)]);
+        }
+        assert!(cells(&p.table()).contains(&"slow".to_string()));
+        assert!(p.candidates.is_empty(), "candidates leave once admitted or stale");
     }
 
     #[test]
@@ -571,7 +651,7 @@ mod tests {
 
     #[test]
     fn latency_bias_with_deadband() {
-        let cfg = ControlConfig::default();
+        let cfg = ControlConfig { discover_min_requests: 0, ..ControlConfig::default() };
         let mut p = Policy::new(&cfg);
         let with = |p50: f64| vec![CellInput { p50_ms: Some(p50), ..input("a", 1000, 0) }, input("b", 1000, 0)];
         p.evaluate(T, &with(20.0));

@@ -179,10 +179,18 @@ impl Controller {
         decisions
     }
 
-    /// Records a gateway's Ack.
-    pub fn ack(&self, gateway: &str, version: u64, at_ms: i64) {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner()).insert(gateway.to_string(), Ack { version, at_ms });
+    /// Records a gateway's Ack; false (and nothing recorded) when it would be gateway number
+    /// [`MAX_GATEWAYS`] + 1.
+    pub fn ack(&self, gateway: &str, version: u64, at_ms: i64) -> bool {
+        {
+            let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+            if acks.len() >= MAX_GATEWAYS && !acks.contains_key(gateway) {
+                return false;
+            }
+            acks.insert(gateway.to_string(), Ack { version, at_ms });
+        }
         self.tracker.lock().unwrap_or_else(|e| e.into_inner()).applied(gateway, Some(version), at_ms);
+        true
     }
 
     fn watching(&self, gateway: &str) {
@@ -298,6 +306,7 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
     async fn watch(&self, req: Request<pb::WatchWeightsRequest>) -> Result<Response<Self::WatchStream>, Status> {
         self.authorize(&req)?;
         let gateway = req.into_inner().gateway_id;
+        check_gateway_id(&gateway)?;
         let rx = self.controller.subscribe();
         tracing::info!(%gateway, "gateway watching weights");
         self.controller.watching(&gateway);
@@ -321,13 +330,38 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         if a.gateway_id.is_empty() {
             return Err(Status::invalid_argument("gateway_id is required"));
         }
-        let at = a
-            .applied_at
-            .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-            .unwrap_or_else(|| self.clock.now_ms());
-        self.controller.ack(&a.gateway_id, a.version, at);
+        check_gateway_id(&a.gateway_id)?;
+        let now = self.clock.now_ms();
+        let at = match a.applied_at {
+            None => now,
+            Some(t) => t
+                .seconds
+                .checked_mul(1000)
+                .and_then(|ms| ms.checked_add(i64::from(t.nanos) / 1_000_000))
+                .filter(|ms| {
+                    (0..=now.saturating_add(MAX_CLOCK_SKEW_MS)).contains(ms) && (0..1_000_000_000).contains(&t.nanos)
+                })
+                .ok_or_else(|| Status::invalid_argument("applied_at must be a valid time no later than now + 5m"))?,
+        };
+        if !self.controller.ack(&a.gateway_id, a.version, at) {
+            return Err(Status::resource_exhausted(format!("more than {MAX_GATEWAYS} gateways have acknowledged")));
+        }
         Ok(Response::new(pb::AckResponse {}))
     }
+}
+
+/// Gateways whose Acks are remembered; one more is refused (a client inventing ids must not grow it).
+pub const MAX_GATEWAYS: usize = 10_000;
+/// Longest `gateway_id` accepted.
+const MAX_GATEWAY_ID: usize = 256;
+/// How far ahead of our clock an `applied_at` may be.
+const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+fn check_gateway_id(id: &str) -> Result<(), Status> {
+    if id.len() > MAX_GATEWAY_ID {
+        return Err(Status::invalid_argument(format!("gateway_id is longer than {MAX_GATEWAY_ID} bytes")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -356,7 +390,8 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Controller {
         let clock: SharedClock = Arc::new(TestClock::new(T * 1_000_000));
-        Controller::open(&ControlConfig::default(), dir, clock, Metrics::new()).unwrap()
+        let config = ControlConfig { discover_min_requests: 0, ..ControlConfig::default() };
+        Controller::open(&config, dir, clock, Metrics::new()).unwrap()
     }
 
     #[test]

@@ -227,6 +227,11 @@ pub async fn decisions(State(state): State<AppState>, headers: HeaderMap) -> Res
     Ok(Json(serde_json::json!({ "decisions": rows })))
 }
 
+/// Longest pin; a forgotten pin should not outlive a month.
+const MAX_PIN_TTL_MS: i64 = 30 * 86_400_000;
+/// Longest override reason, in bytes.
+const MAX_REASON: usize = 1024;
+
 /// `POST /api/v1/cells/{cell}/override` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,6 +265,19 @@ pub async fn override_cell(
         None => std::time::Duration::from_secs(3600),
     };
     let ttl_ms = i64::try_from(ttl.as_millis()).map_err(|_| ApiError::BadRequest("`ttl` is too long".into()))?;
+    if ttl_ms <= 0 || ttl_ms > MAX_PIN_TTL_MS {
+        return Err(ApiError::BadRequest("`ttl` must be between 1ms and 30d".into()));
+    }
+    // Pins reach every gateway's table and the decision log: names and reasons stay short.
+    if cell.is_empty() || cell.len() > state.config.ingest.max_attribute_length {
+        return Err(ApiError::BadRequest(format!(
+            "the cell name must be 1 to {} bytes (ingest.max_attribute_length)",
+            state.config.ingest.max_attribute_length
+        )));
+    }
+    if b.reason.len() > MAX_REASON {
+        return Err(ApiError::BadRequest(format!("`reason` is longer than {MAX_REASON} bytes")));
+    }
     let decisions = state.controller.pin(&cell, b.weight, ttl_ms, &b.reason, who.actor(), state.clock.now_ms());
     Ok(Json(serde_json::json!({ "version": state.controller.table().version, "decisions": decisions.len() })))
 }
