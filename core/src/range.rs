@@ -47,9 +47,12 @@ impl TimeRange {
         let parse = |name: &str, v: Option<&str>| {
             v.map(|s| parse_api_time_ms(s).map_err(|e| Error::InvalidInput(format!("`{name}`: {e}")))).transpose()
         };
-        let to = parse("to", to)?.unwrap_or(bounds.now_ms);
+        // A `to` past what can exist is clamped first, so a missing `from` still means the
+        // default span before the end of the data.
+        let given_to = parse("to", to)?;
+        let to = given_to.map_or(bounds.now_ms, |t| t.min(bounds.latest()));
         let from = parse("from", from)?.unwrap_or(to.saturating_sub(default_span_ms.max(1)));
-        if from >= to {
+        if from >= given_to.unwrap_or(to) {
             return Err(Error::InvalidInput("`from` must be before `to`".into()));
         }
         if from >= bounds.latest() {
@@ -137,6 +140,8 @@ mod tests {
         // Defaults: the last span before now, or before `to`.
         let r = TimeRange::parse(None, None, 300_000, B).unwrap();
         assert_eq!((r.from_ms(), r.to_ms()), (NOW - 300_000, NOW));
+        let r = TimeRange::parse(None, Some("9000000000000000"), 300_000, B).unwrap();
+        assert_eq!((r.from_ms(), r.to_ms()), (NOW + MAX_FUTURE_MS - 300_000, NOW + MAX_FUTURE_MS));
         let r = TimeRange::parse(None, None, i64::MAX, B).unwrap();
         assert_eq!(r.from_ms(), NOW - B.retention_ms);
     }

@@ -23,6 +23,9 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// Too many items, or too much memory once decoded; the message says which bound.
+    #[error("{0}")]
+    TooMany(String),
     /// The caller could not be authenticated.
     #[error("{0}")]
     Unauthenticated(Denied),

@@ -7,6 +7,7 @@
 use crate::error::Error;
 use crate::pipeline::{Ingest, Signal, Transport};
 use prost::Message;
+use prost::bytes::Buf;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,7 +22,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub fn to_status(e: &Error) -> Status {
     match e {
         Error::BadInput(m) | Error::Unsupported(m) => Status::invalid_argument(m.clone()),
-        Error::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        Error::TooLarge { .. } | Error::TooMany(_) => Status::resource_exhausted(e.to_string()),
         Error::Unauthenticated(d) => Status::unauthenticated(d.to_string()),
         Error::Overloaded { retry_after } | Error::Unavailable { retry_after } => Status::with_error_details(
             Code::Unavailable,
@@ -110,7 +111,7 @@ where
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S::Resp, S::Req>::default())
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(ingest.clone(), PhantomData))
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(ingest.max_request_size()), None);
             Ok(grpc.unary(Export::<S>(ingest.clone(), PhantomData), req).await)
@@ -118,43 +119,38 @@ where
     }
 }
 
-/// Prost encoding with a decoder that reports malformed payloads as INVALID_ARGUMENT.
-#[derive(Debug)]
-struct OtlpCodec<T, U>(PhantomData<(T, U)>);
+/// Prost encoding with a decoder that counts the request's items and decoded size first
+/// ([`Ingest::prescan`]) and reports malformed payloads as INVALID_ARGUMENT.
+struct OtlpCodec<S>(Arc<Ingest>, PhantomData<S>);
 
-impl<T, U> Default for OtlpCodec<T, U> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<T, U> Codec for OtlpCodec<T, U>
-where
-    T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = U;
-    type Encoder = ProstEncoder<T>;
-    type Decoder = OtlpDecoder<U>;
+impl<S: Signal> Codec for OtlpCodec<S> {
+    type Encode = S::Resp;
+    type Decode = S::Req;
+    type Encoder = ProstEncoder<S::Resp>;
+    type Decoder = OtlpDecoder<S>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(PhantomData)
+        OtlpDecoder(self.0.clone(), PhantomData)
     }
 }
 
-#[derive(Debug)]
-struct OtlpDecoder<U>(PhantomData<U>);
+struct OtlpDecoder<S>(Arc<Ingest>, PhantomData<S>);
 
-impl<U: Message + Default> Decoder for OtlpDecoder<U> {
-    type Item = U;
+impl<S: Signal> Decoder for OtlpDecoder<S> {
+    type Item = S::Req;
     type Error = Status;
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("invalid protobuf payload: {e}")))
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<S::Req>, Status> {
+        // The whole message is buffered (and contiguous) by now.
+        let bytes = &buf.chunk()[..buf.remaining().min(buf.chunk().len())];
+        if let Err(e) = self.0.prescan::<S>(bytes, crate::decode::Encoding::Protobuf) {
+            self.0.count_request(S::LABEL, Transport::Grpc, Some(&e));
+            return Err(to_status(&e));
+        }
+        S::Req::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("invalid protobuf payload: {e}")))
     }
 }

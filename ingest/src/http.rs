@@ -54,6 +54,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
         };
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
         let _permit = ingest.admit(raw.len())?;
+        ingest.prescan::<S>(&raw, enc)?;
         let req: S::Req = decode::decode(&raw, enc)?;
         // Protobuf bodies go to the WAL as they came; JSON ones are re-encoded there.
         let raw = (enc == Encoding::Protobuf).then(|| raw.to_vec());
@@ -74,7 +75,7 @@ fn error_response(e: &Error, enc: Encoding) -> Response {
     let (status, grpc_code) = match e {
         Error::BadInput(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
         Error::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
-        Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
+        Error::TooLarge { .. } | Error::TooMany(_) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
         Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
         Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::Unavailable),
         Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),

@@ -5,6 +5,7 @@
 //! - [`decode`]: OTLP/HTTP content types, gzip with a cap, protobuf and OTLP JSON.
 //! - [`pipeline`]: [`Ingest`], the transport-independent export path and its `partial_success`.
 //! - [`logs`]: cut-overs reported through OTLP logs.
+//! - [`prescan`]: items and decoded size of a request, counted before it is decoded.
 //! - [`mapping`]: spans and metric points to observations (cell, service, route, error, cause).
 //! - [`delta`]: cumulative -> delta per metric stream.
 //! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
@@ -27,6 +28,7 @@ pub mod limiter;
 pub mod logs;
 pub mod mapping;
 pub mod pipeline;
+pub mod prescan;
 pub mod sequencer;
 pub mod wal;
 

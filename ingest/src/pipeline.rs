@@ -2,9 +2,11 @@
 //! to the [`Sequencer`] (map, WAL, aggregate) and build the OTLP response (`partial_success`).
 
 use crate::aggregator::SharedAggregator;
+use crate::decode::Encoding;
 use crate::error::{Error, Result};
 use crate::limiter::{Limiter, Permit};
 use crate::mapping::Mapper;
+use crate::prescan;
 use crate::sequencer::{Applied, Export, Replayed, Sequencer, WalSettings, Watermark};
 use cellpilot_core::auth::{Authenticator, Principal};
 use cellpilot_core::clock::SharedClock;
@@ -49,6 +51,10 @@ pub trait Signal: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// `signal` label in `/metrics`.
     const LABEL: &'static str;
+    /// The request's message, for the pre-decode count.
+    const ROOT: prescan::Msg;
+    /// What its items are called in messages.
+    const ITEMS: &'static str;
     /// The request as a sequencer export.
     fn wrap(req: Self::Req) -> Export;
     /// The response for what the sequencer did.
@@ -70,6 +76,8 @@ impl Signal for Traces {
     type Resp = ExportTraceServiceResponse;
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const LABEL: &'static str = "traces";
+    const ROOT: prescan::Msg = prescan::Msg::ExportTraces;
+    const ITEMS: &'static str = "spans";
     fn wrap(req: Self::Req) -> Export {
         Export::Traces(req)
     }
@@ -90,6 +98,8 @@ impl Signal for MetricsSignal {
     type Resp = ExportMetricsServiceResponse;
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     const LABEL: &'static str = "metrics";
+    const ROOT: prescan::Msg = prescan::Msg::ExportMetrics;
+    const ITEMS: &'static str = "data points";
     fn wrap(req: Self::Req) -> Export {
         Export::Metrics(req)
     }
@@ -119,6 +129,8 @@ impl Signal for Logs {
     type Resp = ExportLogsServiceResponse;
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const LABEL: &'static str = "logs";
+    const ROOT: prescan::Msg = prescan::Msg::ExportLogs;
+    const ITEMS: &'static str = "log records";
     fn wrap(req: Self::Req) -> Export {
         Export::Logs(req)
     }
@@ -135,7 +147,13 @@ pub struct Ingest {
     auth: Authenticator,
     metrics: Metrics,
     max_request_size: usize,
+    max_items: u64,
 }
+
+/// Decoded bytes one request may take, as a multiple of `max_request_size`: with the raw body,
+/// its WAL copy and the slack of growing vectors, one request at the size limit stays under
+/// 512 MiB at the 64 MiB default.
+const DECODED_PER_BYTE: u64 = 2;
 
 /// How the pipeline is put together.
 pub struct IngestParts {
@@ -170,7 +188,8 @@ impl Ingest {
             parts.watermark,
             parts.cutovers,
         )?;
-        Ok(Self { sequencer, limiter, auth: parts.auth, metrics: parts.metrics, max_request_size })
+        let max_items = config.max_items_per_request as u64;
+        Ok(Self { sequencer, limiter, auth: parts.auth, metrics: parts.metrics, max_request_size, max_items })
     }
 
     /// Largest accepted request, after decompression.
@@ -191,6 +210,34 @@ impl Ingest {
     /// Reserves room for a request of `bytes` decoded bytes, or answers overloaded.
     pub fn admit(&self, bytes: usize) -> Result<Permit> {
         self.limiter.try_acquire(bytes)
+    }
+
+    /// Counts a request body's items and decoded size before it is decoded, refusing one over
+    /// `max_items_per_request` or over 2 × `max_request_size` once decoded.
+    pub fn prescan<S: Signal>(&self, body: &[u8], enc: Encoding) -> Result<()> {
+        let counted = match enc {
+            Encoding::Protobuf => prescan::scan_protobuf(S::ROOT, body)
+                .map_err(|e| Error::BadInput(format!("invalid protobuf payload: {e}")))?,
+            Encoding::Json => prescan::scan_json(S::ROOT, body)
+                .map_err(|e| Error::BadInput(format!("invalid OTLP JSON payload: {e}")))?,
+        };
+        if counted.items > self.max_items {
+            return Err(Error::TooMany(format!(
+                "the request holds {} {}, more than ingest.max_items_per_request ({}): send smaller batches",
+                counted.items,
+                S::ITEMS,
+                self.max_items
+            )));
+        }
+        let budget = (self.max_request_size as u64).saturating_mul(DECODED_PER_BYTE);
+        if counted.decoded_bytes > budget {
+            return Err(Error::TooMany(format!(
+                "the request would take {} MiB once decoded, more than {} MiB (2 x ingest.max_request_size): send smaller batches",
+                counted.decoded_bytes >> 20,
+                budget >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// Logs, applies and answers one export; `raw` is its protobuf encoding when at hand.
@@ -224,6 +271,7 @@ impl Ingest {
             Some(Error::BadInput(_)) => "bad_input",
             Some(Error::Unsupported(_)) => "unsupported",
             Some(Error::TooLarge { .. }) => "too_large",
+            Some(Error::TooMany(_)) => "too_many",
             Some(Error::Unauthenticated(_)) => "unauthenticated",
             Some(Error::Overloaded { .. }) => "overloaded",
             Some(Error::Unavailable { .. }) => "unavailable",

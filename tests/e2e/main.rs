@@ -7,6 +7,7 @@ mod browser;
 mod control;
 mod demo;
 mod durability;
+mod hostile;
 mod metrics;
 mod ops;
 mod pages;

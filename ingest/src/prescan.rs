@@ -1,0 +1,590 @@
+//! A cheap pass over a request before it is decoded: how many spans, data points or log records
+//! it holds, and how many bytes decoding it would allocate. A protobuf message of a few bytes can
+//! become a struct of hundreds (an empty span is 2 bytes on the wire and ~250 in memory), so the
+//! size limit alone does not bound memory; this does, before anything is allocated.
+//!
+//! The protobuf walk knows which fields of the OTLP messages are sub-messages (and repeated
+//! strings, and packed numbers); everything else is skipped as prost would skip it. The JSON walk
+//! ([`scan_json`]) does the same over OTLP JSON's camelCase keys.
+
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
+use opentelemetry_proto::tonic::metrics::v1::{
+    Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use std::mem::size_of;
+
+/// prost's default recursion limit: deeper nesting is refused by the decoder anyway.
+pub const MAX_DEPTH: usize = 100;
+
+/// What a request holds, counted before decoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// Spans, metric data points or log records.
+    pub items: u64,
+    /// Bytes the decoded request would allocate (structs, strings, numbers), estimated from above.
+    pub decoded_bytes: u64,
+}
+
+/// The OTLP message types, as far as the walk needs to tell them apart.
+#[allow(missing_docs)] // Each variant is the OTLP message of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    /// `ExportTraceServiceRequest`.
+    ExportTraces,
+    /// `ExportMetricsServiceRequest`.
+    ExportMetrics,
+    /// `ExportLogsServiceRequest`.
+    ExportLogs,
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+    Event,
+    Link,
+    Status,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    Gauge,
+    Sum,
+    Histogram,
+    ExpHistogram,
+    Summary,
+    NumberPoint,
+    HistogramPoint,
+    ExpPoint,
+    ExpBuckets,
+    SummaryPoint,
+    Quantile,
+    Exemplar,
+    ResourceLogs,
+    ScopeLogs,
+    LogRecord,
+    Resource,
+    EntityRef,
+    Scope,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KvList,
+}
+
+/// What a field of a message is, to the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// A sub-message (repeated or not).
+    Msg(Msg),
+    /// A repeated string: a `String` per element.
+    Strings,
+    /// Repeated varints (packed or not): a `u64` per element.
+    Varints,
+    /// Repeated 8-byte numbers (packed or not).
+    Fixed64s,
+    /// Anything else: scalars, strings and bytes (at most their length in heap), unknown fields.
+    Other,
+}
+
+impl Msg {
+    /// Bytes one decoded element of this message takes inline.
+    fn size(self) -> u64 {
+        (match self {
+            Msg::ExportTraces | Msg::ExportMetrics | Msg::ExportLogs => 0,
+            Msg::ResourceSpans => size_of::<ResourceSpans>(),
+            Msg::ScopeSpans => size_of::<ScopeSpans>(),
+            Msg::Span => size_of::<Span>(),
+            Msg::Event => size_of::<Event>(),
+            Msg::Link => size_of::<Link>(),
+            Msg::Status => size_of::<Status>(),
+            Msg::ResourceMetrics => size_of::<ResourceMetrics>(),
+            Msg::ScopeMetrics => size_of::<ScopeMetrics>(),
+            Msg::Metric => size_of::<Metric>(),
+            Msg::Gauge => size_of::<Gauge>(),
+            Msg::Sum => size_of::<Sum>(),
+            Msg::Histogram => size_of::<Histogram>(),
+            Msg::ExpHistogram => size_of::<ExponentialHistogram>(),
+            Msg::Summary => size_of::<Summary>(),
+            Msg::NumberPoint => size_of::<NumberDataPoint>(),
+            Msg::HistogramPoint => size_of::<HistogramDataPoint>(),
+            Msg::ExpPoint => size_of::<ExponentialHistogramDataPoint>(),
+            Msg::ExpBuckets => size_of::<Buckets>(),
+            Msg::SummaryPoint => size_of::<SummaryDataPoint>(),
+            Msg::Quantile => size_of::<ValueAtQuantile>(),
+            Msg::Exemplar => size_of::<Exemplar>(),
+            Msg::ResourceLogs => size_of::<ResourceLogs>(),
+            Msg::ScopeLogs => size_of::<ScopeLogs>(),
+            Msg::LogRecord => size_of::<LogRecord>(),
+            Msg::Resource => size_of::<Resource>(),
+            Msg::EntityRef => size_of::<EntityRef>(),
+            Msg::Scope => size_of::<InstrumentationScope>(),
+            Msg::KeyValue => size_of::<KeyValue>(),
+            Msg::AnyValue => size_of::<AnyValue>(),
+            Msg::ArrayValue => size_of::<ArrayValue>(),
+            Msg::KvList => size_of::<KeyValueList>(),
+        }) as u64
+    }
+
+    /// Whether one element is one item of the request (what `max_items_per_request` counts).
+    fn is_item(self) -> bool {
+        matches!(
+            self,
+            Msg::Span | Msg::NumberPoint | Msg::HistogramPoint | Msg::ExpPoint | Msg::SummaryPoint | Msg::LogRecord
+        )
+    }
+
+    /// Field `tag` of this message (the OTLP protos' numbering).
+    fn field(self, tag: u32) -> Field {
+        use Field::{Fixed64s, Msg as M, Other, Strings, Varints};
+        match (self, tag) {
+            (Msg::ExportTraces, 1) => M(Msg::ResourceSpans),
+            (Msg::ExportMetrics, 1) => M(Msg::ResourceMetrics),
+            (Msg::ExportLogs, 1) => M(Msg::ResourceLogs),
+            (Msg::ResourceSpans | Msg::ResourceMetrics | Msg::ResourceLogs, 1) => M(Msg::Resource),
+            (Msg::ResourceSpans, 2) => M(Msg::ScopeSpans),
+            (Msg::ResourceMetrics, 2) => M(Msg::ScopeMetrics),
+            (Msg::ResourceLogs, 2) => M(Msg::ScopeLogs),
+            (Msg::ScopeSpans | Msg::ScopeMetrics | Msg::ScopeLogs, 1) => M(Msg::Scope),
+            (Msg::ScopeSpans, 2) => M(Msg::Span),
+            (Msg::ScopeMetrics, 2) => M(Msg::Metric),
+            (Msg::ScopeLogs, 2) => M(Msg::LogRecord),
+            (Msg::Resource, 1) | (Msg::Scope, 3) | (Msg::KvList, 1) => M(Msg::KeyValue),
+            (Msg::Resource, 3) => M(Msg::EntityRef),
+            (Msg::EntityRef, 3 | 4) => Strings,
+            (Msg::Span, 9) | (Msg::Event, 3) | (Msg::Link, 4) => M(Msg::KeyValue),
+            (Msg::Span, 11) => M(Msg::Event),
+            (Msg::Span, 13) => M(Msg::Link),
+            (Msg::Span, 15) => M(Msg::Status),
+            (Msg::Metric, 5) => M(Msg::Gauge),
+            (Msg::Metric, 7) => M(Msg::Sum),
+            (Msg::Metric, 9) => M(Msg::Histogram),
+            (Msg::Metric, 10) => M(Msg::ExpHistogram),
+            (Msg::Metric, 11) => M(Msg::Summary),
+            (Msg::Metric, 12) => M(Msg::KeyValue),
+            (Msg::Gauge | Msg::Sum, 1) => M(Msg::NumberPoint),
+            (Msg::Histogram, 1) => M(Msg::HistogramPoint),
+            (Msg::ExpHistogram, 1) => M(Msg::ExpPoint),
+            (Msg::Summary, 1) => M(Msg::SummaryPoint),
+            (Msg::NumberPoint, 7) | (Msg::HistogramPoint, 9) | (Msg::ExpPoint, 1) => M(Msg::KeyValue),
+            (Msg::SummaryPoint, 7) | (Msg::Exemplar, 7) => M(Msg::KeyValue),
+            (Msg::NumberPoint, 5) | (Msg::HistogramPoint, 8) | (Msg::ExpPoint, 11) => M(Msg::Exemplar),
+            (Msg::HistogramPoint, 6 | 7) => Fixed64s,
+            (Msg::ExpPoint, 8 | 9) => M(Msg::ExpBuckets),
+            (Msg::ExpBuckets, 2) => Varints,
+            (Msg::SummaryPoint, 6) => M(Msg::Quantile),
+            (Msg::LogRecord, 5) | (Msg::KeyValue, 2) | (Msg::ArrayValue, 1) => M(Msg::AnyValue),
+            (Msg::LogRecord, 6) => M(Msg::KeyValue),
+            (Msg::AnyValue, 5) => M(Msg::ArrayValue),
+            (Msg::AnyValue, 6) => M(Msg::KvList),
+            _ => Other,
+        }
+    }
+}
+
+/// Counts the items and the decoded size of a protobuf `root` message; malformed wire data is
+/// an error (prost would refuse it too).
+pub fn scan_protobuf(root: Msg, bytes: &[u8]) -> Result<Counted, String> {
+    let mut out = Counted::default();
+    walk(root, bytes, 0, &mut out)?;
+    Ok(out)
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let byte = *b.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+fn take<'a>(b: &'a [u8], pos: &mut usize, n: u64) -> Result<&'a [u8], String> {
+    let end = usize::try_from(n).ok().and_then(|n| pos.checked_add(n)).filter(|e| *e <= b.len());
+    let end = end.ok_or("a length runs past the end of the message")?;
+    let s = &b[*pos..end];
+    *pos = end;
+    Ok(s)
+}
+
+fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("messages nested more than {MAX_DEPTH} deep"));
+    }
+    let mut pos = 0;
+    while pos < b.len() {
+        let key = varint(b, &mut pos)?;
+        let tag = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
+        if tag == 0 {
+            return Err("field number 0".into());
+        }
+        let field = msg.field(tag);
+        let add = |out: &mut Counted, n: u64| out.decoded_bytes = out.decoded_bytes.saturating_add(n);
+        match key & 7 {
+            0 => {
+                varint(b, &mut pos)?;
+                if field == Field::Varints {
+                    add(out, 8);
+                }
+            }
+            1 => {
+                take(b, &mut pos, 8)?;
+                if field == Field::Fixed64s {
+                    add(out, 8);
+                }
+            }
+            5 => {
+                take(b, &mut pos, 4)?;
+            }
+            2 => {
+                let len = varint(b, &mut pos)?;
+                let body = take(b, &mut pos, len)?;
+                match field {
+                    Field::Msg(child) => {
+                        add(out, child.size());
+                        if child.is_item() {
+                            out.items += 1;
+                        }
+                        walk(child, body, depth + 1, out)?;
+                    }
+                    Field::Strings => add(out, size_of::<String>() as u64 + len),
+                    Field::Varints => add(out, 8 * body.iter().filter(|b| **b & 0x80 == 0).count() as u64),
+                    Field::Fixed64s | Field::Other => add(out, len),
+                }
+            }
+            // Groups (3, 4) are not used by OTLP; the rest are not wire types at all.
+            w => return Err(format!("unsupported wire type {w}")),
+        }
+    }
+    Ok(())
+}
+
+/// The same count over an OTLP JSON body (camelCase keys, as the OTLP JSON mapping has them).
+/// Inside an `AnyValue` every JSON value is also charged for the buffer the deserializer keeps.
+pub fn scan_json(root: Msg, bytes: &[u8]) -> Result<Counted, String> {
+    json::scan(root, bytes)
+}
+
+mod json {
+    //! A JSON tokenizer that tracks which OTLP message each object is.
+
+    use super::{Counted, MAX_DEPTH, Msg};
+    use std::mem::size_of;
+
+    /// What the deserializer buffers for each value inside an `AnyValue` (serde's `Content`).
+    const BUFFERED: u64 = 48;
+
+    /// A JSON key of `msg` -> the message its value (or each element of its array) is.
+    fn child(msg: Msg, key: &str) -> Option<Msg> {
+        Some(match (msg, key) {
+            (Msg::ExportTraces, "resourceSpans") => Msg::ResourceSpans,
+            (Msg::ExportMetrics, "resourceMetrics") => Msg::ResourceMetrics,
+            (Msg::ExportLogs, "resourceLogs") => Msg::ResourceLogs,
+            (Msg::ResourceSpans | Msg::ResourceMetrics | Msg::ResourceLogs, "resource") => Msg::Resource,
+            (Msg::ResourceSpans, "scopeSpans") => Msg::ScopeSpans,
+            (Msg::ResourceMetrics, "scopeMetrics") => Msg::ScopeMetrics,
+            (Msg::ResourceLogs, "scopeLogs") => Msg::ScopeLogs,
+            (Msg::ScopeSpans | Msg::ScopeMetrics | Msg::ScopeLogs, "scope") => Msg::Scope,
+            (Msg::ScopeSpans, "spans") => Msg::Span,
+            (Msg::ScopeMetrics, "metrics") => Msg::Metric,
+            (Msg::ScopeLogs, "logRecords") => Msg::LogRecord,
+            (Msg::Resource, "entityRefs") => Msg::EntityRef,
+            (Msg::Span, "events") => Msg::Event,
+            (Msg::Span, "links") => Msg::Link,
+            (Msg::Span, "status") => Msg::Status,
+            (Msg::Metric, "gauge") => Msg::Gauge,
+            (Msg::Metric, "sum") => Msg::Sum,
+            (Msg::Metric, "histogram") => Msg::Histogram,
+            (Msg::Metric, "exponentialHistogram") => Msg::ExpHistogram,
+            (Msg::Metric, "summary") => Msg::Summary,
+            (Msg::Gauge | Msg::Sum, "dataPoints") => Msg::NumberPoint,
+            (Msg::Histogram, "dataPoints") => Msg::HistogramPoint,
+            (Msg::ExpHistogram, "dataPoints") => Msg::ExpPoint,
+            (Msg::Summary, "dataPoints") => Msg::SummaryPoint,
+            (Msg::NumberPoint | Msg::HistogramPoint | Msg::ExpPoint, "exemplars") => Msg::Exemplar,
+            (Msg::ExpPoint, "positive" | "negative") => Msg::ExpBuckets,
+            (Msg::SummaryPoint, "quantileValues") => Msg::Quantile,
+            (Msg::Exemplar, "filteredAttributes") => Msg::KeyValue,
+            (Msg::LogRecord, "body") | (Msg::KeyValue, "value") => Msg::AnyValue,
+            (Msg::ArrayValue, "values") => Msg::AnyValue,
+            (Msg::KvList, "values") => Msg::KeyValue,
+            (Msg::AnyValue, "arrayValue") => Msg::ArrayValue,
+            (Msg::AnyValue, "kvlistValue") => Msg::KvList,
+            (
+                Msg::Resource
+                | Msg::Scope
+                | Msg::Span
+                | Msg::Event
+                | Msg::Link
+                | Msg::NumberPoint
+                | Msg::HistogramPoint
+                | Msg::ExpPoint
+                | Msg::SummaryPoint
+                | Msg::LogRecord,
+                "attributes",
+            ) => Msg::KeyValue,
+            (Msg::Metric, "metadata") => Msg::KeyValue,
+            _ => return None,
+        })
+    }
+
+    /// A container being read: the message of its objects (`None`: not one we track), whether it
+    /// is an array, and whether it lies inside an `AnyValue` (buffered by the deserializer).
+    #[derive(Clone, Copy)]
+    struct Frame {
+        msg: Option<Msg>,
+        array: bool,
+        buffered: bool,
+    }
+
+    struct Scanner<'a> {
+        b: &'a [u8],
+        pos: usize,
+        out: Counted,
+    }
+
+    impl Scanner<'_> {
+        fn add(&mut self, n: u64) {
+            self.out.decoded_bytes = self.out.decoded_bytes.saturating_add(n);
+        }
+
+        fn ws(&mut self) {
+            while self.b.get(self.pos).is_some_and(|c| c.is_ascii_whitespace()) {
+                self.pos += 1;
+            }
+        }
+
+        fn peek(&mut self) -> Result<u8, String> {
+            self.ws();
+            self.b.get(self.pos).copied().ok_or_else(|| "unexpected end of JSON".to_string())
+        }
+
+        fn expect(&mut self, c: u8) -> Result<(), String> {
+            if self.peek()? != c {
+                return Err(format!("expected `{}` at byte {}", c as char, self.pos));
+            }
+            self.pos += 1;
+            Ok(())
+        }
+
+        /// A string (after its opening quote is next): its raw bytes, without escapes resolved.
+        fn string(&mut self) -> Result<&[u8], String> {
+            self.expect(b'"')?;
+            let start = self.pos;
+            loop {
+                match self.b.get(self.pos) {
+                    None => return Err("unterminated JSON string".into()),
+                    Some(b'"') => break,
+                    Some(b'\\') => self.pos += 2,
+                    Some(_) => self.pos += 1,
+                }
+            }
+            let s = self.b.get(start..self.pos).ok_or("unterminated JSON string")?;
+            self.pos += 1;
+            Ok(s)
+        }
+
+        /// A key, escapes resolved (a key spelled with escapes is the same key to serde).
+        fn key(&mut self) -> Result<String, String> {
+            let raw = self.string()?;
+            if !raw.contains(&b'\\') {
+                return std::str::from_utf8(raw).map(str::to_string).map_err(|_| "key is not UTF-8".to_string());
+            }
+            let mut quoted = Vec::with_capacity(raw.len() + 2);
+            quoted.push(b'"');
+            quoted.extend_from_slice(raw);
+            quoted.push(b'"');
+            serde_json::from_slice::<String>(&quoted).map_err(|e| format!("invalid JSON key: {e}"))
+        }
+
+        fn scalar(&mut self) -> Result<(), String> {
+            let start = self.pos;
+            while self.b.get(self.pos).is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace()) {
+                self.pos += 1;
+            }
+            if self.pos == start {
+                return Err(format!("expected a JSON value at byte {start}"));
+            }
+            Ok(())
+        }
+
+        /// One value in `frame` (its container's context; `msg` is what an object here is).
+        fn value(&mut self, msg: Option<Msg>, buffered: bool, depth: usize) -> Result<(), String> {
+            if depth > MAX_DEPTH {
+                return Err(format!("JSON nested more than {MAX_DEPTH} deep"));
+            }
+            let buffered = buffered || msg == Some(Msg::AnyValue);
+            if buffered {
+                self.add(BUFFERED);
+            }
+            match self.peek()? {
+                b'{' => {
+                    self.pos += 1;
+                    if let Some(m) = msg {
+                        self.add(m.size());
+                        if m.is_item() {
+                            self.out.items += 1;
+                        }
+                    }
+                    let frame = Frame { msg, array: false, buffered };
+                    self.members(frame, depth)
+                }
+                b'[' => {
+                    self.pos += 1;
+                    let frame = Frame { msg, array: true, buffered };
+                    self.members(frame, depth)
+                }
+                b'"' => {
+                    let n = self.string()?.len() as u64;
+                    // Numbers as strings (int64, bucket counts) become 8 bytes; strings their length.
+                    self.add(n.max(8));
+                    Ok(())
+                }
+                _ => {
+                    self.add(8);
+                    self.scalar()
+                }
+            }
+        }
+
+        fn members(&mut self, f: Frame, depth: usize) -> Result<(), String> {
+            let close = if f.array { b']' } else { b'}' };
+            if self.peek()? == close {
+                self.pos += 1;
+                return Ok(());
+            }
+            loop {
+                if f.array {
+                    self.value(f.msg, f.buffered, depth + 1)?;
+                } else {
+                    let key = self.key()?;
+                    self.expect(b':')?;
+                    let child = f.msg.and_then(|m| child(m, &key));
+                    // Every key of a tracked object costs a little (a `String` while buffered).
+                    if f.buffered {
+                        self.add(size_of::<String>() as u64 + key.len() as u64);
+                    }
+                    self.value(child, f.buffered, depth + 1)?;
+                }
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    c if c == close => {
+                        self.pos += 1;
+                        return Ok(());
+                    }
+                    c => return Err(format!("unexpected `{}` at byte {}", c as char, self.pos)),
+                }
+            }
+        }
+    }
+
+    pub(super) fn scan(root: Msg, b: &[u8]) -> Result<Counted, String> {
+        let mut s = Scanner { b, pos: 0, out: Counted::default() };
+        s.value(Some(root), false, 0)?;
+        s.ws();
+        if s.pos != b.len() {
+            return Err(format!("trailing characters after the JSON value at byte {}", s.pos));
+        }
+        Ok(s.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    fn traces(spans: usize, attrs: usize) -> ExportTraceServiceRequest {
+        let kv = KeyValue { key: "k".into(), value: Some(AnyValue::default()), ..Default::default() };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..spans)
+                        .map(|_| Span { attributes: vec![kv.clone(); attrs], ..Default::default() })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn counts_items_and_charges_structs() {
+        let req = traces(1000, 3);
+        let bytes = req.encode_to_vec();
+        let c = scan_protobuf(Msg::ExportTraces, &bytes).unwrap();
+        assert_eq!(c.items, 1000);
+        let structs = 1000 * (size_of::<Span>() + 3 * (size_of::<KeyValue>() + size_of::<AnyValue>()));
+        assert!(c.decoded_bytes >= structs as u64, "{} < {structs}", c.decoded_bytes);
+        // The same in JSON.
+        let json = serde_json::to_vec(&req).unwrap();
+        let j = scan_json(Msg::ExportTraces, &json).unwrap();
+        assert_eq!(j.items, 1000);
+        assert!(j.decoded_bytes >= structs as u64);
+    }
+
+    #[test]
+    fn empty_spans_are_cheap_on_the_wire_and_charged_in_full() {
+        // 2 bytes per span: a 1 MiB body holds half a million.
+        let mut body = Vec::new();
+        let n = 500_000usize;
+        let mut scope = Vec::new();
+        for _ in 0..n {
+            scope.extend_from_slice(&[0x12, 0x00]);
+        }
+        let mut rs = vec![0x12];
+        prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+        rs.extend_from_slice(&scope);
+        body.push(0x0a);
+        prost::encoding::encode_varint(rs.len() as u64, &mut body);
+        body.extend_from_slice(&rs);
+        let c = scan_protobuf(Msg::ExportTraces, &body).unwrap();
+        assert_eq!(c.items, n as u64);
+        assert!(c.decoded_bytes >= (n * size_of::<Span>()) as u64);
+        assert_eq!(
+            ExportTraceServiceRequest::decode(&body[..]).unwrap().resource_spans[0].scope_spans[0].spans.len(),
+            n
+        );
+    }
+
+    #[test]
+    fn malformed_and_deep_input_is_refused() {
+        assert!(scan_protobuf(Msg::ExportTraces, &[0x0a, 0x05, 0x00]).is_err(), "length past the end");
+        assert!(scan_protobuf(Msg::ExportTraces, &[0x0b]).is_err(), "groups");
+        assert!(scan_protobuf(Msg::ExportTraces, &[0xff; 11]).is_err(), "long varint");
+        // AnyValue -> ArrayValue -> AnyValue ... 200 deep.
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let mut arr = vec![0x0a];
+            prost::encoding::encode_varint(v.len() as u64, &mut arr);
+            arr.extend_from_slice(&v);
+            let mut any = vec![0x2a];
+            prost::encoding::encode_varint(arr.len() as u64, &mut any);
+            any.extend_from_slice(&arr);
+            v = any;
+        }
+        assert!(scan_protobuf(Msg::AnyValue, &v).unwrap_err().contains("nested"));
+        let deep = "{\"arrayValue\":{\"values\":[".repeat(150);
+        assert!(scan_json(Msg::AnyValue, deep.as_bytes()).unwrap_err().contains("nested"));
+        assert!(scan_json(Msg::ExportTraces, b"{\"resourceSpans\": [}").is_err());
+        assert!(scan_json(Msg::ExportTraces, b"{} x").is_err());
+        assert!(scan_json(Msg::ExportTraces, b"\"unterminated").is_err());
+    }
+
+    #[test]
+    fn escaped_keys_count_like_plain_ones() {
+        let body = br#"{"resourceSpans":[{"scopeSpans":[{"sp\u0061ns":[{},{},{}]}]}]}"#;
+        assert_eq!(scan_json(Msg::ExportTraces, body).unwrap().items, 3);
+    }
+}
