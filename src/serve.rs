@@ -135,6 +135,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
         clock: clock.clone(),
         ready: ready.clone(),
         health: health.clone(),
+        sql: Arc::new(cellpilot_query::sql::Executor::new(config.query.max_concurrent)?),
     };
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();

@@ -162,11 +162,13 @@ pub struct QueryConfig {
     pub timeout: Dur,
     /// Rows returned at most.
     pub max_rows: usize,
+    /// Queries running at once; more are answered 429.
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { memory_limit: Size::gib(1), timeout: Dur::secs(30), max_rows: 100_000 }
+        Self { memory_limit: Size::gib(1), timeout: Dur::secs(30), max_rows: 100_000, max_concurrent: 4 }
     }
 }
 
@@ -475,6 +477,9 @@ impl Config {
         }
         if i.max_series == 0 {
             return bad("ingest.max_series", "must be at least 1");
+        }
+        if self.query.max_concurrent == 0 {
+            return bad("query.max_concurrent", "must be at least 1");
         }
         if i.max_cells == 0 {
             return bad("ingest.max_cells", "must be at least 1");

@@ -11,6 +11,9 @@ pub enum Error {
     /// The question itself is wrong (e.g. `from` after `to`).
     #[error("{0}")]
     BadRequest(String),
+    /// Too many queries are running; retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// Stored data could not be read; a bug or corruption.
     #[error("internal error: {0}")]
     Internal(String),

@@ -37,6 +37,59 @@ pub struct ControlTables {
     pub cutovers: Option<RecordBatch>,
 }
 
+/// Where SQL runs: a runtime of its own (so a heavy query cannot hold up ingest's or the pages'
+/// workers) taking at most `max_concurrent` queries at once.
+#[derive(Debug)]
+pub struct Executor {
+    /// Always `Some` until drop, which shuts it down without blocking (drop may run in async code).
+    runtime: Option<tokio::runtime::Runtime>,
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Executor {
+    /// One worker thread and at most `max_concurrent` queries.
+    pub fn new(max_concurrent: usize) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(max_concurrent.max(1) * 2)
+            .thread_name("cellpilot-sql")
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Internal(format!("starting the SQL runtime: {e}")))?;
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_concurrent));
+        Ok(Self { runtime: Some(runtime), permits, max: max_concurrent })
+    }
+
+    /// Runs `work` on the SQL runtime, or refuses with [`Error::Busy`] when `max_concurrent`
+    /// queries are running.
+    pub async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            Error::Busy(format!("{} queries are running ([query] max_concurrent); retry shortly", self.max))
+        })?;
+        let runtime = self.runtime.as_ref().ok_or_else(|| Error::Internal("the SQL runtime has stopped".into()))?;
+        runtime
+            .spawn(async move {
+                let _permit = permit;
+                work.await
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("a query task failed: {e}")))?
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A session over `store` (and `control`'s rows) with every table and function registered.
 pub fn context(store: &Arc<RollupStore>, limits: &Limits, control: ControlTables) -> Result<SessionContext> {
     let runtime = RuntimeEnvBuilder::new()
@@ -162,4 +215,39 @@ pub fn to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
         w.finish()?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_most_max_concurrent_queries_run() {
+        let exec = Arc::new(Executor::new(2).unwrap());
+        let (release, wait) = tokio::sync::watch::channel(false);
+        let mut running = Vec::new();
+        for _ in 0..2 {
+            let (exec, mut wait) = (exec.clone(), wait.clone());
+            running.push(tokio::spawn(async move {
+                exec.run(async move {
+                    let _ = wait.wait_for(|go| *go).await;
+                    Ok(std::thread::current().name().map(str::to_string))
+                })
+                .await
+            }));
+        }
+        // Both permits are taken once the two queries are in.
+        while exec.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let third = exec.run(async { Ok(()) }).await;
+        assert!(matches!(third, Err(Error::Busy(ref m)) if m.contains("max_concurrent")), "{third:?}");
+        release.send(true).unwrap();
+        for r in running {
+            let thread = r.await.unwrap().unwrap();
+            assert_eq!(thread.as_deref(), Some("cellpilot-sql"), "queries run on their own threads");
+        }
+        assert!(exec.run(async { Ok(()) }).await.is_ok(), "permits come back");
+        drop(wait);
+    }
 }

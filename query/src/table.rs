@@ -10,9 +10,10 @@ use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One tier of one table.
 #[derive(Debug)]
@@ -20,12 +21,14 @@ pub struct TierTable {
     store: Arc<RollupStore>,
     table: Table,
     tier: Tier,
+    /// What scans hold in the query's memory pool; released with the session (one per query).
+    reservations: Mutex<Vec<MemoryReservation>>,
 }
 
 impl TierTable {
     /// The table over `store`.
     pub fn new(store: Arc<RollupStore>, table: Table, tier: Tier) -> Self {
-        Self { store, table, tier }
+        Self { store, table, tier, reservations: Mutex::new(Vec::new()) }
     }
 }
 
@@ -110,7 +113,7 @@ impl TableProvider for TierTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
@@ -126,6 +129,12 @@ impl TableProvider for TierTable {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // The scanned rows stay in memory until the query ends: they count against its pool.
+        let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        let reservation =
+            MemoryConsumer::new(format!("scan of {}", tier.rollups_table())).register(&state.runtime_env().memory_pool);
+        reservation.try_grow(bytes)?;
+        self.reservations.lock().unwrap_or_else(|e| e.into_inner()).push(reservation);
         Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?)
     }
 }

@@ -231,6 +231,11 @@ async fn sql_quantiles_after_reopen_match_the_samples() {
             assert!((got - exact).abs() / exact <= 0.01, "{table}: {got} vs {exact}");
         }
     }
+    // Scanned rows count against the query's memory pool: a small pool refuses the same scan.
+    let small = cellpilot_query::sql::Limits { memory: 64 << 10, ..limits };
+    let ctx = cellpilot_query::sql::context(&store, &small, Default::default()).unwrap();
+    let e = cellpilot_query::sql::run(&ctx, "SELECT count(*) FROM rollups", &small).await.unwrap_err();
+    assert!(e.to_string().contains("esources exhausted"), "{e}");
 }
 
 fn requests(batches: &[RecordBatch]) -> u64 {

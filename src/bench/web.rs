@@ -70,6 +70,7 @@ async fn measure(json: bool, runs: usize) -> anyhow::Result<()> {
         clock,
         ready: Arc::new(AtomicBool::new(true)),
         health: Default::default(),
+        sql: Arc::new(cellpilot_query::sql::Executor::new(4)?),
         controller,
         alerts: Arc::default(),
     };

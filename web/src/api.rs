@@ -115,8 +115,19 @@ pub async fn query(
         decisions: Some(cellpilot_control::log::to_batch(&state.controller.decisions()).map_err(internal)?),
         cutovers: Some(cellpilot_control::log::cutovers_batch(&state.controller.cutovers()).map_err(internal)?),
     };
-    let ctx = cellpilot_query::sql::context(&state.store, &limits, control)?;
-    let (schema, batches) = cellpilot_query::sql::run(&ctx, &q.sql, &limits).await?;
+    let store = state.store.clone();
+    let sql = q.sql;
+    let ran = state
+        .sql
+        .run(async move {
+            let ctx = cellpilot_query::sql::context(&store, &limits, control)?;
+            cellpilot_query::sql::run(&ctx, &sql, &limits).await
+        })
+        .await;
+    if matches!(ran, Err(cellpilot_query::Error::Busy(_))) {
+        state.metrics.queries_rejected.inc();
+    }
+    let (schema, batches) = ran?;
     let wants_arrow =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains(ARROW_STREAM));
     if wants_arrow {

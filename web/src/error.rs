@@ -14,6 +14,9 @@ pub enum ApiError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Too many requests of this kind are running; retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// Credentials are missing or wrong.
     #[error("{0}")]
     Unauthorized(Denied),
@@ -26,6 +29,7 @@ impl From<cellpilot_query::Error> for ApiError {
     fn from(e: cellpilot_query::Error) -> Self {
         match e {
             cellpilot_query::Error::BadRequest(m) => ApiError::BadRequest(m),
+            cellpilot_query::Error::Busy(m) => ApiError::Busy(m),
             cellpilot_query::Error::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -45,6 +49,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "API request failed");
@@ -52,6 +57,9 @@ impl IntoResponse for ApiError {
             }
         };
         let mut resp = (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, ApiError::Busy(_)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if matches!(self, ApiError::Unauthorized(_)) {
             tracing::warn!(reason = %self, "API request rejected");
             resp.headers_mut().insert(

@@ -25,6 +25,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Set once every listener is bound (and, with a WAL, replay is done).
     pub ready: Arc<AtomicBool>,
+    /// Where SQL queries run, at most `[query] max_concurrent` at once.
+    pub sql: Arc<cellpilot_query::sql::Executor>,
     /// Checks that must pass for `/readyz` to say ready (the sequencer runs, for one).
     pub health: cellpilot_core::health::Health,
     /// Cell weights and decisions.
