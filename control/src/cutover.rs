@@ -5,7 +5,7 @@
 //! through OTLP logs are kept beside them.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Where a cut-over's timing came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,12 +50,42 @@ struct Pending {
 pub struct Tracker {
     pending: Vec<Pending>,
     done: Vec<Cutover>,
+    /// Reported cut-overs kept: cell -> started -> completed (unix ms).
+    reported: HashMap<String, BTreeMap<i64, i64>>,
+    /// Entries of `reported`.
+    reported_count: usize,
+    /// The latest start among them, and the horizon last pruned to (pruning again before the
+    /// horizon moves would find nothing).
+    newest_reported_ms: i64,
+    pruned_to_ms: i64,
 }
+
+/// Reported cut-overs remembered at most (older ones are forgotten first, see [`Tracker::reported`]).
+pub const MAX_REPORTED: usize = 10_000;
+/// Two reports of one cell starting closer than this are one cut-over: the later is dropped.
+const REPORT_SPACING_MS: i64 = 60_000;
+/// Reports older than this (by start, against the newest) are forgotten when room is needed.
+const REPORT_HORIZON_MS: i64 = 30 * 86_400_000;
 
 impl Tracker {
     /// A tracker holding `done` cut-overs from the log.
     pub fn with(done: Vec<Cutover>) -> Self {
-        Self { pending: Vec::new(), done }
+        let mut t = Self::default();
+        for c in done {
+            if let (Source::Reported, Some(completed)) = (c.source, c.completed_at_ms) {
+                t.remember(&c.cell, c.decided_at_ms, completed);
+            }
+            t.done.push(c);
+        }
+        t
+    }
+
+    fn remember(&mut self, cell: &str, started_ms: i64, completed_ms: i64) {
+        let by_start = self.reported.entry(cell.to_string()).or_default();
+        if by_start.insert(started_ms, completed_ms).is_none() {
+            self.reported_count += 1;
+        }
+        self.newest_reported_ms = self.newest_reported_ms.max(started_ms);
     }
 
     /// A drain of `cell` at `decided_at_ms` (version `version`) while `watching` gateways listen.
@@ -142,24 +172,42 @@ impl Tracker {
         finished
     }
 
-    /// A gateway's own report; `false` when it was already recorded (a WAL replay).
+    /// A gateway's own report; `None` when it is already recorded (a WAL replay), when the cell
+    /// has a report starting within a minute of it, or when [`MAX_REPORTED`] recent reports are
+    /// kept — so a client cannot grow the table (or the log) with invented reports.
     pub fn reported(&mut self, cell: &str, started_ms: i64, completed_ms: i64) -> Option<Cutover> {
-        let dup = self.done.iter().any(|c| {
-            c.source == Source::Reported
-                && c.cell == cell
-                && c.decided_at_ms == started_ms
-                && c.completed_at_ms == Some(completed_ms)
+        let near = self.reported.get(cell).is_some_and(|m| {
+            m.range(started_ms.saturating_sub(REPORT_SPACING_MS - 1)..started_ms.saturating_add(REPORT_SPACING_MS))
+                .next()
+                .is_some()
         });
-        if dup {
+        if near {
             return None;
         }
+        if self.reported_count >= MAX_REPORTED {
+            let cut = self.newest_reported_ms.max(started_ms).saturating_sub(REPORT_HORIZON_MS);
+            if cut <= self.pruned_to_ms {
+                return None;
+            }
+            self.pruned_to_ms = cut;
+            for m in self.reported.values_mut() {
+                let kept = m.split_off(&cut);
+                self.reported_count -= m.len();
+                *m = kept;
+            }
+            self.reported.retain(|_, m| !m.is_empty());
+            if self.reported_count >= MAX_REPORTED {
+                return None;
+            }
+        }
+        self.remember(cell, started_ms, completed_ms);
         let row = Cutover {
             cell: cell.to_string(),
             decision_version: None,
             decided_at_ms: started_ms,
             applied_at_ms: None,
             completed_at_ms: Some(completed_ms),
-            duration_ms: Some(completed_ms - started_ms),
+            duration_ms: Some(completed_ms.saturating_sub(started_ms)),
             source: Source::Reported,
         };
         self.done.push(row.clone());
@@ -241,5 +289,22 @@ mod tests {
         assert!(t.reported("a", 1_000, 1_250).is_some());
         assert!(t.reported("a", 1_000, 1_250).is_none());
         assert_eq!(t.all()[0].duration_ms, Some(250));
+        // The log's rows count as reported on a restart.
+        let mut again = Tracker::with(t.all());
+        assert!(again.reported("a", 1_000, 1_250).is_none());
+    }
+
+    #[test]
+    fn invented_reports_cannot_grow_the_table() {
+        let mut t = Tracker::default();
+        // A flood for one cell: one per minute of start time is kept.
+        let kept = (0..100_000i64).filter(|i| t.reported("a", i * 1_000, i * 1_000 + 10).is_some()).count();
+        assert_eq!(kept, 1_667);
+        // A flood over many cells: at most MAX_REPORTED recent ones.
+        let kept = (0..50_000i64).filter(|i| t.reported(&format!("c{i}"), 5_000_000, 5_000_010).is_some()).count();
+        assert_eq!(kept + 1_667, MAX_REPORTED);
+        assert!(t.reported_count <= MAX_REPORTED);
+        // Once they age past the horizon, new reports are taken again.
+        assert!(t.reported("late", 5_000_000 + REPORT_HORIZON_MS + 1, 5_000_000 + REPORT_HORIZON_MS + 9).is_some());
     }
 }

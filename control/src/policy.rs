@@ -224,6 +224,11 @@ impl Policy {
         added
     }
 
+    /// Whether `cell` is under control (in the table).
+    pub fn has_cell(&self, cell: &str) -> bool {
+        self.cells.contains_key(cell)
+    }
+
     /// The current table version.
     pub fn version(&self) -> u64 {
         self.version

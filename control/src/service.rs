@@ -16,6 +16,17 @@ use tonic::{Request, Response, Status};
 
 impl cellpilot_core::store::CutoverReports for Controller {
     fn reported(&self, cell: &str, started_ms: i64, completed_ms: i64) {
+        // Only plausible reports of cells under control: anything else is a client's invention.
+        let now = self.clock.now_ms();
+        let plausible = 0 <= started_ms
+            && started_ms <= completed_ms
+            && completed_ms.saturating_sub(started_ms) <= MAX_REPORTED_CUTOVER_MS
+            && completed_ms <= now.saturating_add(MAX_CLOCK_SKEW_MS);
+        let known = plausible && self.policy.lock().unwrap_or_else(|e| e.into_inner()).has_cell(cell);
+        if !known {
+            tracing::debug!(%cell, started_ms, completed_ms, "ignoring an implausible or unknown cut-over report");
+            return;
+        }
         let row = self.tracker.lock().unwrap_or_else(|e| e.into_inner()).reported(cell, started_ms, completed_ms);
         if row.is_some() {
             self.metrics.cutovers.with_label_values(&["reported"]).inc();
@@ -354,7 +365,9 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
 pub const MAX_GATEWAYS: usize = 10_000;
 /// Longest `gateway_id` accepted.
 const MAX_GATEWAY_ID: usize = 256;
-/// How far ahead of our clock an `applied_at` may be.
+/// Longest cut-over a gateway may report.
+const MAX_REPORTED_CUTOVER_MS: i64 = 3_600_000;
+/// How far ahead of our clock an `applied_at` (or a reported completion) may be.
 const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 
 fn check_gateway_id(id: &str) -> Result<(), Status> {

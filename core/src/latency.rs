@@ -44,15 +44,17 @@ pub fn bucket_lowest(index: u16) -> u64 {
     }
     let shift = (i - SUB_BUCKET_COUNT) / (SUB_BUCKET_COUNT / 2) + 1;
     let sub = (i - SUB_BUCKET_COUNT) % (SUB_BUCKET_COUNT / 2) + SUB_BUCKET_COUNT / 2;
-    sub << shift
+    // Indexes past the layout's counts array (only forged bytes have them) saturate.
+    u32::try_from(shift).ok().and_then(|s| sub.checked_shl(s)).unwrap_or(u64::MAX)
 }
 
 /// The highest value that lands in bucket `index` (what quantiles report).
 pub fn bucket_highest(index: u16) -> u64 {
     let lo = bucket_lowest(index);
     let i = u64::from(index);
-    let width = if i < SUB_BUCKET_COUNT { 1 } else { 1u64 << ((i - SUB_BUCKET_COUNT) / (SUB_BUCKET_COUNT / 2) + 1) };
-    lo + width - 1
+    let shift = if i < SUB_BUCKET_COUNT { 0 } else { (i - SUB_BUCKET_COUNT) / (SUB_BUCKET_COUNT / 2) + 1 };
+    let width = u32::try_from(shift).ok().and_then(|s| 1u64.checked_shl(s)).unwrap_or(u64::MAX);
+    lo.saturating_add(width - 1)
 }
 
 /// HdrHistogram's zigzag LEB128-64b9B varint.
@@ -326,6 +328,15 @@ fn check_v2_header(b: &[u8]) -> Result<(), String> {
     if counts_len(digits, low, high) > MAX_FOREIGN_COUNTS {
         return Err(format!("histogram layout too large: {digits} digits over {low}..{high}"));
     }
+    // The crate negates zero runs: a run of 2^63 (zigzag u64::MAX) overflows it.
+    let mut payload = &b[V2_HEADER..V2_HEADER + len as usize];
+    while !payload.is_empty() {
+        let (raw, used) = leb128(payload).ok_or("malformed histogram varint")?;
+        if raw == u64::MAX {
+            return Err("histogram zero run out of range".into());
+        }
+        payload = &payload[used..];
+    }
     Ok(())
 }
 
@@ -336,7 +347,9 @@ fn counts_len(digits: u32, low: u64, high: u64) -> u64 {
     let half_magnitude = magnitude.max(1) - 1;
     let sub_buckets = 1u64 << (half_magnitude + 1);
     let unit_magnitude = 63 - low.leading_zeros();
-    let mut smallest_untrackable = sub_buckets.checked_shl(unit_magnitude).unwrap_or(u64::MAX);
+    // `checked_shl` only checks the shift amount, not lost bits: a huge `low` must saturate.
+    let mut smallest_untrackable =
+        if unit_magnitude > sub_buckets.leading_zeros() { u64::MAX } else { sub_buckets << unit_magnitude };
     let mut buckets = 1u64;
     while smallest_untrackable <= high {
         if smallest_untrackable > u64::MAX / 2 {
@@ -408,8 +421,9 @@ pub fn for_each_bucket(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), 
     };
     let mut bad_index = false;
     for_each_index(payload, |i, n| match u16::try_from(i) {
-        Ok(i) => f(bucket_lowest(i), n),
-        Err(_) => bad_index = true,
+        // Values are clamped to MAX_US, so no real bucket lies above its index.
+        Ok(i) if i <= bucket_index(MAX_US) => f(bucket_lowest(i), n),
+        _ => bad_index = true,
     })?;
     if bad_index { Err("histogram index out of range".into()) } else { Ok(()) }
 }
@@ -453,12 +467,13 @@ pub fn count_above(bytes: &[u8], threshold_us: u64) -> Result<u64, String> {
 /// above the threshold are decoded — SLO thresholds sit in the tail, most of a window's buckets
 /// below them. Falls back to the forward walk on any layout it does not expect.
 pub fn count_above_max(bytes: &[u8], threshold_us: u64, max_us: u64) -> Result<u64, String> {
+    // Another layout buckets values differently: the shortcut below would misjudge it.
+    let Some(payload) = v2_payload(bytes)? else { return count_above(bytes, threshold_us) };
     let first = i64::from(bucket_index(threshold_us)) + 1;
     let mut index = i64::from(bucket_index(max_us));
     if index < first {
         return Ok(0);
     }
-    let Some(payload) = v2_payload(bytes)? else { return count_above(bytes, threshold_us) };
     let (mut n, mut end) = (0, payload.len());
     while index >= first && end > 0 {
         // A varint's last byte is the only one without the continuation bit (a ninth byte
@@ -700,6 +715,72 @@ mod tests {
         assert!(for_each_bucket(&runs, |_, _| {}).is_err());
         // Read backwards, the same runs must not overflow either (an answer or an error, no panic).
         let _ = count_above_max(&runs, 10, 1000);
+    }
+
+    #[test]
+    fn fuzz_found_an_index_past_the_counts_array() {
+        // A zero run that lands a count at index 60,000 (found by the `histogram` fuzz target).
+        let crash = [
+            0x1c, 0x84, 0x93, 0x13, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xd6,
+            0x93, 0xa4, 0, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x9f, 0xe5, 0x04, 0x0e, 0x89, 0x0c, 0x04, 0x08,
+            0xb1, 0x0c, 0x0c,
+        ];
+        assert!(for_each_bucket(&crash, |_, _| {}).unwrap_err().contains("out of range"));
+        assert_eq!(bucket_lowest(u16::MAX), u64::MAX);
+        // A lowest value of 2^56 and more made the layout arithmetic loop (found by the same target).
+        let mut huge_low = crash.to_vec();
+        huge_low[16..24].copy_from_slice(&0x013f_f000_ffff_ffffu64.to_be_bytes());
+        huge_low[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(deserialize(&huge_low).is_err());
+        assert_eq!(counts_len(2, 1 << 60, u64::MAX), 3 * 128);
+        // A zero run of 2^63 overflowed the crate's negation (found by the same target).
+        let mut run = crash[..V2_HEADER].to_vec();
+        run[12..16].copy_from_slice(&3u32.to_be_bytes());
+        let payload = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x04];
+        run[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        run.extend_from_slice(&payload);
+        assert!(deserialize(&run).unwrap_err().contains("zero run"));
+        // Another layout's buckets: the backward walk must not take its max at our precision.
+        let mut h = Histogram::<u64>::new_with_bounds(1000, 10_000_000_000, 3).unwrap();
+        h.record_n(1_000_500, 4).unwrap();
+        let mut foreign = Vec::new();
+        V2Serializer::new().serialize(&h, &mut foreign).unwrap();
+        let max = h.lowest_equivalent(h.max());
+        assert_eq!(count_above(&foreign, 1_000_000).unwrap(), 4);
+        assert_eq!(count_above_max(&foreign, 1_000_000, max).unwrap(), 4);
+        assert_eq!(bucket_highest(u16::MAX), u64::MAX);
+    }
+
+    /// The `histogram` fuzz target's invariant: where the buckets read, both walks agree.
+    fn walks_agree(bytes: &[u8]) {
+        let threshold = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let mut last = None;
+        if for_each_bucket(bytes, |v, n| {
+            if n > 0 {
+                last = Some(v)
+            }
+        })
+        .is_err()
+        {
+            return;
+        }
+        if let (Ok(above), Some(max)) = (count_above(bytes, threshold), last) {
+            assert_eq!(count_above_max(bytes, threshold, max).unwrap(), above);
+        }
+    }
+
+    #[test]
+    fn fuzz_found_buckets_above_the_ceiling() {
+        // A count at an index above MAX_US's bucket: the backward walk started from the wrong one.
+        let crash = [
+            0x1c, 0x84, 0x93, 0x13, 0x00, 0x00, 0x00, 0x2e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x27, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x6c, 0x5b, 0xab,
+            0xfa, 0x00, 0x00, 0x00, 0xd6, 0x93, 0xd6, 0x13, 0xfe, 0xff, 0xff, 0xa4, 0x00, 0x3f, 0x23, 0x10, 0x84, 0xff,
+            0xbe, 0x14, 0xff, 0x1c, 0x93, 0x13, 0xa4, 0x00, 0x3f, 0x14, 0x1c, 0x84, 0x93, 0x13, 0xbe, 0xff, 0xff, 0xa4,
+            0x00, 0x3f, 0x00, 0x10, 0x14, 0x12, 0x23, 0xa4, 0x00, 0x3f, 0x00, 0xff, 0x00, 0x0c, 0x0c, 0x00, 0x04, 0x00,
+            0xf4, 0x04, 0x08, 0xb1, 0x0c, 0x0c,
+        ];
+        walks_agree(&crash);
     }
 
     #[test]

@@ -22,8 +22,9 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use std::mem::size_of;
 
-/// prost's default recursion limit: deeper nesting is refused by the decoder anyway.
-pub const MAX_DEPTH: usize = 100;
+/// Deepest nesting walked: above the decoders' own limits (prost 100, serde_json 128), so what
+/// this refuses they refuse too, and the walk's stack stays small.
+pub const MAX_DEPTH: usize = 160;
 
 /// What a request holds, counted before decoding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,6 +217,36 @@ fn take<'a>(b: &'a [u8], pos: &mut usize, n: u64) -> Result<&'a [u8], String> {
     Ok(s)
 }
 
+/// Skips a group whose start tag (`tag`) was just read, up to its matching end tag.
+fn skip_group(b: &[u8], pos: &mut usize, tag: u32, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("groups nested more than {MAX_DEPTH} deep"));
+    }
+    loop {
+        let key = varint(b, pos)?;
+        let inner = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
+        match key & 7 {
+            0 => {
+                varint(b, pos)?;
+            }
+            1 => {
+                take(b, pos, 8)?;
+            }
+            2 => {
+                let len = varint(b, pos)?;
+                take(b, pos, len)?;
+            }
+            3 => skip_group(b, pos, inner, depth + 1)?,
+            4 if inner == tag => return Ok(()),
+            4 => return Err("unmatched end of group".into()),
+            5 => {
+                take(b, pos, 4)?;
+            }
+            w => return Err(format!("unexpected wire type {w}")),
+        }
+    }
+}
+
 fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), String> {
     if depth > MAX_DEPTH {
         return Err(format!("messages nested more than {MAX_DEPTH} deep"));
@@ -261,8 +292,9 @@ fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), Strin
                     Field::Fixed64s | Field::Other => add(out, len),
                 }
             }
-            // Groups (3, 4) are not used by OTLP; the rest are not wire types at all.
-            w => return Err(format!("unsupported wire type {w}")),
+            // Groups are not used by OTLP, but prost skips unknown ones: so does the walk.
+            3 => skip_group(b, &mut pos, tag, depth + 1)?,
+            w => return Err(format!("unexpected wire type {w}")),
         }
     }
     Ok(())
@@ -393,17 +425,19 @@ mod json {
             Ok(s)
         }
 
-        /// A key, escapes resolved (a key spelled with escapes is the same key to serde).
+        /// A key, escapes resolved (a key spelled with escapes is the same key to serde). Keys are
+        /// only compared with OTLP's names, so a malformed one is just a key we do not track
+        /// (serde skips unknown keys without checking them either).
         fn key(&mut self) -> Result<String, String> {
             let raw = self.string()?;
             if !raw.contains(&b'\\') {
-                return std::str::from_utf8(raw).map(str::to_string).map_err(|_| "key is not UTF-8".to_string());
+                return Ok(String::from_utf8_lossy(raw).into_owned());
             }
             let mut quoted = Vec::with_capacity(raw.len() + 2);
             quoted.push(b'"');
             quoted.extend_from_slice(raw);
             quoted.push(b'"');
-            serde_json::from_slice::<String>(&quoted).map_err(|e| format!("invalid JSON key: {e}"))
+            Ok(serde_json::from_slice::<String>(&quoted).unwrap_or_default())
         }
 
         fn scalar(&mut self) -> Result<(), String> {
@@ -561,11 +595,12 @@ mod tests {
     #[test]
     fn malformed_and_deep_input_is_refused() {
         assert!(scan_protobuf(Msg::ExportTraces, &[0x0a, 0x05, 0x00]).is_err(), "length past the end");
-        assert!(scan_protobuf(Msg::ExportTraces, &[0x0b]).is_err(), "groups");
+        assert!(scan_protobuf(Msg::ExportTraces, &[0x0b]).is_err(), "a group without its end");
+        assert!(scan_protobuf(Msg::ExportTraces, &[0x7b, 0x08, 0x01, 0x7c]).is_ok(), "unknown groups are skipped");
         assert!(scan_protobuf(Msg::ExportTraces, &[0xff; 11]).is_err(), "long varint");
         // AnyValue -> ArrayValue -> AnyValue ... 200 deep.
         let mut v = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..MAX_DEPTH + 10 {
             let mut arr = vec![0x0a];
             prost::encoding::encode_varint(v.len() as u64, &mut arr);
             arr.extend_from_slice(&v);
@@ -575,11 +610,22 @@ mod tests {
             v = any;
         }
         assert!(scan_protobuf(Msg::AnyValue, &v).unwrap_err().contains("nested"));
-        let deep = "{\"arrayValue\":{\"values\":[".repeat(150);
+        let deep = "{\"arrayValue\":{\"values\":[".repeat(MAX_DEPTH);
         assert!(scan_json(Msg::AnyValue, deep.as_bytes()).unwrap_err().contains("nested"));
         assert!(scan_json(Msg::ExportTraces, b"{\"resourceSpans\": [}").is_err());
         assert!(scan_json(Msg::ExportTraces, b"{} x").is_err());
         assert!(scan_json(Msg::ExportTraces, b"\"unterminated").is_err());
+    }
+
+    #[test]
+    fn malformed_unknown_keys_are_skipped_like_serde_skips_them() {
+        // Found by the `otlp_json` fuzz target: serde ignores an unknown key without checking it.
+        let body = b"{\"ignored\": {\"\xff\xfeKey\": 1}, \"resourceSpans\": []}";
+        assert!(
+            serde_json::from_slice::<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>(body)
+                .is_ok()
+        );
+        assert_eq!(scan_json(Msg::ExportTraces, body).unwrap().items, 0);
     }
 
     #[test]

@@ -1,0 +1,193 @@
+//! The bodies of cellpilot's fuzz targets (`fuzz_targets/*.rs` call these), kept in a library so
+//! each target is one line. Every function takes arbitrary bytes and must neither panic nor
+//! allocate without bound; where two paths must agree (the pre-scan and the decoder, the forward
+//! and backward histogram walks), they are compared.
+//!
+//! Seeds live in `seeds/<target>/` (written by `cellpilot_ingest`'s `fuzz_seeds` test).
+
+use cellpilot_core::config::{Config, IngestConfig};
+use cellpilot_core::latency::{self, SparseHistogram};
+use cellpilot_core::window::WindowSpec;
+use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, to_batches};
+use cellpilot_ingest::mapping::{Mapper, Observations};
+use cellpilot_ingest::prescan::{self, Msg};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use std::time::Duration;
+
+/// The clock of every target; seeds put their timestamps just before it.
+pub const NOW_MS: i64 = 1_800_000_000_000;
+
+fn ingest_config() -> IngestConfig {
+    IngestConfig { max_series: 64, max_cells: 8, max_attribute_length: 32, ..IngestConfig::default() }
+}
+
+fn aggregator(c: &IngestConfig) -> Aggregator {
+    let spec = WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30));
+    Aggregator::new(AggregatorSettings { spec, max_series: c.max_series, max_cells: c.max_cells })
+}
+
+/// A decoded request of any signal.
+enum Decoded {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Decoded {
+    fn items(&self) -> u64 {
+        let n: usize = match self {
+            Decoded::Traces(r) => r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum(),
+            Decoded::Metrics(r) => {
+                use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+                r.resource_metrics
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .map(|m| match &m.data {
+                        Some(Data::Gauge(g)) => g.data_points.len(),
+                        Some(Data::Sum(g)) => g.data_points.len(),
+                        Some(Data::Histogram(g)) => g.data_points.len(),
+                        Some(Data::ExponentialHistogram(g)) => g.data_points.len(),
+                        Some(Data::Summary(g)) => g.data_points.len(),
+                        None => 0,
+                    })
+                    .sum()
+            }
+            Decoded::Logs(r) => r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum(),
+        };
+        n as u64
+    }
+}
+
+/// Maps, aggregates, closes and builds rows: none of it may panic.
+fn apply(decoded: &Decoded) {
+    let config = ingest_config();
+    let mapper = Mapper::new(&config);
+    let mut agg = aggregator(&config);
+    let obs: Result<Observations<'_>, _> = match decoded {
+        Decoded::Traces(r) => mapper.traces(r),
+        Decoded::Metrics(r) => mapper.metrics(r),
+        Decoded::Logs(r) => {
+            let _ = cellpilot_ingest::logs::cutovers(r);
+            return;
+        }
+    };
+    if let Ok(obs) = obs {
+        // Twice: cumulative streams take their second point as a delta.
+        agg.apply(&obs, NOW_MS, i64::MIN);
+        agg.apply(&obs, NOW_MS + 1, i64::MIN);
+        assert!(agg.live_series() <= 64 + 2 * 8 + 1, "series past their cap");
+        let _ = to_batches(agg.close_due(i64::MAX / 2), 10_000);
+    }
+}
+
+fn signal(which: u8) -> Msg {
+    [Msg::ExportTraces, Msg::ExportMetrics, Msg::ExportLogs][usize::from(which) % 3]
+}
+
+/// OTLP protobuf (first byte picks the signal): the pre-scan, then prost, then mapping and
+/// aggregation. What the pre-scan refuses prost refuses too, and it never counts fewer items.
+pub fn otlp_protobuf(data: &[u8]) {
+    let Some((&which, body)) = data.split_first() else { return };
+    let root = signal(which);
+    let counted = prescan::scan_protobuf(root, body);
+    let decoded = match root {
+        Msg::ExportTraces => ExportTraceServiceRequest::decode(body).map(Decoded::Traces),
+        Msg::ExportMetrics => ExportMetricsServiceRequest::decode(body).map(Decoded::Metrics),
+        _ => ExportLogsServiceRequest::decode(body).map(Decoded::Logs),
+    };
+    match (&counted, &decoded) {
+        (Err(e), Ok(_)) => panic!("the pre-scan refused what prost accepts: {e}"),
+        (Ok(c), Ok(d)) => {
+            assert!(c.items >= d.items(), "pre-scan counted {} items, prost decoded {}", c.items, d.items())
+        }
+        _ => {}
+    }
+    if let Ok(d) = decoded {
+        apply(&d);
+    }
+}
+
+/// OTLP JSON, like [`otlp_protobuf`].
+pub fn otlp_json(data: &[u8]) {
+    let Some((&which, body)) = data.split_first() else { return };
+    let root = signal(which);
+    let counted = prescan::scan_json(root, body);
+    let decoded = match root {
+        Msg::ExportTraces => serde_json::from_slice(body).map(Decoded::Traces),
+        Msg::ExportMetrics => serde_json::from_slice(body).map(Decoded::Metrics),
+        _ => serde_json::from_slice(body).map(Decoded::Logs),
+    };
+    match (&counted, &decoded) {
+        (Err(e), Ok(_)) => panic!("the pre-scan refused what serde accepts: {e}"),
+        (Ok(c), Ok(d)) => {
+            assert!(c.items >= d.items(), "pre-scan counted {} items, serde decoded {}", c.items, d.items())
+        }
+        _ => {}
+    }
+    if let Ok(d) = decoded {
+        apply(&d);
+    }
+}
+
+/// A WAL segment whose records are these bytes: replay never fails or panics on them, moves
+/// what it cannot apply to quarantine, and a second replay counts the same and moves nothing.
+pub fn wal_replay(data: &[u8]) {
+    use std::io::Write;
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let fsync = cellpilot_core::config::FsyncPolicy::Never;
+    let Ok(w) = cellpilot_ingest::wal::WalWriter::open(dir.path(), 0, Vec::new(), fsync, 1 << 30, NOW_MS) else {
+        return;
+    };
+    drop(w);
+    let path = dir.path().join("wal").join(format!("{:020}.wal", 0));
+    let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) else { return };
+    if f.write_all(data).is_err() {
+        return;
+    }
+    drop(f);
+    let config = ingest_config();
+    let mapper = Mapper::new(&config);
+    let replay = |agg: Aggregator| {
+        let agg = cellpilot_ingest::aggregator::SharedAggregator::new(agg);
+        cellpilot_ingest::sequencer::replay(dir.path(), &mapper, &agg, i64::MIN)
+    };
+    let first = replay(aggregator(&config)).expect("replay of a readable directory succeeds");
+    let second = replay(aggregator(&config)).expect("and again");
+    assert_eq!(second.quarantined, 0, "quarantined records were moved, not copied");
+    assert_eq!(first.counted, second.counted, "the same records count the same");
+}
+
+/// A serialized histogram: every reader answers or errors, the fast paths agree with each other
+/// and with a re-serialization.
+pub fn histogram(data: &[u8]) {
+    let threshold = data.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let _ = latency::deserialize(data);
+    let mut buckets = Vec::new();
+    if latency::for_each_bucket(data, |v, n| buckets.push((v, n))).is_err() {
+        return;
+    }
+    let above = latency::count_above(data, threshold);
+    if let (Ok(above), Some(&(max, _))) = (&above, buckets.iter().rev().find(|(_, n)| *n > 0)) {
+        let backwards = latency::count_above_max(data, threshold, max);
+        assert_eq!(backwards.as_ref().ok(), Some(above), "backward walk disagrees");
+    }
+    let mut sparse = SparseHistogram::default();
+    for (v, n) in &buckets {
+        sparse.record_n(*v, *n);
+    }
+    let again = sparse.serialize();
+    let mut round = Vec::new();
+    latency::for_each_bucket(&again, |v, n| round.push((v, n))).expect("our own serialization reads back");
+    let total = |b: &[(u64, u64)]| b.iter().fold(0u64, |t, (_, n)| t.saturating_add(*n));
+    assert!(total(&round) <= total(&buckets) || total(&buckets) == u64::MAX);
+}
+
+/// A configuration file: loaded and validated, or refused with a message; never a panic.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = Config::from_parts(Some(text), Vec::<(String, String)>::new());
+}
