@@ -290,7 +290,7 @@ impl Policy {
     ) -> Vec<Decision> {
         self.ensure(cell);
         let mut out = Vec::new();
-        let version = self.version + 1;
+        let version = self.version.saturating_add(1);
         let Some(c) = self.cells.get_mut(cell) else { return out };
         let old = c.weight;
         match weight {
@@ -325,7 +325,7 @@ impl Policy {
     /// Evaluates every rule at `now_ms` on `inputs`; returns the changes (one version for all).
     pub fn evaluate(&mut self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
         let cfg = self.cfg.clone();
-        let version = self.version + 1;
+        let version = self.version.saturating_add(1);
         let mut changes: Vec<(String, u32, State, String)> = Vec::new();
         let mut added = false;
         if self.control.auto_discover {

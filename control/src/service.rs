@@ -185,7 +185,7 @@ impl Controller {
         now_ms: i64,
     ) -> Vec<Decision> {
         let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
-        let decisions = policy.pin(cell, weight, now_ms + ttl_ms, reason, actor, now_ms);
+        let decisions = policy.pin(cell, weight, now_ms.saturating_add(ttl_ms), reason, actor, now_ms);
         self.commit(&policy, decisions.clone());
         decisions
     }

@@ -14,6 +14,9 @@ pub enum Error {
     /// Too many queries are running; retry shortly.
     #[error("{0}")]
     Busy(String),
+    /// A stored file is damaged (it cannot be parsed); the message names it.
+    #[error("corrupt file: {0}")]
+    Corrupt(String),
     /// Stored data could not be read; a bug or corruption.
     #[error("internal error: {0}")]
     Internal(String),

@@ -75,6 +75,16 @@ pub fn list(root: &Path, table: Table, tier: Tier) -> Result<Vec<StoredFile>> {
     Ok(out)
 }
 
+/// Moves a damaged file to `<root>/quarantine/`, keeping its name and tier directory.
+pub fn quarantine(root: &Path, file: &StoredFile) -> Result<()> {
+    let rel = file.path.strip_prefix(root).unwrap_or(&file.path);
+    let to = root.join("quarantine").join(rel);
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
+    }
+    std::fs::rename(&file.path, &to).map_err(|e| Error::Internal(format!("quarantining {}: {e}", file.path.display())))
+}
+
 /// Writes `batch` as the file covering `[start_ms, end_ms)` of `table`/`tier`, atomically.
 pub fn write(
     root: &Path,
@@ -109,9 +119,16 @@ pub fn write(
 
 /// Reads a file, keeping only the columns in `projection` (all when `None`).
 pub fn read(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
+    // The Parquet reader trusts the file more than a damaged one deserves: a panic is an error.
+    std::panic::catch_unwind(|| read_unguarded(file, projection)).unwrap_or_else(|_| {
+        Err(Error::Corrupt(format!("{}: the Parquet reader panicked on this file", file.path.display())))
+    })
+}
+
+fn read_unguarded(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
     let f = File::open(&file.path).map_err(|e| Error::Internal(format!("opening {}: {e}", file.path.display())))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| Error::Internal(format!("{}: {e}", file.path.display())))?;
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", file.path.display())))?;
     let version = builder
         .metadata()
         .file_metadata()
@@ -133,7 +150,7 @@ pub fn read(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<Recor
     let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::Internal(e.to_string()))?;
     reader
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Internal(format!("{}: {e}", file.path.display())))
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", file.path.display())))
 }
 
 /// Removes files of `table`/`tier` that end at or before `horizon_ms`.

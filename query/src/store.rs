@@ -233,14 +233,27 @@ impl RollupStore {
             let from = state.tiers[idx(coarse)].persisted_until;
             let width = coarse.width_ms(settings.fine_ms);
             let fine = &state.tiers[idx(tier)];
-            let read = |fs: &[StoredFile]| -> Result<Vec<RecordBatch>> {
-                let mut out = Vec::new();
+            let read = |fs: &[StoredFile]| -> Result<(Vec<RecordBatch>, Vec<StoredFile>)> {
+                let (mut out, mut damaged) = (Vec::new(), Vec::new());
                 for f in fs.iter().filter(|f| f.start_ms >= from) {
-                    out.extend(files::read(f, None)?);
+                    match files::read(f, None) {
+                        Ok(b) => out.extend(b),
+                        Err(Error::Corrupt(why)) => {
+                            tracing::error!(%why, "damaged Parquet file moved to quarantine");
+                            damaged.push(f.clone());
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                Ok(out)
+                Ok((out, damaged))
             };
-            let (r, e) = (read(&fine.rollups_files)?, read(&fine.errors_files)?);
+            let ((r, bad_r), (e, bad_e)) = (read(&fine.rollups_files)?, read(&fine.errors_files)?);
+            for f in bad_r.iter().chain(&bad_e) {
+                files::quarantine(&settings.dir, f)?;
+            }
+            let t = &mut state.tiers[idx(tier)];
+            t.rollups_files.retain(|f| !bad_r.iter().any(|b| b.path == f.path));
+            t.errors_files.retain(|f| !bad_e.iter().any(|b| b.path == f.path));
             let mut coarse_pending_r: Vec<RecordBatch> = rollup::rollups(&r, width)?.into_iter().collect();
             let mut coarse_pending_e: Vec<RecordBatch> = rollup::errors_by_cause(&e, width)?.into_iter().collect();
             let c = &mut state.tiers[idx(coarse)];

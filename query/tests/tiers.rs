@@ -350,3 +350,38 @@ async fn many_small_groups_fit_the_memory_pool() {
         }
     }
 }
+
+#[test]
+fn damaged_files_are_quarantined_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut truth = BTreeMap::new();
+    let store = RollupStore::open(settings(dir.path())).unwrap();
+    // Half an hour: fine files whose 5-minute and hourly rows are rebuilt from them on open.
+    let mut once = Some(windows(&mut rng, T0, T0 + HOUR_MS / 2, &mut truth));
+    store.close(T0 + HOUR_MS / 2 + LATENESS, &mut || Ok(once.take())).unwrap();
+    drop(store);
+    let fine_dir = dir.path().join("rollups").join("10s");
+    let mut damaged = 0;
+    for (i, entry) in std::fs::read_dir(&fine_dir).unwrap().enumerate() {
+        let path = entry.unwrap().path();
+        // One file of garbage, one cut short, one with a flipped byte in its footer.
+        let mut bytes = std::fs::read(&path).unwrap();
+        match i % 3 {
+            0 => bytes = b"PAR1 this is not parquet PAR1".to_vec(),
+            1 => bytes.truncate(bytes.len() / 2),
+            _ => {
+                let at = bytes.len() - 12;
+                bytes[at] ^= 0xff;
+            }
+        }
+        std::fs::write(&path, bytes).unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0);
+    let store = RollupStore::open(settings(dir.path())).expect("opens on damaged files");
+    let quarantined = std::fs::read_dir(dir.path().join("quarantine").join("rollups").join("10s")).unwrap().count();
+    assert!(quarantined > 0, "damaged files are moved aside");
+    // What remains answers.
+    assert!(store.scan(Table::Rollups, Tier::FiveMin, T0, T0 + HOUR_MS, None).is_ok());
+}
