@@ -388,12 +388,33 @@ impl RollupStore {
         let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&f.path);
         Ok(match cached {
             Some(b) => b,
-            None => {
-                let b = Arc::new(files::read(f, None)?);
-                self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(f.path.clone(), b.clone());
-                b
-            }
+            None => match files::read(f, None) {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(f.path.clone(), b.clone());
+                    b
+                }
+                // One damaged file must not fail every query over its range from now on.
+                Err(Error::Corrupt(why)) => {
+                    tracing::error!(%why, "damaged Parquet file moved to quarantine; its rows are left out");
+                    self.forget_damaged(f);
+                    Arc::new(Vec::new())
+                }
+                Err(e) => return Err(e),
+            },
         })
+    }
+
+    /// Moves a damaged file aside and out of the index.
+    fn forget_damaged(&self, f: &StoredFile) {
+        if let Err(e) = files::quarantine(&self.settings.dir, f) {
+            tracing::error!(error = %e, "moving a damaged Parquet file to quarantine failed");
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for t in &mut state.tiers {
+            t.rollups_files.retain(|x| x.path != f.path);
+            t.errors_files.retain(|x| x.path != f.path);
+        }
     }
 
     /// Memory rows of `tier`: its pending rows plus finer memory rows rolled up on the fly.

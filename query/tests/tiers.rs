@@ -365,14 +365,14 @@ fn damaged_files_are_quarantined_and_the_store_opens() {
     let mut damaged = 0;
     for (i, entry) in std::fs::read_dir(&fine_dir).unwrap().enumerate() {
         let path = entry.unwrap().path();
-        // One file of garbage, one cut short, one with a flipped byte in its footer.
+        // Garbage, a file cut short, and a footer that claims more metadata than there is.
         let mut bytes = std::fs::read(&path).unwrap();
         match i % 3 {
             0 => bytes = b"PAR1 this is not parquet PAR1".to_vec(),
             1 => bytes.truncate(bytes.len() / 2),
             _ => {
-                let at = bytes.len() - 12;
-                bytes[at] ^= 0xff;
+                let at = bytes.len() - 8;
+                bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
             }
         }
         std::fs::write(&path, bytes).unwrap();
@@ -382,6 +382,9 @@ fn damaged_files_are_quarantined_and_the_store_opens() {
     let store = RollupStore::open(settings(dir.path())).expect("opens on damaged files");
     let quarantined = std::fs::read_dir(dir.path().join("quarantine").join("rollups").join("10s")).unwrap().count();
     assert!(quarantined > 0, "damaged files are moved aside");
-    // What remains answers.
+    // What remains answers, and a damaged file met by a query is moved aside too.
     assert!(store.scan(Table::Rollups, Tier::FiveMin, T0, T0 + HOUR_MS, None).is_ok());
+    assert!(store.scan(Table::Rollups, Tier::Fine, T0, T0 + HOUR_MS, None).is_ok());
+    let left = std::fs::read_dir(&fine_dir).unwrap().count();
+    assert_eq!(left, 0, "every damaged finest-tier file is in quarantine");
 }

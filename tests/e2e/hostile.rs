@@ -276,3 +276,53 @@ async fn forged_histogram_blobs_and_long_overrides_are_refused() {
     assert!(resp.text().await.unwrap().contains("`reason`"));
     still_serving(server, "after-sql").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_gateway_requests_are_refused() {
+    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_control::pb::{AckRequest, WatchWeightsRequest};
+    let server = Server::start(&[]);
+    let mut client = CellWeightsClient::connect(format!("http://{}", server.control)).await.unwrap();
+    let long = "g".repeat(10_000);
+    let e = client.watch(WatchWeightsRequest { gateway_id: long.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = client.ack(AckRequest { gateway_id: long, version: 1, applied_at: None }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // A time at the end of i64 seconds used to overflow the millisecond conversion.
+    let far = prost_types::Timestamp { seconds: i64::MAX, nanos: 999_999_999 };
+    let e = client.ack(AckRequest { gateway_id: "gw".into(), version: 1, applied_at: Some(far) }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("applied_at"), "{}", e.message());
+    still_serving(server, "after-gateways").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_files_on_disk_are_quarantined_and_serve_starts() {
+    let data = tempfile::tempdir().unwrap();
+    // Real history in every tier, then damage: every finest-tier file, and a stray WAL segment.
+    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_cellpilot"))
+        .args(["generate", "--days", "1", "--fine-hours", "2", "--cells", "2", "--services", "1", "--routes", "1"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .status()
+        .unwrap();
+    assert!(generated.success());
+    let fine = data.path().join("rollups").join("10s");
+    for entry in std::fs::read_dir(&fine).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"PAR1 garbage PAR1").unwrap();
+    }
+    let wal = data.path().join("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::write(wal.join(format!("{:020}.wal", 7)), b"not a WAL segment").unwrap();
+    let mut server = Server::start_in(data.path(), &[]);
+    assert_eq!(ready(&server).await.0, 200);
+    assert!(wal.join("quarantine").join(format!("{:020}.wal", 7)).exists());
+    let moved = std::fs::read_dir(data.path().join("quarantine").join("rollups").join("10s")).unwrap().count();
+    assert!(moved > 0, "damaged Parquet files were moved aside");
+    let metrics = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("cellpilot_wal_quarantined_total 1"), "{metrics}");
+    // The hourly history is intact.
+    assert!(requests_of(&server, "cell-00").await > 0);
+    server.data = Some(data);
+    still_serving(server, "after-disk").await;
+}
