@@ -198,8 +198,33 @@ async fn amplifying_requests_are_refused_before_decoding() {
     span.attributes.extend(std::iter::repeat_n(Default::default(), n));
     let resp = server.post_otlp("traces", traces(Some("web"), vec![span])).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    // Its JSON counterpart: attributes whose values the deserializer buffers before decoding.
+    let attr = r#"{"key":"k","value":{"stringValue":"v"}},"#;
+    let mut json = String::from(
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"01010101010101010101010101010101","spanId":"0202020202020202","kind":2,"attributes":["#,
+    );
+    let mut accepted = 0;
+    for n in [550_000usize, 450_000, 300_000] {
+        let mut body = json.clone();
+        body.push_str(&attr.repeat(n));
+        body.push_str(r#"{"key":"cell.id","value":{"stringValue":"worst"}}]}]}]}]}"#);
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/v1/traces", server.http))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            accepted = n;
+            break;
+        }
+        assert_eq!(resp.status(), 413);
+    }
+    json.clear();
+    assert!(accepted > 0, "one of the JSON bodies fits the decoded budget");
     let peak = peak_rss_mib(&server);
-    eprintln!("peak RSS after the largest accepted request: {peak} MiB");
+    eprintln!("peak RSS after the largest accepted requests ({accepted} JSON attributes): {peak} MiB");
     assert!(peak < 512, "peak RSS {peak} MiB");
     still_serving(server, "after-floods").await;
 }
