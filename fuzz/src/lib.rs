@@ -84,6 +84,21 @@ fn apply(decoded: &Decoded) {
     }
 }
 
+/// What the pre-scan refuses the decoder must refuse, and it never counts fewer items; then the
+/// decoded request goes through mapping and aggregation.
+fn compare_then_apply(counted: Result<prescan::Counted, String>, decoded: Option<Decoded>, decoder: &str) {
+    match (&counted, &decoded) {
+        (Err(e), Some(_)) => panic!("the pre-scan refused what {decoder} accepts: {e}"),
+        (Ok(c), Some(d)) => {
+            assert!(c.items >= d.items(), "pre-scan counted {} items, {decoder} decoded {}", c.items, d.items())
+        }
+        _ => {}
+    }
+    if let Some(d) = decoded {
+        apply(&d);
+    }
+}
+
 fn signal(which: u8) -> Msg {
     [Msg::ExportTraces, Msg::ExportMetrics, Msg::ExportLogs][usize::from(which) % 3]
 }
@@ -99,16 +114,7 @@ pub fn otlp_protobuf(data: &[u8]) {
         Msg::ExportMetrics => ExportMetricsServiceRequest::decode(body).map(Decoded::Metrics),
         _ => ExportLogsServiceRequest::decode(body).map(Decoded::Logs),
     };
-    match (&counted, &decoded) {
-        (Err(e), Ok(_)) => panic!("the pre-scan refused what prost accepts: {e}"),
-        (Ok(c), Ok(d)) => {
-            assert!(c.items >= d.items(), "pre-scan counted {} items, prost decoded {}", c.items, d.items())
-        }
-        _ => {}
-    }
-    if let Ok(d) = decoded {
-        apply(&d);
-    }
+    compare_then_apply(counted, decoded.ok(), "prost");
 }
 
 /// OTLP JSON, like [`otlp_protobuf`].
@@ -121,16 +127,7 @@ pub fn otlp_json(data: &[u8]) {
         Msg::ExportMetrics => serde_json::from_slice(body).map(Decoded::Metrics),
         _ => serde_json::from_slice(body).map(Decoded::Logs),
     };
-    match (&counted, &decoded) {
-        (Err(e), Ok(_)) => panic!("the pre-scan refused what serde accepts: {e}"),
-        (Ok(c), Ok(d)) => {
-            assert!(c.items >= d.items(), "pre-scan counted {} items, serde decoded {}", c.items, d.items())
-        }
-        _ => {}
-    }
-    if let Ok(d) = decoded {
-        apply(&d);
-    }
+    compare_then_apply(counted, decoded.ok(), "serde");
 }
 
 /// A WAL segment whose records are these bytes: replay never fails or panics on them, moves
