@@ -1,4 +1,5 @@
-//! When the pipeline's in-flight budget is exhausted, exports get the OTLP retryable answers:
+//! When the pipeline's in-flight budget is exhausted (or its sequencer is not running), exports get
+//! the OTLP retryable answers:
 //! HTTP 429 with `Retry-After`, gRPC UNAVAILABLE with `RetryInfo` — and once the budget frees
 //! up, the same export succeeds.
 
@@ -94,4 +95,21 @@ async fn grpc_answers_unavailable_with_retry_info() {
     drop(busy);
     assert!(client.export(request()).await.is_ok());
     server.abort();
+}
+
+#[tokio::test]
+async fn a_stopped_sequencer_answers_503_with_retry_after_never_500() {
+    use tower::ServiceExt;
+    let mut ingest = ingest();
+    Arc::get_mut(&mut ingest).expect("sole owner").shutdown();
+    assert!(!ingest.is_running());
+    assert!(ingest.health_check()().unwrap().contains("sequencer"));
+    let app = cellpilot_ingest::http::router(ingest.clone());
+    let post = axum::http::Request::post("/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .body(axum::body::Body::from(request().encode_to_vec()))
+        .unwrap();
+    let resp = app.oneshot(post).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
 }
