@@ -1,7 +1,6 @@
-//! When the pipeline's in-flight budget is exhausted (or its sequencer is not running), exports get
-//! the OTLP retryable answers:
+//! When the pipeline's in-flight budget is exhausted, exports get the OTLP retryable answers:
 //! HTTP 429 with `Retry-After`, gRPC UNAVAILABLE with `RetryInfo` — and once the budget frees
-//! up, the same export succeeds.
+//! up, the same export succeeds. With the sequencer stopped the answer is 503, never 500.
 
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
