@@ -4,7 +4,8 @@
 //! = 10 cells × 10 services × 10 routes, latencies lognormal around 20 ms with a 0.5 % tail of
 //! 1–3 s), encoded once. Measured in one process, alternating passes:
 //! - baseline: prost decode of every request;
-//! - ingest: decode + map + aggregate, the whole receiver path after the transport.
+//! - pre-scan: the wire walk that counts items and decoded bytes before decoding;
+//! - ingest: pre-scan + decode + map + aggregate, the whole receiver path after the transport.
 //!
 //! Memory: a fresh aggregator is fed four windows of data at 10 requests/s per series and its
 //! growth in resident memory is divided by the live series.
@@ -14,6 +15,7 @@ use cellpilot_core::config::IngestConfig;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings};
 use cellpilot_ingest::mapping::Mapper;
+use cellpilot_ingest::prescan::{self, Msg};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -141,6 +143,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let mut agg = Aggregator::new(settings());
     let mut rejected = 0;
     let mut decode_rates = Vec::new();
+    let mut prescan_rates = Vec::new();
     let mut ingest_rates = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
@@ -152,6 +155,13 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
 
         let t = Instant::now();
         for r in &requests {
+            std::hint::black_box(prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?);
+        }
+        prescan_rates.push(spans / t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        for r in &requests {
+            prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?;
             let req = ExportTraceServiceRequest::decode(r.as_slice())?;
             let obs = mapper.traces(&req)?;
             let out = agg.apply(&obs, now_ms, i64::MIN);
@@ -160,6 +170,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         ingest_rates.push(spans / t.elapsed().as_secs_f64());
     }
     let decode = median(&mut decode_rates);
+    let scan = median(&mut prescan_rates);
     let ingest = median(&mut ingest_rates);
 
     // Memory: four windows, SPANS_PER_SERIES_WINDOW spans per series per window.
@@ -196,6 +207,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
                 "bench": "ingest",
                 "spans_per_sec": ingest.round(),
                 "decode_only_spans_per_sec": decode.round(),
+                "prescan_only_spans_per_sec": scan.round(),
                 "ratio": (ratio * 1000.0).round() / 1000.0,
                 "bytes_per_series": bytes_per_series.round(),
                 "heap_bytes_per_series": heap_per_series.round(),
@@ -208,6 +220,7 @@ pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     } else {
         println!("ingest (decode+map+aggregate): {ingest:>12.0} spans/s  (median of {runs})");
         println!("decode only (prost):           {decode:>12.0} spans/s");
+        println!("pre-scan only:                 {scan:>12.0} spans/s");
         println!("ratio:                         {ratio:>12.3}");
         println!(
             "resident bytes per series:     {bytes_per_series:>12.0}  ({live} series, {} open windows)",
