@@ -342,8 +342,8 @@ async fn damaged_files_on_disk_are_quarantined_and_serve_starts() {
     assert_eq!(ready(&server).await.0, 200);
     assert!(wal.join("quarantine").join(format!("{:020}.wal", 7)).exists());
     // Finest-tier files newer than the coarse tiers are read at start, the rest when a query
-    // meets them: a 10 s series over the two hours reads them all.
-    let from = now_ms() - 2 * 3_600_000;
+    // meets them: a 10 s series over three hours (two were generated) reads them all.
+    let from = now_ms() - 3 * 3_600_000;
     // Answered (200), with the damaged files' rows left out.
     server.get_json(&format!("/api/v1/series?cell=cell-00&from={from}&step=10s")).await;
     let moved = std::fs::read_dir(data.path().join("quarantine").join("rollups").join("10s")).unwrap().count();
