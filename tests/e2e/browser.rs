@@ -175,6 +175,8 @@ async fn every_page_in_headless_chromium() {
         ("CELLPILOT_CONTROL__QUIET_PERIOD", "1s"),
         ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR", "3s"),
         ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "20"),
+        // The drain must come within seconds; the discovery guard has its own tests.
+        ("CELLPILOT_CONTROL__DISCOVER_MIN_REQUESTS", "0"),
     ];
     let dir = data.path().to_str().unwrap().to_string();
     let args = [
