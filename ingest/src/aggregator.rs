@@ -275,32 +275,19 @@ impl Aggregator {
     /// per-cell totals the control loop reads stay right.
     fn series_id(&mut self, cell: &str, service: &str, route: &str) -> (SeriesId, bool) {
         let mut key = std::mem::take(&mut self.key_buf);
-        let make_key = |key: &mut String, route: &str| {
-            key.clear();
-            key.push_str(cell);
-            key.push('\x1f');
-            key.push_str(service);
-            key.push('\x1f');
-            key.push_str(route);
-        };
-        make_key(&mut key, route);
+        series_key(&mut key, cell, service, route);
         let found = self.index.get(key.as_str()).copied();
         let result = match found {
             Some(id) => (id, false),
             None if self.live >= self.settings.max_series => {
-                make_key(&mut key, OVERFLOW_ROUTE);
+                series_key(&mut key, cell, service, OVERFLOW_ROUTE);
                 match self.index.get(key.as_str()).copied() {
                     Some(id) => (id, true),
                     None if self.live < self.settings.max_series + self.settings.max_cells => {
                         (self.insert_series(&key, cell, service, OVERFLOW_ROUTE), true)
                     }
                     None => {
-                        key.clear();
-                        key.push_str(cell);
-                        key.push('\x1f');
-                        key.push_str(OVERFLOW);
-                        key.push('\x1f');
-                        key.push_str(OVERFLOW);
+                        series_key(&mut key, cell, OVERFLOW, OVERFLOW);
                         match self.index.get(key.as_str()).copied() {
                             Some(id) => (id, true),
                             None => (self.insert_series(&key, cell, OVERFLOW, OVERFLOW), true),
@@ -389,6 +376,7 @@ impl Aggregator {
                 }
             }
             let start = self.admit(o.end_ns, now_ms);
+            let mut folded = false;
             if start != Err(false) {
                 let slot = match cells.get_mut(&o.cell) {
                     Some(slot) => slot,
@@ -400,6 +388,7 @@ impl Aggregator {
                 // A start after the end is forged or broken; the end bounds it.
                 let t = o.start_ns.min(o.end_ns).div_euclid(1_000_000);
                 slot.2 = Some(slot.2.map_or(t, |l: i64| l.max(t)));
+                folded = slot.1;
             }
             let start = match start {
                 Ok(s) => s,
@@ -428,7 +417,7 @@ impl Aggregator {
                 }
             };
             out.overflowed += u64::from(overflowed);
-            out.cells_overflowed += u64::from(cells.get(&o.cell).is_some_and(|c| c.1));
+            out.cells_overflowed += u64::from(folded);
             let cause = if o.cause == NO_CAUSE {
                 None
             } else {
@@ -583,11 +572,7 @@ impl Aggregator {
         for id in emptied {
             if let Some(s) = series[id].take() {
                 let mut key = String::with_capacity(s.cell.len() + s.service.len() + s.route.len() + 2);
-                key.push_str(&s.cell);
-                key.push('\x1f');
-                key.push_str(&s.service);
-                key.push('\x1f');
-                key.push_str(&s.route);
+                series_key(&mut key, &s.cell, &s.service, &s.route);
                 self.index.remove(key.as_str());
                 self.free.push(id as SeriesId);
                 self.live -= 1;
@@ -619,6 +604,16 @@ impl Aggregator {
             })
             .collect()
     }
+}
+
+/// The index key of a series: "cell\x1fservice\x1froute", written into `key`.
+fn series_key(key: &mut String, cell: &str, service: &str, route: &str) {
+    key.clear();
+    key.push_str(cell);
+    key.push('\x1f');
+    key.push_str(service);
+    key.push('\x1f');
+    key.push_str(route);
 }
 
 /// (value in µs, count) for each non-empty bucket: the bucket's upper bound (capped by `max`),

@@ -135,42 +135,42 @@ pub fn quarantine_state(data: &Path, seq: u64) -> Result<(), String> {
 pub fn quarantine_record(data: &Path, seq: u64, index: usize, rec: &Record) -> Result<(), String> {
     let dir = quarantine_dir(data);
     std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
-    let path = dir.join(format!("{seq:020}-{index:08}.wal"));
-    let mut bytes = header();
-    bytes.extend_from_slice(&record_header(rec.kind, rec.received_ms, &rec.payload)?);
-    bytes.extend_from_slice(&rec.payload);
-    std::fs::write(&path, &bytes)
-        .and_then(|()| File::open(&path).and_then(|f| f.sync_all()))
-        .map_err(|e| io("writing", &path, e))
+    write_atomic(&dir.join(format!("{seq:020}-{index:08}.wal")), &segment_bytes(&[rec])?)
 }
 
-/// Replaces segment `seq` with just `records`, atomically (after some were quarantined).
-pub fn rewrite_segment(data: &Path, seq: u64, records: &[&Record]) -> Result<(), String> {
-    let path = segment_path(&wal_dir(data), seq);
-    let tmp = path.with_extension("wal.tmp");
+/// A whole segment file holding `records`.
+fn segment_bytes(records: &[&Record]) -> Result<Vec<u8>, String> {
     let mut bytes = header();
     for r in records {
         bytes.extend_from_slice(&record_header(r.kind, r.received_ms, &r.payload)?);
         bytes.extend_from_slice(&r.payload);
     }
-    std::fs::write(&tmp, &bytes)
+    Ok(bytes)
+}
+
+/// Writes `path` through a synced temporary file and a rename, then syncs the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
         .and_then(|()| File::open(&tmp).and_then(|f| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| io("rewriting", &path, e))?;
-    if let Ok(d) = File::open(wal_dir(data)) {
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| io("writing", path, e))?;
+    if let Some(d) = path.parent().and_then(|d| File::open(d).ok()) {
         let _ = d.sync_all();
     }
     Ok(())
 }
 
+/// Replaces segment `seq` with just `records`, atomically (after some were quarantined).
+pub fn rewrite_segment(data: &Path, seq: u64, records: &[&Record]) -> Result<(), String> {
+    write_atomic(&segment_path(&wal_dir(data), seq), &segment_bytes(records)?)
+}
+
 /// Saves the cumulative-stream checkpoint as of the last record of segment `seq`, atomically.
 pub fn write_state(data: &Path, seq: u64, state: &[u8]) -> Result<(), String> {
-    let sp = state_path(&wal_dir(data), seq);
-    let tmp = sp.with_extension("state.tmp");
-    std::fs::write(&tmp, state)
-        .and_then(|()| File::open(&tmp).and_then(|f| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, &sp))
-        .map_err(|e| io("writing", &sp, e))
+    write_atomic(&state_path(&wal_dir(data), seq), state)
 }
 
 /// Every intact record of segment `seq`. A torn or corrupt tail (a crash mid-write) ends the

@@ -183,7 +183,7 @@ async fn amplifying_requests_are_refused_before_decoding() {
     assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("once decoded"));
     // The same flood in OTLP JSON.
     let json = format!("{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}{{}}]}}]}}]}}", "{},".repeat(200_000));
-    let resp = post_json(&server, json).await;
+    let resp = server.post_otlp_as("traces", "application/json", json).await;
     assert_eq!(resp.status(), 413);
     assert!(resp.text().await.unwrap().contains("200001 spans"));
     // The worst request that is accepted: just under the decoded-size budget, in one span.
@@ -202,7 +202,7 @@ async fn amplifying_requests_are_refused_before_decoding() {
         let mut body = json.clone();
         body.push_str(&attr.repeat(n));
         body.push_str(r#"{"key":"cell.id","value":{"stringValue":"worst"}}]}]}]}]}"#);
-        let resp = post_json(&server, body).await;
+        let resp = server.post_otlp_as("traces", "application/json", body).await;
         if resp.status() == 200 {
             accepted = n;
             break;
@@ -215,17 +215,6 @@ async fn amplifying_requests_are_refused_before_decoding() {
     eprintln!("peak RSS after the largest accepted requests ({accepted} JSON attributes): {peak} MiB");
     assert!(peak < 512, "peak RSS {peak} MiB");
     still_serving(server, "after-floods").await;
-}
-
-/// POSTs an OTLP JSON trace export.
-async fn post_json(server: &Server, body: String) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("http://{}/v1/traces", server.http))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST OTLP JSON")
 }
 
 /// The server's peak resident memory so far, MiB (Linux `VmHWM`).

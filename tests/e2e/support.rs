@@ -88,9 +88,19 @@ impl Server {
 
     /// POSTs a protobuf OTLP export to `/v1/{signal}`.
     pub(crate) async fn post_otlp(&self, signal: &str, body: Vec<u8>) -> reqwest::Response {
+        self.post_otlp_as(signal, "application/x-protobuf", body).await
+    }
+
+    /// POSTs an OTLP export of `content_type` to `/v1/{signal}`.
+    pub(crate) async fn post_otlp_as(
+        &self,
+        signal: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         reqwest::Client::new()
             .post(format!("http://{}/v1/{signal}", self.http))
-            .header("content-type", "application/x-protobuf")
+            .header("content-type", content_type)
             .body(body)
             .send()
             .await
