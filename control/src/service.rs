@@ -367,8 +367,9 @@ pub const MAX_GATEWAYS: usize = 10_000;
 const MAX_GATEWAY_ID: usize = 256;
 /// Longest cut-over a gateway may report.
 const MAX_REPORTED_CUTOVER_MS: i64 = 3_600_000;
-/// How far ahead of our clock an `applied_at` (or a reported completion) may be.
-const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+/// How far ahead of our clock an `applied_at` (or a reported completion) may be: as far as
+/// ingest accepts data.
+const MAX_CLOCK_SKEW_MS: i64 = cellpilot_core::range::MAX_FUTURE_MS;
 
 fn check_gateway_id(id: &str) -> Result<(), Status> {
     if id.len() > MAX_GATEWAY_ID {

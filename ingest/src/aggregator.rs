@@ -14,8 +14,8 @@ use cellpilot_core::{OVERFLOW, OVERFLOW_ROUTE};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Data more than this far ahead of the clock is rejected.
-pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+/// Data more than this far ahead of the clock is rejected (API ranges stop there too).
+pub use cellpilot_core::range::MAX_FUTURE_MS;
 /// A service that sent spans this recently has its latency metrics ignored.
 pub const SPANS_WIN_MS: i64 = 10 * 60 * 1000;
 /// Cumulative streams not seen for this long are forgotten.

@@ -26,6 +26,14 @@ pub struct TierTable {
 }
 
 impl TierTable {
+    /// Its SQL name.
+    fn name(&self) -> &'static str {
+        match self.table {
+            Table::Rollups => self.tier.rollups_table(),
+            Table::ErrorsByCause => self.tier.errors_table(),
+        }
+    }
+
     /// The table over `store`.
     pub fn new(store: Arc<RollupStore>, table: Table, tier: Tier) -> Self {
         Self { store, table, tier, reservations: Mutex::new(Vec::new()) }
@@ -132,7 +140,7 @@ impl TableProvider for TierTable {
         // The scanned rows stay in memory until the query ends: they count against its pool.
         let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
         let reservation =
-            MemoryConsumer::new(format!("scan of {}", tier.rollups_table())).register(&state.runtime_env().memory_pool);
+            MemoryConsumer::new(format!("scan of {}", self.name())).register(&state.runtime_env().memory_pool);
         reservation.try_grow(bytes)?;
         self.reservations.lock().unwrap_or_else(|e| e.into_inner()).push(reservation);
         Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?)
