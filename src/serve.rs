@@ -154,6 +154,9 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
             .await?
             .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
     metrics.wal_quarantined.inc_by(replayed.quarantined as u64);
+    for d in &replayed.damage {
+        health.notice(d.clone());
+    }
     if replayed.records > 0 {
         tracing::info!(
             records = replayed.records,
@@ -162,11 +165,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
             "WAL replayed"
         );
     }
-    let wal = WalSettings {
-        dir: config.storage.dir.clone(),
-        fsync: config.storage.fsync,
-        max_bytes: config.storage.wal_max_size.0,
-    };
+    let wal = WalSettings::new(&config.storage.dir, config.storage.fsync, config.storage.wal_max_size.0);
     let watermark_store = store.clone();
     let ingest = Arc::new(Ingest::new(
         &config.ingest,

@@ -3,19 +3,25 @@
 //! (versions never go backwards).
 
 use crate::policy::Decision;
+use cellpilot_core::fs::{Fs, FsFile};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An append-only JSON-lines file of `T`.
 #[derive(Debug)]
 pub struct JsonLog<T> {
-    path: PathBuf,
-    file: File,
+    file: FsFile,
+    /// Bytes of complete lines; appends go here and a failed one is cut back to it.
+    len: u64,
+    /// Rows a failed append could not write (what they record did happen): written first by
+    /// the next append.
+    unwritten: Vec<u8>,
     _rows: std::marker::PhantomData<T>,
 }
+
+/// Most bytes of rows kept for a retry while the disk refuses them.
+const MAX_UNWRITTEN: usize = 16 << 20;
 
 /// The decisions log.
 pub type DecisionLog = JsonLog<Decision>;
@@ -23,41 +29,68 @@ pub type DecisionLog = JsonLog<Decision>;
 impl<T: Serialize + DeserializeOwned> JsonLog<T> {
     /// Opens (creating) `<data_dir>/control/<name>` and returns it with every row it holds.
     pub fn open(data_dir: &Path, name: &str) -> Result<(Self, Vec<T>), String> {
+        Self::open_with(&Fs::real(), data_dir, name)
+    }
+
+    /// [`JsonLog::open`] through `fs`. A torn last line (a crash mid-append: no newline) is cut
+    /// off, so the next row starts on a line of its own instead of being glued to it.
+    pub fn open_with(fs: &Fs, data_dir: &Path, name: &str) -> Result<(Self, Vec<T>), String> {
         let dir = data_dir.join("control");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs.create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let path = dir.join(name);
-        let mut decisions = Vec::new();
-        if let Ok(f) = File::open(&path) {
-            for (n, line) in BufReader::new(f).lines().enumerate() {
-                let line = line.map_err(|e| format!("reading {}: {e}", path.display()))?;
-                match serde_json::from_str::<T>(&line) {
-                    Ok(d) => decisions.push(d),
-                    // A torn last line from a crash mid-append.
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), line = n + 1, error = %e, "skipping an unreadable line")
-                    }
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut rows = Vec::new();
+        for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<T>(line) {
+                Ok(d) => rows.push(d),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), line = n + 1, error = %e, "skipping an unreadable line")
                 }
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        Ok((Self { path, file, _rows: std::marker::PhantomData }, decisions))
+        let mut file = fs.open_rw(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        if complete < bytes.len() {
+            tracing::warn!(file = %path.display(), bytes = bytes.len() - complete, "cutting a torn last line");
+            file.set_len(complete as u64)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| format!("repairing {}: {e}", path.display()))?;
+        }
+        Ok((Self { file, len: complete as u64, unwritten: Vec::new(), _rows: std::marker::PhantomData }, rows))
     }
 
-    /// Appends and syncs rows.
-    pub fn append(&mut self, decisions: &[T]) -> Result<(), String> {
-        let mut buf = Vec::new();
-        for d in decisions {
+    /// Appends and syncs rows, after any a failed append left: all of them, or (on a failed
+    /// write or sync) none, kept for the next append.
+    pub fn append(&mut self, rows: &[T]) -> Result<(), String> {
+        let mut buf = std::mem::take(&mut self.unwritten);
+        for d in rows {
             serde_json::to_writer(&mut buf, d).map_err(|e| e.to_string())?;
             buf.push(b'\n');
         }
-        self.file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| format!("writing {}: {e}", self.path.display()))
+        let written = self.file.write_at(self.len, &buf).and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut what did land; if that fails too, the next open drops the torn line.
+                let _ = self.file.set_len(self.len);
+                if buf.len() <= MAX_UNWRITTEN {
+                    self.unwritten = buf;
+                } else {
+                    tracing::error!(file = %self.file.path().display(), bytes = buf.len(), "dropping unwritten rows");
+                }
+                Err(format!("writing {}: {e}", self.file.path().display()))
+            }
+        }
     }
 }
 
@@ -105,4 +138,41 @@ pub fn cutovers_batch(
         }))),
     ];
     arrow::record_batch::RecordBatch::try_new(cellpilot_core::schema::cutovers_schema(), cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellpilot_core::fs::Faults;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Row {
+        n: u32,
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_failed_appends_are_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, rows) = JsonLog::<Row>::open(dir.path(), "t.jsonl").unwrap();
+        assert!(rows.is_empty());
+        log.append(&[Row { n: 1 }, Row { n: 2 }]).unwrap();
+        drop(log);
+        let path = dir.path().join("control").join("t.jsonl");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"n\":");
+        std::fs::write(&path, &bytes).unwrap();
+
+        let faults = Faults::disarmed(false);
+        let (mut log, rows) = JsonLog::<Row>::open_with(&Fs::faulty(faults.clone()), dir.path(), "t.jsonl").unwrap();
+        assert_eq!(rows, [Row { n: 1 }, Row { n: 2 }]);
+        for op in [1, 2] {
+            faults.arm(op);
+            assert!(log.append(&[Row { n: 99 }]).is_err(), "op {op}");
+        }
+        log.append(&[Row { n: 3 }]).unwrap();
+        drop(log);
+        let (_, rows) = JsonLog::<Row>::open(dir.path(), "t.jsonl").unwrap();
+        let want = [1, 2, 99, 99, 3].map(|n| Row { n });
+        assert_eq!(rows, want, "glued to nothing; rows that failed once are written by the next append");
+    }
 }

@@ -1,5 +1,6 @@
 //! Readiness checks: components register a check, `/readyz` answers 503 with every failing
-//! check's reason (the sequencer stopped, for one) instead of only "started or not".
+//! check's reason (the sequencer stopped, for one) instead of only "started or not". Notices
+//! are what an operator should read without the process being unready (damage replay found).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,7 @@ type Check = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Health {
     checks: Arc<Mutex<Vec<Check>>>,
+    notices: Arc<Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Health {
@@ -26,6 +28,16 @@ impl Health {
     /// Adds a check: `None` while healthy, else why not.
     pub fn add(&self, check: impl Fn() -> Option<String> + Send + Sync + 'static) {
         self.lock().push(Arc::new(check));
+    }
+
+    /// Adds a notice shown by `/readyz` for the life of the process.
+    pub fn notice(&self, what: impl Into<String>) {
+        self.notices.lock().unwrap_or_else(|e| e.into_inner()).push(what.into());
+    }
+
+    /// Every notice, oldest first.
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Why the process is not ready, one reason per failing check.
@@ -50,5 +62,7 @@ mod tests {
         assert!(h.problems().is_empty());
         up.store(false, Ordering::Release);
         assert_eq!(h.problems(), ["sequencer stopped"]);
+        h.notice("segment 3 damaged");
+        assert_eq!(h.notices(), ["segment 3 damaged"]);
     }
 }

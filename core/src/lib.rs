@@ -13,6 +13,7 @@
 //! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
 //! - [`range`]: [`range::TimeRange`], the one parsed and bounded form of every API time range.
 //! - [`health`]: readiness checks behind `/readyz`.
+//! - [`fs`]: the file layer write paths use, with fault injection for tests.
 //! - [`link`]: paths of dashboard pages, as alerts and pages link to them.
 //! - [`error`]: the crate's error type.
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod fs;
 pub mod health;
 pub mod latency;
 pub mod link;

@@ -30,8 +30,10 @@ pub struct Metrics {
     pub names_truncated: IntCounter,
     /// Exports whose mapping or aggregation panicked (each answered with an error alone).
     pub ingest_panics: IntCounter,
-    /// WAL records moved to `wal/quarantine/` because replay could not apply them.
+    /// WAL records, damaged segment ends and checkpoints moved to `wal/quarantine/` by replay.
     pub wal_quarantined: IntCounter,
+    /// WAL groups refused because a write or fsync failed (disk full, I/O error).
+    pub wal_failures: IntCounter,
     /// SQL queries turned away because `[query] max_concurrent` were running.
     pub queries_rejected: IntCounter,
     /// Open (series, window) aggregates.
@@ -161,7 +163,12 @@ impl Metrics {
             wal_quarantined: counter(
                 &r,
                 "cellpilot_wal_quarantined_total",
-                "WAL records moved to wal/quarantine because replay could not apply them.",
+                "WAL records, damaged segment ends and checkpoints moved to wal/quarantine by replay.",
+            ),
+            wal_failures: counter(
+                &r,
+                "cellpilot_wal_write_failures_total",
+                "WAL groups refused with a retryable answer because a write or fsync failed.",
             ),
             queries_rejected: counter(
                 &r,

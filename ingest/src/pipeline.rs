@@ -251,11 +251,16 @@ impl Ingest {
         self.sequencer.is_running()
     }
 
-    /// A readiness check: `None` while the sequencer runs, else why exports are refused.
+    /// A readiness check: `None` while the sequencer runs and the WAL writes, else why exports
+    /// are refused.
     pub fn health_check(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
         let running = self.sequencer.running_probe();
+        let wal = self.sequencer.wal_fault_probe();
         move || {
-            (!running()).then(|| "the ingest sequencer is not running: exports are answered 503 / UNAVAILABLE".into())
+            if !running() {
+                return Some("the ingest sequencer is not running: exports are answered 503 / UNAVAILABLE".into());
+            }
+            wal()
         }
     }
 

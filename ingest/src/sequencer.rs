@@ -7,8 +7,9 @@ use crate::aggregator::{Outcome, SharedAggregator};
 use crate::error::{Error, Result};
 use crate::limiter::RETRY_AFTER;
 use crate::mapping::{Mapper, Observations};
-use crate::wal::{self, Kind, Sealed, WalWriter};
+use crate::wal::{self, Kind, Sealed, WalWriter, WriterSettings};
 use cellpilot_core::clock::SharedClock;
+use cellpilot_core::fs::Fs;
 use cellpilot_core::metrics::Metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -101,15 +102,20 @@ struct Job {
     reply: oneshot::Sender<Result<Applied>>,
 }
 
-/// Where the WAL lives and how it syncs.
+/// Where the WAL lives and how it writes.
 #[derive(Debug, Clone)]
 pub struct WalSettings {
     /// Data directory.
     pub dir: std::path::PathBuf,
-    /// fsync policy.
-    pub fsync: cellpilot_core::config::FsyncPolicy,
-    /// Size cap.
-    pub max_bytes: u64,
+    /// File layer, fsync policy, size cap and segment size.
+    pub writer: WriterSettings,
+}
+
+impl WalSettings {
+    /// The WAL under `dir` on the real filesystem with default segments.
+    pub fn new(dir: &Path, fsync: cellpilot_core::config::FsyncPolicy, max_bytes: u64) -> Self {
+        Self { dir: dir.to_path_buf(), writer: WriterSettings::new(fsync, max_bytes) }
+    }
 }
 
 /// Handle to the sequencer thread; dropping every handle stops it after the queued exports.
@@ -119,7 +125,16 @@ pub struct Sequencer {
     thread: Option<JoinHandle<()>>,
     /// Cleared when the thread ends, however it ends (readiness and the retryable answer).
     running: Arc<AtomicBool>,
+    /// The last WAL write failure not yet followed by a successful one.
+    wal_fault: WalFault,
 }
+
+/// When and why the WAL last failed to write, until a write succeeds again.
+type WalFault = Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>;
+
+/// How long a WAL failure keeps `/readyz` failing without a later success: long enough for a
+/// load balancer to notice, short enough that a freed disk is tried again by new exports.
+const WAL_FAULT_READINESS: Duration = Duration::from_secs(10);
 
 /// The retryable answer while the sequencer is not running.
 fn unavailable() -> Error {
@@ -161,6 +176,8 @@ pub struct Replayed {
     pub next_seq: u64,
     /// Records, checkpoints and segments moved to `wal/quarantine/` instead of applied.
     pub quarantined: usize,
+    /// Damage found in sealed segments, said for people (`/readyz` shows it).
+    pub damage: Vec<String>,
 }
 
 /// Re-applies the WAL under `dir` to `agg` (windows before `durable_before` are skipped).
@@ -182,6 +199,7 @@ pub fn replay_with(
     durable_before: i64,
     cutovers: Option<&dyn cellpilot_core::store::CutoverReports>,
 ) -> std::result::Result<Replayed, String> {
+    let fs = Fs::real();
     let seqs = wal::list_segments(dir)?;
     let mut out = Replayed::default();
     if let Some(&first) = seqs.first()
@@ -191,16 +209,24 @@ pub fn replay_with(
     {
         // Cumulative streams then take a fresh baseline: their next point counts from the one after.
         tracing::error!(error = %e, "cumulative-stream checkpoint unreadable; moved to wal/quarantine");
-        wal::quarantine_state(dir, first - 1)?;
+        wal::quarantine_state(&fs, dir, first - 1)?;
         out.quarantined += 1;
     }
     for &seq in &seqs {
         let mut max_end = i64::MIN;
-        let records = match wal::read_segment(dir, seq) {
-            Ok(r) => r,
+        let active = Some(&seq) == seqs.last();
+        let records = match wal::read_segment(&fs, dir, seq, active) {
+            Ok(r) => {
+                if let Some(d) = r.damage {
+                    out.damage.push(d);
+                    out.quarantined += 1;
+                }
+                r.records
+            }
             Err(e) => {
                 tracing::error!(segment = seq, error = %e, "unreadable WAL segment moved to wal/quarantine");
-                wal::quarantine_segment(dir, seq)?;
+                wal::quarantine_segment(&fs, dir, seq)?;
+                out.damage.push(format!("WAL segment {seq} was unreadable ({e}); moved to wal/quarantine"));
                 out.quarantined += 1;
                 continue;
             }
@@ -216,14 +242,14 @@ pub fn replay_with(
                 }
                 Err(why) => {
                     tracing::error!(segment = seq, record = i, reason = %why, "WAL record moved to wal/quarantine");
-                    wal::quarantine_record(dir, seq, i, rec)?;
+                    wal::quarantine_record(&fs, dir, seq, i, rec)?;
                     out.quarantined += 1;
                 }
             }
         }
         if kept.len() < records.len() {
             // Moved, not copied: the next start must not meet (and count) them again.
-            wal::rewrite_segment(dir, seq, &kept)?;
+            wal::rewrite_segment(&fs, dir, seq, &kept)?;
         }
         let bytes = kept.iter().map(|r| r.payload.len() as u64 + 17).sum::<u64>() + 16;
         out.records += records.len();
@@ -231,7 +257,7 @@ pub fn replay_with(
     }
     if let Some(&last) = seqs.last() {
         // The last segment was being written when we stopped: checkpoint it as sealed now.
-        wal::write_state(dir, last, &agg.lock().delta_state())?;
+        wal::write_state(&fs, dir, last, &agg.lock().delta_state())?;
     }
     out.next_seq = seqs.last().map_or(0, |s| s + 1);
     Ok(out)
@@ -268,6 +294,7 @@ struct Worker {
     clock: SharedClock,
     metrics: Metrics,
     watermark: Watermark,
+    wal_fault: WalFault,
 }
 
 impl Sequencer {
@@ -285,12 +312,13 @@ impl Sequencer {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let wal = match wal {
             Some((s, replayed)) => Some(
-                WalWriter::open(&s.dir, replayed.next_seq, replayed.segments, s.fsync, s.max_bytes, clock.now_ms())
+                WalWriter::open(&s.dir, replayed.next_seq, replayed.segments, &s.writer, clock.now_ms())
                     .map_err(Error::Internal)?,
             ),
             None => None,
         };
-        let worker = Worker { rx, cutovers, mapper, agg, wal, clock, metrics, watermark };
+        let wal_fault = WalFault::default();
+        let worker = Worker { rx, cutovers, mapper, agg, wal, clock, metrics, watermark, wal_fault: wal_fault.clone() };
         let running = Arc::new(AtomicBool::new(true));
         let guard = RunningGuard(running.clone());
         let thread = std::thread::Builder::new()
@@ -300,7 +328,7 @@ impl Sequencer {
                 worker.run();
             })
             .map_err(|e| Error::Internal(format!("starting the sequencer: {e}")))?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), running })
+        Ok(Self { tx: Some(tx), thread: Some(thread), running, wal_fault })
     }
 
     /// Whether the thread is taking exports.
@@ -312,6 +340,21 @@ impl Sequencer {
     pub fn running_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
         let running = self.running.clone();
         move || running.load(Ordering::Acquire)
+    }
+
+    /// A readiness probe: why exports are being refused because the WAL cannot be written
+    /// (a full disk, an I/O error), for [`WAL_FAULT_READINESS`] after the last failure unless a
+    /// write succeeded since.
+    pub fn wal_fault_probe(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
+        let fault = self.wal_fault.clone();
+        move || {
+            let fault = fault.lock().unwrap_or_else(|e| e.into_inner());
+            fault.as_ref().filter(|(at, _)| at.elapsed() < WAL_FAULT_READINESS).map(|(_, e)| {
+                format!(
+                    "the WAL cannot be written ({e}): exports are answered 503 / UNAVAILABLE until a write succeeds"
+                )
+            })
+        }
     }
 
     /// Queues an export and waits until it is durable and applied.
@@ -386,6 +429,7 @@ impl Worker {
             })
             .collect();
         let mut logged = vec![true; exports.len()];
+        let mut unwritten = false;
         if let Some(w) = self.wal.as_mut() {
             for (i, ((export, raw), m)) in exports.iter().zip(&mapped).enumerate() {
                 if m.is_err() {
@@ -402,10 +446,18 @@ impl Worker {
                 };
                 logged[i] = w.has_room(bytes.len()) && w.append(export.kind(), now, bytes).is_ok();
             }
-            if let Err(e) = w.commit() {
-                tracing::error!(error = %e, "WAL commit failed; the group is answered as overloaded");
-                logged.iter_mut().for_each(|l| *l = false);
+            let committed = w.commit();
+            let mut fault = self.wal_fault.lock().unwrap_or_else(|e| e.into_inner());
+            match committed {
+                Ok(()) => *fault = None,
+                Err(e) => {
+                    tracing::error!(error = %e, "WAL write failed; the group is refused with the retryable answer");
+                    self.metrics.wal_failures.inc();
+                    *fault = Some((std::time::Instant::now(), e));
+                    unwritten = true;
+                }
             }
+            drop(fault);
             self.metrics.wal_bytes.set(w.total_bytes() as i64);
         }
         let durable_before = (self.watermark)();
@@ -414,6 +466,7 @@ impl Worker {
         for ((m, logged), (export, _)) in mapped.into_iter().zip(logged).zip(&exports) {
             results.push(match m {
                 Err(e) => Err(e),
+                Ok(_) if unwritten => Err(unavailable()),
                 Ok(_) if !logged => Err(Error::Overloaded { retry_after: RETRY_AFTER }),
                 Ok(obs) => match catch_unwind(AssertUnwindSafe(|| agg.apply(&obs, now, durable_before))) {
                     // Logged already: replay meets the same panic and quarantines the record.
@@ -524,7 +577,7 @@ mod tests {
     }
 
     fn start(dir: &Path, mapper: Mapper, agg: &SharedAggregator) -> Sequencer {
-        let settings = WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Never, max_bytes: 1 << 30 };
+        let settings = WalSettings::new(dir, FsyncPolicy::Never, 1 << 30);
         let clock: SharedClock = Arc::new(TestClock::new(NOW_MS * 1_000_000));
         Sequencer::start(
             mapper,
@@ -566,7 +619,9 @@ mod tests {
     #[test]
     fn replay_quarantines_what_it_cannot_apply_and_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 0, Vec::new(), FsyncPolicy::Never, 1 << 30, NOW_MS).unwrap();
+        let mut w =
+            WalWriter::open(dir.path(), 0, Vec::new(), &WriterSettings::new(FsyncPolicy::Never, 1 << 30), NOW_MS)
+                .unwrap();
         let good = spans("ok", 2).encode();
         let mut bad_ids = ExportTraceServiceRequest::decode(&good[..]).unwrap();
         bad_ids.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1; 3];

@@ -8,9 +8,10 @@
 //! without losing the state later deltas depend on.
 
 use cellpilot_core::config::FsyncPolicy;
+use cellpilot_core::fs::{Fs, FsFile};
 use cellpilot_core::schema::SCHEMA_VERSION;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"CPWAL\0";
@@ -112,30 +113,30 @@ pub fn quarantine_dir(data: &Path) -> PathBuf {
     wal_dir(data).join("quarantine")
 }
 
-fn quarantine_move(data: &Path, from: &Path) -> Result<(), String> {
+fn quarantine_move(fs: &Fs, data: &Path, from: &Path) -> Result<(), String> {
     let dir = quarantine_dir(data);
-    std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+    fs.create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
     let name = from.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    let to = dir.join(name);
-    std::fs::rename(from, &to).map_err(|e| io("quarantining", from, e))
+    fs.rename(from, &dir.join(name)).map_err(|e| io("quarantining", from, e))
 }
 
 /// Moves segment `seq` (unreadable as a whole) to the quarantine directory.
-pub fn quarantine_segment(data: &Path, seq: u64) -> Result<(), String> {
-    quarantine_move(data, &segment_path(&wal_dir(data), seq))
+pub fn quarantine_segment(fs: &Fs, data: &Path, seq: u64) -> Result<(), String> {
+    quarantine_move(fs, data, &segment_path(&wal_dir(data), seq))
 }
 
 /// Moves the checkpoint of segment `seq` (unreadable) to the quarantine directory.
-pub fn quarantine_state(data: &Path, seq: u64) -> Result<(), String> {
-    quarantine_move(data, &state_path(&wal_dir(data), seq))
+pub fn quarantine_state(fs: &Fs, data: &Path, seq: u64) -> Result<(), String> {
+    quarantine_move(fs, data, &state_path(&wal_dir(data), seq))
 }
 
 /// Writes record `index` of segment `seq` to the quarantine directory, as a one-record segment
 /// file (`<seq>-<index>.wal`, same header and record format), and syncs it.
-pub fn quarantine_record(data: &Path, seq: u64, index: usize, rec: &Record) -> Result<(), String> {
+pub fn quarantine_record(fs: &Fs, data: &Path, seq: u64, index: usize, rec: &Record) -> Result<(), String> {
     let dir = quarantine_dir(data);
-    std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
-    write_atomic(&dir.join(format!("{seq:020}-{index:08}.wal")), &segment_bytes(&[rec])?)
+    fs.create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+    let path = dir.join(format!("{seq:020}-{index:08}.wal"));
+    fs.write_atomic(&path, &segment_bytes(&[rec])?).map_err(|e| io("writing", &path, e))
 }
 
 /// A whole segment file holding `records`.
@@ -148,34 +149,34 @@ fn segment_bytes(records: &[&Record]) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Writes `path` through a synced temporary file and a rename, then syncs the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| File::open(&tmp).and_then(|f| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| io("writing", path, e))?;
-    if let Some(d) = path.parent().and_then(|d| File::open(d).ok()) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Replaces segment `seq` with just `records`, atomically (after some were quarantined).
-pub fn rewrite_segment(data: &Path, seq: u64, records: &[&Record]) -> Result<(), String> {
-    write_atomic(&segment_path(&wal_dir(data), seq), &segment_bytes(records)?)
+pub fn rewrite_segment(fs: &Fs, data: &Path, seq: u64, records: &[&Record]) -> Result<(), String> {
+    let path = segment_path(&wal_dir(data), seq);
+    fs.write_atomic(&path, &segment_bytes(records)?).map_err(|e| io("writing", &path, e))
 }
 
 /// Saves the cumulative-stream checkpoint as of the last record of segment `seq`, atomically.
-pub fn write_state(data: &Path, seq: u64, state: &[u8]) -> Result<(), String> {
-    write_atomic(&state_path(&wal_dir(data), seq), state)
+pub fn write_state(fs: &Fs, data: &Path, seq: u64, state: &[u8]) -> Result<(), String> {
+    let path = state_path(&wal_dir(data), seq);
+    fs.write_atomic(&path, state).map_err(|e| io("writing", &path, e))
 }
 
-/// Every intact record of segment `seq`. A torn or corrupt tail (a crash mid-write) ends the
-/// segment there and is cut off, so later appends never follow garbage.
-pub fn read_segment(data: &Path, seq: u64) -> Result<Vec<Record>, String> {
+/// What reading a segment found.
+#[derive(Debug, Default)]
+pub struct SegmentRead {
+    /// Every intact record before the first bad one.
+    pub records: Vec<Record>,
+    /// A sealed segment's damage, said for people (log, `/readyz`): where it was and where the
+    /// bytes from there on were moved.
+    pub damage: Option<String>,
+}
+
+/// Reads segment `seq`. Records end at the first bad one; the bytes from there on are moved to
+/// `wal/quarantine/<seq>-at-<offset>.rest` and cut from the segment, so later appends never
+/// follow garbage and nothing is destroyed. In the segment that was `active` when the process
+/// stopped, that is a torn tail (a crash mid-group, never acknowledged); in a sealed one it is
+/// damage, and [`SegmentRead::damage`] says so.
+pub fn read_segment(fs: &Fs, data: &Path, seq: u64, active: bool) -> Result<SegmentRead, String> {
     let path = segment_path(&wal_dir(data), seq);
     let mut bytes = Vec::new();
     File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("reading", &path, e))?;
@@ -186,7 +187,7 @@ pub fn read_segment(data: &Path, seq: u64) -> Result<Vec<Record>, String> {
     if bytes[..header.len()] != header[..] {
         return Err(format!("{} was written by another schema version", path.display()));
     }
-    let mut out = Vec::new();
+    let mut out = SegmentRead::default();
     let mut pos = header.len();
     while pos + RECORD_HEADER <= bytes.len() {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or_default()) as usize;
@@ -197,15 +198,29 @@ pub fn read_segment(data: &Path, seq: u64) -> Result<Vec<Record>, String> {
         }
         let Some(kind) = Kind::from_u8(bytes[pos + 8]) else { break };
         let received_ms = i64::from_le_bytes(bytes[pos + 9..pos + 17].try_into().unwrap_or_default());
-        out.push(Record { kind, received_ms, payload: bytes[pos + RECORD_HEADER..body_end].to_vec() });
+        out.records.push(Record { kind, received_ms, payload: bytes[pos + RECORD_HEADER..body_end].to_vec() });
         pos = body_end;
     }
     if pos < bytes.len() {
-        tracing::warn!(segment = %path.display(), dropped_bytes = bytes.len() - pos, "cutting a torn WAL tail");
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_len(pos as u64).and_then(|()| f.sync_all()))
+        let rest = bytes.len() - pos;
+        let qdir = quarantine_dir(data);
+        let kept = qdir.join(format!("{seq:020}-at-{pos:010}.rest"));
+        fs.create_dir_all(&qdir)
+            .and_then(|()| fs.write_atomic(&kept, &bytes[pos..]))
+            .map_err(|e| io("quarantining the rest of", &path, e))?;
+        if active {
+            tracing::warn!(segment = %path.display(), bytes = rest, kept = %kept.display(), "cutting a torn WAL tail");
+        } else {
+            let what = format!(
+                "WAL segment {} is damaged at byte {pos}: {rest} bytes after it moved to {}",
+                path.display(),
+                kept.display()
+            );
+            tracing::error!("{what}");
+            out.damage = Some(what);
+        }
+        fs.open_rw(&path)
+            .and_then(|mut f| f.set_len(pos as u64).and_then(|()| f.sync_all()))
             .map_err(|e| io("truncating", &path, e))?;
     }
     Ok(out)
@@ -232,19 +247,48 @@ fn header() -> Vec<u8> {
 }
 
 /// The segment being appended to, plus the sealed ones still needed.
+///
+/// A group's records are buffered here, not in the file, until [`WalWriter::commit`] writes
+/// them at the end of what is committed and syncs: a failed write or sync cuts the file back to
+/// that end, and the next group starts there with nothing left over from the failed one.
 #[derive(Debug)]
 pub struct WalWriter {
+    fs: Fs,
     dir: PathBuf,
     fsync: FsyncPolicy,
     max_bytes: u64,
-    file: BufWriter<File>,
+    segment_bytes: u64,
+    file: FsFile,
     seq: u64,
+    /// Bytes committed to the active segment.
     size: u64,
+    /// The current group, not yet written.
+    group: Vec<u8>,
+    /// The file may hold bytes past `size` (a rollback failed): cut them before writing again.
+    dirty: bool,
     opened_ms: i64,
     max_window_end_ms: i64,
-    /// Bytes of the records of the group not yet committed (rolled back on failure).
-    group_start: u64,
     sealed: Vec<Sealed>,
+}
+
+/// How a [`WalWriter`] writes.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    /// The file layer.
+    pub fs: Fs,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Size cap over every segment.
+    pub max_bytes: u64,
+    /// A segment is sealed once it reaches this size.
+    pub segment_bytes: u64,
+}
+
+impl WriterSettings {
+    /// Real filesystem, default segment size.
+    pub fn new(fsync: FsyncPolicy, max_bytes: u64) -> Self {
+        Self { fs: Fs::real(), fsync, max_bytes, segment_bytes: SEGMENT_BYTES }
+    }
 }
 
 impl WalWriter {
@@ -253,38 +297,57 @@ impl WalWriter {
         data: &Path,
         seq: u64,
         sealed: Vec<Sealed>,
-        fsync: FsyncPolicy,
-        max_bytes: u64,
+        settings: &WriterSettings,
         now_ms: i64,
     ) -> Result<Self, String> {
+        let fs = settings.fs.clone();
         let dir = wal_dir(data);
-        std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+        fs.create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
         let path = segment_path(&dir, seq);
-        let mut file =
-            OpenOptions::new().create_new(true).write(true).open(&path).map_err(|e| io("creating", &path, e))?;
         let h = header();
-        file.write_all(&h).and_then(|()| file.sync_all()).map_err(|e| io("writing", &path, e))?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        let size = h.len() as u64;
+        let opened = fs.create(&path).and_then(|mut f| {
+            f.write_at(0, &h)?;
+            f.sync_all()?;
+            fs.sync_dir(&dir)?;
+            Ok(f)
+        });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                // Never acknowledged into; a later attempt creates it afresh.
+                let _ = std::fs::remove_file(&path);
+                return Err(io("creating", &path, e));
+            }
+        };
         Ok(Self {
+            fs,
             dir,
-            fsync,
-            max_bytes,
-            file: BufWriter::with_capacity(1 << 20, file),
+            fsync: settings.fsync,
+            max_bytes: settings.max_bytes,
+            segment_bytes: settings.segment_bytes,
+            file,
             seq,
-            size,
+            size: h.len() as u64,
+            group: Vec::new(),
+            dirty: false,
             opened_ms: now_ms,
             max_window_end_ms: i64::MIN,
-            group_start: size,
             sealed,
         })
     }
 
-    /// Bytes of every segment on disk.
+    fn settings(&self) -> WriterSettings {
+        WriterSettings {
+            fs: self.fs.clone(),
+            fsync: self.fsync,
+            max_bytes: self.max_bytes,
+            segment_bytes: self.segment_bytes,
+        }
+    }
+
+    /// Bytes of every segment on disk, plus the group being built.
     pub fn total_bytes(&self) -> u64 {
-        self.size + self.sealed.iter().map(|s| s.bytes).sum::<u64>()
+        self.size + self.group.len() as u64 + self.sealed.iter().map(|s| s.bytes).sum::<u64>()
     }
 
     /// Segments on disk.
@@ -297,45 +360,58 @@ impl WalWriter {
         self.total_bytes() + (n + RECORD_HEADER) as u64 <= self.max_bytes
     }
 
-    /// Buffers one record of the current group.
+    /// Adds one record to the current group (nothing is written until [`WalWriter::commit`]).
     pub fn append(&mut self, kind: Kind, received_ms: i64, payload: &[u8]) -> Result<(), String> {
         let head = record_header(kind, received_ms, payload)?;
-        let r = self.file.write_all(&head).and_then(|()| self.file.write_all(payload));
-        self.size += (RECORD_HEADER + payload.len()) as u64;
-        r.map_err(|e| format!("appending to the WAL: {e}"))?;
-        if self.fsync == FsyncPolicy::Always {
-            self.sync()?;
-        }
+        self.group.extend_from_slice(&head);
+        self.group.extend_from_slice(payload);
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), String> {
-        self.file.flush().map_err(|e| format!("writing the WAL: {e}"))?;
-        if self.fsync != FsyncPolicy::Never {
-            self.file.get_ref().sync_data().map_err(|e| format!("syncing the WAL: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Makes the group durable. On failure the group's bytes are cut off again, so nothing that
-    /// is not acknowledged stays in the log.
+    /// Writes the group after the committed bytes and syncs it (`always`: data and metadata;
+    /// `batch`: data). On any failure the group is discarded and the file cut back to where it
+    /// started, so nothing that is not acknowledged stays in the log.
     pub fn commit(&mut self) -> Result<(), String> {
-        match self.sync() {
+        let path = segment_path(&self.dir, self.seq);
+        if self.dirty
+            && let Err(e) = self.rollback()
+        {
+            self.group.clear();
+            return Err(io("cutting a failed group from", &path, e));
+        }
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_at(self.size, &self.group).and_then(|()| match self.fsync {
+            FsyncPolicy::Always => self.file.sync_all(),
+            FsyncPolicy::Batch => self.file.sync_data(),
+            FsyncPolicy::Never => Ok(()),
+        });
+        let n = self.group.len() as u64;
+        self.group.clear();
+        match written {
             Ok(()) => {
-                self.group_start = self.size;
+                self.size += n;
                 Ok(())
             }
             Err(e) => {
-                let keep = self.group_start;
-                let file = self.file.get_mut();
-                let cut = file.set_len(keep).and_then(|()| file.seek(SeekFrom::Start(keep)).map(|_| ()));
-                if let Err(cut) = cut {
-                    tracing::error!(error = %cut, "could not roll back a failed WAL group");
+                self.dirty = true;
+                if let Err(cut) = self.rollback() {
+                    tracing::error!(error = %cut, "could not cut a failed WAL group yet; the next group tries first");
                 }
-                self.size = keep;
-                Err(e)
+                Err(io("writing", &path, e))
             }
         }
+    }
+
+    /// Cuts the active segment back to its committed bytes.
+    fn rollback(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.size)?;
+        if self.fsync != FsyncPolicy::Never {
+            self.file.sync_data()?;
+        }
+        self.dirty = false;
+        Ok(())
     }
 
     /// Notes that the current segment counted data up to window end `end_ms`.
@@ -345,19 +421,21 @@ impl WalWriter {
 
     /// Whether the active segment should be sealed.
     pub fn due_for_rotation(&self, now_ms: i64) -> bool {
-        self.size > header().len() as u64 && (self.size >= SEGMENT_BYTES || now_ms - self.opened_ms >= SEGMENT_AGE_MS)
+        self.size > header().len() as u64
+            && (self.size >= self.segment_bytes || now_ms - self.opened_ms >= SEGMENT_AGE_MS)
     }
 
     /// Seals the active segment with `state` (the cumulative-stream checkpoint as of its last
-    /// record) and opens the next one.
+    /// record) and opens the next one. On failure the active segment stays active.
     pub fn rotate(&mut self, state: &[u8], now_ms: i64) -> Result<(), String> {
         self.commit()?;
         let data = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        write_state(&data, self.seq, state)?;
+        write_state(&self.fs, &data, self.seq, state)?;
+        let next = Self::open(&data, self.seq + 1, Vec::new(), &self.settings(), now_ms)?;
         let sealed = Sealed { seq: self.seq, bytes: self.size, max_window_end_ms: self.max_window_end_ms };
         let mut sealed_list = std::mem::take(&mut self.sealed);
         sealed_list.push(sealed);
-        *self = Self::open(&data, self.seq + 1, sealed_list, self.fsync, self.max_bytes, now_ms)?;
+        *self = Self { sealed: sealed_list, ..next };
         Ok(())
     }
 
@@ -386,33 +464,101 @@ impl WalWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellpilot_core::fs::Faults;
+    use std::io::Write;
+
+    fn settings(fsync: FsyncPolicy) -> WriterSettings {
+        WriterSettings::new(fsync, 1 << 30)
+    }
 
     #[test]
     fn records_round_trip_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 7, vec![], FsyncPolicy::Batch, 1 << 30, 0).unwrap();
+        let mut w = WalWriter::open(dir.path(), 7, vec![], &settings(FsyncPolicy::Batch), 0).unwrap();
         w.append(Kind::Traces, 11, b"first").unwrap();
         w.append(Kind::Metrics, 12, b"second").unwrap();
         w.commit().unwrap();
         drop(w);
         let path = segment_path(&wal_dir(dir.path()), 7);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[9, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
-        let recs = read_segment(dir.path(), 7).unwrap();
-        assert_eq!(recs.len(), 2);
+        let read = read_segment(&Fs::real(), dir.path(), 7, true).unwrap();
+        assert_eq!(read.records.len(), 2);
+        assert!(read.damage.is_none(), "a torn tail of the active segment is no damage");
         assert_eq!(
-            (recs[1].kind, recs[1].received_ms, recs[1].payload.as_slice()),
+            (read.records[1].kind, read.records[1].received_ms, read.records[1].payload.as_slice()),
             (Kind::Metrics, 12, &b"second"[..])
         );
-        assert_eq!(read_segment(dir.path(), 7).unwrap().len(), 2, "the tail was cut once");
+        let again = read_segment(&Fs::real(), dir.path(), 7, false).unwrap();
+        assert_eq!((again.records.len(), again.damage), (2, None), "the tail was cut once");
         assert_eq!(list_segments(dir.path()).unwrap(), vec![7]);
+    }
+
+    #[test]
+    fn damage_in_a_sealed_segment_moves_the_rest_to_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::open(dir.path(), 3, vec![], &settings(FsyncPolicy::Never), 0).unwrap();
+        for p in [&b"one"[..], b"two", b"three"] {
+            w.append(Kind::Traces, 1, p).unwrap();
+        }
+        w.commit().unwrap();
+        drop(w);
+        let path = segment_path(&wal_dir(dir.path()), 3);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = header().len() + RECORD_HEADER + 3;
+        bytes[second + RECORD_HEADER] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let read = read_segment(&Fs::real(), dir.path(), 3, false).unwrap();
+        assert_eq!(read.records.len(), 1);
+        let damage = read.damage.expect("reported");
+        assert!(damage.contains(&format!("byte {second}")), "{damage}");
+        let kept = quarantine_dir(dir.path()).join(format!("{:020}-at-{second:010}.rest", 3));
+        assert_eq!(std::fs::read(kept).unwrap(), bytes[second..], "nothing is destroyed");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), second as u64);
+    }
+
+    #[test]
+    fn a_failed_group_leaves_nothing_and_the_next_starts_clean() {
+        // op 1 fails the write (half of it lands), op 2 the sync; a sticky plan (a full disk)
+        // fails the next group too.
+        for (op, sticky) in [(1, false), (2, false), (1, true), (2, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = Faults::disarmed(sticky);
+            let mut s = settings(FsyncPolicy::Batch);
+            s.fs = Fs::faulty(faults.clone());
+            let mut w = WalWriter::open(dir.path(), 0, vec![], &s, 0).unwrap();
+            w.append(Kind::Traces, 1, b"acked").unwrap();
+            w.commit().unwrap();
+            faults.arm(op);
+            w.append(Kind::Traces, 2, b"refused-refused-refused").unwrap();
+            assert!(w.commit().is_err());
+            if sticky {
+                w.append(Kind::Traces, 3, b"refused too").unwrap();
+                assert!(w.commit().is_err(), "a full disk fails every group");
+                faults.disarm();
+            }
+            if op == 1 && !sticky {
+                // As if the rollback had failed too: the next group cuts the leftover first.
+                w.dirty = true;
+                let path = segment_path(&wal_dir(dir.path()), 0);
+                std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(b"leftover").unwrap();
+            }
+            w.append(Kind::Traces, 4, b"next").unwrap();
+            w.commit().unwrap();
+            drop(w);
+            let read = read_segment(&Fs::real(), dir.path(), 0, false).unwrap();
+            let payloads: Vec<_> = read.records.iter().map(|r| r.payload.as_slice()).collect();
+            assert_eq!(payloads, [&b"acked"[..], b"next"], "op {op}, sticky {sticky}");
+            assert!(read.damage.is_none());
+        }
     }
 
     #[test]
     fn rotation_and_truncation_keep_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 0, vec![], FsyncPolicy::Never, 1 << 30, 0).unwrap();
+        let mut w = WalWriter::open(dir.path(), 0, vec![], &settings(FsyncPolicy::Never), 0).unwrap();
         w.append(Kind::Traces, 1, b"a").unwrap();
         w.note_window_end(10_000);
         w.rotate(b"state-0", 1).unwrap();

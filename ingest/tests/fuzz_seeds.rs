@@ -4,7 +4,7 @@
 
 use cellpilot_core::config::FsyncPolicy;
 use cellpilot_core::latency::SparseHistogram;
-use cellpilot_ingest::wal::{Kind, WalWriter};
+use cellpilot_ingest::wal::{Kind, WalWriter, WriterSettings};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -152,7 +152,8 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     json.insert("logs".into(), tagged(2, serde_json::to_vec(&logs()).unwrap()));
     // The records of a WAL segment (what follows its header).
     let dir = tempfile::tempdir().unwrap();
-    let mut w = WalWriter::open(dir.path(), 0, Vec::new(), FsyncPolicy::Never, 1 << 30, NOW_MS).unwrap();
+    let mut w =
+        WalWriter::open(dir.path(), 0, Vec::new(), &WriterSettings::new(FsyncPolicy::Never, 1 << 30), NOW_MS).unwrap();
     w.append(Kind::Traces, NOW_MS, &traces().encode_to_vec()).unwrap();
     w.append(Kind::Metrics, NOW_MS, &metrics().encode_to_vec()).unwrap();
     w.append(Kind::Metrics, NOW_MS + 1000, &metrics().encode_to_vec()).unwrap();

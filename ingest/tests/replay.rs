@@ -105,7 +105,7 @@ fn ingest(dir: &Path, agg: &SharedAggregator, clock: &TestClock, watermark: i64)
         auth: Authenticator::default(),
         metrics: Metrics::new(),
         clock: shared,
-        wal: Some((WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Always, max_bytes: 1 << 30 }, replayed)),
+        wal: Some((WalSettings::new(dir, FsyncPolicy::Always, 1 << 30), replayed)),
         watermark: Arc::new(move || watermark),
         cutovers: None,
     };

@@ -46,9 +46,7 @@ async fn pipeline_rate(requests: &[Vec<u8>], now_ns: i64, wal: Option<&std::path
     let agg =
         SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 100_000, max_cells: 100_000 }));
     let clock: SharedClock = Arc::new(TestClock::new(now_ns));
-    let wal = wal.map(|dir| {
-        (WalSettings { dir: dir.to_path_buf(), fsync: FsyncPolicy::Batch, max_bytes: 64 << 30 }, Replayed::default())
-    });
+    let wal = wal.map(|dir| (WalSettings::new(dir, FsyncPolicy::Batch, 64 << 30), Replayed::default()));
     let parts = IngestParts {
         aggregator: agg,
         auth: Authenticator::default(),

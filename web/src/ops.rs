@@ -15,10 +15,11 @@ pub async fn healthz() -> &'static str {
 /// check passes; 503 with one line per reason otherwise.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let problems = state.not_ready();
+    let notices: String = state.health.notices().iter().map(|n| format!("notice: {n}\n")).collect();
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, format!("ready\n{notices}")).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n"))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n{notices}", problems.join("\n"))).into_response()
     }
 }
 

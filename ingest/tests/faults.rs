@@ -1,0 +1,226 @@
+//! The WAL under a failing disk: a scripted workload runs with the Nth create, write, fsync,
+//! truncate or rename failing (once, and from then on as a full disk does), for every N the
+//! workload reaches. After each run the process "restarts" (replay on a fresh aggregator, then
+//! one more export and another restart): every acknowledged span and metric sample is counted
+//! exactly once, nothing refused is counted, and every refusal was the retryable answer.
+
+use arrow::array::{Array, StringArray, UInt64Array};
+use cellpilot_core::clock::{SharedClock, TestClock};
+use cellpilot_core::config::{FsyncPolicy, IngestConfig};
+use cellpilot_core::fs::{Faults, Fs};
+use cellpilot_core::metrics::Metrics;
+use cellpilot_core::window::WindowSpec;
+use cellpilot_ingest::Error;
+use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator, to_batches};
+use cellpilot_ingest::mapping::Mapper;
+use cellpilot_ingest::sequencer::{Export, Replayed, Sequencer, WalSettings, replay};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric::Data,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MS: u64 = 1_000_000;
+/// One second past a window boundary.
+const T0: u64 = 1_800_000_001_000;
+const ROUNDS: u64 = 10;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
+}
+
+fn spans(cell: &str, n: usize, trace_id_len: usize) -> Export {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![1; trace_id_len],
+            span_id: vec![i as u8 + 1; 8],
+            name: "GET /".into(),
+            kind: 2,
+            start_time_unix_nano: (T0 - 5) * MS,
+            end_time_unix_nano: T0 * MS,
+            attributes: vec![kv("cell.id", cell)],
+            ..Default::default()
+        })
+        .collect();
+    Export::Traces(ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", "web")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    })
+}
+
+/// Point of one cumulative histogram stream (cell `metrics`): `total` samples so far.
+fn cumulative(total: u64) -> Export {
+    let point = HistogramDataPoint {
+        attributes: vec![kv("cell.id", "metrics")],
+        start_time_unix_nano: (T0 - 60_000) * MS,
+        time_unix_nano: (T0 - 1_000 + total) * MS,
+        count: total,
+        bucket_counts: vec![total, 0],
+        explicit_bounds: vec![0.1],
+        ..Default::default()
+    };
+    Export::Metrics(ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource { attributes: vec![kv("service.name", "api")], ..Default::default() }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http.server.request.duration".into(),
+                    unit: "s".into(),
+                    data: Some(Data::Histogram(Histogram {
+                        data_points: vec![point],
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn aggregator() -> SharedAggregator {
+    let spec = WindowSpec::new(Duration::from_secs(10), Duration::from_secs(300));
+    SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 1000, max_cells: 1000 }))
+}
+
+/// Requests per cell in every window the aggregator holds.
+fn counts(agg: &SharedAggregator) -> BTreeMap<String, u64> {
+    let rows = agg.lock().snapshot(i64::MIN / 2, i64::MAX / 2);
+    let b = to_batches(rows, 10_000).unwrap().rollups;
+    let cell = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+    let req = b.column(5).as_any().downcast_ref::<UInt64Array>().unwrap();
+    let mut out = BTreeMap::new();
+    for i in 0..b.num_rows() {
+        *out.entry(cell.value(i).to_string()).or_default() += req.value(i);
+    }
+    out.retain(|_, n| *n > 0);
+    out
+}
+
+fn start(dir: &Path, fs: Fs, agg: &SharedAggregator, replayed: Replayed) -> Result<Sequencer, Error> {
+    let mut wal = WalSettings::new(dir, FsyncPolicy::Batch, 1 << 30);
+    wal.writer.fs = fs;
+    // Small segments, so the workload seals several (checkpoint writes, renames, creates).
+    wal.writer.segment_bytes = 1500;
+    let clock: SharedClock = Arc::new(TestClock::new((T0 * MS) as i64));
+    let mapper = Mapper::new(&IngestConfig::default());
+    Sequencer::start(mapper, agg.clone(), Some((wal, replayed)), clock, Metrics::new(), Arc::new(|| i64::MIN), None)
+}
+
+fn restart(dir: &Path) -> (SharedAggregator, Replayed) {
+    let agg = aggregator();
+    let replayed = replay(dir, &Mapper::new(&IngestConfig::default()), &agg, i64::MIN).expect("replay");
+    (agg, replayed)
+}
+
+/// What the workload got acknowledged, per cell (ground truth from the answers alone).
+#[derive(Debug, Default)]
+struct Acked {
+    per_cell: BTreeMap<String, u64>,
+    refused: usize,
+}
+
+impl Acked {
+    fn answer(&mut self, r: Result<impl Sized, Error>, cell: &str, n: u64, faulty: bool) {
+        match r {
+            Ok(_) => *self.per_cell.entry(cell.to_string()).or_default() += n,
+            Err(Error::Unavailable { .. }) if faulty => self.refused += 1,
+            Err(e) => panic!("export to {cell} refused with {e:?}, not the retryable answer"),
+        }
+    }
+}
+
+/// Rounds of three concurrent exports (two span batches and one point of a cumulative stream),
+/// plus one export the mapping refuses, which is never counted.
+async fn workload(seq: &Sequencer, faulty: bool) -> Acked {
+    let mut acked = Acked::default();
+    for r in 0..ROUNDS {
+        let cell_a = format!("a{}", r % 3);
+        let total = 10 * (r + 1);
+        let (x, y, z) = tokio::join!(
+            seq.submit(spans(&cell_a, (r + 1) as usize, 16), None),
+            seq.submit(spans("b", 2, 16), None),
+            seq.submit(cumulative(total), None),
+        );
+        acked.answer(x, &cell_a, r + 1, faulty);
+        acked.answer(y, "b", 2, faulty);
+        // The stream's count so far is what it has contributed once this point is counted:
+        // a refused point's samples arrive with the next acknowledged one.
+        if z.is_ok() {
+            acked.per_cell.insert("metrics".into(), total);
+        } else {
+            acked.answer(z, "metrics", 0, faulty);
+        }
+        if r == 4 {
+            let bad = seq.submit(spans("never", 3, 3), None).await;
+            assert!(matches!(bad, Err(Error::BadInput(_)) | Err(Error::Unavailable { .. })), "{bad:?}");
+        }
+    }
+    acked
+}
+
+async fn run(faults: Option<Arc<Faults>>) -> (u64, Acked) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = faults.clone().map_or_else(Fs::real, Fs::faulty);
+    let live = aggregator();
+    let mut acked = Acked::default();
+    let calls;
+    match start(dir.path(), fs, &live, Replayed::default()) {
+        Ok(mut seq) => {
+            acked = workload(&seq, faults.is_some()).await;
+            seq.shutdown();
+            calls = faults.as_ref().map_or(0, |f| f.calls());
+            assert_eq!(counts(&live), acked.per_cell, "live counts = acknowledged");
+        }
+        // Not even the first segment could be created: nothing was taken.
+        Err(e) => {
+            assert!(faults.is_some(), "{e}");
+            calls = 0;
+        }
+    }
+    let label = faults.as_ref().map(|f| format!("{f:?}")).unwrap_or_default();
+
+    let (agg, replayed) = restart(dir.path());
+    assert_eq!(counts(&agg), acked.per_cell, "after a restart, {label}");
+    assert!(replayed.damage.is_empty(), "{label}: {:?}", replayed.damage);
+
+    // The next process writes on from there and its own restart counts both.
+    let mut seq = start(dir.path(), Fs::real(), &agg, replayed).expect("start on a healthy disk");
+    seq.submit(spans("after", 7, 16), None).await.expect("a healthy disk takes exports");
+    seq.shutdown();
+    let (agg, _) = restart(dir.path());
+    let mut want = acked.per_cell.clone();
+    want.insert("after".into(), 7);
+    assert_eq!(counts(&agg), want, "after a second restart, {label}");
+    (calls, acked)
+}
+
+#[tokio::test]
+async fn every_acknowledged_export_counts_once_whichever_file_operation_fails() {
+    let (calls, clean) = run(Some(Faults::disarmed(false))).await;
+    assert_eq!(clean.refused, 0);
+    assert!(calls > 30, "the workload reaches {calls} file operations");
+    let mut refused_any = 0;
+    for n in 1..=calls + 1 {
+        for faults in [Faults::once(n), Faults::from(n)] {
+            let (_, acked) = run(Some(faults)).await;
+            refused_any += usize::from(acked.refused > 0);
+        }
+    }
+    assert!(refused_any > calls as usize, "faults reached exports in {refused_any} runs");
+}
