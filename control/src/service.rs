@@ -6,6 +6,7 @@ use crate::cutover::{Cutover, Tracker, Watchers};
 use crate::log::{DecisionLog, JsonLog};
 use crate::pb;
 use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
+use cellpilot_core::auth::{Authenticator, Principal, Role};
 use cellpilot_core::config::{ControlConfig, ControlMode};
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -39,18 +40,30 @@ impl cellpilot_core::store::CutoverReports for Controller {
     }
 }
 
-/// Keeps a gateway counted as watching while its stream lives.
+/// Keeps a gateway counted as watching, and its caller as that gateway's owner, while its
+/// stream lives.
 struct Watching {
     controller: Arc<Controller>,
-    gateway: String,
+    owners: Owners,
+    key: (String, String),
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        tracing::info!(gateway = %self.gateway, "gateway stopped watching");
-        self.controller.left(&self.gateway);
+        tracing::info!(gateway = %self.key.1, "gateway stopped watching");
+        self.controller.left(&self.key.1);
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = owners.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                owners.remove(&self.key);
+            }
+        }
     }
 }
+
+/// Live Watch streams per (caller, gateway_id): who may Ack for which gateway.
+type Owners = Arc<Mutex<std::collections::HashMap<(String, String), usize>>>;
 
 /// A gateway's latest Ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,9 +289,34 @@ pub fn to_proto(t: &WeightTable) -> pb::WeightTable {
 pub struct CellWeightsService {
     controller: Arc<Controller>,
     clock: cellpilot_core::clock::SharedClock,
-    auth: cellpilot_core::auth::Authenticator,
+    auth: Authenticator,
+    owners: Owners,
     /// Ends every Watch stream on shutdown, so the server can stop gracefully.
     shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// The CellWeights interceptor: every RPC needs the gateway role (admin has it); the caller
+/// goes on in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct GatewayAuth(Authenticator);
+
+impl tonic::service::Interceptor for GatewayAuth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        match self.0.check(header, Role::Gateway) {
+            Ok(who) => {
+                req.extensions_mut().insert(who);
+                Ok(req)
+            }
+            Err(d) if d.is_forbidden() => Err(Status::permission_denied(d.to_string())),
+            Err(d) => Err(Status::unauthenticated(d.to_string())),
+        }
+    }
+}
+
+/// The caller the interceptor let in.
+fn caller<T>(req: &Request<T>) -> Principal {
+    req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous)
 }
 
 impl CellWeightsService {
@@ -286,20 +324,19 @@ impl CellWeightsService {
     pub fn new(
         controller: Arc<Controller>,
         clock: cellpilot_core::clock::SharedClock,
-        auth: cellpilot_core::auth::Authenticator,
+        auth: Authenticator,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        Self { controller, clock, auth, shutdown }
+        Self { controller, clock, auth, owners: Owners::default(), shutdown }
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.auth.check(header).map(|_| ()).map_err(|d| Status::unauthenticated(d.to_string()))
-    }
-
-    /// As a tonic server.
-    pub fn into_server(self) -> pb::cell_weights_server::CellWeightsServer<Self> {
-        pb::cell_weights_server::CellWeightsServer::new(self)
+    /// As a tonic server behind its interceptor.
+    pub fn into_server(
+        self,
+    ) -> tonic::service::interceptor::InterceptedService<pb::cell_weights_server::CellWeightsServer<Self>, GatewayAuth>
+    {
+        let auth = GatewayAuth(self.auth.clone());
+        pb::cell_weights_server::CellWeightsServer::with_interceptor(self, auth)
     }
 }
 
@@ -307,21 +344,22 @@ type TableStream = Pin<Box<dyn Stream<Item = Result<pb::WeightTable, Status>> + 
 
 #[tonic::async_trait]
 impl pb::cell_weights_server::CellWeights for CellWeightsService {
-    async fn get(&self, req: Request<pb::GetWeightsRequest>) -> Result<Response<pb::WeightTable>, Status> {
-        self.authorize(&req)?;
+    async fn get(&self, _req: Request<pb::GetWeightsRequest>) -> Result<Response<pb::WeightTable>, Status> {
         Ok(Response::new(to_proto(&self.controller.table())))
     }
 
     type WatchStream = TableStream;
 
     async fn watch(&self, req: Request<pb::WatchWeightsRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        self.authorize(&req)?;
+        let who = caller(&req).actor().to_string();
         let gateway = req.into_inner().gateway_id;
         check_gateway_id(&gateway)?;
         let rx = self.controller.subscribe();
-        tracing::info!(%gateway, "gateway watching weights");
+        tracing::info!(%gateway, caller = %who, "gateway watching weights");
         self.controller.watching(&gateway);
-        let guard = Watching { controller: self.controller.clone(), gateway };
+        let key = (who, gateway);
+        *self.owners.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default() += 1;
+        let guard = Watching { controller: self.controller.clone(), owners: self.owners.clone(), key };
         // The current table at once, then each change; a slow watcher skips to the latest
         // version instead of holding anyone up.
         let stream = futures::StreamExt::take_until(
@@ -336,12 +374,26 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
     }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
-        self.authorize(&req)?;
+        let who = caller(&req);
         let a = req.into_inner();
         if a.gateway_id.is_empty() {
             return Err(Status::invalid_argument("gateway_id is required"));
         }
         check_gateway_id(&a.gateway_id)?;
+        // A gateway token speaks for the gateways it watches as, not for every gateway.
+        if let Principal::Token { name, .. } = &who
+            && !who.has(Role::Admin)
+            && !self
+                .owners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&(name.clone(), a.gateway_id.clone()))
+        {
+            return Err(Status::permission_denied(format!(
+                "an Ack for gateway_id `{}` needs this token's own open Watch stream with that gateway_id",
+                a.gateway_id
+            )));
+        }
         let now = self.clock.now_ms();
         let at = match a.applied_at {
             None => now,

@@ -1,9 +1,69 @@
-//! Token authentication shared by every listener: `Authorization: Bearer <secret>` or HTTP Basic
-//! with the secret as password (so browsers can log in). No tokens configured means open access.
+//! Token authentication and roles shared by every listener: `Authorization: Bearer <secret>` or
+//! HTTP Basic with the secret as password (so browsers can log in). A token holds roles
+//! ([`Role`]); no tokens configured means open access with every role.
 
 use crate::Result;
 use crate::config::{AuthConfig, Token};
 use base64::Engine;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Send OTLP.
+    Ingest,
+    /// Read pages, the API, SQL and `/metrics`.
+    Read,
+    /// Follow and acknowledge weights (CellWeights), report cut-overs.
+    Gateway,
+    /// Everything, weight overrides included.
+    Admin,
+}
+
+impl Role {
+    /// The role's name, as in `[auth] <name>_tokens`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Read => "read",
+            Role::Gateway => "gateway",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of roles; [`Role::Admin`] implies every other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Roles(u8);
+
+impl Roles {
+    /// Every role.
+    pub const ALL: Roles = Roles(0b1111);
+
+    /// The set holding `roles`.
+    pub fn of(roles: &[Role]) -> Self {
+        Roles(roles.iter().fold(0, |acc, r| acc | r.bit()))
+    }
+
+    /// Both sets' roles.
+    pub fn union(self, other: Roles) -> Self {
+        Roles(self.0 | other.0)
+    }
+
+    /// Whether `role` is granted (directly or through admin).
+    pub fn has(self, role: Role) -> bool {
+        self.0 & (role.bit() | Role::Admin.bit()) != 0
+    }
+}
 
 /// Why a request was not let in. Messages never contain the secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,31 +72,38 @@ pub enum Denied {
     Missing,
     /// A secret that matches no token.
     Invalid,
-    /// A valid token without the admin right where one is needed.
-    NotAdmin,
+    /// A valid token without the role the request needs (HTTP 403, gRPC PERMISSION_DENIED).
+    Lacks(Role),
+}
+
+impl Denied {
+    /// Whether the caller is known but not allowed (403), rather than unknown (401).
+    pub fn is_forbidden(self) -> bool {
+        matches!(self, Denied::Lacks(_))
+    }
 }
 
 impl std::fmt::Display for Denied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Denied::Missing => "missing credentials: send `Authorization: Bearer <token>`",
-            Denied::Invalid => "invalid token",
-            Denied::NotAdmin => "this action needs an admin token",
-        })
+        match self {
+            Denied::Missing => f.write_str("missing credentials: send `Authorization: Bearer <token>`"),
+            Denied::Invalid => f.write_str("invalid token"),
+            Denied::Lacks(role) => write!(f, "this token lacks the `{role}` role ([auth] {role}_tokens)"),
+        }
     }
 }
 
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// No tokens are configured: everyone is let in.
+    /// No tokens are configured: everyone is let in, with every role.
     Anonymous,
     /// The named token's holder.
     Token {
         /// Token name (the actor recorded for what they do).
         name: String,
-        /// Whether the token is an admin token.
-        admin: bool,
+        /// What it may do.
+        roles: Roles,
     },
 }
 
@@ -47,6 +114,19 @@ impl Principal {
             Principal::Anonymous => "anonymous",
             Principal::Token { name, .. } => name,
         }
+    }
+
+    /// Whether the principal holds `role`.
+    pub fn has(&self, role: Role) -> bool {
+        match self {
+            Principal::Anonymous => true,
+            Principal::Token { roles, .. } => roles.has(role),
+        }
+    }
+
+    /// `Ok(self)` if it holds `role`, else the refusal naming it.
+    pub fn require(self, role: Role) -> Result<Self, Denied> {
+        if self.has(role) { Ok(self) } else { Err(Denied::Lacks(role)) }
     }
 }
 
@@ -67,25 +147,26 @@ impl Authenticator {
         !self.tokens.is_empty()
     }
 
-    /// Who sent `header` (the raw `Authorization` value), or why they may not pass.
-    pub fn check(&self, header: Option<&str>) -> Result<Principal, Denied> {
+    /// Who sent `header` (the raw `Authorization` value), or why they may not pass. Every
+    /// configured token is compared, in constant time each, so timing tells neither which
+    /// token matched nor how much of one.
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, Denied> {
         if self.tokens.is_empty() {
             return Ok(Principal::Anonymous);
         }
         let secret = header.and_then(secret_of).ok_or(Denied::Missing)?;
-        self.tokens
-            .iter()
-            .find(|t| constant_time_eq(t.secret.as_bytes(), secret.as_bytes()))
-            .map(|t| Principal::Token { name: t.name.clone(), admin: t.admin })
-            .ok_or(Denied::Invalid)
+        let mut found: Option<&Token> = None;
+        for t in &self.tokens {
+            let eq = constant_time_eq(t.secret.as_bytes(), secret.as_bytes());
+            // Secrets are unique, so at most one matches; no early exit.
+            found = if eq { Some(t) } else { found };
+        }
+        found.map(|t| Principal::Token { name: t.name.clone(), roles: t.roles }).ok_or(Denied::Invalid)
     }
 
-    /// Like [`Authenticator::check`], but only admin tokens pass.
-    pub fn check_admin(&self, header: Option<&str>) -> Result<Principal, Denied> {
-        match self.check(header)? {
-            p @ (Principal::Anonymous | Principal::Token { admin: true, .. }) => Ok(p),
-            Principal::Token { .. } => Err(Denied::NotAdmin),
-        }
+    /// [`Authenticator::authenticate`], then `role` is required.
+    pub fn check(&self, header: Option<&str>, role: Role) -> Result<Principal, Denied> {
+        self.authenticate(header)?.require(role)
     }
 }
 
@@ -104,8 +185,13 @@ fn secret_of(header: &str) -> Option<String> {
     None
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Equality whose time depends only on the configured secret's length.
+fn constant_time_eq(secret: &[u8], sent: &[u8]) -> bool {
+    let mut diff = u8::from(secret.len() != sent.len());
+    for (i, x) in secret.iter().enumerate() {
+        diff |= x ^ sent.get(i).copied().unwrap_or(!x);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -115,6 +201,9 @@ mod tests {
     fn auth() -> Authenticator {
         Authenticator::new(&AuthConfig {
             tokens: vec!["collector=s3cr3t".into()],
+            ingest_tokens: vec!["otel=1ngest".into()],
+            read_tokens: vec!["viewer=r3ad".into(), "both=b0th".into()],
+            gateway_tokens: vec!["gw=g4te".into(), "both=b0th".into()],
             admin_tokens: vec!["ops=adm1n".into()],
         })
         .unwrap()
@@ -122,18 +211,40 @@ mod tests {
 
     #[test]
     fn open_without_tokens() {
-        assert_eq!(Authenticator::default().check(None), Ok(Principal::Anonymous));
+        assert_eq!(Authenticator::default().check(None, Role::Admin), Ok(Principal::Anonymous));
     }
 
     #[test]
     fn bearer_and_basic() {
         let a = auth();
-        assert_eq!(a.check(Some("Bearer s3cr3t")).unwrap().actor(), "collector");
+        assert_eq!(a.authenticate(Some("Bearer s3cr3t")).unwrap().actor(), "collector");
         let basic = base64::engine::general_purpose::STANDARD.encode("anyone:adm1n");
-        assert_eq!(a.check(Some(&format!("Basic {basic}"))).unwrap().actor(), "ops");
-        assert_eq!(a.check(None), Err(Denied::Missing));
-        assert_eq!(a.check(Some("Bearer nope")), Err(Denied::Invalid));
-        assert_eq!(a.check_admin(Some("Bearer s3cr3t")), Err(Denied::NotAdmin));
-        assert!(a.check_admin(Some("Bearer adm1n")).is_ok());
+        assert_eq!(a.authenticate(Some(&format!("Basic {basic}"))).unwrap().actor(), "ops");
+        assert_eq!(a.authenticate(None), Err(Denied::Missing));
+        assert_eq!(a.authenticate(Some("Bearer nope")), Err(Denied::Invalid));
+        assert_eq!(a.authenticate(Some("Bearer s3cr3")), Err(Denied::Invalid), "a prefix is no match");
+        assert_eq!(a.authenticate(Some("Bearer s3cr3tt")), Err(Denied::Invalid));
+    }
+
+    #[test]
+    fn roles_are_granted_by_list_and_admin_has_all() {
+        let a = auth();
+        let has = |secret: &str, role| a.check(Some(&format!("Bearer {secret}")), role).is_ok();
+        let table = [
+            ("s3cr3t", [true, true, false, false]),
+            ("1ngest", [true, false, false, false]),
+            ("r3ad", [false, true, false, false]),
+            ("g4te", [false, false, true, false]),
+            ("b0th", [false, true, true, false]),
+            ("adm1n", [true, true, true, true]),
+        ];
+        for (secret, want) in table {
+            let got = [Role::Ingest, Role::Read, Role::Gateway, Role::Admin].map(|r| has(secret, r));
+            assert_eq!(got, want, "{secret}");
+        }
+        let e = a.check(Some("Bearer r3ad"), Role::Admin).unwrap_err();
+        assert!(e.is_forbidden() && e.to_string().contains("`admin` role"), "{e}");
+        let dup = AuthConfig { tokens: vec!["a=x".into()], read_tokens: vec!["b=x".into()], ..Default::default() };
+        assert!(Authenticator::new(&dup).unwrap_err().to_string().contains("same secret"));
     }
 }

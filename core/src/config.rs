@@ -172,13 +172,20 @@ impl Default for QueryConfig {
     }
 }
 
-/// `[auth]`
+/// `[auth]`: `name=secret` tokens by role. A secret listed under several roles has them all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `name=secret` pairs allowed to ingest and read.
+    /// Ingest and read (the role pair of the first version).
     pub tokens: Vec<String>,
-    /// `name=secret` pairs that may also override weights.
+    /// OTLP export only.
+    pub ingest_tokens: Vec<String>,
+    /// Pages, API, SQL and `/metrics`.
+    pub read_tokens: Vec<String>,
+    /// CellWeights Get/Watch/Ack (an Ack only for the gateway_id of the caller's own Watch),
+    /// and reporting cut-overs as `cell.cutover` log events.
+    pub gateway_tokens: Vec<String>,
+    /// Everything, weight overrides included.
     pub admin_tokens: Vec<String>,
 }
 
@@ -189,17 +196,23 @@ pub struct Token {
     pub name: String,
     /// The secret itself; never logged.
     pub secret: String,
-    /// Whether it may override weights.
-    pub admin: bool,
+    /// What it may do.
+    pub roles: crate::auth::Roles,
 }
 
 impl AuthConfig {
-    /// Every token, parsed; admin tokens also grant read and ingest.
+    /// Every token, parsed, one per secret with the union of its roles.
     pub fn parsed(&self) -> Result<Vec<Token>> {
-        let mut out = Vec::new();
-        for (key, list, admin) in
-            [("auth.tokens", &self.tokens, false), ("auth.admin_tokens", &self.admin_tokens, true)]
-        {
+        use crate::auth::{Role, Roles};
+        let lists: [(&str, &Vec<String>, Roles); 5] = [
+            ("auth.tokens", &self.tokens, Roles::of(&[Role::Ingest, Role::Read])),
+            ("auth.ingest_tokens", &self.ingest_tokens, Roles::of(&[Role::Ingest])),
+            ("auth.read_tokens", &self.read_tokens, Roles::of(&[Role::Read])),
+            ("auth.gateway_tokens", &self.gateway_tokens, Roles::of(&[Role::Gateway])),
+            ("auth.admin_tokens", &self.admin_tokens, Roles::ALL),
+        ];
+        let mut out: Vec<Token> = Vec::new();
+        for (key, list, roles) in lists {
             for (i, t) in list.iter().enumerate() {
                 let Some((name, secret)) = t.split_once('=') else {
                     return Err(Error::Config(format!("{key}[{i}]: expected `name=secret`")));
@@ -207,7 +220,16 @@ impl AuthConfig {
                 if name.is_empty() || secret.is_empty() {
                     return Err(Error::Config(format!("{key}[{i}]: name and secret must not be empty")));
                 }
-                out.push(Token { name: name.into(), secret: secret.into(), admin });
+                match out.iter_mut().find(|t| t.secret == secret) {
+                    Some(t) if t.name != name => {
+                        return Err(Error::Config(format!(
+                            "{key}[{i}]: token `{name}` has the same secret as `{}`",
+                            t.name
+                        )));
+                    }
+                    Some(t) => t.roles = t.roles.union(roles),
+                    None => out.push(Token { name: name.into(), secret: secret.into(), roles }),
+                }
             }
         }
         Ok(out)

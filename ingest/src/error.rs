@@ -26,7 +26,8 @@ pub enum Error {
     /// Too many items, or too much memory once decoded; the message says which bound.
     #[error("{0}")]
     TooMany(String),
-    /// The caller could not be authenticated.
+    /// The caller could not be authenticated (401 / UNAUTHENTICATED), or its token lacks the
+    /// role (403 / PERMISSION_DENIED).
     #[error("{0}")]
     Unauthenticated(Denied),
     /// The aggregator is behind; retry after the given delay.

@@ -6,6 +6,7 @@
 
 use crate::error::Error;
 use crate::pipeline::{Ingest, Signal, Transport};
+use cellpilot_core::auth::Principal;
 use prost::Message;
 use prost::bytes::Buf;
 use std::marker::PhantomData;
@@ -23,6 +24,7 @@ pub fn to_status(e: &Error) -> Status {
     match e {
         Error::BadInput(m) | Error::Unsupported(m) => Status::invalid_argument(m.clone()),
         Error::TooLarge { .. } | Error::TooMany(_) => Status::resource_exhausted(e.to_string()),
+        Error::Unauthenticated(d) if d.is_forbidden() => Status::permission_denied(d.to_string()),
         Error::Unauthenticated(d) => Status::unauthenticated(d.to_string()),
         Error::Overloaded { retry_after } | Error::Unavailable { retry_after } => Status::with_error_details(
             Code::Unavailable,
@@ -69,9 +71,10 @@ impl<S: Signal> UnaryService<S::Req> for Export<S> {
     fn call(&mut self, request: Request<S::Req>) -> Self::Future {
         let ingest = self.0.clone();
         Box::pin(async move {
+            let who = request.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
             let req = request.into_inner();
             let result = match ingest.admit(req.encoded_len()) {
-                Ok(_permit) => ingest.export::<S>(req, None).await,
+                Ok(_permit) => ingest.export::<S>(req, None, &who).await,
                 Err(e) => Err(e),
             };
             ingest.count_request(S::LABEL, Transport::Grpc, result.as_ref().err());
@@ -102,11 +105,17 @@ where
             if !is_export {
                 return Ok(Status::unimplemented(format!("{} is not served here", req.uri().path())).into_http());
             }
+            let mut req = req;
             let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if let Err(e) = ingest.authorize(auth) {
-                ingest.count_request(S::LABEL, Transport::Grpc, Some(&e));
-                tracing::warn!(error = %e, "OTLP/gRPC request rejected");
-                return Ok(to_status(&e).into_http());
+            match ingest.authorize(auth) {
+                Ok(who) => {
+                    req.extensions_mut().insert(who);
+                }
+                Err(e) => {
+                    ingest.count_request(S::LABEL, Transport::Grpc, Some(&e));
+                    tracing::warn!(error = %e, "OTLP/gRPC request rejected");
+                    return Ok(to_status(&e).into_http());
+                }
             }
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);

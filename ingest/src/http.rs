@@ -42,7 +42,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
     let enc = Encoding::from_content_type(header_str(header::CONTENT_TYPE));
     let reply_enc = *enc.as_ref().unwrap_or(&Encoding::Json);
     let result = async {
-        ingest.authorize(header_str(header::AUTHORIZATION))?;
+        let who = ingest.authorize(header_str(header::AUTHORIZATION))?;
         let enc = enc?;
         let limit = ingest.max_request_size();
         let raw = match http_body_util::Limited::new(body, limit).collect().await {
@@ -58,7 +58,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
         let req: S::Req = decode::decode(&raw, enc)?;
         // Protobuf bodies go to the WAL as they came; JSON ones are re-encoded there.
         let raw = (enc == Encoding::Protobuf).then(|| raw.to_vec());
-        ingest.export::<S>(req, raw).await
+        ingest.export::<S>(req, raw, &who).await
     }
     .await;
     ingest.count_request(S::LABEL, Transport::Http, result.as_ref().err());
@@ -76,6 +76,7 @@ fn error_response(e: &Error, enc: Encoding) -> Response {
         Error::BadInput(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
         Error::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
         Error::TooLarge { .. } | Error::TooMany(_) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
+        Error::Unauthenticated(d) if d.is_forbidden() => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
         Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
         Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::Unavailable),
         Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
@@ -94,7 +95,7 @@ fn error_response(e: &Error, enc: Encoding) -> Response {
     if let Error::Overloaded { retry_after } | Error::Unavailable { retry_after } = e {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
     }
-    if matches!(e, Error::Unauthenticated(_)) {
+    if matches!(e, Error::Unauthenticated(d) if !d.is_forbidden()) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp

@@ -8,7 +8,7 @@ use crate::limiter::{Limiter, Permit};
 use crate::mapping::Mapper;
 use crate::prescan;
 use crate::sequencer::{Applied, Export, Replayed, Sequencer, WalSettings, Watermark};
-use cellpilot_core::auth::{Authenticator, Principal};
+use cellpilot_core::auth::{Authenticator, Denied, Principal, Role};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::IngestConfig;
 use cellpilot_core::metrics::Metrics;
@@ -202,9 +202,9 @@ impl Ingest {
         &self.metrics
     }
 
-    /// Checks the `Authorization` header value.
+    /// Checks the `Authorization` header value: the ingest role is needed.
     pub fn authorize(&self, header: Option<&str>) -> Result<Principal> {
-        self.auth.check(header).map_err(Error::Unauthenticated)
+        self.auth.check(header, Role::Ingest).map_err(Error::Unauthenticated)
     }
 
     /// Reserves room for a request of `bytes` decoded bytes, or answers overloaded.
@@ -240,9 +240,18 @@ impl Ingest {
         Ok(())
     }
 
-    /// Logs, applies and answers one export; `raw` is its protobuf encoding when at hand.
-    pub async fn export<S: Signal>(&self, req: S::Req, raw: Option<Vec<u8>>) -> Result<S::Resp> {
-        let applied = self.sequencer.submit(S::wrap(req), raw).await?;
+    /// Logs, applies and answers one export `who` sent; `raw` is its protobuf encoding when at
+    /// hand. Reported cut-overs (`cell.cutover` log events) move gateways' figures, so they need
+    /// the gateway role too.
+    pub async fn export<S: Signal>(&self, req: S::Req, raw: Option<Vec<u8>>, who: &Principal) -> Result<S::Resp> {
+        let export = S::wrap(req);
+        if let Export::Logs(logs) = &export
+            && !who.has(Role::Gateway)
+            && !crate::logs::cutovers(logs).is_empty()
+        {
+            return Err(Error::Unauthenticated(Denied::Lacks(Role::Gateway)));
+        }
+        let applied = self.sequencer.submit(export, raw).await?;
         Ok(S::respond(self, &applied))
     }
 

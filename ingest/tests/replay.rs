@@ -2,7 +2,7 @@
 //! dropped, and the cumulative-stream checkpoint it leaves keeps later deltas exact.
 
 use arrow::array::{Array, StringArray, UInt64Array};
-use cellpilot_core::auth::Authenticator;
+use cellpilot_core::auth::{Authenticator, Principal};
 use cellpilot_core::clock::{SharedClock, TestClock};
 use cellpilot_core::config::{FsyncPolicy, IngestConfig};
 use cellpilot_core::metrics::Metrics;
@@ -139,15 +139,15 @@ async fn replay_reproduces_and_checkpoints_survive_truncation() {
 
     // Segment 0: window A and the first cumulative point (a fresh stream: counts 5).
     let mut first = ingest(dir.path(), &live, &clock, i64::MIN);
-    first.export::<Traces>(spans("a", T0 - 500, 10), None).await.unwrap();
-    first.export::<MetricsSignal>(cumulative(T0 - 5_000, T0 - 400, 5), None).await.unwrap();
+    first.export::<Traces>(spans("a", T0 - 500, 10), None, &Principal::Anonymous).await.unwrap();
+    first.export::<MetricsSignal>(cumulative(T0 - 5_000, T0 - 400, 5), None, &Principal::Anonymous).await.unwrap();
     // Six minutes on, anything seals segment 0.
     clock.advance(Duration::from_secs(360));
-    first.export::<Logs>(ExportLogsServiceRequest::default(), None).await.unwrap();
+    first.export::<Logs>(ExportLogsServiceRequest::default(), None, &Principal::Anonymous).await.unwrap();
     // Segment 1: window B and the second point (+7).
     let t1 = T0 + 360_000;
-    first.export::<Traces>(spans("b", t1 - 500, 10), None).await.unwrap();
-    first.export::<MetricsSignal>(cumulative(T0 - 5_000, t1 - 400, 12), None).await.unwrap();
+    first.export::<Traces>(spans("b", t1 - 500, 10), None, &Principal::Anonymous).await.unwrap();
+    first.export::<MetricsSignal>(cumulative(T0 - 5_000, t1 - 400, 12), None, &Principal::Anonymous).await.unwrap();
     first.shutdown();
     let acknowledged = counts(&live);
     assert_eq!(acknowledged["a"], 10);
@@ -158,7 +158,7 @@ async fn replay_reproduces_and_checkpoints_survive_truncation() {
     let a_end = T0 - T0 % 10_000 + 10_000;
     clock.advance(Duration::from_secs(10));
     let mut second = ingest(dir.path(), &aggregator(), &clock, a_end);
-    second.export::<MetricsSignal>(cumulative(T0 - 5_000, t1 + 9_000, 20), None).await.unwrap();
+    second.export::<MetricsSignal>(cumulative(T0 - 5_000, t1 + 9_000, 20), None, &Principal::Anonymous).await.unwrap();
     second.shutdown();
     let segments: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
         .unwrap()

@@ -10,7 +10,7 @@
 use super::ingest::{SPANS_PER_REQUEST, request};
 use super::median;
 use crate::generate::{self, Plan};
-use cellpilot_core::auth::Authenticator;
+use cellpilot_core::auth::{Authenticator, Principal};
 use cellpilot_core::clock::{Clock, SharedClock, SystemClock, TestClock};
 use cellpilot_core::config::{FsyncPolicy, IngestConfig};
 use cellpilot_core::metrics::Metrics;
@@ -67,7 +67,7 @@ async fn pipeline_rate(requests: &[Vec<u8>], now_ns: i64, wal: Option<&std::path
         tasks.spawn(async move {
             for raw in requests.iter().skip(w).step_by(workers) {
                 let req = ExportTraceServiceRequest::decode(raw.as_slice())?;
-                ingest.export::<Traces>(req, Some(raw.clone())).await?;
+                ingest.export::<Traces>(req, Some(raw.clone()), &Principal::Anonymous).await?;
             }
             anyhow::Ok(())
         });

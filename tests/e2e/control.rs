@@ -158,7 +158,9 @@ async fn overrides_need_admin_and_decisions_survive_a_restart() {
     let body = serde_json::json!({"weight": 7, "ttl": "1h", "reason": "game day"});
     let client = reqwest::Client::new();
     let post = |token: &str| client.post(&url).bearer_auth(token).json(&body).send();
-    assert_eq!(post("r3ad").await.unwrap().status(), 401, "a read token may not override");
+    let refused = post("r3ad").await.unwrap();
+    assert_eq!(refused.status(), 403, "a read token may not override");
+    assert!(refused.text().await.unwrap().contains("`admin` role"));
     let plain = client.post(&url).bearer_auth("adm1n").body(body.to_string()).send().await.unwrap();
     assert_eq!(plain.status(), 400, "Content-Type: application/json is required");
     let ok = post("adm1n").await.unwrap();
@@ -178,15 +180,16 @@ async fn overrides_need_admin_and_decisions_survive_a_restart() {
         {"key": "cutover.started", "value": {"intValue": "1795000000000000000"}},
         {"key": "cutover.completed", "value": {"stringValue": "2026-11-18T11:06:40.250Z"}}
     ]}]}]}]});
-    let resp = client
-        .post(format!("http://{}/v1/logs", server.http))
-        .bearer_auth("r3ad")
-        .header("content-type", "application/json")
-        .body(log.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let report = |token: &'static str| {
+        client
+            .post(format!("http://{}/v1/logs", server.http))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(log.to_string())
+            .send()
+    };
+    assert_eq!(report("r3ad").await.unwrap().status(), 403, "reporting cut-overs needs the gateway role");
+    assert_eq!(report("adm1n").await.unwrap().status(), 200);
     drop(server);
 
     let server = Server::start_in(data.path(), &env);

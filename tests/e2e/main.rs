@@ -2,6 +2,7 @@
 //! (port 0) and talks to it over real OTLP/gRPC, OTLP/HTTP and the JSON API.
 
 mod alerts;
+mod auth;
 mod bad_input;
 mod browser;
 mod control;

@@ -49,17 +49,11 @@ pub struct CellsJson {
     cells: Vec<CellJson>,
 }
 
-fn auth_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-}
-
 /// `GET /api/v1/cells?from=&to=`: per-cell requests, errors, error rate and latency quantiles.
 pub async fn cells(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(range): Query<RangeParams>,
 ) -> Result<Json<CellsJson>, ApiError> {
-    state.authorize(auth_header(&headers))?;
     let range = range.resolve(&state, DEFAULT_RANGE_MS)?;
     let (from, to) = (range.from_ms(), range.to_ms());
     let store = state.store.clone();
@@ -102,7 +96,6 @@ pub async fn query(
     body: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    state.authorize(auth_header(&headers))?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/json") {
         return Err(ApiError::BadRequest("send Content-Type: application/json with {\"sql\": \"SELECT ...\"}".into()));
@@ -164,10 +157,8 @@ pub struct PointJson {
 /// `GET /api/v1/series?cell=&service=&route=&from=&to=&step=`: omitted dimensions are merged.
 pub async fn series(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(p): Query<SeriesParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(auth_header(&headers))?;
     let range = RangeParams { from: p.from.clone(), to: p.to.clone() }.resolve(&state, 60 * 60 * 1000)?;
     let (from, to) = (range.from_ms(), range.to_ms());
     let step = range.step(p.step.as_deref(), state.store.fine_ms())?;
@@ -199,8 +190,7 @@ pub async fn series(
 }
 
 /// `GET /api/v1/weights`: the published table.
-pub async fn weights(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(auth_header(&headers))?;
+pub async fn weights(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let t = state.controller.table();
     let mode = match state.controller.mode() {
         cellpilot_core::config::ControlMode::Enforce => "enforce",
@@ -215,8 +205,7 @@ pub async fn weights(State(state): State<AppState>, headers: HeaderMap) -> Resul
 }
 
 /// `GET /api/v1/decisions`: every decision, newest first.
-pub async fn decisions(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(auth_header(&headers))?;
+pub async fn decisions(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let rows: Vec<_> = state
         .controller
         .decisions()
@@ -258,10 +247,10 @@ pub struct OverrideBody {
 pub async fn override_cell(
     State(state): State<AppState>,
     axum::extract::Path(cell): axum::extract::Path<String>,
+    axum::Extension(who): axum::Extension<cellpilot_core::auth::Principal>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let who = state.auth.check_admin(auth_header(&headers)).map_err(ApiError::Unauthorized)?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/json") {
         return Err(ApiError::BadRequest("send Content-Type: application/json".into()));
@@ -294,8 +283,7 @@ pub async fn override_cell(
 }
 
 /// `GET /api/v1/cutovers`: every cut-over, newest first (in-flight ones have null completion).
-pub async fn cutovers(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(auth_header(&headers))?;
+pub async fn cutovers(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let t = |ms: Option<i64>| ms.map(format_rfc3339_ms);
     let mut rows = state.controller.cutovers();
     rows.sort_by_key(|c| std::cmp::Reverse(c.decided_at_ms));
@@ -317,8 +305,7 @@ pub async fn cutovers(State(state): State<AppState>, headers: HeaderMap) -> Resu
 }
 
 /// `GET /api/v1/alerts`: pending, firing and recently resolved alerts, with delivery status.
-pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(auth_header(&headers))?;
+pub async fn alerts(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let t = |ms: Option<i64>| ms.map(format_rfc3339_ms);
     let rows: Vec<_> = state
         .alerts
@@ -340,8 +327,7 @@ pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Result
 }
 
 /// `GET /api/v1/slos`: the configured SLOs.
-pub async fn slos(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(auth_header(&headers))?;
+pub async fn slos(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let rows: Vec<_> = state
         .config
         .slo
@@ -364,10 +350,8 @@ pub async fn slos(State(state): State<AppState>, headers: HeaderMap) -> Result<J
 pub async fn sla(
     State(state): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
-    headers: HeaderMap,
     Query(range): Query<RangeParams>,
 ) -> Result<Json<cellpilot_dashboards::Report>, ApiError> {
-    state.authorize(auth_header(&headers))?;
     let slo = state.slo(&name)?;
     let now = state.clock.now_ms();
     let range = range.resolve(&state, slo.period.as_millis_i64())?;

@@ -17,7 +17,7 @@ pub enum ApiError {
     /// Too many requests of this kind are running; retry shortly.
     #[error("{0}")]
     Busy(String),
-    /// Credentials are missing or wrong.
+    /// Credentials are missing or wrong (401), or lack the route's role (403).
     #[error("{0}")]
     Unauthorized(Denied),
     /// Something broke on our side; details are logged, not sent.
@@ -50,6 +50,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthorized(d) if d.is_forbidden() => StatusCode::FORBIDDEN,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "API request failed");
@@ -62,6 +63,8 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, ApiError::Unauthorized(_)) {
             tracing::warn!(reason = %self, "API request rejected");
+        }
+        if matches!(self, ApiError::Unauthorized(d) if !d.is_forbidden()) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"cellpilot\", charset=\"UTF-8\""),

@@ -3,11 +3,13 @@
 //! # Layout
 //! - [`api`]: `/api/v1/*` JSON handlers.
 //! - [`pages`]: the HTML dashboard (askama templates in `web/templates/`).
+//! - [`auth`]: the one authentication layer and the role each route needs.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`state`]: [`AppState`], what every handler can reach.
 //! - [`error`]: API errors and their one mapping to HTTP responses.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod ops;
 pub mod pages;
@@ -40,5 +42,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/slos", get(api::slos))
         .route("/api/v1/sla/{slo}", get(api::sla))
         .route("/api/v1/cells/{cell}/override", axum::routing::post(api::override_cell))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::layer))
         .with_state(state)
 }

@@ -1,6 +1,6 @@
 //! What every handler can reach: the store, config-derived settings, auth, metrics, readiness.
 
-use cellpilot_core::auth::{Authenticator, Principal};
+use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
@@ -50,11 +50,6 @@ impl AppState {
             return vec!["starting".into()];
         }
         self.health.problems()
-    }
-
-    /// Checks the `Authorization` header of an API or page request.
-    pub fn authorize(&self, header: Option<&str>) -> Result<Principal, ApiError> {
-        self.auth.check(header).map_err(ApiError::Unauthorized)
     }
 
     /// The published (state, weight) of `cell`; cells not under control yet are active at base weight.
