@@ -6,11 +6,13 @@
 //! - [`rules`]: which alert conditions hold, from facts about SLOs and cells (pure).
 //! - [`engine`]: the alert state machine on a test-able clock.
 //! - [`deliver`]: Alertmanager and webhook payloads, retries with backoff, delivery status.
+//! - [`outbox`]: one task and bounded queue per receiver, off the evaluation path.
 //! - [`run`]: the evaluation loop over the rollup store.
 
 pub mod burn_rate;
 pub mod deliver;
 pub mod engine;
+pub mod outbox;
 pub mod rules;
 pub mod run;
 

@@ -1,10 +1,12 @@
 //! The alert loop: at every tick, gather facts from the rollup store and the control loop, run
-//! the rules and the state machine, deliver what changed (and re-send firing alerts every
-//! `resend_interval`), and keep firing alerts on disk so a restart does not forget them.
+//! the rules and the state machine, hand what changed (and firing alerts every
+//! `resend_interval`) to the receivers' outboxes, and keep firing alerts on disk so a restart
+//! does not forget them.
 
 use crate::burn_rate;
-use crate::deliver::{self, DeliveryStatus};
+use crate::deliver::DeliveryStatus;
 use crate::engine::{Alert, AlertState, Engine};
+use crate::outbox::Outboxes;
 use crate::rules::{self, CellFacts, CutoverFacts, Facts, Labels, SloFacts, Window};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
@@ -43,6 +45,11 @@ impl AlertsView {
     /// The last delivery to each receiver.
     pub fn deliveries(&self) -> BTreeMap<String, DeliveryStatus> {
         self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps `status` as `receiver`'s last delivery.
+    pub fn record_delivery(&self, receiver: &str, status: DeliveryStatus) {
+        self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).insert(receiver.to_string(), status);
     }
 }
 
@@ -193,12 +200,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut engine = Engine::with(load_firing(&config));
-    let client = reqwest::Client::new();
     let external = if config.web.external_url.is_empty() {
         format!("http://{}", config.web.listen)
     } else {
         config.web.external_url.clone()
     };
+    // Dropped when this loop ends, which stops every delivery task with it.
+    let outboxes = Outboxes::start(&config.alerts, external, view.clone(), metrics, clock.clone());
     let resend = config.alerts.resend_interval.as_millis_i64();
     let tick_ms = config.ingest.window.as_millis_i64().clamp(1_000, 10_000);
     let mut last_sent: i64 = i64::MIN / 2;
@@ -245,30 +253,8 @@ pub async fn run(
         if resend_due {
             last_sent = now;
         }
-        let now_fn = || clock.now_ms();
-        if !config.alerts.alertmanager_url.is_empty() {
-            let url = format!("{}/api/v2/alerts", config.alerts.alertmanager_url.trim_end_matches('/'));
-            let body = serde_json::Value::Array(to_send.iter().map(|a| deliver::am_alert(a, &external)).collect());
-            let status = deliver::post(&client, &url, &body, now_fn).await;
-            record(&view, &metrics, "alertmanager", status);
-        }
-        for hook in &config.alerts.webhooks {
-            for (group, alerts) in deliver::groups(&to_send) {
-                let body = deliver::webhook_payload(&hook.name, &group, &alerts, &external);
-                let status = deliver::post(&client, &hook.url, &body, now_fn).await;
-                record(&view, &metrics, &hook.name, status);
-            }
-        }
+        outboxes.offer(to_send);
     }
-}
-
-fn record(view: &AlertsView, metrics: &Metrics, receiver: &str, status: DeliveryStatus) {
-    let result = if status.ok { "ok" } else { "failed" };
-    metrics.alert_deliveries.with_label_values(&[receiver, result]).inc();
-    if !status.ok {
-        tracing::warn!(%receiver, error = ?status.error, "alert delivery failed after retries");
-    }
-    view.deliveries.lock().unwrap_or_else(|e| e.into_inner()).insert(receiver.to_string(), status);
 }
 
 #[cfg(test)]
