@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Optional TLS for every listener.
     pub tls: TlsConfig,
+    /// Connection, stream and keepalive limits of every listener.
+    pub transport: TransportConfig,
     /// Cell-weight control loop.
     pub control: ControlConfig,
     /// Alert rules and delivery.
@@ -68,6 +70,12 @@ pub struct IngestConfig {
     /// Cell, service, route and cause names longer than this many bytes are cut (at a character
     /// boundary): one client must not make every series key kilobytes long.
     pub max_attribute_length: usize,
+    /// Export requests (both transports) being read, decoded or applied at once; one more is
+    /// answered 429 / UNAVAILABLE with a retry hint before its body is read.
+    pub max_concurrent_requests: usize,
+    /// Longest an export may wait for the sequencer; past it, it is answered with the retry
+    /// hint instead of being counted late (keep it well under `allowed_lateness`).
+    pub max_queue_wait: Dur,
 }
 
 impl Default for IngestConfig {
@@ -89,6 +97,8 @@ impl Default for IngestConfig {
             max_cells: 1_000,
             max_items_per_request: 100_000,
             max_attribute_length: 256,
+            max_concurrent_requests: 256,
+            max_queue_wait: Dur::secs(2),
         }
     }
 }
@@ -233,6 +243,37 @@ impl AuthConfig {
             }
         }
         Ok(out)
+    }
+}
+
+/// `[transport]`: limits every listener applies to its connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Open connections per listener; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// HTTP/2 streams a gRPC client may open on one connection.
+    pub max_concurrent_streams: u32,
+    /// gRPC requests served at once per connection.
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 PING interval on idle connections.
+    pub keepalive_interval: Dur,
+    /// A peer that does not answer a PING within this is disconnected (its Watch streams end).
+    pub keepalive_timeout: Dur,
+    /// Time a client has to send a request's headers (HTTP/1.1).
+    pub header_read_timeout: Dur,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1_024,
+            max_concurrent_streams: 128,
+            concurrency_per_connection: 64,
+            keepalive_interval: Dur::secs(10),
+            keepalive_timeout: Dur::secs(10),
+            header_read_timeout: Dur::secs(10),
+        }
     }
 }
 
@@ -505,6 +546,22 @@ impl Config {
         }
         if i.max_cells == 0 {
             return bad("ingest.max_cells", "must be at least 1");
+        }
+        if i.max_concurrent_requests == 0 {
+            return bad("ingest.max_concurrent_requests", "must be at least 1");
+        }
+        if i.max_queue_wait.0.is_zero() {
+            return bad("ingest.max_queue_wait", "must be positive");
+        }
+        let t = &self.transport;
+        if t.max_connections == 0 || t.max_concurrent_streams == 0 || t.concurrency_per_connection == 0 {
+            return bad(
+                "transport",
+                "max_connections, max_concurrent_streams and concurrency_per_connection must be at least 1",
+            );
+        }
+        if t.keepalive_interval.0.is_zero() || t.keepalive_timeout.0.is_zero() || t.header_read_timeout.0.is_zero() {
+            return bad("transport", "keepalive_interval, keepalive_timeout and header_read_timeout must be positive");
         }
         if i.max_items_per_request == 0 {
             return bad("ingest.max_items_per_request", "must be at least 1");

@@ -73,10 +73,7 @@ impl<S: Signal> UnaryService<S::Req> for Export<S> {
         Box::pin(async move {
             let who = request.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
             let req = request.into_inner();
-            let result = match ingest.admit(req.encoded_len()) {
-                Ok(_permit) => ingest.export::<S>(req, None, &who).await,
-                Err(e) => Err(e),
-            };
+            let result = ingest.export::<S>(req, None, &who).await;
             ingest.count_request(S::LABEL, Transport::Grpc, result.as_ref().err());
             result.map(Response::new).map_err(|e| to_status(&e))
         })
@@ -117,10 +114,19 @@ where
                     return Ok(to_status(&e).into_http());
                 }
             }
+            // A slot before the body is read; bytes once the message is whole (in the decoder).
+            let _slot = match ingest.admit_request() {
+                Ok(s) => s,
+                Err(e) => {
+                    ingest.count_request(S::LABEL, Transport::Grpc, Some(&e));
+                    return Ok(to_status(&e).into_http());
+                }
+            };
+            let held: Held = Arc::default();
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(ingest.clone(), PhantomData))
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(ingest.clone(), held.clone(), PhantomData))
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(ingest.max_request_size()), None);
             Ok(grpc.unary(Export::<S>(ingest.clone(), PhantomData), req).await)
@@ -130,7 +136,10 @@ where
 
 /// Prost encoding with a decoder that counts the request's items and decoded size first
 /// ([`Ingest::prescan`]) and reports malformed payloads as INVALID_ARGUMENT.
-struct OtlpCodec<S>(Arc<Ingest>, PhantomData<S>);
+struct OtlpCodec<S>(Arc<Ingest>, Held, PhantomData<S>);
+
+/// The byte permit the decoder takes, held until the call is answered.
+type Held = Arc<std::sync::Mutex<Option<crate::limiter::Permit>>>;
 
 impl<S: Signal> Codec for OtlpCodec<S> {
     type Encode = S::Resp;
@@ -143,11 +152,11 @@ impl<S: Signal> Codec for OtlpCodec<S> {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(self.0.clone(), PhantomData)
+        OtlpDecoder(self.0.clone(), self.1.clone(), PhantomData)
     }
 }
 
-struct OtlpDecoder<S>(Arc<Ingest>, PhantomData<S>);
+struct OtlpDecoder<S>(Arc<Ingest>, Held, PhantomData<S>);
 
 impl<S: Signal> Decoder for OtlpDecoder<S> {
     type Item = S::Req;
@@ -159,6 +168,13 @@ impl<S: Signal> Decoder for OtlpDecoder<S> {
         if let Err(e) = self.0.prescan::<S>(bytes, crate::decode::Encoding::Protobuf) {
             self.0.count_request(S::LABEL, Transport::Grpc, Some(&e));
             return Err(to_status(&e));
+        }
+        match self.0.admit(bytes.len()) {
+            Ok(p) => *self.1.lock().unwrap_or_else(|e| e.into_inner()) = Some(p),
+            Err(e) => {
+                self.0.count_request(S::LABEL, Transport::Grpc, Some(&e));
+                return Err(to_status(&e));
+            }
         }
         S::Req::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("invalid protobuf payload: {e}")))
     }

@@ -45,6 +45,13 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
         let who = ingest.authorize(header_str(header::AUTHORIZATION))?;
         let enc = enc?;
         let limit = ingest.max_request_size();
+        // Room is taken before the body is read: a slot, then its declared size (or the limit).
+        let _slot = ingest.admit_request()?;
+        let declared = header_str(header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(Error::TooLarge { limit });
+        }
+        let mut permit = ingest.admit(declared.unwrap_or(limit))?;
         let raw = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -53,7 +60,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
             Err(e) => return Err(Error::BadInput(format!("reading the request body failed: {e}"))),
         };
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
-        let _permit = ingest.admit(raw.len())?;
+        permit.resize(raw.len())?;
         ingest.prescan::<S>(&raw, enc)?;
         let req: S::Req = decode::decode(&raw, enc)?;
         // Protobuf bodies go to the WAL as they came; JSON ones are re-encoded there.

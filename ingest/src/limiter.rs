@@ -24,6 +24,7 @@ pub struct Limiter {
 pub struct Permit {
     inflight: Arc<AtomicUsize>,
     bytes: usize,
+    capacity: usize,
     gauge: IntGauge,
 }
 
@@ -47,7 +48,36 @@ impl Limiter {
             }
         }
         self.gauge.add(bytes as i64);
-        Ok(Permit { inflight: self.inflight.clone(), bytes, gauge: self.gauge.clone() })
+        Ok(Permit { inflight: self.inflight.clone(), bytes, capacity: self.capacity, gauge: self.gauge.clone() })
+    }
+}
+
+impl Permit {
+    /// Makes the permit hold `bytes`: shrinking always works; growing takes the difference
+    /// under the same rule as [`Limiter::try_acquire`] (what this permit holds counts as free).
+    pub fn resize(&mut self, bytes: usize) -> Result<()> {
+        if bytes <= self.bytes {
+            let less = self.bytes - bytes;
+            self.inflight.fetch_sub(less, Ordering::AcqRel);
+            self.gauge.sub(less as i64);
+            self.bytes = bytes;
+            return Ok(());
+        }
+        let more = bytes - self.bytes;
+        let mut cur = self.inflight.load(Ordering::Relaxed);
+        loop {
+            let others = cur - self.bytes.min(cur);
+            if others > 0 && others.saturating_add(bytes) > self.capacity {
+                return Err(Error::Overloaded { retry_after: RETRY_AFTER });
+            }
+            match self.inflight.compare_exchange_weak(cur, cur + more, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        self.gauge.add(more as i64);
+        self.bytes = bytes;
+        Ok(())
     }
 }
 
@@ -74,5 +104,21 @@ mod tests {
         assert!(l.try_acquire(1).is_err());
         drop(big);
         assert!(l.try_acquire(1).is_ok());
+    }
+
+    #[test]
+    fn a_permit_grows_within_capacity_and_shrinks_freely() {
+        let g = IntGauge::new("g", "g").unwrap();
+        let l = Limiter::new(100, g.clone());
+        let mut a = l.try_acquire(70).unwrap();
+        a.resize(20).unwrap();
+        let b = l.try_acquire(50).unwrap();
+        assert!(matches!(a.resize(60), Err(Error::Overloaded { .. })), "50 + 60 > 100");
+        a.resize(50).unwrap();
+        assert_eq!(g.get(), 100);
+        drop(b);
+        a.resize(500).unwrap();
+        drop(a);
+        assert_eq!(g.get(), 0);
     }
 }

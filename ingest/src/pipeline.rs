@@ -4,7 +4,7 @@
 use crate::aggregator::SharedAggregator;
 use crate::decode::Encoding;
 use crate::error::{Error, Result};
-use crate::limiter::{Limiter, Permit};
+use crate::limiter::{Limiter, Permit, RETRY_AFTER};
 use crate::mapping::Mapper;
 use crate::prescan;
 use crate::sequencer::{Applied, Export, Replayed, Sequencer, WalSettings, Watermark};
@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 /// Which transport a request came in on (a metrics label).
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +145,8 @@ impl Signal for Logs {
 pub struct Ingest {
     sequencer: Sequencer,
     limiter: Limiter,
+    /// `max_concurrent_requests` slots, taken before a body is read.
+    requests: Arc<tokio::sync::Semaphore>,
     auth: Authenticator,
     metrics: Metrics,
     max_request_size: usize,
@@ -179,7 +182,7 @@ impl Ingest {
         let max_request_size = config.max_request_size.as_usize();
         // Four maximal requests may be in flight before new ones are turned away.
         let limiter = Limiter::new(max_request_size.saturating_mul(4), parts.metrics.ingest_inflight_bytes.clone());
-        let sequencer = Sequencer::start(
+        let sequencer = Sequencer::start_with_wait(
             Mapper::new(config),
             parts.aggregator,
             parts.wal,
@@ -187,9 +190,11 @@ impl Ingest {
             parts.metrics.clone(),
             parts.watermark,
             parts.cutovers,
+            config.max_queue_wait.0,
         )?;
         let max_items = config.max_items_per_request as u64;
-        Ok(Self { sequencer, limiter, auth: parts.auth, metrics: parts.metrics, max_request_size, max_items })
+        let requests = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
+        Ok(Self { sequencer, limiter, requests, auth: parts.auth, metrics: parts.metrics, max_request_size, max_items })
     }
 
     /// Largest accepted request, after decompression.
@@ -210,6 +215,12 @@ impl Ingest {
     /// Reserves room for a request of `bytes` decoded bytes, or answers overloaded.
     pub fn admit(&self, bytes: usize) -> Result<Permit> {
         self.limiter.try_acquire(bytes)
+    }
+
+    /// One of `max_concurrent_requests` slots, held while a request is read, decoded and
+    /// applied; taken before its body is read, so a flood waits in no buffer of ours.
+    pub fn admit_request(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.requests.clone().try_acquire_owned().map_err(|_| Error::Overloaded { retry_after: RETRY_AFTER })
     }
 
     /// Counts a request body's items and decoded size before it is decoded, refusing one over

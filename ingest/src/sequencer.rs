@@ -97,6 +97,8 @@ pub struct Applied {
 
 struct Job {
     export: Export,
+    /// When it was queued: one that waited past `max_wait` is answered with the retry hint.
+    queued_at: std::time::Instant,
     /// The request's protobuf bytes when the transport had them (saves an encode).
     raw: Option<Vec<u8>>,
     reply: oneshot::Sender<Result<Applied>>,
@@ -295,11 +297,17 @@ struct Worker {
     metrics: Metrics,
     watermark: Watermark,
     wal_fault: WalFault,
+    max_wait: Duration,
 }
+
+/// How long an export may wait in the queue when nothing else is said (tests, benchmarks).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
 
 impl Sequencer {
     /// Starts the thread. With `wal` set, exports are logged (segments after `replayed`) before
-    /// they are applied; without it they are only applied (benchmarks, tests).
+    /// they are applied; without it they are only applied (benchmarks, tests). Exports that
+    /// waited in the queue longer than [`DEFAULT_MAX_WAIT`] are answered with the retry hint
+    /// ([`Sequencer::start_with_wait`] sets another bound).
     pub fn start(
         mapper: Mapper,
         agg: SharedAggregator,
@@ -308,6 +316,21 @@ impl Sequencer {
         metrics: Metrics,
         watermark: Watermark,
         cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
+    ) -> Result<Self> {
+        Self::start_with_wait(mapper, agg, wal, clock, metrics, watermark, cutovers, DEFAULT_MAX_WAIT)
+    }
+
+    /// [`Sequencer::start`] with `max_wait` as the queue-wait bound.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_wait(
+        mapper: Mapper,
+        agg: SharedAggregator,
+        wal: Option<(WalSettings, Replayed)>,
+        clock: SharedClock,
+        metrics: Metrics,
+        watermark: Watermark,
+        cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
+        max_wait: Duration,
     ) -> Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let wal = match wal {
@@ -318,7 +341,18 @@ impl Sequencer {
             None => None,
         };
         let wal_fault = WalFault::default();
-        let worker = Worker { rx, cutovers, mapper, agg, wal, clock, metrics, watermark, wal_fault: wal_fault.clone() };
+        let worker = Worker {
+            rx,
+            cutovers,
+            mapper,
+            agg,
+            wal,
+            clock,
+            metrics,
+            watermark,
+            wal_fault: wal_fault.clone(),
+            max_wait,
+        };
         let running = Arc::new(AtomicBool::new(true));
         let guard = RunningGuard(running.clone());
         let thread = std::thread::Builder::new()
@@ -361,7 +395,7 @@ impl Sequencer {
     pub async fn submit(&self, export: Export, raw: Option<Vec<u8>>) -> Result<Applied> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(unavailable)?;
-        match tx.try_send(Job { export, raw, reply }) {
+        match tx.try_send(Job { export, queued_at: std::time::Instant::now(), raw, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(Error::Overloaded { retry_after: RETRY_AFTER }),
             Err(TrySendError::Disconnected(_)) => return Err(unavailable()),
@@ -419,6 +453,19 @@ impl Worker {
     }
 
     fn group(&mut self, jobs: Vec<Job>) {
+        // Waited too long: its spans would land after their windows close and be refused as
+        // late in a partial success, which exporters do not retry. The retry hint they do.
+        let (jobs, stale): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.queued_at.elapsed() <= self.max_wait);
+        if !stale.is_empty() {
+            tracing::warn!(exports = stale.len(), max_wait = ?self.max_wait, "exports waited too long for the sequencer; answered with the retry hint");
+        }
+        for j in stale {
+            let _ = j.reply.send(Err(Error::Overloaded { retry_after: RETRY_AFTER }));
+        }
+        if jobs.is_empty() {
+            return;
+        }
         let now = self.clock.now_ms();
         let (exports, rest): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| ((j.export, j.raw), j.reply)).unzip();
         let replies = rest;
@@ -589,6 +636,52 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exports_that_waited_past_max_wait_get_the_retry_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let agg = aggregator();
+        let settings = WalSettings::new(dir.path(), FsyncPolicy::Never, 1 << 30);
+        let clock: SharedClock = Arc::new(TestClock::new(NOW_MS * 1_000_000));
+        let seq = Arc::new(
+            Sequencer::start_with_wait(
+                Mapper::new(&IngestConfig::default()),
+                agg.clone(),
+                Some((settings, Replayed::default())),
+                clock,
+                Metrics::new(),
+                Arc::new(|| i64::MIN),
+                None,
+                Duration::from_millis(100),
+            )
+            .unwrap(),
+        );
+        // The aggregator is busy for 600 ms: the first export is being applied, the next two
+        // wait in the queue far past 100 ms.
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let busy = {
+            let agg = agg.clone();
+            std::thread::spawn(move || {
+                let _held = agg.lock();
+                locked_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(600));
+            })
+        };
+        locked_rx.recv().unwrap();
+        let first = tokio::spawn({
+            let seq = seq.clone();
+            async move { seq.submit(spans("ok", 3), None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (a, b) = tokio::join!(seq.submit(spans("ok", 4), None), seq.submit(spans("ok", 5), None));
+        busy.join().unwrap();
+        assert!(first.await.unwrap().is_ok(), "taken before the wait began");
+        for r in [a, b] {
+            assert!(matches!(r, Err(Error::Overloaded { .. })), "{r:?}");
+        }
+        assert_eq!(requests(&agg), 3, "nothing that waited too long was counted");
+        assert!(seq.submit(spans("ok", 6), None).await.is_ok(), "and the next export goes through");
     }
 
     #[tokio::test]

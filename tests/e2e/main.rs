@@ -11,6 +11,7 @@ mod durability;
 mod hostile;
 mod metrics;
 mod ops;
+mod overload;
 mod pages;
 mod query;
 mod sla;
