@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod demo;
 mod generate;
+mod listen;
 mod loadgen;
 mod serve;
 mod tls;

@@ -1,13 +1,14 @@
 //! `cellpilot serve`: binds every listener, starts the owned background tasks, prints the ready
 //! line and shuts everything down on SIGINT/SIGTERM.
 
+use crate::listen::serve_http;
 use anyhow::Context;
 use cellpilot_alerts::run::{AlertsView, ControlView};
 use cellpilot_control::Controller;
 use cellpilot_control::service::CellWeightsService;
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
-use cellpilot_core::config::Config;
+use cellpilot_core::config::{Config, TransportConfig};
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::store::RollupSink;
 use cellpilot_core::window::WindowSpec;
@@ -142,8 +143,10 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     // The dashboard answers (503 on /readyz) while the WAL is replayed.
     let stop = shutdown.clone();
     let web_tls = tls.clone();
-    tasks
-        .spawn(async move { serve_http(web, web_tls, cellpilot_web::router(state), stop).await.context("web server") });
+    let limits = config.transport.clone();
+    tasks.spawn(async move {
+        serve_http(web, web_tls, cellpilot_web::router(state), limits, stop).await.context("web server")
+    });
 
     let durable_before = store.persisted_until();
     let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
@@ -184,7 +187,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
 
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());
-    let mut server = grpc_server(tls.as_ref())?;
+    let mut server = grpc_server(tls.as_ref(), &config.transport)?;
     tasks.spawn(async move {
         server
             .add_routes(routes)
@@ -195,11 +198,12 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     let stop = shutdown.clone();
     let otlp_http = cellpilot_ingest::http::router(ingest.clone());
     let http_tls = tls.clone();
-    tasks.spawn(async move { serve_http(http, http_tls, otlp_http, stop).await.context("OTLP/HTTP server") });
+    let limits = config.transport.clone();
+    tasks.spawn(async move { serve_http(http, http_tls, otlp_http, limits, stop).await.context("OTLP/HTTP server") });
     let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone());
     let stop = shutdown.clone();
     // Gateways watch CellWeights here.
-    let mut server = grpc_server(tls.as_ref())?;
+    let mut server = grpc_server(tls.as_ref(), &config.transport)?;
     tasks.spawn(async move {
         server
             .add_service(weights_service.into_server())
@@ -235,26 +239,18 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running { addrs, shutdown, tasks, ingest })
 }
 
-/// A tonic server, over TLS when `[tls]` is set.
-fn grpc_server(tls: Option<&crate::tls::Tls>) -> anyhow::Result<tonic::transport::Server> {
-    let server = tonic::transport::Server::builder();
+/// A tonic server with the `[transport]` limits, over TLS when `[tls]` is set.
+fn grpc_server(tls: Option<&crate::tls::Tls>, limits: &TransportConfig) -> anyhow::Result<tonic::transport::Server> {
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval.0))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout.0))
+        .tcp_keepalive(Some(limits.keepalive_interval.0));
     Ok(match tls {
         Some(t) => server.tls_config(t.grpc()).context("[tls] for a gRPC listener")?,
         None => server,
     })
-}
-
-/// Serves `router` on `tcp` until `stop`, over TLS when `[tls]` is set.
-async fn serve_http(
-    tcp: TcpListener,
-    tls: Option<crate::tls::Tls>,
-    router: axum::Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    match tls {
-        Some(t) => axum::serve(t.listener(tcp)?, router).with_graceful_shutdown(stop.cancelled_owned()).await,
-        None => axum::serve(tcp, router).with_graceful_shutdown(stop.cancelled_owned()).await,
-    }
 }
 
 /// Reads every SLO's period once in the background, so the first page an SRE opens finds the

@@ -1,15 +1,13 @@
 //! `[tls]`: every listener serves TLS (rustls, aws-lc-rs) with the configured PEM certificate
 //! chain and key. The gRPC listeners use tonic's own TLS; the HTTP listeners (OTLP/HTTP, web)
-//! accept through [`TlsListener`], which runs each handshake on its own task so a slow or silent
+//! run [`Tls::handshake`] on each connection's own task (see `listen`), so a slow or silent
 //! client never holds up the next connection.
 
 use anyhow::Context;
 use cellpilot_core::config::TlsConfig;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -69,65 +67,15 @@ impl Tls {
             .identity(tonic::transport::Identity::from_pem(self.cert_pem.as_slice(), self.key_pem.as_slice()))
     }
 
-    /// Accepts TLS connections on `tcp` for an axum server.
-    pub(crate) fn listener(&self, tcp: TcpListener) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, rx) = mpsc::channel(64);
-        let acceptor = self.acceptor.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off rather than spin.
-                        tracing::warn!(error = %e, "accepting a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
+    /// The server side of a TLS handshake on `stream`, bounded in time.
+    pub(crate) async fn handshake(&self, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
             }
-        });
-        Ok(TlsListener { rx, local, task })
-    }
-}
-
-/// Connections whose TLS handshake is done.
-pub(crate) struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept loop never ends on its own; only shutdown drops it.
-            None => std::future::pending().await,
+            Err(_) => None,
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -2,7 +2,7 @@
 //! `google.rpc.Status` error body in the request's encoding.
 
 use crate::error::{Error, Result};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use prost::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,7 +51,8 @@ pub fn decompress(body: bytes_like::Bytes, content_encoding: Option<&str>, limit
         Some(e) if e.is_empty() || e == "identity" => Ok(body),
         Some(e) if e == "gzip" => {
             let mut out = Vec::new();
-            GzDecoder::new(&body[..])
+            // Every member: concatenated gzip streams are one valid body.
+            MultiGzDecoder::new(&body[..])
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|err| Error::BadInput(format!("body is not valid gzip (Content-Encoding: gzip): {err}")))?;

@@ -2,17 +2,20 @@
 //!
 //! The services are written against tonic's server API rather than the generated servers so a
 //! malformed protobuf is INVALID_ARGUMENT (the OTLP spec) instead of the generated codec's
-//! INTERNAL, and so credentials are checked before a body is decoded.
+//! INTERNAL, so credentials and admission are checked before a body is read, and so the message
+//! is unframed and decompressed here with our limits (see [`unframe`]).
 
 use crate::error::Error;
+use crate::limiter::Permit;
 use crate::pipeline::{Ingest, Signal, Transport};
 use cellpilot_core::auth::Principal;
 use prost::Message;
 use prost::bytes::Buf;
+use prost::bytes::Bytes;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
@@ -84,6 +87,7 @@ impl<S, B> Service<http::Request<B>> for OtlpService<S>
 where
     S: Signal,
     B: tonic::codegen::Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -114,32 +118,108 @@ where
                     return Ok(to_status(&e).into_http());
                 }
             }
-            // A slot before the body is read; bytes once the message is whole (in the decoder).
+            let refuse = |e: Error| {
+                ingest.count_request(S::LABEL, Transport::Grpc, Some(&e));
+                Ok(to_status(&e).into_http())
+            };
+            // A slot before the body is read, bytes once its message is whole.
             let _slot = match ingest.admit_request() {
                 Ok(s) => s,
-                Err(e) => {
-                    ingest.count_request(S::LABEL, Transport::Grpc, Some(&e));
-                    return Ok(to_status(&e).into_http());
-                }
+                Err(e) => return refuse(e),
             };
-            let held: Held = Arc::default();
-            let mut accept = EnabledCompressionEncodings::default();
-            accept.enable(CompressionEncoding::Gzip);
-            accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(ingest.clone(), held.clone(), PhantomData))
-                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+            let (req, _permit) = match unframe(req, &ingest).await {
+                Ok(r) => r,
+                Err(e) => return refuse(e),
+            };
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(ingest.clone(), PhantomData))
                 .apply_max_message_size_config(Some(ingest.max_request_size()), None);
             Ok(grpc.unary(Export::<S>(ingest.clone(), PhantomData), req).await)
         })
     }
 }
 
+/// Reads a unary call's one message and undoes its compression here rather than in tonic, so
+/// every size check answers RESOURCE_EXHAUSTED (compressed or not), a bad gzip or zstd body is
+/// INVALID_ARGUMENT, and multi-member gzip is read whole. Returns the call with the message
+/// uncompressed, and the byte permit it holds.
+async fn unframe<B>(
+    req: http::Request<B>,
+    ingest: &Ingest,
+) -> Result<(http::Request<http_body_util::Full<Bytes>>, Permit), Error>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let limit = ingest.max_request_size();
+    let (mut parts, body) = req.into_parts();
+    // Compressed bodies may be a little larger than what they hold.
+    let wire_limit = limit + limit / 64 + 1024;
+    let body = match http_body_util::Limited::new(body, wire_limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(Error::TooLarge { limit });
+        }
+        Err(e) => return Err(Error::BadInput(format!("reading the request failed: {e}"))),
+    };
+    if body.len() < 5 {
+        return Err(Error::BadInput("the call holds no complete gRPC message".into()));
+    }
+    let compressed = match body[0] {
+        0 => false,
+        1 => true,
+        f => return Err(Error::BadInput(format!("invalid gRPC compression flag {f}"))),
+    };
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if len != body.len() - 5 {
+        return Err(Error::BadInput(format!(
+            "the gRPC message declares {len} bytes but the call holds {}: send exactly one message",
+            body.len() - 5
+        )));
+    }
+    let wire = body.slice(5..);
+    let message: Bytes = if compressed {
+        let encoding = parts.headers.remove("grpc-encoding");
+        let encoding = encoding.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("identity");
+        decompress(encoding, &wire, limit)?.into()
+    } else if len > limit {
+        return Err(Error::TooLarge { limit });
+    } else {
+        wire
+    };
+    let permit = ingest.admit(message.len())?;
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+    framed.extend_from_slice(&message);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok((http::Request::from_parts(parts, http_body_util::Full::new(Bytes::from(framed))), permit))
+}
+
+/// A compressed gRPC message, inflated to at most `limit` bytes.
+fn decompress(encoding: &str, wire: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let read = match encoding {
+        "gzip" => flate2::read::MultiGzDecoder::new(wire).take(limit as u64 + 1).read_to_end(&mut out),
+        "zstd" => zstd::stream::read::Decoder::new(wire).and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "unsupported grpc-encoding `{other}` on a compressed message: use gzip or zstd"
+            )));
+        }
+    };
+    read.map_err(|e| Error::BadInput(format!("the message is not valid {encoding}: {e}")))?;
+    if out.len() > limit {
+        return Err(Error::TooLarge { limit });
+    }
+    Ok(out)
+}
+
 /// Prost encoding with a decoder that counts the request's items and decoded size first
 /// ([`Ingest::prescan`]) and reports malformed payloads as INVALID_ARGUMENT.
-struct OtlpCodec<S>(Arc<Ingest>, Held, PhantomData<S>);
-
-/// The byte permit the decoder takes, held until the call is answered.
-type Held = Arc<std::sync::Mutex<Option<crate::limiter::Permit>>>;
+struct OtlpCodec<S>(Arc<Ingest>, PhantomData<S>);
 
 impl<S: Signal> Codec for OtlpCodec<S> {
     type Encode = S::Resp;
@@ -152,11 +232,11 @@ impl<S: Signal> Codec for OtlpCodec<S> {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(self.0.clone(), self.1.clone(), PhantomData)
+        OtlpDecoder(self.0.clone(), PhantomData)
     }
 }
 
-struct OtlpDecoder<S>(Arc<Ingest>, Held, PhantomData<S>);
+struct OtlpDecoder<S>(Arc<Ingest>, PhantomData<S>);
 
 impl<S: Signal> Decoder for OtlpDecoder<S> {
     type Item = S::Req;
@@ -168,13 +248,6 @@ impl<S: Signal> Decoder for OtlpDecoder<S> {
         if let Err(e) = self.0.prescan::<S>(bytes, crate::decode::Encoding::Protobuf) {
             self.0.count_request(S::LABEL, Transport::Grpc, Some(&e));
             return Err(to_status(&e));
-        }
-        match self.0.admit(bytes.len()) {
-            Ok(p) => *self.1.lock().unwrap_or_else(|e| e.into_inner()) = Some(p),
-            Err(e) => {
-                self.0.count_request(S::LABEL, Transport::Grpc, Some(&e));
-                return Err(to_status(&e));
-            }
         }
         S::Req::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("invalid protobuf payload: {e}")))
     }

@@ -18,3 +18,4 @@ mod sla;
 mod support;
 mod tls;
 mod traces;
+mod transport;
