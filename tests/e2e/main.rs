@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod control;
 mod demo;
+mod disk_full;
 mod durability;
 mod hostile;
 mod metrics;
