@@ -200,7 +200,9 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     let http_tls = tls.clone();
     let limits = config.transport.clone();
     tasks.spawn(async move { serve_http(http, http_tls, otlp_http, limits, stop).await.context("OTLP/HTTP server") });
-    let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone());
+    let t = &config.transport;
+    let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone())
+        .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
     let stop = shutdown.clone();
     // Gateways watch CellWeights here.
     let mut server = grpc_server(tls.as_ref(), &config.transport)?;

@@ -41,17 +41,62 @@ impl cellpilot_core::store::CutoverReports for Controller {
 }
 
 /// Keeps a gateway counted as watching, and its caller as that gateway's owner, while its
-/// stream lives.
+/// stream lives and keeps up; its stall watchdog ends with it.
 struct Watching {
     controller: Arc<Controller>,
     owners: Owners,
     key: (String, String),
+    /// Latest version the stream handed to the transport.
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Set while the stream is not reading (it then counts as gone for cut-overs).
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+impl Watching {
+    /// The stream handed `version` on: a stalled gateway is watching again.
+    fn sent(&self, version: u64) {
+        use std::sync::atomic::Ordering;
+        self.sent.fetch_max(version, Ordering::AcqRel);
+        if self.stalled.swap(false, Ordering::AcqRel) {
+            tracing::info!(gateway = %self.key.1, "gateway reads its Watch stream again");
+            self.controller.watching(&self.key.1);
+        }
+    }
+}
+
+/// Watches the table for `gateway`'s stream: a version the stream has not handed on within
+/// `stall_after` means the gateway is not reading (the transport's flow-control window is the
+/// most it holds); it then stops counting as watching, so it holds no cut-over's `applied_at`.
+fn watchdog(
+    controller: Arc<Controller>,
+    gateway: String,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    stall_after: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    let mut rx = controller.subscribe();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let version = rx.borrow_and_update().version;
+            tokio::time::sleep(stall_after).await;
+            if sent.load(Ordering::Acquire) < version && !stalled.swap(true, Ordering::AcqRel) {
+                tracing::warn!(%gateway, version, "gateway is not reading its Watch stream; it no longer holds cut-overs back");
+                controller.metrics.watch_stalls.inc();
+                controller.left(&gateway);
+            }
+        }
+    })
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
         tracing::info!(gateway = %self.key.1, "gateway stopped watching");
-        self.controller.left(&self.key.1);
+        self.watchdog.abort();
+        if !self.stalled.load(std::sync::atomic::Ordering::Acquire) {
+            self.controller.left(&self.key.1);
+        }
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = owners.get_mut(&self.key) {
             *n -= 1;
@@ -218,11 +263,17 @@ impl Controller {
     }
 
     fn watching(&self, gateway: &str) {
-        self.watchers.lock().unwrap_or_else(|e| e.into_inner()).join(gateway);
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        w.join(gateway);
+        self.metrics.gateways_watching.set(w.ids().len() as i64);
     }
 
     fn left(&self, gateway: &str) {
-        if self.watchers.lock().unwrap_or_else(|e| e.into_inner()).leave(gateway) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let last = w.leave(gateway);
+        self.metrics.gateways_watching.set(w.ids().len() as i64);
+        drop(w);
+        if last {
             // A gateway that went away no longer holds a cut-over up.
             self.tracker.lock().unwrap_or_else(|e| e.into_inner()).applied(gateway, None, self.clock.now_ms());
         }
@@ -291,9 +342,15 @@ pub struct CellWeightsService {
     clock: cellpilot_core::clock::SharedClock,
     auth: Authenticator,
     owners: Owners,
+    /// A Watch stream that has not handed on a new version by then is not reading.
+    stall_after: std::time::Duration,
     /// Ends every Watch stream on shutdown, so the server can stop gracefully.
     shutdown: tokio_util::sync::CancellationToken,
 }
+
+/// Default of [`CellWeightsService::stall_after`]: the transport's default keepalive interval
+/// plus timeout, so a gateway that is gone and one that stopped reading are noticed alike.
+pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The CellWeights interceptor: every RPC needs the gateway role (admin has it); the caller
 /// goes on in the request's extensions.
@@ -327,7 +384,14 @@ impl CellWeightsService {
         auth: Authenticator,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        Self { controller, clock, auth, owners: Owners::default(), shutdown }
+        Self { controller, clock, auth, owners: Owners::default(), stall_after: STALL_AFTER, shutdown }
+    }
+
+    /// How long a Watch stream may hold a new version back before its gateway counts as not
+    /// reading.
+    pub fn stall_after(mut self, d: std::time::Duration) -> Self {
+        self.stall_after = d;
+        self
     }
 
     /// As a tonic server behind its interceptor.
@@ -357,14 +421,23 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         let rx = self.controller.subscribe();
         tracing::info!(%gateway, caller = %who, "gateway watching weights");
         self.controller.watching(&gateway);
-        let key = (who, gateway);
-        *self.owners.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default() += 1;
-        let guard = Watching { controller: self.controller.clone(), owners: self.owners.clone(), key };
+        *self.owners.lock().unwrap_or_else(|e| e.into_inner()).entry((who.clone(), gateway.clone())).or_default() += 1;
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dog = watchdog(self.controller.clone(), gateway.clone(), sent.clone(), stalled.clone(), self.stall_after);
+        let guard = Watching {
+            controller: self.controller.clone(),
+            owners: self.owners.clone(),
+            key: (who, gateway),
+            sent,
+            stalled,
+            watchdog: dog,
+        };
         // The current table at once, then each change; a slow watcher skips to the latest
         // version instead of holding anyone up.
         let stream = futures::StreamExt::take_until(
             tokio_stream::wrappers::WatchStream::new(rx).map(move |t| {
-                let _alive = &guard;
+                guard.sent(t.version);
                 Ok(to_proto(&t))
             }),
             self.shutdown.clone().cancelled_owned(),

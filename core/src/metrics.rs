@@ -52,6 +52,10 @@ pub struct Metrics {
     pub cutovers: IntCounterVec,
     /// Alert deliveries by `receiver` and `result` (ok, failed).
     pub alert_deliveries: IntCounterVec,
+    /// Gateways with a live CellWeights Watch stream that keeps up.
+    pub gateways_watching: IntGauge,
+    /// Watch streams found not reading (their gateway stops holding cut-overs back).
+    pub watch_stalls: IntCounter,
 }
 
 impl Default for Metrics {
@@ -182,6 +186,16 @@ impl Metrics {
             wal_segments: gauge(&r, "cellpilot_wal_segments", "Write-ahead log segments on disk."),
             decisions: counter(&r, "cellpilot_decisions_total", "Cell-weight decisions made."),
             cutovers: counter_vec(&r, "cellpilot_cutovers_total", "Cut-overs finished, by source.", &["source"]),
+            gateways_watching: gauge(
+                &r,
+                "cellpilot_gateways_watching",
+                "Gateways with a live CellWeights Watch stream that keeps up.",
+            ),
+            watch_stalls: counter(
+                &r,
+                "cellpilot_watch_stalls_total",
+                "Watch streams that stopped reading; their gateway no longer holds cut-overs back.",
+            ),
             alert_deliveries: counter_vec(
                 &r,
                 "cellpilot_alert_deliveries_total",

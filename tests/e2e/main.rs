@@ -9,6 +9,7 @@ mod control;
 mod demo;
 mod disk_full;
 mod durability;
+mod gateways;
 mod hostile;
 mod metrics;
 mod ops;
