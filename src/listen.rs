@@ -1,21 +1,31 @@
 //! Serving the HTTP listeners (OTLP/HTTP and the web) with `[transport]` limits: at most
 //! `max_connections` open connections (past it, new ones wait in the kernel's backlog rather
 //! than in our memory), `header_read_timeout` for a request's headers, TLS handshakes bounded
-//! in time, and a graceful stop that waits a bounded time for requests in flight.
+//! in time, a graceful stop that waits a bounded time for requests in flight, and lingering
+//! closes: a request refused before its body was read (overload, credentials) is answered at
+//! once, and the connection then closes the way nginx and Apache do it — write side first, what
+//! the client still sends read and dropped for a bounded time — so the answer reaches a client
+//! that is still sending instead of being lost to a TCP reset.
 
 use crate::tls::Tls;
 use cellpilot_core::config::TransportConfig;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How long a stop waits for requests in flight before closing their connections.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long, and how many bytes, a closing connection keeps reading and dropping.
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
 
 /// Serves `router` on `tcp` until `stop`, over TLS when `tls` is set.
 pub(crate) async fn serve_http(
@@ -78,8 +88,71 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let conn = http.serve_connection(TokioIo::new(Lingering(Some(stream))), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// A connection whose close lingers (see the module docs).
+struct Lingering<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(Option<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Lingering<S> {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.0.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            let _ = stream.shutdown().await;
+            let mut buf = vec![0u8; 64 << 10];
+            let mut read = 0;
+            let _ = tokio::time::timeout(LINGER, async {
+                while read < LINGER_BYTES {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Lingering<S> {
+    fn inner(&mut self) -> Pin<&mut S> {
+        // Only `drop` takes the stream out.
+        Pin::new(self.0.as_mut().expect("a lingering stream is used only before it is dropped"))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Lingering<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().inner().poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Lingering<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut().inner().poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().inner().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().inner().poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().inner().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 }

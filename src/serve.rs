@@ -76,6 +76,46 @@ pub(crate) struct Running {
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     ingest: Arc<Ingest>,
+    _receivers: Bulkhead,
+}
+
+/// The OTLP receivers' own runtime: decoding a flood of exports keeps its worker threads busy,
+/// never the ones serving pages, the API, CellWeights and the control loop.
+struct Bulkhead(Option<tokio::runtime::Runtime>);
+
+impl Bulkhead {
+    fn new() -> anyhow::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("cellpilot-otlp")
+            .enable_all()
+            .build()
+            .context("starting the OTLP receivers' runtime")?;
+        Ok(Self(Some(rt)))
+    }
+
+    /// Runs `fut` there; the returned future ends with it.
+    fn spawn<F>(&self, fut: F) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let handle = self.0.as_ref().map(|rt| rt.spawn(fut));
+        async move {
+            match handle {
+                Some(h) => h.await.context("an OTLP receiver task")?,
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+impl Drop for Bulkhead {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -185,21 +225,28 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
 
     health.add(ingest.health_check());
 
+    let receivers = Bulkhead::new()?;
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());
     let mut server = grpc_server(tls.as_ref(), &config.transport)?;
-    tasks.spawn(async move {
+    let grpc = grpc.into_std()?;
+    tasks.spawn(receivers.spawn(async move {
+        let grpc = TcpListener::from_std(grpc)?;
         server
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stop.cancelled_owned())
             .await
             .context("OTLP/gRPC server")
-    });
+    }));
     let stop = shutdown.clone();
     let otlp_http = cellpilot_ingest::http::router(ingest.clone());
     let http_tls = tls.clone();
     let limits = config.transport.clone();
-    tasks.spawn(async move { serve_http(http, http_tls, otlp_http, limits, stop).await.context("OTLP/HTTP server") });
+    let http = http.into_std()?;
+    tasks.spawn(receivers.spawn(async move {
+        let http = TcpListener::from_std(http)?;
+        serve_http(http, http_tls, otlp_http, limits, stop).await.context("OTLP/HTTP server")
+    }));
     let t = &config.transport;
     let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone())
         .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
@@ -238,7 +285,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     warm_dashboards(store.clone(), config.clone(), clock.clone());
     ready.store(true, Ordering::Release);
     let addrs = Addrs { otlp_grpc: addrs[0], otlp_http: addrs[1], web: addrs[2], control: addrs[3] };
-    Ok(Running { addrs, shutdown, tasks, ingest })
+    Ok(Running { addrs, shutdown, tasks, ingest, _receivers: receivers })
 }
 
 /// A tonic server with the `[transport]` limits, over TLS when `[tls]` is set.
@@ -279,7 +326,7 @@ fn warm_dashboards(store: Arc<RollupStore>, config: Arc<Config>, clock: SharedCl
 impl Running {
     /// Serves until `stop` resolves or a server fails, then shuts everything down in order.
     pub(crate) async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let Running { shutdown, mut tasks, mut ingest, .. } = self;
+        let Running { shutdown, mut tasks, mut ingest, _receivers: receivers, .. } = self;
         let mut failure = None;
         tokio::select! {
             _ = stop => tracing::info!("shutting down"),
@@ -301,6 +348,7 @@ impl Running {
         if let Some(ingest) = Arc::get_mut(&mut ingest) {
             tokio::task::block_in_place(|| ingest.shutdown());
         }
+        drop(receivers);
         match failure {
             Some(e) => Err(e),
             None => Ok(()),

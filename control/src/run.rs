@@ -53,6 +53,7 @@ pub async fn run(
     let width = config.ingest.window.as_millis_i64().max(1);
     let delay = config.control.evaluation_delay.as_millis_i64();
     tokio::pin!(shutdown);
+    let mut last: Option<i64> = None;
     loop {
         let now = clock.now_ms();
         let boundary = now - now.rem_euclid(width);
@@ -66,6 +67,16 @@ pub async fn run(
         }
         let now = clock.now_ms();
         let boundary = now - now.rem_euclid(width);
+        let metrics = controller.metrics().clone();
+        if let Some(prev) = last {
+            let skipped = ((boundary - prev) / width - 1).max(0);
+            if skipped > 0 {
+                tracing::warn!(skipped, "the control loop fell behind and skipped evaluation ticks");
+                metrics.ticks_missed.inc_by(skipped as u64);
+            }
+        }
+        last = Some(boundary);
+        metrics.evaluations.inc();
         let (store, config, controller, activity) =
             (store.clone(), config.clone(), controller.clone(), activity.clone());
         let result = tokio::task::spawn_blocking(move || -> cellpilot_query::Result<()> {

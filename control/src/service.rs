@@ -302,6 +302,11 @@ impl Controller {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner()).all()
     }
 
+    /// The process metrics.
+    pub fn metrics(&self) -> &cellpilot_core::metrics::Metrics {
+        &self.metrics
+    }
+
     /// A receiver of every new table.
     pub fn subscribe(&self) -> watch::Receiver<WeightTable> {
         self.table.subscribe()

@@ -97,7 +97,7 @@ impl Default for IngestConfig {
             max_cells: 1_000,
             max_items_per_request: 100_000,
             max_attribute_length: 256,
-            max_concurrent_requests: 256,
+            max_concurrent_requests: 64,
             max_queue_wait: Dur::secs(2),
         }
     }

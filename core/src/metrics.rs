@@ -48,6 +48,10 @@ pub struct Metrics {
     pub wal_segments: IntGauge,
     /// Cell-weight decisions made.
     pub decisions: IntCounter,
+    /// Control-loop evaluations run.
+    pub evaluations: IntCounter,
+    /// Evaluation ticks (window boundaries) the control loop skipped because it fell behind.
+    pub ticks_missed: IntCounter,
     /// Cut-overs finished (observed) or reported, by `source`.
     pub cutovers: IntCounterVec,
     /// Alert deliveries by `receiver` and `result` (ok, failed).
@@ -185,6 +189,12 @@ impl Metrics {
             wal_bytes: gauge(&r, "cellpilot_wal_bytes", "Bytes of write-ahead log segments on disk."),
             wal_segments: gauge(&r, "cellpilot_wal_segments", "Write-ahead log segments on disk."),
             decisions: counter(&r, "cellpilot_decisions_total", "Cell-weight decisions made."),
+            evaluations: counter(&r, "cellpilot_control_evaluations_total", "Control-loop evaluations run."),
+            ticks_missed: counter(
+                &r,
+                "cellpilot_control_ticks_missed_total",
+                "Window boundaries the control loop skipped because it fell behind.",
+            ),
             cutovers: counter_vec(&r, "cellpilot_cutovers_total", "Cut-overs finished, by source.", &["source"]),
             gateways_watching: gauge(
                 &r,

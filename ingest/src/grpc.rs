@@ -10,7 +10,6 @@ use crate::limiter::Permit;
 use crate::pipeline::{Ingest, Signal, Transport};
 use cellpilot_core::auth::Principal;
 use prost::Message;
-use prost::bytes::Buf;
 use prost::bytes::Bytes;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -127,11 +126,11 @@ where
                 Ok(s) => s,
                 Err(e) => return refuse(e),
             };
-            let (req, _permit) = match unframe(req, &ingest).await {
+            let (req, _permit) = match unframe::<S, B>(req, &ingest).await {
                 Ok(r) => r,
                 Err(e) => return refuse(e),
             };
-            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(ingest.clone(), PhantomData))
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(PhantomData))
                 .apply_max_message_size_config(Some(ingest.max_request_size()), None);
             Ok(grpc.unary(Export::<S>(ingest.clone(), PhantomData), req).await)
         })
@@ -140,9 +139,10 @@ where
 
 /// Reads a unary call's one message and undoes its compression here rather than in tonic, so
 /// every size check answers RESOURCE_EXHAUSTED (compressed or not), a bad gzip or zstd body is
-/// INVALID_ARGUMENT, and multi-member gzip is read whole. Returns the call with the message
+/// INVALID_ARGUMENT, and multi-member gzip is read whole; then pre-scans it and charges its
+/// size and estimated decoded size to the byte budget. Returns the call with the message
 /// uncompressed, and the byte permit it holds.
-async fn unframe<B>(
+async fn unframe<S: Signal, B>(
     req: http::Request<B>,
     ingest: &Ingest,
 ) -> Result<(http::Request<http_body_util::Full<Bytes>>, Permit), Error>
@@ -188,7 +188,8 @@ where
     } else {
         wire
     };
-    let permit = ingest.admit(message.len())?;
+    let decoded = ingest.prescan::<S>(&message, crate::decode::Encoding::Protobuf)?;
+    let permit = ingest.admit(message.len().saturating_add(decoded))?;
     let mut framed = Vec::with_capacity(message.len() + 5);
     framed.push(0);
     framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -217,9 +218,8 @@ fn decompress(encoding: &str, wire: &[u8], limit: usize) -> Result<Vec<u8>, Erro
     Ok(out)
 }
 
-/// Prost encoding with a decoder that counts the request's items and decoded size first
-/// ([`Ingest::prescan`]) and reports malformed payloads as INVALID_ARGUMENT.
-struct OtlpCodec<S>(Arc<Ingest>, PhantomData<S>);
+/// Prost encoding with a decoder that reports malformed payloads as INVALID_ARGUMENT.
+struct OtlpCodec<S>(PhantomData<S>);
 
 impl<S: Signal> Codec for OtlpCodec<S> {
     type Encode = S::Resp;
@@ -232,23 +232,18 @@ impl<S: Signal> Codec for OtlpCodec<S> {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(self.0.clone(), PhantomData)
+        OtlpDecoder(PhantomData)
     }
 }
 
-struct OtlpDecoder<S>(Arc<Ingest>, PhantomData<S>);
+struct OtlpDecoder<S>(PhantomData<S>);
 
 impl<S: Signal> Decoder for OtlpDecoder<S> {
     type Item = S::Req;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<S::Req>, Status> {
-        // The whole message is buffered (and contiguous) by now.
-        let bytes = &buf.chunk()[..buf.remaining().min(buf.chunk().len())];
-        if let Err(e) = self.0.prescan::<S>(bytes, crate::decode::Encoding::Protobuf) {
-            self.0.count_request(S::LABEL, Transport::Grpc, Some(&e));
-            return Err(to_status(&e));
-        }
+        // Pre-scanned and admitted in `unframe`.
         S::Req::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("invalid protobuf payload: {e}")))
     }
 }

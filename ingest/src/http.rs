@@ -41,6 +41,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
     // Errors before the content type is known are answered in JSON, the readable choice.
     let enc = Encoding::from_content_type(header_str(header::CONTENT_TYPE));
     let reply_enc = *enc.as_ref().unwrap_or(&Encoding::Json);
+    let mut unread = Some(body);
     let result = async {
         let who = ingest.authorize(header_str(header::AUTHORIZATION))?;
         let enc = enc?;
@@ -52,6 +53,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
             return Err(Error::TooLarge { limit });
         }
         let mut permit = ingest.admit(declared.unwrap_or(limit))?;
+        let body = unread.take().ok_or_else(|| Error::Internal("the request body was taken twice".into()))?;
         let raw = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -60,8 +62,8 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
             Err(e) => return Err(Error::BadInput(format!("reading the request body failed: {e}"))),
         };
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
-        permit.resize(raw.len())?;
-        ingest.prescan::<S>(&raw, enc)?;
+        let decoded = ingest.prescan::<S>(&raw, enc)?;
+        permit.resize(raw.len().saturating_add(decoded))?;
         let req: S::Req = decode::decode(&raw, enc)?;
         // Protobuf bodies go to the WAL as they came; JSON ones are re-encoded there.
         let raw = (enc == Encoding::Protobuf).then(|| raw.to_vec());
@@ -73,7 +75,15 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
         Ok(resp) => {
             ([(header::CONTENT_TYPE, reply_enc.content_type())], decode::encode(&resp, reply_enc)).into_response()
         }
-        Err(e) => error_response(&e, reply_enc),
+        Err(e) => {
+            let mut resp = error_response(&e, reply_enc);
+            if unread.is_some() {
+                // Answered before the body was read: this connection cannot carry another
+                // request; the listener's lingering close lets the answer arrive first.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
+        }
     }
 }
 

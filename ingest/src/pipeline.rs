@@ -224,8 +224,9 @@ impl Ingest {
     }
 
     /// Counts a request body's items and decoded size before it is decoded, refusing one over
-    /// `max_items_per_request` or over 2 × `max_request_size` once decoded.
-    pub fn prescan<S: Signal>(&self, body: &[u8], enc: Encoding) -> Result<()> {
+    /// `max_items_per_request` or over 2 × `max_request_size` once decoded; returns the
+    /// estimated decoded bytes (what admission charges besides the body).
+    pub fn prescan<S: Signal>(&self, body: &[u8], enc: Encoding) -> Result<usize> {
         let counted = match enc {
             Encoding::Protobuf => prescan::scan_protobuf(S::ROOT, body)
                 .map_err(|e| Error::BadInput(format!("invalid protobuf payload: {e}")))?,
@@ -248,7 +249,7 @@ impl Ingest {
                 budget >> 20
             )));
         }
-        Ok(())
+        Ok(usize::try_from(counted.decoded_bytes).unwrap_or(usize::MAX))
     }
 
     /// Logs, applies and answers one export `who` sent; `raw` is its protobuf encoding when at

@@ -342,8 +342,11 @@ async fn damaged_files_on_disk_are_quarantined_and_serve_starts() {
     assert!(moved > 0, "damaged files were moved aside");
     let metrics = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("cellpilot_wal_quarantined_total 1"), "{metrics}");
-    // The hourly history is intact.
-    assert!(requests_of(&server, "cell-00").await > 0);
+    // The coarser history is intact (a day: the last hour alone may hold no complete 5-minute
+    // bucket outside the damaged finest tier).
+    let day = server.get_json(&format!("/api/v1/cells?from={}", now_ms() - 86_400_000)).await;
+    let cell = day["cells"].as_array().unwrap().iter().find(|c| c["cell"] == "cell-00").cloned();
+    assert!(cell.is_some_and(|c| c["requests"].as_u64() > Some(0)), "{day}");
     server.data = Some(data);
     still_serving(server, "after-disk").await;
 }
