@@ -37,18 +37,10 @@ impl Limiter {
     /// Takes `bytes` of the budget, or answers overloaded. A request larger than the whole
     /// budget is admitted when nothing else is in flight, so no valid request is refused forever.
     pub fn try_acquire(&self, bytes: usize) -> Result<Permit> {
-        let mut cur = self.inflight.load(Ordering::Relaxed);
-        loop {
-            if cur > 0 && cur.saturating_add(bytes) > self.capacity {
-                return Err(Error::Overloaded { retry_after: RETRY_AFTER });
-            }
-            match self.inflight.compare_exchange_weak(cur, cur + bytes, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
-        self.gauge.add(bytes as i64);
-        Ok(Permit { inflight: self.inflight.clone(), bytes, capacity: self.capacity, gauge: self.gauge.clone() })
+        let mut permit =
+            Permit { inflight: self.inflight.clone(), bytes: 0, capacity: self.capacity, gauge: self.gauge.clone() };
+        permit.resize(bytes)?;
+        Ok(permit)
     }
 }
 

@@ -4,22 +4,19 @@
 //! one more export and another restart): every acknowledged span and metric sample is counted
 //! exactly once, nothing refused is counted, and every refusal was the retryable answer.
 
-use arrow::array::{Array, StringArray, UInt64Array};
+mod common;
+
 use cellpilot_core::clock::{SharedClock, TestClock};
 use cellpilot_core::config::{FsyncPolicy, IngestConfig};
 use cellpilot_core::fs::{Faults, Fs};
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::Error;
-use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator, to_batches};
+use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
 use cellpilot_ingest::mapping::Mapper;
 use cellpilot_ingest::sequencer::{Export, Replayed, Sequencer, WalSettings, replay};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use common::kv;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric::Data,
-};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use std::collections::BTreeMap;
@@ -31,14 +28,6 @@ const MS: u64 = 1_000_000;
 /// One second past a window boundary.
 const T0: u64 = 1_800_000_001_000;
 const ROUNDS: u64 = 10;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
 
 fn spans(cell: &str, n: usize, trace_id_len: usize) -> Export {
     let spans = (0..n)
@@ -64,33 +53,8 @@ fn spans(cell: &str, n: usize, trace_id_len: usize) -> Export {
 
 /// Point of one cumulative histogram stream (cell `metrics`): `total` samples so far.
 fn cumulative(total: u64) -> Export {
-    let point = HistogramDataPoint {
-        attributes: vec![kv("cell.id", "metrics")],
-        start_time_unix_nano: (T0 - 60_000) * MS,
-        time_unix_nano: (T0 - 1_000 + total) * MS,
-        count: total,
-        bucket_counts: vec![total, 0],
-        explicit_bounds: vec![0.1],
-        ..Default::default()
-    };
-    Export::Metrics(ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: vec![kv("service.name", "api")], ..Default::default() }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "http.server.request.duration".into(),
-                    unit: "s".into(),
-                    data: Some(Data::Histogram(Histogram {
-                        data_points: vec![point],
-                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    })
+    let (t0, total_ms) = (T0 as i64, total as i64);
+    Export::Metrics(common::cumulative("metrics", t0 - 60_000, t0 - 1_000 + total_ms, total))
 }
 
 fn aggregator() -> SharedAggregator {
@@ -98,16 +62,9 @@ fn aggregator() -> SharedAggregator {
     SharedAggregator::new(Aggregator::new(AggregatorSettings { spec, max_series: 1000, max_cells: 1000 }))
 }
 
-/// Requests per cell in every window the aggregator holds.
+/// Requests per cell with any, in every window the aggregator holds.
 fn counts(agg: &SharedAggregator) -> BTreeMap<String, u64> {
-    let rows = agg.lock().snapshot(i64::MIN / 2, i64::MAX / 2);
-    let b = to_batches(rows, 10_000).unwrap().rollups;
-    let cell = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
-    let req = b.column(5).as_any().downcast_ref::<UInt64Array>().unwrap();
-    let mut out = BTreeMap::new();
-    for i in 0..b.num_rows() {
-        *out.entry(cell.value(i).to_string()).or_default() += req.value(i);
-    }
+    let mut out = common::counts(agg);
     out.retain(|_, n| *n > 0);
     out
 }

@@ -1,24 +1,21 @@
 //! WAL replay reproduces what was acknowledged; once a segment's windows are in Parquet it is
 //! dropped, and the cumulative-stream checkpoint it leaves keeps later deltas exact.
 
-use arrow::array::{Array, StringArray, UInt64Array};
+mod common;
+
 use cellpilot_core::auth::{Authenticator, Principal};
 use cellpilot_core::clock::{SharedClock, TestClock};
 use cellpilot_core::config::{FsyncPolicy, IngestConfig};
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::Ingest;
-use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator, to_batches};
+use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
 use cellpilot_ingest::mapping::Mapper;
 use cellpilot_ingest::pipeline::{IngestParts, Logs, MetricsSignal, Traces};
 use cellpilot_ingest::sequencer::{WalSettings, replay};
+use common::{counts, cumulative, kv};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric::Data,
-};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use std::collections::BTreeMap;
@@ -26,17 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const MS: i64 = 1_000_000;
+use common::MS;
 /// One second past a window boundary.
 const T0: i64 = 1_800_000_001_000;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
 
 fn spans(cell: &str, end_ms: i64, n: usize) -> ExportTraceServiceRequest {
     let spans = (0..n)
@@ -55,37 +44,6 @@ fn spans(cell: &str, end_ms: i64, n: usize) -> ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource { attributes: vec![kv("service.name", "web")], ..Default::default() }),
             scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-}
-
-/// A cumulative histogram point of the metrics-only service `api`, `count` samples under 100 ms.
-fn cumulative(start_ms: i64, time_ms: i64, count: u64) -> ExportMetricsServiceRequest {
-    let point = HistogramDataPoint {
-        attributes: vec![kv("cell.id", "metrics-cell")],
-        start_time_unix_nano: (start_ms * MS) as u64,
-        time_unix_nano: (time_ms * MS) as u64,
-        count,
-        bucket_counts: vec![count, 0],
-        explicit_bounds: vec![0.1],
-        ..Default::default()
-    };
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: vec![kv("service.name", "api")], ..Default::default() }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "http.server.request.duration".into(),
-                    unit: "s".into(),
-                    data: Some(Data::Histogram(Histogram {
-                        data_points: vec![point],
-                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
             ..Default::default()
         }],
     }
@@ -112,19 +70,6 @@ fn ingest(dir: &Path, agg: &SharedAggregator, clock: &TestClock, watermark: i64)
     Ingest::new(&config, parts).unwrap()
 }
 
-/// Requests per cell in every window the aggregator holds.
-fn counts(agg: &SharedAggregator) -> BTreeMap<String, u64> {
-    let rows = agg.lock().snapshot(i64::MIN / 2, i64::MAX / 2);
-    let b = to_batches(rows, 10_000).unwrap().rollups;
-    let cell = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
-    let req = b.column(5).as_any().downcast_ref::<UInt64Array>().unwrap();
-    let mut out = BTreeMap::new();
-    for i in 0..b.num_rows() {
-        *out.entry(cell.value(i).to_string()).or_default() += req.value(i);
-    }
-    out
-}
-
 fn replayed_counts(dir: &Path, durable_before: i64) -> BTreeMap<String, u64> {
     let agg = aggregator();
     replay(dir, &Mapper::new(&IngestConfig::default()), &agg, durable_before).unwrap();
@@ -140,14 +85,20 @@ async fn replay_reproduces_and_checkpoints_survive_truncation() {
     // Segment 0: window A and the first cumulative point (a fresh stream: counts 5).
     let mut first = ingest(dir.path(), &live, &clock, i64::MIN);
     first.export::<Traces>(spans("a", T0 - 500, 10), None, &Principal::Anonymous).await.unwrap();
-    first.export::<MetricsSignal>(cumulative(T0 - 5_000, T0 - 400, 5), None, &Principal::Anonymous).await.unwrap();
+    first
+        .export::<MetricsSignal>(cumulative("metrics-cell", T0 - 5_000, T0 - 400, 5), None, &Principal::Anonymous)
+        .await
+        .unwrap();
     // Six minutes on, anything seals segment 0.
     clock.advance(Duration::from_secs(360));
     first.export::<Logs>(ExportLogsServiceRequest::default(), None, &Principal::Anonymous).await.unwrap();
     // Segment 1: window B and the second point (+7).
     let t1 = T0 + 360_000;
     first.export::<Traces>(spans("b", t1 - 500, 10), None, &Principal::Anonymous).await.unwrap();
-    first.export::<MetricsSignal>(cumulative(T0 - 5_000, t1 - 400, 12), None, &Principal::Anonymous).await.unwrap();
+    first
+        .export::<MetricsSignal>(cumulative("metrics-cell", T0 - 5_000, t1 - 400, 12), None, &Principal::Anonymous)
+        .await
+        .unwrap();
     first.shutdown();
     let acknowledged = counts(&live);
     assert_eq!(acknowledged["a"], 10);
@@ -158,7 +109,10 @@ async fn replay_reproduces_and_checkpoints_survive_truncation() {
     let a_end = T0 - T0 % 10_000 + 10_000;
     clock.advance(Duration::from_secs(10));
     let mut second = ingest(dir.path(), &aggregator(), &clock, a_end);
-    second.export::<MetricsSignal>(cumulative(T0 - 5_000, t1 + 9_000, 20), None, &Principal::Anonymous).await.unwrap();
+    second
+        .export::<MetricsSignal>(cumulative("metrics-cell", T0 - 5_000, t1 + 9_000, 20), None, &Principal::Anonymous)
+        .await
+        .unwrap();
     second.shutdown();
     let segments: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
         .unwrap()
