@@ -228,7 +228,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     let receivers = Bulkhead::new()?;
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());
-    let mut server = grpc_server(tls.as_ref(), &config.transport)?;
+    let mut server = grpc_server(tls.as_ref(), &config.transport, false)?;
     let grpc = grpc.into_std()?;
     tasks.spawn(receivers.spawn(async move {
         let grpc = TcpListener::from_std(grpc)?;
@@ -252,7 +252,7 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
         .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
     let stop = shutdown.clone();
     // Gateways watch CellWeights here.
-    let mut server = grpc_server(tls.as_ref(), &config.transport)?;
+    let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
     tasks.spawn(async move {
         server
             .add_service(weights_service.into_server())
@@ -288,14 +288,24 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running { addrs, shutdown, tasks, ingest, _receivers: receivers })
 }
 
-/// A tonic server with the `[transport]` limits, over TLS when `[tls]` is set.
-fn grpc_server(tls: Option<&crate::tls::Tls>, limits: &TransportConfig) -> anyhow::Result<tonic::transport::Server> {
-    let server = tonic::transport::Server::builder()
+/// A tonic server with the `[transport]` limits, over TLS when `[tls]` is set. `pings`: HTTP/2
+/// keepalive PINGs, for the CellWeights listener, where a gateway that vanished must be noticed
+/// (it holds cut-overs back); OTLP clients keep their own keepalives, and one busy encoding a
+/// large export must not be cut off for a late PING answer (TCP keepalive still applies).
+fn grpc_server(
+    tls: Option<&crate::tls::Tls>,
+    limits: &TransportConfig,
+    pings: bool,
+) -> anyhow::Result<tonic::transport::Server> {
+    let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .concurrency_limit_per_connection(limits.concurrency_per_connection)
-        .http2_keepalive_interval(Some(limits.keepalive_interval.0))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout.0))
         .tcp_keepalive(Some(limits.keepalive_interval.0));
+    if pings {
+        server = server
+            .http2_keepalive_interval(Some(limits.keepalive_interval.0))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout.0));
+    }
     Ok(match tls {
         Some(t) => server.tls_config(t.grpc()).context("[tls] for a gRPC listener")?,
         None => server,

@@ -256,7 +256,7 @@ pub struct TransportConfig {
     pub max_concurrent_streams: u32,
     /// gRPC requests served at once per connection.
     pub concurrency_per_connection: usize,
-    /// HTTP/2 PING interval on idle connections.
+    /// HTTP/2 PING interval on idle CellWeights connections (and TCP keepalive everywhere).
     pub keepalive_interval: Dur,
     /// A peer that does not answer a PING within this is disconnected (its Watch streams end).
     pub keepalive_timeout: Dur,
