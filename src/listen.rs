@@ -18,13 +18,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How long a stop waits for requests in flight before closing their connections.
 const DRAIN: Duration = Duration::from_secs(10);
 /// How long, and how many bytes, a closing connection keeps reading and dropping.
-const LINGER: Duration = Duration::from_secs(5);
+const LINGER: Duration = Duration::from_secs(30);
 const LINGER_BYTES: usize = 64 << 20;
 
 /// Serves `router` on `tcp` until `stop`, over TLS when `tls` is set.
@@ -63,11 +63,10 @@ pub(crate) async fn serve_http(
         // Watched before the handshake, so a stop also ends connections still negotiating TLS.
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _slot = slot;
             match tls {
-                None => serve(&http, watcher, stream, service).await,
+                None => serve(&http, watcher, stream, service, slot).await,
                 Some(tls) => match tls.handshake(stream).await {
-                    Some(stream) => serve(&http, watcher, stream, service).await,
+                    Some(stream) => serve(&http, watcher, stream, service, slot).await,
                     None => tracing::debug!(%addr, "TLS handshake failed or timed out"),
                 },
             }
@@ -85,21 +84,23 @@ async fn serve<S>(
     watcher: hyper_util::server::graceful::Watcher,
     stream: S,
     service: TowerToHyperService<axum::Router>,
+    slot: OwnedSemaphorePermit,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = http.serve_connection(TokioIo::new(Lingering(Some(stream))), service);
+    let conn = http.serve_connection(TokioIo::new(Lingering(Some((stream, slot)))), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
-/// A connection whose close lingers (see the module docs).
-struct Lingering<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(Option<S>);
+/// A connection whose close lingers (see the module docs); it keeps its connection slot until
+/// the lingering ends, so lingering sockets count against `max_connections` too.
+struct Lingering<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(Option<(S, OwnedSemaphorePermit)>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Lingering<S> {
     fn drop(&mut self) {
-        let Some(mut stream) = self.0.take() else { return };
+        let Some((mut stream, slot)) = self.0.take() else { return };
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         rt.spawn(async move {
             let _ = stream.shutdown().await;
@@ -114,6 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Lingering<S> {
                 }
             })
             .await;
+            drop(slot);
         });
     }
 }
@@ -121,7 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Lingering<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Lingering<S> {
     fn inner(&mut self) -> Pin<&mut S> {
         // Only `drop` takes the stream out.
-        Pin::new(self.0.as_mut().expect("a lingering stream is used only before it is dropped"))
+        Pin::new(&mut self.0.as_mut().expect("a lingering stream is used only before it is dropped").0)
     }
 }
 
@@ -153,6 +155,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Lingerin
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.as_ref().is_some_and(|s| s.is_write_vectored())
+        self.0.as_ref().is_some_and(|(s, _)| s.is_write_vectored())
     }
 }
