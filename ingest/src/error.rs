@@ -1,5 +1,5 @@
-//! Ingest errors, grouped by blame. [`crate::http`] and [`crate::grpc`] each map them to their
-//! transport's status in one place.
+//! Ingest errors, grouped by blame, and [`Error::status`]: the one place an error gets its HTTP
+//! status and gRPC code, which both transports use.
 
 use cellpilot_core::auth::Denied;
 use std::time::Duration;
@@ -47,8 +47,66 @@ pub enum Error {
     Internal(String),
 }
 
+/// How an error is answered on either transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status code.
+    pub http: u16,
+    /// gRPC status code (also in the OTLP/HTTP error body).
+    pub grpc: tonic::Code,
+    /// How long to wait before retrying, for the retryable answers.
+    pub retry_after: Option<Duration>,
+}
+
+impl Error {
+    /// The answer to this error, for both transports.
+    pub fn status(&self) -> Answer {
+        let answer = |http, grpc| Answer { http, grpc, retry_after: None };
+        match self {
+            Error::BadInput(_) => answer(400, tonic::Code::InvalidArgument),
+            Error::Unsupported(_) => answer(415, tonic::Code::InvalidArgument),
+            Error::TooLarge { .. } | Error::TooMany(_) => answer(413, tonic::Code::ResourceExhausted),
+            Error::Unauthenticated(d) if d.is_forbidden() => answer(403, tonic::Code::PermissionDenied),
+            Error::Unauthenticated(_) => answer(401, tonic::Code::Unauthenticated),
+            Error::Overloaded { retry_after } => {
+                Answer { http: 429, grpc: tonic::Code::Unavailable, retry_after: Some(*retry_after) }
+            }
+            Error::Unavailable { retry_after } => {
+                Answer { http: 503, grpc: tonic::Code::Unavailable, retry_after: Some(*retry_after) }
+            }
+            Error::Internal(_) => answer(500, tonic::Code::Internal),
+        }
+    }
+}
+
 impl From<cellpilot_core::Error> for Error {
     fn from(e: cellpilot_core::Error) -> Self {
         Error::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellpilot_core::auth::Role;
+
+    #[test]
+    fn each_error_has_one_answer_for_both_transports() {
+        let retry = Duration::from_secs(1);
+        let table = [
+            (Error::BadInput("x".into()), 400, tonic::Code::InvalidArgument, false),
+            (Error::Unsupported("x".into()), 415, tonic::Code::InvalidArgument, false),
+            (Error::TooLarge { limit: 1 }, 413, tonic::Code::ResourceExhausted, false),
+            (Error::TooMany("x".into()), 413, tonic::Code::ResourceExhausted, false),
+            (Error::Unauthenticated(Denied::Missing), 401, tonic::Code::Unauthenticated, false),
+            (Error::Unauthenticated(Denied::Lacks(Role::Ingest)), 403, tonic::Code::PermissionDenied, false),
+            (Error::Overloaded { retry_after: retry }, 429, tonic::Code::Unavailable, true),
+            (Error::Unavailable { retry_after: retry }, 503, tonic::Code::Unavailable, true),
+            (Error::Internal("x".into()), 500, tonic::Code::Internal, false),
+        ];
+        for (e, http, grpc, retryable) in table {
+            let a = e.status();
+            assert_eq!((a.http, a.grpc, a.retry_after.is_some()), (http, grpc, retryable), "{e:?}");
+        }
     }
 }

@@ -17,26 +17,19 @@ use std::task::{Context, Poll};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::{NamedService, UnaryService};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use tonic_prost::ProstEncoder;
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The one place ingest errors become gRPC statuses.
+/// An ingest error as a gRPC status (code and RetryInfo from [`Error::status`]).
 pub fn to_status(e: &Error) -> Status {
-    match e {
-        Error::BadInput(m) | Error::Unsupported(m) => Status::invalid_argument(m.clone()),
-        Error::TooLarge { .. } | Error::TooMany(_) => Status::resource_exhausted(e.to_string()),
-        Error::Unauthenticated(d) if d.is_forbidden() => Status::permission_denied(d.to_string()),
-        Error::Unauthenticated(d) => Status::unauthenticated(d.to_string()),
-        Error::Overloaded { retry_after } | Error::Unavailable { retry_after } => Status::with_error_details(
-            Code::Unavailable,
-            e.to_string(),
-            ErrorDetails::with_retry_info(Some(*retry_after)),
-        ),
-        Error::Internal(detail) => {
-            tracing::error!(%detail, "OTLP/gRPC export failed");
-            Status::internal(e.to_string())
-        }
+    let answer = e.status();
+    if let Error::Internal(detail) = e {
+        tracing::error!(%detail, "OTLP/gRPC export failed");
+    }
+    match answer.retry_after {
+        Some(wait) => Status::with_error_details(answer.grpc, e.to_string(), ErrorDetails::with_retry_info(Some(wait))),
+        None => Status::new(answer.grpc, e.to_string()),
     }
 }
 

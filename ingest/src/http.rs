@@ -87,32 +87,21 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
     }
 }
 
-/// The one place ingest errors become HTTP responses.
+/// An ingest error as an HTTP response (status and retry hint from [`Error::status`]).
 fn error_response(e: &Error, enc: Encoding) -> Response {
-    let (status, grpc_code) = match e {
-        Error::BadInput(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
-        Error::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
-        Error::TooLarge { .. } | Error::TooMany(_) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
-        Error::Unauthenticated(d) if d.is_forbidden() => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
-        Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
-        Error::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::Unavailable),
-        Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
-        Error::Internal(detail) => {
-            tracing::error!(%detail, "OTLP/HTTP export failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
-        }
-    };
+    let answer = e.status();
     match e {
+        Error::Internal(detail) => tracing::error!(%detail, "OTLP/HTTP export failed"),
         Error::Unauthenticated(d) => tracing::warn!(reason = %d, "OTLP/HTTP request rejected"),
-        Error::Internal(_) => {}
         other => tracing::debug!(error = %other, "OTLP/HTTP request rejected"),
     }
-    let body = decode::status_body(grpc_code as i32, &e.to_string(), enc);
+    let body = decode::status_body(answer.grpc as i32, &e.to_string(), enc);
+    let status = StatusCode::from_u16(answer.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, [(header::CONTENT_TYPE, enc.content_type())], body).into_response();
-    if let Error::Overloaded { retry_after } | Error::Unavailable { retry_after } = e {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+    if let Some(wait) = answer.retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
     }
-    if matches!(e, Error::Unauthenticated(d) if !d.is_forbidden()) {
+    if answer.http == 401 {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp

@@ -3,7 +3,8 @@
 //! costs slots, not memory, and everyone else hears the retry hint at once. A declared
 //! Content-Length over the limit is refused before a byte of the body is read.
 //!
-//! And the flood (`#[ignore]`d, `.ci/run` runs it, ~45 s): after measuring what this machine
+//! And the flood (`#[ignore = "overload run: alone"]`; `.ci/run` runs it in a stage of its own,
+//! ~45 s, since other tests' servers would take the CPU it measures): after measuring what this machine
 //! sustains (sender included), 30 s of exports offered at 10x that rate, each retried after its
 //! `Retry-After` as SDKs do. Every attempt is answered (200, 429 or 503 with a retry hint) within
 //! the client's 10 s timeout, peak RSS stays under 1 GiB, the overview page and `/api/v1/cells`
@@ -202,7 +203,7 @@ async fn metric(server: &Server, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow: 30 s at 10x the sustainable rate; .ci/run runs it"]
+#[ignore = "overload run: alone, in its own .ci/run stage"]
 async fn ten_times_the_sustainable_rate_for_thirty_seconds() {
     let server = Server::start(&[]);
     // What this machine sustains, sender included: 8 exports at a time, back to back.
