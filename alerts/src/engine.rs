@@ -17,6 +17,23 @@ pub enum AlertState {
     Resolved,
 }
 
+impl AlertState {
+    /// The name used in the API and pages (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One alert.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Alert {
@@ -131,6 +148,13 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_names_are_their_serialized_names() {
+        for s in [AlertState::Pending, AlertState::Firing, AlertState::Resolved] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 
     fn cond(name: &str, for_ms: i64) -> Condition {
         let labels: Labels = [("alertname".to_string(), name.to_string())].into();

@@ -17,6 +17,22 @@ pub enum Source {
     Reported,
 }
 
+impl Source {
+    /// The name used in tables, the API and pages (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Observed => "observed",
+            Source::Reported => "reported",
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One row of the `cutovers` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cutover {

@@ -98,9 +98,6 @@ impl<T: Serialize + DeserializeOwned> JsonLog<T> {
 pub fn to_batch(decisions: &[Decision]) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
     use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array};
     use std::sync::Arc;
-    let state = |d: &Decision| {
-        serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-    };
     let cols: Vec<ArrayRef> = vec![
         Arc::new(
             TimestampMillisecondArray::from_iter_values(decisions.iter().map(|d| d.decided_at_ms)).with_timezone("UTC"),
@@ -109,7 +106,7 @@ pub fn to_batch(decisions: &[Decision]) -> Result<arrow::record_batch::RecordBat
         Arc::new(StringArray::from_iter_values(decisions.iter().map(|d| d.cell.as_str()))),
         Arc::new(UInt32Array::from_iter_values(decisions.iter().map(|d| d.old_weight))),
         Arc::new(UInt32Array::from_iter_values(decisions.iter().map(|d| d.new_weight))),
-        Arc::new(StringArray::from_iter_values(decisions.iter().map(state))),
+        Arc::new(StringArray::from_iter_values(decisions.iter().map(|d| d.state.as_str()))),
         Arc::new(StringArray::from_iter_values(decisions.iter().map(|d| d.reason.as_str()))),
         Arc::new(StringArray::from_iter_values(decisions.iter().map(|d| d.actor.as_str()))),
     ];
@@ -132,10 +129,7 @@ pub fn cutovers_batch(
         ts(&|c| c.applied_at_ms),
         ts(&|c| c.completed_at_ms),
         Arc::new(Int64Array::from(rows.iter().map(|c| c.duration_ms).collect::<Vec<_>>())),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|c| match c.source {
-            crate::cutover::Source::Observed => "observed",
-            crate::cutover::Source::Reported => "reported",
-        }))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|c| c.source.as_str()))),
     ];
     arrow::record_batch::RecordBatch::try_new(cellpilot_core::schema::cutovers_schema(), cols)
 }
@@ -148,6 +142,18 @@ mod tests {
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Row {
         n: u32,
+    }
+
+    #[test]
+    fn enum_names_are_their_serialized_names() {
+        use crate::cutover::Source;
+        use crate::policy::State;
+        for s in [State::Active, State::Drained, State::Restoring, State::Pinned] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in [Source::Observed, Source::Reported] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[test]

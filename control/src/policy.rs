@@ -43,6 +43,24 @@ pub enum State {
     Pinned,
 }
 
+impl State {
+    /// The name used in tables, the API and pages (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Drained => "drained",
+            State::Restoring => "restoring",
+            State::Pinned => "pinned",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One change, as the `decisions` table records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {

@@ -153,7 +153,7 @@ pub async fn overview(State(state): State<AppState>) -> Result<Response, ApiErro
         .map(|(c, spark)| {
             let (s, w) = state.cell_weight(&c.cell);
             CellRow {
-                state: serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                state: s.as_str().to_string(),
                 weight: w,
                 rps: format!("{:.1}", c.requests as f64 / 300.0),
                 error_rate: pct(c.error_rate()),
@@ -259,7 +259,7 @@ pub async fn cell(
         now: format_rfc3339_ms(now),
         refresh: true,
         ranges: picker(&link::cell_page(&cell), &range),
-        state: serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        state: s.as_str().to_string(),
         weight: w,
         requests_chart: svg::line_chart("requests per second", "/s", &req, from, now, &markers),
         errors_chart: svg::line_chart("error rate", "%", &err, from, now, &markers),
@@ -482,7 +482,7 @@ pub async fn decisions(State(state): State<AppState>) -> Result<Response, ApiErr
             version: d.version,
             weights: format!("{} → {}", d.old_weight, d.new_weight),
             href: link::cell_page(&d.cell),
-            state: serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            state: d.state.as_str().to_string(),
             cell: d.cell,
             reason: d.reason,
             actor: d.actor,
@@ -497,10 +497,7 @@ pub async fn decisions(State(state): State<AppState>) -> Result<Response, ApiErr
             applied: t(c.applied_at_ms),
             completed: t(c.completed_at_ms),
             duration: c.duration_ms.map_or("in progress".into(), |d| format!("{d} ms")),
-            source: serde_json::to_value(c.source)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            source: c.source.as_str().to_string(),
             cell: c.cell,
         })
         .collect();
@@ -549,8 +546,7 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Response, ApiError>
         .alerts()
         .into_iter()
         .map(|a| {
-            let st =
-                serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let st = a.state.as_str().to_string();
             AlertRow {
                 name: a.labels.get("alertname").cloned().unwrap_or_default(),
                 class: if st == "firing" { "bad" } else { "muted" },
