@@ -95,7 +95,7 @@ type Shared = Arc<Mutex<Tally>>;
 
 /// Exports out at once, across every sender (under `[transport] max_connections`, so every
 /// connection is served rather than left in the kernel's backlog).
-const MAX_OUTSTANDING: usize = 600;
+const MAX_OUTSTANDING: usize = 300;
 
 /// Sends one export, retrying a refusal (429 / 503) after its `Retry-After` the way an SDK
 /// does, at most 5 times.
