@@ -73,9 +73,8 @@ pub struct IngestConfig {
     /// Export requests (both transports) being read, decoded or applied at once; one more is
     /// answered 429 / UNAVAILABLE with a retry hint before its body is read.
     pub max_concurrent_requests: usize,
-    /// Longest an export may wait, from its body being whole until the sequencer takes it (to be
-    /// decoded, then in the queue); past it, it is answered with the retry hint instead of being
-    /// counted late (keep it well under `allowed_lateness`).
+    /// Longest an export may wait for the sequencer; past it, it is answered with the retry
+    /// hint instead of being counted late (keep it well under `allowed_lateness`).
     pub max_queue_wait: Dur,
 }
 

@@ -67,9 +67,8 @@ impl<S: Signal> UnaryService<S::Req> for Export<S> {
         let ingest = self.0.clone();
         Box::pin(async move {
             let who = request.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
-            let whole = request.extensions().get::<Whole>().map_or_else(std::time::Instant::now, |w| w.0);
             let req = request.into_inner();
-            let result = ingest.export_since::<S>(req, None, &who, whole).await;
+            let result = ingest.export::<S>(req, None, &who).await;
             ingest.count_request(S::LABEL, Transport::Grpc, result.as_ref().err());
             result.map(Response::new).map_err(|e| to_status(&e))
         })
@@ -120,11 +119,10 @@ where
                 Ok(s) => s,
                 Err(e) => return refuse(e),
             };
-            let (mut req, _permit) = match unframe::<S, B>(req, &ingest).await {
+            let (req, _permit) = match unframe::<S, B>(req, &ingest).await {
                 Ok(r) => r,
                 Err(e) => return refuse(e),
             };
-            req.extensions_mut().insert(Whole(std::time::Instant::now()));
             let mut grpc = tonic::server::Grpc::new(OtlpCodec::<S>(PhantomData))
                 .apply_max_message_size_config(Some(ingest.max_request_size()), None);
             Ok(grpc.unary(Export::<S>(ingest.clone(), PhantomData), req).await)
@@ -192,10 +190,6 @@ where
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok((http::Request::from_parts(parts, http_body_util::Full::new(Bytes::from(framed))), permit))
 }
-
-/// When the call's message was whole (its wait for decoding and the sequencer starts there).
-#[derive(Debug, Clone, Copy)]
-struct Whole(std::time::Instant);
 
 /// A compressed gRPC message, inflated to at most `limit` bytes.
 fn decompress(encoding: &str, wire: &[u8], limit: usize) -> Result<Vec<u8>, Error> {

@@ -61,14 +61,13 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
             }
             Err(e) => return Err(Error::BadInput(format!("reading the request body failed: {e}"))),
         };
-        let whole = std::time::Instant::now();
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
         let decoded = ingest.prescan::<S>(&raw, enc)?;
         permit.resize(raw.len().saturating_add(decoded))?;
         let req: S::Req = decode::decode(&raw, enc)?;
         // Protobuf bodies go to the WAL as they came; JSON ones are re-encoded there.
         let raw = (enc == Encoding::Protobuf).then(|| raw.to_vec());
-        ingest.export_since::<S>(req, raw, &who, whole).await
+        ingest.export::<S>(req, raw, &who).await
     }
     .await;
     ingest.count_request(S::LABEL, Transport::Http, result.as_ref().err());

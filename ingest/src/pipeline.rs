@@ -256,18 +256,6 @@ impl Ingest {
     /// hand. Reported cut-overs (`cell.cutover` log events) move gateways' figures, so they need
     /// the gateway role too.
     pub async fn export<S: Signal>(&self, req: S::Req, raw: Option<Vec<u8>>, who: &Principal) -> Result<S::Resp> {
-        self.export_since::<S>(req, raw, who, std::time::Instant::now()).await
-    }
-
-    /// [`Ingest::export`] of a request whose body was whole at `since`: waiting to be decoded
-    /// and waiting for the sequencer together are bounded by `max_queue_wait`.
-    pub async fn export_since<S: Signal>(
-        &self,
-        req: S::Req,
-        raw: Option<Vec<u8>>,
-        who: &Principal,
-        since: std::time::Instant,
-    ) -> Result<S::Resp> {
         let export = S::wrap(req);
         if let Export::Logs(logs) = &export
             && !who.has(Role::Gateway)
@@ -275,7 +263,7 @@ impl Ingest {
         {
             return Err(Error::Unauthenticated(Denied::Lacks(Role::Gateway)));
         }
-        let applied = self.sequencer.submit_since(export, raw, since).await?;
+        let applied = self.sequencer.submit(export, raw).await?;
         Ok(S::respond(self, &applied))
     }
 

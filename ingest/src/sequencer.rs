@@ -97,8 +97,7 @@ pub struct Applied {
 
 struct Job {
     export: Export,
-    /// When its wait began (its body was whole): one that waited past `max_wait` for the
-    /// sequencer is answered with the retry hint.
+    /// When it was queued: one that waited past `max_wait` is answered with the retry hint.
     queued_at: std::time::Instant,
     /// The request's protobuf bytes when the transport had them (saves an encode).
     raw: Option<Vec<u8>>,
@@ -394,20 +393,9 @@ impl Sequencer {
 
     /// Queues an export and waits until it is durable and applied.
     pub async fn submit(&self, export: Export, raw: Option<Vec<u8>>) -> Result<Applied> {
-        self.submit_since(export, raw, std::time::Instant::now()).await
-    }
-
-    /// [`Sequencer::submit`], counting the wait from `since` (when the request's body was whole,
-    /// so time spent waiting to be decoded counts too).
-    pub async fn submit_since(
-        &self,
-        export: Export,
-        raw: Option<Vec<u8>>,
-        since: std::time::Instant,
-    ) -> Result<Applied> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(unavailable)?;
-        match tx.try_send(Job { export, queued_at: since, raw, reply }) {
+        match tx.try_send(Job { export, queued_at: std::time::Instant::now(), raw, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(Error::Overloaded { retry_after: RETRY_AFTER }),
             Err(TrySendError::Disconnected(_)) => return Err(unavailable()),
