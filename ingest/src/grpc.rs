@@ -171,33 +171,35 @@ where
             body.len() - 5
         )));
     }
-    let wire = body.slice(5..);
-    let message: Bytes = if compressed {
+    // Uncompressed, the call goes on as it came (no copy); compressed, it is inflated behind a
+    // new frame header.
+    let framed: Bytes = if compressed {
         let encoding = parts.headers.remove("grpc-encoding");
         let encoding = encoding.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("identity");
-        decompress(encoding, &wire, limit)?.into()
+        let mut framed = vec![0u8; 5];
+        decompress(encoding, &body[5..], limit, &mut framed)?;
+        let n = u32::try_from(framed.len() - 5).unwrap_or(u32::MAX);
+        framed[1..5].copy_from_slice(&n.to_be_bytes());
+        framed.into()
     } else if len > limit {
         return Err(Error::TooLarge { limit });
     } else {
-        wire
+        body
     };
-    let decoded = ingest.prescan::<S>(&message, crate::decode::Encoding::Protobuf)?;
+    let message = &framed[5..];
+    let decoded = ingest.prescan::<S>(message, crate::decode::Encoding::Protobuf)?;
     let permit = ingest.admit(message.len().saturating_add(decoded))?;
-    let mut framed = Vec::with_capacity(message.len() + 5);
-    framed.push(0);
-    framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
-    framed.extend_from_slice(&message);
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    Ok((http::Request::from_parts(parts, http_body_util::Full::new(Bytes::from(framed))), permit))
+    Ok((http::Request::from_parts(parts, http_body_util::Full::new(framed)), permit))
 }
 
-/// A compressed gRPC message, inflated to at most `limit` bytes.
-fn decompress(encoding: &str, wire: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
+/// A compressed gRPC message, inflated onto the end of `out`, at most `limit` bytes of it.
+fn decompress(encoding: &str, wire: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), Error> {
     use std::io::Read;
-    let mut out = Vec::new();
+    let start = out.len();
     let read = match encoding {
-        "gzip" => flate2::read::MultiGzDecoder::new(wire).take(limit as u64 + 1).read_to_end(&mut out),
-        "zstd" => zstd::stream::read::Decoder::new(wire).and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
+        "gzip" => flate2::read::MultiGzDecoder::new(wire).take(limit as u64 + 1).read_to_end(out),
+        "zstd" => zstd::stream::read::Decoder::new(wire).and_then(|d| d.take(limit as u64 + 1).read_to_end(out)),
         other => {
             return Err(Error::Unsupported(format!(
                 "unsupported grpc-encoding `{other}` on a compressed message: use gzip or zstd"
@@ -205,10 +207,10 @@ fn decompress(encoding: &str, wire: &[u8], limit: usize) -> Result<Vec<u8>, Erro
         }
     };
     read.map_err(|e| Error::BadInput(format!("the message is not valid {encoding}: {e}")))?;
-    if out.len() > limit {
+    if out.len() - start > limit {
         return Err(Error::TooLarge { limit });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Prost encoding with a decoder that reports malformed payloads as INVALID_ARGUMENT.

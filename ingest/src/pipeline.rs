@@ -182,7 +182,7 @@ impl Ingest {
         let max_request_size = config.max_request_size.as_usize();
         // Four maximal requests may be in flight before new ones are turned away.
         let limiter = Limiter::new(max_request_size.saturating_mul(4), parts.metrics.ingest_inflight_bytes.clone());
-        let sequencer = Sequencer::start_with_wait(
+        let sequencer = Sequencer::start(
             Mapper::new(config),
             parts.aggregator,
             parts.wal,

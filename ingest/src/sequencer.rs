@@ -300,29 +300,15 @@ struct Worker {
     max_wait: Duration,
 }
 
-/// How long an export may wait in the queue when nothing else is said (tests, benchmarks).
+/// The queue-wait bound of tests and benchmarks (as `[ingest] max_queue_wait` defaults to).
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
 
 impl Sequencer {
     /// Starts the thread. With `wal` set, exports are logged (segments after `replayed`) before
     /// they are applied; without it they are only applied (benchmarks, tests). Exports that
-    /// waited in the queue longer than [`DEFAULT_MAX_WAIT`] are answered with the retry hint
-    /// ([`Sequencer::start_with_wait`] sets another bound).
-    pub fn start(
-        mapper: Mapper,
-        agg: SharedAggregator,
-        wal: Option<(WalSettings, Replayed)>,
-        clock: SharedClock,
-        metrics: Metrics,
-        watermark: Watermark,
-        cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
-    ) -> Result<Self> {
-        Self::start_with_wait(mapper, agg, wal, clock, metrics, watermark, cutovers, DEFAULT_MAX_WAIT)
-    }
-
-    /// [`Sequencer::start`] with `max_wait` as the queue-wait bound.
+    /// waited in the queue longer than `max_wait` are answered with the retry hint.
     #[allow(clippy::too_many_arguments)]
-    pub fn start_with_wait(
+    pub fn start(
         mapper: Mapper,
         agg: SharedAggregator,
         wal: Option<(WalSettings, Replayed)>,
@@ -634,6 +620,7 @@ mod tests {
             Metrics::new(),
             Arc::new(|| i64::MIN),
             None,
+            DEFAULT_MAX_WAIT,
         )
         .unwrap()
     }
@@ -645,7 +632,7 @@ mod tests {
         let settings = WalSettings::new(dir.path(), FsyncPolicy::Never, 1 << 30);
         let clock: SharedClock = Arc::new(TestClock::new(NOW_MS * 1_000_000));
         let seq = Arc::new(
-            Sequencer::start_with_wait(
+            Sequencer::start(
                 Mapper::new(&IngestConfig::default()),
                 agg.clone(),
                 Some((settings, Replayed::default())),

@@ -76,7 +76,16 @@ fn start(dir: &Path, fs: Fs, agg: &SharedAggregator, replayed: Replayed) -> Resu
     wal.writer.segment_bytes = 1500;
     let clock: SharedClock = Arc::new(TestClock::new((T0 * MS) as i64));
     let mapper = Mapper::new(&IngestConfig::default());
-    Sequencer::start(mapper, agg.clone(), Some((wal, replayed)), clock, Metrics::new(), Arc::new(|| i64::MIN), None)
+    Sequencer::start(
+        mapper,
+        agg.clone(),
+        Some((wal, replayed)),
+        clock,
+        Metrics::new(),
+        Arc::new(|| i64::MIN),
+        None,
+        cellpilot_ingest::sequencer::DEFAULT_MAX_WAIT,
+    )
 }
 
 fn restart(dir: &Path) -> (SharedAggregator, Replayed) {
