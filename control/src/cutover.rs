@@ -261,6 +261,16 @@ impl Watchers {
         }
     }
 
+    /// How many gateways are watching now.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no gateway is watching.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Gateways watching now.
     pub fn ids(&self) -> BTreeSet<String> {
         self.0.keys().cloned().collect()

@@ -265,13 +265,13 @@ impl Controller {
     fn watching(&self, gateway: &str) {
         let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         w.join(gateway);
-        self.metrics.gateways_watching.set(w.ids().len() as i64);
+        self.metrics.gateways_watching.set(w.len() as i64);
     }
 
     fn left(&self, gateway: &str) {
         let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         let last = w.leave(gateway);
-        self.metrics.gateways_watching.set(w.ids().len() as i64);
+        self.metrics.gateways_watching.set(w.len() as i64);
         drop(w);
         if last {
             // A gateway that went away no longer holds a cut-over up.
