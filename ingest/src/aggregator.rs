@@ -453,7 +453,7 @@ impl Aggregator {
     fn apply_point(
         &mut self,
         obs: &Observations<'_>,
-        p: &PointObs,
+        p: &PointObs<'_>,
         now_ms: i64,
         durable_before: i64,
         out: &mut Outcome,

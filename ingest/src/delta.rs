@@ -2,6 +2,7 @@
 //! first-cumulative-point rule of the spec.
 
 use crate::mapping::Buckets;
+use crate::stream::{ENCODING, StreamKey};
 use std::collections::HashMap;
 
 /// What the previous cumulative point of a stream said.
@@ -23,21 +24,34 @@ pub enum NoDelta {
     OutOfOrder,
 }
 
-/// Per-stream cumulative state.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// Per-stream cumulative state, keyed by [`StreamKey::encode`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct DeltaTracker {
+    /// The stream encoding of `streams`' keys; absent (0) in checkpoints written before it.
+    #[serde(default)]
+    version: u32,
     streams: HashMap<String, StreamState>,
+    /// Streams restored from an unversioned checkpoint, keyed by [`StreamKey::legacy`], moved to
+    /// `streams` when they next report (or evicted when they do not).
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    legacy: HashMap<String, StreamState>,
+}
+
+impl Default for DeltaTracker {
+    fn default() -> Self {
+        DeltaTracker { version: ENCODING, streams: HashMap::new(), legacy: HashMap::new() }
+    }
 }
 
 impl DeltaTracker {
     /// Number of streams tracked.
     pub fn len(&self) -> usize {
-        self.streams.len()
+        self.streams.len() + self.legacy.len()
     }
 
     /// Whether no stream is tracked.
     pub fn is_empty(&self) -> bool {
-        self.streams.is_empty()
+        self.len() == 0
     }
 
     /// Converts a cumulative point to the counts it adds since the stream's previous point.
@@ -46,18 +60,22 @@ impl DeltaTracker {
     /// only when the start is that recent (a freshly started process); otherwise it is a baseline.
     pub fn delta(
         &mut self,
-        stream: &str,
+        stream: &StreamKey<'_>,
         start_ns: i64,
         time_ns: i64,
         buckets: &Buckets,
         fresh_ns: i64,
         now_ms: i64,
     ) -> Result<Buckets, NoDelta> {
-        let Some(prev) = self.streams.get_mut(stream) else {
-            self.streams.insert(
-                stream.to_string(),
-                StreamState { start_ns, time_ns, buckets: buckets.clone(), seen_ms: now_ms },
-            );
+        let key = stream.encode();
+        if !self.legacy.is_empty()
+            && !self.streams.contains_key(&key)
+            && let Some(state) = self.legacy.remove(&stream.legacy())
+        {
+            self.streams.insert(key.clone(), state);
+        }
+        let Some(prev) = self.streams.get_mut(&key) else {
+            self.streams.insert(key, StreamState { start_ns, time_ns, buckets: buckets.clone(), seen_ms: now_ms });
             let fresh = start_ns > 0 && time_ns.saturating_sub(start_ns) <= fresh_ns;
             return if fresh { Ok(buckets.clone()) } else { Err(NoDelta::Baseline) };
         };
@@ -83,14 +101,27 @@ impl DeltaTracker {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// State saved by [`DeltaTracker::to_bytes`].
+    /// State saved by [`DeltaTracker::to_bytes`], by this version or an earlier one.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("invalid cumulative-stream checkpoint: {e}"))
+        let mut t: DeltaTracker =
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid cumulative-stream checkpoint: {e}"))?;
+        match t.version {
+            0 => {
+                t.legacy.extend(std::mem::take(&mut t.streams));
+                t.version = ENCODING;
+                Ok(t)
+            }
+            ENCODING => Ok(t),
+            v => {
+                Err(format!("cumulative-stream checkpoint uses stream encoding {v}; this build reads up to {ENCODING}"))
+            }
+        }
     }
 
     /// Forgets streams not seen since `before_ms`.
     pub fn evict(&mut self, before_ms: i64) {
         self.streams.retain(|_, s| s.seen_ms >= before_ms);
+        self.legacy.retain(|_, s| s.seen_ms >= before_ms);
     }
 }
 
@@ -184,34 +215,46 @@ mod tests {
     fn first_point_counts_only_when_fresh() {
         let mut t = DeltaTracker::default();
         let s = 1_000_000_000_000;
-        assert_eq!(t.delta("a", s, s + 10_000_000_000, &ex(&[1, 2, 0]), FRESH, 0), Ok(ex(&[1, 2, 0])));
-        assert_eq!(t.delta("b", s, s + 3_600_000_000_000, &ex(&[1, 2, 0]), FRESH, 0), Err(NoDelta::Baseline));
-        assert_eq!(t.delta("b", s, s + 3_610_000_000_000, &ex(&[1, 5, 1]), FRESH, 0), Ok(ex(&[0, 3, 1])));
+        assert_eq!(
+            t.delta(&StreamKey::named("a"), s, s + 10_000_000_000, &ex(&[1, 2, 0]), FRESH, 0),
+            Ok(ex(&[1, 2, 0]))
+        );
+        assert_eq!(
+            t.delta(&StreamKey::named("b"), s, s + 3_600_000_000_000, &ex(&[1, 2, 0]), FRESH, 0),
+            Err(NoDelta::Baseline)
+        );
+        assert_eq!(
+            t.delta(&StreamKey::named("b"), s, s + 3_610_000_000_000, &ex(&[1, 5, 1]), FRESH, 0),
+            Ok(ex(&[0, 3, 1]))
+        );
     }
 
     #[test]
     fn repeated_export_adds_nothing_and_reset_counts_afresh() {
         let mut t = DeltaTracker::default();
         let s = 1_000_000_000_000;
-        t.delta("a", s, s + 1, &ex(&[1, 1, 1]), FRESH, 0).unwrap();
-        assert_eq!(t.delta("a", s, s + 1, &ex(&[1, 1, 1]), FRESH, 0), Ok(ex(&[0, 0, 0])));
-        assert_eq!(t.delta("a", s, s + 2, &ex(&[2, 1, 1]), FRESH, 0), Ok(ex(&[1, 0, 0])));
+        t.delta(&StreamKey::named("a"), s, s + 1, &ex(&[1, 1, 1]), FRESH, 0).unwrap();
+        assert_eq!(t.delta(&StreamKey::named("a"), s, s + 1, &ex(&[1, 1, 1]), FRESH, 0), Ok(ex(&[0, 0, 0])));
+        assert_eq!(t.delta(&StreamKey::named("a"), s, s + 2, &ex(&[2, 1, 1]), FRESH, 0), Ok(ex(&[1, 0, 0])));
         // Counter reset: falling count, same start.
-        assert_eq!(t.delta("a", s, s + 3, &ex(&[1, 0, 0]), FRESH, 0), Ok(ex(&[1, 0, 0])));
+        assert_eq!(t.delta(&StreamKey::named("a"), s, s + 3, &ex(&[1, 0, 0]), FRESH, 0), Ok(ex(&[1, 0, 0])));
         // Restart: new start time.
-        assert_eq!(t.delta("a", s + 10, s + 20, &ex(&[0, 4, 0]), FRESH, 0), Ok(ex(&[0, 4, 0])));
-        assert_eq!(t.delta("a", s + 10, s + 15, &ex(&[0, 9, 0]), FRESH, 0), Err(NoDelta::OutOfOrder));
+        assert_eq!(t.delta(&StreamKey::named("a"), s + 10, s + 20, &ex(&[0, 4, 0]), FRESH, 0), Ok(ex(&[0, 4, 0])));
+        assert_eq!(
+            t.delta(&StreamKey::named("a"), s + 10, s + 15, &ex(&[0, 9, 0]), FRESH, 0),
+            Err(NoDelta::OutOfOrder)
+        );
     }
 
     #[test]
     fn exponential_scale_change() {
         let mut t = DeltaTracker::default();
         let a = Buckets::Exponential { scale: 1, zero_count: 1, offset: 2, counts: vec![1, 1, 1] };
-        t.delta("e", 1, 2, &a, FRESH, 0).unwrap();
+        t.delta(&StreamKey::named("e"), 1, 2, &a, FRESH, 0).unwrap();
         // Downscaled by one: indexes 2,3 -> 1 and 4 -> 2, plus one new sample in index 2.
         let b = Buckets::Exponential { scale: 0, zero_count: 1, offset: 1, counts: vec![2, 2] };
         assert_eq!(
-            t.delta("e", 1, 3, &b, FRESH, 0),
+            t.delta(&StreamKey::named("e"), 1, 3, &b, FRESH, 0),
             Ok(Buckets::Exponential { scale: 0, zero_count: 0, offset: 1, counts: vec![0, 1] })
         );
     }
@@ -225,14 +268,37 @@ mod tests {
             offset,
             counts: counts.to_vec(),
         };
-        t.delta("e", 1, 2, &edge(20, i32::MAX - 1, &[1, 2, 3, u64::MAX]), FRESH, 0).unwrap();
+        t.delta(&StreamKey::named("e"), 1, 2, &edge(20, i32::MAX - 1, &[1, 2, 3, u64::MAX]), FRESH, 0).unwrap();
         // Downscaled from the top and from the bottom of i32, and a scale jump of 30.
-        assert!(t.delta("e", 1, 3, &edge(10, i32::MAX, &[u64::MAX; 3]), FRESH, 0).is_ok());
-        assert!(t.delta("e", 1, 4, &edge(-10, i32::MIN, &[5, u64::MAX]), FRESH, 0).is_ok());
-        assert!(t.delta("e", 1, 5, &edge(20, i32::MIN, &[1; 64]), FRESH, 0).is_ok());
+        assert!(t.delta(&StreamKey::named("e"), 1, 3, &edge(10, i32::MAX, &[u64::MAX; 3]), FRESH, 0).is_ok());
+        assert!(t.delta(&StreamKey::named("e"), 1, 4, &edge(-10, i32::MIN, &[5, u64::MAX]), FRESH, 0).is_ok());
+        assert!(t.delta(&StreamKey::named("e"), 1, 5, &edge(20, i32::MIN, &[1; 64]), FRESH, 0).is_ok());
         let (o, c) = downscale(i32::MAX, &[1, 1, 1], 30);
         assert_eq!((o, c.iter().sum::<u64>()), ((i64::from(i32::MAX)) >> 30, 3));
         assert_eq!(total(&edge(0, 0, &[u64::MAX, 1])), u64::MAX);
+    }
+
+    #[test]
+    fn an_unversioned_checkpoint_continues_its_streams() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        let attrs = [KeyValue {
+            key: "cell.id".into(),
+            value: Some(AnyValue { value: Some(Value::StringValue("bj".into())) }),
+            ..Default::default()
+        }];
+        let key = StreamKey { attrs: &attrs, ..StreamKey::named("lat") };
+        // As written before the encoding was versioned: no `version`, prost Debug keys.
+        let old = r#"{"streams":{"||lat|cell.id=Some(StringValue(\"bj\"))":
+            {"start_ns":1,"time_ns":5,"buckets":{"Explicit":{"bounds":[0.1,1.0],"counts":[1,1,1]}},"seen_ms":7}}}"#;
+        let mut t = DeltaTracker::from_bytes(old.as_bytes()).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.delta(&key, 1, 6, &ex(&[2, 1, 1]), FRESH, 9), Ok(ex(&[1, 0, 0])));
+        assert!(t.legacy.is_empty());
+        // Saved again, it is version 1 and keyed canonically.
+        let again = DeltaTracker::from_bytes(&t.to_bytes()).unwrap();
+        assert_eq!((again.version, again.streams.keys().collect::<Vec<_>>()), (ENCODING, vec![&key.encode()]));
+        let newer = br#"{"version":2,"streams":{}}"#;
+        assert!(DeltaTracker::from_bytes(newer).unwrap_err().contains("stream encoding 2"));
     }
 
     proptest! {
@@ -244,7 +310,7 @@ mod tests {
             let mut sum = vec![0u64; 3];
             for (i, inc) in incs.iter().enumerate() {
                 for k in 0..3 { cum[k] += inc[k]; }
-                if let Ok(Buckets::Explicit { counts, .. }) = t.delta("s", 1, 1 + i as i64, &ex(&cum), FRESH, 0) {
+                if let Ok(Buckets::Explicit { counts, .. }) = t.delta(&StreamKey::named("s"), 1, 1 + i as i64, &ex(&cum), FRESH, 0) {
                     for k in 0..3 { sum[k] += counts[k]; }
                 }
             }

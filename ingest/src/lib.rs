@@ -7,6 +7,7 @@
 //! - [`logs`]: cut-overs reported through OTLP logs.
 //! - [`prescan`]: items and decoded size of a request, counted before it is decoded.
 //! - [`mapping`]: spans and metric points to observations (cell, service, route, error, cause).
+//! - [`stream`]: the versioned, canonical identity of a metric stream in checkpoints.
 //! - [`delta`]: cumulative -> delta per metric stream.
 //! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
 //! - [`sequencer`]: the single ordered path map -> WAL (group commit) -> aggregate, and replay.
@@ -30,6 +31,7 @@ pub mod mapping;
 pub mod pipeline;
 pub mod prescan;
 pub mod sequencer;
+pub mod stream;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@
 
 use crate::attrs::{as_i64, as_str, first_str, get_str, grpc_code_name};
 use crate::error::{Error, Result};
+use crate::stream::StreamKey;
 use cellpilot_core::config::IngestConfig;
 use cellpilot_core::{UNKNOWN_CELL, UNKNOWN_SERVICE};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -114,9 +115,9 @@ pub enum Buckets {
 
 /// One latency histogram data point.
 #[derive(Debug, Clone)]
-pub struct PointObs {
+pub struct PointObs<'a> {
     /// Identity of the stream for cumulative -> delta: resource, scope, metric and attributes.
-    pub stream: String,
+    pub stream: StreamKey<'a>,
     /// Cell.
     pub cell: StrId,
     /// Service.
@@ -147,7 +148,7 @@ pub struct Observations<'a> {
     /// Request spans.
     pub spans: Vec<SpanObs>,
     /// Latency histogram points.
-    pub points: Vec<PointObs>,
+    pub points: Vec<PointObs<'a>>,
     /// Spans that are not requests (by kind) or metrics that do not carry latency.
     pub ignored: u64,
     /// Points rejected while mapping (e.g. a unit that is not a time unit), with the reason.
@@ -347,9 +348,7 @@ impl Mapper {
             let service_name = get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE);
             let service = out.name(Cow::Borrowed(service_name), self.max_name);
             let res_cell = first_str(res_attrs, &self.cell_keys);
-            let res_key = attrs_key(res_attrs);
             for sm in &rm.scope_metrics {
-                let scope_key = sm.scope.as_ref().map(|s| format!("{}@{}", s.name, s.version)).unwrap_or_default();
                 for metric in &sm.metrics {
                     let points = match &metric.data {
                         Some(Data::Histogram(h)) => h.data_points.len(),
@@ -393,7 +392,12 @@ impl Mapper {
                         let route = name(scan.route().unwrap_or(Cow::Borrowed("unknown_route")));
                         let cause = if scan.is_error() { name(scan.cause()) } else { NO_CAUSE };
                         out.points.push(PointObs {
-                            stream: format!("{res_key}|{scope_key}|{}|{}", metric.name, attrs_key(attrs)),
+                            stream: StreamKey {
+                                resource: res_attrs,
+                                scope: sm.scope.as_ref(),
+                                metric: &metric.name,
+                                attrs,
+                            },
                             cell,
                             service,
                             route,
@@ -490,14 +494,6 @@ fn unit_to_us(unit: &str) -> Option<f64> {
 /// OTLP timestamps are u64 nanoseconds; ours are i64 (good until 2262).
 fn clamp_ns(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
-}
-
-/// A canonical, order-independent text form of an attribute set (part of a stream identity).
-fn attrs_key(attrs: &[KeyValue]) -> String {
-    let mut parts: Vec<String> =
-        attrs.iter().map(|kv| format!("{}={:?}", kv.key, kv.value.as_ref().and_then(|v| v.value.as_ref()))).collect();
-    parts.sort();
-    parts.join(",")
 }
 
 #[cfg(test)]
