@@ -4,16 +4,18 @@
 //! overrides (see [`env`]), then [`Config::validate`]. Unknown keys are errors naming the key.
 
 pub mod env;
+pub mod reference;
 pub mod units;
 
 use crate::{Error, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 pub use units::{Dur, Size};
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// OTLP receivers and the window aggregation.
@@ -41,7 +43,7 @@ pub struct Config {
 }
 
 /// `[ingest]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     /// OTLP/gRPC listen address.
@@ -104,7 +106,7 @@ impl Default for IngestConfig {
 }
 
 /// `[storage]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Data directory (WAL and Parquet).
@@ -135,7 +137,7 @@ impl Default for StorageConfig {
 }
 
 /// When the WAL fsyncs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// After every append.
@@ -147,7 +149,7 @@ pub enum FsyncPolicy {
 }
 
 /// `[web]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebConfig {
     /// Dashboard and API listen address.
@@ -163,7 +165,7 @@ impl Default for WebConfig {
 }
 
 /// `[query]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// Memory pool of one query.
@@ -183,7 +185,7 @@ impl Default for QueryConfig {
 }
 
 /// `[auth]`: `name=secret` tokens by role. A secret listed under several roles has them all.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Ingest and read (the role pair of the first version).
@@ -247,7 +249,7 @@ impl AuthConfig {
 }
 
 /// `[transport]`: limits every listener applies to its connections.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
     /// Open connections per listener; more wait in the kernel's backlog.
@@ -278,7 +280,7 @@ impl Default for TransportConfig {
 }
 
 /// `[tls]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -288,7 +290,7 @@ pub struct TlsConfig {
 }
 
 /// `[control]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// CellWeights gRPC listen address.
@@ -329,7 +331,7 @@ impl Default for ControlConfig {
 }
 
 /// `[control] mode`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ControlMode {
     /// Publish decisions to gateways.
@@ -339,7 +341,7 @@ pub enum ControlMode {
 }
 
 /// `[control.policy]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Weight of a healthy cell with no latency bias.
@@ -382,7 +384,7 @@ impl Default for PolicyConfig {
 }
 
 /// `[control.cells."name"]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CellConfig {
     /// Base weight of this cell instead of the policy's.
@@ -390,7 +392,7 @@ pub struct CellConfig {
 }
 
 /// `[alerts]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Alertmanager base URL; empty disables delivery to it.
@@ -422,7 +424,7 @@ impl Default for AlertsConfig {
 }
 
 /// `[[alerts.webhooks]]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Receiver name, used as the payload's `receiver`.
@@ -432,7 +434,7 @@ pub struct WebhookConfig {
 }
 
 /// `[[slo]]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SloConfig {
     /// Unique name, used in URLs and labels.
@@ -458,7 +460,7 @@ fn default_period() -> Dur {
 }
 
 /// An SLO's selector; absent keys match everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Selector {
     /// Cell to match.
@@ -473,7 +475,7 @@ pub struct Selector {
 }
 
 /// `[dashboards]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DashboardsConfig {
     /// Burn rate above which a 1-minute bucket belongs to an incident.

@@ -140,6 +140,24 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "duration", "examples": ["500ms", "10s", "5m", "30d"] })
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["string", "integer"], "format": "size", "examples": ["64MiB", "4GiB"] })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
