@@ -9,6 +9,7 @@
 //! - [`service`]: the [`Controller`] (policy + log + published table + Acks) and the CellWeights
 //!   gRPC service.
 //! - [`run`]: the evaluation loop over the rollup store.
+//! - `testing`: inputs the unit tests share.
 
 pub mod cutover;
 pub mod log;

@@ -1,7 +1,7 @@
 //! The configuration: serde structs mirroring the spec's TOML, with defaults that need no file.
 //!
 //! Loading order: defaults, then the file, then `CELLPILOT_<SECTION>__<KEY>` environment
-//! overrides (see [`env`]), then [`Config::validate`]. Unknown keys are errors naming the key.
+//! overrides (see [`mod@env`]), then [`Config::validate`]. Unknown keys are errors naming the key.
 
 pub mod env;
 pub mod reference;

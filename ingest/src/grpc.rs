@@ -3,7 +3,7 @@
 //! The services are written against tonic's server API rather than the generated servers so a
 //! malformed protobuf is INVALID_ARGUMENT (the OTLP spec) instead of the generated codec's
 //! INTERNAL, so credentials and admission are checked before a body is read, and so the message
-//! is unframed and decompressed here with our limits (see [`unframe`]).
+//! is unframed and decompressed here with our limits (see `unframe`).
 
 use crate::error::Error;
 use crate::limiter::Permit;

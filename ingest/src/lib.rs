@@ -15,6 +15,7 @@
 //! - [`limiter`]: the in-flight budget behind the retryable overload answer.
 //! - [`closer`]: the task that closes windows on time and hands them to storage.
 //! - [`error`]: the crate's error type.
+//! - `attrs`: reading OTLP attribute values as the semantic conventions use them.
 
 mod attrs;
 

@@ -363,7 +363,7 @@ impl Sequencer {
     }
 
     /// A readiness probe: why exports are being refused because the WAL cannot be written
-    /// (a full disk, an I/O error), for [`WAL_FAULT_READINESS`] after the last failure unless a
+    /// (a full disk, an I/O error), for `WAL_FAULT_READINESS` (10 s) after the last failure unless a
     /// write succeeded since.
     pub fn wal_fault_probe(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
         let fault = self.wal_fault.clone();

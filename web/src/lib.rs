@@ -45,3 +45,29 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::layer))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    /// `(method, path)` of every `.route(…)` above.
+    fn declared_routes() -> Vec<(String, String)> {
+        include_str!("lib.rs")
+            .split(".route(\"")
+            .skip(1)
+            .filter_map(|r| {
+                let (path, rest) = r.split_once('"')?;
+                let method = if rest.lines().next()?.contains("post(") { "POST" } else { "GET" };
+                Some((method.to_string(), path.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_api_md_lists_every_route() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+        let routes = declared_routes();
+        assert!(routes.len() >= 19, "{routes:?}");
+        for (method, path) in routes {
+            assert!(doc.contains(&format!("| `{method} {path}")), "docs/api.md has no row for {method} {path}");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The layout rules of docs/architecture.md, checked: which crate may depend on which, and each
+//! crate's `lib.rs` layout section naming every module it declares.
+
+use std::path::Path;
+
+const CRATES: [&str; 7] = ["core", "ingest", "query", "control", "alerts", "dashboards", "web"];
+
+/// What each library crate may depend on (normal dependencies; tests may use more).
+const ALLOWED: [(&str, &[&str]); 7] = [
+    ("core", &[]),
+    ("ingest", &["core"]),
+    ("query", &["core"]),
+    ("control", &["core", "query"]),
+    ("alerts", &["core", "query"]),
+    ("dashboards", &["core", "query"]),
+    ("web", &["core", "query", "control", "alerts", "dashboards"]),
+];
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The `cellpilot-*` crates named in the `[dependencies]` table of a manifest.
+fn our_dependencies(manifest: &str) -> Vec<String> {
+    let mut section = "";
+    let mut out = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[dependencies]"
+            && let Some(name) = line.strip_prefix("cellpilot-")
+        {
+            out.push(name.split(['.', ' ', '=']).next().unwrap_or_default().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn crates_depend_only_on_what_the_architecture_allows() {
+    for (krate, allowed) in ALLOWED {
+        for dep in our_dependencies(&read(&format!("{krate}/Cargo.toml"))) {
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{krate} depends on {dep}; docs/architecture.md does not allow it"
+            );
+        }
+    }
+    assert_eq!(our_dependencies(&read("ingest/Cargo.toml")), ["core"]);
+}
+
+#[test]
+fn every_module_is_in_its_crates_layout_section() {
+    for krate in CRATES {
+        let lib = read(&format!("{krate}/src/lib.rs"));
+        let layout: String = lib.lines().take_while(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n");
+        assert!(layout.contains("# Layout"), "{krate}/src/lib.rs has no layout section");
+        for line in lib.lines() {
+            let (public, rest) = match (line.strip_prefix("pub mod "), line.strip_prefix("mod ")) {
+                (Some(r), _) => (true, r),
+                (None, Some(r)) => (false, r),
+                _ => continue,
+            };
+            let Some(name) = rest.strip_suffix(';') else { continue };
+            // Private modules cannot be doc links; they are named in backticks.
+            let want = if public { format!("[`{name}`]") } else { format!("`{name}`") };
+            assert!(layout.contains(&want), "{krate}/src/lib.rs: module `{name}` is missing from the layout section");
+        }
+    }
+}
+
+/// README and docs/ link only to files of this repository (which exist) or to loopback.
+#[test]
+fn docs_link_only_inside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    assert!(pages.len() >= 4, "{pages:?}");
+    for page in pages {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for target in text.split("](").skip(1).filter_map(|t| t.split_once(')')).map(|(t, _)| t) {
+            let target = target.split('#').next().unwrap_or_default();
+            if target.starts_with("http://") || target.starts_with("https://") {
+                assert!(
+                    target.contains("://127.0.0.1") || target.contains("://localhost"),
+                    "{}: link to {target} leaves the repository",
+                    page.display()
+                );
+            } else if !target.is_empty() {
+                let file = page.parent().unwrap().join(target);
+                assert!(file.exists(), "{}: link to {target}, which does not exist", page.display());
+            }
+        }
+    }
+}
