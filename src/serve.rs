@@ -3,7 +3,7 @@
 
 use crate::listen::serve_http;
 use anyhow::Context;
-use cellpilot_alerts::run::{AlertsView, ControlView};
+use cellpilot_alerts::run::ControlView;
 use cellpilot_control::Controller;
 use cellpilot_control::service::CellWeightsService;
 use cellpilot_core::auth::Authenticator;
@@ -11,17 +11,16 @@ use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::{Config, TransportConfig};
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::store::RollupSink;
-use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::Ingest;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
 use cellpilot_ingest::mapping::Mapper;
 use cellpilot_ingest::pipeline::IngestParts;
 use cellpilot_ingest::sequencer::{WalSettings, replay_with};
-use cellpilot_query::{RollupStore, StoreSettings};
+use cellpilot_query::RollupStore;
 use cellpilot_web::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -146,38 +145,11 @@ pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
         warn_if_open(what, addr, &auth);
     }
 
-    let spec = WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
     let aggregator = SharedAggregator::new(Aggregator::new(AggregatorSettings::from_config(&config.ingest)));
-    let store = Arc::new(RollupStore::open(StoreSettings {
-        dir: config.storage.dir.clone(),
-        fine_ms: spec.width_ms,
-        lateness_ms: spec.lateness_ms,
-        retention_ms: [
-            config.storage.retention_10s.as_millis_i64(),
-            config.storage.retention_5m.as_millis_i64(),
-            config.storage.retention_1h.as_millis_i64(),
-        ],
-    })?);
+    let state = AppState::open(config.clone(), clock.clone(), metrics.clone())?;
+    let (store, controller, alerts) = (state.store.clone(), state.controller.clone(), state.alerts.clone());
+    let (ready, health) = (state.ready.clone(), state.health.clone());
     store.set_open_source(Arc::new(aggregator.clone()));
-    let ready = Arc::new(AtomicBool::new(false));
-    let health = cellpilot_core::health::Health::default();
-    let controller = Arc::new(
-        Controller::open(&config.control, &config.storage.dir, clock.clone(), metrics.clone())
-            .map_err(|e| anyhow::anyhow!("control state: {e}"))?,
-    );
-    let alerts = Arc::new(AlertsView::default());
-    let state = AppState {
-        alerts: alerts.clone(),
-        controller: controller.clone(),
-        store: store.clone(),
-        config: config.clone(),
-        auth: auth.clone(),
-        metrics: metrics.clone(),
-        clock: clock.clone(),
-        ready: ready.clone(),
-        health: health.clone(),
-        sql: Arc::new(cellpilot_query::sql::Executor::new(config.query.max_concurrent)?),
-    };
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     // The dashboard answers (503 on /readyz) while the WAL is replayed.

@@ -6,6 +6,7 @@
 //! - [`reason`]: human-readable reasons ("error rate 2.31 % > 0.50 % for 30 s over 18,204 requests").
 //! - [`cutover`]: how long each drain really took (observed and reported).
 //! - [`log`]: the decision and cut-over logs that survive restarts.
+//! - [`pin`]: what an operator's pin may ask for.
 //! - [`service`]: the [`Controller`] (policy + log + published table + Acks) and the CellWeights
 //!   gRPC service.
 //! - [`run`]: the evaluation loop over the rollup store.
@@ -13,6 +14,7 @@
 
 pub mod cutover;
 pub mod log;
+pub mod pin;
 pub mod policy;
 pub mod reason;
 pub mod run;

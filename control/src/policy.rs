@@ -157,10 +157,6 @@ struct Candidate {
 const RAMP: [f64; 2] = [0.1, 0.5];
 const HOUR_MS: i64 = 3_600_000;
 
-fn rate(errors: u64, requests: u64) -> f64 {
-    if requests == 0 { 0.0 } else { errors as f64 / requests as f64 }
-}
-
 impl Policy {
     /// A policy with the `[control]` settings; configured cells start active at base weight.
     pub fn new(control: &ControlConfig) -> Self {
@@ -180,7 +176,8 @@ impl Policy {
         p
     }
 
-    fn base(&self, cell: &str) -> u32 {
+    /// The configured base weight of `cell` (its own, else the policy's).
+    pub fn base(&self, cell: &str) -> u32 {
         self.control.cells.get(cell).and_then(|c| c.base_weight).unwrap_or(self.cfg.base_weight)
     }
 
@@ -384,7 +381,10 @@ impl Policy {
                 State::Drained | State::Pinned => continue,
             };
             let min = (cfg.min_requests as f64 * scale).ceil() as u64;
-            let (r, latest) = (rate(i.errors, i.requests), rate(i.latest_errors, i.latest_requests));
+            let (r, latest) = (
+                cellpilot_core::error_rate(i.errors, i.requests),
+                cellpilot_core::error_rate(i.latest_errors, i.latest_requests),
+            );
             if i.requests >= min && r > thr && latest > thr && i.latest_requests > 0 {
                 let why = format!(
                     "error rate {} > {} for {} over {} requests",

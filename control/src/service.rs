@@ -186,6 +186,23 @@ impl Controller {
         self.table.borrow().clone()
     }
 
+    /// The published (state, weight) of `cell`; a cell not under control yet is active at its
+    /// base weight.
+    pub fn cell_weight(&self, cell: &str) -> (State, u32) {
+        if let Some(c) = self.table.borrow().cells.iter().find(|c| c.cell == cell) {
+            return (c.state, c.weight);
+        }
+        (State::Active, self.policy.lock().unwrap_or_else(|e| e.into_inner()).base(cell))
+    }
+
+    /// The `decisions` and `cutovers` SQL tables, as of now.
+    pub fn sql_tables(&self) -> Result<cellpilot_query::sql::ControlTables, arrow::error::ArrowError> {
+        Ok(cellpilot_query::sql::ControlTables {
+            decisions: Some(crate::log::to_batch(&self.decisions())?),
+            cutovers: Some(crate::log::cutovers_batch(&self.cutovers())?),
+        })
+    }
+
     /// Every decision so far, oldest first.
     pub fn decisions(&self) -> Vec<Decision> {
         self.decisions.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -232,20 +249,20 @@ impl Controller {
         decisions
     }
 
-    /// Pins (or with `None` unpins) a cell's weight for `ttl_ms`.
+    /// Pins (or with no weight unpins) a cell's weight, as `actor`, once the request is within
+    /// bounds (`max_name`: the longest cell name ingest keeps).
     pub fn pin(
         &self,
-        cell: &str,
-        weight: Option<u32>,
-        ttl_ms: i64,
-        reason: &str,
+        req: &crate::pin::PinRequest,
+        max_name: usize,
         actor: &str,
         now_ms: i64,
-    ) -> Vec<Decision> {
+    ) -> Result<Vec<Decision>, crate::pin::PinError> {
+        let ttl_ms = req.check(max_name)?;
         let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
-        let decisions = policy.pin(cell, weight, now_ms.saturating_add(ttl_ms), reason, actor, now_ms);
+        let decisions = policy.pin(&req.cell, req.weight, now_ms.saturating_add(ttl_ms), &req.reason, actor, now_ms);
         self.commit(&policy, decisions.clone());
-        decisions
+        Ok(decisions)
     }
 
     /// Records a gateway's Ack; false (and nothing recorded) when it would be gateway number

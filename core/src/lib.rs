@@ -34,6 +34,11 @@ pub mod window;
 
 pub use error::{Error, Result};
 
+/// errors / requests; 0 without requests (an idle cell is not failing).
+pub fn error_rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 { 0.0 } else { errors as f64 / requests as f64 }
+}
+
 /// The cell name used when no configured cell attribute is present.
 pub const UNKNOWN_CELL: &str = "unknown";
 /// The service name used when a resource carries no `service.name`.

@@ -23,6 +23,14 @@ pub struct RangeBounds {
 }
 
 impl RangeBounds {
+    /// What is kept under `storage` at `now_ms`: back to the longest retention of any tier.
+    pub fn kept(storage: &crate::config::StorageConfig, now_ms: i64) -> Self {
+        let s = storage;
+        let retention_ms =
+            [s.retention_10s, s.retention_5m, s.retention_1h].iter().map(|d| d.as_millis_i64()).max().unwrap_or(0);
+        RangeBounds { now_ms, retention_ms }
+    }
+
     fn earliest(&self) -> i64 {
         self.now_ms.saturating_sub(self.retention_ms)
     }

@@ -761,7 +761,7 @@ fn drain_cost(
         let mut onset = d.decided_at_ms;
         let mut in_run = false;
         for (start, (_, errors, requests, _)) in windows.range(..d.decided_at_ms).rev() {
-            if *requests > 0 && *errors as f64 / *requests as f64 > drain_error_rate {
+            if cellpilot_core::error_rate(*errors, *requests) > drain_error_rate {
                 onset = *start;
                 in_run = true;
             } else if in_run {

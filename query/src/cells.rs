@@ -30,7 +30,7 @@ pub struct CellStats {
 impl CellStats {
     /// errors / requests (0 without requests).
     pub fn error_rate(&self) -> f64 {
-        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
+        cellpilot_core::error_rate(self.errors, self.requests)
     }
 }
 
@@ -254,6 +254,13 @@ pub struct RouteStats {
     pub errors: u64,
     /// Merged latency quantiles.
     pub quantiles: Quantiles,
+}
+
+impl RouteStats {
+    /// errors / requests (0 without requests).
+    pub fn error_rate(&self) -> f64 {
+        cellpilot_core::error_rate(self.errors, self.requests)
+    }
 }
 
 /// Every service × route of `cell` over `[from_ms, to_ms)`, busiest first.

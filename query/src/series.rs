@@ -35,6 +35,13 @@ pub struct Point {
     pub quantiles: Quantiles,
 }
 
+impl Point {
+    /// errors / requests (0 without requests).
+    pub fn error_rate(&self) -> f64 {
+        cellpilot_core::error_rate(self.errors, self.requests)
+    }
+}
+
 /// Most points a series returns (API ranges are bounded to it already).
 pub use cellpilot_core::range::MAX_POINTS;
 

@@ -63,17 +63,20 @@ pub async fn cells(
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let cells = stats
         .into_iter()
-        .map(|c| CellJson {
-            weight: state.cell_weight(&c.cell).1,
-            state: state.cell_weight(&c.cell).0,
-            requests: c.requests,
-            errors: c.errors,
-            error_rate: c.error_rate(),
-            p50_ms: c.quantiles.p50_us as f64 / 1000.0,
-            p99_ms: c.quantiles.p99_us as f64 / 1000.0,
-            p999_ms: c.quantiles.p999_us as f64 / 1000.0,
-            latency_exact: c.latency_exact,
-            cell: c.cell,
+        .map(|c| {
+            let (cell_state, weight) = state.controller.cell_weight(&c.cell);
+            CellJson {
+                state: cell_state,
+                weight,
+                requests: c.requests,
+                errors: c.errors,
+                error_rate: c.error_rate(),
+                p50_ms: c.quantiles.p50_us as f64 / 1000.0,
+                p99_ms: c.quantiles.p99_us as f64 / 1000.0,
+                p999_ms: c.quantiles.p999_us as f64 / 1000.0,
+                latency_exact: c.latency_exact,
+                cell: c.cell,
+            }
         })
         .collect();
     Ok(Json(CellsJson { from: format_rfc3339_ms(from), to: format_rfc3339_ms(to), cells }))
@@ -103,11 +106,7 @@ pub async fn query(
     let q: QueryBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}; expected {{\"sql\": \"SELECT ...\"}}")))?;
     let limits = state.query_limits();
-    let internal = |e: arrow::error::ArrowError| ApiError::Internal(e.to_string());
-    let control = cellpilot_query::sql::ControlTables {
-        decisions: Some(cellpilot_control::log::to_batch(&state.controller.decisions()).map_err(internal)?),
-        cutovers: Some(cellpilot_control::log::cutovers_batch(&state.controller.cutovers()).map_err(internal)?),
-    };
+    let control = state.controller.sql_tables().map_err(|e| ApiError::Internal(e.to_string()))?;
     let store = state.store.clone();
     let sql = q.sql;
     let ran = state
@@ -175,7 +174,7 @@ pub async fn series(
             t: format_rfc3339_ms(pt.t_ms),
             requests: pt.requests,
             errors: pt.errors,
-            error_rate: if pt.requests == 0 { 0.0 } else { pt.errors as f64 / pt.requests as f64 },
+            error_rate: pt.error_rate(),
             p50_ms: ms(pt.quantiles.p50_us),
             p99_ms: ms(pt.quantiles.p99_us),
             p999_ms: ms(pt.quantiles.p999_us),
@@ -227,11 +226,6 @@ pub async fn decisions(State(state): State<AppState>) -> Result<Json<serde_json:
     Ok(Json(serde_json::json!({ "decisions": rows })))
 }
 
-/// Longest pin; a forgotten pin should not outlive a month.
-const MAX_PIN_TTL_MS: i64 = 30 * 86_400_000;
-/// Longest override reason, in bytes.
-const MAX_REASON: usize = 1024;
-
 /// `POST /api/v1/cells/{cell}/override` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,25 +254,15 @@ pub async fn override_cell(
             "invalid body: {e}; expected {{\"weight\": N | null, \"ttl\": \"1h\", \"reason\": \"...\"}}"
         ))
     })?;
-    let ttl = match &b.ttl {
-        Some(t) => humantime::parse_duration(t).map_err(|e| ApiError::BadRequest(format!("`ttl`: {e}")))?,
-        None => std::time::Duration::from_secs(3600),
-    };
-    let ttl_ms = i64::try_from(ttl.as_millis()).map_err(|_| ApiError::BadRequest("`ttl` is too long".into()))?;
-    if ttl_ms <= 0 || ttl_ms > MAX_PIN_TTL_MS {
-        return Err(ApiError::BadRequest("`ttl` must be between 1ms and 30d".into()));
-    }
-    // Pins reach every gateway's table and the decision log: names and reasons stay short.
-    if cell.is_empty() || cell.len() > state.config.ingest.max_attribute_length {
-        return Err(ApiError::BadRequest(format!(
-            "the cell name must be 1 to {} bytes (ingest.max_attribute_length)",
-            state.config.ingest.max_attribute_length
-        )));
-    }
-    if b.reason.len() > MAX_REASON {
-        return Err(ApiError::BadRequest(format!("`reason` is longer than {MAX_REASON} bytes")));
-    }
-    let decisions = state.controller.pin(&cell, b.weight, ttl_ms, &b.reason, who.actor(), state.clock.now_ms());
+    let ttl = b
+        .ttl
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("`ttl`: {e}")))?;
+    let req = cellpilot_control::pin::PinRequest { cell, weight: b.weight, ttl, reason: b.reason };
+    let max_name = state.config.ingest.max_attribute_length;
+    let decisions = state.controller.pin(&req, max_name, who.actor(), state.clock.now_ms())?;
     Ok(Json(serde_json::json!({ "version": state.controller.table().version, "decisions": decisions.len() })))
 }
 

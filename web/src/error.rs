@@ -35,6 +35,12 @@ impl From<cellpilot_query::Error> for ApiError {
     }
 }
 
+impl From<cellpilot_control::pin::PinError> for ApiError {
+    fn from(e: cellpilot_control::pin::PinError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl From<cellpilot_core::Error> for ApiError {
     fn from(e: cellpilot_core::Error) -> Self {
         match e {

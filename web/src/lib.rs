@@ -1,8 +1,11 @@
-//! cellpilot-web: the HTTP surface on `[web] listen` — JSON API, health and Prometheus metrics.
+//! cellpilot-web: the HTTP surface on `[web] listen` — pages, JSON API, health and Prometheus
+//! metrics. Transport only: a handler extracts its parameters, calls one domain function
+//! (query, control, alerts, dashboards) and renders the answer; `web/tests/` drives
+//! [`router`] in-process.
 //!
 //! # Layout
 //! - [`api`]: `/api/v1/*` JSON handlers.
-//! - [`pages`]: the HTML dashboard (askama templates in `web/templates/`).
+//! - [`pages`]: the HTML dashboard, one file per page (askama templates in `web/templates/`).
 //! - [`auth`]: the one authentication layer and the role each route needs.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`state`]: [`AppState`], what every handler can reach.

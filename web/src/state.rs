@@ -10,6 +10,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::ApiError;
 
+/// Why the web state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The rollup store (its directory, a tier's files) or the SQL executor.
+    #[error("rollup store: {0}")]
+    Store(#[from] cellpilot_query::Error),
+    /// The token lists of `[auth]`.
+    #[error("auth: {0}")]
+    Auth(#[from] cellpilot_core::Error),
+    /// The decision or cut-over log under the data directory.
+    #[error("control state: {0}")]
+    Control(String),
+}
+
 /// Shared state of the web listener.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -36,6 +50,37 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Opens what the web listener serves from `config`: the rollup store under
+    /// `[storage] dir` (its files read, open windows not attached yet), the controller with its
+    /// logs, an empty alerts view and the SQL executor. Not ready until [`AppState::ready`] is set.
+    pub fn open(config: Arc<Config>, clock: SharedClock, metrics: Metrics) -> Result<Self, OpenError> {
+        let auth = Authenticator::new(&config.auth)?;
+        let s = &config.storage;
+        let spec = cellpilot_core::window::WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
+        let store = Arc::new(RollupStore::open(cellpilot_query::StoreSettings {
+            dir: s.dir.clone(),
+            fine_ms: spec.width_ms,
+            lateness_ms: spec.lateness_ms,
+            retention_ms: [s.retention_10s, s.retention_5m, s.retention_1h].map(|d| d.as_millis_i64()),
+        })?);
+        let controller = Arc::new(
+            cellpilot_control::Controller::open(&config.control, &s.dir, clock.clone(), metrics.clone())
+                .map_err(OpenError::Control)?,
+        );
+        Ok(AppState {
+            store,
+            auth,
+            metrics,
+            clock,
+            ready: Arc::new(AtomicBool::new(false)),
+            sql: Arc::new(cellpilot_query::sql::Executor::new(config.query.max_concurrent)?),
+            health: cellpilot_core::health::Health::default(),
+            controller,
+            alerts: Arc::new(cellpilot_alerts::run::AlertsView::default()),
+            config,
+        })
+    }
+
     /// Limits of one SQL query, from `[query]`.
     pub fn query_limits(&self) -> cellpilot_query::sql::Limits {
         let q = &self.config.query;
@@ -50,17 +95,6 @@ impl AppState {
             return vec!["starting".into()];
         }
         self.health.problems()
-    }
-
-    /// The published (state, weight) of `cell`; cells not under control yet are active at base weight.
-    pub fn cell_weight(&self, cell: &str) -> (cellpilot_control::State, u32) {
-        self.controller
-            .table()
-            .cells
-            .iter()
-            .find(|c| c.cell == cell)
-            .map(|c| (c.state, c.weight))
-            .unwrap_or((cellpilot_control::State::Active, self.base_weight(cell)))
     }
 
     /// Every cut-over, as the attribution engine takes them.
@@ -112,19 +146,6 @@ impl AppState {
 
     /// What an API range may cover now: back to the longest retention, up to now + 5 min.
     pub fn range_bounds(&self) -> cellpilot_core::range::RangeBounds {
-        let s = &self.config.storage;
-        let retention_ms =
-            [s.retention_10s, s.retention_5m, s.retention_1h].iter().map(|d| d.as_millis_i64()).max().unwrap_or(0);
-        cellpilot_core::range::RangeBounds { now_ms: self.clock.now_ms(), retention_ms }
-    }
-
-    /// The configured base weight of `cell`.
-    pub fn base_weight(&self, cell: &str) -> u32 {
-        self.config
-            .control
-            .cells
-            .get(cell)
-            .and_then(|c| c.base_weight)
-            .unwrap_or(self.config.control.policy.base_weight)
+        cellpilot_core::range::RangeBounds::kept(&self.config.storage, self.clock.now_ms())
     }
 }

@@ -1,0 +1,94 @@
+//! HTML pages: askama templates in `web/templates/`, charts drawn on the server (no scripts but
+//! the SQL console's fetch, no external assets), auto-refresh, a time-range picker. One file per
+//! page; this module holds what they share (the range picker, number formats, rendering).
+//!
+//! Each handler extracts its parameters, calls the domain crates off the async workers and
+//! renders its template.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use cellpilot_core::link;
+use cellpilot_core::range::TimeRange;
+use cellpilot_core::time::format_rfc3339_ms;
+use cellpilot_dashboards::svg::{self, Marker};
+use serde::Deserialize;
+
+mod alerts;
+mod cell;
+mod decisions;
+mod overview;
+mod query;
+mod sla;
+
+pub use alerts::alerts;
+pub use cell::cell;
+pub use decisions::decisions;
+pub use overview::overview;
+pub use query::query;
+pub use sla::sla;
+
+/// A rendered template; a render failure is a 500.
+pub struct Page<T>(pub T);
+
+impl<T: Template> IntoResponse for Page<T> {
+    fn into_response(self) -> Response {
+        match self.0.render() {
+            Ok(html) => Html(html).into_response(),
+            Err(e) => ApiError::Internal(format!("rendering a page: {e}")).into_response(),
+        }
+    }
+}
+
+/// `?range=15m|1h|6h|24h|7d|30d`.
+#[derive(Debug, Deserialize)]
+pub struct RangeQuery {
+    range: Option<String>,
+}
+
+const RANGES: [(&str, i64); 6] = [
+    ("15m", 900_000),
+    ("1h", 3_600_000),
+    ("6h", 21_600_000),
+    ("24h", 86_400_000),
+    ("7d", 604_800_000),
+    ("30d", 2_592_000_000),
+];
+
+fn range_ms(q: &RangeQuery, default: &str) -> Result<(String, i64), ApiError> {
+    let name = q.range.clone().unwrap_or_else(|| default.to_string());
+    RANGES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, ms)| (n.to_string(), *ms))
+        .ok_or_else(|| ApiError::BadRequest(format!("`range` must be one of 15m, 1h, 6h, 24h, 7d, 30d (got `{name}`)")))
+}
+
+/// The longest picker range no longer than `ms` (the shortest when all are longer).
+fn range_within(ms: i64) -> &'static str {
+    RANGES.iter().rev().find(|(_, r)| *r <= ms).map_or(RANGES[0].0, |(n, _)| n)
+}
+
+fn picker(path: &str, on: &str) -> String {
+    RANGES
+        .iter()
+        .map(|(n, _)| {
+            let class = if *n == on { " class=\"on\"" } else { "" };
+            format!("<a{class} href=\"{}?range={n}\">{n}</a>", svg::escape(path))
+        })
+        .collect()
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.3} %", x * 100.0)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
+}

@@ -1,0 +1,161 @@
+//! `/sla/{slo}`: the SLA gap of one SLO and what caused it, per objective and dimension.
+
+use super::*;
+
+/// One attribution row.
+struct AttrRow {
+    key: String,
+    bad: u64,
+    share: String,
+    bar: String,
+    extra: String,
+}
+
+/// One attribution dimension.
+struct Dim {
+    name: &'static str,
+    rows: Vec<AttrRow>,
+}
+
+/// One objective's section.
+struct ObjectiveView {
+    title: String,
+    target: String,
+    observed: String,
+    gap: String,
+    bad: u64,
+    budget: String,
+    spent: String,
+    left: String,
+    class: &'static str,
+    burn_1h: String,
+    burn_6h: String,
+    dims: Vec<Dim>,
+}
+
+#[derive(Template)]
+#[template(path = "sla.html")]
+struct SlaPage {
+    title: String,
+    now: String,
+    refresh: bool,
+    name: String,
+    ranges: String,
+    from: String,
+    to: String,
+    requests: u64,
+    objectives: Vec<ObjectiveView>,
+    cutover: String,
+}
+
+fn objective_view(title: String, o: &cellpilot_dashboards::attribution::Objective) -> ObjectiveView {
+    let share_rows = |v: &[cellpilot_dashboards::attribution::Share]| -> Vec<AttrRow> {
+        v.iter()
+            .map(|s| AttrRow {
+                key: s.key.clone(),
+                bad: s.bad_events,
+                share: pct(s.share),
+                bar: svg::bar(s.share, &s.key),
+                extra: String::new(),
+            })
+            .collect()
+    };
+    let a = &o.attribution;
+    let mut dims = vec![
+        Dim { name: "cell", rows: share_rows(&a.cell) },
+        Dim { name: "service", rows: share_rows(&a.service) },
+        Dim { name: "route", rows: share_rows(&a.route) },
+    ];
+    if let Some(c) = &a.cause {
+        dims.push(Dim { name: "cause", rows: share_rows(c) });
+    }
+    dims.push(Dim {
+        name: "incident",
+        rows: a
+            .incident
+            .iter()
+            .map(|i| AttrRow {
+                key: i.key.clone(),
+                bad: i.bad_events,
+                share: pct(i.share),
+                bar: svg::bar(i.share, &i.key),
+                extra: format!("{} – {}", i.from, i.to),
+            })
+            .collect(),
+    });
+    dims.push(Dim {
+        name: "cut-over",
+        rows: a
+            .cutover
+            .iter()
+            .map(|c| AttrRow {
+                key: c.key.clone(),
+                bad: c.bad_events,
+                share: pct(c.share),
+                bar: svg::bar(c.share, &c.key),
+                extra: format!("{} avoidable at target", c.avoidable_at_target),
+            })
+            .collect(),
+    });
+    let o = &o.standing;
+    ObjectiveView {
+        title,
+        target: pct(o.target),
+        observed: pct(o.observed),
+        gap: pct(o.gap),
+        bad: o.bad_events,
+        budget: format!("{:.1}", o.budget),
+        spent: pct(o.budget_spent),
+        left: pct(o.budget_left),
+        class: if o.budget_left < 0.0 { "bad" } else { "ok" },
+        burn_1h: format!("{:.2}×", o.burn_rate_1h),
+        burn_6h: format!("{:.2}×", o.burn_rate_6h),
+        dims,
+    }
+}
+
+/// `/sla/{slo}`: the gap and what caused it.
+pub async fn sla(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Response, ApiError> {
+    let slo = state.slo(&name)?;
+    // Like every page, the last hour unless asked (the SLO card links here from its period).
+    let (range, span) = range_ms(&q, "1h")?;
+    let window = TimeRange::last(span, state.range_bounds());
+    let (from, now) = (window.from_ms(), window.to_ms());
+    let drains = state.drains();
+    let st = state.clone();
+    let s2 = slo.clone();
+    let r = blocking(move || st.report(&s2, &drains, from, now, now)).await?;
+    let mut objectives = vec![objective_view("Availability".into(), &r.availability)];
+    if let Some(l) = &r.latency {
+        objectives.push(objective_view(
+            format!("Latency (requests slower than {} ms)", l.standing.threshold_ms.unwrap_or(0.0)),
+            l,
+        ));
+    }
+    let c = &r.cutover;
+    let cutover = format!(
+        "{} cut-over(s) · median {} · max {} · over the {} target: {}",
+        c.count,
+        c.p50_ms.map_or("–".into(), |v| format!("{v} ms")),
+        c.max_ms.map_or("–".into(), |v| format!("{v} ms")),
+        c.target_ms.map_or("(no)".into(), |v| format!("{v} ms")),
+        c.over_target
+    );
+    Ok(Page(SlaPage {
+        title: format!("SLA {name}"),
+        now: format_rfc3339_ms(now),
+        refresh: true,
+        ranges: picker(&link::sla_page(&name), &range),
+        from: r.from.clone(),
+        to: r.to.clone(),
+        requests: r.requests,
+        objectives,
+        cutover,
+        name,
+    })
+    .into_response())
+}

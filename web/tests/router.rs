@@ -1,0 +1,190 @@
+//! The web router in-process, without the binary: statuses, content types, escaping of names
+//! that come from telemetry, and the auth layer's refusals.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use cellpilot_core::clock::{SharedClock, TestClock};
+use cellpilot_core::config::Config;
+use cellpilot_core::metrics::Metrics;
+use cellpilot_web::AppState;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tower::ServiceExt;
+
+const READER: &str = "Bearer r-secret";
+const ADMIN: &str = "Bearer a-secret";
+const INGEST: &str = "Bearer i-secret";
+
+struct Web {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn web(tokens: bool) -> Web {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.dir = dir.path().to_path_buf();
+    if tokens {
+        config.auth.read_tokens = vec!["reader=r-secret".into()];
+        config.auth.admin_tokens = vec!["oncall=a-secret".into()];
+        config.auth.ingest_tokens = vec!["collector=i-secret".into()];
+    }
+    let clock: SharedClock = Arc::new(TestClock::new(1_800_000_000 * 1_000_000_000));
+    let state = AppState::open(Arc::new(config), clock, Metrics::new()).unwrap();
+    state.ready.store(true, Ordering::Release);
+    Web { state, _dir: dir }
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: String,
+}
+
+impl Web {
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let resp = cellpilot_web::router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let content_type =
+            resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap();
+        Answer { status, content_type, body: String::from_utf8_lossy(&bytes).into_owned() }
+    }
+
+    async fn get(&self, path: &str, auth: Option<&str>) -> Answer {
+        let mut req = Request::get(path);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post_json(&self, path: &str, auth: Option<&str>, body: &str) -> Answer {
+        let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        self.send(req.body(Body::from(body.to_string())).unwrap()).await
+    }
+}
+
+#[tokio::test]
+async fn every_page_and_api_route_answers_with_its_content_type() {
+    let w = web(false);
+    for path in ["/", "/cells/bj-unit-01", "/decisions", "/alerts", "/query", "/cells/bj-unit-01?range=24h"] {
+        let a = w.get(path, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+        assert!(a.content_type.starts_with("text/html"), "{path}: {}", a.content_type);
+        assert!(a.body.contains("</html>"), "{path}");
+    }
+    for path in ["/api/v1/cells", "/api/v1/series", "/api/v1/weights", "/api/v1/decisions", "/api/v1/cutovers"] {
+        let a = w.get(path, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+        assert_eq!(a.content_type, "application/json", "{path}");
+        serde_json::from_str::<serde_json::Value>(&a.body).unwrap();
+    }
+    for path in ["/api/v1/alerts", "/api/v1/slos"] {
+        assert_eq!(w.get(path, None).await.status, StatusCode::OK, "{path}");
+    }
+    let m = w.get("/metrics", None).await;
+    assert_eq!((m.status, m.content_type.as_str()), (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8"));
+    assert!(m.body.contains("cellpilot_"), "{}", m.body);
+    assert_eq!(w.get("/healthz", None).await.status, StatusCode::OK);
+    assert_eq!(w.get("/nope", None).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn readyz_says_why_until_ready() {
+    let w = web(false);
+    w.state.ready.store(false, Ordering::Release);
+    let a = w.get("/readyz", None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(a.body.contains("starting"), "{}", a.body);
+    w.state.health.notice("1 damaged record quarantined");
+    w.state.ready.store(true, Ordering::Release);
+    let a = w.get("/readyz", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.starts_with("ready") && a.body.contains("notice: 1 damaged record"), "{}", a.body);
+}
+
+#[tokio::test]
+async fn names_from_telemetry_are_escaped_in_pages() {
+    let w = web(false);
+    let a = w.get("/cells/%3Cscript%3Ealert(1)%3C%2Fscript%3E", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("<h2>Cell &#60;script&#62;alert(1)&#60;/script&#62;</h2>"), "{}", a.body);
+    assert!(!a.body.contains("<script>alert"), "an unescaped name reached the page");
+}
+
+#[tokio::test]
+async fn refusals_name_the_parameter() {
+    let w = web(false);
+    for (path, status, names) in [
+        ("/api/v1/cells?from=yesterday", StatusCode::BAD_REQUEST, "from"),
+        ("/api/v1/series?step=1ms&from=0", StatusCode::BAD_REQUEST, "step"),
+        ("/api/v1/sla/nope", StatusCode::NOT_FOUND, "nope"),
+        ("/sla/nope", StatusCode::NOT_FOUND, "nope"),
+        ("/?range=2h", StatusCode::OK, ""),
+        ("/cells/a?range=2h", StatusCode::BAD_REQUEST, "range"),
+    ] {
+        let a = w.get(path, None).await;
+        assert_eq!(a.status, status, "{path}: {}", a.body);
+        if status != StatusCode::OK {
+            assert_eq!(a.content_type, "application/json", "{path}");
+            assert!(a.body.contains(names), "{path}: {}", a.body);
+        }
+    }
+    let a = w.post_json("/api/v1/query", None, "{\"sql\": \"DROP TABLE rollups\"}").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    let plain = Request::post("/api/v1/query").body(Body::from("SELECT 1")).unwrap();
+    let a = w.send(plain).await;
+    assert!(a.status == StatusCode::BAD_REQUEST && a.body.contains("Content-Type"), "{}", a.body);
+    let a = w.post_json("/api/v1/cells/a/override", None, "{\"weight\": 0, \"ttl\": \"31d\"}").await;
+    assert!(a.status == StatusCode::BAD_REQUEST && a.body.contains("`ttl`"), "{}", a.body);
+    let a = w.post_json("/api/v1/cells/a/override", None, "{\"weight\": 0, \"colour\": 1}").await;
+    assert!(a.status == StatusCode::BAD_REQUEST && a.body.contains("colour"), "{}", a.body);
+}
+
+#[tokio::test]
+async fn sql_answers_json_rows_or_an_arrow_stream() {
+    let w = web(false);
+    let a = w.post_json("/api/v1/query", None, "{\"sql\": \"SELECT 40 + 2 AS x\"}").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["rows"], serde_json::json!([[42]]), "{v}");
+    let req = Request::post("/api/v1/query")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/vnd.apache.arrow.stream")
+        .body(Body::from("{\"sql\": \"SELECT cell FROM decisions\"}"))
+        .unwrap();
+    let a = w.send(req).await;
+    assert_eq!((a.status, a.content_type.as_str()), (StatusCode::OK, "application/vnd.apache.arrow.stream"));
+}
+
+#[tokio::test]
+async fn the_auth_layer_refuses_by_role() {
+    let w = web(true);
+    // Probes stay open; everything else needs a token with the route's role.
+    assert_eq!(w.get("/healthz", None).await.status, StatusCode::OK);
+    assert_eq!(w.get("/readyz", None).await.status, StatusCode::OK);
+    for path in ["/", "/metrics", "/api/v1/weights", "/cells/a", "/no-such-route"] {
+        assert_eq!(w.get(path, None).await.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(w.get(path, Some("Bearer wrong")).await.status, StatusCode::UNAUTHORIZED, "{path}");
+        let a = w.get(path, Some(INGEST)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(a.body.contains("`read`"), "{path}: {}", a.body);
+    }
+    assert_eq!(w.get("/", Some(READER)).await.status, StatusCode::OK);
+    let pin = "{\"weight\": 0, \"ttl\": \"1h\", \"reason\": \"maintenance\"}";
+    let a = w.post_json("/api/v1/cells/bj-unit-01/override", Some(READER), pin).await;
+    assert!(a.status == StatusCode::FORBIDDEN && a.body.contains("`admin`"), "{}", a.body);
+    let a = w.post_json("/api/v1/cells/bj-unit-01/override", Some(ADMIN), pin).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    // The pin is published and its decision names the token that made it.
+    let weights: serde_json::Value = serde_json::from_str(&w.get("/api/v1/weights", Some(READER)).await.body).unwrap();
+    let cell = weights["cells"].as_array().unwrap().iter().find(|c| c["cell"] == "bj-unit-01").cloned().unwrap();
+    assert_eq!((cell["weight"].as_u64(), cell["state"].as_str()), (Some(0), Some("pinned")), "{weights}");
+    let decisions: serde_json::Value =
+        serde_json::from_str(&w.get("/api/v1/decisions", Some(READER)).await.body).unwrap();
+    assert_eq!(decisions["decisions"][0]["actor"], "oncall", "{decisions}");
+}
