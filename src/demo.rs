@@ -72,7 +72,7 @@ async fn status(client: &reqwest::Client, web: std::net::SocketAddr, started_ms:
 }
 
 /// A gateway: applies every table it is sent and Acks it.
-async fn gateway(control: String, weights: loadgen::Weights) {
+async fn gateway_loop(control: String, weights: loadgen::Weights) {
     use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
     use cellpilot_control::pb::{AckRequest, WatchWeightsRequest};
     let run = async {
@@ -157,7 +157,8 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
 
     // The simulated gateway: watches CellWeights, splits users by the weights, Acks each version.
     let weights: loadgen::Weights = Arc::default();
-    let gateway = tokio::spawn(gateway(format!("http://{}", a.control), weights.clone()));
+    let mut gateway = tokio::task::JoinSet::new();
+    gateway.spawn(gateway_loop(format!("http://{}", a.control), weights.clone()));
     let load = Load {
         endpoint: format!("http://{}", a.otlp_grpc),
         transport: Transport::Grpc,
@@ -216,7 +217,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         *sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(joined);
     };
     running.run_until(until).await?;
-    gateway.abort();
+    gateway.shutdown().await;
     let joined = sent.lock().unwrap_or_else(|e| e.into_inner()).take();
     match joined {
         Some(Ok(Ok(r))) => r?,

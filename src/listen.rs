@@ -40,7 +40,11 @@ pub(crate) async fn serve_http(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout.0).keep_alive(true);
     let http = Arc::new(http);
+    // Every connection's task; finished ones are reaped as new ones arrive, and the rest end
+    // with the drain below.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         let slot = tokio::select! {
             _ = stop.cancelled() => break,
             s = slots.clone().acquire_owned() => s.map_err(std::io::Error::other)?,
@@ -62,7 +66,7 @@ pub(crate) async fn serve_http(
         let (http, tls) = (http.clone(), tls.clone());
         // Watched before the handshake, so a stop also ends connections still negotiating TLS.
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             match tls {
                 None => serve(&http, watcher, stream, service, slot).await,
                 Some(tls) => match tls.handshake(stream).await {
@@ -76,6 +80,7 @@ pub(crate) async fn serve_http(
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still in flight after {DRAIN:?}; closing their connections");
     }
+    conns.shutdown().await;
     Ok(())
 }
 

@@ -273,12 +273,12 @@ pub(crate) fn run_with_progress(load: &Load) -> anyhow::Result<()> {
     });
     let started = Instant::now();
     let (p2, s2) = (progress.clone(), stop.clone());
-    let printer = std::thread::spawn(move || {
+    let printer = std::thread::Builder::new().name("cellpilot-loadgen-progress".into()).spawn(move || {
         while !s2.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_secs(1));
             eprint!("\r\x1b[2K{}", progress_line(&p2, started.elapsed()));
         }
-    });
+    })?;
     let result = run(load, p, &stop);
     stop.store(true, Ordering::Relaxed);
     let _ = printer.join();

@@ -127,6 +127,8 @@ fn record(s: &Shared, receiver: &str, status: DeliveryStatus) {
 }
 
 #[cfg(test)]
+// Tests spawn freely and join or abort what they spawn before they end.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::engine::AlertState;

@@ -50,7 +50,8 @@ struct Watching {
     sent: Arc<std::sync::atomic::AtomicU64>,
     /// Set while the stream is not reading (it then counts as gone for cut-overs).
     stalled: Arc<std::sync::atomic::AtomicBool>,
-    watchdog: tokio::task::JoinHandle<()>,
+    /// The stall watchdog; dropping the set (with this) aborts it.
+    watchdog: tokio::task::JoinSet<()>,
 }
 
 impl Watching {
@@ -74,10 +75,11 @@ fn watchdog(
     sent: Arc<std::sync::atomic::AtomicU64>,
     stalled: Arc<std::sync::atomic::AtomicBool>,
     stall_after: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinSet<()> {
     use std::sync::atomic::Ordering;
     let mut rx = controller.subscribe();
-    tokio::spawn(async move {
+    let mut owner = tokio::task::JoinSet::new();
+    owner.spawn(async move {
         while rx.changed().await.is_ok() {
             let version = rx.borrow_and_update().version;
             tokio::time::sleep(stall_after).await;
@@ -87,13 +89,14 @@ fn watchdog(
                 controller.left(&gateway);
             }
         }
-    })
+    });
+    owner
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
         tracing::info!(gateway = %self.key.1, "gateway stopped watching");
-        self.watchdog.abort();
+        self.watchdog.abort_all();
         if !self.stalled.load(std::sync::atomic::Ordering::Acquire) {
             self.controller.left(&self.key.1);
         }

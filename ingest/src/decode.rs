@@ -44,6 +44,24 @@ impl Encoding {
     }
 }
 
+/// Reads a whole request body of at most `limit` bytes (more is [`Error::TooLarge`], and
+/// stops the read there); what `what` names the body in the error of a broken read.
+pub async fn read_body<B>(body: B, limit: usize, what: &str) -> Result<bytes_like::Bytes>
+where
+    B: tonic::codegen::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    // The one place a body is collected, and never past `limit`.
+    #[allow(clippy::disallowed_methods)]
+    let collected = http_body_util::Limited::new(body, limit).collect().await;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Error::TooLarge { limit }),
+        Err(e) => Err(Error::BadInput(format!("reading {what} failed: {e}"))),
+    }
+}
+
 /// Undoes `Content-Encoding` (none, identity or gzip), refusing output beyond `limit` bytes.
 pub fn decompress(body: bytes_like::Bytes, content_encoding: Option<&str>, limit: usize) -> Result<bytes_like::Bytes> {
     match content_encoding.map(|e| e.trim().to_ascii_lowercase()) {

@@ -144,18 +144,13 @@ where
     B::Data: Send,
     B::Error: Into<StdError> + Send + 'static,
 {
-    use http_body_util::BodyExt;
     let limit = ingest.max_request_size();
     let (mut parts, body) = req.into_parts();
     // Compressed bodies may be a little larger than what they hold.
     let wire_limit = limit + limit / 64 + 1024;
-    let body = match http_body_util::Limited::new(body, wire_limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(Error::TooLarge { limit });
-        }
-        Err(e) => return Err(Error::BadInput(format!("reading the request failed: {e}"))),
-    };
+    let body = crate::decode::read_body(body, wire_limit, "the request")
+        .await
+        .map_err(|e| if matches!(e, Error::TooLarge { .. }) { Error::TooLarge { limit } } else { e })?;
     if body.len() < 5 {
         return Err(Error::BadInput("the call holds no complete gRPC message".into()));
     }

@@ -10,7 +10,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::BodyExt;
 use std::sync::Arc;
 
 /// The OTLP/HTTP routes.
@@ -54,13 +53,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
         }
         let mut permit = ingest.admit(declared.unwrap_or(limit))?;
         let body = unread.take().ok_or_else(|| Error::Internal("the request body was taken twice".into()))?;
-        let raw = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(Error::TooLarge { limit });
-            }
-            Err(e) => return Err(Error::BadInput(format!("reading the request body failed: {e}"))),
-        };
+        let raw = decode::read_body(body, limit, "the request body").await?;
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
         let decoded = ingest.prescan::<S>(&raw, enc)?;
         permit.resize(raw.len().saturating_add(decoded))?;

@@ -560,6 +560,8 @@ impl Worker {
 }
 
 #[cfg(test)]
+// Tests spawn freely and join or abort what they spawn before they end.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::aggregator::{Aggregator, AggregatorSettings};

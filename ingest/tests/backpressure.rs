@@ -2,6 +2,9 @@
 //! HTTP 429 with `Retry-After`, gRPC UNAVAILABLE with `RetryInfo` — and once the budget frees
 //! up, the same export succeeds. With the sequencer stopped the answer is 503, never 500.
 
+// Tests spawn freely and join or abort what they spawn before they end.
+#![allow(clippy::disallowed_methods)]
+
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::{IngestConfig, Size};

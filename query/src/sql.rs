@@ -218,6 +218,8 @@ pub fn to_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+// Tests spawn freely and join or abort what they spawn before they end.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

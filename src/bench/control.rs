@@ -48,12 +48,11 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
     let service =
         CellWeightsService::new(controller.clone(), clock.clone(), Authenticator::default(), shutdown.clone());
     let stop = shutdown.clone();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder().add_service(service.into_server()).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stop.cancelled_owned(),
-        ),
-    );
+    let mut server = tokio::task::JoinSet::new();
+    server.spawn(tonic::transport::Server::builder().add_service(service.into_server()).serve_with_incoming_shutdown(
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        stop.cancelled_owned(),
+    ));
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let mut watchers = tokio::task::JoinSet::new();
@@ -116,7 +115,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     watchers.abort_all();
-    let _ = server.await;
+    while server.join_next().await.is_some() {}
 
     let p50 = median(&mut latencies.clone());
     let p99 = percentile(&mut latencies.clone(), 0.99);

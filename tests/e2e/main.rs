@@ -1,6 +1,9 @@
 //! End-to-end tests of the `cellpilot` binary: each test starts the real server on loopback
 //! (port 0) and talks to it over real OTLP/gRPC, OTLP/HTTP and the JSON API.
 
+// Tests spawn freely and join or abort what they spawn before they end.
+#![allow(clippy::disallowed_methods)]
+
 mod alerts;
 mod auth;
 mod bad_input;
