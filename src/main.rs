@@ -1,13 +1,9 @@
 //! The `cellpilot` binary: parses the command line and wires the crates together.
 
-mod bench;
 mod client;
-mod demo;
-mod generate;
-mod listen;
-mod loadgen;
-mod serve;
-mod tls;
+
+use cellpilot_server::serve;
+use cellpilot_tools::{bench, demo, generate, loadgen};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -79,7 +79,7 @@ async fn pipeline_rate(requests: &[Vec<u8>], now_ns: i64, wal: Option<&std::path
 }
 
 /// Runs the benchmark and prints the figures.
-pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
+pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let dir = tempfile::tempdir()?;
     let now = SystemClock.now_ms();

@@ -17,7 +17,7 @@ use std::time::Instant;
 use tower::ServiceExt;
 
 /// Runs the benchmark and prints the figures.
-pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
+pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(measure(json, runs.max(1)))
 }

@@ -5,8 +5,8 @@
 //! URLs to look at and a live status line.
 
 use crate::loadgen::{self, Fail, Load, Progress, Transport};
-use crate::serve;
 use cellpilot_core::config::Config;
+use cellpilot_server::serve;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,22 +14,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The simulated cells: two per region.
-pub(crate) const CELLS: [&str; 4] = ["bj-unit-01", "bj-unit-02", "sh-unit-01", "sh-unit-02"];
+pub const CELLS: [&str; 4] = ["bj-unit-01", "bj-unit-02", "sh-unit-01", "sh-unit-02"];
 
 /// Demo settings (the defaults make a good first impression; tests shorten them).
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) data_dir: Option<PathBuf>,
+pub struct Options {
+    /// Where the data goes (`None`: a temporary directory removed at the end).
+    pub data_dir: Option<PathBuf>,
     /// Stop after this long (`None`: until Ctrl-C).
-    pub(crate) duration: Option<Duration>,
+    pub duration: Option<Duration>,
     /// Spans per second over all cells.
-    pub(crate) rps: f64,
+    pub rps: f64,
     /// First incident this long after start.
-    pub(crate) first_incident: Duration,
+    pub first_incident: Duration,
     /// Then one every...
-    pub(crate) incident_every: Duration,
+    pub incident_every: Duration,
     /// ...lasting this long, at 20 % errors, on the next cell in turn.
-    pub(crate) incident_for: Duration,
+    pub incident_for: Duration,
 }
 
 /// The incident schedule: cells take turns.
@@ -102,7 +103,7 @@ fn now_ms() -> i64 {
 }
 
 /// Runs the demo until the duration passes or Ctrl-C.
-pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
+pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut config = Config::load(None, std::env::vars())?;
     if config.slo.is_empty() {
         // An SLO over every demo cell, so alerts fire and the SLA page has a gap to explain.

@@ -1,13 +1,13 @@
 //! `cellpilot bench ...`: measurements that print ratios against a baseline run in the same
 //! process, so figures from a noisy shared machine stay comparable.
 
-pub(crate) mod control;
-pub(crate) mod ingest;
-pub(crate) mod query;
-pub(crate) mod web;
+pub mod control;
+pub mod ingest;
+pub mod query;
+pub mod web;
 
 /// Median of `xs` (sorted in place); 0 for an empty slice.
-pub(crate) fn median(xs: &mut [f64]) -> f64 {
+pub fn median(xs: &mut [f64]) -> f64 {
     if xs.is_empty() {
         return 0.0;
     }

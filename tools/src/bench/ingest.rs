@@ -30,7 +30,8 @@ const CELLS: usize = 10;
 const SERVICES: usize = 10;
 const ROUTES: usize = 10;
 const SERIES: usize = CELLS * SERVICES * ROUTES;
-pub(crate) const SPANS_PER_REQUEST: usize = 512;
+/// Spans in each pre-encoded export request.
+pub const SPANS_PER_REQUEST: usize = 512;
 /// Spans per series per 10 s window in the memory phase (10 requests/s per series).
 const SPANS_PER_SERIES_WINDOW: usize = 100;
 const WINDOWS: i64 = 4;
@@ -49,12 +50,7 @@ fn latency_us(rng: &mut StdRng, body: &LogNormal<f64>) -> u64 {
 }
 
 /// One export request of `SPANS_PER_REQUEST` spans ending in `[now - spread, now)`.
-pub(crate) fn request(
-    rng: &mut StdRng,
-    body: &LogNormal<f64>,
-    now_ns: i64,
-    spread_ns: i64,
-) -> ExportTraceServiceRequest {
+pub fn request(rng: &mut StdRng, body: &LogNormal<f64>, now_ns: i64, spread_ns: i64) -> ExportTraceServiceRequest {
     let per_service = SPANS_PER_REQUEST / SERVICES;
     let resource_spans = (0..SERVICES)
         .map(|svc| {
@@ -127,7 +123,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// Runs the benchmark and prints the figures.
-pub(crate) fn run(json: bool, runs: usize) -> anyhow::Result<()> {
+pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let mut rng = StdRng::seed_from_u64(7);
     let body = LogNormal::new((20_000f64).ln(), 0.5)?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Transport {
+pub enum Transport {
     /// OTLP/gRPC (gzip).
     Grpc,
     /// OTLP/HTTP protobuf.
@@ -28,11 +28,15 @@ pub(crate) enum Transport {
 /// An error burst: `CELL@START+DURATION:RATE`, offsets from the start of the run,
 /// e.g. `cell-01@30s+1m:0.2`.
 #[derive(Debug, Clone)]
-pub(crate) struct Fail {
-    pub(crate) cell: String,
-    pub(crate) from: Duration,
-    pub(crate) until: Duration,
-    pub(crate) rate: f64,
+pub struct Fail {
+    /// The failing cell.
+    pub cell: String,
+    /// Start, from the start of the run.
+    pub from: Duration,
+    /// End, from the start of the run.
+    pub until: Duration,
+    /// Share of its requests that fail.
+    pub rate: f64,
 }
 
 impl std::str::FromStr for Fail {
@@ -54,24 +58,30 @@ impl std::str::FromStr for Fail {
 
 /// What to send.
 #[derive(Debug, Clone)]
-pub(crate) struct Load {
-    pub(crate) endpoint: String,
-    pub(crate) transport: Transport,
-    pub(crate) cells: Vec<String>,
-    pub(crate) services: usize,
+pub struct Load {
+    /// OTLP endpoint.
+    pub endpoint: String,
+    /// gRPC or HTTP/protobuf.
+    pub transport: Transport,
+    /// Cell names.
+    pub cells: Vec<String>,
+    /// Services per cell.
+    pub services: usize,
     /// Spans per second, all cells together.
-    pub(crate) rps: f64,
+    pub rps: f64,
     /// `None` runs until stopped.
-    pub(crate) duration: Option<Duration>,
-    pub(crate) fails: Vec<Fail>,
-    pub(crate) token: Option<String>,
+    pub duration: Option<Duration>,
+    /// Error bursts.
+    pub fails: Vec<Fail>,
+    /// Bearer token, when the server wants one.
+    pub token: Option<String>,
     /// Cell weights to split traffic by, as a gateway would (cells missing from it get 100);
     /// `None` splits evenly.
-    pub(crate) weights: Option<Weights>,
+    pub weights: Option<Weights>,
 }
 
 /// A weight table shared with whoever keeps it current (the demo's simulated gateway).
-pub(crate) type Weights = Arc<std::sync::RwLock<std::collections::BTreeMap<String, u32>>>;
+pub type Weights = Arc<std::sync::RwLock<std::collections::BTreeMap<String, u32>>>;
 
 /// Picks a cell index by weight; evenly when there is no table or every weight is 0.
 fn pick(rng: &mut SmallRng, cells: &[String], weights: Option<&Weights>) -> usize {
@@ -94,10 +104,13 @@ fn pick(rng: &mut SmallRng, cells: &[String], weights: Option<&Weights>) -> usiz
 
 /// Spans sent, acknowledged and rejected so far.
 #[derive(Debug, Default)]
-pub(crate) struct Progress {
-    pub(crate) sent: AtomicU64,
-    pub(crate) acked: AtomicU64,
-    pub(crate) rejected: AtomicU64,
+pub struct Progress {
+    /// Spans handed to the SDK.
+    pub sent: AtomicU64,
+    /// Spans the server acknowledged.
+    pub acked: AtomicU64,
+    /// Spans the server refused.
+    pub rejected: AtomicU64,
 }
 
 /// Counts what the wrapped exporter's exports did.
@@ -181,7 +194,7 @@ const ROUTES: [&str; 5] = ["/api/checkout", "/api/cart", "/api/search", "/api/pr
 
 /// Sends spans at `load.rps` until the duration passes or `stop` is set. Blocking: run it on
 /// its own thread (the HTTP exporter's client must not live on an async runtime).
-pub(crate) fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
+pub fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
     if load.cells.is_empty() || load.services == 0 || load.rps <= 0.0 {
         bail!("loadgen needs at least one cell, one service and a positive rate");
     }
@@ -249,7 +262,7 @@ pub(crate) fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic
 }
 
 /// `sent N (R/s) acked N rejected N`, for the live line.
-pub(crate) fn progress_line(p: &Progress, elapsed: Duration) -> String {
+pub fn progress_line(p: &Progress, elapsed: Duration) -> String {
     let sent = p.sent.load(Ordering::Relaxed);
     let rate = sent as f64 / elapsed.as_secs_f64().max(0.001);
     format!(
@@ -261,7 +274,7 @@ pub(crate) fn progress_line(p: &Progress, elapsed: Duration) -> String {
 
 /// Runs `load` on this thread (gRPC exports need a runtime, kept alive meanwhile) with a live
 /// progress line on stderr; Ctrl-C stops it.
-pub(crate) fn run_with_progress(load: &Load) -> anyhow::Result<()> {
+pub fn run_with_progress(load: &Load) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let _guard = rt.enter();
     let progress = Arc::new(Progress::default());

@@ -62,16 +62,21 @@ impl ControlView for ControlFacts {
 
 /// Bound addresses of a running server.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Addrs {
-    pub(crate) otlp_grpc: SocketAddr,
-    pub(crate) otlp_http: SocketAddr,
-    pub(crate) web: SocketAddr,
-    pub(crate) control: SocketAddr,
+pub struct Addrs {
+    /// OTLP/gRPC.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP.
+    pub otlp_http: SocketAddr,
+    /// Pages and the JSON API.
+    pub web: SocketAddr,
+    /// CellWeights.
+    pub control: SocketAddr,
 }
 
 /// A started server: its addresses and the tasks it owns.
-pub(crate) struct Running {
-    pub(crate) addrs: Addrs,
+pub struct Running {
+    /// Where each listener is bound.
+    pub addrs: Addrs,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     ingest: Arc<Ingest>,
@@ -118,7 +123,7 @@ impl Drop for Bulkhead {
 }
 
 /// Runs the server until SIGINT or SIGTERM.
-pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
     let a = running.addrs;
     println!("cellpilot ready otlp_grpc={} otlp_http={} web={} control={}", a.otlp_grpc, a.otlp_http, a.web, a.control);
@@ -128,7 +133,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Binds every listener, replays the WAL and starts every task; ready when this returns.
-pub(crate) async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(config: Config) -> anyhow::Result<Running> {
     let tls = crate::tls::load(&config.tls)?;
     let config = Arc::new(config);
     let clock: SharedClock = Arc::new(SystemClock);
@@ -307,7 +312,7 @@ fn warm_dashboards(store: Arc<RollupStore>, config: Arc<Config>, clock: SharedCl
 
 impl Running {
     /// Serves until `stop` resolves or a server fails, then shuts everything down in order.
-    pub(crate) async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let Running { shutdown, mut tasks, mut ingest, _receivers: receivers, .. } = self;
         let mut failure = None;
         tokio::select! {
@@ -338,7 +343,8 @@ impl Running {
     }
 }
 
-pub(crate) async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -27,7 +27,7 @@ fn percentile(xs: &mut [f64], q: f64) -> f64 {
 }
 
 /// Runs the benchmark and prints the figures.
-pub(crate) fn run(json: bool, drains: usize) -> anyhow::Result<()> {
+pub fn run(json: bool, drains: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(measure(json, drains.max(10)))
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 /// An error burst on one cell: `CELL@AGO+DURATION:RATE`, e.g. `cell-03@2h+10m:0.2`.
 #[derive(Debug, Clone)]
-pub(crate) struct Incident {
+pub struct Incident {
     cell: String,
     from_ms: i64,
     to_ms: i64,
@@ -29,7 +29,7 @@ pub(crate) struct Incident {
 
 impl Incident {
     /// Parses the spec relative to `now_ms`.
-    pub(crate) fn parse(spec: &str, now_ms: i64) -> anyhow::Result<Self> {
+    pub fn parse(spec: &str, now_ms: i64) -> anyhow::Result<Self> {
         let bad = || format!("--incident `{spec}`: expected CELL@AGO+DURATION:RATE, e.g. cell-03@2h+10m:0.2");
         let (cell, rest) = spec.split_once('@').with_context(bad)?;
         let (when, rate) = rest.split_once(':').with_context(bad)?;
@@ -47,31 +47,42 @@ impl Incident {
 
 /// What to generate.
 #[derive(Debug, Clone)]
-pub(crate) struct Plan {
-    pub(crate) dir: PathBuf,
-    pub(crate) days: u32,
-    pub(crate) cells: usize,
-    pub(crate) services: usize,
-    pub(crate) routes: usize,
+pub struct Plan {
+    /// The data directory to write the tiers under.
+    pub dir: PathBuf,
+    /// Days of history.
+    pub days: u32,
+    /// Cells.
+    pub cells: usize,
+    /// Services per cell.
+    pub services: usize,
+    /// Routes per service.
+    pub routes: usize,
     /// Requests per second per series.
-    pub(crate) rps: f64,
+    pub rps: f64,
     /// Hours of finest-tier (10 s) history.
-    pub(crate) fine_hours: u32,
-    pub(crate) incidents: Vec<Incident>,
+    pub fine_hours: u32,
+    /// Error bursts to write into the history.
+    pub incidents: Vec<Incident>,
     /// Width of the finest window.
-    pub(crate) fine_ms: i64,
+    pub fine_ms: i64,
     /// Generated history ends here (a 5-minute boundary).
-    pub(crate) end_ms: i64,
-    pub(crate) seed: u64,
+    pub end_ms: i64,
+    /// Seed of the random numbers, so a plan always writes the same rows.
+    pub seed: u64,
 }
 
 /// Figures of a run.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Generated {
-    pub(crate) fine_rows: usize,
-    pub(crate) five_min_rows: usize,
-    pub(crate) hour_rows: usize,
-    pub(crate) requests: u64,
+pub struct Generated {
+    /// Rows written to the finest tier.
+    pub fine_rows: usize,
+    /// Rows written to the 5-minute tier.
+    pub five_min_rows: usize,
+    /// Rows written to the hourly tier.
+    pub hour_rows: usize,
+    /// Requests in all rows.
+    pub requests: u64,
 }
 
 struct Series {
@@ -248,7 +259,7 @@ fn merged(rows: &[RecordBatch], errs: &[RecordBatch], width: i64) -> anyhow::Res
 }
 
 /// Writes the plan's history; returns row counts.
-pub(crate) fn run(plan: &Plan) -> anyhow::Result<Generated> {
+pub fn run(plan: &Plan) -> anyhow::Result<Generated> {
     if plan.end_ms.rem_euclid(FIVE_MIN_MS) != 0 {
         bail!("history must end on a 5-minute boundary");
     }

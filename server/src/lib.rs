@@ -1,0 +1,12 @@
+//! cellpilot-server: `cellpilot serve` — binds every listener, replays the WAL, starts the owned
+//! background tasks and shuts them down in order.
+//!
+//! # Layout
+//! - [`serve`]: [`serve::start`] (every listener bound and ready when it returns) and
+//!   [`serve::serve`] (until SIGINT/SIGTERM).
+//! - `listen`: the HTTP listeners with the `[transport]` limits and lingering closes.
+//! - `tls`: `[tls]` certificates for the HTTP and gRPC listeners.
+
+mod listen;
+pub mod serve;
+mod tls;
