@@ -1,4 +1,5 @@
-//! Burn rates: how fast an objective spends its error budget. A burn rate of 1 spends exactly the
+//! Burn-rate alerting: how fast an objective spends its error budget (the arithmetic is
+//! [`cellpilot_core::slo`], shared with the dashboard). A burn rate of 1 spends exactly the
 //! budget over the SLO period; the multi-window pairs page at 14.4× (1h/5m) and 6× (6h/30m) and
 //! open tickets at 3× (1d/2h) and 1× (3d/6h).
 
@@ -38,26 +39,11 @@ pub fn windows() -> Vec<i64> {
     w
 }
 
-/// bad/total over the budget fraction (1 − target); 0 without traffic.
-pub fn burn_rate(bad: u64, total: u64, target: f64) -> f64 {
-    let budget = 1.0 - target;
-    if total == 0 || budget <= 0.0 { 0.0 } else { (bad as f64 / total as f64) / budget }
-}
+pub use cellpilot_core::slo::burn_rate;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hand_computed_burn_rates() {
-        // 0.1 % errors against a 99.9 % SLO spends the budget exactly: burn rate 1.
-        assert!((burn_rate(1, 1000, 0.999) - 1.0).abs() < 1e-9);
-        // 1.44 % errors against 99.9 %: 14.4×, the fast page threshold.
-        assert!((burn_rate(144, 10_000, 0.999) - 14.4).abs() < 1e-9);
-        assert_eq!(burn_rate(5, 0, 0.999), 0.0);
-        // 0.5 % against 99.95 %: 10×.
-        assert!((burn_rate(5, 1000, 0.9995) - 10.0).abs() < 1e-6);
-    }
 
     #[test]
     fn which_pairs_a_burn_rate_trips() {

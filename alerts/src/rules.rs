@@ -98,7 +98,7 @@ pub fn conditions(facts: &Facts) -> Vec<Condition> {
     for slo in &facts.slos {
         let objectives = [
             ("SLOAvailabilityBurnRateHigh", "availability", Some(&slo.availability_windows), slo.availability),
-            ("SLOLatencyBurnRateHigh", "latency", slo.latency_windows.as_ref(), 0.999),
+            ("SLOLatencyBurnRateHigh", "latency", slo.latency_windows.as_ref(), cellpilot_core::slo::LATENCY_TARGET),
         ];
         for (alertname, objective, windows, target) in objectives {
             let Some(windows) = windows else { continue };

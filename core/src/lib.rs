@@ -8,6 +8,7 @@
 //! - [`latency`]: the latency histogram (HdrHistogram, 2 significant digits, microseconds) and a
 //!   sparse form of it that open windows hold.
 //! - [`schema`]: the Arrow schemas of `rollups` and `errors_by_cause` and builders for them.
+//! - [`slo`]: burn rates and the latency objective's target, shared by alerts and the dashboard.
 //! - [`store`]: the traits through which ingest hands rollups to whoever stores them.
 //! - [`metrics`]: the process's Prometheus registry with the stable `cellpilot_` names.
 //! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
@@ -28,6 +29,7 @@ pub mod link;
 pub mod metrics;
 pub mod range;
 pub mod schema;
+pub mod slo;
 pub mod store;
 pub mod time;
 pub mod window;

@@ -11,10 +11,12 @@
 //! drained cell's windows around each drain. Sums over whole Parquet files are derived once per
 //! file and SLO selection ([`RollupStore::scan_derived`]), so a refresh reads only new rows.
 
-use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::config::{DashboardsConfig, SloConfig};
 use cellpilot_core::latency;
+use cellpilot_core::schema::{ErrorsByCauseColumns, RollupColumns};
+use cellpilot_core::slo::{LATENCY_TARGET, burn_rate};
 use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_query::RollupStore;
 use cellpilot_query::cells::Part;
@@ -217,44 +219,23 @@ fn internal(e: impl Into<String>) -> cellpilot_query::Error {
     cellpilot_query::Error::Internal(e.into())
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> cellpilot_query::Result<&'a T> {
-    b.schema()
-        .index_of(name)
-        .ok()
-        .and_then(|i| b.column(i).as_any().downcast_ref::<T>())
-        .ok_or_else(|| internal(format!("stored batch has no `{name}` column of the expected type")))
-}
-
 fn floor(t: i64, step: i64) -> i64 {
     t - t.rem_euclid(step)
 }
 
-/// The columns of a rollups batch attribution reads.
-struct Rows<'a> {
-    start: &'a TimestampMillisecondArray,
-    end: &'a TimestampMillisecondArray,
-    cell: &'a StringArray,
-    service: &'a StringArray,
-    route: &'a StringArray,
-    requests: &'a UInt64Array,
-    errors: &'a UInt64Array,
-    hist: &'a BinaryArray,
-    max_us: &'a UInt64Array,
+/// The columns of a rollups batch, with the bad events of a row.
+struct Rows<'a>(RollupColumns<'a>);
+
+impl<'a> std::ops::Deref for Rows<'a> {
+    type Target = RollupColumns<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl<'a> Rows<'a> {
     fn of(b: &'a RecordBatch) -> cellpilot_query::Result<Self> {
-        Ok(Self {
-            start: col(b, "window_start")?,
-            end: col(b, "window_end")?,
-            cell: col(b, "cell")?,
-            service: col(b, "service")?,
-            route: col(b, "route")?,
-            requests: col(b, "requests")?,
-            errors: col(b, "errors")?,
-            hist: col(b, "latency_hist")?,
-            max_us: col(b, "max_us")?,
-        })
+        Ok(Self(RollupColumns::of(b)?))
     }
 
     /// Bad events of row `i`: errors, and slow non-error requests when a threshold is given.
@@ -435,13 +416,8 @@ fn causes(
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for part in tiered(store, from, to, now) {
         for b in store.scan(Table::ErrorsByCause, part.tier, part.from_ms, part.to_ms, None)? {
-            let (s, e) = (
-                col::<TimestampMillisecondArray>(&b, "window_start")?,
-                col::<TimestampMillisecondArray>(&b, "window_end")?,
-            );
-            let (c, sv, r) =
-                (col::<StringArray>(&b, "cell")?, col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "route")?);
-            let (cause, n) = (col::<StringArray>(&b, "cause")?, col::<UInt64Array>(&b, "errors")?);
+            let ErrorsByCauseColumns { start: s, end: e, cell: c, service: sv, route: r, cause, errors: n } =
+                ErrorsByCauseColumns::of(&b)?;
             for i in 0..b.num_rows() {
                 if part.holds(s.value(i), e.value(i)) && selected(slo, c, sv, r, i) {
                     match out.get_mut(cause.value(i)) {
@@ -471,11 +447,6 @@ fn fraction(part: u64, total: u64) -> f64 {
     if total == 0 { 0.0 } else { part as f64 / total as f64 }
 }
 
-fn burn(bad: u64, total: u64, target: f64) -> f64 {
-    let budget = 1.0 - target;
-    if total == 0 || budget <= 0.0 { 0.0 } else { (bad as f64 / total as f64) / budget }
-}
-
 fn hhmm(ms: i64) -> String {
     let s = format_rfc3339_ms(ms);
     s.get(11..16).unwrap_or("").to_string()
@@ -502,8 +473,8 @@ fn standing(k: usize, target: f64, threshold_ms: Option<f64>, s: &Spans) -> Stan
         budget,
         budget_spent: spent,
         budget_left: 1.0 - spent,
-        burn_rate_1h: burn(s.last_1h.bad[k], s.last_1h.requests, target),
-        burn_rate_6h: burn(s.last_6h.bad[k], s.last_6h.requests, target),
+        burn_rate_1h: burn_rate(s.last_1h.bad[k], s.last_1h.requests, target),
+        burn_rate_6h: burn_rate(s.last_6h.bad[k], s.last_6h.requests, target),
     }
 }
 
@@ -543,9 +514,6 @@ pub fn summary(
         latency: threshold_ms.map(|t| standing(LATENCY, LATENCY_TARGET, Some(t), &s)),
     })
 }
-
-/// The latency objective's target.
-const LATENCY_TARGET: f64 = 0.999;
 
 fn threshold_us(ms: f64) -> u64 {
     (ms * 1000.0) as u64
@@ -673,7 +641,9 @@ fn incidents(
     let hot: Vec<bool> = minutes
         .slots
         .iter()
-        .map(|b| b.counts.requests > 0 && burn(b.counts.bad[k], b.counts.requests, target) > dash.incident_burn_rate)
+        .map(|b| {
+            b.counts.requests > 0 && burn_rate(b.counts.bad[k], b.counts.requests, target) > dash.incident_burn_rate
+        })
         .collect();
     let mut runs: Vec<Run> = Vec::new();
     for (idx, b) in minutes.slots.iter().enumerate().filter(|(i, _)| hot[*i]) {
