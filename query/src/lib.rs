@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`store`]: [`RollupStore`], every tier's Parquet files, rows not yet in a file, and the
 //!   open windows ingest still holds.
+//! - [`cache`]: [`cache::ByteLru`], the byte-bounded cache of decoded files and derived values.
 //! - [`tier`]: the tiers (finest, 5 min, 1 h) and their buckets.
 //! - [`files`]: the Parquet files (atomic writes, schema version, retention).
 //! - [`rollup`]: merging rows into coarser windows.
@@ -13,6 +14,7 @@
 //! - [`cells`]: per-cell totals and merged latency quantiles over a time range.
 //! - [`error`]: the crate's error type.
 
+pub mod cache;
 pub mod cells;
 pub mod error;
 pub mod files;

@@ -5,6 +5,7 @@
 //! file of the finest tier, whose 5-minute rollup goes to `pending[FiveMin]` -> file -> hourly
 //! rollup in `pending[Hour]` -> file. A row is in exactly one place at any moment.
 
+use crate::cache::ByteLru;
 use crate::files::{self, StoredFile, Table};
 use crate::rollup;
 use crate::tier::Tier;
@@ -45,99 +46,15 @@ struct State {
     last_expiry_ms: i64,
 }
 
-/// Decoded Parquet files, least recently used out first. Files never change once written, so
-/// repeated reads (dashboards refresh every 30 s) skip the decode.
-#[derive(Debug, Default)]
-struct FileCache {
-    files: std::collections::HashMap<PathBuf, (Arc<Vec<RecordBatch>>, usize, u64)>,
-    bytes: usize,
-    tick: u64,
-}
-
-/// Bytes of decoded files kept.
+/// Bytes of decoded files kept (dashboards refresh every 30 s: repeated reads skip the decode).
 const CACHE_BYTES: usize = 256 << 20;
-
-impl FileCache {
-    fn get(&mut self, path: &Path) -> Option<Arc<Vec<RecordBatch>>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.files.get_mut(path).map(|e| {
-            e.2 = tick;
-            e.0.clone()
-        })
-    }
-
-    fn put(&mut self, path: PathBuf, batches: Arc<Vec<RecordBatch>>) {
-        let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        if size > CACHE_BYTES / 4 {
-            return;
-        }
-        while self.bytes + size > CACHE_BYTES {
-            let Some(oldest) = self.files.iter().min_by_key(|(_, e)| e.2).map(|(p, _)| p.clone()) else { break };
-            if let Some((_, n, _)) = self.files.remove(&oldest) {
-                self.bytes -= n;
-            }
-        }
-        self.tick += 1;
-        self.bytes += size;
-        if let Some((_, old, _)) = self.files.insert(path, (batches, size, self.tick)) {
-            self.bytes -= old;
-        }
-    }
-}
-
-/// What callers derived from whole files ([`RollupStore::scan_derived`]), least recently used out
-/// first. Like decoded files, a derived value never goes stale: files never change once written.
-/// A derived value, its approximate bytes and its last use.
-type MemoEntry = (Arc<dyn Any + Send + Sync>, usize, u64);
-
-#[derive(Default)]
-struct Memo {
-    entries: std::collections::HashMap<(PathBuf, String), MemoEntry>,
-    bytes: usize,
-    tick: u64,
-}
-
-impl std::fmt::Debug for Memo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memo").field("entries", &self.entries.len()).finish()
-    }
-}
-
-/// Bytes of derived values kept.
+/// Bytes of values derived from whole files ([`RollupStore::scan_derived`]) kept.
 const MEMO_BYTES: usize = 64 << 20;
 
-impl Memo {
-    fn get(&mut self, key: &(PathBuf, String)) -> Option<Arc<dyn Any + Send + Sync>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(key).map(|e| {
-            e.2 = tick;
-            e.0.clone()
-        })
-    }
-
-    fn put(&mut self, key: (PathBuf, String), value: Arc<dyn Any + Send + Sync>, bytes: usize) {
-        let bytes = bytes + key.0.as_os_str().len() + key.1.len() + 64;
-        if bytes > MEMO_BYTES / 4 {
-            return;
-        }
-        if self.bytes + bytes > MEMO_BYTES && !self.entries.is_empty() {
-            // Drop the older half at once: eviction stays rare and cheap per insert.
-            let mut ticks: Vec<u64> = self.entries.values().map(|e| e.2).collect();
-            let half = ticks.len() / 2;
-            let (_, median, _) = ticks.select_nth_unstable(half);
-            let cut = *median;
-            self.entries.retain(|_, e| e.2 > cut);
-            self.bytes = self.entries.values().map(|e| e.1).sum();
-        }
-        self.tick += 1;
-        self.bytes += bytes;
-        if let Some(old) = self.entries.insert(key, (value, bytes, self.tick)) {
-            self.bytes -= old.1;
-        }
-    }
-}
+/// Decoded files by path.
+type FileCache = ByteLru<PathBuf, Arc<Vec<RecordBatch>>>;
+/// Derived values by (file, the caller's key).
+type Memo = ByteLru<(PathBuf, String), Arc<dyn Any + Send + Sync>>;
 
 /// One source of [`RollupStore::scan_derived`].
 #[derive(Debug)]
@@ -172,7 +89,7 @@ fn starts(batch: &RecordBatch) -> Result<&TimestampMillisecondArray> {
     // Projected batches keep `window_start`, not necessarily in column 0.
     let i =
         batch.schema().index_of("window_start").map_err(|_| Error::Internal("a scan must keep window_start".into()))?;
-    rollup::column::<TimestampMillisecondArray>(batch, i)
+    Ok(cellpilot_core::schema::column::<TimestampMillisecondArray>(batch, i)?)
 }
 
 /// Rows of `batches` whose window starts in `[from, to)`, and the rest.
@@ -262,8 +179,8 @@ impl RollupStore {
         }
         Ok(Self {
             settings,
-            cache: Mutex::new(FileCache::default()),
-            memo: Mutex::new(Memo::default()),
+            cache: Mutex::new(FileCache::new(CACHE_BYTES)),
+            memo: Mutex::new(Memo::new(MEMO_BYTES)),
             state: RwLock::new(state),
             open: RwLock::new(None),
             flush: Mutex::new(()),
@@ -350,6 +267,7 @@ impl RollupStore {
                 None => {
                     let (v, bytes) = derive(&self.decoded(f)?)?;
                     let v = Arc::new(v);
+                    let bytes = bytes + memo_key.0.as_os_str().len() + memo_key.1.len() + 64;
                     self.memo.lock().unwrap_or_else(|e| e.into_inner()).put(memo_key, v.clone(), bytes);
                     v
                 }
@@ -391,7 +309,8 @@ impl RollupStore {
             None => match files::read(f, None) {
                 Ok(b) => {
                     let b = Arc::new(b);
-                    self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(f.path.clone(), b.clone());
+                    let bytes = b.iter().map(RecordBatch::get_array_memory_size).sum();
+                    self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(f.path.clone(), b.clone(), bytes);
                     b
                 }
                 // One damaged file must not fail every query over its range from now on.
@@ -612,27 +531,5 @@ impl RollupSink for RollupStore {
             }
         }
         self.flush_due(now_ms).map_err(|e| cellpilot_core::Error::Internal(e.to_string()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memo_stays_within_its_byte_budget() {
-        let mut m = Memo::default();
-        let value: Arc<dyn Any + Send + Sync> = Arc::new(0u64);
-        for i in 0..10_000 {
-            m.put((PathBuf::from(format!("f{i}")), "k".into()), value.clone(), 1 << 20);
-            assert!(m.bytes <= MEMO_BYTES, "{} bytes after {i} puts", m.bytes);
-            assert_eq!(m.bytes, m.entries.values().map(|e| e.1).sum::<usize>());
-        }
-        // The newest entries are kept; the oldest went first.
-        assert!(m.get(&(PathBuf::from("f9999"), "k".into())).is_some());
-        assert!(m.get(&(PathBuf::from("f0"), "k".into())).is_none());
-        // A value too big for the budget is not kept at all.
-        m.put((PathBuf::from("huge"), "k".into()), value, MEMO_BYTES);
-        assert!(m.get(&(PathBuf::from("huge"), "k".into())).is_none());
     }
 }
