@@ -6,7 +6,8 @@
 use crate::Result;
 use crate::latency::Quantiles;
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, StringBuilder, TimestampMillisecondBuilder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, StringArray, StringBuilder,
+    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -116,6 +117,96 @@ pub mod rollup_col {
     pub const MAX_US: usize = 11;
     /// `latency_exact`
     pub const LATENCY_EXACT: usize = 12;
+}
+
+/// A column of a stored batch is missing or not of the type its schema says (a bug, or a file
+/// written by something else).
+#[derive(Debug, thiserror::Error)]
+#[error("column {0} of a stored batch is missing or has an unexpected type")]
+pub struct ColumnError(pub usize);
+
+/// Column `i` of `batch` as `T`; for projected batches, `i` counts in the projection.
+pub fn column<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T, ColumnError> {
+    batch.columns().get(i).and_then(|c| c.as_any().downcast_ref::<T>()).ok_or(ColumnError(i))
+}
+
+/// The typed columns of a whole `rollups` batch (any tier), checked once per batch: the one
+/// place readers learn where each column is and what type it has.
+#[derive(Debug, Clone, Copy)]
+pub struct RollupColumns<'a> {
+    /// `window_start`
+    pub start: &'a TimestampMillisecondArray,
+    /// `window_end`
+    pub end: &'a TimestampMillisecondArray,
+    /// `cell`
+    pub cell: &'a StringArray,
+    /// `service`
+    pub service: &'a StringArray,
+    /// `route`
+    pub route: &'a StringArray,
+    /// `requests`
+    pub requests: &'a UInt64Array,
+    /// `errors`
+    pub errors: &'a UInt64Array,
+    /// `latency_hist`
+    pub hist: &'a BinaryArray,
+    /// `max_us`
+    pub max_us: &'a UInt64Array,
+    /// `latency_exact`
+    pub exact: &'a BooleanArray,
+}
+
+impl<'a> RollupColumns<'a> {
+    /// The columns of `batch`, which must have the whole [`rollups_schema`] (no projection).
+    pub fn of(batch: &'a RecordBatch) -> Result<Self, ColumnError> {
+        use rollup_col as c;
+        Ok(Self {
+            start: column(batch, c::WINDOW_START)?,
+            end: column(batch, c::WINDOW_END)?,
+            cell: column(batch, c::CELL)?,
+            service: column(batch, c::SERVICE)?,
+            route: column(batch, c::ROUTE)?,
+            requests: column(batch, c::REQUESTS)?,
+            errors: column(batch, c::ERRORS)?,
+            hist: column(batch, c::LATENCY_HIST)?,
+            max_us: column(batch, c::MAX_US)?,
+            exact: column(batch, c::LATENCY_EXACT)?,
+        })
+    }
+}
+
+/// The typed columns of a whole `errors_by_cause` batch (any tier).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorsByCauseColumns<'a> {
+    /// `window_start`
+    pub start: &'a TimestampMillisecondArray,
+    /// `window_end`
+    pub end: &'a TimestampMillisecondArray,
+    /// `cell`
+    pub cell: &'a StringArray,
+    /// `service`
+    pub service: &'a StringArray,
+    /// `route`
+    pub route: &'a StringArray,
+    /// `cause`
+    pub cause: &'a StringArray,
+    /// `errors`
+    pub errors: &'a UInt64Array,
+}
+
+impl<'a> ErrorsByCauseColumns<'a> {
+    /// The columns of `batch`, which must have the whole [`errors_by_cause_schema`].
+    pub fn of(batch: &'a RecordBatch) -> Result<Self, ColumnError> {
+        Ok(Self {
+            start: column(batch, 0)?,
+            end: column(batch, 1)?,
+            cell: column(batch, 2)?,
+            service: column(batch, 3)?,
+            route: column(batch, 4)?,
+            cause: column(batch, 5)?,
+            errors: column(batch, 6)?,
+        })
+    }
 }
 
 /// The key of one series in one window.

@@ -5,10 +5,9 @@ use crate::files::Table;
 use crate::store::RollupStore;
 use crate::tier::{FIVE_MIN_MS, HOUR_MS, Tier};
 use crate::{Error, Result};
-use arrow::array::{Array, BinaryArray, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array};
-use arrow::record_batch::RecordBatch;
+use arrow::array::{BinaryArray, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use cellpilot_core::latency::{self, Quantiles};
-use cellpilot_core::schema::rollup_col;
+use cellpilot_core::schema::{column, rollup_col};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -39,14 +38,6 @@ struct Acc {
     errors: u64,
     hist: Histogram<u64>,
     exact: bool,
-}
-
-fn column<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T> {
-    batch
-        .column(i)
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| Error::Internal(format!("rollups column {i} has an unexpected type")))
 }
 
 /// How a part of a range is read.

@@ -31,6 +31,12 @@ impl From<cellpilot_core::Error> for Error {
     }
 }
 
+impl From<cellpilot_core::schema::ColumnError> for Error {
+    fn from(e: cellpilot_core::schema::ColumnError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
         Error::Internal(e.to_string())

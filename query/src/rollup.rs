@@ -2,21 +2,11 @@
 //! averaged), `latency_exact` true only when every input was.
 
 use crate::{Error, Result};
-use arrow::array::{Array, BinaryArray, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::latency::{self, Quantiles};
-use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, ErrorsByCauseColumns, RollupColumns, RollupsBuilder, RowKey};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
-
-/// Downcasts column `i` of `batch`.
-pub(crate) fn column<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T> {
-    batch
-        .column(i)
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| Error::Internal(format!("column {i} of a stored batch has an unexpected type")))
-}
 
 struct Acc {
     requests: u64,
@@ -30,13 +20,8 @@ struct Acc {
 pub fn rollups(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBatch>> {
     let mut groups: BTreeMap<(i64, String, String, String), Acc> = BTreeMap::new();
     for b in batches {
-        let start = column::<TimestampMillisecondArray>(b, 0)?;
-        let (cell, service, route) =
-            (column::<StringArray>(b, 2)?, column::<StringArray>(b, 3)?, column::<StringArray>(b, 4)?);
-        let (req, err) = (column::<UInt64Array>(b, 5)?, column::<UInt64Array>(b, 6)?);
-        let hist = column::<BinaryArray>(b, 7)?;
-        let max = column::<UInt64Array>(b, 11)?;
-        let exact = column::<BooleanArray>(b, 12)?;
+        let RollupColumns { start, cell, service, route, requests: req, errors: err, hist, max_us: max, exact, .. } =
+            RollupColumns::of(b)?;
         for i in 0..b.num_rows() {
             let ws = start.value(i) - start.value(i).rem_euclid(width_ms);
             let key = (ws, cell.value(i).to_string(), service.value(i).to_string(), route.value(i).to_string());
@@ -71,17 +56,15 @@ pub fn rollups(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBa
 pub fn errors_by_cause(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBatch>> {
     let mut groups: BTreeMap<(i64, String, String, String, String), u64> = BTreeMap::new();
     for b in batches {
-        let start = column::<TimestampMillisecondArray>(b, 0)?;
-        let names: Vec<&StringArray> = (2..6).map(|c| column::<StringArray>(b, c)).collect::<Result<_>>()?;
-        let errors = column::<UInt64Array>(b, 6)?;
+        let ErrorsByCauseColumns { start, cell, service, route, cause, errors, .. } = ErrorsByCauseColumns::of(b)?;
         for i in 0..b.num_rows() {
             let ws = start.value(i) - start.value(i).rem_euclid(width_ms);
             let key = (
                 ws,
-                names[0].value(i).to_string(),
-                names[1].value(i).to_string(),
-                names[2].value(i).to_string(),
-                names[3].value(i).to_string(),
+                cell.value(i).to_string(),
+                service.value(i).to_string(),
+                route.value(i).to_string(),
+                cause.value(i).to_string(),
             );
             *groups.entry(key).or_default() += errors.value(i);
         }

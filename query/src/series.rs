@@ -2,12 +2,12 @@
 //! bucketed by a step; dimensions left out are merged.
 
 use crate::files::Table;
-use crate::rollup::column;
 use crate::store::RollupStore;
 use crate::tier::{FIVE_MIN_MS, HOUR_MS, Tier};
 use crate::{Error, Result};
-use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::array::{StringArray, TimestampMillisecondArray, UInt64Array};
 use cellpilot_core::latency::{self, Quantiles};
+use cellpilot_core::schema::{RollupColumns, column};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -69,11 +69,8 @@ pub fn series(store: &RollupStore, sel: &Selection, from_ms: i64, to_ms: i64, st
     let tier = tier_for(step_ms, fine);
     let mut buckets: BTreeMap<i64, (u64, u64, Histogram<u64>)> = BTreeMap::new();
     for b in store.scan(Table::Rollups, tier, from_ms, to_ms, None)? {
-        let start = column::<TimestampMillisecondArray>(&b, 0)?;
-        let (cell, service, route) =
-            (column::<StringArray>(&b, 2)?, column::<StringArray>(&b, 3)?, column::<StringArray>(&b, 4)?);
-        let (req, err) = (column::<UInt64Array>(&b, 5)?, column::<UInt64Array>(&b, 6)?);
-        let hist = column::<BinaryArray>(&b, 7)?;
+        let RollupColumns { start, cell, service, route, requests: req, errors: err, hist, .. } =
+            RollupColumns::of(&b)?;
         let keep =
             |want: &Option<String>, col: &StringArray, i: usize| want.as_deref().is_none_or(|w| w == col.value(i));
         for i in 0..b.num_rows() {

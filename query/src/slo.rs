@@ -3,12 +3,12 @@
 
 use crate::cells::{Part, plan};
 use crate::files::Table;
-use crate::rollup::column;
 use crate::store::RollupStore;
 use crate::tier::Tier;
 use crate::{Error, Result};
 use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use cellpilot_core::latency;
+use cellpilot_core::schema::column;
 use cellpilot_core::schema::rollup_col;
 
 /// Which rows count; `None` matches everything.
