@@ -3,7 +3,7 @@
 //! the seeded numbers; links, the range picker and the SQL console work when clicked; a cell named
 //! `<script>alert(1)</script>` stays text; screenshots land in `target/screenshots/`.
 
-use crate::support::{Server, now_ns, server_span, traces};
+use crate::support::{Server, eventually, now_ns, server_span, traces};
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
@@ -196,7 +196,19 @@ async fn every_page_in_headless_chromium() {
     let now = now_ns();
     let spans = (0..100).map(|i| server_span(EVIL, if i < 7 { 500 } else { 200 }, now, 5_000_000)).collect();
     assert_eq!(server.post_otlp("traces", traces(None, spans)).await.status(), 200);
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Until the pages have what the checks below look for: the drain and its alert.
+    eventually(Duration::from_secs(40), "bj-unit-01 drained and CellErrorRateHigh raised", || async {
+        let weights = server.get_json("/api/v1/weights").await;
+        let drained = weights["cells"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["cell"] == "bj-unit-01" && c["state"] == "drained"));
+        let alerts = server.get_json("/api/v1/alerts").await;
+        let alerted = alerts["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["labels"]["alertname"] == "CellErrorRateHigh"));
+        if drained && alerted { Ok(()) } else { Err(format!("{weights} {alerts}")) }
+    })
+    .await;
 
     let shots = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/screenshots"));
     std::fs::create_dir_all(&shots).unwrap();

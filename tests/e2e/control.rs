@@ -2,7 +2,7 @@
 //! gRPC, one cell pushed to 20 % errors — the drained table arrives in time, the decision says
 //! why, and the API agrees.
 
-use crate::support::{Server, kv, now_ns};
+use crate::support::{Server, eventually, kv, now_ns};
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::pb::{AckRequest, CellState, WatchWeightsRequest};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -84,8 +84,12 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    // Healthy first, so every cell is known and has history.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Healthy first, until every cell is in the table gateways receive.
+    eventually(Duration::from_secs(15), "all three cells under control", || async {
+        let w = server.get_json("/api/v1/weights").await;
+        if w["cells"].as_array().is_some_and(|c| c.len() == 3) { Ok(()) } else { Err(w.to_string()) }
+    })
+    .await;
     failing.store(true, Ordering::Relaxed);
     let errors_from = Instant::now();
     let drained = loop {
@@ -115,11 +119,13 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
     let last_sent = now_ns() / 1_000_000;
     client.ack(AckRequest { gateway_id: "gw-1".into(), version: drained.version, applied_at: None }).await.unwrap();
     // The other cells keep serving while the quiet period passes.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cutovers = eventually(Duration::from_secs(15), "the cut-over completes", || async {
+        let c = server.get_json("/api/v1/cutovers").await;
+        if c["cutovers"][0]["duration_ms"].is_i64() { Ok(c) } else { Err(c.to_string()) }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     sender.await.unwrap();
-
-    let cutovers = server.get_json("/api/v1/cutovers").await;
     let c = &cutovers["cutovers"][0];
     assert_eq!((c["cell"].as_str(), c["source"].as_str()), (Some("c-bad"), Some("observed")), "{cutovers}");
     assert_eq!(c["decision_version"], drained.version);

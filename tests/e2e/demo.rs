@@ -1,7 +1,7 @@
 //! `cellpilot demo` runs the whole loop: simulated cells send real OTLP to the embedded server,
 //! incidents raise one cell's error rate, and it all shows through the JSON API.
 
-use crate::support::Server;
+use crate::support::{Server, eventually};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,8 +32,19 @@ async fn demo_serves_live_cells_with_an_incident() {
         ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "20"),
     ];
     let mut demo = Server::spawn(&args, dir.path(), &env);
-    // Leave room for a loaded CI machine: the drain and cut-over take ~5 s here.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The drain and its cut-over take ~5 s here; the demo runs for 15.
+    eventually(Duration::from_secs(13), "the failing cell drained, its cut-over done, an alert raised", || async {
+        let cutovers = demo.get_json("/api/v1/cutovers").await;
+        let c = &cutovers["cutovers"][0];
+        let done = c["cell"] == "bj-unit-01" && c["applied_at"].is_string() && c["duration_ms"].is_i64();
+        let alerts = demo.get_json("/api/v1/alerts").await;
+        let alerted = alerts["alerts"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|a| a["labels"]["alertname"] == "CellErrorRateHigh" || a["labels"]["alertname"] == "CellDrained")
+        });
+        if done && alerted { Ok(()) } else { Err(format!("{cutovers} {alerts}")) }
+    })
+    .await;
     let cells = demo.cells().await;
     let names: Vec<_> = cells.iter().map(|c| c["cell"].as_str().unwrap()).collect();
     assert_eq!(names, ["bj-unit-01", "bj-unit-02", "sh-unit-01", "sh-unit-02"]);

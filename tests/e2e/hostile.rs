@@ -2,7 +2,7 @@
 //! refusal (or bounded), then a valid export is acknowledged and counted, `/readyz` is 200, and
 //! after `kill -9` a restart on the same data still counts every acknowledged span.
 
-use crate::support::{Server, kv, now_ms, now_ns, server_span, traces};
+use crate::support::{Server, eventually, kv, now_ms, now_ns, server_span, traces};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -244,8 +244,13 @@ async fn forged_cells_stay_out_of_the_weight_table() {
     assert!(cells.len() <= 101, "{} cells: at most max_cells plus __overflow__", cells.len());
     let overflow = cells.iter().find(|c| c["cell"] == "__overflow__").expect("overflow cell");
     assert_eq!(overflow["requests"], 19_900);
-    // Windows later none of them is in the table gateways stream.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two evaluations later none of them is in the table gateways stream.
+    let before = server.evaluations().await;
+    eventually(Duration::from_secs(15), "two more control evaluations", || async {
+        let now = server.evaluations().await;
+        if now >= before + 2 { Ok(()) } else { Err(format!("{now} evaluations (from {before})")) }
+    })
+    .await;
     let weights = server.get_json("/api/v1/weights").await;
     assert!(weights["cells"].as_array().unwrap().is_empty(), "{weights}");
     let metrics = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();

@@ -159,6 +159,37 @@ impl Drop for Server {
     }
 }
 
+/// Polls `check` every 100 ms until it returns `Some`, and returns that; panics naming `what`
+/// (and the last value seen) when `limit` passes first. Tests wait on conditions this way, never
+/// on the wall clock alone: a fast machine goes on at once, a loaded one gets the whole limit.
+pub(crate) async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}; last seen: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Server {
+    /// `cellpilot_control_evaluations_total` now.
+    pub(crate) async fn evaluations(&self) -> u64 {
+        let metrics = reqwest::get(format!("http://{}/metrics", self.web)).await.unwrap().text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cellpilot_control_evaluations_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
