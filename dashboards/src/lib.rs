@@ -7,4 +7,4 @@
 pub mod attribution;
 pub mod svg;
 
-pub use attribution::{Drain, Report, Summary, report, summary};
+pub use attribution::{Drain, Report, ReportRequest, ReportSettings, Summary, report, summary};

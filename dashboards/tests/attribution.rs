@@ -5,10 +5,23 @@ use cellpilot_core::config::{DashboardsConfig, Dur, Selector, SloConfig};
 use cellpilot_core::latency::SparseHistogram;
 use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
 use cellpilot_core::store::{RollupSink, WindowBatches};
-use cellpilot_dashboards::{Drain, report, summary};
+use cellpilot_dashboards::{Drain, Report, ReportRequest, ReportSettings, summary};
 use cellpilot_query::files::Table;
 use cellpilot_query::tier::Tier;
 use cellpilot_query::{RollupStore, StoreSettings};
+
+/// The report with default `[dashboards]` settings and a 5 % drain threshold.
+fn report(
+    store: &RollupStore,
+    slo: &SloConfig,
+    drains: &[Drain],
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+) -> cellpilot_query::Result<Report> {
+    let settings = ReportSettings::new(&DashboardsConfig::default(), 0.05);
+    cellpilot_dashboards::report(&ReportRequest { store, slo, settings, drains, from_ms, to_ms, now_ms })
+}
 
 /// An hour boundary.
 const T: i64 = 1_800_000_000_000;
@@ -76,7 +89,7 @@ fn hand_computed_fixture() {
         completed_at_ms: Some(T + 318_000),
         duration_ms: Some(18_000),
     }];
-    let r = report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, T + 600_000, T + 600_000).unwrap();
+    let r = report(&store, &slo, &drains, T, T + 600_000, T + 600_000).unwrap();
 
     assert_eq!(r.requests, 24_000);
     let a = &r.availability.standing;
@@ -129,9 +142,7 @@ fn hand_computed_fixture() {
     assert_eq!((r.cutover.count, r.cutover.max_ms, r.cutover.over_target), (1, Some(18_000), 1));
     // Three hours later the same incident and cut-over are still measured to the minute (the
     // finest tier is kept for 48 h), not smeared over hourly rows.
-    let later =
-        report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, T + 3 * 3_600_000, T + 3 * 3_600_000)
-            .unwrap();
+    let later = report(&store, &slo, &drains, T, T + 3 * 3_600_000, T + 3 * 3_600_000).unwrap();
     assert_eq!(later.availability.standing.bad_events, 760);
     assert_eq!(later.latency.as_ref().unwrap().standing.bad_events, 60);
     assert_eq!(later.latency.as_ref().unwrap().attribution.incident[0].bad_events, 40);
@@ -143,9 +154,7 @@ fn hand_computed_fixture() {
     store.close(T + 3 * 3_600_000, &mut || Ok(None)).unwrap();
     assert!(!cellpilot_query::files::list(dir.path(), Table::Rollups, Tier::Fine).unwrap().is_empty());
     for _ in 0..2 {
-        let from_files =
-            report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, T + 3 * 3_600_000, T + 3 * 3_600_000)
-                .unwrap();
+        let from_files = report(&store, &slo, &drains, T, T + 3 * 3_600_000, T + 3 * 3_600_000).unwrap();
         assert_eq!(from_files, later);
     }
     // The SLO cards' summary reads the same numbers (through the hourly tier here).
@@ -203,7 +212,7 @@ fn failure_onset_far_before_the_drain() {
         duration_ms: Some(25_000),
     }];
     let end = T + 3_600_000;
-    let r = report(&store, &slo, &DashboardsConfig::default(), 0.05, &drains, T, end, end).unwrap();
+    let r = report(&store, &slo, &drains, T, end, end).unwrap();
     assert_eq!(r.availability.standing.bad_events, 240 * 10 + 1);
     let c = &r.availability.attribution.cutover[0];
     // 240 failing windows × 10, none of them after decided + 1 s.

@@ -297,10 +297,18 @@ fn warm_dashboards(store: Arc<RollupStore>, config: Arc<Config>, clock: SharedCl
         let t = std::time::Instant::now();
         let now = clock.now_ms();
         for slo in &config.slo {
-            let (dash, rate) = (&config.dashboards, config.control.policy.drain_error_rate);
             let from = now - slo.period.as_millis_i64();
+            let req = cellpilot_dashboards::ReportRequest {
+                store: &store,
+                slo,
+                settings: cellpilot_dashboards::ReportSettings::from_config(&config),
+                drains: &[],
+                from_ms: from,
+                to_ms: now,
+                now_ms: now,
+            };
             // The report and the overview's card (which reads no histogram: its own sums).
-            let warmed = cellpilot_dashboards::report(&store, slo, dash, rate, &[], from, now, now)
+            let warmed = cellpilot_dashboards::report(&req)
                 .and_then(|_| cellpilot_dashboards::summary(&store, slo, from, now, now, false));
             if let Err(e) = warmed {
                 tracing::warn!(slo = %slo.name, error = %e, "warming the SLA report");

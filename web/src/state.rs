@@ -132,16 +132,15 @@ impl AppState {
         to_ms: i64,
         now_ms: i64,
     ) -> Result<cellpilot_dashboards::Report, ApiError> {
-        Ok(cellpilot_dashboards::report(
-            &self.store,
+        Ok(cellpilot_dashboards::report(&cellpilot_dashboards::ReportRequest {
+            store: &self.store,
             slo,
-            &self.config.dashboards,
-            self.config.control.policy.drain_error_rate,
+            settings: cellpilot_dashboards::ReportSettings::from_config(&self.config),
             drains,
             from_ms,
             to_ms,
             now_ms,
-        )?)
+        })?)
     }
 
     /// What an API range may cover now: back to the longest retention, up to now + 5 min.
