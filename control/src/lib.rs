@@ -10,9 +10,11 @@
 //! - [`service`]: the [`Controller`] (policy + log + published table + Acks) and the CellWeights
 //!   gRPC service.
 //! - [`run`]: the evaluation loop over the rollup store.
+//! - [`error`]: the crate's error type (its logs on disk).
 //! - `testing`: inputs the unit tests share.
 
 pub mod cutover;
+pub mod error;
 pub mod log;
 pub mod pin;
 pub mod policy;

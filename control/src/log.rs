@@ -2,6 +2,7 @@
 //! `<dir>/control/`, read back on start so states, versions and history survive restarts
 //! (versions never go backwards).
 
+use crate::error::{Error, Result};
 use crate::policy::Decision;
 use cellpilot_core::fs::{Fs, FsFile};
 use serde::Serialize;
@@ -28,20 +29,20 @@ pub type DecisionLog = JsonLog<Decision>;
 
 impl<T: Serialize + DeserializeOwned> JsonLog<T> {
     /// Opens (creating) `<data_dir>/control/<name>` and returns it with every row it holds.
-    pub fn open(data_dir: &Path, name: &str) -> Result<(Self, Vec<T>), String> {
+    pub fn open(data_dir: &Path, name: &str) -> Result<(Self, Vec<T>)> {
         Self::open_with(&Fs::real(), data_dir, name)
     }
 
     /// [`JsonLog::open`] through `fs`. A torn last line (a crash mid-append: no newline) is cut
     /// off, so the next row starts on a line of its own instead of being glued to it.
-    pub fn open_with(fs: &Fs, data_dir: &Path, name: &str) -> Result<(Self, Vec<T>), String> {
+    pub fn open_with(fs: &Fs, data_dir: &Path, name: &str) -> Result<(Self, Vec<T>)> {
         let dir = data_dir.join("control");
-        fs.create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs.create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let path = dir.join(name);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Err(e) => return Err(Error::io("reading", &path, e)),
         };
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let mut rows = Vec::new();
@@ -56,22 +57,22 @@ impl<T: Serialize + DeserializeOwned> JsonLog<T> {
                 }
             }
         }
-        let mut file = fs.open_rw(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let mut file = fs.open_rw(&path).map_err(|e| Error::io("opening", &path, e))?;
         if complete < bytes.len() {
             tracing::warn!(file = %path.display(), bytes = bytes.len() - complete, "cutting a torn last line");
             file.set_len(complete as u64)
                 .and_then(|()| file.sync_data())
-                .map_err(|e| format!("repairing {}: {e}", path.display()))?;
+                .map_err(|e| Error::io("repairing", &path, e))?;
         }
         Ok((Self { file, len: complete as u64, unwritten: Vec::new(), _rows: std::marker::PhantomData }, rows))
     }
 
     /// Appends and syncs rows, after any a failed append left: all of them, or (on a failed
     /// write or sync) none, kept for the next append.
-    pub fn append(&mut self, rows: &[T]) -> Result<(), String> {
+    pub fn append(&mut self, rows: &[T]) -> Result<()> {
         let mut buf = std::mem::take(&mut self.unwritten);
         for d in rows {
-            serde_json::to_writer(&mut buf, d).map_err(|e| e.to_string())?;
+            serde_json::to_writer(&mut buf, d)?;
             buf.push(b'\n');
         }
         let written = self.file.write_at(self.len, &buf).and_then(|()| self.file.sync_data());
@@ -88,7 +89,7 @@ impl<T: Serialize + DeserializeOwned> JsonLog<T> {
                 } else {
                     tracing::error!(file = %self.file.path().display(), bytes = buf.len(), "dropping unwritten rows");
                 }
-                Err(format!("writing {}: {e}", self.file.path().display()))
+                Err(Error::io("writing", self.file.path(), e))
             }
         }
     }

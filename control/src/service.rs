@@ -146,7 +146,7 @@ impl Controller {
         data_dir: &std::path::Path,
         clock: cellpilot_core::clock::SharedClock,
         metrics: cellpilot_core::metrics::Metrics,
-    ) -> Result<Self, String> {
+    ) -> crate::error::Result<Self> {
         let (log, past) = DecisionLog::open(data_dir, "decisions.jsonl")?;
         let (cutover_log, cutovers) = JsonLog::<Cutover>::open(data_dir, "cutovers.jsonl")?;
         let mut policy = Policy::new(config);

@@ -271,35 +271,82 @@ const MAX_FOREIGN_COUNTS: u64 = 1 << 16;
 /// Largest inflated size of a V2+deflate histogram (a dense one of this crate's layout is < 40 KiB).
 const MAX_INFLATED: u64 = 1 << 20;
 
+/// Why serialized histogram bytes (from a file, or a SQL literal) were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramError {
+    /// The header or payload ends early.
+    #[error("truncated histogram {0}")]
+    Truncated(&'static str),
+    /// Neither of the V2 cookies.
+    #[error("not an HdrHistogram V2 serialization (bad cookie)")]
+    BadCookie,
+    /// The header claims more bytes than there are.
+    #[error("histogram claims a {claims}-byte payload but has {has}")]
+    Length {
+        /// Bytes the header claims.
+        claims: u64,
+        /// Bytes there are.
+        has: u64,
+    },
+    /// The compressed payload does not inflate.
+    #[error("invalid compressed histogram: {0}")]
+    Inflate(#[source] std::io::Error),
+    /// The compressed payload inflates past the bound.
+    #[error("compressed histogram inflates past {MAX_INFLATED} bytes")]
+    Inflated,
+    /// A layout HdrHistogram cannot hold, or whose counts array would be too large.
+    #[error("{} histogram layout: {digits} digits, {low}..{high}", if *.too_large { "too large a" } else { "unsupported" })]
+    Layout {
+        /// Significant digits.
+        digits: u32,
+        /// Lowest discernible value.
+        low: u64,
+        /// Highest trackable value.
+        high: u64,
+        /// Valid, but its counts array exceeds the bound.
+        too_large: bool,
+    },
+    /// A varint of the payload is malformed or out of range.
+    #[error("malformed histogram payload: {0}")]
+    Payload(&'static str),
+    /// A bucket or value outside what the layout holds.
+    #[error("histogram {0} out of range")]
+    OutOfRange(&'static str),
+    /// HdrHistogram's own decoder refused it.
+    #[error("invalid HdrHistogram serialization: {0}")]
+    Decode(String),
+}
+
 /// Deserializes a V2 (or V2+deflate) histogram. The header is checked before anything is
 /// allocated: a payload longer than the bytes, a layout whose counts array would be huge, or an
 /// inflated size past 1 MiB is an error (these bytes can come from a SQL literal).
-pub fn deserialize(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+pub fn deserialize(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
     let inflated;
     let plain = match be_u32(bytes, 0) {
         Some(V2_COOKIE) => bytes,
         Some(V2_DEFLATE_COOKIE) => {
-            let len = be_u32(bytes, 4).ok_or("truncated histogram header")? as usize;
-            let data = bytes.get(8..).filter(|d| d.len() >= len).ok_or_else(|| {
-                format!("compressed histogram claims {len} bytes but has {}", bytes.len().saturating_sub(8))
-            })?;
+            let len = be_u32(bytes, 4).ok_or(HistogramError::Truncated("header"))? as usize;
+            let data = bytes
+                .get(8..)
+                .filter(|d| d.len() >= len)
+                .ok_or(HistogramError::Length { claims: len as u64, has: bytes.len().saturating_sub(8) as u64 })?;
             let mut out = Vec::new();
             flate2::read::ZlibDecoder::new(&data[..len])
                 .take(MAX_INFLATED + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| format!("invalid compressed histogram: {e}"))?;
+                .map_err(HistogramError::Inflate)?;
             if out.len() as u64 > MAX_INFLATED {
-                return Err(format!("compressed histogram inflates past {MAX_INFLATED} bytes"));
+                return Err(HistogramError::Inflated);
             }
             inflated = out;
             &inflated[..]
         }
-        _ => return Err("not an HdrHistogram V2 serialization (bad cookie)".into()),
+        _ => return Err(HistogramError::BadCookie),
     };
     check_v2_header(plain)?;
     Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(plain))
-        .map_err(|e| format!("invalid HdrHistogram serialization: {e:?}"))
+        .map_err(|e| HistogramError::Decode(format!("{e:?}")))
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -313,27 +360,28 @@ fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
 
 /// Rejects a V2 header whose payload is longer than the bytes or whose layout needs a counts
 /// array larger than [`MAX_FOREIGN_COUNTS`].
-fn check_v2_header(b: &[u8]) -> Result<(), String> {
-    let len = u64::from(be_u32(b, 4).ok_or("truncated histogram header")?);
+fn check_v2_header(b: &[u8]) -> Result<(), HistogramError> {
+    let truncated = HistogramError::Truncated("header");
+    let len = u64::from(be_u32(b, 4).ok_or(truncated)?);
     let have = (b.len() as u64).saturating_sub(V2_HEADER as u64);
     if b.len() < V2_HEADER || len > have {
-        return Err(format!("histogram claims a {len}-byte payload but has {have}"));
+        return Err(HistogramError::Length { claims: len, has: have });
     }
-    let digits = be_u32(b, 12).ok_or("truncated histogram header")?;
-    let low = be_u64(b, 16).ok_or("truncated histogram header")?;
-    let high = be_u64(b, 24).ok_or("truncated histogram header")?;
+    let digits = be_u32(b, 12).ok_or(HistogramError::Truncated("header"))?;
+    let low = be_u64(b, 16).ok_or(HistogramError::Truncated("header"))?;
+    let high = be_u64(b, 24).ok_or(HistogramError::Truncated("header"))?;
     if digits > 5 || low == 0 || high < low.saturating_mul(2) {
-        return Err(format!("unsupported histogram layout: {digits} digits, {low}..{high}"));
+        return Err(HistogramError::Layout { digits, low, high, too_large: false });
     }
     if counts_len(digits, low, high) > MAX_FOREIGN_COUNTS {
-        return Err(format!("histogram layout too large: {digits} digits over {low}..{high}"));
+        return Err(HistogramError::Layout { digits, low, high, too_large: true });
     }
     // The crate negates zero runs: a run of 2^63 (zigzag u64::MAX) overflows it.
     let mut payload = &b[V2_HEADER..V2_HEADER + len as usize];
     while !payload.is_empty() {
-        let (raw, used) = leb128(payload).ok_or("malformed histogram varint")?;
+        let (raw, used) = leb128(payload).ok_or(HistogramError::Payload("bad varint"))?;
         if raw == u64::MAX {
-            return Err("histogram zero run out of range".into());
+            return Err(HistogramError::OutOfRange("zero run"));
         }
         payload = &payload[used..];
     }
@@ -370,7 +418,7 @@ const V2_HEADER: usize = 40;
 
 /// The payload of a V2-serialized histogram in this crate's layout (uncompressed, 2 significant
 /// digits, lowest value 1), or `None` for any other layout.
-fn v2_payload(bytes: &[u8]) -> Result<Option<&[u8]>, String> {
+fn v2_payload(bytes: &[u8]) -> Result<Option<&[u8]>, HistogramError> {
     let fast = be_u32(bytes, 0) == Some(V2_COOKIE)
         && be_u32(bytes, 8) == Some(0)
         && be_u32(bytes, 12) == Some(u32::from(SIGFIG))
@@ -378,13 +426,13 @@ fn v2_payload(bytes: &[u8]) -> Result<Option<&[u8]>, String> {
     if !fast {
         return Ok(None);
     }
-    let len = be_u32(bytes, 4).ok_or("truncated histogram header")? as usize;
-    bytes.get(V2_HEADER..V2_HEADER + len).map(Some).ok_or_else(|| "truncated histogram payload".to_string())
+    let len = be_u32(bytes, 4).ok_or(HistogramError::Truncated("header"))? as usize;
+    bytes.get(V2_HEADER..V2_HEADER + len).map(Some).ok_or(HistogramError::Truncated("payload"))
 }
 
 /// Walks a V2 payload: `f(bucket index, count)` for every non-empty bucket.
 #[inline]
-fn for_each_index(payload: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), String> {
+fn for_each_index(payload: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), HistogramError> {
     let mut index: u64 = 0;
     let mut pos = 0;
     while let Some(&first) = payload.get(pos) {
@@ -392,7 +440,7 @@ fn for_each_index(payload: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), Str
         let (raw, used) = if first < 0x80 {
             (u64::from(first), 1)
         } else {
-            leb128(&payload[pos..]).ok_or("malformed histogram varint")?
+            leb128(&payload[pos..]).ok_or(HistogramError::Payload("bad varint"))?
         };
         pos += used;
         let v = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
@@ -411,7 +459,7 @@ fn for_each_index(payload: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), Str
 /// Calls `f(lowest value of the bucket, count)` for every non-empty bucket of a V2-serialized
 /// histogram, decoding the payload in place (the hot path of every merge). Other layouts
 /// (compressed, another configuration) go through the general deserializer.
-pub fn for_each_bucket(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), String> {
+pub fn for_each_bucket(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), HistogramError> {
     let Some(payload) = v2_payload(bytes)? else {
         let h = deserialize(bytes)?;
         for v in h.iter_recorded() {
@@ -425,15 +473,15 @@ pub fn for_each_bucket(bytes: &[u8], mut f: impl FnMut(u64, u64)) -> Result<(), 
         Ok(i) if i <= bucket_index(MAX_US) => f(bucket_lowest(i), n),
         _ => bad_index = true,
     })?;
-    if bad_index { Err("histogram index out of range".into()) } else { Ok(()) }
+    if bad_index { Err(HistogramError::OutOfRange("bucket index")) } else { Ok(()) }
 }
 
 /// Adds a serialized histogram's counts into `into`.
-pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), String> {
+pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), HistogramError> {
     let mut err = None;
     for_each_bucket(bytes, |v, n| {
-        if let Err(e) = into.record_n(v, n) {
-            err = Some(format!("histogram value out of range: {e:?}"));
+        if into.record_n(v, n).is_err() {
+            err = Some(HistogramError::OutOfRange("value"));
         }
     })?;
     err.map_or(Ok(()), Err)
@@ -442,7 +490,7 @@ pub fn add_serialized(bytes: &[u8], into: &mut Histogram<u64>) -> Result<(), Str
 /// Samples of a serialized histogram slower than `threshold_us` (to bucket precision: those in
 /// buckets whose lowest value is above it). Compares bucket indexes, not values, on the fast path:
 /// this runs once per window in SLO scans.
-pub fn count_above(bytes: &[u8], threshold_us: u64) -> Result<u64, String> {
+pub fn count_above(bytes: &[u8], threshold_us: u64) -> Result<u64, HistogramError> {
     let mut n = 0;
     match v2_payload(bytes)? {
         Some(payload) => {
@@ -466,7 +514,7 @@ pub fn count_above(bytes: &[u8], threshold_us: u64) -> Result<u64, String> {
 /// `max_us` column): the payload is read backwards from its last bucket, so only the buckets
 /// above the threshold are decoded — SLO thresholds sit in the tail, most of a window's buckets
 /// below them. Falls back to the forward walk on any layout it does not expect.
-pub fn count_above_max(bytes: &[u8], threshold_us: u64, max_us: u64) -> Result<u64, String> {
+pub fn count_above_max(bytes: &[u8], threshold_us: u64, max_us: u64) -> Result<u64, HistogramError> {
     // Another layout buckets values differently: the shortcut below would misjudge it.
     let Some(payload) = v2_payload(bytes)? else { return count_above(bytes, threshold_us) };
     let first = i64::from(bucket_index(threshold_us)) + 1;
@@ -686,7 +734,7 @@ mod tests {
         forged[12..16].copy_from_slice(&3u32.to_be_bytes());
         forged[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         let e = deserialize(&forged).unwrap_err();
-        assert!(e.contains("4294967295-byte payload"), "{e}");
+        assert!(matches!(e, HistogramError::Length { claims: 4_294_967_295, .. }), "{e}");
         assert!(for_each_bucket(&forged, |_, _| {}).is_err());
         // Our layout with a payload longer than the bytes.
         let mut short = good.clone();
@@ -696,7 +744,7 @@ mod tests {
         let mut wide = good.clone();
         wide[12..16].copy_from_slice(&5u32.to_be_bytes());
         wide[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
-        assert!(deserialize(&wide).unwrap_err().contains("too large"));
+        assert!(matches!(deserialize(&wide).unwrap_err(), HistogramError::Layout { too_large: true, .. }));
         // A deflate header claiming more than it has, and garbage.
         let mut deflate = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
         deflate.extend_from_slice(&u32::MAX.to_be_bytes());
@@ -725,7 +773,7 @@ mod tests {
             0x93, 0xa4, 0, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x9f, 0xe5, 0x04, 0x0e, 0x89, 0x0c, 0x04, 0x08,
             0xb1, 0x0c, 0x0c,
         ];
-        assert!(for_each_bucket(&crash, |_, _| {}).unwrap_err().contains("out of range"));
+        assert!(matches!(for_each_bucket(&crash, |_, _| {}).unwrap_err(), HistogramError::OutOfRange(_)));
         assert_eq!(bucket_lowest(u16::MAX), u64::MAX);
         // A lowest value of 2^56 and more made the layout arithmetic loop (found by the same target).
         let mut huge_low = crash.to_vec();
@@ -739,7 +787,7 @@ mod tests {
         let payload = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x04];
         run[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
         run.extend_from_slice(&payload);
-        assert!(deserialize(&run).unwrap_err().contains("zero run"));
+        assert!(matches!(deserialize(&run).unwrap_err(), HistogramError::OutOfRange("zero run")));
         // Another layout's buckets: the backward walk must not take its max at our precision.
         let mut h = Histogram::<u64>::new_with_bounds(1000, 10_000_000_000, 3).unwrap();
         h.record_n(1_000_500, 4).unwrap();

@@ -188,7 +188,7 @@ pub fn replay(
     mapper: &Mapper,
     agg: &SharedAggregator,
     durable_before: i64,
-) -> std::result::Result<Replayed, String> {
+) -> std::result::Result<Replayed, wal::WalError> {
     replay_with(dir, mapper, agg, durable_before, None)
 }
 
@@ -200,7 +200,7 @@ pub fn replay_with(
     agg: &SharedAggregator,
     durable_before: i64,
     cutovers: Option<&dyn cellpilot_core::store::CutoverReports>,
-) -> std::result::Result<Replayed, String> {
+) -> std::result::Result<Replayed, wal::WalError> {
     let fs = Fs::real();
     let seqs = wal::list_segments(dir)?;
     let mut out = Replayed::default();
@@ -322,7 +322,7 @@ impl Sequencer {
         let wal = match wal {
             Some((s, replayed)) => Some(
                 WalWriter::open(&s.dir, replayed.next_seq, replayed.segments, &s.writer, clock.now_ms())
-                    .map_err(Error::Internal)?,
+                    .map_err(|e| Error::Internal(e.to_string()))?,
             ),
             None => None,
         };
@@ -486,7 +486,7 @@ impl Worker {
                 Err(e) => {
                     tracing::error!(error = %e, "WAL write failed; the group is refused with the retryable answer");
                     self.metrics.wal_failures.inc();
-                    *fault = Some((std::time::Instant::now(), e));
+                    *fault = Some((std::time::Instant::now(), e.to_string()));
                     unwritten = true;
                 }
             }

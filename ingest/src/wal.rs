@@ -78,12 +78,37 @@ fn state_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.state"))
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> String {
-    format!("{what} {}: {e}", path.display())
+/// What went wrong with the log: which file, doing what, and the I/O error behind it.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// A file operation failed (a full disk, a failing one, permissions).
+    #[error("{action} {}: {source}", .path.display())]
+    Io {
+        /// What was being done, e.g. `writing`.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in the WAL directory is not a segment.
+    #[error("{} is not a cellpilot WAL segment", .0.display())]
+    NotASegment(PathBuf),
+    /// A segment written by a different WAL schema version.
+    #[error("{} was written by another schema version", .0.display())]
+    OtherVersion(PathBuf),
+    /// A record longer than a length field holds.
+    #[error("a record of {0} bytes is too large for the WAL")]
+    TooLarge(usize),
+}
+
+fn io(action: &'static str, path: &Path, source: std::io::Error) -> WalError {
+    WalError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// Segment sequence numbers present, ascending.
-pub fn list_segments(data: &Path) -> Result<Vec<u64>, String> {
+pub fn list_segments(data: &Path) -> Result<Vec<u64>, WalError> {
     let dir = wal_dir(data);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -99,7 +124,7 @@ pub fn list_segments(data: &Path) -> Result<Vec<u64>, String> {
 }
 
 /// The checkpoint saved when segment `seq` was sealed, if any.
-pub fn load_state(data: &Path, seq: u64) -> Result<Option<Vec<u8>>, String> {
+pub fn load_state(data: &Path, seq: u64) -> Result<Option<Vec<u8>>, WalError> {
     let p = state_path(&wal_dir(data), seq);
     match std::fs::read(&p) {
         Ok(b) => Ok(Some(b)),
@@ -113,7 +138,7 @@ pub fn quarantine_dir(data: &Path) -> PathBuf {
     wal_dir(data).join("quarantine")
 }
 
-fn quarantine_move(fs: &Fs, data: &Path, from: &Path) -> Result<(), String> {
+fn quarantine_move(fs: &Fs, data: &Path, from: &Path) -> Result<(), WalError> {
     let dir = quarantine_dir(data);
     fs.create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
     let name = from.file_name().map(|n| n.to_os_string()).unwrap_or_default();
@@ -121,18 +146,18 @@ fn quarantine_move(fs: &Fs, data: &Path, from: &Path) -> Result<(), String> {
 }
 
 /// Moves segment `seq` (unreadable as a whole) to the quarantine directory.
-pub fn quarantine_segment(fs: &Fs, data: &Path, seq: u64) -> Result<(), String> {
+pub fn quarantine_segment(fs: &Fs, data: &Path, seq: u64) -> Result<(), WalError> {
     quarantine_move(fs, data, &segment_path(&wal_dir(data), seq))
 }
 
 /// Moves the checkpoint of segment `seq` (unreadable) to the quarantine directory.
-pub fn quarantine_state(fs: &Fs, data: &Path, seq: u64) -> Result<(), String> {
+pub fn quarantine_state(fs: &Fs, data: &Path, seq: u64) -> Result<(), WalError> {
     quarantine_move(fs, data, &state_path(&wal_dir(data), seq))
 }
 
 /// Writes record `index` of segment `seq` to the quarantine directory, as a one-record segment
 /// file (`<seq>-<index>.wal`, same header and record format), and syncs it.
-pub fn quarantine_record(fs: &Fs, data: &Path, seq: u64, index: usize, rec: &Record) -> Result<(), String> {
+pub fn quarantine_record(fs: &Fs, data: &Path, seq: u64, index: usize, rec: &Record) -> Result<(), WalError> {
     let dir = quarantine_dir(data);
     fs.create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
     let path = dir.join(format!("{seq:020}-{index:08}.wal"));
@@ -140,7 +165,7 @@ pub fn quarantine_record(fs: &Fs, data: &Path, seq: u64, index: usize, rec: &Rec
 }
 
 /// A whole segment file holding `records`.
-fn segment_bytes(records: &[&Record]) -> Result<Vec<u8>, String> {
+fn segment_bytes(records: &[&Record]) -> Result<Vec<u8>, WalError> {
     let mut bytes = header();
     for r in records {
         bytes.extend_from_slice(&record_header(r.kind, r.received_ms, &r.payload)?);
@@ -150,13 +175,13 @@ fn segment_bytes(records: &[&Record]) -> Result<Vec<u8>, String> {
 }
 
 /// Replaces segment `seq` with just `records`, atomically (after some were quarantined).
-pub fn rewrite_segment(fs: &Fs, data: &Path, seq: u64, records: &[&Record]) -> Result<(), String> {
+pub fn rewrite_segment(fs: &Fs, data: &Path, seq: u64, records: &[&Record]) -> Result<(), WalError> {
     let path = segment_path(&wal_dir(data), seq);
     fs.write_atomic(&path, &segment_bytes(records)?).map_err(|e| io("writing", &path, e))
 }
 
 /// Saves the cumulative-stream checkpoint as of the last record of segment `seq`, atomically.
-pub fn write_state(fs: &Fs, data: &Path, seq: u64, state: &[u8]) -> Result<(), String> {
+pub fn write_state(fs: &Fs, data: &Path, seq: u64, state: &[u8]) -> Result<(), WalError> {
     let path = state_path(&wal_dir(data), seq);
     fs.write_atomic(&path, state).map_err(|e| io("writing", &path, e))
 }
@@ -176,16 +201,16 @@ pub struct SegmentRead {
 /// follow garbage and nothing is destroyed. In the segment that was `active` when the process
 /// stopped, that is a torn tail (a crash mid-group, never acknowledged); in a sealed one it is
 /// damage, and [`SegmentRead::damage`] says so.
-pub fn read_segment(fs: &Fs, data: &Path, seq: u64, active: bool) -> Result<SegmentRead, String> {
+pub fn read_segment(fs: &Fs, data: &Path, seq: u64, active: bool) -> Result<SegmentRead, WalError> {
     let path = segment_path(&wal_dir(data), seq);
     let mut bytes = Vec::new();
     File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("reading", &path, e))?;
     let header = header();
     if bytes.len() < header.len() || bytes[..MAGIC.len()] != MAGIC[..] {
-        return Err(format!("{} is not a cellpilot WAL segment", path.display()));
+        return Err(WalError::NotASegment(path));
     }
     if bytes[..header.len()] != header[..] {
-        return Err(format!("{} was written by another schema version", path.display()));
+        return Err(WalError::OtherVersion(path));
     }
     let mut out = SegmentRead::default();
     let mut pos = header.len();
@@ -227,8 +252,8 @@ pub fn read_segment(fs: &Fs, data: &Path, seq: u64, active: bool) -> Result<Segm
 }
 
 /// `[len][crc32][kind][received_ms]` of a record with `payload`.
-fn record_header(kind: Kind, received_ms: i64, payload: &[u8]) -> Result<[u8; RECORD_HEADER], String> {
-    let len = u32::try_from(payload.len()).map_err(|_| "record too large for the WAL".to_string())?;
+fn record_header(kind: Kind, received_ms: i64, payload: &[u8]) -> Result<[u8; RECORD_HEADER], WalError> {
+    let len = u32::try_from(payload.len()).map_err(|_| WalError::TooLarge(payload.len()))?;
     let mut head = [0u8; RECORD_HEADER];
     head[8] = kind as u8;
     head[9..17].copy_from_slice(&received_ms.to_le_bytes());
@@ -299,7 +324,7 @@ impl WalWriter {
         sealed: Vec<Sealed>,
         settings: &WriterSettings,
         now_ms: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, WalError> {
         let fs = settings.fs.clone();
         let dir = wal_dir(data);
         fs.create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
@@ -361,7 +386,7 @@ impl WalWriter {
     }
 
     /// Adds one record to the current group (nothing is written until [`WalWriter::commit`]).
-    pub fn append(&mut self, kind: Kind, received_ms: i64, payload: &[u8]) -> Result<(), String> {
+    pub fn append(&mut self, kind: Kind, received_ms: i64, payload: &[u8]) -> Result<(), WalError> {
         let head = record_header(kind, received_ms, payload)?;
         self.group.extend_from_slice(&head);
         self.group.extend_from_slice(payload);
@@ -371,7 +396,7 @@ impl WalWriter {
     /// Writes the group after the committed bytes and syncs it (`always`: data and metadata;
     /// `batch`: data). On any failure the group is discarded and the file cut back to where it
     /// started, so nothing that is not acknowledged stays in the log.
-    pub fn commit(&mut self) -> Result<(), String> {
+    pub fn commit(&mut self) -> Result<(), WalError> {
         let path = segment_path(&self.dir, self.seq);
         if self.dirty
             && let Err(e) = self.rollback()
@@ -427,7 +452,7 @@ impl WalWriter {
 
     /// Seals the active segment with `state` (the cumulative-stream checkpoint as of its last
     /// record) and opens the next one. On failure the active segment stays active.
-    pub fn rotate(&mut self, state: &[u8], now_ms: i64) -> Result<(), String> {
+    pub fn rotate(&mut self, state: &[u8], now_ms: i64) -> Result<(), WalError> {
         self.commit()?;
         let data = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
         write_state(&self.fs, &data, self.seq, state)?;
@@ -441,7 +466,7 @@ impl WalWriter {
 
     /// Drops the oldest sealed segments whose windows all end at or before `persisted_until`
     /// (a prefix only, so replay always starts from a checkpoint). Returns how many.
-    pub fn truncate(&mut self, persisted_until: i64) -> Result<usize, String> {
+    pub fn truncate(&mut self, persisted_until: i64) -> Result<usize, WalError> {
         let n = self.sealed.iter().take_while(|s| s.max_window_end_ms <= persisted_until).count();
         if n == 0 {
             return Ok(0);

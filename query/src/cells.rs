@@ -183,7 +183,7 @@ pub fn cells_from(
                 a.errors += errors.value(row);
                 if let Some((hists, exact)) = latency {
                     a.exact &= exact.value(row);
-                    latency::add_serialized(hists.value(row), &mut a.hist).map_err(Error::Internal)?;
+                    latency::add_serialized(hists.value(row), &mut a.hist)?;
                 }
             }
         }
@@ -277,7 +277,7 @@ pub fn routes(store: &RollupStore, cell: &str, from_ms: i64, to_ms: i64, now_ms:
                     .or_insert_with(|| (0, 0, latency::new_histogram()));
                 a.0 += req.value(i);
                 a.1 += err.value(i);
-                latency::add_serialized(hist.value(i), &mut a.2).map_err(Error::Internal)?;
+                latency::add_serialized(hist.value(i), &mut a.2)?;
             }
         }
     }

@@ -37,6 +37,12 @@ impl From<cellpilot_core::schema::ColumnError> for Error {
     }
 }
 
+impl From<cellpilot_core::latency::HistogramError> for Error {
+    fn from(e: cellpilot_core::latency::HistogramError) -> Self {
+        Error::Internal(format!("a stored latency histogram: {e}"))
+    }
+}
+
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
         Error::Internal(e.to_string())

@@ -1,7 +1,7 @@
 //! Rolling rows up into coarser windows: counts summed, histograms merged (never percentiles
 //! averaged), `latency_exact` true only when every input was.
 
-use crate::{Error, Result};
+use crate::Result;
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::latency::{self, Quantiles};
 use cellpilot_core::schema::{ErrorsByCauseBuilder, ErrorsByCauseColumns, RollupColumns, RollupsBuilder, RowKey};
@@ -36,7 +36,7 @@ pub fn rollups(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBa
             acc.errors += err.value(i);
             acc.max_us = acc.max_us.max(max.value(i));
             acc.exact &= exact.value(i);
-            latency::add_serialized(hist.value(i), &mut acc.hist).map_err(Error::Internal)?;
+            latency::add_serialized(hist.value(i), &mut acc.hist)?;
         }
     }
     if groups.is_empty() {

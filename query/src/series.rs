@@ -81,7 +81,7 @@ pub fn series(store: &RollupStore, sel: &Selection, from_ms: i64, to_ms: i64, st
             let e = buckets.entry(t).or_insert_with(|| (0, 0, latency::new_histogram()));
             e.0 += req.value(i);
             e.1 += err.value(i);
-            latency::add_serialized(hist.value(i), &mut e.2).map_err(Error::Internal)?;
+            latency::add_serialized(hist.value(i), &mut e.2)?;
         }
     }
     Ok(buckets

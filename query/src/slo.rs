@@ -1,11 +1,11 @@
 //! Counts behind SLOs: requests, errors and slow requests of a cell / service / route selection
 //! over a range, read through the tiers like every typed query.
 
+use crate::Result;
 use crate::cells::{Part, plan};
 use crate::files::Table;
 use crate::store::RollupStore;
 use crate::tier::Tier;
-use crate::{Error, Result};
 use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use cellpilot_core::latency;
 use cellpilot_core::schema::column;
@@ -82,8 +82,7 @@ pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_abo
                 if let (Some((h, max)), Some(threshold)) = (hist, slow_above_us)
                     && max.value(i) > threshold
                 {
-                    out.slow +=
-                        latency::count_above_max(h.value(i), threshold, max.value(i)).map_err(Error::Internal)?;
+                    out.slow += latency::count_above_max(h.value(i), threshold, max.value(i))?;
                 }
             }
         }

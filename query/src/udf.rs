@@ -103,7 +103,7 @@ impl Merged {
         Ok(())
     }
 
-    fn add(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn add(&mut self, bytes: &[u8]) -> Result<(), latency::HistogramError> {
         match self {
             Merged::Sparse(s, inputs) => {
                 latency::for_each_bucket(bytes, |v, n| s.record_n(v, n))?;

@@ -21,7 +21,7 @@ pub enum OpenError {
     Auth(#[from] cellpilot_core::Error),
     /// The decision or cut-over log under the data directory.
     #[error("control state: {0}")]
-    Control(String),
+    Control(#[from] cellpilot_control::error::Error),
 }
 
 /// Shared state of the web listener.
@@ -63,10 +63,8 @@ impl AppState {
             lateness_ms: spec.lateness_ms,
             retention_ms: [s.retention_10s, s.retention_5m, s.retention_1h].map(|d| d.as_millis_i64()),
         })?);
-        let controller = Arc::new(
-            cellpilot_control::Controller::open(&config.control, &s.dir, clock.clone(), metrics.clone())
-                .map_err(OpenError::Control)?,
-        );
+        let controller =
+            Arc::new(cellpilot_control::Controller::open(&config.control, &s.dir, clock.clone(), metrics.clone())?);
         Ok(AppState {
             store,
             auth,

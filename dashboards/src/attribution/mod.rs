@@ -61,10 +61,6 @@ impl Counts {
 
 const MINUTE_MS: i64 = 60_000;
 
-fn internal(e: impl Into<String>) -> cellpilot_query::Error {
-    cellpilot_query::Error::Internal(e.into())
-}
-
 fn floor(t: i64, step: i64) -> i64 {
     t - t.rem_euclid(step)
 }

@@ -1,6 +1,6 @@
 //! Walking the selected rows of the tiers, and the bad events of one row.
 
-use super::{Bad, Scope, internal};
+use super::{Bad, Scope};
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::config::SloConfig;
@@ -33,7 +33,7 @@ impl<'a> Rows<'a> {
         let slow = match threshold_us {
             // Nothing in a window whose slowest request was fast enough: skip the decode.
             Some(t) if self.max_us.value(i) > t => {
-                latency::count_above_max(self.hist.value(i), t, self.max_us.value(i)).map_err(internal)?
+                latency::count_above_max(self.hist.value(i), t, self.max_us.value(i))?
             }
             _ => 0,
         };
