@@ -338,19 +338,29 @@ impl Policy {
     }
 
     /// Evaluates every rule at `now_ms` on `inputs`; returns the changes (one version for all).
+    /// The phases, in order: discover, observe, expired pins, failing cells, the guard and rate
+    /// limit, ramps and latency bias, apply. A cell changed by an earlier phase is left alone by
+    /// the later ones.
     pub fn evaluate(&mut self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
-        let cfg = self.cfg.clone();
-        let version = self.version.saturating_add(1);
-        let mut changes: Vec<(String, u32, State, String)> = Vec::new();
-        let mut added = false;
-        if self.control.auto_discover {
-            added |= self.discover(now_ms, inputs);
-        }
+        let added = self.control.auto_discover && self.discover(now_ms, inputs);
         let by_cell: BTreeMap<&str, &CellInput> = inputs.iter().map(|i| (i.cell.as_str(), i)).collect();
-
-        // Staleness and latency weights.
-        let stale_ms = self.control.stale_after.as_millis_i64();
         let bases: BTreeMap<String, u32> = self.cells.keys().map(|c| (c.clone(), self.base(c))).collect();
+        self.observe(now_ms, &by_cell, &bases);
+        let mut changes = self.expired_pins(now_ms);
+        let candidates = self.drain_candidates(&by_cell);
+        changes.extend(self.admit_drains(now_ms, candidates, &bases));
+        let ramps = self.ramps(now_ms, &by_cell, &changes);
+        changes.extend(ramps);
+        if changes.is_empty() && !added {
+            return Vec::new();
+        }
+        self.apply(now_ms, changes)
+    }
+
+    /// Phase 1: which cells are stale, and each cell's latency-biased weight.
+    fn observe(&mut self, now_ms: i64, by_cell: &BTreeMap<&str, &CellInput>, bases: &BTreeMap<String, u32>) {
+        let stale_ms = self.control.stale_after.as_millis_i64();
+        let (alpha, beta) = (self.cfg.latency_alpha, self.cfg.latency_beta);
         for (name, c) in self.cells.iter_mut() {
             let input = by_cell.get(name.as_str());
             if input.is_some_and(|i| i.latest_requests > 0) {
@@ -359,20 +369,26 @@ impl Policy {
             c.stale = c.last_request_ms.is_none_or(|t| now_ms - t >= stale_ms) && c.state != State::Drained;
             if let Some(p50) = input.and_then(|i| i.p50_ms) {
                 let base = f64::from(bases[name]);
-                c.latency_weight = (base * (1.0 + cfg.latency_alpha * (-cfg.latency_beta * p50).exp())).round() as u32;
+                c.latency_weight = (base * (1.0 + alpha * (-beta * p50).exp())).round() as u32;
             }
         }
+    }
 
-        // Pins that expired.
-        for (name, c) in self.cells.iter_mut() {
-            if c.state == State::Pinned && c.pinned_until_ms <= now_ms {
-                changes.push((name.clone(), c.latency_weight, State::Active, "pin expired".into()));
-            }
-        }
+    /// Phase 2: pins whose time is up go back to their latency weight.
+    fn expired_pins(&self, now_ms: i64) -> Vec<Change> {
+        self.cells
+            .iter()
+            .filter(|(_, c)| c.state == State::Pinned && c.pinned_until_ms <= now_ms)
+            .map(|(name, c)| Change::new(name, c.latency_weight, State::Active, "pin expired"))
+            .collect()
+    }
 
-        // Drains: candidates worst first, then the guard and the rate limit.
+    /// Phase 3: cells failing now (sustained and latest error rate over the threshold, with
+    /// enough requests), worst first.
+    fn drain_candidates(&self, by_cell: &BTreeMap<&str, &CellInput>) -> Vec<Failing> {
+        let cfg = &self.cfg;
         let thr = cfg.drain_error_rate;
-        let mut candidates: Vec<(String, f64, String)> = Vec::new();
+        let mut candidates = Vec::new();
         for (name, c) in &self.cells {
             let Some(i) = by_cell.get(name.as_str()) else { continue };
             let scale = match c.state {
@@ -393,10 +409,17 @@ impl Policy {
                     span(cfg.drain_for.as_millis_i64()),
                     thousands(i.requests)
                 );
-                candidates.push((name.clone(), r, why));
+                candidates.push(Failing { cell: name.clone(), error_rate: r, why });
             }
         }
-        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        candidates.sort_by(|a, b| b.error_rate.total_cmp(&a.error_rate).then(a.cell.cmp(&b.cell)));
+        candidates
+    }
+
+    /// Phase 4: the candidates the guard (`max_drained_fraction` of the live base weight) and
+    /// the rate limit (`max_drains_per_minute`) let through; the others are recorded as blocked.
+    fn admit_drains(&mut self, now_ms: i64, candidates: Vec<Failing>, bases: &BTreeMap<String, u32>) -> Vec<Change> {
+        let (fraction, per_minute) = (self.cfg.max_drained_fraction, self.cfg.max_drains_per_minute as usize);
         self.drains.retain(|t| now_ms - t < 60_000);
         self.blocked.clear();
         let total: u64 = self.cells.iter().filter(|(_, c)| !c.stale).map(|(n, _)| u64::from(bases[n])).sum();
@@ -406,30 +429,36 @@ impl Policy {
             .filter(|(_, c)| c.state == State::Drained && !c.stale)
             .map(|(n, _)| u64::from(bases[n]))
             .sum();
-        for (name, _, why) in candidates {
-            let base = u64::from(bases[&name]);
-            if (drained + base) as f64 > cfg.max_drained_fraction * total as f64 {
-                self.blocked.insert(
-                    name,
-                    format!("{why}, but draining it would exceed max_drained_fraction {}", cfg.max_drained_fraction),
-                );
+        let mut out = Vec::new();
+        for Failing { cell, why, .. } in candidates {
+            let base = u64::from(bases[&cell]);
+            if (drained + base) as f64 > fraction * total as f64 {
+                let blocked = format!("{why}, but draining it would exceed max_drained_fraction {fraction}");
+                self.blocked.insert(cell, blocked);
                 continue;
             }
-            if self.drains.len() >= cfg.max_drains_per_minute as usize {
-                self.blocked
-                    .insert(name, format!("{why}, but {} drains already happened this minute", self.drains.len()));
+            if self.drains.len() >= per_minute {
+                let blocked = format!("{why}, but {} drains already happened this minute", self.drains.len());
+                self.blocked.insert(cell, blocked);
                 continue;
             }
             drained += base;
             self.drains.push(now_ms);
-            let c = &self.cells[&name];
-            let why = if c.state == State::Restoring { format!("relapsed while restoring: {why}") } else { why };
-            changes.push((name, 0, State::Drained, why));
+            let relapsed = self.cells[&cell].state == State::Restoring;
+            let why = if relapsed { format!("relapsed while restoring: {why}") } else { why };
+            out.push(Change::new(&cell, 0, State::Drained, why));
         }
+        out
+    }
 
-        // Restores and ramps.
+    /// Phase 5: drained cells whose wait is over start their ramp, ramping cells take their next
+    /// step, and active cells follow their latency weight (with a 10 % deadband) — each cell not
+    /// already changed by an earlier phase.
+    fn ramps(&self, now_ms: i64, by_cell: &BTreeMap<&str, &CellInput>, earlier: &[Change]) -> Vec<Change> {
+        let cfg = &self.cfg;
+        let mut out = Vec::new();
         for (name, c) in &self.cells {
-            if changes.iter().any(|(n, ..)| n == name) {
+            if earlier.iter().any(|ch| &ch.cell == name) {
                 continue;
             }
             match c.state {
@@ -438,20 +467,16 @@ impl Policy {
                     let wait = cfg.restore_after.as_millis_i64() * (1 << recent);
                     if now_ms - c.since_ms >= wait {
                         let w = (f64::from(c.latency_weight) * RAMP[0]).round().max(1.0) as u32;
-                        changes.push((
-                            name.clone(),
-                            w,
-                            State::Restoring,
-                            format!("restoring after {} drained: 10 %", span(wait)),
-                        ));
+                        let why = format!("restoring after {} drained: 10 %", span(wait));
+                        out.push(Change::new(name, w, State::Restoring, why));
                     }
                 }
                 State::Restoring if now_ms - c.since_ms >= cfg.ramp_step.as_millis_i64() => {
                     if c.step == 0 {
                         let w = (f64::from(c.latency_weight) * RAMP[1]).round().max(1.0) as u32;
-                        changes.push((name.clone(), w, State::Restoring, "restoring: 50 %".into()));
+                        out.push(Change::new(name, w, State::Restoring, "restoring: 50 %"));
                     } else {
-                        changes.push((name.clone(), c.latency_weight, State::Active, "restored: 100 %".into()));
+                        out.push(Change::new(name, c.latency_weight, State::Active, "restored: 100 %"));
                     }
                 }
                 State::Active => {
@@ -459,24 +484,22 @@ impl Policy {
                     let (old, new) = (f64::from(c.weight), f64::from(c.latency_weight));
                     if old > 0.0 && (new - old).abs() / old >= 0.1 {
                         let p50 = by_cell.get(name.as_str()).and_then(|i| i.p50_ms).unwrap_or(0.0);
-                        changes.push((
-                            name.clone(),
-                            c.latency_weight,
-                            State::Active,
-                            format!("latency bias: p50 {p50:.1} ms"),
-                        ));
+                        let why = format!("latency bias: p50 {p50:.1} ms");
+                        out.push(Change::new(name, c.latency_weight, State::Active, why));
                     }
                 }
                 _ => {}
             }
         }
+        out
+    }
 
-        if changes.is_empty() && !added {
-            return Vec::new();
-        }
+    /// Phase 6: the changes become the next table version, one decision each.
+    fn apply(&mut self, now_ms: i64, changes: Vec<Change>) -> Vec<Decision> {
+        let version = self.version.saturating_add(1);
         let mut out = Vec::new();
-        for (name, weight, state, reason) in changes {
-            let Some(c) = self.cells.get_mut(&name) else { continue };
+        for Change { cell, weight, state, reason } in changes {
+            let Some(c) = self.cells.get_mut(&cell) else { continue };
             let old = c.weight;
             if state == State::Drained && c.state == State::Restoring {
                 c.relapses.push(now_ms);
@@ -492,7 +515,7 @@ impl Policy {
             out.push(Decision {
                 decided_at_ms: now_ms,
                 version,
-                cell: name,
+                cell,
                 old_weight: old,
                 new_weight: weight,
                 state,
@@ -504,6 +527,29 @@ impl Policy {
         self.decided_at_ms = now_ms;
         out
     }
+}
+
+/// What one phase of an evaluation decided for one cell.
+#[derive(Debug, Clone, PartialEq)]
+struct Change {
+    cell: String,
+    weight: u32,
+    state: State,
+    reason: String,
+}
+
+impl Change {
+    fn new(cell: &str, weight: u32, state: State, reason: impl Into<String>) -> Self {
+        Change { cell: cell.to_string(), weight, state, reason: reason.into() }
+    }
+}
+
+/// A cell failing now, before the guard and the rate limit.
+#[derive(Debug)]
+struct Failing {
+    cell: String,
+    error_rate: f64,
+    why: String,
 }
 
 #[cfg(test)]
