@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::limiter::{Limiter, Permit, RETRY_AFTER};
 use crate::mapping::Mapper;
 use crate::prescan;
-use crate::sequencer::{Applied, Export, Replayed, Sequencer, WalSettings, Watermark};
+use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark};
 use cellpilot_core::auth::{Authenticator, Denied, Principal, Role};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::IngestConfig;
@@ -182,16 +182,16 @@ impl Ingest {
         let max_request_size = config.max_request_size.as_usize();
         // Four maximal requests may be in flight before new ones are turned away.
         let limiter = Limiter::new(max_request_size.saturating_mul(4), parts.metrics.ingest_inflight_bytes.clone());
-        let sequencer = Sequencer::start(
-            Mapper::new(config),
-            parts.aggregator,
-            parts.wal,
-            parts.clock,
-            parts.metrics.clone(),
-            parts.watermark,
-            parts.cutovers,
-            config.max_queue_wait.0,
-        )?;
+        let sequencer = Sequencer::start(SequencerParts {
+            mapper: Mapper::new(config),
+            aggregator: parts.aggregator,
+            wal: parts.wal,
+            clock: parts.clock,
+            metrics: parts.metrics.clone(),
+            watermark: parts.watermark,
+            cutovers: parts.cutovers,
+            max_wait: config.max_queue_wait.0,
+        })?;
         let max_items = config.max_items_per_request as u64;
         let requests = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
         Ok(Self { sequencer, limiter, requests, auth: parts.auth, metrics: parts.metrics, max_request_size, max_items })

@@ -303,21 +303,49 @@ struct Worker {
 /// The queue-wait bound of tests and benchmarks (as `[ingest] max_queue_wait` defaults to).
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
 
+/// What the sequencer thread works with.
+pub struct SequencerParts {
+    /// OTLP to observations.
+    pub mapper: Mapper,
+    /// Where observations are counted.
+    pub aggregator: SharedAggregator,
+    /// The WAL and what replay found in it; `None`: exports are only applied (benchmarks, tests).
+    pub wal: Option<(WalSettings, Replayed)>,
+    /// Now.
+    pub clock: SharedClock,
+    /// Process metrics.
+    pub metrics: Metrics,
+    /// Windows that end before this are already in Parquet (not counted again on replay).
+    pub watermark: Watermark,
+    /// Where cut-overs reported through OTLP logs go.
+    pub cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
+    /// An export that waited longer in the queue gets the retry hint.
+    pub max_wait: Duration,
+}
+
+impl SequencerParts {
+    /// Parts without a WAL, reported cut-overs or a watermark, waiting at most
+    /// [`DEFAULT_MAX_WAIT`].
+    pub fn new(mapper: Mapper, aggregator: SharedAggregator, clock: SharedClock) -> Self {
+        SequencerParts {
+            mapper,
+            aggregator,
+            wal: None,
+            clock,
+            metrics: Metrics::new(),
+            watermark: Arc::new(|| i64::MIN),
+            cutovers: None,
+            max_wait: DEFAULT_MAX_WAIT,
+        }
+    }
+}
+
 impl Sequencer {
-    /// Starts the thread. With `wal` set, exports are logged (segments after `replayed`) before
-    /// they are applied; without it they are only applied (benchmarks, tests). Exports that
-    /// waited in the queue longer than `max_wait` are answered with the retry hint.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        mapper: Mapper,
-        agg: SharedAggregator,
-        wal: Option<(WalSettings, Replayed)>,
-        clock: SharedClock,
-        metrics: Metrics,
-        watermark: Watermark,
-        cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
-        max_wait: Duration,
-    ) -> Result<Self> {
+    /// Starts the thread. With a WAL, exports are logged (segments after what replay found)
+    /// before they are applied; without one they are only applied (benchmarks, tests). Exports
+    /// that waited in the queue longer than `max_wait` are answered with the retry hint.
+    pub fn start(parts: SequencerParts) -> Result<Self> {
+        let SequencerParts { mapper, aggregator: agg, wal, clock, metrics, watermark, cutovers, max_wait } = parts;
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let wal = match wal {
             Some((s, replayed)) => Some(
@@ -614,17 +642,9 @@ mod tests {
     fn start(dir: &Path, mapper: Mapper, agg: &SharedAggregator) -> Sequencer {
         let settings = WalSettings::new(dir, FsyncPolicy::Never, 1 << 30);
         let clock: SharedClock = Arc::new(TestClock::new(NOW_MS * 1_000_000));
-        Sequencer::start(
-            mapper,
-            agg.clone(),
-            Some((settings, Replayed::default())),
-            clock,
-            Metrics::new(),
-            Arc::new(|| i64::MIN),
-            None,
-            DEFAULT_MAX_WAIT,
-        )
-        .unwrap()
+        let mut parts = SequencerParts::new(mapper, agg.clone(), clock);
+        parts.wal = Some((settings, Replayed::default()));
+        Sequencer::start(parts).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,19 +653,10 @@ mod tests {
         let agg = aggregator();
         let settings = WalSettings::new(dir.path(), FsyncPolicy::Never, 1 << 30);
         let clock: SharedClock = Arc::new(TestClock::new(NOW_MS * 1_000_000));
-        let seq = Arc::new(
-            Sequencer::start(
-                Mapper::new(&IngestConfig::default()),
-                agg.clone(),
-                Some((settings, Replayed::default())),
-                clock,
-                Metrics::new(),
-                Arc::new(|| i64::MIN),
-                None,
-                Duration::from_millis(100),
-            )
-            .unwrap(),
-        );
+        let mut parts = SequencerParts::new(Mapper::new(&IngestConfig::default()), agg.clone(), clock);
+        parts.wal = Some((settings, Replayed::default()));
+        parts.max_wait = Duration::from_millis(100);
+        let seq = Arc::new(Sequencer::start(parts).unwrap());
         // The aggregator is busy for 600 ms: the first export is being applied, the next two
         // wait in the queue far past 100 ms.
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();

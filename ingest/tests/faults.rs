@@ -9,12 +9,11 @@ mod common;
 use cellpilot_core::clock::{SharedClock, TestClock};
 use cellpilot_core::config::{FsyncPolicy, IngestConfig};
 use cellpilot_core::fs::{Faults, Fs};
-use cellpilot_core::metrics::Metrics;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::Error;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
 use cellpilot_ingest::mapping::Mapper;
-use cellpilot_ingest::sequencer::{Export, Replayed, Sequencer, WalSettings, replay};
+use cellpilot_ingest::sequencer::{Export, Replayed, Sequencer, SequencerParts, WalSettings, replay};
 use common::kv;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -76,16 +75,9 @@ fn start(dir: &Path, fs: Fs, agg: &SharedAggregator, replayed: Replayed) -> Resu
     wal.writer.segment_bytes = 1500;
     let clock: SharedClock = Arc::new(TestClock::new((T0 * MS) as i64));
     let mapper = Mapper::new(&IngestConfig::default());
-    Sequencer::start(
-        mapper,
-        agg.clone(),
-        Some((wal, replayed)),
-        clock,
-        Metrics::new(),
-        Arc::new(|| i64::MIN),
-        None,
-        cellpilot_ingest::sequencer::DEFAULT_MAX_WAIT,
-    )
+    let mut parts = SequencerParts::new(mapper, agg.clone(), clock);
+    parts.wal = Some((wal, replayed));
+    Sequencer::start(parts)
 }
 
 fn restart(dir: &Path) -> (SharedAggregator, Replayed) {
