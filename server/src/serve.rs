@@ -78,7 +78,10 @@ pub struct Running {
     /// Where each listener is bound.
     pub addrs: Addrs,
     shutdown: CancellationToken,
+    /// Servers and loops that run until the stop; one ending early is a failure.
     tasks: JoinSet<anyhow::Result<()>>,
+    /// Work that ends by itself (warming the dashboards); a stop waits for it.
+    warming: JoinSet<()>,
     ingest: Arc<Ingest>,
     _receivers: Bulkhead,
 }
@@ -259,10 +262,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Ok(())
     });
 
-    warm_dashboards(store.clone(), config.clone(), clock.clone());
+    let warming = warm_dashboards(store.clone(), config.clone(), clock.clone(), shutdown.clone());
     ready.store(true, Ordering::Release);
     let addrs = Addrs { otlp_grpc: addrs[0], otlp_http: addrs[1], web: addrs[2], control: addrs[3] };
-    Ok(Running { addrs, shutdown, tasks, ingest, _receivers: receivers })
+    Ok(Running { addrs, shutdown, tasks, warming, ingest, _receivers: receivers })
 }
 
 /// A tonic server with the `[transport]` limits, over TLS when `[tls]` is set. `pings`: HTTP/2
@@ -291,12 +294,21 @@ fn grpc_server(
 
 /// Reads every SLO's period once in the background, so the first page an SRE opens finds the
 /// files decoded and their per-file sums derived (a cold 30-day report decodes over a thousand
-/// files; warm, it reads a few thousand sums).
-fn warm_dashboards(store: Arc<RollupStore>, config: Arc<Config>, clock: SharedClock) {
-    tokio::task::spawn_blocking(move || {
+/// files; warm, it reads a few thousand sums). A stop ends it between two SLOs.
+fn warm_dashboards(
+    store: Arc<RollupStore>,
+    config: Arc<Config>,
+    clock: SharedClock,
+    stop: CancellationToken,
+) -> JoinSet<()> {
+    let mut owner = JoinSet::new();
+    owner.spawn_blocking(move || {
         let t = std::time::Instant::now();
         let now = clock.now_ms();
         for slo in &config.slo {
+            if stop.is_cancelled() {
+                return;
+            }
             let from = now - slo.period.as_millis_i64();
             let req = cellpilot_dashboards::ReportRequest {
                 store: &store,
@@ -316,12 +328,13 @@ fn warm_dashboards(store: Arc<RollupStore>, config: Arc<Config>, clock: SharedCl
         }
         tracing::info!(ms = t.elapsed().as_millis() as u64, slos = config.slo.len(), "dashboards warmed");
     });
+    owner
 }
 
 impl Running {
     /// Serves until `stop` resolves or a server fails, then shuts everything down in order.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let Running { shutdown, mut tasks, mut ingest, _receivers: receivers, .. } = self;
+        let Running { shutdown, mut tasks, mut warming, mut ingest, _receivers: receivers, .. } = self;
         let mut failure = None;
         tokio::select! {
             _ = stop => tracing::info!("shutting down"),
@@ -339,6 +352,7 @@ impl Running {
                 tracing::warn!(error = %e, "during shutdown");
             }
         }
+        warming.shutdown().await;
         // Every server is gone, so this is the last handle: finish the queued exports, sync the WAL.
         if let Some(ingest) = Arc::get_mut(&mut ingest) {
             tokio::task::block_in_place(|| ingest.shutdown());

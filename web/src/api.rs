@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::state::blocking;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -58,9 +59,7 @@ pub async fn cells(
     let (from, to) = (range.from_ms(), range.to_ms());
     let store = state.store.clone();
     let now = state.clock.now_ms();
-    let stats = tokio::task::spawn_blocking(move || cellpilot_query::cells::cells(&store, from, to, now))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let stats = blocking(move || Ok(cellpilot_query::cells::cells(&store, from, to, now)?)).await?;
     let cells = stats
         .into_iter()
         .map(|c| {
@@ -164,9 +163,7 @@ pub async fn series(
     let sel =
         cellpilot_query::series::Selection { cell: p.cell.clone(), service: p.service.clone(), route: p.route.clone() };
     let store = state.store.clone();
-    let points = tokio::task::spawn_blocking(move || cellpilot_query::series::series(&store, &sel, from, to, step))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let points = blocking(move || Ok(cellpilot_query::series::series(&store, &sel, from, to, step)?)).await?;
     let ms = |us: u64| us as f64 / 1000.0;
     let points: Vec<PointJson> = points
         .into_iter()
@@ -342,8 +339,6 @@ pub async fn sla(
     let (from, to) = (range.from_ms(), range.to_ms());
     let drains = state.drains();
     let st = state.clone();
-    let report = tokio::task::spawn_blocking(move || st.report(&slo, &drains, from, to, now))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let report = blocking(move || st.report(&slo, &drains, from, to, now)).await?;
     Ok(Json(report))
 }

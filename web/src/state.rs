@@ -146,3 +146,10 @@ impl AppState {
         cellpilot_core::range::RangeBounds::kept(&self.config.storage, self.clock.now_ms())
     }
 }
+
+/// Runs `f` (reading the store: blocking) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
+}

@@ -7,6 +7,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::state::blocking;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
@@ -87,8 +88,4 @@ fn pct(x: f64) -> String {
 
 fn ms(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
