@@ -229,12 +229,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
         Command::Generate { data_dir, days, fine_hours, cells, services, routes, rps, incident, seed } => {
             let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);
-            // Only complete buckets: live ingest owns the windows from here on.
-            let end = now - 60_000;
-            let end_ms = end - end.rem_euclid(cellpilot_query::tier::FIVE_MIN_MS);
             let incidents = incident.iter().map(|i| generate::Incident::parse(i, now)).collect::<Result<_, _>>()?;
             let plan = generate::Plan {
-                dir: data_dir,
                 days,
                 cells,
                 services,
@@ -242,9 +238,8 @@ fn main() -> anyhow::Result<()> {
                 rps,
                 fine_hours,
                 incidents,
-                fine_ms: 10_000,
-                end_ms,
                 seed,
+                ..generate::Plan::ending_before(data_dir, now)
             };
             let t = std::time::Instant::now();
             let g = generate::run(&plan)?;

@@ -9,16 +9,8 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// A file operation on a log failed.
-    #[error("{action} {}: {source}", .path.display())]
-    Io {
-        /// What was being done, e.g. `writing`.
-        action: &'static str,
-        /// The log or its directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] cellpilot_core::fs::FileError),
     /// A row could not be serialized.
     #[error("encoding a log row: {0}")]
     Encode(#[from] serde_json::Error),
@@ -26,7 +18,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { action, path: path.into(), source }
+        Error::Io(cellpilot_core::fs::FileError::new(action, path, source))
     }
 }
 

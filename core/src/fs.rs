@@ -9,6 +9,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A file operation that failed: what was being done, to which path, and the system's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}: {source}", .path.display())]
+pub struct FileError {
+    /// What was being done, e.g. `writing`.
+    pub action: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The operating system's error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl FileError {
+    /// `action` on `path` failed with `source`.
+    pub fn new(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        FileError { action, path: path.into(), source }
+    }
+}
+
 /// An operation a [`Faults`] plan can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -82,16 +82,8 @@ fn state_path(dir: &Path, seq: u64) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     /// A file operation failed (a full disk, a failing one, permissions).
-    #[error("{action} {}: {source}", .path.display())]
-    Io {
-        /// What was being done, e.g. `writing`.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] cellpilot_core::fs::FileError),
     /// A file in the WAL directory is not a segment.
     #[error("{} is not a cellpilot WAL segment", .0.display())]
     NotASegment(PathBuf),
@@ -104,7 +96,7 @@ pub enum WalError {
 }
 
 fn io(action: &'static str, path: &Path, source: std::io::Error) -> WalError {
-    WalError::Io { action, path: path.to_path_buf(), source }
+    WalError::Io(cellpilot_core::fs::FileError::new(action, path, source))
 }
 
 /// Segment sequence numbers present, ascending.

@@ -72,6 +72,28 @@ pub struct Plan {
     pub seed: u64,
 }
 
+impl Plan {
+    /// 30 days for 10 cells × 10 services × 10 routes at 1 request/s per series, the last 24 h
+    /// in the finest tier, no incident, ending at the last complete 5-minute bucket a minute
+    /// before `now_ms` (live ingest owns the windows from there on).
+    pub fn ending_before(dir: PathBuf, now_ms: i64) -> Self {
+        let end = now_ms - 60_000;
+        Plan {
+            dir,
+            days: 30,
+            cells: 10,
+            services: 10,
+            routes: 10,
+            rps: 1.0,
+            fine_hours: 24,
+            incidents: Vec::new(),
+            fine_ms: 10_000,
+            end_ms: end - end.rem_euclid(FIVE_MIN_MS),
+            seed: 1,
+        }
+    }
+}
+
 /// Figures of a run.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Generated {

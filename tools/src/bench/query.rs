@@ -20,7 +20,7 @@ use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggrega
 use cellpilot_ingest::pipeline::{IngestParts, Traces};
 use cellpilot_ingest::sequencer::{Replayed, WalSettings};
 use cellpilot_query::cells::{Measures, Part, cells, cells_from, totals};
-use cellpilot_query::tier::{DAY_MS, FIVE_MIN_MS, HOUR_MS, Tier};
+use cellpilot_query::tier::{DAY_MS, HOUR_MS, Tier};
 use cellpilot_query::{RollupStore, StoreSettings};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -83,19 +83,10 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let dir = tempfile::tempdir()?;
     let now = SystemClock.now_ms();
-    let end = now - 60_000;
     let plan = Plan {
-        dir: dir.path().to_path_buf(),
-        days: 30,
-        cells: 10,
-        services: 10,
-        routes: 10,
-        rps: 1.0,
-        fine_hours: 24,
         incidents: vec![generate::Incident::parse("cell-03@6h+20m:0.2", now)?],
-        fine_ms: 10_000,
-        end_ms: end - end.rem_euclid(FIVE_MIN_MS),
         seed: 11,
+        ..Plan::ending_before(dir.path().to_path_buf(), now)
     };
     let t = Instant::now();
     let g = generate::run(&plan)?;

@@ -9,7 +9,7 @@ use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{Clock, SharedClock, SystemClock};
 use cellpilot_core::config::{Config, Dur, SloConfig};
 use cellpilot_core::metrics::Metrics;
-use cellpilot_query::tier::{DAY_MS, FIVE_MIN_MS, HOUR_MS};
+use cellpilot_query::tier::{DAY_MS, HOUR_MS};
 use cellpilot_query::{RollupStore, StoreSettings};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -25,19 +25,14 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
 async fn measure(json: bool, runs: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let now = SystemClock.now_ms();
-    let end = now - 60_000;
     let plan = Plan {
-        dir: dir.path().to_path_buf(),
-        days: 30,
         cells: 100,
         services: 1,
         routes: 1,
         rps: 5.0,
-        fine_hours: 24,
         incidents: vec![generate::Incident::parse("cell-07@3h+15m:0.3", now)?],
-        fine_ms: 10_000,
-        end_ms: end - end.rem_euclid(FIVE_MIN_MS),
         seed: 5,
+        ..Plan::ending_before(dir.path().to_path_buf(), now)
     };
     generate::run(&plan)?;
     let mut config = Config::default();

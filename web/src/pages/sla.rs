@@ -48,17 +48,15 @@ struct SlaPage {
     cutover: String,
 }
 
+impl AttrRow {
+    fn new(key: &str, bad: u64, share: f64, extra: String) -> Self {
+        AttrRow { key: key.to_string(), bad, share: pct(share), bar: svg::bar(share, key), extra }
+    }
+}
+
 fn objective_view(title: String, o: &cellpilot_dashboards::attribution::Objective) -> ObjectiveView {
     let share_rows = |v: &[cellpilot_dashboards::attribution::Share]| -> Vec<AttrRow> {
-        v.iter()
-            .map(|s| AttrRow {
-                key: s.key.clone(),
-                bad: s.bad_events,
-                share: pct(s.share),
-                bar: svg::bar(s.share, &s.key),
-                extra: String::new(),
-            })
-            .collect()
+        v.iter().map(|s| AttrRow::new(&s.key, s.bad_events, s.share, String::new())).collect()
     };
     let a = &o.attribution;
     let mut dims = vec![
@@ -69,34 +67,14 @@ fn objective_view(title: String, o: &cellpilot_dashboards::attribution::Objectiv
     if let Some(c) = &a.cause {
         dims.push(Dim { name: "cause", rows: share_rows(c) });
     }
-    dims.push(Dim {
-        name: "incident",
-        rows: a
-            .incident
-            .iter()
-            .map(|i| AttrRow {
-                key: i.key.clone(),
-                bad: i.bad_events,
-                share: pct(i.share),
-                bar: svg::bar(i.share, &i.key),
-                extra: format!("{} – {}", i.from, i.to),
-            })
-            .collect(),
-    });
-    dims.push(Dim {
-        name: "cut-over",
-        rows: a
-            .cutover
-            .iter()
-            .map(|c| AttrRow {
-                key: c.key.clone(),
-                bad: c.bad_events,
-                share: pct(c.share),
-                bar: svg::bar(c.share, &c.key),
-                extra: format!("{} avoidable at target", c.avoidable_at_target),
-            })
-            .collect(),
-    });
+    let incident = |i: &cellpilot_dashboards::attribution::Incident| {
+        AttrRow::new(&i.key, i.bad_events, i.share, format!("{} – {}", i.from, i.to))
+    };
+    dims.push(Dim { name: "incident", rows: a.incident.iter().map(incident).collect() });
+    let cutover = |c: &cellpilot_dashboards::attribution::CutoverShare| {
+        AttrRow::new(&c.key, c.bad_events, c.share, format!("{} avoidable at target", c.avoidable_at_target))
+    };
+    dims.push(Dim { name: "cut-over", rows: a.cutover.iter().map(cutover).collect() });
     let o = &o.standing;
     ObjectiveView {
         title,
