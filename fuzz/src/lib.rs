@@ -86,7 +86,7 @@ fn apply(decoded: &Decoded) {
 
 /// What the pre-scan refuses the decoder must refuse, and it never counts fewer items; then the
 /// decoded request goes through mapping and aggregation.
-fn compare_then_apply(counted: Result<prescan::Counted, String>, decoded: Option<Decoded>, decoder: &str) {
+fn compare_then_apply(counted: Result<prescan::Counted, prescan::PrescanError>, decoded: Option<Decoded>, decoder: &str) {
     match (&counted, &decoded) {
         (Err(e), Some(_)) => panic!("the pre-scan refused what {decoder} accepts: {e}"),
         (Ok(c), Some(d)) => {

@@ -188,43 +188,78 @@ impl Msg {
     }
 }
 
+/// Why the pre-scan refused a request: it is not well-formed protobuf or JSON, or nests deeper
+/// than any decoder would follow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrescanError {
+    /// The message ends inside a varint or a length-delimited field.
+    #[error("{0}")]
+    Truncated(&'static str),
+    /// A varint of more than 10 bytes.
+    #[error("varint longer than 10 bytes")]
+    VarintTooLong,
+    /// Groups, messages or JSON values nested past [`MAX_DEPTH`].
+    #[error("{0} nested more than {MAX_DEPTH} deep")]
+    TooDeep(&'static str),
+    /// An end-group tag with no group open.
+    #[error("unmatched end of group")]
+    UnmatchedEndGroup,
+    /// A wire type protobuf does not have.
+    #[error("unexpected wire type {0}")]
+    WireType(u64),
+    /// Field number 0, which no message has.
+    #[error("field number 0")]
+    FieldZero,
+    /// A field number past what protobuf allows.
+    #[error("field number out of range")]
+    FieldNumber,
+    /// Not JSON, or not the JSON shape OTLP has; says what and at which byte.
+    #[error("{what} at byte {at}")]
+    Json {
+        /// What was wrong.
+        what: String,
+        /// Where, in bytes from the start of the body.
+        at: usize,
+    },
+}
+
 /// Counts the items and the decoded size of a protobuf `root` message; malformed wire data is
 /// an error (prost would refuse it too).
-pub fn scan_protobuf(root: Msg, bytes: &[u8]) -> Result<Counted, String> {
+pub fn scan_protobuf(root: Msg, bytes: &[u8]) -> Result<Counted, PrescanError> {
     let mut out = Counted::default();
     walk(root, bytes, 0, &mut out)?;
     Ok(out)
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
+fn varint(b: &[u8], pos: &mut usize) -> Result<u64, PrescanError> {
     let mut v = 0u64;
     for i in 0..10 {
-        let byte = *b.get(*pos).ok_or("truncated varint")?;
+        let byte = *b.get(*pos).ok_or(PrescanError::Truncated("truncated varint"))?;
         *pos += 1;
         v |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err("varint longer than 10 bytes".into())
+    Err(PrescanError::VarintTooLong)
 }
 
-fn take<'a>(b: &'a [u8], pos: &mut usize, n: u64) -> Result<&'a [u8], String> {
+fn take<'a>(b: &'a [u8], pos: &mut usize, n: u64) -> Result<&'a [u8], PrescanError> {
     let end = usize::try_from(n).ok().and_then(|n| pos.checked_add(n)).filter(|e| *e <= b.len());
-    let end = end.ok_or("a length runs past the end of the message")?;
+    let end = end.ok_or(PrescanError::Truncated("a length runs past the end of the message"))?;
     let s = &b[*pos..end];
     *pos = end;
     Ok(s)
 }
 
 /// Skips a group whose start tag (`tag`) was just read, up to its matching end tag.
-fn skip_group(b: &[u8], pos: &mut usize, tag: u32, depth: usize) -> Result<(), String> {
+fn skip_group(b: &[u8], pos: &mut usize, tag: u32, depth: usize) -> Result<(), PrescanError> {
     if depth > MAX_DEPTH {
-        return Err(format!("groups nested more than {MAX_DEPTH} deep"));
+        return Err(PrescanError::TooDeep("groups"));
     }
     loop {
         let key = varint(b, pos)?;
-        let inner = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
+        let inner = u32::try_from(key >> 3).map_err(|_| PrescanError::FieldNumber)?;
         match key & 7 {
             0 => {
                 varint(b, pos)?;
@@ -238,25 +273,25 @@ fn skip_group(b: &[u8], pos: &mut usize, tag: u32, depth: usize) -> Result<(), S
             }
             3 => skip_group(b, pos, inner, depth + 1)?,
             4 if inner == tag => return Ok(()),
-            4 => return Err("unmatched end of group".into()),
+            4 => return Err(PrescanError::UnmatchedEndGroup),
             5 => {
                 take(b, pos, 4)?;
             }
-            w => return Err(format!("unexpected wire type {w}")),
+            w => return Err(PrescanError::WireType(w)),
         }
     }
 }
 
-fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), String> {
+fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), PrescanError> {
     if depth > MAX_DEPTH {
-        return Err(format!("messages nested more than {MAX_DEPTH} deep"));
+        return Err(PrescanError::TooDeep("messages"));
     }
     let mut pos = 0;
     while pos < b.len() {
         let key = varint(b, &mut pos)?;
-        let tag = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
+        let tag = u32::try_from(key >> 3).map_err(|_| PrescanError::FieldNumber)?;
         if tag == 0 {
-            return Err("field number 0".into());
+            return Err(PrescanError::FieldZero);
         }
         let field = msg.field(tag);
         let add = |out: &mut Counted, n: u64| out.decoded_bytes = out.decoded_bytes.saturating_add(n);
@@ -294,7 +329,7 @@ fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), Strin
             }
             // Groups are not used by OTLP, but prost skips unknown ones: so does the walk.
             3 => skip_group(b, &mut pos, tag, depth + 1)?,
-            w => return Err(format!("unexpected wire type {w}")),
+            w => return Err(PrescanError::WireType(w)),
         }
     }
     Ok(())
@@ -302,14 +337,14 @@ fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), Strin
 
 /// The same count over an OTLP JSON body (camelCase keys, as the OTLP JSON mapping has them).
 /// Inside an `AnyValue` every JSON value is also charged for the buffer the deserializer keeps.
-pub fn scan_json(root: Msg, bytes: &[u8]) -> Result<Counted, String> {
+pub fn scan_json(root: Msg, bytes: &[u8]) -> Result<Counted, PrescanError> {
     json::scan(root, bytes)
 }
 
 mod json {
     //! A JSON tokenizer that tracks which OTLP message each object is.
 
-    use super::{Counted, MAX_DEPTH, Msg};
+    use super::{Counted, MAX_DEPTH, Msg, PrescanError};
     use std::mem::size_of;
 
     /// What the deserializer buffers for each value inside an `AnyValue` (serde's `Content`).
@@ -395,32 +430,38 @@ mod json {
             }
         }
 
-        fn peek(&mut self) -> Result<u8, String> {
+        fn peek(&mut self) -> Result<u8, PrescanError> {
             self.ws();
-            self.b.get(self.pos).copied().ok_or_else(|| "unexpected end of JSON".to_string())
+            self.b
+                .get(self.pos)
+                .copied()
+                .ok_or_else(|| PrescanError::Json { what: "unexpected end of JSON".into(), at: self.pos })
         }
 
-        fn expect(&mut self, c: u8) -> Result<(), String> {
+        fn expect(&mut self, c: u8) -> Result<(), PrescanError> {
             if self.peek()? != c {
-                return Err(format!("expected `{}` at byte {}", c as char, self.pos));
+                return Err(PrescanError::Json { what: format!("expected `{}`", c as char), at: self.pos });
             }
             self.pos += 1;
             Ok(())
         }
 
         /// A string (after its opening quote is next): its raw bytes, without escapes resolved.
-        fn string(&mut self) -> Result<&[u8], String> {
+        fn string(&mut self) -> Result<&[u8], PrescanError> {
             self.expect(b'"')?;
             let start = self.pos;
             loop {
                 match self.b.get(self.pos) {
-                    None => return Err("unterminated JSON string".into()),
+                    None => return Err(PrescanError::Json { what: "unterminated JSON string".into(), at: self.pos }),
                     Some(b'"') => break,
                     Some(b'\\') => self.pos += 2,
                     Some(_) => self.pos += 1,
                 }
             }
-            let s = self.b.get(start..self.pos).ok_or("unterminated JSON string")?;
+            let s = self
+                .b
+                .get(start..self.pos)
+                .ok_or_else(|| PrescanError::Json { what: "unterminated JSON string".into(), at: start })?;
             self.pos += 1;
             Ok(s)
         }
@@ -428,7 +469,7 @@ mod json {
         /// A key, escapes resolved (a key spelled with escapes is the same key to serde). Keys are
         /// only compared with OTLP's names, so a malformed one is just a key we do not track
         /// (serde skips unknown keys without checking them either).
-        fn key(&mut self) -> Result<String, String> {
+        fn key(&mut self) -> Result<String, PrescanError> {
             let raw = self.string()?;
             if !raw.contains(&b'\\') {
                 return Ok(String::from_utf8_lossy(raw).into_owned());
@@ -440,21 +481,21 @@ mod json {
             Ok(serde_json::from_slice::<String>(&quoted).unwrap_or_default())
         }
 
-        fn scalar(&mut self) -> Result<(), String> {
+        fn scalar(&mut self) -> Result<(), PrescanError> {
             let start = self.pos;
             while self.b.get(self.pos).is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace()) {
                 self.pos += 1;
             }
             if self.pos == start {
-                return Err(format!("expected a JSON value at byte {start}"));
+                return Err(PrescanError::Json { what: "expected a JSON value".into(), at: start });
             }
             Ok(())
         }
 
         /// One value in `frame` (its container's context; `msg` is what an object here is).
-        fn value(&mut self, msg: Option<Msg>, buffered: bool, depth: usize) -> Result<(), String> {
+        fn value(&mut self, msg: Option<Msg>, buffered: bool, depth: usize) -> Result<(), PrescanError> {
             if depth > MAX_DEPTH {
-                return Err(format!("JSON nested more than {MAX_DEPTH} deep"));
+                return Err(PrescanError::TooDeep("JSON values"));
             }
             let buffered = buffered || msg == Some(Msg::AnyValue);
             if buffered {
@@ -490,7 +531,7 @@ mod json {
             }
         }
 
-        fn members(&mut self, f: Frame, depth: usize) -> Result<(), String> {
+        fn members(&mut self, f: Frame, depth: usize) -> Result<(), PrescanError> {
             let close = if f.array { b']' } else { b'}' };
             if self.peek()? == close {
                 self.pos += 1;
@@ -515,18 +556,18 @@ mod json {
                         self.pos += 1;
                         return Ok(());
                     }
-                    c => return Err(format!("unexpected `{}` at byte {}", c as char, self.pos)),
+                    c => return Err(PrescanError::Json { what: format!("unexpected `{}`", c as char), at: self.pos }),
                 }
             }
         }
     }
 
-    pub(super) fn scan(root: Msg, b: &[u8]) -> Result<Counted, String> {
+    pub(super) fn scan(root: Msg, b: &[u8]) -> Result<Counted, PrescanError> {
         let mut s = Scanner { b, pos: 0, out: Counted::default() };
         s.value(Some(root), false, 0)?;
         s.ws();
         if s.pos != b.len() {
-            return Err(format!("trailing characters after the JSON value at byte {}", s.pos));
+            return Err(PrescanError::Json { what: "trailing characters after the JSON value".into(), at: s.pos });
         }
         Ok(s.out)
     }
@@ -609,9 +650,9 @@ mod tests {
             any.extend_from_slice(&arr);
             v = any;
         }
-        assert!(scan_protobuf(Msg::AnyValue, &v).unwrap_err().contains("nested"));
+        assert!(matches!(scan_protobuf(Msg::AnyValue, &v).unwrap_err(), PrescanError::TooDeep(_)));
         let deep = "{\"arrayValue\":{\"values\":[".repeat(MAX_DEPTH);
-        assert!(scan_json(Msg::AnyValue, deep.as_bytes()).unwrap_err().contains("nested"));
+        assert!(matches!(scan_json(Msg::AnyValue, deep.as_bytes()).unwrap_err(), PrescanError::TooDeep(_)));
         assert!(scan_json(Msg::ExportTraces, b"{\"resourceSpans\": [}").is_err());
         assert!(scan_json(Msg::ExportTraces, b"{} x").is_err());
         assert!(scan_json(Msg::ExportTraces, b"\"unterminated").is_err());
