@@ -733,7 +733,7 @@ impl Aggregator {
     }
 
     /// Restores cumulative-stream state saved by [`Aggregator::delta_state`].
-    pub fn restore_delta_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub fn restore_delta_state(&mut self, bytes: &[u8]) -> Result<(), crate::delta::CheckpointError> {
         self.deltas = DeltaTracker::from_bytes(bytes)?;
         Ok(())
     }

@@ -24,6 +24,17 @@ pub enum NoDelta {
     OutOfOrder,
 }
 
+/// Why a cumulative-stream checkpoint could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Not a checkpoint this build wrote (damaged, or not JSON).
+    #[error("invalid cumulative-stream checkpoint: {0}")]
+    Invalid(#[from] serde_json::Error),
+    /// Written with a stream encoding newer than this build reads.
+    #[error("cumulative-stream checkpoint uses stream encoding {0}; this build reads up to {ENCODING}")]
+    NewerEncoding(u32),
+}
+
 /// Per-stream cumulative state, keyed by [`StreamKey::encode`].
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct DeltaTracker {
@@ -102,9 +113,8 @@ impl DeltaTracker {
     }
 
     /// State saved by [`DeltaTracker::to_bytes`], by this version or an earlier one.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let mut t: DeltaTracker =
-            serde_json::from_slice(bytes).map_err(|e| format!("invalid cumulative-stream checkpoint: {e}"))?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        let mut t: DeltaTracker = serde_json::from_slice(bytes)?;
         match t.version {
             0 => {
                 t.legacy.extend(std::mem::take(&mut t.streams));
@@ -112,9 +122,7 @@ impl DeltaTracker {
                 Ok(t)
             }
             ENCODING => Ok(t),
-            v => {
-                Err(format!("cumulative-stream checkpoint uses stream encoding {v}; this build reads up to {ENCODING}"))
-            }
+            v => Err(CheckpointError::NewerEncoding(v)),
         }
     }
 
@@ -298,7 +306,7 @@ mod tests {
         let again = DeltaTracker::from_bytes(&t.to_bytes()).unwrap();
         assert_eq!((again.version, again.streams.keys().collect::<Vec<_>>()), (ENCODING, vec![&key.encode()]));
         let newer = br#"{"version":2,"streams":{}}"#;
-        assert!(DeltaTracker::from_bytes(newer).unwrap_err().contains("stream encoding 2"));
+        assert!(matches!(DeltaTracker::from_bytes(newer).unwrap_err(), CheckpointError::NewerEncoding(2)));
     }
 
     proptest! {
