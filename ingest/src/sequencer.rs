@@ -265,6 +265,20 @@ pub fn replay_with(
     Ok(out)
 }
 
+/// Why a logged export could not be replayed (it is quarantined, and start-up goes on).
+#[derive(Debug, thiserror::Error)]
+enum Unreplayable {
+    /// The bytes are not the export their kind says.
+    #[error("undecodable: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    /// The mapping refuses it now (a rule changed since it was logged).
+    #[error("refused by mapping: {0}")]
+    Refused(#[source] Error),
+    /// Mapping or aggregating it panicked.
+    #[error("panicked: {0}")]
+    Panicked(String),
+}
+
 /// Applies one logged export; an undecodable, unmappable or panicking record is an error (the
 /// caller quarantines it, and start-up goes on).
 fn replay_record(
@@ -273,18 +287,18 @@ fn replay_record(
     agg: &SharedAggregator,
     durable_before: i64,
     cutovers: Option<&dyn cellpilot_core::store::CutoverReports>,
-) -> std::result::Result<Outcome, String> {
-    let export = Export::decode(rec.kind, &rec.payload).map_err(|e| format!("undecodable: {e}"))?;
+) -> std::result::Result<Outcome, Unreplayable> {
+    let export = Export::decode(rec.kind, &rec.payload)?;
     catch_unwind(AssertUnwindSafe(|| {
         if let (Export::Logs(req), Some(sink)) = (&export, cutovers) {
             for r in crate::logs::cutovers(req) {
                 sink.reported(&r.cell, r.started_ms, r.completed_ms);
             }
         }
-        let obs = export.map(mapper).map_err(|e| format!("refused by mapping: {e}"))?;
+        let obs = export.map(mapper).map_err(Unreplayable::Refused)?;
         Ok(agg.lock().apply(&obs, rec.received_ms, durable_before))
     }))
-    .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(p.as_ref()))))
+    .unwrap_or_else(|p| Err(Unreplayable::Panicked(panic_message(p.as_ref()))))
 }
 
 struct Worker {
