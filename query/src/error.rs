@@ -17,6 +17,18 @@ pub enum Error {
     /// A stored file is damaged (it cannot be parsed); the message names it.
     #[error("corrupt file: {0}")]
     Corrupt(String),
+    /// A file operation on the data directory failed (a full or failing disk, permissions).
+    #[error(transparent)]
+    File(#[from] cellpilot_core::fs::FileError),
+    /// Building or reading an Arrow batch failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Writing a Parquet file failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Setting up a DataFusion session failed (a query's own errors are [`Error::BadRequest`]).
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
     /// Stored data could not be read; a bug or corruption.
     #[error("internal error: {0}")]
     Internal(String),
@@ -40,11 +52,5 @@ impl From<cellpilot_core::schema::ColumnError> for Error {
 impl From<cellpilot_core::latency::HistogramError> for Error {
     fn from(e: cellpilot_core::latency::HistogramError) -> Self {
         Error::Internal(format!("a stored latency histogram: {e}"))
-    }
-}
-
-impl From<arrow::error::ArrowError> for Error {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        Error::Internal(e.to_string())
     }
 }

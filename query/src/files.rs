@@ -6,6 +6,7 @@ use crate::tier::Tier;
 use crate::{Error, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use cellpilot_core::fs::FileError;
 use cellpilot_core::schema::SCHEMA_VERSION;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -59,11 +60,11 @@ pub fn list(root: &Path, table: Table, tier: Tier) -> Result<Vec<StoredFile>> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::Internal(format!("listing {}: {e}", dir.display()))),
+        Err(e) => return Err(FileError::new("listing", &dir, e).into()),
     };
     let mut out = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| Error::Internal(e.to_string()))?.path();
+        let path = entry.map_err(|e| FileError::new("listing", &dir, e))?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(stem) = name.strip_suffix(".parquet") else { continue };
         let Some((a, b)) = stem.split_once('-') else { continue };
@@ -80,9 +81,9 @@ pub fn quarantine(root: &Path, file: &StoredFile) -> Result<()> {
     let rel = file.path.strip_prefix(root).unwrap_or(&file.path);
     let to = root.join("quarantine").join(rel);
     if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| FileError::new("creating", dir, e))?;
     }
-    std::fs::rename(&file.path, &to).map_err(|e| Error::Internal(format!("quarantining {}: {e}", file.path.display())))
+    Ok(std::fs::rename(&file.path, &to).map_err(|e| FileError::new("quarantining", &file.path, e))?)
 }
 
 /// Writes `batch` as the file covering `[start_ms, end_ms)` of `table`/`tier`, atomically.
@@ -95,19 +96,18 @@ pub fn write(
     batch: &RecordBatch,
 ) -> Result<StoredFile> {
     let dir = tier_dir(root, table, tier);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| FileError::new("creating", &dir, e))?;
     let path = dir.join(format!("{start_ms}-{end_ms}.parquet"));
     let tmp = dir.join(format!(".{start_ms}-{end_ms}.parquet.tmp"));
-    let io = |e: std::io::Error| Error::Internal(format!("writing {}: {e}", tmp.display()));
+    let io = |e: std::io::Error| FileError::new("writing", &tmp, e);
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())]))
         .build();
     let file = File::create(&tmp).map_err(io)?;
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| Error::Internal(e.to_string()))?;
-    writer.write(batch).map_err(|e| Error::Internal(e.to_string()))?;
-    let file = writer.into_inner().map_err(|e| Error::Internal(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    let file = writer.into_inner()?;
     file.sync_all().map_err(io)?;
     drop(file);
     std::fs::rename(&tmp, &path).map_err(io)?;
@@ -126,7 +126,7 @@ pub fn read(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<Recor
 }
 
 fn read_unguarded(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
-    let f = File::open(&file.path).map_err(|e| Error::Internal(format!("opening {}: {e}", file.path.display())))?;
+    let f = File::open(&file.path).map_err(|e| FileError::new("opening", &file.path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| Error::Corrupt(format!("{}: {e}", file.path.display())))?;
     let version = builder
@@ -147,7 +147,7 @@ fn read_unguarded(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec
         }
         None => builder,
     };
-    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| Error::Internal(e.to_string()))?;
+    let reader = builder.with_batch_size(64 * 1024).build()?;
     reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Corrupt(format!("{}: {e}", file.path.display())))
@@ -158,8 +158,7 @@ pub fn expire(root: &Path, table: Table, tier: Tier, horizon_ms: i64) -> Result<
     let mut n = 0;
     for f in list(root, table, tier)? {
         if f.end_ms <= horizon_ms {
-            std::fs::remove_file(&f.path)
-                .map_err(|e| Error::Internal(format!("removing {}: {e}", f.path.display())))?;
+            std::fs::remove_file(&f.path).map_err(|e| FileError::new("removing", &f.path, e))?;
             n += 1;
         }
     }

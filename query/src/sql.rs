@@ -92,25 +92,20 @@ impl Drop for Executor {
 
 /// A session over `store` (and `control`'s rows) with every table and function registered.
 pub fn context(store: &Arc<RollupStore>, limits: &Limits, control: ControlTables) -> Result<SessionContext> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limits.memory, 1.0)
-        .build_arc()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory, 1.0).build_arc()?;
     let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for tier in Tier::ALL {
         for (table, name) in [(Table::Rollups, tier.rollups_table()), (Table::ErrorsByCause, tier.errors_table())] {
-            ctx.register_table(name, Arc::new(TierTable::new(store.clone(), table, tier)))
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            ctx.register_table(name, Arc::new(TierTable::new(store.clone(), table, tier)))?;
         }
     }
     for (name, schema, rows) in [
         ("decisions", cellpilot_core::schema::decisions_schema(), control.decisions),
         ("cutovers", cellpilot_core::schema::cutovers_schema(), control.cutovers),
     ] {
-        let t =
-            MemTable::try_new(schema, vec![rows.into_iter().collect()]).map_err(|e| Error::Internal(e.to_string()))?;
-        ctx.register_table(name, Arc::new(t)).map_err(|e| Error::Internal(e.to_string()))?;
+        let t = MemTable::try_new(schema, vec![rows.into_iter().collect()])?;
+        ctx.register_table(name, Arc::new(t))?;
     }
     crate::udf::register(&ctx);
     Ok(ctx)

@@ -30,7 +30,8 @@ impl From<cellpilot_query::Error> for ApiError {
         match e {
             cellpilot_query::Error::BadRequest(m) => ApiError::BadRequest(m),
             cellpilot_query::Error::Busy(m) => ApiError::Busy(m),
-            cellpilot_query::Error::Internal(m) | cellpilot_query::Error::Corrupt(m) => ApiError::Internal(m),
+            // Ours, not the caller's: logged in full, answered 500.
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
