@@ -3,16 +3,27 @@
 //!
 //! [`Aggregator`] is plain synchronous state; [`SharedAggregator`] puts it behind a mutex for the
 //! receivers, the closer task and open-window queries.
+//!
+//! This module admits and applies observations and takes windows out; `index` holds the bounded
+//! names, causes, cells and series; `rows` builds the Arrow rows; `shared` the mutex and the
+//! checkpoint state.
+
+mod index;
+mod rows;
+mod shared;
+
+pub use rows::to_batches;
+pub use shared::SharedAggregator;
+
+use index::series_key;
 
 use crate::delta::{DeltaTracker, NoDelta};
 use crate::mapping::{Buckets, NO_CAUSE, Observations, PointObs, StrId, Temporality};
+use cellpilot_core::OVERFLOW;
 use cellpilot_core::latency::SparseHistogram;
-use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
-use cellpilot_core::store::{OpenWindowSource, WindowBatches};
 use cellpilot_core::window::WindowSpec;
-use cellpilot_core::{OVERFLOW, OVERFLOW_ROUTE};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// Data more than this far ahead of the clock is rejected (API ranges stop there too).
 pub use cellpilot_core::range::MAX_FUTURE_MS;
@@ -231,111 +242,6 @@ impl Aggregator {
         index + series + self.series.capacity() * std::mem::size_of::<Option<Series>>() + names
     }
 
-    fn name(&mut self, s: &str) -> Arc<str> {
-        if let Some(n) = self.names.get(s) {
-            return n.clone();
-        }
-        let n: Arc<str> = Arc::from(s);
-        self.names.insert(n.clone());
-        n
-    }
-
-    fn cause_id(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.cause_ids.get(s) {
-            return id;
-        }
-        if self.causes.len() >= MAX_CAUSES && s != OVERFLOW {
-            return self.cause_id(OVERFLOW);
-        }
-        let n: Arc<str> = Arc::from(s);
-        let id = self.causes.len() as u32;
-        self.causes.push(n.clone());
-        self.cause_ids.insert(n, id);
-        id
-    }
-
-    /// The slot name of `cell`: itself while fewer than `max_cells` are tracked, else the overflow
-    /// cell (the flag).
-    fn admit_cell(&mut self, cell: &str) -> (Arc<str>, bool) {
-        if let Some((name, _)) = self.cells.get_key_value(cell) {
-            return (name.clone(), false);
-        }
-        let tracked = self.cells.len() - usize::from(self.cells.contains_key(OVERFLOW));
-        let (cell, folded) = if tracked >= self.settings.max_cells { (OVERFLOW, true) } else { (cell, false) };
-        let name = self.name(cell);
-        self.cells.entry(name.clone()).or_default();
-        (name, folded)
-    }
-
-    /// The series of (cell, service, route), created if needed; the flag says it overflowed.
-    ///
-    /// Past `max_series`, a new route folds into (cell, service, `__overflow__`); once those
-    /// overflow series number `max_cells` more, into (cell, `__overflow__`, `__overflow__`), one
-    /// per tracked cell — so live series never exceed `max_series + 2 * max_cells + 1`, and the
-    /// per-cell totals the control loop reads stay right.
-    fn series_id(&mut self, cell: &str, service: &str, route: &str) -> (SeriesId, bool) {
-        let mut key = std::mem::take(&mut self.key_buf);
-        series_key(&mut key, cell, service, route);
-        let found = self.index.get(key.as_str()).copied();
-        let result = match found {
-            Some(id) => (id, false),
-            None if self.live >= self.settings.max_series => {
-                series_key(&mut key, cell, service, OVERFLOW_ROUTE);
-                match self.index.get(key.as_str()).copied() {
-                    Some(id) => (id, true),
-                    None if self.live < self.settings.max_series + self.settings.max_cells => {
-                        (self.insert_series(&key, cell, service, OVERFLOW_ROUTE), true)
-                    }
-                    None => {
-                        series_key(&mut key, cell, OVERFLOW, OVERFLOW);
-                        match self.index.get(key.as_str()).copied() {
-                            Some(id) => (id, true),
-                            None => (self.insert_series(&key, cell, OVERFLOW, OVERFLOW), true),
-                        }
-                    }
-                }
-            }
-            None => (self.insert_series(&key, cell, service, route), false),
-        };
-        self.key_buf = key;
-        result
-    }
-
-    fn insert_series(&mut self, key: &str, cell: &str, service: &str, route: &str) -> SeriesId {
-        let s =
-            Series { cell: self.name(cell), service: self.name(service), route: self.name(route), windows: Vec::new() };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.series[id as usize] = Some(s);
-                id
-            }
-            None => {
-                self.series.push(Some(s));
-                (self.series.len() - 1) as SeriesId
-            }
-        };
-        self.index.insert(key.into(), id);
-        self.live += 1;
-        if let Some(c) = self.cells.get_mut(cell) {
-            c.series += 1;
-        }
-        id
-    }
-
-    fn window_mut(&mut self, id: SeriesId, start_ms: i64) -> &mut WindowAgg {
-        // Every id handed out points at a live series until close_due frees it.
-        let series = self.series[id as usize].as_mut().unwrap_or_else(|| unreachable!("series {id} is live"));
-        let pos = match series.windows.iter().position(|w| w.start_ms == start_ms) {
-            Some(p) => p,
-            None => {
-                series.windows.push(WindowAgg::new(start_ms));
-                self.open_windows += 1;
-                series.windows.len() - 1
-            }
-        };
-        &mut series.windows[pos]
-    }
-
     /// Whether an observation at `t_ns` is still accepted at `now_ms`: `Err(true)` late, `Err(false)` future.
     fn admit(&self, t_ns: i64, now_ms: i64) -> Result<i64, bool> {
         let start = self.settings.spec.start_of_ns(t_ns);
@@ -521,27 +427,6 @@ impl Aggregator {
         }
     }
 
-    /// Notes a request of an admitted cell (see [`Aggregator::admit_cell`]).
-    fn saw(&mut self, cell: &str, start_ms: i64, now_ms: i64) {
-        let Some(slot) = self.cells.get_mut(cell) else { return };
-        slot.activity = Some(match slot.activity {
-            Some(a) => {
-                Activity { latest_start_ms: a.latest_start_ms.max(start_ms), arrived_ms: a.arrived_ms.max(now_ms) }
-            }
-            None => Activity { latest_start_ms: start_ms, arrived_ms: now_ms },
-        });
-    }
-
-    /// When `cell` last saw a request.
-    pub fn activity(&self, cell: &str) -> Option<Activity> {
-        self.cells.get(cell).and_then(|c| c.activity)
-    }
-
-    /// Cells tracked (each holds one of the `max_cells` slots; the overflow cell counts too).
-    pub fn tracked_cells(&self) -> usize {
-        self.cells.len()
-    }
-
     fn rows_of(&self, s: &Series, w: WindowAgg) -> WindowRows {
         let causes = w.causes.iter().map(|&(c, n)| (self.causes[c as usize].clone(), n)).collect();
         WindowRows { cell: s.cell.clone(), service: s.service.clone(), route: s.route.clone(), agg: w, causes }
@@ -606,16 +491,6 @@ impl Aggregator {
     }
 }
 
-/// The index key of a series: "cell\x1fservice\x1froute", written into `key`.
-fn series_key(key: &mut String, cell: &str, service: &str, route: &str) {
-    key.clear();
-    key.push_str(cell);
-    key.push('\x1f');
-    key.push_str(service);
-    key.push('\x1f');
-    key.push_str(route);
-}
-
 /// (value in µs, count) for each non-empty bucket: the bucket's upper bound (capped by `max`),
 /// and for the last explicit bucket, `max` or the last bound.
 fn bucket_values(b: &Buckets, max: Option<f64>, to_us: f64) -> Vec<(u64, u64)> {
@@ -654,95 +529,11 @@ fn bucket_values(b: &Buckets, max: Option<f64>, to_us: f64) -> Vec<(u64, u64)> {
     }
 }
 
-/// Builds the Arrow rows of `windows`, sorted by window, cell, service and route.
-pub fn to_batches(mut windows: Vec<WindowRows>, width_ms: i64) -> cellpilot_core::Result<WindowBatches> {
-    windows.sort_by(|a, b| {
-        (a.agg.start_ms, &a.cell, &a.service, &a.route).cmp(&(b.agg.start_ms, &b.cell, &b.service, &b.route))
-    });
-    let mut rollups = RollupsBuilder::default();
-    let mut errors = ErrorsByCauseBuilder::default();
-    for w in &windows {
-        let key = RowKey {
-            window_start_ms: w.agg.start_ms,
-            window_end_ms: w.agg.start_ms + width_ms,
-            cell: &w.cell,
-            service: &w.service,
-            route: &w.route,
-        };
-        // Serialized straight from the sparse buckets: no dense histogram per row.
-        let mut q = w.agg.hist.quantiles();
-        // The exact max beats the bucket's upper edge.
-        q.max_us = w.agg.max_us;
-        rollups.push(key, w.agg.requests, w.agg.errors, &w.agg.hist.serialize(), q, w.agg.exact);
-        let mut causes = w.causes.clone();
-        causes.sort();
-        for (cause, n) in causes {
-            errors.push(key, &cause, n);
-        }
-    }
-    Ok(WindowBatches { rollups: rollups.finish()?, errors_by_cause: errors.finish()? })
-}
-
-/// The aggregator shared by receivers, the closer and queries.
-#[derive(Debug, Clone)]
-pub struct SharedAggregator {
-    inner: Arc<Mutex<Aggregator>>,
-    width_ms: i64,
-}
-
-impl SharedAggregator {
-    /// Wraps `agg`.
-    pub fn new(agg: Aggregator) -> Self {
-        let width_ms = agg.settings.spec.width_ms;
-        Self { inner: Arc::new(Mutex::new(agg)), width_ms }
-    }
-
-    /// Locks the state; a panic elsewhere while holding it leaves consistent counters, so poison is ignored.
-    pub fn lock(&self) -> MutexGuard<'_, Aggregator> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes the windows closed at `now_ms` and builds their rows (outside the lock).
-    pub fn close_due(&self, now_ms: i64) -> cellpilot_core::Result<Option<WindowBatches>> {
-        let closed = self.lock().close_due(now_ms);
-        if closed.is_empty() {
-            return Ok(None);
-        }
-        to_batches(closed, self.width_ms).map(Some)
-    }
-}
-
-impl cellpilot_core::store::CellActivity for SharedAggregator {
-    fn latest_request(&self, cell: &str) -> Option<(i64, i64)> {
-        self.lock().activity(cell).map(|a| (a.latest_start_ms, a.arrived_ms))
-    }
-}
-
-impl OpenWindowSource for SharedAggregator {
-    fn open_windows(&self, from_ms: i64, to_ms: i64) -> cellpilot_core::Result<WindowBatches> {
-        let rows = self.lock().snapshot(from_ms, to_ms);
-        to_batches(rows, self.width_ms)
-    }
-}
-
-// Cumulative-stream state, for WAL checkpoints.
-impl Aggregator {
-    /// Serialized cumulative-stream state.
-    pub fn delta_state(&self) -> Vec<u8> {
-        self.deltas.to_bytes()
-    }
-
-    /// Restores cumulative-stream state saved by [`Aggregator::delta_state`].
-    pub fn restore_delta_state(&mut self, bytes: &[u8]) -> Result<(), crate::delta::CheckpointError> {
-        self.deltas = DeltaTracker::from_bytes(bytes)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::mapping::{Interner, SpanObs};
+    use cellpilot_core::OVERFLOW_ROUTE;
     use std::borrow::Cow;
     use std::time::Duration;
 
