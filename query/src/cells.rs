@@ -179,8 +179,8 @@ pub fn cells_from(
                         exact: true,
                     }),
                 };
-                a.requests += requests.value(row);
-                a.errors += errors.value(row);
+                a.requests = a.requests.saturating_add(requests.value(row));
+                a.errors = a.errors.saturating_add(errors.value(row));
                 if let Some((hists, exact)) = latency {
                     a.exact &= exact.value(row);
                     latency::add_serialized(hists.value(row), &mut a.hist)?;
@@ -275,8 +275,8 @@ pub fn routes(store: &RollupStore, cell: &str, from_ms: i64, to_ms: i64, now_ms:
                 let a = acc
                     .entry((services.value(i).to_string(), route.value(i).to_string()))
                     .or_insert_with(|| (0, 0, latency::new_histogram()));
-                a.0 += req.value(i);
-                a.1 += err.value(i);
+                a.0 = a.0.saturating_add(req.value(i));
+                a.1 = a.1.saturating_add(err.value(i));
                 latency::add_serialized(hist.value(i), &mut a.2)?;
             }
         }

@@ -32,8 +32,8 @@ pub fn rollups(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBa
                 max_us: 0,
                 exact: true,
             });
-            acc.requests += req.value(i);
-            acc.errors += err.value(i);
+            acc.requests = acc.requests.saturating_add(req.value(i));
+            acc.errors = acc.errors.saturating_add(err.value(i));
             acc.max_us = acc.max_us.max(max.value(i));
             acc.exact &= exact.value(i);
             latency::add_serialized(hist.value(i), &mut acc.hist)?;
@@ -66,7 +66,10 @@ pub fn errors_by_cause(batches: &[RecordBatch], width_ms: i64) -> Result<Option<
                 route.value(i).to_string(),
                 cause.value(i).to_string(),
             );
-            *groups.entry(key).or_default() += errors.value(i);
+            {
+                let e = groups.entry(key).or_default();
+                *e = e.saturating_add(errors.value(i));
+            }
         }
     }
     if groups.is_empty() {
@@ -77,4 +80,25 @@ pub fn errors_by_cause(batches: &[RecordBatch], width_ms: i64) -> Result<Option<
         out.push(RowKey { window_start_ms: *ws, window_end_ms: ws + width_ms, cell, service, route }, cause, *n);
     }
     Ok(Some(out.finish()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts near the 2^63 − 1 a client may send per bucket add up without overflowing: the
+    /// coarse row saturates, as the aggregator does.
+    #[test]
+    fn counts_at_the_edges_saturate() {
+        let hist = latency::serialize(&latency::new_histogram());
+        let mut b = RollupsBuilder::default();
+        for start in [0, 10_000] {
+            let key =
+                RowKey { window_start_ms: start, window_end_ms: start + 10_000, cell: "c", service: "s", route: "r" };
+            b.push(key, u64::MAX - 1, u64::MAX / 2 + 1, &hist, Quantiles::default(), true);
+        }
+        let rolled = rollups(&[b.finish().unwrap()], 300_000).unwrap().unwrap();
+        let c = RollupColumns::of(&rolled).unwrap();
+        assert_eq!((rolled.num_rows(), c.requests.value(0), c.errors.value(0)), (1, u64::MAX, u64::MAX));
+    }
 }

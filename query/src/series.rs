@@ -79,8 +79,8 @@ pub fn series(store: &RollupStore, sel: &Selection, from_ms: i64, to_ms: i64, st
             }
             let t = start.value(i) - start.value(i).rem_euclid(step_ms);
             let e = buckets.entry(t).or_insert_with(|| (0, 0, latency::new_histogram()));
-            e.0 += req.value(i);
-            e.1 += err.value(i);
+            e.0 = e.0.saturating_add(req.value(i));
+            e.1 = e.1.saturating_add(err.value(i));
             latency::add_serialized(hist.value(i), &mut e.2)?;
         }
     }
@@ -111,7 +111,10 @@ pub fn requests_per_cell(
                 Some(m) => m,
                 None => acc.entry(c.to_string()).or_default(),
             };
-            *m.entry(t).or_default() += req.value(i);
+            {
+                let e = m.entry(t).or_default();
+                *e = e.saturating_add(req.value(i));
+            }
         }
     }
     // Minutes with no traffic are zeros, so sparklines keep their time axis.

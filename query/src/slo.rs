@@ -77,12 +77,12 @@ pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_abo
                 {
                     continue;
                 }
-                out.requests += req.value(i);
-                out.errors += err.value(i);
+                out.requests = out.requests.saturating_add(req.value(i));
+                out.errors = out.errors.saturating_add(err.value(i));
                 if let (Some((h, max)), Some(threshold)) = (hist, slow_above_us)
                     && max.value(i) > threshold
                 {
-                    out.slow += latency::count_above_max(h.value(i), threshold, max.value(i))?;
+                    out.slow = out.slow.saturating_add(latency::count_above_max(h.value(i), threshold, max.value(i))?);
                 }
             }
         }

@@ -40,10 +40,10 @@ pub(super) fn drain_cost(
             }
             let bad = r.bad(i, s.threshold_us)?;
             let w = windows.entry(r.start.value(i)).or_insert((r.end.value(i), 0, 0, [0, 0]));
-            w.1 += r.errors.value(i);
-            w.2 += r.requests.value(i);
-            w.3[AVAILABILITY] += bad[AVAILABILITY];
-            w.3[LATENCY] += bad[LATENCY];
+            w.1 = w.1.saturating_add(r.errors.value(i));
+            w.2 = w.2.saturating_add(r.requests.value(i));
+            w.3[AVAILABILITY] = w.3[AVAILABILITY].saturating_add(bad[AVAILABILITY]);
+            w.3[LATENCY] = w.3[LATENCY].saturating_add(bad[LATENCY]);
             Ok(())
         })?;
         let mut onset = d.decided_at_ms;
@@ -68,9 +68,9 @@ pub(super) fn drain_cost(
                 continue;
             }
             for k in [AVAILABILITY, LATENCY] {
-                bad[k] += b[k];
+                bad[k] = bad[k].saturating_add(b[k]);
                 if target_end.is_some_and(|t| *start >= t) {
-                    avoidable[k] += b[k];
+                    avoidable[k] = avoidable[k].saturating_add(b[k]);
                 }
             }
         }

@@ -141,7 +141,7 @@ pub(super) fn incidents(
         match runs.last_mut() {
             Some(last) if start - last.1 < gap => {
                 last.1 = b.end;
-                last.2 += b.counts.bad[k];
+                last.2 = last.2.saturating_add(b.counts.bad[k]);
             }
             _ => runs.push((start, b.end, b.counts.bad[k])),
         }
@@ -158,7 +158,7 @@ pub(super) fn incidents(
             let n = r.bad(i, s.threshold_us)?[k];
             if n > 0 {
                 match cells.get_mut(r.cell.value(i)) {
-                    Some(x) => *x += n,
+                    Some(x) => *x = x.saturating_add(n),
                     None => {
                         cells.insert(r.cell.value(i).to_string(), n);
                     }

@@ -53,9 +53,9 @@ pub(crate) struct Counts {
 
 impl Counts {
     pub(crate) fn add(&mut self, requests: u64, bad: Bad) {
-        self.requests += requests;
-        self.bad[AVAILABILITY] += bad[AVAILABILITY];
-        self.bad[LATENCY] += bad[LATENCY];
+        self.requests = self.requests.saturating_add(requests);
+        self.bad[AVAILABILITY] = self.bad[AVAILABILITY].saturating_add(bad[AVAILABILITY]);
+        self.bad[LATENCY] = self.bad[LATENCY].saturating_add(bad[LATENCY]);
     }
 }
 
@@ -195,7 +195,10 @@ pub fn report(req: &ReportRequest<'_>) -> cellpilot_query::Result<Report> {
     let split = |k: usize, key: fn(&series::SeriesKey) -> &Arc<str>| {
         let mut m: HashMap<&str, u64> = HashMap::new();
         for (s, c) in &series {
-            *m.entry(key(s)).or_default() += c.bad[k];
+            {
+                let e = m.entry(key(s)).or_default();
+                *e = e.saturating_add(c.bad[k]);
+            }
         }
         series::shares(m.into_iter().map(|(k, v)| (k.to_string(), v)), spans.all.bad[k])
     };

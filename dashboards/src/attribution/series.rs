@@ -87,7 +87,7 @@ pub(super) fn causes(scope: &Scope<'_>) -> cellpilot_query::Result<BTreeMap<Stri
             for i in 0..b.num_rows() {
                 if part.holds(s.value(i), e.value(i)) && selected(slo, c, sv, r, i) {
                     match out.get_mut(cause.value(i)) {
-                        Some(x) => *x += n.value(i),
+                        Some(x) => *x = x.saturating_add(n.value(i)),
                         None => {
                             out.insert(cause.value(i).to_string(), n.value(i));
                         }
