@@ -5,6 +5,9 @@ use cellpilot_core::auth::Denied;
 use std::time::Duration;
 use thiserror::Error;
 
+/// The cause of an [`Error::Internal`]: any error, or a message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Result with the ingest [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -42,9 +45,9 @@ pub enum Error {
         /// How long the client should wait.
         retry_after: Duration,
     },
-    /// A bug or an unexpected failure; details are logged, not sent.
+    /// A bug or an unexpected failure; details (the source) are logged, not sent.
     #[error("internal error while processing this export; it was not accepted (details are in cellpilot's log)")]
-    Internal(String),
+    Internal(#[source] BoxError),
 }
 
 /// How an error is answered on either transport.
@@ -81,7 +84,7 @@ impl Error {
 
 impl From<cellpilot_core::Error> for Error {
     fn from(e: cellpilot_core::Error) -> Self {
-        Error::Internal(e.to_string())
+        Error::Internal(e.into())
     }
 }
 

@@ -364,7 +364,7 @@ impl Sequencer {
         let wal = match wal {
             Some((s, replayed)) => Some(
                 WalWriter::open(&s.dir, replayed.next_seq, replayed.segments, &s.writer, clock.now_ms())
-                    .map_err(|e| Error::Internal(e.to_string()))?,
+                    .map_err(|e| Error::Internal(e.into()))?,
             ),
             None => None,
         };
@@ -389,7 +389,7 @@ impl Sequencer {
                 let _guard = guard;
                 worker.run();
             })
-            .map_err(|e| Error::Internal(format!("starting the sequencer: {e}")))?;
+            .map_err(|e| Error::Internal(format!("starting the sequencer: {e}").into()))?;
         Ok(Self { tx: Some(tx), thread: Some(thread), running, wal_fault })
     }
 
@@ -578,7 +578,7 @@ impl Worker {
     fn panicked(&self, p: Box<dyn std::any::Any + Send>) -> Error {
         self.metrics.ingest_panics.inc();
         let detail = format!("an export panicked while being mapped or applied: {}", panic_message(p.as_ref()));
-        Error::Internal(detail)
+        Error::Internal(detail.into())
     }
 
     /// Seals old segments and drops those Parquet has made redundant.
@@ -707,7 +707,7 @@ mod tests {
         let seq = start(dir.path(), mapper, &agg);
         assert!(seq.submit(spans("ok", 3), None).await.is_ok());
         let err = seq.submit(spans("boom", 5), None).await.unwrap_err();
-        assert!(matches!(err, Error::Internal(ref d) if d.contains("injected mapping panic")), "{err:?}");
+        assert!(matches!(err, Error::Internal(ref d) if d.to_string().contains("injected mapping panic")), "{err:?}");
         assert!(seq.submit(spans("ok", 4), None).await.is_ok(), "the sequencer goes on");
         assert!(seq.is_running());
         assert_eq!(requests(&agg), 7);

@@ -105,7 +105,7 @@ pub async fn query(
     let q: QueryBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}; expected {{\"sql\": \"SELECT ...\"}}")))?;
     let limits = state.query_limits();
-    let control = state.controller.sql_tables().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let control = state.controller.sql_tables().map_err(|e| ApiError::Internal(e.into()))?;
     let store = state.store.clone();
     let sql = q.sql;
     let ran = state

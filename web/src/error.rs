@@ -20,9 +20,9 @@ pub enum ApiError {
     /// Credentials are missing or wrong (401), or lack the route's role (403).
     #[error("{0}")]
     Unauthorized(Denied),
-    /// Something broke on our side; details are logged, not sent.
+    /// Something broke on our side; details (the source) are logged, not sent.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl From<cellpilot_query::Error> for ApiError {
@@ -31,7 +31,7 @@ impl From<cellpilot_query::Error> for ApiError {
             cellpilot_query::Error::BadRequest(m) => ApiError::BadRequest(m),
             cellpilot_query::Error::Busy(m) => ApiError::Busy(m),
             // Ours, not the caller's: logged in full, answered 500.
-            other => ApiError::Internal(other.to_string()),
+            other => ApiError::Internal(other.into()),
         }
     }
 }
@@ -46,7 +46,7 @@ impl From<cellpilot_core::Error> for ApiError {
     fn from(e: cellpilot_core::Error) -> Self {
         match e {
             cellpilot_core::Error::InvalidInput(m) => ApiError::BadRequest(m),
-            other => ApiError::Internal(other.to_string()),
+            other => ApiError::Internal(other.into()),
         }
     }
 }

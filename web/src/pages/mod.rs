@@ -38,7 +38,7 @@ impl<T: Template> IntoResponse for Page<T> {
     fn into_response(self) -> Response {
         match self.0.render() {
             Ok(html) => Html(html).into_response(),
-            Err(e) => ApiError::Internal(format!("rendering a page: {e}")).into_response(),
+            Err(e) => ApiError::Internal(format!("rendering a page: {e}").into()).into_response(),
         }
     }
 }
