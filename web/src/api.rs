@@ -188,14 +188,11 @@ pub async fn series(
 /// `GET /api/v1/weights`: the published table.
 pub async fn weights(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let t = state.controller.table();
-    let mode = match state.controller.mode() {
-        cellpilot_core::config::ControlMode::Enforce => "enforce",
-        cellpilot_core::config::ControlMode::DryRun => "dry-run",
-    };
     Ok(Json(serde_json::json!({
         "version": t.version,
         "decided_at": format_rfc3339_ms(t.decided_at_ms),
-        "mode": mode,
+        // Serialized as configured: "enforce" or "dry-run".
+        "mode": state.controller.mode(),
         "cells": t.cells,
     })))
 }

@@ -86,6 +86,8 @@ async fn every_page_and_api_route_answers_with_its_content_type() {
     for path in ["/api/v1/alerts", "/api/v1/slos"] {
         assert_eq!(w.get(path, None).await.status, StatusCode::OK, "{path}");
     }
+    let weights: serde_json::Value = serde_json::from_str(&w.get("/api/v1/weights", None).await.body).unwrap();
+    assert_eq!(weights["mode"], "enforce", "{weights}");
     let m = w.get("/metrics", None).await;
     assert_eq!((m.status, m.content_type.as_str()), (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8"));
     assert!(m.body.contains("cellpilot_"), "{}", m.body);
