@@ -4,6 +4,7 @@
 //! final once no request has arrived there for `quiet_period`. Cut-overs reported by gateways
 //! through OTLP logs are kept beside them.
 
+use crate::gateways::GatewayId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -56,7 +57,7 @@ pub struct Cutover {
 struct Pending {
     row: Cutover,
     /// Gateways watching at t0 that have not applied the drain yet.
-    waiting: BTreeSet<String>,
+    waiting: BTreeSet<GatewayId>,
     /// Latest Ack time among those that did.
     last_ack_ms: i64,
 }
@@ -105,7 +106,7 @@ impl Tracker {
     }
 
     /// A drain of `cell` at `decided_at_ms` (version `version`) while `watching` gateways listen.
-    pub fn drained(&mut self, cell: &str, version: u64, decided_at_ms: i64, watching: BTreeSet<String>) {
+    pub fn drained(&mut self, cell: &str, version: u64, decided_at_ms: i64, watching: BTreeSet<GatewayId>) {
         self.pending.retain(|p| p.row.cell != cell);
         let applied = watching.is_empty().then_some(decided_at_ms);
         self.pending.push(Pending {
@@ -148,7 +149,7 @@ impl Tracker {
     }
 
     /// `gateway` applied `version` at `at_ms` (or, with `None`, disconnected at `at_ms`).
-    pub fn applied(&mut self, gateway: &str, version: Option<u64>, at_ms: i64) {
+    pub fn applied(&mut self, gateway: &GatewayId, version: Option<u64>, at_ms: i64) {
         for p in &mut self.pending {
             let covers = version.is_none_or(|v| Some(v) >= p.row.decision_version);
             if covers && p.waiting.remove(gateway) {
@@ -236,47 +237,6 @@ impl Tracker {
     }
 }
 
-/// Watching gateways, counted (one id may hold several streams).
-#[derive(Debug, Default)]
-pub struct Watchers(BTreeMap<String, usize>);
-
-impl Watchers {
-    /// A stream opened.
-    pub fn join(&mut self, gateway: &str) {
-        *self.0.entry(gateway.to_string()).or_default() += 1;
-    }
-
-    /// A stream closed; true when it was the gateway's last.
-    pub fn leave(&mut self, gateway: &str) -> bool {
-        match self.0.get_mut(gateway) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                self.0.remove(gateway);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// How many gateways are watching now.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no gateway is watching.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Gateways watching now.
-    pub fn ids(&self) -> BTreeSet<String> {
-        self.0.keys().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,11 +244,13 @@ mod tests {
     #[test]
     fn applied_when_every_watcher_acked_or_left() {
         let mut t = Tracker::default();
-        t.drained("a", 7, 1_000, ["g1".to_string(), "g2".to_string()].into());
-        t.applied("g1", Some(6), 1_100);
-        t.applied("g1", Some(7), 1_200);
-        assert_eq!(t.all()[0].applied_at_ms, None, "g2 has not applied yet");
-        t.applied("g2", None, 1_300);
+        let (g1, g2) = (GatewayId::cell_weights("g1"), GatewayId::xds("g2"));
+        t.drained("a", 7, 1_000, [g1.clone(), g2.clone()].into());
+        t.applied(&g1, Some(6), 1_100);
+        t.applied(&g1, Some(7), 1_200);
+        t.applied(&GatewayId::cell_weights("g2"), Some(7), 1_250);
+        assert_eq!(t.all()[0].applied_at_ms, None, "the xDS node g2 has not applied yet");
+        t.applied(&g2, None, 1_300);
         assert_eq!(t.all()[0].applied_at_ms, Some(1_300));
     }
 

@@ -7,6 +7,7 @@
 //! - [`cutover`]: how long each drain really took (observed and reported).
 //! - [`log`]: the decision and cut-over logs that survive restarts.
 //! - [`pin`]: what an operator's pin may ask for.
+//! - [`gateways`]: every gateway of either protocol (CellWeights, xDS): streams, ACKs, NACKs.
 //! - [`service`]: the [`Controller`] (policy + log + published table + Acks) and the CellWeights
 //!   gRPC service.
 //! - [`run`]: the evaluation loop over the rollup store.
@@ -15,6 +16,7 @@
 
 pub mod cutover;
 pub mod error;
+pub mod gateways;
 pub mod log;
 pub mod pin;
 pub mod policy;

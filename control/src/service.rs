@@ -2,7 +2,8 @@
 //! channel, so slow watchers only ever miss intermediate versions and never block anyone), gateway
 //! Acks, and the CellWeights gRPC service over it.
 
-use crate::cutover::{Cutover, Tracker, Watchers};
+use crate::cutover::{Cutover, Tracker};
+use crate::gateways::{Ack, Full, Gateway, GatewayId, Gateways};
 use crate::log::{DecisionLog, JsonLog};
 use crate::pb;
 use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
@@ -46,6 +47,7 @@ struct Watching {
     controller: Arc<Controller>,
     owners: Owners,
     key: (String, String),
+    gateway: GatewayId,
     /// Latest version the stream handed to the transport.
     sent: Arc<std::sync::atomic::AtomicU64>,
     /// Set while the stream is not reading (it then counts as gone for cut-overs).
@@ -61,7 +63,9 @@ impl Watching {
         self.sent.fetch_max(version, Ordering::AcqRel);
         if self.stalled.swap(false, Ordering::AcqRel) {
             tracing::info!(gateway = %self.key.1, "gateway reads its Watch stream again");
-            self.controller.watching(&self.key.1);
+            if let Err(e) = self.controller.watching(&self.gateway) {
+                tracing::warn!(gateway = %self.key.1, error = %e, "gateway not counted as watching");
+            }
         }
     }
 }
@@ -71,7 +75,7 @@ impl Watching {
 /// most it holds); it then stops counting as watching, so it holds no cut-over's `applied_at`.
 fn watchdog(
     controller: Arc<Controller>,
-    gateway: String,
+    gateway: GatewayId,
     sent: Arc<std::sync::atomic::AtomicU64>,
     stalled: Arc<std::sync::atomic::AtomicBool>,
     stall_after: std::time::Duration,
@@ -84,7 +88,7 @@ fn watchdog(
             let version = rx.borrow_and_update().version;
             tokio::time::sleep(stall_after).await;
             if sent.load(Ordering::Acquire) < version && !stalled.swap(true, Ordering::AcqRel) {
-                tracing::warn!(%gateway, version, "gateway is not reading its Watch stream; it no longer holds cut-overs back");
+                tracing::warn!(gateway = %gateway.id, version, "gateway is not reading its Watch stream; it no longer holds cut-overs back");
                 controller.metrics.watch_stalls.inc();
                 controller.left(&gateway);
             }
@@ -98,8 +102,9 @@ impl Drop for Watching {
         tracing::info!(gateway = %self.key.1, "gateway stopped watching");
         self.watchdog.abort_all();
         if !self.stalled.load(std::sync::atomic::Ordering::Acquire) {
-            self.controller.left(&self.key.1);
+            self.controller.left(&self.gateway);
         }
+        self.controller.close_stream(&self.gateway);
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = owners.get_mut(&self.key) {
             *n -= 1;
@@ -113,15 +118,6 @@ impl Drop for Watching {
 /// Live Watch streams per (caller, gateway_id): who may Ack for which gateway.
 type Owners = Arc<Mutex<std::collections::HashMap<(String, String), usize>>>;
 
-/// A gateway's latest Ack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    /// Version applied.
-    pub version: u64,
-    /// When (the gateway's `applied_at`, else arrival), unix ms.
-    pub at_ms: i64,
-}
-
 /// Everything the control loop, the API and the gRPC service share.
 #[derive(Debug)]
 pub struct Controller {
@@ -129,13 +125,12 @@ pub struct Controller {
     log: Mutex<DecisionLog>,
     cutover_log: Mutex<JsonLog<Cutover>>,
     tracker: Mutex<Tracker>,
-    watchers: Mutex<Watchers>,
+    gateways: Mutex<Gateways>,
     clock: cellpilot_core::clock::SharedClock,
     metrics: cellpilot_core::metrics::Metrics,
     quiet_ms: i64,
     decisions: Mutex<Vec<Decision>>,
     table: watch::Sender<WeightTable>,
-    acks: Mutex<BTreeMap<String, Ack>>,
     mode: ControlMode,
 }
 
@@ -168,13 +163,12 @@ impl Controller {
             log: Mutex::new(log),
             cutover_log: Mutex::new(cutover_log),
             tracker: Mutex::new(tracker),
-            watchers: Mutex::new(Watchers::default()),
+            gateways: Mutex::new(Gateways::default()),
             clock,
             metrics,
             quiet_ms: config.quiet_period.as_millis_i64(),
             decisions: Mutex::new(past),
             table,
-            acks: Mutex::new(BTreeMap::new()),
             mode: config.mode,
         })
     }
@@ -216,9 +210,9 @@ impl Controller {
         self.policy.lock().unwrap_or_else(|e| e.into_inner()).blocked().clone()
     }
 
-    /// Latest Ack of every gateway.
-    pub fn acks(&self) -> BTreeMap<String, Ack> {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Every gateway of either protocol: streams, latest ACK and NACK.
+    pub fn gateways(&self) -> Vec<Gateway> {
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).all()
     }
 
     fn commit(&self, policy: &Policy, decisions: Vec<Decision>) {
@@ -229,7 +223,7 @@ impl Controller {
             if let Err(e) = self.log.lock().unwrap_or_else(|e| e.into_inner()).append(&decisions) {
                 tracing::error!(error = %e, "recording decisions failed");
             }
-            let watching = self.watchers.lock().unwrap_or_else(|e| e.into_inner()).ids();
+            let watching = self.gateways.lock().unwrap_or_else(|e| e.into_inner()).watching();
             let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             for d in decisions.iter().filter(|d| d.state == State::Drained && d.actor == "policy") {
                 tracker.drained(&d.cell, d.version, d.decided_at_ms, watching.clone());
@@ -268,31 +262,46 @@ impl Controller {
         Ok(decisions)
     }
 
-    /// Records a gateway's Ack; false (and nothing recorded) when it would be gateway number
-    /// [`MAX_GATEWAYS`] + 1.
-    pub fn ack(&self, gateway: &str, version: u64, at_ms: i64) -> bool {
-        {
-            let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-            if acks.len() >= MAX_GATEWAYS && !acks.contains_key(gateway) {
-                return false;
-            }
-            acks.insert(gateway.to_string(), Ack { version, at_ms });
-        }
+    /// Records that `gateway` applied `version` at `at_ms`; `Err` (nothing recorded) when it is
+    /// new and [`crate::gateways::MAX_GATEWAYS`] others are connected.
+    pub fn ack(&self, gateway: &GatewayId, version: u64, at_ms: i64) -> Result<(), Full> {
+        let now = self.clock.now_ms();
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).ack(gateway, Ack { version, at_ms }, now)?;
         self.tracker.lock().unwrap_or_else(|e| e.into_inner()).applied(gateway, Some(version), at_ms);
-        true
+        Ok(())
     }
 
-    fn watching(&self, gateway: &str) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.join(gateway);
-        self.metrics.gateways_watching.set(w.len() as i64);
+    /// Records that `gateway` refused `version` (it keeps the one before, so it still holds the
+    /// cut-overs it has not applied).
+    pub fn nack(&self, gateway: &GatewayId, version: u64, error: &str) -> Result<(), Full> {
+        let now = self.clock.now_ms();
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).nack(gateway, version, error, now)
     }
 
-    fn left(&self, gateway: &str) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        let last = w.leave(gateway);
-        self.metrics.gateways_watching.set(w.len() as i64);
-        drop(w);
+    /// A stream of `gateway` opened; `Err` when it is new and there is no room.
+    pub fn open_stream(&self, gateway: &GatewayId) -> Result<(), Full> {
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).open(gateway, self.clock.now_ms())
+    }
+
+    /// A stream of `gateway` closed (call after [`Controller::left`] if it was watching).
+    pub fn close_stream(&self, gateway: &GatewayId) {
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).close(gateway, self.clock.now_ms());
+    }
+
+    /// One of `gateway`'s streams follows the table: drains decided from now on wait for it.
+    pub fn watching(&self, gateway: &GatewayId) -> Result<(), Full> {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        g.join(gateway, self.clock.now_ms())?;
+        self.metrics.gateways_watching.set(g.watching_count() as i64);
+        Ok(())
+    }
+
+    /// One of `gateway`'s streams stopped following the table (closed, or not keeping up).
+    pub fn left(&self, gateway: &GatewayId) {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        let last = g.leave(gateway);
+        self.metrics.gateways_watching.set(g.watching_count() as i64);
+        drop(g);
         if last {
             // A gateway that went away no longer holds a cut-over up.
             self.tracker.lock().unwrap_or_else(|e| e.into_inner()).applied(gateway, None, self.clock.now_ms());
@@ -320,6 +329,11 @@ impl Controller {
     /// Every cut-over: finished, then in flight.
     pub fn cutovers(&self) -> Vec<Cutover> {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner()).all()
+    }
+
+    /// The clock decisions and ACKs are timed by.
+    pub fn clock(&self) -> &cellpilot_core::clock::SharedClock {
+        &self.clock
     }
 
     /// The process metrics.
@@ -381,6 +395,13 @@ pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 /// goes on in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct GatewayAuth(Authenticator);
+
+impl GatewayAuth {
+    /// The interceptor over `auth` (also guards the xDS server).
+    pub fn new(auth: Authenticator) -> Self {
+        Self(auth)
+    }
+}
 
 impl tonic::service::Interceptor for GatewayAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -445,15 +466,21 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         check_gateway_id(&gateway)?;
         let rx = self.controller.subscribe();
         tracing::info!(%gateway, caller = %who, "gateway watching weights");
-        self.controller.watching(&gateway);
+        let id = GatewayId::cell_weights(&gateway);
+        self.controller.open_stream(&id).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        if let Err(e) = self.controller.watching(&id) {
+            self.controller.close_stream(&id);
+            return Err(Status::resource_exhausted(e.to_string()));
+        }
         *self.owners.lock().unwrap_or_else(|e| e.into_inner()).entry((who.clone(), gateway.clone())).or_default() += 1;
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let dog = watchdog(self.controller.clone(), gateway.clone(), sent.clone(), stalled.clone(), self.stall_after);
+        let dog = watchdog(self.controller.clone(), id.clone(), sent.clone(), stalled.clone(), self.stall_after);
         let guard = Watching {
             controller: self.controller.clone(),
             owners: self.owners.clone(),
             key: (who, gateway),
+            gateway: id,
             sent,
             stalled,
             watchdog: dog,
@@ -504,15 +531,13 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
                 })
                 .ok_or_else(|| Status::invalid_argument("applied_at must be a valid time no later than now + 5m"))?,
         };
-        if !self.controller.ack(&a.gateway_id, a.version, at) {
-            return Err(Status::resource_exhausted(format!("more than {MAX_GATEWAYS} gateways have acknowledged")));
+        if let Err(e) = self.controller.ack(&GatewayId::cell_weights(&a.gateway_id), a.version, at) {
+            return Err(Status::resource_exhausted(e.to_string()));
         }
         Ok(Response::new(pb::AckResponse {}))
     }
 }
 
-/// Gateways whose Acks are remembered; one more is refused (a client inventing ids must not grow it).
-pub const MAX_GATEWAYS: usize = 10_000;
 /// Longest `gateway_id` accepted.
 const MAX_GATEWAY_ID: usize = 256;
 /// Longest cut-over a gateway may report.

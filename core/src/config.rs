@@ -34,6 +34,8 @@ pub struct Config {
     pub transport: TransportConfig,
     /// Cell-weight control loop.
     pub control: ControlConfig,
+    /// The xDS (ADS) management server: the table as endpoint weights for Envoy and gRPC.
+    pub xds: XdsConfig,
     /// Alert rules and delivery.
     pub alerts: AlertsConfig,
     /// Service-level objectives (`[[slo]]`).
@@ -330,6 +332,37 @@ impl Default for ControlConfig {
     }
 }
 
+/// `[xds]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct XdsConfig {
+    /// ADS listen address (TLS and auth as `[control] listen`, role `gateway`); empty disables it.
+    pub listen: String,
+    /// Resources served (`[[xds.clusters]]`): for each, a Listener and RouteConfiguration
+    /// (proxyless gRPC, `xds:///NAME`), an EDS Cluster and its ClusterLoadAssignment.
+    pub clusters: Vec<XdsCluster>,
+}
+
+impl Default for XdsConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:18000".into(), clusters: Vec::new() }
+    }
+}
+
+/// `[[xds.clusters]]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct XdsCluster {
+    /// What clients ask for: `xds:///NAME`, or an Envoy cluster NAME.
+    pub name: String,
+    /// Each cell's entry endpoints, `ip:port` (one locality per cell, weighted by the cell's
+    /// current weight).
+    pub cells: BTreeMap<String, Vec<String>>,
+}
+
+/// Longest `[[xds.clusters]] name`.
+pub const MAX_XDS_NAME: usize = 256;
+
 /// `[control] mode`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -596,6 +629,7 @@ impl Config {
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return bad("tls", "set both cert and key, or neither");
         }
+        self.validate_xds()?;
         let mut names = std::collections::BTreeSet::new();
         for (n, s) in self.slo.iter().enumerate() {
             if s.name.is_empty() {
@@ -606,6 +640,44 @@ impl Config {
             }
             if !(s.availability > 0.0 && s.availability < 1.0) {
                 return bad(&format!("slo[{n}].availability"), "must be between 0 and 1, e.g. 0.999");
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_xds(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::Config(format!("{key}: {why}")));
+        let x = &self.xds;
+        if !x.listen.is_empty() && x.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "xds.listen",
+                &format!("`{}` is not a socket address like 127.0.0.1:18000 (or empty)", x.listen),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (n, c) in x.clusters.iter().enumerate() {
+            let key = format!("xds.clusters[{n}]");
+            if c.name.is_empty() || c.name.len() > MAX_XDS_NAME || c.name.contains(['/', '*']) {
+                return bad(&format!("{key}.name"), &format!("must be 1..={MAX_XDS_NAME} bytes with no `/` or `*`"));
+            }
+            if !names.insert(&c.name) {
+                return bad(&format!("{key}.name"), &format!("`{}` is defined twice", c.name));
+            }
+            if c.cells.is_empty() {
+                return bad(&format!("{key}.cells"), "must name at least one cell");
+            }
+            for (cell, endpoints) in &c.cells {
+                if endpoints.is_empty() {
+                    return bad(&format!("{key}.cells.{cell}"), "must list at least one endpoint");
+                }
+                for e in endpoints {
+                    if e.parse::<std::net::SocketAddr>().is_err() {
+                        return bad(
+                            &format!("{key}.cells.{cell}"),
+                            &format!("`{e}` is not an ip:port (EDS endpoints are addresses, not names)"),
+                        );
+                    }
+                }
             }
         }
         Ok(())

@@ -60,6 +60,10 @@ pub struct Metrics {
     pub gateways_watching: IntGauge,
     /// Watch streams found not reading (their gateway stops holding cut-overs back).
     pub watch_stalls: IntCounter,
+    /// xDS responses a node refused.
+    pub xds_nacks: IntCounter,
+    /// Live xDS (ADS) streams.
+    pub xds_streams: IntGauge,
 }
 
 impl Default for Metrics {
@@ -206,6 +210,8 @@ impl Metrics {
                 "cellpilot_watch_stalls_total",
                 "Watch streams that stopped reading; their gateway no longer holds cut-overs back.",
             ),
+            xds_nacks: counter(&r, "cellpilot_xds_nacks_total", "xDS responses a node refused (NACKed)."),
+            xds_streams: gauge(&r, "cellpilot_xds_streams", "Live xDS (ADS) streams."),
             alert_deliveries: counter_vec(
                 &r,
                 "cellpilot_alert_deliveries_total",

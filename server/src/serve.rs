@@ -71,6 +71,23 @@ pub struct Addrs {
     pub web: SocketAddr,
     /// CellWeights.
     pub control: SocketAddr,
+    /// xDS (ADS), unless `[xds] listen` is empty.
+    pub xds: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Addrs {
+    /// The ready line's fields (`xds=off` when disabled).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "otlp_grpc={} otlp_http={} web={} control={}",
+            self.otlp_grpc, self.otlp_http, self.web, self.control
+        )?;
+        match self.xds {
+            Some(a) => write!(f, " xds={a}"),
+            None => f.write_str(" xds=off"),
+        }
+    }
 }
 
 /// A started server: its addresses and the tasks it owns.
@@ -128,8 +145,7 @@ impl Drop for Bulkhead {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
-    let a = running.addrs;
-    println!("cellpilot ready otlp_grpc={} otlp_http={} web={} control={}", a.otlp_grpc, a.otlp_http, a.web, a.control);
+    println!("cellpilot ready {}", running.addrs);
     use std::io::Write;
     std::io::stdout().flush()?;
     running.run_until(shutdown_signal()).await
@@ -148,8 +164,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http = bind("OTLP/HTTP", &config.ingest.http_listen).await?;
     let web = bind("web", &config.web.listen).await?;
     let control = bind("control", &config.control.listen).await?;
+    let xds = match config.xds.listen.as_str() {
+        "" => None,
+        addr => Some(bind("xDS", addr).await?),
+    };
     let addrs = [grpc.local_addr()?, http.local_addr()?, web.local_addr()?, control.local_addr()?];
-    for (what, addr) in ["OTLP/gRPC", "OTLP/HTTP", "web", "control"].iter().zip(addrs) {
+    let xds_addr = xds.as_ref().map(TcpListener::local_addr).transpose()?;
+    for (what, addr) in
+        ["OTLP/gRPC", "OTLP/HTTP", "web", "control", "xDS"].iter().zip(addrs.into_iter().chain(xds_addr))
+    {
         warn_if_open(what, addr, &auth);
     }
 
@@ -240,6 +263,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("control server")
     });
+    if let Some(xds) = xds {
+        let snapshots = Arc::new(cellpilot_xds::Snapshots::new(controller.clone(), config.xds.clusters.clone()));
+        let service = cellpilot_xds::XdsService::new(snapshots, auth.clone(), shutdown.clone())
+            .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
+        let stop = shutdown.clone();
+        // Envoy and proxyless gRPC clients follow the weights here.
+        let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
+        tasks.spawn(async move {
+            server
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(TcpIncoming::from(xds).with_nodelay(Some(true)), stop.cancelled_owned())
+                .await
+                .context("xDS server")
+        });
+    }
     let stop = shutdown.clone();
     let sink: Arc<dyn RollupSink> = store.clone();
     let (agg, m, c) = (aggregator.clone(), metrics.clone(), clock.clone());
@@ -264,7 +302,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let warming = warm_dashboards(store.clone(), config.clone(), clock.clone(), shutdown.clone());
     ready.store(true, Ordering::Release);
-    let addrs = Addrs { otlp_grpc: addrs[0], otlp_http: addrs[1], web: addrs[2], control: addrs[3] };
+    let addrs = Addrs { otlp_grpc: addrs[0], otlp_http: addrs[1], web: addrs[2], control: addrs[3], xds: xds_addr };
     Ok(Running { addrs, shutdown, tasks, warming, ingest, _receivers: receivers })
 }
 

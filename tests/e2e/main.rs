@@ -24,3 +24,4 @@ mod support;
 mod tls;
 mod traces;
 mod transport;
+mod xds;

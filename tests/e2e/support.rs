@@ -15,6 +15,8 @@ pub(crate) struct Server {
     pub(crate) http: SocketAddr,
     pub(crate) web: SocketAddr,
     pub(crate) control: SocketAddr,
+    /// xDS, unless disabled.
+    pub(crate) xds: Option<SocketAddr>,
 }
 
 impl Server {
@@ -39,6 +41,7 @@ impl Server {
             .env("CELLPILOT_INGEST__HTTP_LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_WEB__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_CONTROL__LISTEN", "127.0.0.1:0")
+            .env("CELLPILOT_XDS__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_LOG", "warn")
             .env("CELLPILOT_STORAGE__DIR", dir);
         cmd
@@ -74,6 +77,7 @@ impl Server {
             http: addr("otlp_http"),
             web: addr("web"),
             control: addr("control"),
+            xds: line.split_whitespace().find_map(|kv| kv.strip_prefix("xds=")).and_then(|a| a.parse().ok()),
             child,
             data: None,
         }

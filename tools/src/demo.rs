@@ -129,7 +129,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     };
     let running = serve::start(config.clone()).await?;
     let a = running.addrs;
-    println!("cellpilot ready otlp_grpc={} otlp_http={} web={} control={}", a.otlp_grpc, a.otlp_http, a.web, a.control);
+    println!("cellpilot ready {a}");
     println!();
     println!(
         "  cellpilot demo: {} simulated cells in 2 regions, {:.0} spans/s over real OTLP/gRPC",

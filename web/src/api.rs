@@ -197,6 +197,29 @@ pub async fn weights(State(state): State<AppState>) -> Result<Json<serde_json::V
     })))
 }
 
+/// `GET /api/v1/gateways`: every gateway of either protocol (CellWeights, xDS) with its live
+/// streams, whether it holds cut-overs, its last ACK and its last NACK.
+pub async fn gateways(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows: Vec<_> = state
+        .controller
+        .gateways()
+        .into_iter()
+        .map(|g| {
+            serde_json::json!({
+                "protocol": g.protocol,
+                "id": g.id,
+                "streams": g.streams,
+                "watching": g.watching(),
+                "last_seen": format_rfc3339_ms(g.last_seen_ms),
+                "last_ack": g.last_ack.map(|a| serde_json::json!({"version": a.version, "at": format_rfc3339_ms(a.at_ms)})),
+                "last_nack": g.last_nack.map(|n| serde_json::json!({"version": n.version, "error": n.error, "at": format_rfc3339_ms(n.at_ms)})),
+                "nacks": g.nacks,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "gateways": rows })))
+}
+
 /// `GET /api/v1/decisions`: every decision, newest first.
 pub async fn decisions(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let rows: Vec<_> = state

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/series", get(api::series))
         .route("/api/v1/weights", get(api::weights))
         .route("/api/v1/decisions", get(api::decisions))
+        .route("/api/v1/gateways", get(api::gateways))
         .route("/api/v1/cutovers", get(api::cutovers))
         .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/slos", get(api::slos))

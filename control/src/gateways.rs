@@ -1,0 +1,259 @@
+//! Every gateway that follows the table, of either protocol: its live streams, whether it
+//! counts as watching (it holds a drain's `applied_at` until it applies it), its last ACK and
+//! its last NACK. Bounded: a client inventing ids evicts only gateways that are gone.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How a gateway follows the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// cellpilot's own CellWeights Watch/Ack.
+    CellWeights,
+    /// xDS (ADS), Envoy or a proxyless gRPC client; the id is its node id.
+    Xds,
+}
+
+impl Protocol {
+    /// The name used in the API (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::CellWeights => "cell-weights",
+            Protocol::Xds => "xds",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A gateway: its protocol and the id it gave (`gateway_id`, or the xDS node id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GatewayId {
+    /// How it follows the table.
+    pub protocol: Protocol,
+    /// Its own name.
+    pub id: String,
+}
+
+impl GatewayId {
+    /// A CellWeights gateway.
+    pub fn cell_weights(id: &str) -> Self {
+        Self { protocol: Protocol::CellWeights, id: id.to_string() }
+    }
+
+    /// An xDS node.
+    pub fn xds(node: &str) -> Self {
+        Self { protocol: Protocol::Xds, id: node.to_string() }
+    }
+}
+
+impl std::fmt::Display for GatewayId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.protocol, self.id)
+    }
+}
+
+/// A gateway's latest ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ack {
+    /// Table version applied.
+    pub version: u64,
+    /// When (the gateway's `applied_at`, else arrival), unix ms.
+    pub at_ms: i64,
+}
+
+/// A gateway's latest NACK: it refused a version and keeps the one before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nack {
+    /// Table version refused.
+    pub version: u64,
+    /// What the gateway said (`error_detail.message`), cut to [`MAX_NACK_DETAIL`] bytes.
+    pub error: String,
+    /// Arrival, unix ms.
+    pub at_ms: i64,
+}
+
+/// Longest NACK message kept.
+pub const MAX_NACK_DETAIL: usize = 1024;
+
+/// What is known of one gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gateway {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Its id.
+    pub id: String,
+    /// Live streams.
+    pub streams: usize,
+    /// Streams that count as watching (keeping up; xDS: holding at least one assignment).
+    #[serde(skip)]
+    pub watching_streams: usize,
+    /// Last time a stream opened or closed, or an ACK or NACK arrived, unix ms.
+    pub last_seen_ms: i64,
+    /// Latest ACK.
+    pub last_ack: Option<Ack>,
+    /// Latest NACK.
+    pub last_nack: Option<Nack>,
+    /// NACKs so far.
+    pub nacks: u64,
+}
+
+impl Gateway {
+    /// Whether it holds cut-overs until it applies them.
+    pub fn watching(&self) -> bool {
+        self.watching_streams > 0
+    }
+}
+
+/// Every gateway seen, at most [`MAX_GATEWAYS`].
+#[derive(Debug, Default)]
+pub struct Gateways(BTreeMap<GatewayId, Gateway>);
+
+/// Gateways remembered; one more evicts the one gone longest, or is refused when all are connected.
+pub const MAX_GATEWAYS: usize = 10_000;
+
+/// Every one of the [`MAX_GATEWAYS`] gateways has a live stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("more than {MAX_GATEWAYS} gateways are connected")]
+pub struct Full;
+
+impl Gateways {
+    /// The entry of `id`, made (evicting the gateway gone longest if need be).
+    fn entry(&mut self, id: &GatewayId, now_ms: i64) -> Result<&mut Gateway, Full> {
+        if !self.0.contains_key(id) && self.0.len() >= MAX_GATEWAYS {
+            let gone = self.0.iter().filter(|(_, g)| g.streams == 0).min_by_key(|(_, g)| g.last_seen_ms);
+            let Some((oldest, _)) = gone else { return Err(Full) };
+            let oldest = oldest.clone();
+            self.0.remove(&oldest);
+        }
+        let g = self.0.entry(id.clone()).or_insert_with(|| Gateway {
+            protocol: id.protocol,
+            id: id.id.clone(),
+            streams: 0,
+            watching_streams: 0,
+            last_seen_ms: now_ms,
+            last_ack: None,
+            last_nack: None,
+            nacks: 0,
+        });
+        g.last_seen_ms = g.last_seen_ms.max(now_ms);
+        Ok(g)
+    }
+
+    /// A stream opened.
+    pub fn open(&mut self, id: &GatewayId, now_ms: i64) -> Result<(), Full> {
+        self.entry(id, now_ms)?.streams += 1;
+        Ok(())
+    }
+
+    /// A stream closed.
+    pub fn close(&mut self, id: &GatewayId, now_ms: i64) {
+        if let Some(g) = self.0.get_mut(id) {
+            g.streams = g.streams.saturating_sub(1);
+            g.last_seen_ms = g.last_seen_ms.max(now_ms);
+        }
+    }
+
+    /// One of its streams counts as watching.
+    pub fn join(&mut self, id: &GatewayId, now_ms: i64) -> Result<(), Full> {
+        self.entry(id, now_ms)?.watching_streams += 1;
+        Ok(())
+    }
+
+    /// One of its streams stopped counting; true when it was its last (the gateway no longer
+    /// holds cut-overs).
+    pub fn leave(&mut self, id: &GatewayId) -> bool {
+        match self.0.get_mut(id) {
+            Some(g) if g.watching_streams > 0 => {
+                g.watching_streams -= 1;
+                g.watching_streams == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Records an ACK; `Err` when the gateway is new and there is no room.
+    pub fn ack(&mut self, id: &GatewayId, ack: Ack, now_ms: i64) -> Result<(), Full> {
+        self.entry(id, now_ms)?.last_ack = Some(ack);
+        Ok(())
+    }
+
+    /// Records a NACK (its message cut to [`MAX_NACK_DETAIL`] bytes).
+    pub fn nack(&mut self, id: &GatewayId, version: u64, error: &str, now_ms: i64) -> Result<(), Full> {
+        let g = self.entry(id, now_ms)?;
+        let mut end = error.len().min(MAX_NACK_DETAIL);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        g.last_nack = Some(Nack { version, error: error[..end].to_string(), at_ms: now_ms });
+        g.nacks += 1;
+        Ok(())
+    }
+
+    /// Gateways watching now.
+    pub fn watching(&self) -> BTreeSet<GatewayId> {
+        self.0.iter().filter(|(_, g)| g.watching()).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// How many gateways are watching now.
+    pub fn watching_count(&self) -> usize {
+        self.0.values().filter(|g| g.watching()).count()
+    }
+
+    /// Every gateway, by protocol then id.
+    pub fn all(&self) -> Vec<Gateway> {
+        self.0.values().cloned().collect()
+    }
+
+    /// `id`'s entry.
+    pub fn get(&self, id: &GatewayId) -> Option<&Gateway> {
+        self.0.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_ids_evicts_only_gateways_that_are_gone() {
+        let mut g = Gateways::default();
+        let live = GatewayId::xds("envoy-1");
+        g.open(&live, 0).unwrap();
+        g.ack(&live, Ack { version: 3, at_ms: 0 }, 0).unwrap();
+        for i in 0..MAX_GATEWAYS as i64 + 50 {
+            g.ack(&GatewayId::cell_weights(&format!("gw-{i}")), Ack { version: 1, at_ms: i + 1 }, i + 1).unwrap();
+        }
+        assert_eq!(g.all().len(), MAX_GATEWAYS);
+        assert_eq!(g.get(&live).and_then(|e| e.last_ack).map(|a| a.version), Some(3), "a connected gateway stays");
+        assert!(g.get(&GatewayId::cell_weights("gw-0")).is_none(), "the one gone longest went first");
+        // Every one connected: the next is refused.
+        for i in 0..MAX_GATEWAYS as i64 {
+            let _ = g.open(&GatewayId::xds(&format!("n-{i}")), 100_000 + i);
+        }
+        assert_eq!(g.open(&GatewayId::xds("one-more"), 200_000), Err(Full));
+    }
+
+    #[test]
+    fn watching_counts_streams_and_nacks_are_cut() {
+        let mut g = Gateways::default();
+        let id = GatewayId::xds("n");
+        g.open(&id, 0).unwrap();
+        g.join(&id, 0).unwrap();
+        g.join(&id, 0).unwrap();
+        assert!(!g.leave(&id), "one stream still watching");
+        assert!(g.leave(&id));
+        assert!(!g.leave(&id), "already gone");
+        assert!(g.watching().is_empty());
+        let long = "é".repeat(MAX_NACK_DETAIL);
+        g.nack(&id, 4, &long, 10).unwrap();
+        let nack = g.get(&id).and_then(|e| e.last_nack.clone()).unwrap();
+        assert!(nack.error.len() <= MAX_NACK_DETAIL && nack.error.chars().all(|c| c == 'é'));
+        assert_eq!((nack.version, g.get(&id).map(|e| e.nacks)), (4, Some(1)));
+    }
+}

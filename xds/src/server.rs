@@ -1,0 +1,353 @@
+//! The ADS gRPC service: one session per stream drives its state machine ([`Sotw`] or
+//! [`Delta`]) from the node's requests and the table's changes, and tells the controller what
+//! the node did — joined (holds an assignment), ACKed, NACKed, stalled, left — so a drain's
+//! cut-over waits for every xDS node as it does for CellWeights gateways.
+
+use crate::delta::Delta;
+use crate::event::{Event, Limits, MAX_NODE_ID};
+use crate::resources::{Kind, Snapshot, Snapshots};
+use crate::sotw::Sotw;
+use cellpilot_control::Controller;
+use cellpilot_control::gateways::GatewayId;
+use cellpilot_control::service::GatewayAuth;
+use cellpilot_core::auth::Authenticator;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::Stream;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// A variant's per-stream state machine.
+trait Machine: Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn request(
+        &mut self,
+        req: &Self::Req,
+        snap: &Snapshot,
+        limits: &Limits,
+    ) -> Result<(Vec<Event>, Vec<Self::Resp>), Status>;
+    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<Self::Resp>);
+    fn holds_assignment(&self) -> bool;
+    fn awaiting_assignment(&self) -> bool;
+}
+
+impl Machine for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snap: &Snapshot,
+        limits: &Limits,
+    ) -> Result<(Vec<Event>, Vec<DiscoveryResponse>), Status> {
+        Sotw::request(self, req, snap, limits).map(|(e, r)| (e, r.into_iter().collect()))
+    }
+    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DiscoveryResponse>) {
+        Sotw::snapshot(self, snap)
+    }
+    fn holds_assignment(&self) -> bool {
+        Sotw::holds_assignment(self)
+    }
+    fn awaiting_assignment(&self) -> bool {
+        Sotw::awaiting_assignment(self)
+    }
+}
+
+impl Machine for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        snap: &Snapshot,
+        limits: &Limits,
+    ) -> Result<(Vec<Event>, Vec<DeltaDiscoveryResponse>), Status> {
+        Delta::request(self, req, snap, limits).map(|(e, r)| (e, r.into_iter().collect()))
+    }
+    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DeltaDiscoveryResponse>) {
+        Delta::snapshot(self, snap)
+    }
+    fn holds_assignment(&self) -> bool {
+        Delta::holds_assignment(self)
+    }
+    fn awaiting_assignment(&self) -> bool {
+        Delta::awaiting_assignment(self)
+    }
+}
+
+/// The xDS management server.
+#[derive(Debug, Clone)]
+pub struct XdsService {
+    snapshots: Arc<Snapshots>,
+    auth: Authenticator,
+    limits: Limits,
+    /// An assignment neither ACKed nor NACKed by then: the node is not following.
+    stall_after: Duration,
+    shutdown: CancellationToken,
+}
+
+impl XdsService {
+    /// The service over `snapshots`; every stream ends on `shutdown`.
+    pub fn new(snapshots: Arc<Snapshots>, auth: Authenticator, shutdown: CancellationToken) -> Self {
+        Self {
+            snapshots,
+            auth,
+            limits: Limits::default(),
+            stall_after: cellpilot_control::service::STALL_AFTER,
+            shutdown,
+        }
+    }
+
+    /// How long a node may leave an assignment unanswered before it stops counting as watching.
+    pub fn stall_after(mut self, d: Duration) -> Self {
+        self.stall_after = d;
+        self
+    }
+
+    /// As a tonic server behind the gateway-role interceptor.
+    pub fn into_server(
+        self,
+    ) -> tonic::service::interceptor::InterceptedService<AggregatedDiscoveryServiceServer<Self>, GatewayAuth> {
+        let auth = GatewayAuth::new(self.auth.clone());
+        AggregatedDiscoveryServiceServer::with_interceptor(self, auth)
+    }
+
+    fn session<M: Machine>(&self, incoming: Streaming<M::Req>, machine: M) -> ResponseStream<M::Resp> {
+        let session = Session {
+            incoming,
+            machine,
+            snapshots: self.snapshots.clone(),
+            table: self.snapshots.controller().subscribe(),
+            limits: self.limits,
+            stall_after: self.stall_after,
+            queue: VecDeque::new(),
+            node: None,
+            done: false,
+            shutdown: self.shutdown.clone(),
+        };
+        Box::pin(futures::stream::unfold(session, Session::next))
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for XdsService {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.session(req.into_inner(), Sotw::new())))
+    }
+
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.session(req.into_inner(), Delta::new())))
+    }
+}
+
+/// The node behind a stream, once its first request named it; dropping it tells the controller
+/// the stream is gone.
+struct NodeGuard {
+    controller: Arc<Controller>,
+    id: GatewayId,
+    /// Counts as watching now.
+    watching: bool,
+    /// Since when an assignment has gone unanswered.
+    awaiting_since: Option<Instant>,
+    /// Left an assignment unanswered for the stall time; follows again once it answers.
+    stalled: bool,
+}
+
+impl NodeGuard {
+    fn open(controller: &Arc<Controller>, node: &str) -> Result<Self, Status> {
+        let id = GatewayId::xds(node);
+        controller.open_stream(&id).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        controller.metrics().xds_streams.inc();
+        tracing::info!(node = %node, "xDS node connected");
+        Ok(Self { controller: controller.clone(), id, watching: false, awaiting_since: None, stalled: false })
+    }
+
+    fn set_watching(&mut self, on: bool) {
+        if on == self.watching {
+            return;
+        }
+        if on {
+            if let Err(e) = self.controller.watching(&self.id) {
+                tracing::warn!(node = %self.id.id, error = %e, "xDS node not counted as watching");
+                return;
+            }
+        } else {
+            self.controller.left(&self.id);
+        }
+        self.watching = on;
+    }
+
+    fn record(&self, events: Vec<Event>) {
+        for e in events {
+            let recorded = match e {
+                Event::Ack { kind: Kind::Endpoints, version } | Event::Unchanged { version } => {
+                    self.controller.ack(&self.id, version, self.controller.clock().now_ms())
+                }
+                Event::Ack { .. } => Ok(()),
+                Event::Nack { kind, version, error } => {
+                    tracing::warn!(node = %self.id.id, type_url = kind.type_url(), version, %error, "xDS node refused a response (NACK)");
+                    self.controller.metrics().xds_nacks.inc();
+                    self.controller.nack(&self.id, version, &error)
+                }
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(node = %self.id.id, error = %e, "xDS node's answer not recorded");
+            }
+        }
+    }
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        tracing::info!(node = %self.id.id, "xDS node disconnected");
+        self.set_watching(false);
+        self.controller.close_stream(&self.id);
+        self.controller.metrics().xds_streams.dec();
+    }
+}
+
+struct Session<M: Machine> {
+    incoming: Streaming<M::Req>,
+    machine: M,
+    snapshots: Arc<Snapshots>,
+    table: tokio::sync::watch::Receiver<cellpilot_control::WeightTable>,
+    limits: Limits,
+    stall_after: Duration,
+    queue: VecDeque<M::Resp>,
+    node: Option<NodeGuard>,
+    done: bool,
+    shutdown: CancellationToken,
+}
+
+enum Step<Req> {
+    Request(Result<Option<Req>, Status>),
+    Changed(bool),
+    Stalled,
+    Stop,
+}
+
+impl<M: Machine> Session<M> {
+    /// The next response to send, `None` when the stream is over.
+    async fn next(mut self) -> Option<(Result<M::Resp, Status>, Self)> {
+        loop {
+            if let Some(r) = self.queue.pop_front() {
+                return Some((Ok(r), self));
+            }
+            if self.done {
+                return None;
+            }
+            let stall_at =
+                self.node.as_ref().and_then(|n| n.awaiting_since.filter(|_| n.watching)).map(|t| t + self.stall_after);
+            let step = tokio::select! {
+                _ = self.shutdown.cancelled() => Step::Stop,
+                r = self.incoming.message() => Step::Request(r),
+                r = self.table.changed(), if self.node.is_some() => Step::Changed(r.is_ok()),
+                _ = sleep_until(stall_at), if stall_at.is_some() => Step::Stalled,
+            };
+            match step {
+                Step::Stop | Step::Request(Ok(None)) | Step::Changed(false) => return None,
+                Step::Request(Err(status)) => {
+                    tracing::debug!(code = ?status.code(), "xDS stream ended by the client");
+                    return None;
+                }
+                Step::Request(Ok(Some(req))) => {
+                    if let Err(status) = self.request(&req) {
+                        self.done = true;
+                        return Some((Err(status), self));
+                    }
+                }
+                Step::Changed(true) => {
+                    self.table.borrow_and_update();
+                    let snap = self.snapshots.current();
+                    let (events, responses) = self.machine.snapshot(&snap);
+                    self.queue.extend(responses);
+                    self.settle(events);
+                }
+                Step::Stalled => {
+                    if let Some(node) = self.node.as_mut() {
+                        tracing::warn!(node = %node.id.id, "xDS node has not answered an assignment; it no longer holds cut-overs back");
+                        node.controller.metrics().watch_stalls.inc();
+                        node.stalled = true;
+                        node.set_watching(false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, req: &M::Req) -> Result<(), Status> {
+        if self.node.is_none() {
+            let id = M::node(req).map(|n| n.id.as_str()).unwrap_or_default();
+            if id.is_empty() {
+                return Err(Status::invalid_argument("the first request must carry node.id"));
+            }
+            if id.len() > MAX_NODE_ID {
+                return Err(Status::invalid_argument(format!("node.id is longer than {MAX_NODE_ID} bytes")));
+            }
+            self.node = Some(NodeGuard::open(self.snapshots.controller(), id)?);
+            self.table.borrow_and_update();
+        }
+        let snap = self.snapshots.current();
+        let (events, responses) = self.machine.request(req, &snap, &self.limits)?;
+        self.queue.extend(responses);
+        self.settle(events);
+        Ok(())
+    }
+
+    /// Records the node's answers and whether it follows the table now.
+    fn settle(&mut self, events: Vec<Event>) {
+        let Some(node) = self.node.as_mut() else { return };
+        let answered = events
+            .iter()
+            .any(|e| matches!(e, Event::Ack { kind: Kind::Endpoints, .. } | Event::Nack { kind: Kind::Endpoints, .. }));
+        node.awaiting_since = match (self.machine.awaiting_assignment(), node.awaiting_since) {
+            (false, _) => None,
+            (true, Some(t)) if !answered => Some(t),
+            (true, _) => Some(Instant::now()),
+        };
+        if answered {
+            node.stalled = false;
+        }
+        // Join before recording: an ACK of the version that drained a cell counts for it.
+        let follows = self.machine.holds_assignment() && !node.stalled;
+        node.set_watching(follows);
+        node.record(events);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
