@@ -1,10 +1,13 @@
 //! Least privilege: every web route, every OTLP signal on both transports, reported cut-overs
-//! and every CellWeights RPC, walked for every role, no token and a wrong one. Unknown callers
+//! every CellWeights RPC and the xDS stream, walked for every role, no token and a wrong one. Unknown callers
 //! get 401 / UNAUTHENTICATED; known ones without the role 403 / PERMISSION_DENIED naming it.
 
 use crate::support::{Server, kv, now_ns};
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::pb::{AckRequest, GetWeightsRequest, WatchWeightsRequest};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -43,7 +46,7 @@ fn refusal(secret: Option<&str>) -> u16 {
 }
 
 /// Every web route with the role it needs (`None`: open).
-const WEB: [(&str, &str, Option<&str>); 19] = [
+const WEB: [(&str, &str, Option<&str>); 20] = [
     ("GET", "/", Some("read")),
     ("GET", "/cells/{cell}", Some("read")),
     ("GET", "/sla/{slo}", Some("read")),
@@ -58,6 +61,7 @@ const WEB: [(&str, &str, Option<&str>); 19] = [
     ("GET", "/api/v1/series", Some("read")),
     ("GET", "/api/v1/weights", Some("read")),
     ("GET", "/api/v1/decisions", Some("read")),
+    ("GET", "/api/v1/gateways", Some("read")),
     ("GET", "/api/v1/cutovers", Some("read")),
     ("GET", "/api/v1/alerts", Some("read")),
     ("GET", "/api/v1/slos", Some("read")),
@@ -222,6 +226,21 @@ async fn every_route_and_rpc_for_every_role() {
             if own_only {
                 assert!(other.unwrap_err().message().contains("someone-else"));
             }
+        }
+
+        // xDS: the gateway role, as CellWeights.
+        let mut ads =
+            AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.xds.unwrap())).await.unwrap();
+        let first = DiscoveryRequest {
+            node: Some(Node { id: format!("node-of-{caller}"), ..Default::default() }),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        };
+        let stream = ads.stream_aggregated_resources(grpc_request(futures::stream::iter([first]), secret)).await;
+        assert_eq!(code_of(&stream), expected_code(secret, gateway), "{caller}: xDS");
+        if let Ok(stream) = stream {
+            let answer = stream.into_inner().message().await;
+            assert!(answer.is_ok_and(|m| m.is_some()), "{caller}: an xDS response");
         }
     }
 }

@@ -90,6 +90,18 @@ async fn every_listener_serves_tls() {
     // Gateways get weights over TLS.
     let mut control = CellWeightsClient::new(grpc_channel(server.control, &ca_pem).await);
     control.get(GetWeightsRequest {}).await.expect("CellWeights.Get over TLS");
+    // And xDS.
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let mut ads = AggregatedDiscoveryServiceClient::new(grpc_channel(server.xds.unwrap(), &ca_pem).await);
+    let first = DiscoveryRequest {
+        node: Some(envoy_types::pb::envoy::config::core::v3::Node { id: "tls-node".into(), ..Default::default() }),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        ..Default::default()
+    };
+    let mut stream =
+        ads.stream_aggregated_resources(futures::stream::iter([first])).await.expect("ADS over TLS").into_inner();
+    assert!(stream.message().await.expect("an xDS response over TLS").is_some());
 
     // The command-line clients trust the server's CA when told to, and refuse it otherwise.
     let cli = |args: &[&str]| {
