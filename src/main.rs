@@ -149,7 +149,7 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
-    /// Decision-to-delivery latency with 100 gateways watching CellWeights over gRPC.
+    /// Decision-to-delivery latency with 100 gateways watching CellWeights and 100 xDS nodes over gRPC.
     Control {
         /// Print one JSON line instead of a table.
         #[arg(long)]
