@@ -2,47 +2,12 @@
 //! gRPC, one cell pushed to 20 % errors — the drained table arrives in time, the decision says
 //! why, and the API agrees.
 
-use crate::support::{Server, eventually, kv, now_ns};
+use crate::support::{Server, cell_batch, eventually, now_ns};
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::pb::{AckRequest, CellState, WatchWeightsRequest};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Ten spans per cell ending now; `bad` fails 20 % of its spans when `failing`.
-fn batch(cells: &[&str], bad: &str, failing: bool, seq: u64) -> Vec<u8> {
-    let now = now_ns();
-    let mut spans = Vec::new();
-    for cell in cells {
-        for i in 0..10u64 {
-            let error = failing && *cell == bad && (seq * 10 + i).is_multiple_of(5);
-            spans.push(Span {
-                trace_id: vec![1; 16],
-                span_id: vec![2; 8],
-                name: "GET /x".into(),
-                kind: 2,
-                start_time_unix_nano: now - 4_000_000,
-                end_time_unix_nano: now,
-                attributes: vec![
-                    kv("cell.id", Value::StringValue(cell.to_string())),
-                    kv("http.response.status_code", Value::IntValue(if error { 503 } else { 200 })),
-                ],
-                ..Default::default()
-            });
-        }
-    }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_cell_is_drained_and_gateways_hear_it() {
@@ -74,7 +39,7 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
             seq += 1;
             let live: Vec<&str> =
                 cells.iter().copied().filter(|c| *c != "c-bad" || r.load(Ordering::Relaxed)).collect();
-            let body = batch(&live, "c-bad", f.load(Ordering::Relaxed), seq);
+            let body = cell_batch(&live, "c-bad", f.load(Ordering::Relaxed), seq);
             let _ = client
                 .post(format!("http://{http}/v1/traces"))
                 .header("content-type", "application/x-protobuf")

@@ -248,6 +248,43 @@ pub(crate) fn kv(
     }
 }
 
+/// An OTLP/protobuf export of ten spans per cell ending now; `bad` fails 20 % of its spans
+/// when `failing` (which ones turns with `seq`).
+pub(crate) fn cell_batch(cells: &[&str], bad: &str, failing: bool, seq: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let now = now_ns();
+    let spans = cells
+        .iter()
+        .flat_map(|cell| (0..10u64).map(move |i| (cell, i)))
+        .map(|(cell, i)| {
+            let error = failing && *cell == bad && (seq * 10 + i).is_multiple_of(5);
+            Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                name: "GET /x".into(),
+                kind: 2,
+                start_time_unix_nano: now - 4_000_000,
+                end_time_unix_nano: now,
+                attributes: vec![
+                    kv("cell.id", Value::StringValue(cell.to_string())),
+                    kv("http.response.status_code", Value::IntValue(if error { 503 } else { 200 })),
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 /// A SERVER span `GET /` on `cell` with HTTP `status`, ending at `end_ns` after `latency_ns`.
 pub(crate) fn server_span(
     cell: &str,

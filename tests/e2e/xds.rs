@@ -3,11 +3,7 @@
 //! share of calls follows the weights, a policy drain stops every call to the failing cell within
 //! 1 s, the node's ACK is the cut-over's `applied_at`, and the ramp brings the cell back.
 
-use crate::support::{Server, eventually, kv, now_ms, now_ns};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
+use crate::support::{Server, cell_batch, eventually, now_ms};
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -85,38 +81,6 @@ fn assert_shares(got: &BTreeMap<String, f64>, want: &[(&str, f64)], tolerance: f
         let g = got[*cell];
         assert!((g - share).abs() <= tolerance, "{cell}: share {g:.3}, want {share:.3} ± {tolerance} (all: {got:?})");
     }
-}
-
-/// Ten spans per live cell ending now; `c-bad` fails 20 % of its spans when `failing`.
-fn batch(cells: &[&str], failing: bool, seq: u64) -> Vec<u8> {
-    let now = now_ns();
-    let spans = cells
-        .iter()
-        .flat_map(|cell| (0..10u64).map(move |i| (cell, i)))
-        .map(|(cell, i)| {
-            let error = failing && *cell == "c-bad" && (seq * 10 + i).is_multiple_of(5);
-            Span {
-                trace_id: vec![1; 16],
-                span_id: vec![2; 8],
-                name: "GET /x".into(),
-                kind: 2,
-                start_time_unix_nano: now - 4_000_000,
-                end_time_unix_nano: now,
-                attributes: vec![
-                    kv("cell.id", Value::StringValue(cell.to_string())),
-                    kv("http.response.status_code", Value::IntValue(if error { 503 } else { 200 })),
-                ],
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
 }
 
 fn rfc3339_ms(v: &Json) -> i64 {
@@ -223,7 +187,7 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
             let _ = client
                 .post(format!("http://{http}/v1/traces"))
                 .header("content-type", "application/x-protobuf")
-                .body(batch(&live, f.load(Ordering::Relaxed), seq))
+                .body(cell_batch(&live, "c-bad", f.load(Ordering::Relaxed), seq))
                 .send()
                 .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
