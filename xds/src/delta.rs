@@ -3,8 +3,9 @@
 //! `initial_resource_versions` on reconnect) and the responses not yet answered; requests and
 //! new snapshots in, responses carrying only what changed and ACK/NACK events out.
 
-use crate::event::{Event, Limits};
+use crate::event::{Event, Limits, Machine};
 use crate::resources::{Kind, Snapshot};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tonic::Status;
@@ -39,9 +40,76 @@ impl Delta {
         Self::default()
     }
 
+    /// What the node lacks of `kind` (changed resources, and subscribed names that do not
+    /// exist), under a new nonce; `None` when it lacks nothing.
+    fn respond(&mut self, kind: Kind, snap: &Snapshot) -> Option<DeltaDiscoveryResponse> {
+        let t = &mut self.types[kind as usize];
+        if !t.started {
+            return None;
+        }
+        let all = snap.of(kind);
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        let wanted: BTreeSet<&String> =
+            if t.wildcard { all.keys().chain(t.names.iter()).collect() } else { t.names.iter().collect() };
+        for name in wanted {
+            match all.get(name) {
+                Some(r) if t.has.get(name) != Some(&r.version) => {
+                    t.has.insert(name.clone(), r.version.clone());
+                    t.absent.remove(name);
+                    resources.push(Resource {
+                        name: name.clone(),
+                        version: r.version.clone(),
+                        resource: Some(r.any.clone()),
+                        ..Default::default()
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    let held = t.has.remove(name).is_some();
+                    if (held || t.names.contains(name)) && t.absent.insert(name.clone()) {
+                        removed.push(name.clone());
+                    }
+                }
+            }
+        }
+        // Held under the wildcard but gone from the snapshot.
+        let gone: Vec<String> = t.has.keys().filter(|n| !all.contains_key(*n)).cloned().collect();
+        for n in gone {
+            t.has.remove(&n);
+            removed.push(n);
+        }
+        if resources.is_empty() && removed.is_empty() {
+            return None;
+        }
+        self.nonces += 1;
+        let nonce = self.nonces.to_string();
+        if t.outstanding.len() == OUTSTANDING {
+            t.outstanding.pop_front();
+        }
+        t.outstanding.push_back((nonce.clone(), snap.version));
+        Some(DeltaDiscoveryResponse {
+            system_version_info: snap.version.to_string(),
+            resources,
+            type_url: kind.type_url().to_string(),
+            removed_resources: removed,
+            nonce,
+            ..Default::default()
+        })
+    }
+}
+
+impl Machine for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
     /// A request: subscription changes, its ACK or NACK as events, and the response with what
     /// the node lacks (if anything).
-    pub fn request(
+    fn request(
         &mut self,
         req: &DeltaDiscoveryRequest,
         snap: &Snapshot,
@@ -99,7 +167,7 @@ impl Delta {
 
     /// A new snapshot: a response for each type with something the node lacks, and
     /// [`Event::Unchanged`] when its assignments did not change and it has answered everything.
-    pub fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DeltaDiscoveryResponse>) {
+    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DeltaDiscoveryResponse>) {
         let out: Vec<_> = Kind::ALL.into_iter().filter_map(|k| self.respond(k, snap)).collect();
         let events = if out.iter().all(|r| r.type_url != Kind::Endpoints.type_url())
             && self.holds_assignment()
@@ -112,69 +180,13 @@ impl Delta {
         (events, out)
     }
 
-    fn respond(&mut self, kind: Kind, snap: &Snapshot) -> Option<DeltaDiscoveryResponse> {
-        let t = &mut self.types[kind as usize];
-        if !t.started {
-            return None;
-        }
-        let all = snap.of(kind);
-        let mut resources = Vec::new();
-        let mut removed = Vec::new();
-        let wanted: BTreeSet<&String> =
-            if t.wildcard { all.keys().chain(t.names.iter()).collect() } else { t.names.iter().collect() };
-        for name in wanted {
-            match all.get(name) {
-                Some(r) if t.has.get(name) != Some(&r.version) => {
-                    t.has.insert(name.clone(), r.version.clone());
-                    t.absent.remove(name);
-                    resources.push(Resource {
-                        name: name.clone(),
-                        version: r.version.clone(),
-                        resource: Some(r.any.clone()),
-                        ..Default::default()
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    let held = t.has.remove(name).is_some();
-                    if (held || t.names.contains(name)) && t.absent.insert(name.clone()) {
-                        removed.push(name.clone());
-                    }
-                }
-            }
-        }
-        // Held under the wildcard but gone from the snapshot.
-        let gone: Vec<String> = t.has.keys().filter(|n| !all.contains_key(*n)).cloned().collect();
-        for n in gone {
-            t.has.remove(&n);
-            removed.push(n);
-        }
-        if resources.is_empty() && removed.is_empty() {
-            return None;
-        }
-        self.nonces += 1;
-        let nonce = self.nonces.to_string();
-        if t.outstanding.len() == OUTSTANDING {
-            t.outstanding.pop_front();
-        }
-        t.outstanding.push_back((nonce.clone(), snap.version));
-        Some(DeltaDiscoveryResponse {
-            system_version_info: snap.version.to_string(),
-            resources,
-            type_url: kind.type_url().to_string(),
-            removed_resources: removed,
-            nonce,
-            ..Default::default()
-        })
-    }
-
     /// Whether the node holds at least one assignment.
-    pub fn holds_assignment(&self) -> bool {
+    fn holds_assignment(&self) -> bool {
         !self.types[Kind::Endpoints as usize].has.is_empty()
     }
 
     /// Whether an assignment response is neither ACKed nor NACKed yet.
-    pub fn awaiting_assignment(&self) -> bool {
+    fn awaiting_assignment(&self) -> bool {
         !self.types[Kind::Endpoints as usize].outstanding.is_empty()
     }
 }

@@ -1,8 +1,34 @@
-//! What a stream's state machine reports (ACKs, NACKs, assignments that did not change) and
-//! the bounds every request is held to before anything is kept from it.
+//! What a stream's state machine is (one per ADS variant), what it reports (ACKs, NACKs,
+//! assignments that did not change) and the bounds every request is held to before anything is
+//! kept from it.
 
-use crate::resources::Kind;
+use crate::resources::{Kind, Snapshot};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::Status;
+
+/// One stream's state machine: requests and new snapshots in, responses and events out.
+pub trait Machine: Send + 'static {
+    /// The variant's request.
+    type Req: Send + 'static;
+    /// The variant's response.
+    type Resp: Send + 'static;
+    /// The node a request names.
+    fn node(req: &Self::Req) -> Option<&Node>;
+    /// A request: its ACK or NACK as events, and the response it calls for, if any.
+    fn request(
+        &mut self,
+        req: &Self::Req,
+        snap: &Snapshot,
+        limits: &Limits,
+    ) -> Result<(Vec<Event>, Option<Self::Resp>), Status>;
+    /// A new snapshot: what to push, and [`Event::Unchanged`] for a node whose assignments it
+    /// left alone while it holds every response it was sent.
+    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<Self::Resp>);
+    /// Whether the node holds at least one assignment (it then follows the weights).
+    fn holds_assignment(&self) -> bool;
+    /// Whether an assignment response is neither ACKed nor NACKed yet.
+    fn awaiting_assignment(&self) -> bool;
+}
 
 /// Something the controller must hear about a node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //!   `[[xds.clusters]]` entry, built once per table version.
 //! - [`sotw`]: the state-of-the-world stream state machine (subscriptions, nonces, ACK/NACK).
 //! - [`delta`]: the incremental stream state machine.
-//! - [`event`]: what the state machines report, and the bounds on requests.
+//! - [`event`]: the state machine trait, what the machines report, and the bounds on requests.
 //! - [`server`]: the ADS gRPC service that drives them and tells the controller.
 
 pub mod delta;

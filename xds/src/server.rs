@@ -4,14 +4,13 @@
 //! cut-over waits for every xDS node as it does for CellWeights gateways.
 
 use crate::delta::Delta;
-use crate::event::{Event, Limits, MAX_NODE_ID};
-use crate::resources::{Kind, Snapshot, Snapshots};
+use crate::event::{Event, Limits, MAX_NODE_ID, Machine};
+use crate::resources::{Kind, Snapshots};
 use crate::sotw::Sotw;
 use cellpilot_control::Controller;
 use cellpilot_control::gateways::GatewayId;
 use cellpilot_control::service::GatewayAuth;
 use cellpilot_core::auth::Authenticator;
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -26,72 +25,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-
-/// A variant's per-stream state machine.
-trait Machine: Send + 'static {
-    type Req: Send + 'static;
-    type Resp: Send + 'static;
-    fn node(req: &Self::Req) -> Option<&Node>;
-    fn request(
-        &mut self,
-        req: &Self::Req,
-        snap: &Snapshot,
-        limits: &Limits,
-    ) -> Result<(Vec<Event>, Vec<Self::Resp>), Status>;
-    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<Self::Resp>);
-    fn holds_assignment(&self) -> bool;
-    fn awaiting_assignment(&self) -> bool;
-}
-
-impl Machine for Sotw {
-    type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-    fn request(
-        &mut self,
-        req: &DiscoveryRequest,
-        snap: &Snapshot,
-        limits: &Limits,
-    ) -> Result<(Vec<Event>, Vec<DiscoveryResponse>), Status> {
-        Sotw::request(self, req, snap, limits).map(|(e, r)| (e, r.into_iter().collect()))
-    }
-    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DiscoveryResponse>) {
-        Sotw::snapshot(self, snap)
-    }
-    fn holds_assignment(&self) -> bool {
-        Sotw::holds_assignment(self)
-    }
-    fn awaiting_assignment(&self) -> bool {
-        Sotw::awaiting_assignment(self)
-    }
-}
-
-impl Machine for Delta {
-    type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
-    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-    fn request(
-        &mut self,
-        req: &DeltaDiscoveryRequest,
-        snap: &Snapshot,
-        limits: &Limits,
-    ) -> Result<(Vec<Event>, Vec<DeltaDiscoveryResponse>), Status> {
-        Delta::request(self, req, snap, limits).map(|(e, r)| (e, r.into_iter().collect()))
-    }
-    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DeltaDiscoveryResponse>) {
-        Delta::snapshot(self, snap)
-    }
-    fn holds_assignment(&self) -> bool {
-        Delta::holds_assignment(self)
-    }
-    fn awaiting_assignment(&self) -> bool {
-        Delta::awaiting_assignment(self)
-    }
-}
 
 /// The xDS management server.
 #[derive(Debug, Clone)]

@@ -2,8 +2,9 @@
 //! the latest response (its nonce and version) and what it held; requests and new snapshots
 //! in, responses and ACK/NACK events out. No I/O, so every rule is tested directly.
 
-use crate::event::{Event, Limits};
+use crate::event::{Event, Limits, Machine};
 use crate::resources::{Kind, Snapshot};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, BTreeSet};
 use tonic::Status;
@@ -35,10 +36,37 @@ impl Sotw {
         Self::default()
     }
 
+    /// The subscribed resources of `kind` that exist, under a new nonce.
+    fn respond(&mut self, kind: Kind, snap: &Snapshot) -> DiscoveryResponse {
+        self.nonces += 1;
+        let nonce = self.nonces.to_string();
+        let t = &mut self.types[kind as usize];
+        t.sent = wanted(t, snap, kind);
+        t.latest = Some((nonce.clone(), snap.version));
+        t.awaiting = true;
+        let all = snap.of(kind);
+        DiscoveryResponse {
+            version_info: snap.version.to_string(),
+            resources: t.sent.keys().filter_map(|n| all.get(n)).map(|r| r.any.clone()).collect(),
+            type_url: kind.type_url().to_string(),
+            nonce,
+            ..Default::default()
+        }
+    }
+}
+
+impl Machine for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
     /// A request: its ACK or NACK as events, and the response it calls for (the first request
     /// of a type, or a changed subscription). A request of a type not served, or answering a
     /// response other than the latest (stale nonce), changes nothing.
-    pub fn request(
+    fn request(
         &mut self,
         req: &DiscoveryRequest,
         snap: &Snapshot,
@@ -81,7 +109,7 @@ impl Sotw {
     /// A new snapshot: a response for each type whose subscribed resources changed, and for
     /// a node whose assignments did not change and that holds every response it was sent,
     /// [`Event::Unchanged`].
-    pub fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DiscoveryResponse>) {
+    fn snapshot(&mut self, snap: &Snapshot) -> (Vec<Event>, Vec<DiscoveryResponse>) {
         let mut out = Vec::new();
         for kind in Kind::ALL {
             let t = &self.types[kind as usize];
@@ -99,30 +127,13 @@ impl Sotw {
         (events, out)
     }
 
-    fn respond(&mut self, kind: Kind, snap: &Snapshot) -> DiscoveryResponse {
-        self.nonces += 1;
-        let nonce = self.nonces.to_string();
-        let t = &mut self.types[kind as usize];
-        t.sent = wanted(t, snap, kind);
-        t.latest = Some((nonce.clone(), snap.version));
-        t.awaiting = true;
-        let all = snap.of(kind);
-        DiscoveryResponse {
-            version_info: snap.version.to_string(),
-            resources: t.sent.keys().filter_map(|n| all.get(n)).map(|r| r.any.clone()).collect(),
-            type_url: kind.type_url().to_string(),
-            nonce,
-            ..Default::default()
-        }
-    }
-
     /// Whether the node holds at least one assignment (it then follows the weights).
-    pub fn holds_assignment(&self) -> bool {
+    fn holds_assignment(&self) -> bool {
         !self.types[Kind::Endpoints as usize].sent.is_empty()
     }
 
     /// Whether an assignment response is neither ACKed nor NACKed yet.
-    pub fn awaiting_assignment(&self) -> bool {
+    fn awaiting_assignment(&self) -> bool {
         let t = &self.types[Kind::Endpoints as usize];
         t.awaiting && !t.sent.is_empty()
     }
