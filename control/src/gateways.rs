@@ -186,11 +186,8 @@ impl Gateways {
     /// Records a NACK (its message cut to [`MAX_NACK_DETAIL`] bytes).
     pub fn nack(&mut self, id: &GatewayId, version: u64, error: &str, now_ms: i64) -> Result<(), Full> {
         let g = self.entry(id, now_ms)?;
-        let mut end = error.len().min(MAX_NACK_DETAIL);
-        while !error.is_char_boundary(end) {
-            end -= 1;
-        }
-        g.last_nack = Some(Nack { version, error: error[..end].to_string(), at_ms: now_ms });
+        g.last_nack =
+            Some(Nack { version, error: cellpilot_core::cut_str(error, MAX_NACK_DETAIL).to_string(), at_ms: now_ms });
         g.nacks += 1;
         Ok(())
     }

@@ -41,6 +41,15 @@ pub fn error_rate(errors: u64, requests: u64) -> f64 {
     if requests == 0 { 0.0 } else { errors as f64 / requests as f64 }
 }
 
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let end = (0..=max).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+    &s[..end]
+}
+
 /// The cell name used when no configured cell attribute is present.
 pub const UNKNOWN_CELL: &str = "unknown";
 /// The service name used when a resource carries no `service.name`.

@@ -34,7 +34,7 @@ impl<'a> Interner<'a> {
         if s.len() <= max {
             return (self.intern(s), false);
         }
-        let end = (0..=max).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        let end = cellpilot_core::cut_str(&s, max).len();
         let cut = match s {
             Cow::Borrowed(b) => Cow::Borrowed(&b[..end]),
             Cow::Owned(mut o) => {

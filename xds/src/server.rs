@@ -148,7 +148,9 @@ impl NodeGuard {
                 }
                 Event::Ack { .. } => Ok(()),
                 Event::Nack { kind, version, error } => {
-                    tracing::warn!(node = %self.id.id, type_url = kind.type_url(), version, %error, "xDS node refused a response (NACK)");
+                    // A client's text, logged no longer than it is kept.
+                    let detail = cellpilot_core::cut_str(&error, cellpilot_control::gateways::MAX_NACK_DETAIL);
+                    tracing::warn!(node = %self.id.id, type_url = kind.type_url(), version, error = %detail, "xDS node refused a response (NACK)");
                     self.controller.metrics().xds_nacks.inc();
                     self.controller.nack(&self.id, version, &error)
                 }
