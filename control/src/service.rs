@@ -183,6 +183,11 @@ impl Controller {
         self.table.borrow().clone()
     }
 
+    /// The published table's version.
+    pub fn version(&self) -> u64 {
+        self.table.borrow().version
+    }
+
     /// The published (state, weight) of `cell`; a cell not under control yet is active at its
     /// base weight.
     pub fn cell_weight(&self, cell: &str) -> (State, u32) {

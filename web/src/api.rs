@@ -280,7 +280,7 @@ pub async fn override_cell(
     let req = cellpilot_control::pin::PinRequest { cell, weight: b.weight, ttl, reason: b.reason };
     let max_name = state.config.ingest.max_attribute_length;
     let decisions = state.controller.pin(&req, max_name, who.actor(), state.clock.now_ms())?;
-    Ok(Json(serde_json::json!({ "version": state.controller.table().version, "decisions": decisions.len() })))
+    Ok(Json(serde_json::json!({ "version": state.controller.version(), "decisions": decisions.len() })))
 }
 
 /// `GET /api/v1/cutovers`: every cut-over, newest first (in-flight ones have null completion).

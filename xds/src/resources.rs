@@ -111,7 +111,7 @@ impl Snapshots {
 
     /// The snapshot of the published table.
     pub fn current(&self) -> Arc<Snapshot> {
-        let version = self.controller.subscribe().borrow().version;
+        let version = self.controller.version();
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = current.as_ref().filter(|s| s.version == version) {
             return s.clone();

@@ -138,7 +138,7 @@ fn localities(any_value: &[u8]) -> Vec<(String, u32, u32)> {
 fn pin(f: &Fixture, cell: &str, weight: Option<u32>) -> u64 {
     let req = PinRequest { cell: cell.into(), weight, ttl: None, reason: "test".into() };
     f.controller.pin(&req, 256, "test", now()).unwrap();
-    f.controller.table().version
+    f.controller.version()
 }
 
 fn now() -> i64 {

@@ -117,7 +117,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         .collect();
     let mut now = clock.now_ms();
     controller.evaluate(now, &healthy);
-    let version = controller.table().version;
+    let version = controller.version();
     // Cells entering at their base weight leave the assignment as it was: no xDS push.
     last_holder(&mut rx, WATCHERS, version, Instant::now()).await?;
     for i in 0..drains {
@@ -129,7 +129,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         let tick = Instant::now();
         let decided = controller.evaluate(now, &inputs);
         anyhow::ensure!(decided.iter().any(|d| d.new_weight == 0), "iteration {i} drained nothing");
-        let version = controller.table().version;
+        let version = controller.version();
         latencies.push(last_holder(&mut rx, WATCHERS, version, tick).await?);
         xds_latencies.push(last_holder(&mut xrx, NODES, version, tick).await?);
     }
