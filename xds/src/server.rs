@@ -55,12 +55,14 @@ impl XdsService {
         self
     }
 
-    /// As a tonic server behind the gateway-role interceptor.
+    /// As a tonic server behind the gateway-role interceptor, refusing requests over
+    /// [`MAX_REQUEST_BYTES`].
     pub fn into_server(
         self,
     ) -> tonic::service::interceptor::InterceptedService<AggregatedDiscoveryServiceServer<Self>, GatewayAuth> {
         let auth = GatewayAuth::new(self.auth.clone());
-        AggregatedDiscoveryServiceServer::with_interceptor(self, auth)
+        let server = AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES);
+        tonic::service::interceptor::InterceptedService::new(server, auth)
     }
 
     fn session<M: Machine>(&self, incoming: Streaming<M::Req>, machine: M) -> ResponseStream<M::Resp> {
@@ -79,6 +81,10 @@ impl XdsService {
         Box::pin(futures::stream::unfold(session, Session::next))
     }
 }
+
+/// Largest request decoded: 1,024 names of 1 KiB fit with room for an Envoy node's metadata
+/// and extension list (tens of KiB).
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -212,8 +218,11 @@ impl<M: Machine> Session<M> {
             match step {
                 Step::Stop | Step::Request(Ok(None)) | Step::Changed(false) => return None,
                 Step::Request(Err(status)) => {
-                    tracing::debug!(code = ?status.code(), "xDS stream ended by the client");
-                    return None;
+                    // A request that cannot be read (over the size limit, malformed) ends the
+                    // stream with the reason; a client that went away hears nothing anyway.
+                    tracing::debug!(code = ?status.code(), message = status.message(), "xDS request unreadable");
+                    self.done = true;
+                    return Some((Err(status), self));
                 }
                 Step::Request(Ok(Some(req))) => {
                     if let Err(status) = self.request(&req) {

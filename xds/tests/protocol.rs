@@ -321,6 +321,28 @@ async fn requests_over_the_bounds_are_refused() {
     r.node = node(&"n".repeat(257));
     s.send(r).await;
     assert_eq!(s.rx.message().await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // A request over the decode limit is refused before it is decoded.
+    let mut s = open_sotw(&f).await;
+    let mut r = sotw(Kind::Endpoints, &["checkout"], "", "");
+    r.node.as_mut().unwrap().user_agent_name = "x".repeat(cellpilot_xds::server::MAX_REQUEST_BYTES);
+    s.send(r).await;
+    let e = s.rx.message().await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
+    assert!(e.message().contains("too large"), "{}", e.message());
+    // Delta subscriptions add up: at most 1,024 per type on one stream.
+    let mut d = open_delta(&f).await;
+    let subscribe = |from: usize, to: usize| DeltaDiscoveryRequest {
+        node: node("n5"),
+        type_url: Kind::Endpoints.type_url().into(),
+        resource_names_subscribe: (from..to).map(|i| format!("c{i}")).collect(),
+        ..Default::default()
+    };
+    d.send(subscribe(0, 1000)).await;
+    assert_eq!(d.recv().await.removed_resources.len(), 1000, "none of them exist");
+    d.send(subscribe(1000, 1100)).await;
+    let e = d.rx.message().await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("more than 1024"), "{}", e.message());
 }
 
 #[tokio::test]
