@@ -2,12 +2,12 @@
 //! gRPC, one cell pushed to 20 % errors — the drained table arrives in time, the decision says
 //! why, and the API agrees.
 
-use crate::support::{Server, cell_batch, eventually, now_ns};
+use crate::support::{CellTraffic, Server, eventually, now_ns};
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::pb::{AckRequest, CellState, WatchWeightsRequest};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_cell_is_drained_and_gateways_hear_it() {
@@ -20,42 +20,21 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
         ("CELLPILOT_CONTROL__POLICY__LATENCY_ALPHA", "0"),
         ("CELLPILOT_CONTROL__QUIET_PERIOD", "1s"),
     ]);
-    let cells = ["c-1", "c-2", "c-bad"];
     let control = format!("http://{}", server.control);
     let mut client = CellWeightsClient::connect(control).await.unwrap();
     let mut watch = client.watch(WatchWeightsRequest { gateway_id: "gw-1".into() }).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert!(first.cells.is_empty(), "the current table arrives at once");
 
-    let failing = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    // Cleared when the gateway applies the drain: no request reaches c-bad after that.
-    let routed = Arc::new(AtomicBool::new(true));
-    let (http, f, s, r) = (server.http, failing.clone(), stop.clone(), routed.clone());
-    let sender = tokio::spawn(async move {
-        let client = reqwest::Client::new();
-        let mut seq = 0;
-        while !s.load(Ordering::Relaxed) {
-            seq += 1;
-            let live: Vec<&str> =
-                cells.iter().copied().filter(|c| *c != "c-bad" || r.load(Ordering::Relaxed)).collect();
-            let body = cell_batch(&live, "c-bad", f.load(Ordering::Relaxed), seq);
-            let _ = client
-                .post(format!("http://{http}/v1/traces"))
-                .header("content-type", "application/x-protobuf")
-                .body(body)
-                .send()
-                .await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    // c-bad is sent nothing once the gateway applies the drain.
+    let traffic = CellTraffic::start(server.http, &CELLS, "c-bad");
     // Healthy first, until every cell is in the table gateways receive.
     eventually(Duration::from_secs(15), "all three cells under control", || async {
         let w = server.get_json("/api/v1/weights").await;
         if w["cells"].as_array().is_some_and(|c| c.len() == 3) { Ok(()) } else { Err(w.to_string()) }
     })
     .await;
-    failing.store(true, Ordering::Relaxed);
+    traffic.set_failing(true);
     let errors_from = Instant::now();
     let drained = loop {
         let t = tokio::time::timeout(Duration::from_secs(15), watch.message())
@@ -80,7 +59,7 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
             .all(|c| c.state == CellState::Active as i32 && c.weight == 100)
     );
     // The gateway applies the table: c-bad gets no more requests from here on.
-    routed.store(false, Ordering::Relaxed);
+    traffic.set_routed(false);
     let last_sent = now_ns() / 1_000_000;
     client.ack(AckRequest { gateway_id: "gw-1".into(), version: drained.version, applied_at: None }).await.unwrap();
     // The other cells keep serving while the quiet period passes.
@@ -89,8 +68,7 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
         if c["cutovers"][0]["duration_ms"].is_i64() { Ok(c) } else { Err(c.to_string()) }
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    sender.await.unwrap();
+    traffic.stop().await;
     let c = &cutovers["cutovers"][0];
     assert_eq!((c["cell"].as_str(), c["source"].as_str()), (Some("c-bad"), Some("observed")), "{cutovers}");
     assert_eq!(c["decision_version"], drained.version);

@@ -248,6 +248,60 @@ pub(crate) fn kv(
     }
 }
 
+/// OTLP/HTTP traffic on `cells`, one [`cell_batch`] every 100 ms until [`CellTraffic::stop`]:
+/// `bad` fails 20 % of its spans while `failing` is set, and receives spans only while `routed`
+/// is (a gateway that applied its drain sends it nothing).
+pub(crate) struct CellTraffic {
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    routed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+impl CellTraffic {
+    /// Starts sending healthy traffic to `http`.
+    pub(crate) fn start(http: SocketAddr, cells: &'static [&'static str], bad: &'static str) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (failing, routed, stop) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+        let (f, r, s) = (failing.clone(), routed.clone(), stop.clone());
+        let sender = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut seq = 0;
+            while !s.load(Ordering::Relaxed) {
+                seq += 1;
+                let live: Vec<&str> =
+                    cells.iter().copied().filter(|c| *c != bad || r.load(Ordering::Relaxed)).collect();
+                let _ = client
+                    .post(format!("http://{http}/v1/traces"))
+                    .header("content-type", "application/x-protobuf")
+                    .body(cell_batch(&live, bad, f.load(Ordering::Relaxed), seq))
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { failing, routed, stop, sender }
+    }
+
+    /// `bad` starts (or stops) failing.
+    pub(crate) fn set_failing(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `bad` is (or is no longer) sent traffic.
+    pub(crate) fn set_routed(&self, on: bool) {
+        self.routed.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops sending and waits for the sender.
+    pub(crate) async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sender.await.expect("the traffic sender");
+    }
+}
+
 /// An OTLP/protobuf export of ten spans per cell ending now; `bad` fails 20 % of its spans
 /// when `failing` (which ones turns with `seq`).
 pub(crate) fn cell_batch(cells: &[&str], bad: &str, failing: bool, seq: u64) -> Vec<u8> {

@@ -3,13 +3,11 @@
 //! share of calls follows the weights, a policy drain stops every call to the failing cell within
 //! 1 s, the node's ACK is the cut-over's `applied_at`, and the ramp brings the cell back.
 
-use crate::support::{Server, cell_batch, eventually, now_ms};
+use crate::support::{CellTraffic, Server, eventually, now_ms};
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
@@ -173,26 +171,7 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
     acked(&server, v).await;
 
     // Traffic on the three cells; c-bad receives OTLP only while it is routed to.
-    let failing = Arc::new(AtomicBool::new(false));
-    let routed = Arc::new(AtomicBool::new(true));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (http, f, r, s) = (server.http, failing.clone(), routed.clone(), stop.clone());
-    let sender = tokio::spawn(async move {
-        let client = reqwest::Client::new();
-        let mut seq = 0;
-        while !s.load(Ordering::Relaxed) {
-            seq += 1;
-            let live: Vec<&str> =
-                CELLS.iter().copied().filter(|c| *c != "c-bad" || r.load(Ordering::Relaxed)).collect();
-            let _ = client
-                .post(format!("http://{http}/v1/traces"))
-                .header("content-type", "application/x-protobuf")
-                .body(cell_batch(&live, "c-bad", f.load(Ordering::Relaxed), seq))
-                .send()
-                .await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let traffic = CellTraffic::start(server.http, &CELLS, "c-bad");
     eventually(Duration::from_secs(15), "all three cells under control", || async {
         let w = server.get_json("/api/v1/weights").await;
         if w["cells"].as_array().is_some_and(|c| c.len() == 3) { Ok(()) } else { Err(w.to_string()) }
@@ -201,7 +180,7 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
 
     // c-bad fails; calls go on throughout.
     assert_eq!(client.command(json!({"cmd": "start"}))["ok"], true);
-    failing.store(true, Ordering::Relaxed);
+    traffic.set_failing(true);
     let drain = eventually(Duration::from_secs(20), "the policy drains c-bad", || async {
         let d = server.get_json("/api/v1/decisions").await;
         let found = d["decisions"]
@@ -213,7 +192,7 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
         found.ok_or_else(|| d.to_string())
     })
     .await;
-    routed.store(false, Ordering::Relaxed);
+    traffic.set_routed(false);
     let (decided_at, version) = (rfc3339_ms(&drain["decided_at"]), drain["version"].as_u64().unwrap());
     acked(&server, version).await;
     let n = node(&server).await;
@@ -262,7 +241,7 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
     );
 
     // Healthy again: the ramp brings c-bad back, 10 % first, then all of it.
-    failing.store(false, Ordering::Relaxed);
+    traffic.set_failing(false);
     let restoring = eventually(Duration::from_secs(15), "c-bad restoring", || async {
         match weight(&server, "c-bad").await {
             (state, w) if state == "restoring" && w == 10 => {
@@ -272,7 +251,7 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
         }
     })
     .await;
-    routed.store(true, Ordering::Relaxed);
+    traffic.set_routed(true);
     acked(&server, restoring).await;
     let shares = client.shares(300);
     assert!(shares["c-bad"] > 0.0 && shares["c-bad"] < 0.15, "10 % of a 100 weight beside two at 100: {shares:?}");
@@ -287,6 +266,5 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
     .await;
     acked(&server, active).await;
     assert_shares(&client.shares(600), &[("c-1", 1.0 / 3.0), ("c-2", 1.0 / 3.0), ("c-bad", 1.0 / 3.0)], 0.07);
-    stop.store(true, Ordering::Relaxed);
-    sender.await.unwrap();
+    traffic.stop().await;
 }
