@@ -104,8 +104,15 @@ enum Command {
     /// Write synthetic history straight into every storage tier of a data directory.
     Generate {
         /// Data directory (the server's `[storage] dir`).
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[arg(long, required_unless_present = "url")]
+        data_dir: Option<PathBuf>,
+        /// An object store instead (the server's `[storage] url`, `s3://bucket/prefix`); endpoint,
+        /// region and keys come from the `AWS_*` variables.
+        #[arg(long, conflicts_with = "data_dir")]
+        url: Option<String>,
+        /// The node the history is written as in the object store (`nodes/<node>/`).
+        #[arg(long, default_value = "history")]
+        node: String,
         /// Days of history (5-minute and hourly tiers).
         #[arg(long, default_value_t = 30)]
         days: u32,
@@ -227,7 +234,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
         Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
         Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
-        Command::Generate { data_dir, days, fine_hours, cells, services, routes, rps, incident, seed } => {
+        Command::Generate { data_dir, url, node, days, fine_hours, cells, services, routes, rps, incident, seed } => {
+            let storage = generate::storage(data_dir, url, &node)?;
             let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);
             let incidents = incident.iter().map(|i| generate::Incident::parse(i, now)).collect::<Result<_, _>>()?;
             let plan = generate::Plan {
@@ -239,7 +247,7 @@ fn main() -> anyhow::Result<()> {
                 fine_hours,
                 incidents,
                 seed,
-                ..generate::Plan::ending_before(data_dir, now)
+                ..generate::Plan::ending_before(storage, now)
             };
             let t = std::time::Instant::now();
             let g = generate::run(&plan)?;
@@ -250,7 +258,7 @@ fn main() -> anyhow::Result<()> {
                 g.five_min_rows,
                 g.hour_rows,
                 t.elapsed().as_secs_f64(),
-                plan.dir.display()
+                plan.storage.describe()
             );
             Ok(())
         }

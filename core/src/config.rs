@@ -42,6 +42,8 @@ pub struct Config {
     pub slo: Vec<SloConfig>,
     /// SLA gap attribution settings.
     pub dashboards: DashboardsConfig,
+    /// This node's identity and role when several share one object store.
+    pub cluster: ClusterConfig,
 }
 
 /// `[ingest]`
@@ -123,6 +125,20 @@ pub struct StorageConfig {
     pub retention_5m: Dur,
     /// Retention of the 1-hour tier.
     pub retention_1h: Dur,
+    /// Where closed windows' Parquet files go: empty for `dir` (this node alone), or
+    /// `s3://bucket/prefix` for an S3-compatible object store every node of a cluster shares
+    /// (each node writes under `nodes/<node_id>/`, every reader lists all of them). The WAL and
+    /// the control logs stay in `dir`.
+    pub url: String,
+    /// S3 endpoint for stores other than AWS, e.g. `http://127.0.0.1:9000`; empty for AWS or
+    /// `AWS_ENDPOINT`. A plain `http://` endpoint is allowed.
+    pub endpoint: String,
+    /// S3 region; empty for `AWS_REGION` (or `us-east-1`).
+    pub region: String,
+    /// S3 access key id; empty for `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// S3 secret access key; empty for `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
 }
 
 impl Default for StorageConfig {
@@ -134,6 +150,11 @@ impl Default for StorageConfig {
             retention_10s: Dur::hours(48),
             retention_5m: Dur::days(30),
             retention_1h: Dur::days(400),
+            url: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
         }
     }
 }
@@ -347,6 +368,87 @@ impl Default for XdsConfig {
     fn default() -> Self {
         Self { listen: "127.0.0.1:18000".into(), clusters: Vec::new() }
     }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster: its files live under `nodes/<node_id>/`. Empty
+    /// for the machine's host name. 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub node_id: String,
+    /// What this node does: `all` (everything, the single-node default), `ingest` (OTLP, WAL,
+    /// Parquet) or `query` (pages, API, SQL, CellWeights, xDS, alerts over every node's data).
+    pub role: NodeRole,
+    /// Internal listen address (Arrow Flight: open windows for query nodes).
+    pub listen: String,
+    /// Address other nodes reach this one at, written to its heartbeat; empty for `listen`.
+    pub advertise: String,
+    /// How long the control-loop leader's lease lasts without renewal; a node whose heartbeat
+    /// is older than this is gone.
+    pub lease_ttl: Dur,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            role: NodeRole::All,
+            listen: "127.0.0.1:50052".into(),
+            advertise: String::new(),
+            lease_ttl: Dur::secs(10),
+        }
+    }
+}
+
+/// `[cluster] role`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Ingest and query in one process.
+    All,
+    /// OTLP receivers, WAL and Parquet writer.
+    Ingest,
+    /// Pages, API, SQL, control loop (when leader) and alerts.
+    Query,
+}
+
+impl NodeRole {
+    /// Whether this node receives OTLP.
+    pub fn ingests(self) -> bool {
+        matches!(self, NodeRole::All | NodeRole::Ingest)
+    }
+
+    /// Whether this node serves reads, the control loop and alerts.
+    pub fn queries(self) -> bool {
+        matches!(self, NodeRole::All | NodeRole::Query)
+    }
+}
+
+impl ClusterConfig {
+    /// `node_id`, or the host name when empty.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default();
+        let host: String = host.trim().chars().filter(|c| valid_node_char(*c)).take(MAX_NODE_ID).collect();
+        if host.is_empty() { "node".into() } else { host }
+    }
+
+    /// `advertise`, or `listen` when empty.
+    pub fn advertise(&self) -> &str {
+        if self.advertise.is_empty() { &self.listen } else { &self.advertise }
+    }
+}
+
+/// Longest `[cluster] node_id`.
+pub const MAX_NODE_ID: usize = 64;
+
+fn valid_node_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 /// `[[xds.clusters]]`
@@ -630,6 +732,7 @@ impl Config {
             return bad("tls", "set both cert and key, or neither");
         }
         self.validate_xds()?;
+        self.validate_cluster()?;
         let mut names = std::collections::BTreeSet::new();
         for (n, s) in self.slo.iter().enumerate() {
             if s.name.is_empty() {
@@ -641,6 +744,35 @@ impl Config {
             if !(s.availability > 0.0 && s.availability < 1.0) {
                 return bad(&format!("slo[{n}].availability"), "must be between 0 and 1, e.g. 0.999");
             }
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::Config(format!("{key}: {why}")));
+        let (c, s) = (&self.cluster, &self.storage);
+        if !c.node_id.is_empty() && (c.node_id.len() > MAX_NODE_ID || !c.node_id.chars().all(valid_node_char)) {
+            return bad("cluster.node_id", &format!("must be 1..={MAX_NODE_ID} of A-Z a-z 0-9 . _ -"));
+        }
+        if c.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("cluster.listen", &format!("`{}` is not a socket address like 127.0.0.1:50052", c.listen));
+        }
+        if c.lease_ttl.0 < std::time::Duration::from_secs(1) {
+            return bad("cluster.lease_ttl", "must be at least 1s");
+        }
+        if !s.url.is_empty() {
+            let Some(rest) = s.url.strip_prefix("s3://") else {
+                return bad("storage.url", &format!("`{}` is not empty or s3://bucket[/prefix]", s.url));
+            };
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                return bad("storage.url", "names no bucket: use s3://bucket[/prefix]");
+            }
+        }
+        if c.role != NodeRole::All && s.url.is_empty() {
+            return bad(
+                "cluster.role",
+                "`ingest` and `query` nodes share their files through an object store: set [storage] url",
+            );
         }
         Ok(())
     }
@@ -739,6 +871,28 @@ mod tests {
         let msg =
             Config::from_parts(Some("[[slo]]\nname = \"a\"\navailability = 2.0\n"), no_env()).unwrap_err().to_string();
         assert!(msg.contains("slo[0].availability"), "{msg}");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        for (text, key) in [
+            ("[cluster]\nnode_id = \"a/b\"\n", "cluster.node_id"),
+            ("[cluster]\nrole = \"query\"\n", "cluster.role"),
+            ("[cluster]\nlease_ttl = \"10ms\"\n", "cluster.lease_ttl"),
+            ("[cluster]\nlisten = \"nowhere\"\n", "cluster.listen"),
+            ("[storage]\nurl = \"gs://b\"\n", "storage.url"),
+            ("[storage]\nurl = \"s3:///p\"\n", "storage.url"),
+        ] {
+            let msg = Config::from_parts(Some(text), no_env()).unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
+        let c = Config::from_parts(
+            Some("[storage]\nurl = \"s3://b/p\"\n[cluster]\nrole = \"ingest\"\nnode_id = \"i-1\"\n"),
+            no_env(),
+        )
+        .unwrap();
+        assert_eq!((c.cluster.node_id(), c.cluster.advertise()), ("i-1".to_string(), "127.0.0.1:50052"));
+        assert!(!Config::default().cluster.node_id().is_empty(), "the host name when unset");
     }
 
     #[test]

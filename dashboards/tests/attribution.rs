@@ -30,7 +30,7 @@ const T: i64 = 1_800_000_000_000;
 fn store() -> (tempfile::TempDir, RollupStore) {
     let dir = tempfile::tempdir().unwrap();
     let settings = StoreSettings {
-        dir: dir.path().to_path_buf(),
+        storage: std::sync::Arc::new(cellpilot_query::storage::Storage::local(dir.path())),
         fine_ms: 10_000,
         lateness_ms: 30_000,
         retention_ms: [i64::MAX / 4; 3],

@@ -20,6 +20,9 @@ pub enum Error {
     /// A file operation on the data directory failed (a full or failing disk, permissions).
     #[error(transparent)]
     File(#[from] cellpilot_core::fs::FileError),
+    /// An object-store request failed (unreachable, refused, throttled); the message names the key.
+    #[error("object store: {0}")]
+    Storage(String),
     /// Building or reading an Arrow batch failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

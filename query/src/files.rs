@@ -30,7 +30,11 @@ pub enum Table {
 }
 
 impl Table {
-    fn dir_name(self) -> &'static str {
+    /// Both tables.
+    pub const ALL: [Table; 2] = [Table::Rollups, Table::ErrorsByCause];
+
+    /// The directory (key segment) of this table's files.
+    pub fn dir_name(self) -> &'static str {
         match self {
             Table::Rollups => "rollups",
             Table::ErrorsByCause => "errors_by_cause",
@@ -66,14 +70,18 @@ pub fn list(root: &Path, table: Table, tier: Tier) -> Result<Vec<StoredFile>> {
     for entry in entries {
         let path = entry.map_err(|e| FileError::new("listing", &dir, e))?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(stem) = name.strip_suffix(".parquet") else { continue };
-        let Some((a, b)) = stem.split_once('-') else { continue };
-        if let (Ok(start_ms), Ok(end_ms)) = (a.parse(), b.parse()) {
+        if let Some((start_ms, end_ms)) = parse_name(name) {
             out.push(StoredFile { path, start_ms, end_ms });
         }
     }
     out.sort_by_key(|f| f.start_ms);
     Ok(out)
+}
+
+/// The span of a file named `<start_ms>-<end_ms>.parquet`.
+pub fn parse_name(name: &str) -> Option<(i64, i64)> {
+    let (a, b) = name.strip_suffix(".parquet")?.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 /// Moves a damaged file to `<root>/quarantine/`, keeping its name and tier directory.
@@ -100,12 +108,8 @@ pub fn write(
     let path = dir.join(format!("{start_ms}-{end_ms}.parquet"));
     let tmp = dir.join(format!(".{start_ms}-{end_ms}.parquet.tmp"));
     let io = |e: std::io::Error| FileError::new("writing", &tmp, e);
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())]))
-        .build();
     let file = File::create(&tmp).map_err(io)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
     writer.write(batch)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(io)?;
@@ -115,6 +119,27 @@ pub fn write(
         let _ = d.sync_all();
     }
     Ok(StoredFile { path, start_ms, end_ms })
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_key_value_metadata(Some(vec![KeyValue::new(VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())]))
+        .build()
+}
+
+/// `batch` as the bytes of a Parquet file (for an object store, which takes it whole).
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))?;
+    writer.write(batch)?;
+    Ok(writer.into_inner()?)
+}
+
+/// The rows of the Parquet file `bytes` (named `name` in errors), keeping only the columns in
+/// `projection`.
+pub fn decode(name: &str, bytes: bytes::Bytes, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
+    std::panic::catch_unwind(|| read_from(name, bytes, projection))
+        .unwrap_or_else(|_| Err(Error::Corrupt(format!("{name}: the Parquet reader panicked on this file"))))
 }
 
 /// Reads a file, keeping only the columns in `projection` (all when `None`).
@@ -127,8 +152,16 @@ pub fn read(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<Recor
 
 fn read_unguarded(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
     let f = File::open(&file.path).map_err(|e| FileError::new("opening", &file.path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| Error::Corrupt(format!("{}: {e}", file.path.display())))?;
+    read_from(&file.path.display().to_string(), f, projection)
+}
+
+fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
+    name: &str,
+    source: R,
+    projection: Option<&[usize]>,
+) -> Result<Vec<RecordBatch>> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(source).map_err(|e| Error::Corrupt(format!("{name}: {e}")))?;
     let version = builder
         .metadata()
         .file_metadata()
@@ -136,8 +169,7 @@ fn read_unguarded(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec
         .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY).and_then(|k| k.value.clone()));
     if version.as_deref() != Some(SCHEMA_VERSION) {
         return Err(Error::Internal(format!(
-            "{} has schema version {version:?}, this build reads {SCHEMA_VERSION}",
-            file.path.display()
+            "{name} has schema version {version:?}, this build reads {SCHEMA_VERSION}"
         )));
     }
     let builder = match projection {
@@ -148,9 +180,7 @@ fn read_unguarded(file: &StoredFile, projection: Option<&[usize]>) -> Result<Vec
         None => builder,
     };
     let reader = builder.with_batch_size(64 * 1024).build()?;
-    reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Corrupt(format!("{}: {e}", file.path.display())))
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::Corrupt(format!("{name}: {e}")))
 }
 
 /// Removes files of `table`/`tier` that end at or before `horizon_ms`.

@@ -6,6 +6,8 @@
 //! - [`cache`]: [`cache::ByteLru`], the byte-bounded cache of decoded files and derived values.
 //! - [`tier`]: the tiers (finest, 5 min, 1 h) and their buckets.
 //! - [`files`]: the Parquet files (atomic writes, schema version, retention).
+//! - [`storage`]: [`storage::Storage`], where the files are: the local directory or an
+//!   S3-compatible object store shared by every node.
 //! - [`rollup`]: merging rows into coarser windows.
 //! - [`sql`], [`table`], [`udf`]: read-only DataFusion SQL over every tier, with the
 //!   histogram functions `hdr_merge`, `hdr_quantile` and `latency_quantile`.
@@ -22,6 +24,7 @@ pub mod rollup;
 pub mod series;
 pub mod slo;
 pub mod sql;
+pub mod storage;
 pub mod store;
 pub mod table;
 pub mod tier;

@@ -153,6 +153,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Binds every listener, replays the WAL and starts every task; ready when this returns.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    if config.cluster.role != cellpilot_core::config::NodeRole::All {
+        anyhow::bail!(
+            "[cluster] role = {:?}: split ingest and query nodes are not served yet; run every node as \"all\" \
+             (nodes sharing [storage] url already answer each other's files)",
+            config.cluster.role
+        );
+    }
     let tls = crate::tls::load(&config.tls)?;
     let config = Arc::new(config);
     let clock: SharedClock = Arc::new(SystemClock);
@@ -297,6 +304,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let activity: Arc<dyn cellpilot_core::store::CellActivity> = Arc::new(aggregator.clone());
     tasks.spawn(async move {
         cellpilot_control::run::run(ctl, st, cfg, c, activity, stop.cancelled_owned()).await;
+        Ok(())
+    });
+
+    let stop = shutdown.clone();
+    let st = store.clone();
+    tasks.spawn(async move {
+        cellpilot_query::store::follow_others(st, stop.cancelled_owned()).await;
         Ok(())
     });
 

@@ -8,6 +8,7 @@ mod alerts;
 mod auth;
 mod bad_input;
 mod browser;
+mod cluster;
 mod control;
 mod demo;
 mod disk_full;

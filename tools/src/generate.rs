@@ -12,11 +12,13 @@ use cellpilot_core::latency::SparseHistogram;
 use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
 use cellpilot_query::files::{self, Table};
 use cellpilot_query::rollup;
+use cellpilot_query::storage::Storage;
 use cellpilot_query::tier::{DAY_MS, FIVE_MIN_MS, HOUR_MS, Tier};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// An error burst on one cell: `CELL@AGO+DURATION:RATE`, e.g. `cell-03@2h+10m:0.2`.
 #[derive(Debug, Clone)]
@@ -48,8 +50,8 @@ impl Incident {
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The data directory to write the tiers under.
-    pub dir: PathBuf,
+    /// Where to write the tiers.
+    pub storage: Arc<Storage>,
     /// Days of history.
     pub days: u32,
     /// Cells.
@@ -76,10 +78,10 @@ impl Plan {
     /// 30 days for 10 cells × 10 services × 10 routes at 1 request/s per series, the last 24 h
     /// in the finest tier, no incident, ending at the last complete 5-minute bucket a minute
     /// before `now_ms` (live ingest owns the windows from there on).
-    pub fn ending_before(dir: PathBuf, now_ms: i64) -> Self {
+    pub fn ending_before(storage: Arc<Storage>, now_ms: i64) -> Self {
         let end = now_ms - 60_000;
         Plan {
-            dir,
+            storage,
             days: 30,
             cells: 10,
             services: 10,
@@ -92,6 +94,16 @@ impl Plan {
             seed: 1,
         }
     }
+}
+
+/// Where `cellpilot generate` writes: the object store at `url` as `node` (endpoint, region
+/// and keys from the `AWS_*` variables), else the data directory.
+pub fn storage(data_dir: Option<PathBuf>, url: Option<String>, node: &str) -> anyhow::Result<Arc<Storage>> {
+    Ok(Arc::new(match (url, data_dir) {
+        (Some(url), _) => Storage::s3(&cellpilot_query::storage::S3Settings { url, ..Default::default() }, node)?,
+        (None, Some(dir)) => Storage::local(dir),
+        (None, None) => bail!("name --data-dir or --url"),
+    }))
 }
 
 /// Figures of a run.
@@ -265,10 +277,10 @@ fn draw(
 fn write(plan: &Plan, tier: Tier, start: i64, rows: &RecordBatch, errs: &RecordBatch) -> anyhow::Result<()> {
     let end = start + tier.bucket_ms();
     if rows.num_rows() > 0 {
-        files::write(&plan.dir, Table::Rollups, tier, start, end, rows)?;
+        plan.storage.write(Table::Rollups, tier, start, end, rows)?;
     }
     if errs.num_rows() > 0 {
-        files::write(&plan.dir, Table::ErrorsByCause, tier, start, end, errs)?;
+        plan.storage.write(Table::ErrorsByCause, tier, start, end, errs)?;
     }
     Ok(())
 }

@@ -6,8 +6,10 @@
 //! - [`loadgen`]: real OTLP through the OpenTelemetry SDK, with scripted incidents.
 //! - [`generate`]: synthetic history written straight into every Parquet tier.
 //! - [`bench`](mod@bench): `cellpilot bench ingest|query|control|web`.
+//! - [`s3`]: a local S3-compatible server for the cluster benchmark and tests.
 
 pub mod bench;
 pub mod demo;
 pub mod generate;
 pub mod loadgen;
+pub mod s3;

@@ -58,7 +58,7 @@ impl AppState {
         let s = &config.storage;
         let spec = cellpilot_core::window::WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
         let store = Arc::new(RollupStore::open(cellpilot_query::StoreSettings {
-            dir: s.dir.clone(),
+            storage: Arc::new(cellpilot_query::storage::Storage::from_config(s, &config.cluster.node_id())?),
             fine_ms: spec.width_ms,
             lateness_ms: spec.lateness_ms,
             retention_ms: [s.retention_10s, s.retention_5m, s.retention_1h].map(|d| d.as_millis_i64()),

@@ -63,13 +63,13 @@ impl RollupStore {
             }
             Ok(Some(arrow::compute::concat_batches(&files::schema(table), b)?))
         };
-        let dir = self.settings.dir.clone();
+        let storage = &self.settings.storage;
         let rollups_file = match concat(&rows, Table::Rollups)? {
-            Some(b) => Some(files::write(&dir, Table::Rollups, tier, start, end, &b)?),
+            Some(b) => Some(storage.write(Table::Rollups, tier, start, end, &b)?),
             None => None,
         };
         let errors_file = match concat(&errs, Table::ErrorsByCause)? {
-            Some(b) => Some(files::write(&dir, Table::ErrorsByCause, tier, start, end, &b)?),
+            Some(b) => Some(storage.write(Table::ErrorsByCause, tier, start, end, &b)?),
             None => None,
         };
         let coarse = tier.coarser().map(|c| -> Result<_> {
@@ -106,15 +106,12 @@ impl RollupStore {
                 t.rollups_files.retain(|f| f.end_ms > horizon);
                 t.errors_files.retain(|f| f.end_ms > horizon);
             }
+            let retention = self.settings.retention_ms;
+            state.remote.expire(|tier| now_ms - retention[idx(tier)]);
         }
-        for tier in Tier::ALL {
-            let horizon = now_ms - self.settings.retention_ms[idx(tier)];
-            for table in [Table::Rollups, Table::ErrorsByCause] {
-                let n = files::expire(&self.settings.dir, table, tier, horizon)?;
-                if n > 0 {
-                    tracing::info!(tier = %tier, files = n, "expired by retention");
-                }
-            }
+        let n = self.settings.storage.expire(|tier| now_ms - self.settings.retention_ms[idx(tier)])?;
+        if n > 0 {
+            tracing::info!(files = n, "expired by retention");
         }
         Ok(())
     }

@@ -9,24 +9,27 @@
 //! the write path (closed windows in, buckets to Parquet, retention).
 
 mod flush;
+mod remote;
 
 use crate::cache::ByteLru;
-use crate::files::{self, StoredFile, Table};
+use crate::files::{StoredFile, Table};
 use crate::rollup;
+use crate::storage::Storage;
 use crate::tier::Tier;
 use crate::{Error, Result};
 use arrow::array::{BooleanArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::store::{OpenWindowSource, WindowBatches};
+use remote::{Remote, Source};
 use std::any::Any;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Store settings.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// Data directory.
-    pub dir: PathBuf,
+    /// Where the files are.
+    pub storage: Arc<Storage>,
     /// Width of the finest window.
     pub fine_ms: i64,
     /// `allowed_lateness`: a bucket is complete once its end plus this has passed.
@@ -35,19 +38,34 @@ pub struct StoreSettings {
     pub retention_ms: [i64; 3],
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TierState {
     rollups_files: Vec<StoredFile>,
     errors_files: Vec<StoredFile>,
     pending_rollups: Vec<RecordBatch>,
     pending_errors: Vec<RecordBatch>,
-    /// Everything before this is in files (or was empty).
+    /// Everything this node wrote before this is in files (or was empty).
     persisted_until: i64,
+}
+
+impl Default for TierState {
+    fn default() -> Self {
+        TierState {
+            rollups_files: Vec::new(),
+            errors_files: Vec::new(),
+            pending_rollups: Vec::new(),
+            pending_errors: Vec::new(),
+            persisted_until: i64::MIN,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// This node's files and rows.
     tiers: [TierState; 3],
+    /// Other nodes' files (an object store shared by a cluster), as last listed.
+    remote: Remote,
     last_expiry_ms: i64,
 }
 
@@ -142,13 +160,18 @@ impl RollupStore {
     /// coarse rows of the current hour and day from the finer files.
     pub fn open(settings: StoreSettings) -> Result<Self> {
         let mut state = State::default();
-        for tier in Tier::ALL {
-            let t = &mut state.tiers[idx(tier)];
-            t.rollups_files = files::list(&settings.dir, Table::Rollups, tier)?;
-            t.errors_files = files::list(&settings.dir, Table::ErrorsByCause, tier)?;
-            t.persisted_until =
-                t.rollups_files.iter().chain(&t.errors_files).map(|f| f.end_ms).max().unwrap_or(i64::MIN);
+        let storage = &settings.storage;
+        let (own, others): (Vec<_>, Vec<_>) = storage.list_all()?.into_iter().partition(|l| storage.is_own(l));
+        for l in own {
+            let t = &mut state.tiers[idx(l.tier)];
+            t.persisted_until = t.persisted_until.max(l.file.end_ms);
+            match l.table {
+                Table::Rollups => t.rollups_files.push(l.file),
+                Table::ErrorsByCause => t.errors_files.push(l.file),
+            }
         }
+        state.remote =
+            Remote::from_listing(others.into_iter().map(|l| (l.node.unwrap_or_default(), l.table, l.tier, l.file)));
         // Coarse rows of buckets whose own file is not written yet come from the finer files.
         for tier in [Tier::Fine, Tier::FiveMin] {
             let Some(coarse) = tier.coarser() else { continue };
@@ -158,7 +181,7 @@ impl RollupStore {
             let read = |fs: &[StoredFile]| -> Result<(Vec<RecordBatch>, Vec<StoredFile>)> {
                 let (mut out, mut damaged) = (Vec::new(), Vec::new());
                 for f in fs.iter().filter(|f| f.start_ms >= from) {
-                    match files::read(f, None) {
+                    match storage.read(f, None) {
                         Ok(b) => out.extend(b),
                         Err(Error::Corrupt(why)) => {
                             tracing::error!(%why, "damaged Parquet file moved to quarantine");
@@ -171,7 +194,7 @@ impl RollupStore {
             };
             let ((r, bad_r), (e, bad_e)) = (read(&fine.rollups_files)?, read(&fine.errors_files)?);
             for f in bad_r.iter().chain(&bad_e) {
-                files::quarantine(&settings.dir, f)?;
+                storage.quarantine(f)?;
             }
             let t = &mut state.tiers[idx(tier)];
             t.rollups_files.retain(|f| !bad_r.iter().any(|b| b.path == f.path));
@@ -192,9 +215,9 @@ impl RollupStore {
         })
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.settings.dir
+    /// Where the files are.
+    pub fn storage(&self) -> &Storage {
+        &self.settings.storage
     }
 
     /// Width of the finest window.
@@ -231,13 +254,14 @@ impl RollupStore {
         let width = tier.width_ms(self.settings.fine_ms);
         let (file_list, memory) = self.sources(table, tier, from_ms, to_ms)?;
         let mut out = project(overlapping(memory, width, from_ms, to_ms)?, projection)?;
-        for f in &file_list {
-            let batches = self.decoded(f)?;
-            // A file wholly inside the range needs no row filter.
-            let rows = if self.wholly_inside(f, width, from_ms, to_ms) {
-                batches.as_ref().clone()
+        for Source { file: f, tier: of } in &file_list {
+            let rows = if *of != tier {
+                self.rolled_up(f, table, tier, from_ms, to_ms)?
+            } else if self.wholly_inside(f, width, from_ms, to_ms) {
+                // A file wholly inside the range needs no row filter.
+                self.decoded(f)?.as_ref().clone()
             } else {
-                overlapping(batches.as_ref().clone(), width, from_ms, to_ms)?
+                overlapping(self.decoded(f)?.as_ref().clone(), width, from_ms, to_ms)?
             };
             out.extend(project(rows, projection)?);
         }
@@ -260,7 +284,11 @@ impl RollupStore {
         let width = tier.width_ms(self.settings.fine_ms);
         let (file_list, memory) = self.sources(table, tier, from_ms, to_ms)?;
         let mut out = vec![Piece::Rows(overlapping(memory, width, from_ms, to_ms)?)];
-        for f in &file_list {
+        for Source { file: f, tier: of } in &file_list {
+            if *of != tier {
+                out.push(Piece::Rows(self.rolled_up(f, table, tier, from_ms, to_ms)?));
+                continue;
+            }
             if !self.wholly_inside(f, width, from_ms, to_ms) {
                 out.push(Piece::Rows(overlapping(self.decoded(f)?.as_ref().clone(), width, from_ms, to_ms)?));
                 continue;
@@ -282,23 +310,60 @@ impl RollupStore {
         Ok(out)
     }
 
-    /// The files of `table`/`tier` overlapping `[from_ms, to_ms)` and the memory rows.
-    fn sources(
-        &self,
-        table: Table,
-        tier: Tier,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<(Vec<StoredFile>, Vec<RecordBatch>)> {
+    /// The files answering `table`/`tier` over `[from_ms, to_ms)` (this node's, then other
+    /// nodes') and the memory rows.
+    fn sources(&self, table: Table, tier: Tier, from_ms: i64, to_ms: i64) -> Result<(Vec<Source>, Vec<RecordBatch>)> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let t = &state.tiers[idx(tier)];
         let fs = match table {
             Table::Rollups => &t.rollups_files,
             Table::ErrorsByCause => &t.errors_files,
         };
-        let file_list: Vec<StoredFile> =
-            fs.iter().filter(|f| f.start_ms < to_ms && f.end_ms > from_ms).cloned().collect();
+        let mut file_list: Vec<Source> = fs
+            .iter()
+            .filter(|f| f.start_ms < to_ms && f.end_ms > from_ms)
+            .map(|f| Source { file: f.clone(), tier })
+            .collect();
+        file_list.extend(state.remote.sources(table, tier, from_ms, to_ms));
         Ok((file_list, self.memory_rows(&state, table, tier, from_ms, to_ms)?))
+    }
+
+    /// The rows of `f`, a file of a finer tier than `tier`, rolled up to `tier`'s windows and
+    /// cut to those overlapping `[from_ms, to_ms)`.
+    fn rolled_up(
+        &self,
+        f: &StoredFile,
+        table: Table,
+        tier: Tier,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let w = tier.width_ms(self.settings.fine_ms);
+        let rows = self.decoded(f)?;
+        let up = match table {
+            Table::Rollups => rollup::rollups(&rows, w)?,
+            Table::ErrorsByCause => rollup::errors_by_cause(&rows, w)?,
+        };
+        overlapping(up.into_iter().collect(), w, from_ms, to_ms)
+    }
+
+    /// Lists the store again for other nodes' files (a query node sees what ingest nodes
+    /// wrote since); this node's own index is kept. Returns (nodes, files) seen.
+    pub fn refresh(&self) -> Result<(usize, usize)> {
+        let storage = &self.settings.storage;
+        if storage.is_local() {
+            return Ok((0, 0));
+        }
+        let others = storage.list_all()?.into_iter().filter(|l| !storage.is_own(l));
+        let mut remote = Remote::from_listing(others.map(|l| (l.node.unwrap_or_default(), l.table, l.tier, l.file)));
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.last_expiry_ms > 0 {
+            let now = state.last_expiry_ms;
+            remote.expire(|tier| now - self.settings.retention_ms[idx(tier)]);
+        }
+        let counts = remote.counts();
+        state.remote = remote;
+        Ok(counts)
     }
 
     /// Whether every window of `f` overlaps `[from_ms, to_ms)`.
@@ -311,7 +376,7 @@ impl RollupStore {
         let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&f.path);
         Ok(match cached {
             Some(b) => b,
-            None => match files::read(f, None) {
+            None => match self.settings.storage.read(f, None) {
                 Ok(b) => {
                     let b = Arc::new(b);
                     let bytes = b.iter().map(RecordBatch::get_array_memory_size).sum();
@@ -331,7 +396,7 @@ impl RollupStore {
 
     /// Moves a damaged file aside and out of the index.
     fn forget_damaged(&self, f: &StoredFile) {
-        if let Err(e) = files::quarantine(&self.settings.dir, f) {
+        if let Err(e) = self.settings.storage.quarantine(f) {
             tracing::error!(error = %e, "moving a damaged Parquet file to quarantine failed");
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -339,6 +404,7 @@ impl RollupStore {
             t.rollups_files.retain(|x| x.path != f.path);
             t.errors_files.retain(|x| x.path != f.path);
         }
+        state.remote.forget(f);
     }
 
     /// Memory rows of `tier`: its pending rows plus finer memory rows rolled up on the fly.
@@ -402,6 +468,32 @@ impl RollupStore {
                 out.extend(up(&five, Tier::Hour)?);
                 Ok(out)
             }
+        }
+    }
+}
+
+/// How often a node of a cluster lists the object store for other nodes' new files.
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lists other nodes' files every [`REFRESH_EVERY`] until `stop` resolves (nothing to do on
+/// local disk). A failed listing keeps the last one and is logged; the next one retries.
+pub async fn follow_others(store: Arc<RollupStore>, stop: impl Future<Output = ()>) {
+    if store.storage().is_local() {
+        return stop.await;
+    }
+    let mut stop = std::pin::pin!(stop);
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.refresh()).await {
+            Ok(Ok((nodes, files))) => tracing::debug!(nodes, files, "other nodes' files listed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "listing other nodes' files; keeping the last listing"),
+            Err(e) => tracing::warn!(error = %e, "listing other nodes' files did not finish"),
         }
     }
 }

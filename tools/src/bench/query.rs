@@ -86,13 +86,13 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let plan = Plan {
         incidents: vec![generate::Incident::parse("cell-03@6h+20m:0.2", now)?],
         seed: 11,
-        ..Plan::ending_before(dir.path().to_path_buf(), now)
+        ..Plan::ending_before(Arc::new(cellpilot_query::storage::Storage::local(dir.path())), now)
     };
     let t = Instant::now();
     let g = generate::run(&plan)?;
     let generate_s = t.elapsed().as_secs_f64();
     let store = RollupStore::open(StoreSettings {
-        dir: dir.path().to_path_buf(),
+        storage: plan.storage.clone(),
         fine_ms: 10_000,
         lateness_ms: 30_000,
         retention_ms: [48 * HOUR_MS, 30 * DAY_MS, 400 * DAY_MS],

@@ -32,7 +32,7 @@ async fn measure(json: bool, runs: usize) -> anyhow::Result<()> {
         rps: 5.0,
         incidents: vec![generate::Incident::parse("cell-07@3h+15m:0.3", now)?],
         seed: 5,
-        ..Plan::ending_before(dir.path().to_path_buf(), now)
+        ..Plan::ending_before(Arc::new(cellpilot_query::storage::Storage::local(dir.path())), now)
     };
     generate::run(&plan)?;
     let mut config = Config::default();
@@ -46,7 +46,7 @@ async fn measure(json: bool, runs: usize) -> anyhow::Result<()> {
         selector: Default::default(),
     });
     let store = Arc::new(RollupStore::open(StoreSettings {
-        dir: dir.path().to_path_buf(),
+        storage: plan.storage.clone(),
         fine_ms: 10_000,
         lateness_ms: 30_000,
         retention_ms: [48 * HOUR_MS, 30 * DAY_MS, 400 * DAY_MS],
