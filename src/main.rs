@@ -188,6 +188,7 @@ enum BenchWhat {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    cellpilot_server::install_crypto_provider();
     // Servers narrate at info; one-shot tools only speak up when something is wrong.
     let default = match cli.command {
         Command::Serve { .. } | Command::Demo { .. } => "info",

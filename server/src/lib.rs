@@ -10,3 +10,5 @@
 mod listen;
 pub mod serve;
 mod tls;
+
+pub use tls::install_crypto_provider;

@@ -31,8 +31,17 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+/// Makes aws-lc-rs the process's rustls provider. Two providers are linked (the object-store
+/// client's HTTP stack brings ring), and rustls then refuses to pick one for the configs that
+/// ask for the default (tonic's TLS listeners and clients); call before building any of them.
+pub fn install_crypto_provider() {
+    // An error means one is installed already: the first choice stands.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// Reads `[tls]`; `None` when it is not set. Errors name the file and what is wrong with it.
 pub(crate) fn load(cfg: &TlsConfig) -> anyhow::Result<Option<Tls>> {
+    install_crypto_provider();
     if cfg.cert.is_empty() && cfg.key.is_empty() {
         return Ok(None);
     }

@@ -25,6 +25,8 @@ fn self_signed(dir: &Path) -> (String, PathBuf, PathBuf) {
 }
 
 async fn grpc_channel(addr: SocketAddr, ca_pem: &str) -> Channel {
+    // This process links two rustls providers too (see the server's own call).
+    cellpilot_server::install_crypto_provider();
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
     Channel::from_shared(format!("https://localhost:{}", addr.port()))
         .unwrap()

@@ -88,6 +88,24 @@ pub enum Piece<T> {
     Derived(Arc<T>),
 }
 
+/// What one node holds that is in no file yet: its open windows and the closed finest rows of
+/// buckets not written, as of the end of its files.
+#[derive(Debug, Clone)]
+pub struct Unwritten {
+    /// The node.
+    pub node: String,
+    /// End of its last finest-tier file (`i64::MIN` when none): its rows before this are in files.
+    pub persisted_until: i64,
+    /// Finest-tier rows.
+    pub rows: Vec<RecordBatch>,
+}
+
+/// The other nodes of a cluster, asked for their [`Unwritten`] rows at each scan.
+pub trait OtherNodes: Send + Sync + std::fmt::Debug {
+    /// Every live node's unwritten rows of `table` with windows starting in `[from_ms, to_ms)`.
+    fn unwritten(&self, table: Table, from_ms: i64, to_ms: i64) -> Result<Vec<Unwritten>>;
+}
+
 /// Closed windows (files + pending) and open windows (ingest).
 #[derive(Debug)]
 pub struct RollupStore {
@@ -96,6 +114,8 @@ pub struct RollupStore {
     memo: Mutex<Memo>,
     state: RwLock<State>,
     open: RwLock<Option<Arc<dyn OpenWindowSource>>>,
+    /// Where other nodes' rows not yet in any file come from (a query node of a cluster).
+    others: RwLock<Option<Arc<dyn OtherNodes>>>,
     /// Serializes flushes (the closer is the only writer, but tests may call directly).
     flush: Mutex<()>,
 }
@@ -211,6 +231,7 @@ impl RollupStore {
             memo: Mutex::new(Memo::new(MEMO_BYTES)),
             state: RwLock::new(state),
             open: RwLock::new(None),
+            others: RwLock::new(None),
             flush: Mutex::new(()),
         })
     }
@@ -233,6 +254,38 @@ impl RollupStore {
     /// Where open windows are read from.
     pub fn set_open_source(&self, source: Arc<dyn OpenWindowSource>) {
         *self.open.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// Where other nodes' unwritten rows are read from.
+    pub fn set_other_nodes(&self, others: Arc<dyn OtherNodes>) {
+        *self.others.write().unwrap_or_else(|e| e.into_inner()) = Some(others);
+    }
+
+    /// This node's rows of `table` in no file yet (pending finest rows and open windows) whose
+    /// windows start in `[from_ms, to_ms)`, and the end of its finest files, read together so
+    /// that a bucket being written is in exactly one of them.
+    pub fn unwritten(&self, table: Table, from_ms: i64, to_ms: i64) -> Result<(i64, Vec<RecordBatch>)> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let t = &state.tiers[0];
+        let pending = match table {
+            Table::Rollups => &t.pending_rollups,
+            Table::ErrorsByCause => &t.pending_errors,
+        };
+        let mut rows = split(pending, from_ms, to_ms)?.0;
+        rows.extend(self.open_rows(table, from_ms, to_ms)?);
+        Ok((t.persisted_until, rows))
+    }
+
+    /// Open windows of `table` starting in `[from_ms, to_ms)`, if ingest is attached.
+    fn open_rows(&self, table: Table, from_ms: i64, to_ms: i64) -> Result<Option<RecordBatch>> {
+        let open = self.open.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(open) = open else { return Ok(None) };
+        let WindowBatches { rollups, errors_by_cause } = open.open_windows(from_ms, to_ms)?;
+        let b = match table {
+            Table::Rollups => rollups,
+            Table::ErrorsByCause => errors_by_cause,
+        };
+        Ok((b.num_rows() > 0).then_some(b))
     }
 
     /// End of the last finest-tier bucket in Parquet: windows before it are durable.
@@ -311,21 +364,55 @@ impl RollupStore {
     }
 
     /// The files answering `table`/`tier` over `[from_ms, to_ms)` (this node's, then other
-    /// nodes') and the memory rows.
+    /// nodes') and the memory rows (this node's, then other nodes' unwritten ones).
     fn sources(&self, table: Table, tier: Tier, from_ms: i64, to_ms: i64) -> Result<(Vec<Source>, Vec<RecordBatch>)> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let t = &state.tiers[idx(tier)];
-        let fs = match table {
-            Table::Rollups => &t.rollups_files,
-            Table::ErrorsByCause => &t.errors_files,
+        let (lo, hi) = self.fine_span(tier, from_ms, to_ms);
+        let others = self.others.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let fetched = match others {
+            Some(o) => o.unwritten(table, lo, hi)?,
+            None => Vec::new(),
         };
-        let mut file_list: Vec<Source> = fs
-            .iter()
-            .filter(|f| f.start_ms < to_ms && f.end_ms > from_ms)
-            .map(|f| Source { file: f.clone(), tier })
-            .collect();
-        file_list.extend(state.remote.sources(table, tier, from_ms, to_ms));
-        Ok((file_list, self.memory_rows(&state, table, tier, from_ms, to_ms)?))
+        let mut relisted = false;
+        loop {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            // A node that wrote a bucket after the last listing has rows in neither place: list again.
+            let behind = fetched.iter().any(|u| u.persisted_until > state.remote.fine_until(&u.node));
+            if behind && !relisted {
+                drop(state);
+                self.refresh()?;
+                relisted = true;
+                continue;
+            }
+            // Rows of buckets the listing already has as files (written since the fetch) are not counted twice.
+            let mut extra = Vec::new();
+            for u in &fetched {
+                extra.extend(split(&u.rows, state.remote.fine_until(&u.node), i64::MAX)?.0);
+            }
+            let t = &state.tiers[idx(tier)];
+            let fs = match table {
+                Table::Rollups => &t.rollups_files,
+                Table::ErrorsByCause => &t.errors_files,
+            };
+            let mut file_list: Vec<Source> = fs
+                .iter()
+                .filter(|f| f.start_ms < to_ms && f.end_ms > from_ms)
+                .map(|f| Source { file: f.clone(), tier })
+                .collect();
+            file_list.extend(state.remote.sources(table, tier, from_ms, to_ms));
+            return Ok((file_list, self.memory_rows(&state, table, tier, (lo, hi), extra)?));
+        }
+    }
+
+    /// The span of finest windows whose rows, rolled up, answer `tier` over `[from_ms, to_ms)`:
+    /// whole buckets of the tier.
+    fn fine_span(&self, tier: Tier, from_ms: i64, to_ms: i64) -> (i64, i64) {
+        let w = tier.width_ms(self.settings.fine_ms);
+        let up_to = to_ms.saturating_add(w - 1);
+        if tier == Tier::Fine {
+            (from_ms, to_ms)
+        } else {
+            (from_ms - from_ms.rem_euclid(w), up_to - up_to.rem_euclid(w))
+        }
     }
 
     /// The rows of `f`, a file of a finer tier than `tier`, rolled up to `tier`'s windows and
@@ -407,24 +494,17 @@ impl RollupStore {
         state.remote.forget(f);
     }
 
-    /// Memory rows of `tier`: its pending rows plus finer memory rows rolled up on the fly.
+    /// Memory rows of `tier`: its pending rows plus finer memory rows (this node's and `others`,
+    /// finest rows of other nodes) rolled up on the fly. Finer rows are rolled up whole buckets at
+    /// a time: only those of the tier's buckets overlapping the range, `[lo, hi)`, are needed.
     fn memory_rows(
         &self,
         state: &State,
         table: Table,
         tier: Tier,
-        from_ms: i64,
-        to_ms: i64,
+        (lo, hi): (i64, i64),
+        others: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
-        // Finer rows are rolled up whole buckets at a time: only those of the tier's buckets
-        // overlapping the range are needed.
-        let w = tier.width_ms(self.settings.fine_ms);
-        let up_to = to_ms.saturating_add(w - 1);
-        let (lo, hi) = if tier == Tier::Fine {
-            (from_ms, to_ms)
-        } else {
-            (from_ms - from_ms.rem_euclid(w), up_to - up_to.rem_euclid(w))
-        };
         let pending = |t: Tier| -> Result<Vec<RecordBatch>> {
             let s = &state.tiers[idx(t)];
             let rows = match table {
@@ -433,18 +513,9 @@ impl RollupStore {
             };
             if t == tier { Ok(rows.clone()) } else { Ok(split(rows, lo, hi)?.0) }
         };
-        let open = self.open.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut fine = pending(Tier::Fine)?;
-        if let Some(open) = open {
-            let WindowBatches { rollups, errors_by_cause } = open.open_windows(lo, hi)?;
-            let b = match table {
-                Table::Rollups => rollups,
-                Table::ErrorsByCause => errors_by_cause,
-            };
-            if b.num_rows() > 0 {
-                fine.push(b);
-            }
-        }
+        fine.extend(self.open_rows(table, lo, hi)?);
+        fine.extend(others);
         let up = |rows: &[RecordBatch], t: Tier| -> Result<Vec<RecordBatch>> {
             let w = t.width_ms(self.settings.fine_ms);
             Ok(match table {

@@ -69,6 +69,11 @@ impl Remote {
         Remote { nodes }
     }
 
+    /// End of `node`'s last finest-tier file as listed (`i64::MIN` when none).
+    pub(super) fn fine_until(&self, node: &str) -> i64 {
+        self.nodes.get(node).map_or(i64::MIN, |t| t[0].until)
+    }
+
     /// How many nodes and files it holds.
     pub(super) fn counts(&self) -> (usize, usize) {
         let files = self.nodes.values().flatten().map(|t| t.rollups.len() + t.errors.len()).sum();
