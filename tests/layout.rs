@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-const CRATES: [&str; 10] =
-    ["core", "ingest", "query", "control", "alerts", "dashboards", "web", "server", "tools", "xds"];
+const CRATES: [&str; 11] =
+    ["core", "ingest", "query", "control", "alerts", "dashboards", "web", "server", "tools", "xds", "cluster"];
 
 /// What each library crate may depend on (normal dependencies; tests may use more).
-const ALLOWED: [(&str, &[&str]); 10] = [
+const ALLOWED: [(&str, &[&str]); 11] = [
     ("core", &[]),
     ("ingest", &["core"]),
     ("query", &["core"]),
@@ -15,8 +15,9 @@ const ALLOWED: [(&str, &[&str]); 10] = [
     ("alerts", &["core", "query"]),
     ("dashboards", &["core", "query"]),
     ("xds", &["core", "control"]),
+    ("cluster", &["core", "query"]),
     ("web", &["core", "query", "control", "alerts", "dashboards"]),
-    ("server", &["core", "ingest", "query", "control", "alerts", "dashboards", "web", "xds"]),
+    ("server", &["core", "ingest", "query", "control", "alerts", "dashboards", "web", "xds", "cluster"]),
     ("tools", &["core", "ingest", "query", "control", "web", "server", "xds"]),
 ];
 

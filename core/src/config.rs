@@ -387,6 +387,9 @@ pub struct ClusterConfig {
     /// How long the control-loop leader's lease lasts without renewal; a node whose heartbeat
     /// is older than this is gone.
     pub lease_ttl: Dur,
+    /// Secret this node presents to other nodes' internal listener (one of their `[auth]`
+    /// tokens with role `read`); empty when `[auth]` has no tokens.
+    pub token: String,
 }
 
 impl Default for ClusterConfig {
@@ -397,6 +400,7 @@ impl Default for ClusterConfig {
             listen: "127.0.0.1:50052".into(),
             advertise: String::new(),
             lease_ttl: Dur::secs(10),
+            token: String::new(),
         }
     }
 }

@@ -305,6 +305,15 @@ impl Storage {
         }
     }
 
+    /// The object store and the prefix everything lives under, when files are in one (for the
+    /// cluster's own objects: heartbeats, the lease).
+    pub fn shared(&self) -> Option<(Arc<dyn ObjectStore>, &str)> {
+        match &self.backend {
+            Backend::Local { .. } => None,
+            Backend::Object(o) => Some((o.store.clone(), &o.prefix)),
+        }
+    }
+
     /// The local data directory, when files are on local disk.
     pub fn local_root(&self) -> Option<&Path> {
         match &self.backend {

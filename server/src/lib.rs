@@ -4,9 +4,11 @@
 //! # Layout
 //! - [`serve`]: [`serve::start`] (every listener bound and ready when it returns) and
 //!   [`serve::serve`] (until SIGINT/SIGTERM).
+//! - `cluster`: joining the nodes that share an object store (heartbeat, Flight, peers).
 //! - `listen`: the HTTP listeners with the `[transport]` limits and lingering closes.
 //! - `tls`: `[tls]` certificates for the HTTP and gRPC listeners.
 
+mod cluster;
 mod listen;
 pub mod serve;
 mod tls;

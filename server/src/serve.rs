@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding {what} on {addr}"))
 }
 
@@ -60,33 +60,38 @@ impl ControlView for ControlFacts {
     }
 }
 
-/// Bound addresses of a running server.
+/// Bound addresses of a running server; a listener this node's `[cluster] role` does not run
+/// is `None`.
 #[derive(Debug, Clone, Copy)]
 pub struct Addrs {
-    /// OTLP/gRPC.
-    pub otlp_grpc: SocketAddr,
-    /// OTLP/HTTP.
-    pub otlp_http: SocketAddr,
-    /// Pages and the JSON API.
+    /// OTLP/gRPC (ingest).
+    pub otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP (ingest).
+    pub otlp_http: Option<SocketAddr>,
+    /// Pages and the JSON API (only `/healthz`, `/readyz` and `/metrics` on an ingest node).
     pub web: SocketAddr,
-    /// CellWeights.
-    pub control: SocketAddr,
-    /// xDS (ADS), unless `[xds] listen` is empty.
+    /// CellWeights (query).
+    pub control: Option<SocketAddr>,
+    /// xDS (ADS) (query), unless `[xds] listen` is empty.
     pub xds: Option<SocketAddr>,
+    /// The internal Arrow Flight listener (an ingest node sharing an object store).
+    pub cluster: Option<SocketAddr>,
 }
 
 impl std::fmt::Display for Addrs {
-    /// The ready line's fields (`xds=off` when disabled).
+    /// The ready line's fields (`off` for a listener not running).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
         write!(
             f,
-            "otlp_grpc={} otlp_http={} web={} control={}",
-            self.otlp_grpc, self.otlp_http, self.web, self.control
-        )?;
-        match self.xds {
-            Some(a) => write!(f, " xds={a}"),
-            None => f.write_str(" xds=off"),
-        }
+            "otlp_grpc={} otlp_http={} web={} control={} xds={} cluster={}",
+            show(self.otlp_grpc),
+            show(self.otlp_http),
+            self.web,
+            show(self.control),
+            show(self.xds),
+            show(self.cluster)
+        )
     }
 }
 
@@ -99,7 +104,7 @@ pub struct Running {
     tasks: JoinSet<anyhow::Result<()>>,
     /// Work that ends by itself (warming the dashboards); a stop waits for it.
     warming: JoinSet<()>,
-    ingest: Arc<Ingest>,
+    ingest: Option<Arc<Ingest>>,
     _receivers: Bulkhead,
 }
 
@@ -151,53 +156,185 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     running.run_until(shutdown_signal()).await
 }
 
-/// Binds every listener, replays the WAL and starts every task; ready when this returns.
+/// Binds every listener of this node's role, replays the WAL (ingest) and starts every task;
+/// ready when this returns.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    if config.cluster.role != cellpilot_core::config::NodeRole::All {
-        anyhow::bail!(
-            "[cluster] role = {:?}: split ingest and query nodes are not served yet; run every node as \"all\" \
-             (nodes sharing [storage] url already answer each other's files)",
-            config.cluster.role
-        );
-    }
     let tls = crate::tls::load(&config.tls)?;
     let config = Arc::new(config);
     let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Metrics::new();
     let auth = Authenticator::new(&config.auth)?;
     let shutdown = CancellationToken::new();
+    let role = config.cluster.role;
 
-    let grpc = bind("OTLP/gRPC", &config.ingest.grpc_listen).await?;
-    let http = bind("OTLP/HTTP", &config.ingest.http_listen).await?;
-    let web = bind("web", &config.web.listen).await?;
-    let control = bind("control", &config.control.listen).await?;
-    let xds = match config.xds.listen.as_str() {
-        "" => None,
-        addr => Some(bind("xDS", addr).await?),
+    let mut bound: Vec<(&str, SocketAddr)> = Vec::new();
+    let (grpc, http) = if role.ingests() {
+        let grpc = bind("OTLP/gRPC", &config.ingest.grpc_listen).await?;
+        let http = bind("OTLP/HTTP", &config.ingest.http_listen).await?;
+        bound.extend([("OTLP/gRPC", grpc.local_addr()?), ("OTLP/HTTP", http.local_addr()?)]);
+        (Some(grpc), Some(http))
+    } else {
+        (None, None)
     };
-    let addrs = [grpc.local_addr()?, http.local_addr()?, web.local_addr()?, control.local_addr()?];
-    let xds_addr = xds.as_ref().map(TcpListener::local_addr).transpose()?;
-    for (what, addr) in
-        ["OTLP/gRPC", "OTLP/HTTP", "web", "control", "xDS"].iter().zip(addrs.into_iter().chain(xds_addr))
-    {
-        warn_if_open(what, addr, &auth);
-    }
+    let web = bind("web", &config.web.listen).await?;
+    bound.push(("web", web.local_addr()?));
+    let (control, xds) = if role.queries() {
+        let control = bind("control", &config.control.listen).await?;
+        bound.push(("control", control.local_addr()?));
+        let xds = match config.xds.listen.as_str() {
+            "" => None,
+            addr => Some(bind("xDS", addr).await?),
+        };
+        if let Some(x) = &xds {
+            bound.push(("xDS", x.local_addr()?));
+        }
+        (Some(control), xds)
+    } else {
+        (None, None)
+    };
 
     let aggregator = SharedAggregator::new(Aggregator::new(AggregatorSettings::from_config(&config.ingest)));
     let state = AppState::open(config.clone(), clock.clone(), metrics.clone())?;
     let (store, controller, alerts) = (state.store.clone(), state.controller.clone(), state.alerts.clone());
     let (ready, health) = (state.ready.clone(), state.health.clone());
-    store.set_open_source(Arc::new(aggregator.clone()));
+    if role.ingests() {
+        store.set_open_source(Arc::new(aggregator.clone()));
+    }
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let cluster = crate::cluster::join(&config, &store, &auth, &shutdown, &mut tasks).await?;
+    if let Some(addr) = cluster {
+        bound.push(("cluster", addr));
+    }
+    for (what, addr) in &bound {
+        warn_if_open(what, *addr, &auth);
+    }
+
     // The dashboard answers (503 on /readyz) while the WAL is replayed.
     let stop = shutdown.clone();
     let web_tls = tls.clone();
     let limits = config.transport.clone();
+    let app = if role.queries() { cellpilot_web::router(state) } else { cellpilot_web::ops_router(state) };
+    tasks.spawn(async move { serve_http(web, web_tls, app, limits, stop).await.context("web server") });
+
+    let receivers = Bulkhead::new()?;
+    let ingest = match (grpc, http) {
+        (Some(grpc), Some(http)) => {
+            let parts = Receivers { grpc, http, aggregator: aggregator.clone(), tls: tls.clone() };
+            Some(
+                start_ingest(
+                    &config,
+                    parts,
+                    &store,
+                    &controller,
+                    (&auth, &metrics, &clock, &health),
+                    &receivers,
+                    &shutdown,
+                    &mut tasks,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
+
+    if let Some(control) = control {
+        let t = &config.transport;
+        let weights_service =
+            CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone())
+                .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
+        let stop = shutdown.clone();
+        // Gateways watch CellWeights here.
+        let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
+        tasks.spawn(async move {
+            server
+                .add_service(weights_service.into_server())
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(control).with_nodelay(Some(true)),
+                    stop.cancelled_owned(),
+                )
+                .await
+                .context("control server")
+        });
+    }
+    if let Some(xds) = xds {
+        let t = &config.transport;
+        let snapshots = Arc::new(cellpilot_xds::Snapshots::new(controller.clone(), config.xds.clusters.clone()));
+        let service = cellpilot_xds::XdsService::new(snapshots, auth.clone(), shutdown.clone())
+            .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
+        let stop = shutdown.clone();
+        // Envoy and proxyless gRPC clients follow the weights here.
+        let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
+        tasks.spawn(async move {
+            server
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(TcpIncoming::from(xds).with_nodelay(Some(true)), stop.cancelled_owned())
+                .await
+                .context("xDS server")
+        });
+    }
+    if role.queries() {
+        let stop = shutdown.clone();
+        let view: Arc<dyn ControlView> = Arc::new(ControlFacts(controller.clone()));
+        let (st, cfg, m, c, a) = (store.clone(), config.clone(), metrics.clone(), clock.clone(), alerts.clone());
+        tasks.spawn(async move {
+            cellpilot_alerts::run::run(st, cfg, view, a, m, c, stop.cancelled_owned()).await;
+            Ok(())
+        });
+        let stop = shutdown.clone();
+        let (ctl, st, cfg, c) = (controller.clone(), store.clone(), config.clone(), clock.clone());
+        // A query-only node sees no requests arrive: cut-overs complete on the gateways' acks.
+        let activity: Arc<dyn cellpilot_core::store::CellActivity> = Arc::new(aggregator.clone());
+        tasks.spawn(async move {
+            cellpilot_control::run::run(ctl, st, cfg, c, activity, stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
+    let stop = shutdown.clone();
+    let st = store.clone();
     tasks.spawn(async move {
-        serve_http(web, web_tls, cellpilot_web::router(state), limits, stop).await.context("web server")
+        cellpilot_query::store::follow_others(st, stop.cancelled_owned()).await;
+        Ok(())
     });
 
+    let warming = if role.queries() {
+        warm_dashboards(store.clone(), config.clone(), clock.clone(), shutdown.clone())
+    } else {
+        JoinSet::new()
+    };
+    ready.store(true, Ordering::Release);
+    let addr_of = |what: &str| bound.iter().find(|(w, _)| *w == what).map(|(_, a)| *a);
+    let addrs = Addrs {
+        otlp_grpc: addr_of("OTLP/gRPC"),
+        otlp_http: addr_of("OTLP/HTTP"),
+        web: addr_of("web").context("the web listener")?,
+        control: addr_of("control"),
+        xds: addr_of("xDS"),
+        cluster,
+    };
+    Ok(Running { addrs, shutdown, tasks, warming, ingest, _receivers: receivers })
+}
+
+/// The OTLP listeners and what they feed.
+struct Receivers {
+    grpc: TcpListener,
+    http: TcpListener,
+    aggregator: SharedAggregator,
+    tls: Option<crate::tls::Tls>,
+}
+
+/// Replays the WAL, then starts the OTLP receivers (on the bulkhead) and the window closer.
+#[allow(clippy::too_many_arguments)]
+async fn start_ingest(
+    config: &Arc<Config>,
+    Receivers { grpc, http, aggregator, tls }: Receivers,
+    store: &Arc<RollupStore>,
+    controller: &Arc<Controller>,
+    (auth, metrics, clock, health): (&Authenticator, &Metrics, &SharedClock, &cellpilot_core::health::Health),
+    receivers: &Bulkhead,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Arc<Ingest>> {
     let durable_before = store.persisted_until();
     let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
     let mapper = Mapper::new(&config.ingest);
@@ -232,10 +369,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cutovers: Some(controller.clone()),
         },
     )?);
-
     health.add(ingest.health_check());
 
-    let receivers = Bulkhead::new()?;
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());
     let mut server = grpc_server(tls.as_ref(), &config.transport, false)?;
@@ -250,74 +385,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }));
     let stop = shutdown.clone();
     let otlp_http = cellpilot_ingest::http::router(ingest.clone());
-    let http_tls = tls.clone();
     let limits = config.transport.clone();
     let http = http.into_std()?;
     tasks.spawn(receivers.spawn(async move {
         let http = TcpListener::from_std(http)?;
-        serve_http(http, http_tls, otlp_http, limits, stop).await.context("OTLP/HTTP server")
+        serve_http(http, tls, otlp_http, limits, stop).await.context("OTLP/HTTP server")
     }));
-    let t = &config.transport;
-    let weights_service = CellWeightsService::new(controller.clone(), clock.clone(), auth.clone(), shutdown.clone())
-        .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
-    let stop = shutdown.clone();
-    // Gateways watch CellWeights here.
-    let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
-    tasks.spawn(async move {
-        server
-            .add_service(weights_service.into_server())
-            .serve_with_incoming_shutdown(TcpIncoming::from(control).with_nodelay(Some(true)), stop.cancelled_owned())
-            .await
-            .context("control server")
-    });
-    if let Some(xds) = xds {
-        let snapshots = Arc::new(cellpilot_xds::Snapshots::new(controller.clone(), config.xds.clusters.clone()));
-        let service = cellpilot_xds::XdsService::new(snapshots, auth.clone(), shutdown.clone())
-            .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
-        let stop = shutdown.clone();
-        // Envoy and proxyless gRPC clients follow the weights here.
-        let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
-        tasks.spawn(async move {
-            server
-                .add_service(service.into_server())
-                .serve_with_incoming_shutdown(TcpIncoming::from(xds).with_nodelay(Some(true)), stop.cancelled_owned())
-                .await
-                .context("xDS server")
-        });
-    }
     let stop = shutdown.clone();
     let sink: Arc<dyn RollupSink> = store.clone();
-    let (agg, m, c) = (aggregator.clone(), metrics.clone(), clock.clone());
+    let (m, c) = (metrics.clone(), clock.clone());
     tasks.spawn(async move {
-        cellpilot_ingest::closer::run(agg, sink, c, m, stop.cancelled_owned()).await;
+        cellpilot_ingest::closer::run(aggregator, sink, c, m, stop.cancelled_owned()).await;
         Ok(())
     });
-    let stop = shutdown.clone();
-    let view: Arc<dyn ControlView> = Arc::new(ControlFacts(controller.clone()));
-    let (st, cfg, m, c, a) = (store.clone(), config.clone(), metrics.clone(), clock.clone(), alerts.clone());
-    tasks.spawn(async move {
-        cellpilot_alerts::run::run(st, cfg, view, a, m, c, stop.cancelled_owned()).await;
-        Ok(())
-    });
-    let stop = shutdown.clone();
-    let (ctl, st, cfg, c) = (controller.clone(), store.clone(), config.clone(), clock.clone());
-    let activity: Arc<dyn cellpilot_core::store::CellActivity> = Arc::new(aggregator.clone());
-    tasks.spawn(async move {
-        cellpilot_control::run::run(ctl, st, cfg, c, activity, stop.cancelled_owned()).await;
-        Ok(())
-    });
-
-    let stop = shutdown.clone();
-    let st = store.clone();
-    tasks.spawn(async move {
-        cellpilot_query::store::follow_others(st, stop.cancelled_owned()).await;
-        Ok(())
-    });
-
-    let warming = warm_dashboards(store.clone(), config.clone(), clock.clone(), shutdown.clone());
-    ready.store(true, Ordering::Release);
-    let addrs = Addrs { otlp_grpc: addrs[0], otlp_http: addrs[1], web: addrs[2], control: addrs[3], xds: xds_addr };
-    Ok(Running { addrs, shutdown, tasks, warming, ingest, _receivers: receivers })
+    Ok(ingest)
 }
 
 /// A tonic server with the `[transport]` limits, over TLS when `[tls]` is set. `pings`: HTTP/2
@@ -406,7 +487,7 @@ impl Running {
         }
         warming.shutdown().await;
         // Every server is gone, so this is the last handle: finish the queued exports, sync the WAL.
-        if let Some(ingest) = Arc::get_mut(&mut ingest) {
+        if let Some(ingest) = ingest.as_mut().and_then(Arc::get_mut) {
             tokio::task::block_in_place(|| ingest.shutdown());
         }
         drop(receivers);

@@ -17,6 +17,8 @@ pub(crate) struct Server {
     pub(crate) control: SocketAddr,
     /// xDS, unless disabled.
     pub(crate) xds: Option<SocketAddr>,
+    /// The internal Arrow Flight listener of an ingest node in a cluster.
+    pub(crate) cluster: Option<SocketAddr>,
 }
 
 impl Server {
@@ -42,6 +44,7 @@ impl Server {
             .env("CELLPILOT_WEB__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_CONTROL__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_XDS__LISTEN", "127.0.0.1:0")
+            .env("CELLPILOT_CLUSTER__LISTEN", "127.0.0.1:0")
             .env("CELLPILOT_LOG", "warn")
             .env("CELLPILOT_STORAGE__DIR", dir);
         cmd
@@ -65,19 +68,25 @@ impl Server {
             }
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("cellpilot printed no ready line");
-        let addr = |key: &str| -> SocketAddr {
+        let field = |key: &str| -> &str {
             line.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
                 .unwrap_or_else(|| panic!("{key} missing from `{line}`"))
-                .parse()
-                .expect("socket address")
+        };
+        // A listener the node's role does not run is `off`: 0.0.0.0:0, which nothing reaches.
+        let addr = |key: &str| -> SocketAddr {
+            match field(key) {
+                "off" => SocketAddr::from(([0, 0, 0, 0], 0)),
+                a => a.parse().expect("socket address"),
+            }
         };
         Server {
             grpc: addr("otlp_grpc"),
             http: addr("otlp_http"),
             web: addr("web"),
             control: addr("control"),
-            xds: line.split_whitespace().find_map(|kv| kv.strip_prefix("xds=")).and_then(|a| a.parse().ok()),
+            xds: field("xds").parse().ok(),
+            cluster: field("cluster").parse().ok(),
             child,
             data: None,
         }

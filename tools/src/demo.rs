@@ -139,7 +139,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     println!("  dashboard  http://{}/", a.web);
     println!("  cells      http://{}/api/v1/cells    weights  http://{}/api/v1/weights", a.web, a.web);
     println!("  cut-overs  http://{}/api/v1/cutovers  decisions  http://{}/api/v1/decisions", a.web, a.web);
-    println!("  gateway    a simulated gateway watches CellWeights on {} and splits users by weight", a.control);
+    let (control, otlp) = (
+        anyhow::Context::context(a.control, "the demo runs every role")?,
+        anyhow::Context::context(a.otlp_grpc, "the demo runs every role")?,
+    );
+    println!("  gateway    a simulated gateway watches CellWeights on {control} and splits users by weight");
     println!("  alerts     http://{}/api/v1/alerts      SLA gap  http://{}/api/v1/sla/demo", a.web, a.web);
     println!(
         "  SQL        cellpilot query --server http://{} \"SELECT cell, sum(errors) FROM rollups GROUP BY cell\"",
@@ -159,9 +163,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // The simulated gateway: watches CellWeights, splits users by the weights, Acks each version.
     let weights: loadgen::Weights = Arc::default();
     let mut gateway = tokio::task::JoinSet::new();
-    gateway.spawn(gateway_loop(format!("http://{}", a.control), weights.clone()));
+    gateway.spawn(gateway_loop(format!("http://{control}"), weights.clone()));
     let load = Load {
-        endpoint: format!("http://{}", a.otlp_grpc),
+        endpoint: format!("http://{otlp}"),
         transport: Transport::Grpc,
         cells: CELLS.iter().map(|c| c.to_string()).collect(),
         services: 3,

@@ -50,6 +50,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes of an ingest node, which serves no pages or data: health, readiness, metrics.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::layer))
+        .with_state(state)
+}
+
 #[cfg(test)]
 mod tests {
     /// `(method, path)` of every `.route(…)` above.

@@ -1,0 +1,236 @@
+//! Rows not yet in any file, between nodes, over Arrow Flight: an ingest node answers `DoGet`
+//! with its unwritten rows of one table over a range ([`UnwrittenService`]); a query node asks
+//! every live ingest node at each scan ([`Peers`], the store's [`OtherNodes`]).
+//!
+//! A ticket is JSON, `{"table": "rollups" | "errors_by_cause", "from_ms": …, "to_ms": …}`. The
+//! answer's `cellpilot-persisted-until` header is the end of the node's finest files when the
+//! rows were taken, so the reader can tell whether its listing of that node's files is behind.
+
+use crate::members::Members;
+use crate::{Error, Result};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use cellpilot_core::auth::{Authenticator, Role};
+use cellpilot_query::RollupStore;
+use cellpilot_query::files::{self, Table};
+use cellpilot_query::store::{OtherNodes, Unwritten};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Header carrying the answering node's finest-file watermark.
+pub const PERSISTED_UNTIL: &str = "cellpilot-persisted-until";
+/// Largest ticket accepted.
+const MAX_TICKET_BYTES: usize = 1024;
+/// How long a query node waits for one peer.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer message a query node takes from a peer.
+const MAX_ANSWER_MESSAGE: usize = 64 << 20;
+
+/// What a ticket asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ask {
+    table: String,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+fn table_named(name: &str) -> Option<Table> {
+    Table::ALL.into_iter().find(|t| t.dir_name() == name)
+}
+
+/// An ingest node's Flight service: its unwritten rows.
+#[derive(Debug, Clone)]
+pub struct UnwrittenService {
+    store: Arc<RollupStore>,
+    auth: Authenticator,
+}
+
+impl UnwrittenService {
+    /// Answers from `store`; callers need role `read` when `[auth]` has tokens.
+    pub fn new(store: Arc<RollupStore>, auth: Authenticator) -> Self {
+        UnwrittenService { store, auth }
+    }
+
+    /// The tonic service.
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self)
+    }
+}
+
+type Stream<T> = BoxStream<'static, Result<T, Status>>;
+
+fn unsupported<T>(what: &str) -> Result<T, Status> {
+    Err(Status::unimplemented(format!("{what}: this Flight service answers DoGet with a cellpilot ticket only")))
+}
+
+#[tonic::async_trait]
+impl FlightService for UnwrittenService {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+    type DoExchangeStream = Stream<FlightData>;
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unsupported("Handshake")
+    }
+
+    async fn list_flights(&self, _: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unsupported("ListFlights")
+    }
+
+    async fn get_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        unsupported("GetFlightInfo")
+    }
+
+    async fn poll_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        unsupported("PollFlightInfo")
+    }
+
+    async fn get_schema(&self, _: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        unsupported("GetSchema")
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        self.auth.check(header, Role::Read).map_err(|d| Status::unauthenticated(d.to_string()))?;
+        let ticket = request.into_inner().ticket;
+        if ticket.len() > MAX_TICKET_BYTES {
+            return Err(Status::invalid_argument(format!("ticket over {MAX_TICKET_BYTES} bytes")));
+        }
+        let ask: Ask = serde_json::from_slice(&ticket)
+            .map_err(|e| Status::invalid_argument(format!("ticket is not {{table, from_ms, to_ms}} JSON: {e}")))?;
+        let table = table_named(&ask.table)
+            .ok_or_else(|| Status::invalid_argument(format!("no table `{}` (rollups, errors_by_cause)", ask.table)))?;
+        let store = self.store.clone();
+        let (until, rows) = tokio::task::spawn_blocking(move || store.unwritten(table, ask.from_ms, ask.to_ms))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(files::schema(table))
+            .build(futures::stream::iter(rows.into_iter().map(Ok)))
+            .map_err(Status::from)
+            .boxed();
+        let mut response = Response::new(stream);
+        let value = until.to_string().parse().map_err(|_| Status::internal("watermark header"))?;
+        response.metadata_mut().insert(PERSISTED_UNTIL, value);
+        Ok(response)
+    }
+
+    async fn do_put(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        unsupported("DoPut")
+    }
+
+    async fn do_action(&self, _: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        unsupported("DoAction")
+    }
+
+    async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        unsupported("ListActions")
+    }
+
+    async fn do_exchange(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported("DoExchange")
+    }
+}
+
+/// A query node's view of the other nodes' unwritten rows.
+#[derive(Debug)]
+pub struct Peers {
+    members: Arc<Members>,
+    runtime: tokio::runtime::Handle,
+    token: Option<String>,
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+}
+
+impl Peers {
+    /// Asks the live nodes `members` lists, on `runtime`, presenting `token` (when `[auth]` is on).
+    pub fn new(members: Arc<Members>, runtime: tokio::runtime::Handle, token: Option<String>) -> Self {
+        Peers { members, runtime, token, channels: Mutex::new(HashMap::new()) }
+    }
+
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Config(format!("peer address `{addr}`: {e}")))?
+            .connect_timeout(PEER_TIMEOUT)
+            .timeout(PEER_TIMEOUT)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    async fn ask(
+        channel: tonic::transport::Channel,
+        token: Option<String>,
+        ask: Ask,
+    ) -> Result<(i64, Vec<RecordBatch>)> {
+        let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_ANSWER_MESSAGE);
+        let mut client = FlightClient::new_from_inner(inner);
+        if let Some(t) = token {
+            client.add_header("authorization", &format!("Bearer {t}")).map_err(|e| Error::Peer(e.to_string()))?;
+        }
+        let ticket = serde_json::to_vec(&ask).map_err(|e| Error::Internal(e.to_string()))?;
+        let stream = client.do_get(Ticket::new(ticket)).await.map_err(|e| Error::Peer(e.to_string()))?;
+        let until = stream
+            .headers()
+            .get(PERSISTED_UNTIL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| Error::Peer(format!("answer without a {PERSISTED_UNTIL} header")))?;
+        let rows: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::Peer(e.to_string()))?;
+        Ok((until, rows))
+    }
+}
+
+impl OtherNodes for Peers {
+    fn unwritten(&self, table: Table, from_ms: i64, to_ms: i64) -> cellpilot_query::Result<Vec<Unwritten>> {
+        let mut asks = Vec::new();
+        for peer in self.members.others().into_iter().filter(|p| p.role.ingests()) {
+            let channel = match self.channel(&peer.advertise) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(node = %peer.node_id, error = %e, "peer left out of the answer");
+                    continue;
+                }
+            };
+            let ask = Ask { table: table.dir_name().to_string(), from_ms, to_ms };
+            let fut = Self::ask(channel, self.token.clone(), ask);
+            asks.push((peer, self.runtime.spawn(fut)));
+        }
+        let mut out = Vec::new();
+        for (peer, handle) in asks {
+            // Each task is awaited here, so none outlives this call.
+            match futures::executor::block_on(handle) {
+                Ok(Ok((persisted_until, rows))) => out.push(Unwritten { node: peer.node_id, persisted_until, rows }),
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %peer.node_id, error = %e, "a live peer did not answer: its open windows are left out")
+                }
+                Err(e) => tracing::warn!(node = %peer.node_id, error = %e, "asking a peer did not finish"),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,37 @@
+//! cellpilot-cluster: nodes sharing one object store. Which nodes are alive (heartbeat objects
+//! in the store, no static peer list) and the rows an ingest node holds in no file yet, read by
+//! query nodes over Arrow Flight.
+//!
+//! # Layout
+//! - [`members`]: heartbeats and the list of live nodes.
+//! - [`flight`]: the Flight service answering a node's unwritten rows, and [`flight::Peers`],
+//!   which asks every live ingest node for them at each scan.
+
+pub mod flight;
+pub mod members;
+
+/// Result with the cluster [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong between nodes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object store refused or could not be reached.
+    #[error("object store: {0}")]
+    Store(String),
+    /// A peer did not answer as it should.
+    #[error("peer: {0}")]
+    Peer(String),
+    /// The settings cannot work (a node id in use elsewhere, a bad address).
+    #[error("{0}")]
+    Config(String),
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    fn store(what: &str, e: object_store::Error) -> Self {
+        Error::Store(format!("{what}: {e}"))
+    }
+}

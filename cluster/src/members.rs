@@ -1,0 +1,174 @@
+//! Who is in the cluster: each node writes a heartbeat object,
+//! `<prefix>/cluster/nodes/<node_id>.json`, every third of `lease_ttl`; a node whose heartbeat
+//! is older than `lease_ttl` (by the store's clock of the last write) has left. No node needs a
+//! static list of peers.
+
+use crate::{Error, Result};
+use cellpilot_core::config::NodeRole;
+use futures::TryStreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// `[cluster] node_id`.
+    pub node_id: String,
+    /// `[cluster] role`.
+    pub role: Role,
+    /// Where other nodes reach its internal (Arrow Flight) listener.
+    pub advertise: String,
+    /// When this process started, unix ms (tells a restart from a second node with the same id).
+    pub started_ms: i64,
+}
+
+/// [`NodeRole`] as written in a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ingest and query.
+    All,
+    /// Ingest only.
+    Ingest,
+    /// Query only.
+    Query,
+}
+
+impl From<NodeRole> for Role {
+    fn from(r: NodeRole) -> Self {
+        match r {
+            NodeRole::All => Role::All,
+            NodeRole::Ingest => Role::Ingest,
+            NodeRole::Query => Role::Query,
+        }
+    }
+}
+
+impl Role {
+    /// Whether the node holds open windows.
+    pub fn ingests(self) -> bool {
+        matches!(self, Role::All | Role::Ingest)
+    }
+}
+
+/// Largest heartbeat object read (a stray large object under the prefix is skipped).
+const MAX_HEARTBEAT_BYTES: u64 = 4096;
+
+/// The live nodes as last listed, and this node's heartbeat.
+#[derive(Debug)]
+pub struct Members {
+    store: Arc<dyn ObjectStore>,
+    dir: Key,
+    me: Heartbeat,
+    ttl: Duration,
+    live: RwLock<Vec<Heartbeat>>,
+}
+
+impl Members {
+    /// Members of the cluster under `prefix` of `store`, this node being `me`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, me: Heartbeat, ttl: Duration) -> Self {
+        let dir =
+            if prefix.is_empty() { Key::from("cluster/nodes") } else { Key::from(format!("{prefix}/cluster/nodes")) };
+        Members { store, dir, me, ttl, live: RwLock::new(Vec::new()) }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &Heartbeat {
+        &self.me
+    }
+
+    /// Every live node but this one, as last listed.
+    pub fn others(&self) -> Vec<Heartbeat> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|h| h.node_id != self.me.node_id)
+            .cloned()
+            .collect()
+    }
+
+    fn key(&self, node: &str) -> Key {
+        self.dir.clone().join(format!("{node}.json"))
+    }
+
+    /// Refuses to start when a live node with this node's id runs elsewhere (two writers under
+    /// one `nodes/<node_id>/` would overwrite each other's files).
+    pub async fn claim(&self) -> Result<()> {
+        self.list().await?;
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(other) = live.iter().find(|h| h.node_id == self.me.node_id && h.advertise != self.me.advertise) {
+            return Err(Error::Config(format!(
+                "[cluster] node_id `{}` is used by a live node advertising {} (its heartbeat is younger than lease_ttl): \
+                 give this node another id",
+                other.node_id, other.advertise
+            )));
+        }
+        self.beat().await
+    }
+
+    /// Writes this node's heartbeat.
+    pub async fn beat(&self) -> Result<()> {
+        let body = serde_json::to_vec(&self.me).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store
+            .put(&self.key(&self.me.node_id), PutPayload::from(body))
+            .await
+            .map_err(|e| Error::store("writing the heartbeat", e))?;
+        Ok(())
+    }
+
+    /// Lists the heartbeats and keeps those younger than `lease_ttl`.
+    pub async fn list(&self) -> Result<usize> {
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&self.dir)).try_collect().await.map_err(|e| Error::store("listing heartbeats", e))?;
+        let now = std::time::SystemTime::now();
+        let mut live = Vec::new();
+        for m in metas {
+            let age = now.duration_since(m.last_modified.into()).unwrap_or_default();
+            if age > self.ttl || m.size > MAX_HEARTBEAT_BYTES {
+                continue;
+            }
+            let bytes = match self.store.get(&m.location).await {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
+            };
+            match bytes.map(|b| serde_json::from_slice::<Heartbeat>(&b)) {
+                Ok(Ok(h)) => live.push(h),
+                Ok(Err(e)) => tracing::warn!(key = %m.location, error = %e, "an unreadable heartbeat is skipped"),
+                // Gone between the listing and the read: the node left.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store("reading a heartbeat", e)),
+            }
+        }
+        let n = live.len();
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+        Ok(n)
+    }
+
+    /// Beats and lists every third of `lease_ttl` until `stop` resolves; failures are logged
+    /// and retried on the next beat.
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut tick = tokio::time::interval(self.ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %e, "heartbeat not written; other nodes drop this one after lease_ttl");
+            }
+            if let Err(e) = self.list().await {
+                tracing::warn!(error = %e, "listing the cluster's heartbeats; keeping the last list");
+            }
+        }
+        // Leaving: other nodes stop asking at once instead of after lease_ttl.
+        if let Err(e) = self.store.delete(&self.key(&self.me.node_id)).await {
+            tracing::debug!(error = %e, "removing the heartbeat on the way out");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Joining a cluster when `[storage] url` names an object store: this node's heartbeat, the
+//! internal Arrow Flight listener of an ingest node, and the peers a query node asks for their
+//! open windows.
+
+use anyhow::Context;
+use cellpilot_cluster::flight::{Peers, UnwrittenService};
+use cellpilot_cluster::members::{Heartbeat, Members};
+use cellpilot_core::auth::Authenticator;
+use cellpilot_core::config::Config;
+use cellpilot_query::RollupStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+/// Joins the cluster of nodes sharing this node's object store (nothing on local disk); returns
+/// the internal listener's address when this node runs one.
+pub(crate) async fn join(
+    config: &Config,
+    store: &Arc<RollupStore>,
+    auth: &Authenticator,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some((objects, prefix)) = store.storage().shared() else { return Ok(None) };
+    let c = &config.cluster;
+    let role = c.role;
+    let listener = match role.ingests() {
+        true => Some(crate::serve::bind("cluster", &c.listen).await?),
+        false => None,
+    };
+    let bound = listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
+    let advertise = match (c.advertise.as_str(), bound) {
+        ("", Some(addr)) => addr.to_string(),
+        _ => c.advertise().to_string(),
+    };
+    let me = Heartbeat {
+        node_id: c.node_id(),
+        role: role.into(),
+        advertise,
+        started_ms: cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock),
+    };
+    let members = Arc::new(Members::new(objects, prefix, me, c.lease_ttl.0));
+    members.claim().await.context("joining the cluster")?;
+    let (m, stop) = (members.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        m.run(stop.cancelled_owned()).await;
+        Ok(())
+    });
+    if let Some(listener) = listener {
+        let service = UnwrittenService::new(store.clone(), auth.clone()).into_server();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stop.cancelled_owned(),
+                )
+                .await
+                .context("cluster (Arrow Flight) server")
+        });
+    }
+    if role.queries() {
+        let token = (!c.token.is_empty()).then(|| c.token.clone());
+        store.set_other_nodes(Arc::new(Peers::new(members, tokio::runtime::Handle::current(), token)));
+    }
+    tracing::info!(node = %c.node_id(), role = ?role, "joined the cluster");
+    Ok(bound)
+}
