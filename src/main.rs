@@ -165,6 +165,16 @@ enum BenchWhat {
         #[arg(long, default_value_t = 200)]
         drains: usize,
     },
+    /// Two ingest nodes and a query node sharing a local S3 server (`s3s-fs` on PATH): spans/s
+    /// per ingest node, and the 24 h per-cell P99.9 over the object store vs local disk.
+    Cluster {
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Timed runs of each query (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Typed per-cell queries over 30 days of generated history vs single-tier baselines, and
     /// WAL-on vs WAL-off ingest throughput.
     Query {
@@ -233,6 +243,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
         Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
+        Command::Bench { what: BenchWhat::Cluster { json, runs } } => bench::cluster::run(json, runs),
         Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
         Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
         Command::Generate { data_dir, url, node, days, fine_hours, cells, services, routes, rps, incident, seed } => {

@@ -15,7 +15,7 @@ const ALLOWED: [(&str, &[&str]); 11] = [
     ("alerts", &["core", "query"]),
     ("dashboards", &["core", "query"]),
     ("xds", &["core", "control"]),
-    ("cluster", &["core", "query"]),
+    ("cluster", &["core", "query", "control"]),
     ("web", &["core", "query", "control", "alerts", "dashboards"]),
     ("server", &["core", "ingest", "query", "control", "alerts", "dashboards", "web", "xds", "cluster"]),
     ("tools", &["core", "ingest", "query", "control", "web", "server", "xds"]),

@@ -27,6 +27,11 @@ pub trait ControlView: Send + Sync {
     fn blocked(&self) -> BTreeMap<String, String>;
     /// Cut-overs finished since `since_ms`: (cell, decision version, duration ms).
     fn finished_cutovers(&self, since_ms: i64) -> Vec<(String, Option<u64>, i64)>;
+    /// Whether this node sends alerts: in a cluster only the control-loop leader does (every
+    /// node still evaluates them, for its API and pages).
+    fn leads(&self) -> bool {
+        true
+    }
 }
 
 /// Alerts and delivery outcomes, for `/api/v1/alerts`.
@@ -210,6 +215,7 @@ pub async fn run(
     let resend = config.alerts.resend_interval.as_millis_i64();
     let tick_ms = config.ingest.window.as_millis_i64().clamp(1_000, 10_000);
     let mut last_sent: i64 = i64::MIN / 2;
+    let mut leading = true;
     let mut tick = tokio::time::interval(Duration::from_millis(tick_ms as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -239,6 +245,18 @@ pub async fn run(
             for a in &changed {
                 tracing::info!(alert = ?a.labels, state = ?a.state, "alert");
             }
+        }
+        // Only the leader delivers; on becoming it, every firing alert is due again at once
+        // (what changed while another node delivered may not have reached the receivers).
+        let leads = control.leads();
+        if !leads {
+            leading = false;
+            continue;
+        }
+        if !leading {
+            tracing::info!("leading: delivering alerts from this node");
+            leading = true;
+            last_sent = i64::MIN / 2;
         }
         let resend_due = now - last_sent >= resend;
         let mut to_send: Vec<Alert> = changed.clone();

@@ -1,13 +1,15 @@
 //! cellpilot-cluster: nodes sharing one object store. Which nodes are alive (heartbeat objects
-//! in the store, no static peer list) and the rows an ingest node holds in no file yet, read by
-//! query nodes over Arrow Flight.
+//! in the store, no static peer list), the rows an ingest node holds in no file yet, read by
+//! query nodes over Arrow Flight, and the one control loop (a lease object and a decision log).
 //!
 //! # Layout
 //! - [`members`]: heartbeats and the list of live nodes.
 //! - [`flight`]: the Flight service answering a node's unwritten rows, and [`flight::Peers`],
 //!   which asks every live ingest node for them at each scan.
+//! - [`lease`]: [`lease::Leadership`], the control-loop lease and the decision log followers read.
 
 pub mod flight;
+pub mod lease;
 pub mod members;
 
 /// Result with the cluster [`enum@Error`].

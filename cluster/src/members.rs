@@ -64,7 +64,8 @@ pub struct Members {
     dir: Key,
     me: Heartbeat,
     ttl: Duration,
-    live: RwLock<Vec<Heartbeat>>,
+    /// Live nodes and when each last wrote its heartbeat.
+    live: RwLock<Vec<(Heartbeat, std::time::SystemTime)>>,
 }
 
 impl Members {
@@ -82,32 +83,41 @@ impl Members {
 
     /// Every live node but this one, as last listed.
     pub fn others(&self) -> Vec<Heartbeat> {
-        self.live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|h| h.node_id != self.me.node_id)
-            .cloned()
-            .collect()
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.iter().map(|(h, _)| h).filter(|h| h.node_id != self.me.node_id).cloned().collect()
     }
 
     fn key(&self, node: &str) -> Key {
         self.dir.clone().join(format!("{node}.json"))
     }
 
-    /// Refuses to start when a live node with this node's id runs elsewhere (two writers under
-    /// one `nodes/<node_id>/` would overwrite each other's files).
+    /// Refuses to start while another process renews a heartbeat with this node's id (two
+    /// writers under one `nodes/<node_id>/` would overwrite each other's files). A heartbeat
+    /// with this id that stops being renewed — this node's own, before a crash — is waited out
+    /// (at most `lease_ttl`).
     pub async fn claim(&self) -> Result<()> {
-        self.list().await?;
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(other) = live.iter().find(|h| h.node_id == self.me.node_id && h.advertise != self.me.advertise) {
-            return Err(Error::Config(format!(
-                "[cluster] node_id `{}` is used by a live node advertising {} (its heartbeat is younger than lease_ttl): \
-                 give this node another id",
-                other.node_id, other.advertise
-            )));
+        let mut first_seen: Option<std::time::SystemTime> = None;
+        loop {
+            self.list().await?;
+            let other = {
+                let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+                live.iter().find(|(h, _)| h.node_id == self.me.node_id && h.advertise != self.me.advertise).cloned()
+            };
+            let Some((other, written)) = other else { return self.beat().await };
+            match first_seen {
+                None => first_seen = Some(written),
+                Some(before) if written > before => {
+                    return Err(Error::Config(format!(
+                        "[cluster] node_id `{}` is in use: a live node advertising {} renews its heartbeat; \
+                         give this node another id",
+                        other.node_id, other.advertise
+                    )));
+                }
+                Some(_) => {}
+            }
+            tracing::info!(node = %other.node_id, at = %other.advertise, "waiting for an earlier heartbeat with this node's id to run out");
+            tokio::time::sleep(self.ttl / 3).await;
         }
-        self.beat().await
     }
 
     /// Writes this node's heartbeat.
@@ -136,7 +146,7 @@ impl Members {
                 Err(e) => Err(e),
             };
             match bytes.map(|b| serde_json::from_slice::<Heartbeat>(&b)) {
-                Ok(Ok(h)) => live.push(h),
+                Ok(Ok(h)) => live.push((h, m.last_modified.into())),
                 Ok(Err(e)) => tracing::warn!(key = %m.location, error = %e, "an unreadable heartbeat is skipped"),
                 // Gone between the listing and the read: the node left.
                 Err(object_store::Error::NotFound { .. }) => {}

@@ -7,6 +7,7 @@
 //! - [`cutover`]: how long each drain really took (observed and reported).
 //! - [`log`]: the decision and cut-over logs that survive restarts.
 //! - [`pin`]: what an operator's pin may ask for.
+//! - [`replica`]: one control loop for many nodes: recording versions, following the leader.
 //! - [`gateways`]: every gateway of either protocol (CellWeights, xDS): streams, ACKs, NACKs.
 //! - [`service`]: the [`Controller`] (policy + log + published table + Acks) and the CellWeights
 //!   gRPC service.
@@ -21,6 +22,7 @@ pub mod log;
 pub mod pin;
 pub mod policy;
 pub mod reason;
+pub mod replica;
 pub mod run;
 pub mod service;
 #[cfg(test)]

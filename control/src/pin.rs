@@ -37,6 +37,12 @@ pub enum PinError {
     /// The cell name is empty or longer than names may be.
     #[error("the cell name must be 1 to {0} bytes (ingest.max_attribute_length)")]
     Cell(usize),
+    /// In a cluster, another node decides weights: pin there.
+    #[error("this node does not decide weights; pin on the leading node ({0})")]
+    NotLeader(String),
+    /// The pin's version could not be recorded for the cluster; nothing changed.
+    #[error("the pin could not be recorded for the cluster, nothing changed: {0}")]
+    Unrecorded(String),
 }
 
 impl PinRequest {

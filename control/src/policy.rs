@@ -83,7 +83,7 @@ pub struct Decision {
 }
 
 /// One row of the published table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellWeight {
     /// Cell.
     pub cell: String,
@@ -98,7 +98,7 @@ pub struct CellWeight {
 }
 
 /// The table gateways receive.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightTable {
     /// Increases with every change.
     pub version: u64,
@@ -290,6 +290,31 @@ impl Policy {
         if d.version > self.version {
             self.version = d.version;
             self.decided_at_ms = d.decided_at_ms;
+        }
+    }
+
+    /// Takes over a version another node decided: its decisions as [`Policy::restore`] does,
+    /// then every cell of its table (cells join the table without a decision) and its version.
+    pub fn follow(&mut self, decisions: &[Decision], table: &WeightTable) {
+        for d in decisions {
+            self.restore(d);
+        }
+        let dry = self.control.mode == ControlMode::DryRun;
+        for row in &table.cells {
+            self.ensure(&row.cell);
+            if let Some(c) = self.cells.get_mut(&row.cell) {
+                // A dry-run table publishes base weights, not the policy's: keep the policy's.
+                if !dry {
+                    c.state = row.state;
+                    c.weight = row.weight;
+                    c.reason = row.reason.clone();
+                }
+                c.stale = row.stale;
+            }
+        }
+        if table.version >= self.version {
+            self.version = table.version;
+            self.decided_at_ms = table.decided_at_ms;
         }
     }
 

@@ -7,6 +7,7 @@ use crate::gateways::{Ack, Full, Gateway, GatewayId, Gateways};
 use crate::log::{DecisionLog, JsonLog};
 use crate::pb;
 use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
+use crate::replica::{Entry, Recorded, Replication};
 use cellpilot_core::auth::{Authenticator, Principal, Role};
 use cellpilot_core::config::{ControlConfig, ControlMode};
 use std::collections::BTreeMap;
@@ -118,6 +119,15 @@ impl Drop for Watching {
 /// Live Watch streams per (caller, gateway_id): who may Ack for which gateway.
 type Owners = Arc<Mutex<std::collections::HashMap<(String, String), usize>>>;
 
+/// Why a change was not published.
+#[derive(Debug)]
+enum NotPublished {
+    /// Another node decides (where its API is, when known).
+    NotLeader(Option<String>),
+    /// The version could not be recorded.
+    Unrecorded(String),
+}
+
 /// Everything the control loop, the API and the gRPC service share.
 #[derive(Debug)]
 pub struct Controller {
@@ -132,6 +142,8 @@ pub struct Controller {
     decisions: Mutex<Vec<Decision>>,
     table: watch::Sender<WeightTable>,
     mode: ControlMode,
+    /// Set on a node of a cluster: where versions are recorded, and whether this node decides.
+    replication: std::sync::RwLock<Option<Arc<dyn Replication>>>,
 }
 
 impl Controller {
@@ -170,6 +182,7 @@ impl Controller {
             decisions: Mutex::new(past),
             table,
             mode: config.mode,
+            replication: std::sync::RwLock::new(None),
         })
     }
 
@@ -220,8 +233,24 @@ impl Controller {
         self.gateways.lock().unwrap_or_else(|e| e.into_inner()).all()
     }
 
-    fn commit(&self, policy: &Policy, decisions: Vec<Decision>) {
-        if decisions.is_empty() && policy.version() == self.table.borrow().version {
+    /// From now on, decide only while `replication` says this node leads, and publish a version
+    /// only once it is recorded there.
+    pub fn set_replication(&self, replication: Arc<dyn Replication>) {
+        *self.replication.write().unwrap_or_else(|e| e.into_inner()) = Some(replication);
+    }
+
+    fn replication(&self) -> Option<Arc<dyn Replication>> {
+        self.replication.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether this node decides weights (always, alone; while it holds the lease, in a cluster).
+    pub fn leads(&self) -> bool {
+        self.replication().is_none_or(|r| r.leads())
+    }
+
+    /// Publishes `table` with the `decisions` that made it (none when nothing changed).
+    fn commit(&self, table: WeightTable, decisions: Vec<Decision>) {
+        if decisions.is_empty() && table.version == self.table.borrow().version {
             return;
         }
         if !decisions.is_empty() {
@@ -240,15 +269,62 @@ impl Controller {
             }
             self.decisions.lock().unwrap_or_else(|e| e.into_inner()).extend(decisions);
         }
-        self.table.send_replace(policy.table());
+        self.table.send_replace(table);
     }
 
-    /// Runs the policy at `now_ms` and publishes what changed.
-    pub fn evaluate(&self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
+    /// Runs `change` on the policy and publishes what changed. In a cluster the change runs on
+    /// a copy, which replaces the policy only once its version is recorded: a version another
+    /// node recorded first (or one the store refused) leaves this node's policy as it was.
+    fn change(&self, change: impl FnOnce(&mut Policy) -> Vec<Decision>) -> Result<Vec<Decision>, NotPublished> {
         let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
-        let decisions = policy.evaluate(now_ms, inputs);
-        self.commit(&policy, decisions.clone());
-        decisions
+        let Some(replication) = self.replication() else {
+            let decisions = change(&mut policy);
+            self.commit(policy.table(), decisions.clone());
+            return Ok(decisions);
+        };
+        if !replication.leads() {
+            return Err(NotPublished::NotLeader(replication.leader()));
+        }
+        let mut next = policy.clone();
+        let decisions = change(&mut next);
+        let table = next.table();
+        if decisions.is_empty() && table.version == self.table.borrow().version {
+            *policy = next;
+            return Ok(decisions);
+        }
+        let entry = Entry { decisions, table };
+        match replication.record(&entry) {
+            Ok(Recorded::Done) => {
+                *policy = next;
+                self.commit(entry.table, entry.decisions.clone());
+                Ok(entry.decisions)
+            }
+            Ok(Recorded::Taken) => {
+                tracing::warn!(version = entry.table.version, "another node recorded this version first: following it");
+                Err(NotPublished::NotLeader(replication.leader()))
+            }
+            Err(e) => {
+                tracing::error!(version = entry.table.version, error = %e, "recording a version failed: not published");
+                Err(NotPublished::Unrecorded(e))
+            }
+        }
+    }
+
+    /// Runs the policy at `now_ms` and publishes what changed (nothing on a node that does not lead).
+    pub fn evaluate(&self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
+        self.change(|p| p.evaluate(now_ms, inputs)).unwrap_or_default()
+    }
+
+    /// Publishes a version the leading node recorded, when it is newer than this node's; returns
+    /// whether it was.
+    pub fn follow(&self, entry: &Entry) -> bool {
+        let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        if entry.table.version <= self.table.borrow().version {
+            return false;
+        }
+        policy.follow(&entry.decisions, &entry.table);
+        self.commit(entry.table.clone(), entry.decisions.clone());
+        true
     }
 
     /// Pins (or with no weight unpins) a cell's weight, as `actor`, once the request is within
@@ -261,10 +337,11 @@ impl Controller {
         now_ms: i64,
     ) -> Result<Vec<Decision>, crate::pin::PinError> {
         let ttl_ms = req.check(max_name)?;
-        let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
-        let decisions = policy.pin(&req.cell, req.weight, now_ms.saturating_add(ttl_ms), &req.reason, actor, now_ms);
-        self.commit(&policy, decisions.clone());
-        Ok(decisions)
+        let until = now_ms.saturating_add(ttl_ms);
+        self.change(|p| p.pin(&req.cell, req.weight, until, &req.reason, actor, now_ms)).map_err(|e| match e {
+            NotPublished::NotLeader(at) => crate::pin::PinError::NotLeader(at.unwrap_or_else(|| "unknown".into())),
+            NotPublished::Unrecorded(why) => crate::pin::PinError::Unrecorded(why),
+        })
     }
 
     /// Records that `gateway` applied `version` at `at_ms`; `Err` (nothing recorded) when it is

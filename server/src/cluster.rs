@@ -1,10 +1,12 @@
 //! Joining a cluster when `[storage] url` names an object store: this node's heartbeat, the
-//! internal Arrow Flight listener of an ingest node, and the peers a query node asks for their
-//! open windows.
+//! internal Arrow Flight listener of an ingest node, the peers a query node asks for their
+//! open windows, and a query node's part in the one control loop (lease and decision log).
 
 use anyhow::Context;
 use cellpilot_cluster::flight::{Peers, UnwrittenService};
+use cellpilot_cluster::lease::Leadership;
 use cellpilot_cluster::members::{Heartbeat, Members};
+use cellpilot_control::Controller;
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::config::Config;
 use cellpilot_query::RollupStore;
@@ -19,6 +21,8 @@ use tonic::transport::server::TcpIncoming;
 pub(crate) async fn join(
     config: &Config,
     store: &Arc<RollupStore>,
+    controller: &Arc<Controller>,
+    web_addr: SocketAddr,
     auth: &Authenticator,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -41,7 +45,7 @@ pub(crate) async fn join(
         advertise,
         started_ms: cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock),
     };
-    let members = Arc::new(Members::new(objects, prefix, me, c.lease_ttl.0));
+    let members = Arc::new(Members::new(objects.clone(), prefix, me, c.lease_ttl.0));
     members.claim().await.context("joining the cluster")?;
     let (m, stop) = (members.clone(), shutdown.clone());
     tasks.spawn(async move {
@@ -65,6 +69,27 @@ pub(crate) async fn join(
     if role.queries() {
         let token = (!c.token.is_empty()).then(|| c.token.clone());
         store.set_other_nodes(Arc::new(Peers::new(members, tokio::runtime::Handle::current(), token)));
+        // One control loop: the query node holding the lease decides; the others follow its log.
+        let web = if config.web.external_url.is_empty() {
+            format!("http://{web_addr}")
+        } else {
+            config.web.external_url.clone()
+        };
+        let leadership = Arc::new(Leadership::new(
+            objects.clone(),
+            prefix,
+            (c.node_id(), web),
+            c.lease_ttl.0,
+            controller.clone(),
+            tokio::runtime::Handle::current(),
+        ));
+        leadership.follow().await.context("reading the cluster's decision log")?;
+        controller.set_replication(leadership.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            leadership.run(stop.cancelled_owned()).await;
+            Ok(())
+        });
     }
     tracing::info!(node = %c.node_id(), role = ?role, "joined the cluster");
     Ok(bound)

@@ -58,6 +58,10 @@ impl ControlView for ControlFacts {
             .filter_map(|c| Some((c.cell, c.decision_version, c.duration_ms?)))
             .collect()
     }
+
+    fn leads(&self) -> bool {
+        self.0.leads()
+    }
 }
 
 /// Bound addresses of a running server; a listener this node's `[cluster] role` does not run
@@ -177,7 +181,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (None, None)
     };
     let web = bind("web", &config.web.listen).await?;
-    bound.push(("web", web.local_addr()?));
+    let web_addr = web.local_addr()?;
+    bound.push(("web", web_addr));
     let (control, xds) = if role.queries() {
         let control = bind("control", &config.control.listen).await?;
         bound.push(("control", control.local_addr()?));
@@ -202,7 +207,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    let cluster = crate::cluster::join(&config, &store, &auth, &shutdown, &mut tasks).await?;
+    let cluster = crate::cluster::join(&config, &store, &controller, web_addr, &auth, &shutdown, &mut tasks).await?;
     if let Some(addr) = cluster {
         bound.push(("cluster", addr));
     }

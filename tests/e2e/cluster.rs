@@ -57,6 +57,34 @@ async fn every_node_answers_history_written_to_the_bucket() {
     assert!(!s3.root().join("rollups/fleet/nodes/query-1").exists(), "a node with no data writes nothing");
 }
 
+/// A node of the cluster in bucket `rollups` of the local S3 server (`env`), heartbeats and
+/// lease lasting 3 s, plus `extra` settings.
+fn cluster_node(env: &[(&str, String)], id: &str, role: &str, extra: &[(&str, &str)]) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = cluster_node_in(data.path(), env, id, role, extra);
+    server.data = Some(data);
+    server
+}
+
+/// [`cluster_node`] on the data directory `dir`.
+fn cluster_node_in(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+    id: &str,
+    role: &str,
+    extra: &[(&str, &str)],
+) -> Server {
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.extend([
+        ("CELLPILOT_STORAGE__URL", "s3://rollups/fleet"),
+        ("CELLPILOT_CLUSTER__NODE_ID", id),
+        ("CELLPILOT_CLUSTER__ROLE", role),
+        ("CELLPILOT_CLUSTER__LEASE_TTL", "3s"),
+    ]);
+    vars.extend_from_slice(extra);
+    Server::start_in(dir, &vars)
+}
+
 /// The `(requests, errors, p999_ms)` of every cell `server` answers for the last 5 minutes.
 async fn cells(server: &Server) -> std::collections::BTreeMap<String, (u64, u64, f64)> {
     let body = server.get_json("/api/v1/cells").await;
@@ -89,16 +117,7 @@ async fn a_query_node_answers_two_ingest_nodes_as_one_node_would() {
     use rand::{RngExt, SeedableRng};
     let s3 = LocalS3::start("rollups").unwrap();
     let env: Vec<(&str, String)> = s3.env();
-    let node = |id: &'static str, role: &'static str| -> Server {
-        let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        vars.extend([
-            ("CELLPILOT_STORAGE__URL", "s3://rollups/fleet"),
-            ("CELLPILOT_CLUSTER__NODE_ID", id),
-            ("CELLPILOT_CLUSTER__ROLE", role),
-            ("CELLPILOT_CLUSTER__LEASE_TTL", "3s"),
-        ]);
-        Server::start(&vars)
-    };
+    let node = |id: &'static str, role: &'static str| cluster_node(&env, id, role, &[]);
     let (a, b, query) = (node("ingest-a", "ingest"), node("ingest-b", "ingest"), node("query-1", "query"));
     assert!(a.cluster.is_some() && b.cluster.is_some() && query.cluster.is_none());
     let single = Server::start(&[]);
@@ -142,4 +161,146 @@ async fn a_query_node_answers_two_ingest_nodes_as_one_node_would() {
     let resp = reqwest::get(format!("http://{}/api/v1/cells", a.web)).await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(reqwest::get(format!("http://{}/readyz", a.web)).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs s3s-fs"]
+async fn a_follower_takes_over_the_control_loop_and_versions_continue() {
+    use crate::support::{CellTraffic, eventually};
+    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_control::pb::{CellState, WatchWeightsRequest};
+    use std::time::{Duration, Instant};
+    const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
+    let fast: &[(&str, &str)] = &[
+        ("CELLPILOT_INGEST__WINDOW", "1s"),
+        ("CELLPILOT_INGEST__ALLOWED_LATENESS", "2s"),
+        ("CELLPILOT_CONTROL__EVALUATION_DELAY", "200ms"),
+        ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR", "3s"),
+        ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "50"),
+        ("CELLPILOT_CONTROL__POLICY__LATENCY_ALPHA", "0"),
+    ];
+    let s3 = LocalS3::start("rollups").unwrap();
+    let env = s3.env();
+    let ingest = cluster_node(&env, "ingest-a", "ingest", fast);
+    let mut first = cluster_node(&env, "query-1", "query", fast);
+    let leads = |server: &Server| {
+        let web = server.web;
+        async move {
+            let w: serde_json::Value =
+                reqwest::get(format!("http://{web}/api/v1/weights")).await.ok()?.json().await.ok()?;
+            w["leads"].as_bool()
+        }
+    };
+    eventually(Duration::from_secs(10), "query-1 leads", || async {
+        if leads(&first).await == Some(true) { Ok(()) } else { Err("not yet".to_string()) }
+    })
+    .await;
+    let second = cluster_node(&env, "query-2", "query", fast);
+    assert_eq!(leads(&second).await, Some(false), "one leader at a time");
+
+    // A gateway follows the follower; every table it receives is kept.
+    let mut client = CellWeightsClient::connect(format!("http://{}", second.control)).await.unwrap();
+    let mut watch = client.watch(WatchWeightsRequest { gateway_id: "gw-f".into() }).await.unwrap().into_inner();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(t)) = watch.message().await {
+                seen.lock().unwrap().push(t);
+            }
+        })
+    };
+    let traffic = CellTraffic::start(ingest.http, &CELLS, "c-bad");
+    eventually(Duration::from_secs(20), "the follower publishes all three cells", || async {
+        let w = second.get_json("/api/v1/weights").await;
+        if w["cells"].as_array().is_some_and(|c| c.len() == 3) { Ok(()) } else { Err(w.to_string()) }
+    })
+    .await;
+    // A pin sent to the follower is refused, naming the leader.
+    let url = |s: &Server| format!("http://{}/api/v1/cells/c-1/override", s.web);
+    let pin = serde_json::json!({"weight": 7, "ttl": "1h", "reason": "game day"});
+    let refused = reqwest::Client::new().post(url(&second)).json(&pin).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let why = refused.text().await.unwrap();
+    assert!(why.contains(&first.web.to_string()), "{why}");
+
+    traffic.set_failing(true);
+    let drained = eventually(Duration::from_secs(20), "the leader's drain reaches the follower's gateway", || async {
+        let tables = seen.lock().unwrap().clone();
+        let hit =
+            tables.iter().find(|t| t.cells.iter().any(|c| c.cell == "c-bad" && c.state == CellState::Drained as i32));
+        hit.map(|t| t.version).ok_or_else(|| format!("{} tables so far", tables.len()))
+    })
+    .await;
+    traffic.set_routed(false);
+
+    // The leader dies; the follower takes the lease over and decides from the next version on.
+    first.kill();
+    let killed = Instant::now();
+    eventually(Duration::from_secs(15), "query-2 leads", || async {
+        if leads(&second).await == Some(true) { Ok(()) } else { Err("not yet".to_string()) }
+    })
+    .await;
+    let took = killed.elapsed();
+    // lease_ttl 3 s + one 1 s evaluation tick, plus the lease's renewal cadence (a third of the
+    // ttl) and the store's one-second modification times.
+    assert!(took < Duration::from_secs(6), "took over {took:?} after the kill");
+    let resp = reqwest::Client::new().post(url(&second)).json(&pin).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the new leader takes the pin");
+    let pinned = eventually(Duration::from_secs(10), "the new leader's version reaches the gateway", || async {
+        let tables = seen.lock().unwrap().clone();
+        let hit =
+            tables.iter().find(|t| t.cells.iter().any(|c| c.cell == "c-1" && c.state == CellState::Pinned as i32));
+        hit.map(|t| t.version).ok_or_else(|| format!("{} tables so far", tables.len()))
+    })
+    .await;
+    assert!(pinned > drained, "versions continue: {drained} then {pinned}");
+    eprintln!("takeover {took:?} after the kill; drain v{drained} from query-1, pin v{pinned} from query-2");
+    traffic.stop().await;
+    recorder.abort();
+    let versions: Vec<u64> = seen.lock().unwrap().iter().map(|t| t.version).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "the gateway saw versions go forward only: {versions:?}");
+    // Every version was decided once: the follower's decision log has no version twice over a cell.
+    let decisions = second.get_json("/api/v1/decisions").await;
+    let mut keys: Vec<(u64, String)> = decisions["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["version"].as_u64().unwrap(), d["cell"].as_str().unwrap().to_string()))
+        .collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "{decisions}");
+    assert!(keys.iter().any(|(v, c)| *v == drained && c == "c-bad"));
+    assert!(keys.iter().any(|(v, c)| *v == pinned && c == "c-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs s3s-fs"]
+async fn an_ingest_node_killed_mid_load_loses_nothing_it_acknowledged() {
+    use crate::durability::{Load, holds_exactly};
+    use crate::support::eventually;
+    use std::time::Duration;
+    let s3 = LocalS3::start("rollups").unwrap();
+    let env = s3.env();
+    let data = tempfile::tempdir().unwrap();
+    let always = [("CELLPILOT_STORAGE__FSYNC", "always")];
+    let mut ingest = cluster_node_in(data.path(), &env, "ingest-a", "ingest", &always);
+    let query = cluster_node(&env, "query-1", "query", &[]);
+    let load = Load::start(format!("http://{}/v1/traces", ingest.http));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ingest.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = load.stop().await;
+    let acked: u64 = sent.values().filter(|(_, a)| *a).map(|(n, _)| n).sum();
+    // Restarted on its WAL, under the same id (waiting out its own heartbeat from before the kill).
+    let _restarted = cluster_node_in(data.path(), &env, "ingest-a", "ingest", &always);
+    eventually(Duration::from_secs(20), "the query node sees the restarted node's windows", || async {
+        let cells = query.cells().await;
+        let n: u64 = cells.iter().map(|c| c["requests"].as_u64().unwrap()).sum();
+        if n >= acked { Ok(()) } else { Err(format!("{n} of {acked}")) }
+    })
+    .await;
+    holds_exactly(&query, &sent).await;
 }

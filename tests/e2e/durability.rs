@@ -51,80 +51,96 @@ fn request(n: usize, seq: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loses_nothing_acknowledged() {
-    let data = tempfile::tempdir().unwrap();
-    let mut server = Server::start_in(data.path(), &[("CELLPILOT_STORAGE__FSYNC", "always")]);
-    let url = format!("http://{}/v1/traces", server.http);
-    // seq -> (spans, acknowledged?); requests refused outright are not recorded.
-    let sent: Arc<Mutex<BTreeMap<u64, (u64, bool)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for worker in 0..4u64 {
-        let (url, sent, stop) = (url.clone(), sent.clone(), stop.clone());
-        senders.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut seq = worker << 32;
-            while !stop.load(Ordering::Relaxed) {
-                seq += 1;
-                let n = 20 + (seq % 30) as usize;
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/x-protobuf")
-                    .body(request(n, seq))
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await;
-                let body = match resp {
-                    Ok(resp) if resp.status() == 200 => resp.bytes().await.ok(),
-                    Ok(_) => continue,
-                    Err(_) => None,
-                };
-                let acknowledged = body.is_some();
-                if let Some(body) = body {
-                    let r = ExportTraceServiceResponse::decode(body).unwrap();
-                    assert!(r.partial_success.is_none(), "nothing is late here: {r:?}");
+/// Requests sent so far: seq -> (spans, acknowledged?); requests refused outright are not recorded.
+pub(crate) type Sent = BTreeMap<u64, (u64, bool)>;
+
+/// Four senders posting requests of 20..50 spans, each with its own route, to an OTLP/HTTP
+/// `url` until stopped, recording which were acknowledged.
+pub(crate) struct Load {
+    sent: Arc<Mutex<Sent>>,
+    stop: Arc<AtomicBool>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub(crate) fn start(url: String) -> Load {
+        let sent: Arc<Mutex<Sent>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::new();
+        for worker in 0..4u64 {
+            let (url, sent, stop) = (url.clone(), sent.clone(), stop.clone());
+            senders.push(tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut seq = worker << 32;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let n = 20 + (seq % 30) as usize;
+                    let resp = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(request(n, seq))
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    let body = match resp {
+                        Ok(resp) if resp.status() == 200 => resp.bytes().await.ok(),
+                        Ok(_) => continue,
+                        Err(_) => None,
+                    };
+                    let acknowledged = body.is_some();
+                    if let Some(body) = body {
+                        let r = ExportTraceServiceResponse::decode(body).unwrap();
+                        assert!(r.partial_success.is_none(), "nothing is late here: {r:?}");
+                    }
+                    sent.lock().unwrap().insert(seq, (n as u64, acknowledged));
                 }
-                sent.lock().unwrap().insert(seq, (n as u64, acknowledged));
-            }
-        }));
+            }));
+        }
+        Load { sent, stop, senders }
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for s in senders {
-        s.await.unwrap();
+
+    /// Stops the senders; what they sent.
+    pub(crate) async fn stop(self) -> Sent {
+        self.stop.store(true, Ordering::Relaxed);
+        for s in self.senders {
+            s.await.unwrap();
+        }
+        let sent = self.sent.lock().unwrap().clone();
+        let acked: u64 = sent.values().filter(|(_, a)| *a).map(|(n, _)| n).sum();
+        assert!(acked > 1000, "the load ran ({acked} spans acknowledged)");
+        sent
     }
-    let sent = sent.lock().unwrap().clone();
-    let acked: u64 = sent.values().filter(|(_, a)| *a).map(|(n, _)| n).sum();
-    assert!(acked > 1000, "the load ran ({acked} spans acknowledged)");
+}
 
-    let restarted = Server::start_in(data.path(), &[]);
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/query", restarted.web))
-        .json(&serde_json::json!({"sql": "SELECT sum(requests) AS n FROM rollups"}))
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = resp.json().await.unwrap();
-    let total = body["rows"][0][0].as_u64().unwrap();
-
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/query", restarted.web))
-        .json(&serde_json::json!({"sql": "SELECT route, sum(requests) AS n FROM rollups GROUP BY route"}))
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = resp.json().await.unwrap();
+/// `server` holds every acknowledged request of `sent` exactly once, each in-flight one all or
+/// nothing, and nothing else.
+pub(crate) async fn holds_exactly(server: &Server, sent: &Sent) {
+    let query = |sql: &str| {
+        let body = serde_json::json!({ "sql": sql });
+        let url = format!("http://{}/api/v1/query", server.web);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let total = query("SELECT sum(requests) AS n FROM rollups").await["rows"][0][0].as_u64().unwrap();
+    let body = query("SELECT route, sum(requests) AS n FROM rollups GROUP BY route").await;
     let stored: BTreeMap<String, u64> = body["rows"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_u64().unwrap()))
         .collect();
+    let acked: u64 = sent.values().filter(|(_, a)| *a).map(|(n, _)| n).sum();
     let mut landed_in_doubt = 0;
-    for (seq, (n, acknowledged)) in &sent {
+    for (seq, (n, acknowledged)) in sent {
         let got = stored.get(&route(*seq)).copied();
         if *acknowledged {
             assert_eq!(got, Some(*n), "acknowledged request {seq} counted exactly once");
@@ -138,9 +154,22 @@ async fn kill_9_loses_nothing_acknowledged() {
         assert!(sent_routes.contains(r), "{r} was never sent (or was refused)");
     }
     assert_eq!(total, acked + landed_in_doubt, "no span beyond what was sent");
-    let cells = restarted.cells().await;
+    let cells = server.cells().await;
     let per_cell: u64 = cells.iter().map(|c| c["requests"].as_u64().unwrap()).sum();
     assert_eq!(per_cell, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(data.path(), &[("CELLPILOT_STORAGE__FSYNC", "always")]);
+    let load = Load::start(format!("http://{}/v1/traces", server.http));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = load.stop().await;
+    let restarted = Server::start_in(data.path(), &[]);
+    holds_exactly(&restarted, &sent).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `cellpilot bench ...`: measurements that print ratios against a baseline run in the same
 //! process, so figures from a noisy shared machine stay comparable.
 
+pub mod cluster;
 pub mod control;
 pub mod ingest;
 pub mod query;

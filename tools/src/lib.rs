@@ -5,7 +5,7 @@
 //! - [`demo`]: the whole product on embedded defaults with simulated cells and a gateway.
 //! - [`loadgen`]: real OTLP through the OpenTelemetry SDK, with scripted incidents.
 //! - [`generate`]: synthetic history written straight into every Parquet tier.
-//! - [`bench`](mod@bench): `cellpilot bench ingest|query|control|web`.
+//! - [`bench`](mod@bench): `cellpilot bench ingest|query|control|web|cluster`.
 //! - [`s3`]: a local S3-compatible server for the cluster benchmark and tests.
 
 pub mod bench;

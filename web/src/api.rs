@@ -193,6 +193,8 @@ pub async fn weights(State(state): State<AppState>) -> Result<Json<serde_json::V
         "decided_at": format_rfc3339_ms(t.decided_at_ms),
         // Serialized as configured: "enforce" or "dry-run".
         "mode": state.controller.mode(),
+        // In a cluster, whether this node decides (holds the control-loop lease); alone, always.
+        "leads": state.controller.leads(),
         "cells": t.cells,
     })))
 }
@@ -279,7 +281,9 @@ pub async fn override_cell(
         .map_err(|e| ApiError::BadRequest(format!("`ttl`: {e}")))?;
     let req = cellpilot_control::pin::PinRequest { cell, weight: b.weight, ttl, reason: b.reason };
     let max_name = state.config.ingest.max_attribute_length;
-    let decisions = state.controller.pin(&req, max_name, who.actor(), state.clock.now_ms())?;
+    let (controller, actor, now) = (state.controller.clone(), who.actor().to_string(), state.clock.now_ms());
+    // In a cluster the pin's version is recorded in the object store first: blocking.
+    let decisions = crate::state::blocking(move || Ok(controller.pin(&req, max_name, &actor, now)?)).await?;
     Ok(Json(serde_json::json!({ "version": state.controller.version(), "decisions": decisions.len() })))
 }
 

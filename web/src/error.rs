@@ -17,6 +17,9 @@ pub enum ApiError {
     /// Too many requests of this kind are running; retry shortly.
     #[error("{0}")]
     Busy(String),
+    /// This node cannot do it now (in a cluster: it does not lead); the message says where.
+    #[error("{0}")]
+    Unavailable(String),
     /// Credentials are missing or wrong (401), or lack the route's role (403).
     #[error("{0}")]
     Unauthorized(Denied),
@@ -38,7 +41,11 @@ impl From<cellpilot_query::Error> for ApiError {
 
 impl From<cellpilot_control::pin::PinError> for ApiError {
     fn from(e: cellpilot_control::pin::PinError) -> Self {
-        ApiError::BadRequest(e.to_string())
+        use cellpilot_control::pin::PinError;
+        match e {
+            PinError::NotLeader(_) | PinError::Unrecorded(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        }
     }
 }
 
@@ -57,6 +64,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized(d) if d.is_forbidden() => StatusCode::FORBIDDEN,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Internal(detail) => {

@@ -1,0 +1,222 @@
+//! `cellpilot bench cluster`: two ingest nodes and one query node on loopback sharing a local S3
+//! server (`s3s-fs`), in this process.
+//!
+//! - Ingest: pre-encoded OTLP/HTTP requests (the `bench ingest` batches, timestamped now) sent
+//!   to both ingest nodes at once for a few seconds, eight connections each; acknowledged spans
+//!   per second per node, and the query node's count of them checked against the senders'.
+//! - Query: the same generated history (1,000 series, 24 h in the 10 s tier, 2 days in all)
+//!   written once into the bucket and once into a local directory; the per-cell 24 h P99.9
+//!   (`bench query`'s question (a)) timed warm over each, the local one being the baseline.
+
+use super::ingest::request;
+use super::median;
+use crate::generate::{self, Plan};
+use crate::s3::LocalS3;
+use cellpilot_core::clock::{Clock, SystemClock};
+use cellpilot_core::config::{Config, NodeRole};
+use cellpilot_query::cells::cells;
+use cellpilot_query::storage::{S3Settings, Storage};
+use cellpilot_query::tier::{DAY_MS, HOUR_MS};
+use cellpilot_query::{RollupStore, StoreSettings};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::LogNormal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "rollups";
+/// How long each ingest node is loaded.
+const LOAD: Duration = Duration::from_secs(5);
+/// Concurrent senders per ingest node.
+const CONNECTIONS: usize = 8;
+
+fn s3_settings(s3: &LocalS3, prefix: &str) -> S3Settings {
+    S3Settings {
+        url: format!("s3://{BUCKET}/{prefix}"),
+        endpoint: s3.endpoint.clone(),
+        region: "us-east-1".into(),
+        access_key_id: crate::s3::ACCESS_KEY.into(),
+        secret_access_key: crate::s3::SECRET_KEY.into(),
+    }
+}
+
+/// A node of the benchmark's cluster: every listener on a free loopback port.
+fn node_config(s3: &LocalS3, dir: &std::path::Path, id: &str, role: NodeRole) -> Config {
+    let mut c = Config::default();
+    c.storage.dir = dir.to_path_buf();
+    let s = s3_settings(s3, "cluster");
+    (c.storage.url, c.storage.endpoint, c.storage.region) = (s.url, s.endpoint, s.region);
+    (c.storage.access_key_id, c.storage.secret_access_key) = (s.access_key_id, s.secret_access_key);
+    c.cluster.node_id = id.into();
+    c.cluster.role = role;
+    c.cluster.lease_ttl = cellpilot_core::config::Dur::secs(3);
+    for addr in [&mut c.ingest.grpc_listen, &mut c.ingest.http_listen, &mut c.web.listen, &mut c.control.listen] {
+        *addr = "127.0.0.1:0".into();
+    }
+    c.xds.listen = String::new();
+    c.cluster.listen = "127.0.0.1:0".into();
+    c
+}
+
+/// Sends `requests` round-robin to `url` from [`CONNECTIONS`] senders for [`LOAD`]; acknowledged spans.
+async fn load(url: String, requests: Arc<Vec<(Vec<u8>, u64)>>) -> anyhow::Result<u64> {
+    let acked = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + LOAD;
+    let mut senders = tokio::task::JoinSet::new();
+    for w in 0..CONNECTIONS {
+        let (url, requests, acked) = (url.clone(), requests.clone(), acked.clone());
+        senders.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut i = w;
+            while Instant::now() < deadline {
+                let (body, spans) = &requests[i % requests.len()];
+                i += CONNECTIONS;
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                if resp.status().is_success() {
+                    acked.fetch_add(*spans, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r??;
+    }
+    Ok(acked.load(Ordering::Relaxed))
+}
+
+/// Per-node ingest rates, and whether the query node counted every acknowledged span.
+async fn ingest_rates(s3: &LocalS3) -> anyhow::Result<(Vec<f64>, u64, u64)> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?];
+    let a = cellpilot_server::serve::start(node_config(s3, dirs[0].path(), "ingest-a", NodeRole::Ingest)).await?;
+    let b = cellpilot_server::serve::start(node_config(s3, dirs[1].path(), "ingest-b", NodeRole::Ingest)).await?;
+    let q = cellpilot_server::serve::start(node_config(s3, dirs[2].path(), "query-1", NodeRole::Query)).await?;
+    let mut rng = StdRng::seed_from_u64(21);
+    let body = LogNormal::new((20_000f64).ln(), 0.5)?;
+    let now_ns = SystemClock.now_ms() * 1_000_000;
+    // Spans end within the last 5 s of the request's encoding and the load lasts 5 s: all on
+    // time for the default allowed lateness.
+    let requests: Vec<(Vec<u8>, u64)> = (0..64)
+        .map(|_| {
+            let r: ExportTraceServiceRequest = request(&mut rng, &body, now_ns, 5_000_000_000);
+            let spans = r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len() as u64).sum();
+            (r.encode_to_vec(), spans)
+        })
+        .collect();
+    let requests = Arc::new(requests);
+    let url = |r: &cellpilot_server::serve::Running| -> anyhow::Result<String> {
+        let http = r.addrs.otlp_http.ok_or_else(|| anyhow::anyhow!("an ingest node without OTLP/HTTP"))?;
+        Ok(format!("http://{http}/v1/traces"))
+    };
+    let t = Instant::now();
+    let (ra, rb) = tokio::join!(load(url(&a)?, requests.clone()), load(url(&b)?, requests.clone()));
+    let secs = t.elapsed().as_secs_f64();
+    let (ra, rb) = (ra?, rb?);
+    // The query node answers both nodes' open windows (heartbeats are listed every second).
+    let web = q.addrs.web;
+    let mut counted = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let body: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{web}/api/v1/query"))
+            .json(&serde_json::json!({"sql": "SELECT sum(requests) AS n FROM rollups"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        counted = body["rows"][0][0].as_u64().unwrap_or(0);
+        if counted == ra + rb {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for node in [a, b, q] {
+        node.run_until(async {}).await?;
+    }
+    Ok((vec![ra as f64 / secs, rb as f64 / secs], ra + rb, counted))
+}
+
+/// Median warm time of the per-cell 24 h P99.9 over `store`, in ms.
+fn p999_24h(store: &RollupStore, now: i64, runs: usize) -> anyhow::Result<f64> {
+    cells(store, now - DAY_MS, now, now)?;
+    let mut xs = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        std::hint::black_box(cells(store, now - DAY_MS, now, now)?);
+        xs.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(median(&mut xs))
+}
+
+fn open(storage: Arc<Storage>) -> anyhow::Result<RollupStore> {
+    Ok(RollupStore::open(StoreSettings {
+        storage,
+        fine_ms: 10_000,
+        lateness_ms: 30_000,
+        retention_ms: [48 * HOUR_MS, 30 * DAY_MS, 400 * DAY_MS],
+    })?)
+}
+
+/// Runs the benchmark and prints the figures.
+pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
+    let runs = runs.max(1);
+    let s3 = LocalS3::start(BUCKET)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let (rates, acked, counted) = rt.block_on(ingest_rates(&s3))?;
+    anyhow::ensure!(counted == acked, "the query node counted {counted} of {acked} acknowledged spans");
+
+    let local_dir = tempfile::tempdir()?;
+    let now = SystemClock.now_ms();
+    let plan = |storage: Arc<Storage>| Plan { days: 2, seed: 11, ..Plan::ending_before(storage, now) };
+    let local = plan(Arc::new(Storage::local(local_dir.path())));
+    let remote = plan(Arc::new(Storage::s3(&s3_settings(&s3, "history"), "history")?));
+    generate::run(&local)?;
+    let t = Instant::now();
+    let g = generate::run(&remote)?;
+    let upload_s = t.elapsed().as_secs_f64();
+    let local_store = open(local.storage.clone())?;
+    let s3_store = open(Arc::new(Storage::s3(&s3_settings(&s3, "history"), "bench-reader")?))?;
+    anyhow::ensure!(
+        cells(&local_store, now - DAY_MS, now, now)? == cells(&s3_store, now - DAY_MS, now, now)?,
+        "the object store and the local disk answer differently"
+    );
+    let on_s3 = p999_24h(&s3_store, now, runs)?;
+    let on_disk = p999_24h(&local_store, now, runs)?;
+
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "cluster",
+                "ingest_spans_per_sec": rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
+                "ingest_acked_spans": acked,
+                "p999_24h_s3_ms": round(on_s3),
+                "p999_24h_local_ms": round(on_disk),
+                "s3_ratio": round(on_s3 / on_disk),
+                "history_requests": g.requests,
+                "history_upload_s": round(upload_s),
+                "runs": runs,
+            })
+        );
+    } else {
+        println!(
+            "ingest, two nodes at once:     {:>10.0} and {:.0} spans/s ({acked} acknowledged, all counted by the query node)",
+            rates[0], rates[1]
+        );
+        println!(
+            "per-cell P99.9 over 24 h, warm: {on_s3:>9.1} ms over S3, {on_disk:.1} ms on local disk ({:.2}×)",
+            on_s3 / on_disk
+        );
+        println!("history: {} requests uploaded in {upload_s:.1} s", g.requests);
+    }
+    Ok(())
+}
