@@ -415,8 +415,8 @@ impl RollupStore {
         }
     }
 
-    /// The rows of `f`, a file of a finer tier than `tier`, rolled up to `tier`'s windows and
-    /// cut to those overlapping `[from_ms, to_ms)`.
+    /// The rows of `f`, a file of a finer tier than `tier`, rolled up to `tier`'s windows (once
+    /// per file and tier, then kept in the memo) and cut to those overlapping `[from_ms, to_ms)`.
     fn rolled_up(
         &self,
         f: &StoredFile,
@@ -426,12 +426,25 @@ impl RollupStore {
         to_ms: i64,
     ) -> Result<Vec<RecordBatch>> {
         let w = tier.width_ms(self.settings.fine_ms);
-        let rows = self.decoded(f)?;
-        let up = match table {
-            Table::Rollups => rollup::rollups(&rows, w)?,
-            Table::ErrorsByCause => rollup::errors_by_cause(&rows, w)?,
+        let key = (f.path.clone(), format!("rolled up to {}", tier.dir_name()));
+        let known = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key);
+        let up = match known.and_then(|v| v.downcast::<Vec<RecordBatch>>().ok()) {
+            Some(up) => up,
+            None => {
+                let rows = self.decoded(f)?;
+                let up: Vec<RecordBatch> = match table {
+                    Table::Rollups => rollup::rollups(&rows, w)?,
+                    Table::ErrorsByCause => rollup::errors_by_cause(&rows, w)?,
+                }
+                .into_iter()
+                .collect();
+                let up = Arc::new(up);
+                let bytes = up.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() + key.1.len() + 64;
+                self.memo.lock().unwrap_or_else(|e| e.into_inner()).put(key, up.clone(), bytes);
+                up
+            }
         };
-        overlapping(up.into_iter().collect(), w, from_ms, to_ms)
+        overlapping(up.as_ref().clone(), w, from_ms, to_ms)
     }
 
     /// Lists the store again for other nodes' files (a query node sees what ingest nodes
