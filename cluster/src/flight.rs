@@ -234,3 +234,41 @@ impl OtherNodes for Peers {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellpilot_query::StoreSettings;
+    use cellpilot_query::storage::Storage;
+
+    fn service(dir: &std::path::Path) -> UnwrittenService {
+        let store = RollupStore::open(StoreSettings {
+            storage: Arc::new(Storage::local(dir)),
+            fine_ms: 10_000,
+            lateness_ms: 30_000,
+            retention_ms: [i64::MAX / 4; 3],
+        })
+        .unwrap();
+        UnwrittenService::new(Arc::new(store), Authenticator::default())
+    }
+
+    #[tokio::test]
+    async fn tickets_are_bounded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let ask = |t: Vec<u8>| svc.do_get(Request::new(Ticket::new(t)));
+        for (ticket, names) in [
+            (vec![b' '; MAX_TICKET_BYTES + 1], "ticket over"),
+            (b"not json".to_vec(), "not {table, from_ms, to_ms}"),
+            (br#"{"table": "rollups", "from_ms": 0}"#.to_vec(), "not {table, from_ms, to_ms}"),
+            (br#"{"table": "rollups", "from_ms": 0, "to_ms": 1, "x": 1}"#.to_vec(), "not {table, from_ms, to_ms}"),
+            (br#"{"table": "spans", "from_ms": 0, "to_ms": 1}"#.to_vec(), "no table `spans`"),
+        ] {
+            let Err(status) = ask(ticket).await else { panic!("accepted: {names}") };
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains(names), "{}", status.message());
+        }
+        let ok = ask(br#"{"table": "errors_by_cause", "from_ms": 0, "to_ms": 1}"#.to_vec()).await.unwrap();
+        assert_eq!(ok.metadata().get(PERSISTED_UNTIL).unwrap(), i64::MIN.to_string().as_str());
+    }
+}

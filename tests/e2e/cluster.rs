@@ -171,14 +171,7 @@ async fn a_follower_takes_over_the_control_loop_and_versions_continue() {
     use cellpilot_control::pb::{CellState, WatchWeightsRequest};
     use std::time::{Duration, Instant};
     const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
-    let fast: &[(&str, &str)] = &[
-        ("CELLPILOT_INGEST__WINDOW", "1s"),
-        ("CELLPILOT_INGEST__ALLOWED_LATENESS", "2s"),
-        ("CELLPILOT_CONTROL__EVALUATION_DELAY", "200ms"),
-        ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR", "3s"),
-        ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "50"),
-        ("CELLPILOT_CONTROL__POLICY__LATENCY_ALPHA", "0"),
-    ];
+    let fast = crate::support::FAST_CONTROL.as_slice();
     let s3 = LocalS3::start("rollups").unwrap();
     let env = s3.env();
     let ingest = cluster_node(&env, "ingest-a", "ingest", fast);

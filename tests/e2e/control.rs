@@ -2,7 +2,7 @@
 //! gRPC, one cell pushed to 20 % errors — the drained table arrives in time, the decision says
 //! why, and the API agrees.
 
-use crate::support::{CellTraffic, Server, eventually, now_ns};
+use crate::support::{CellTraffic, FAST_CONTROL, Server, eventually, now_ns};
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::pb::{AckRequest, CellState, WatchWeightsRequest};
 use std::time::{Duration, Instant};
@@ -11,15 +11,7 @@ const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_cell_is_drained_and_gateways_hear_it() {
-    let server = Server::start(&[
-        ("CELLPILOT_INGEST__WINDOW", "1s"),
-        ("CELLPILOT_INGEST__ALLOWED_LATENESS", "2s"),
-        ("CELLPILOT_CONTROL__EVALUATION_DELAY", "200ms"),
-        ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR", "3s"),
-        ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "50"),
-        ("CELLPILOT_CONTROL__POLICY__LATENCY_ALPHA", "0"),
-        ("CELLPILOT_CONTROL__QUIET_PERIOD", "1s"),
-    ]);
+    let server = Server::start(&[FAST_CONTROL.as_slice(), &[("CELLPILOT_CONTROL__QUIET_PERIOD", "1s")]].concat());
     let control = format!("http://{}", server.control);
     let mut client = CellWeightsClient::connect(control).await.unwrap();
     let mut watch = client.watch(WatchWeightsRequest { gateway_id: "gw-1".into() }).await.unwrap().into_inner();

@@ -6,6 +6,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A control loop that decides within seconds: 1 s windows, drains after 3 s of errors over at
+/// least 50 requests, weights from errors alone.
+pub(crate) const FAST_CONTROL: [(&str, &str); 6] = [
+    ("CELLPILOT_INGEST__WINDOW", "1s"),
+    ("CELLPILOT_INGEST__ALLOWED_LATENESS", "2s"),
+    ("CELLPILOT_CONTROL__EVALUATION_DELAY", "200ms"),
+    ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR", "3s"),
+    ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "50"),
+    ("CELLPILOT_CONTROL__POLICY__LATENCY_ALPHA", "0"),
+];
+
 /// A running `cellpilot serve`, killed on drop.
 pub(crate) struct Server {
     child: Child,

@@ -140,16 +140,14 @@ async fn proxyless_grpc_follows_drains_and_ramps() {
         &["serve", "--config", config_path.to_str().unwrap()],
         data.path(),
         &[
-            ("CELLPILOT_INGEST__WINDOW", "1s"),
-            ("CELLPILOT_INGEST__ALLOWED_LATENESS", "2s"),
-            ("CELLPILOT_CONTROL__EVALUATION_DELAY", "200ms"),
-            ("CELLPILOT_CONTROL__POLICY__DRAIN_FOR", "3s"),
-            ("CELLPILOT_CONTROL__POLICY__MIN_REQUESTS", "50"),
-            ("CELLPILOT_CONTROL__POLICY__LATENCY_ALPHA", "0"),
-            ("CELLPILOT_CONTROL__POLICY__RESTORE_AFTER", "3s"),
-            ("CELLPILOT_CONTROL__POLICY__RAMP_STEP", "3s"),
-            ("CELLPILOT_CONTROL__QUIET_PERIOD", "1s"),
-        ],
+            crate::support::FAST_CONTROL.as_slice(),
+            &[
+                ("CELLPILOT_CONTROL__POLICY__RESTORE_AFTER", "3s"),
+                ("CELLPILOT_CONTROL__POLICY__RAMP_STEP", "3s"),
+                ("CELLPILOT_CONTROL__QUIET_PERIOD", "1s"),
+            ],
+        ]
+        .concat(),
     );
     let xds = server.xds.expect("xDS listens");
     // The documented bootstrap, pointed at this server.

@@ -190,8 +190,7 @@ impl RollupStore {
                 Table::ErrorsByCause => t.errors_files.push(l.file),
             }
         }
-        state.remote =
-            Remote::from_listing(others.into_iter().map(|l| (l.node.unwrap_or_default(), l.table, l.tier, l.file)));
+        state.remote = Remote::from_listing(others);
         // Coarse rows of buckets whose own file is not written yet come from the finer files.
         for tier in [Tier::Fine, Tier::FiveMin] {
             let Some(coarse) = tier.coarser() else { continue };
@@ -455,7 +454,7 @@ impl RollupStore {
             return Ok((0, 0));
         }
         let others = storage.list_all()?.into_iter().filter(|l| !storage.is_own(l));
-        let mut remote = Remote::from_listing(others.map(|l| (l.node.unwrap_or_default(), l.table, l.tier, l.file)));
+        let mut remote = Remote::from_listing(others);
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if state.last_expiry_ms > 0 {
             let now = state.last_expiry_ms;

@@ -10,6 +10,7 @@
 
 use super::idx;
 use crate::files::{StoredFile, Table};
+use crate::storage::Listed;
 use crate::tier::Tier;
 use std::collections::BTreeMap;
 
@@ -46,10 +47,11 @@ pub(super) struct Source {
 }
 
 impl Remote {
-    /// The index of `listed` (`(node, table, tier, file)` of other nodes).
-    pub(super) fn from_listing(listed: impl IntoIterator<Item = (String, Table, Tier, StoredFile)>) -> Self {
+    /// The index of other nodes' `listed` files.
+    pub(super) fn from_listing(listed: impl IntoIterator<Item = Listed>) -> Self {
         let mut nodes: BTreeMap<String, [TierFiles; 3]> = BTreeMap::new();
-        for (node, table, tier, f) in listed {
+        for Listed { node, table, tier, file: f } in listed {
+            let node = node.unwrap_or_default();
             let t = &mut nodes
                 .entry(node)
                 .or_insert_with(|| std::array::from_fn(|_| TierFiles { until: i64::MIN, ..TierFiles::default() }))
@@ -136,13 +138,15 @@ mod tests {
     #[test]
     fn a_coarse_scan_takes_finer_files_only_past_the_coarser_boundary() {
         // Node n: day 0 hourly; hours 0..26 in 5-minute files; 5-minute buckets up to 26h10m fine.
-        let mut listed = vec![("n".to_string(), Table::Rollups, Tier::Hour, file(Tier::Hour, 0))];
-        for h in 0..26 {
-            listed.push(("n".into(), Table::Rollups, Tier::FiveMin, file(Tier::FiveMin, h * HOUR_MS)));
-        }
-        for b in 0..(26 * 12 + 2) {
-            listed.push(("n".into(), Table::Rollups, Tier::Fine, file(Tier::Fine, b * FIVE_MIN_MS)));
-        }
+        let at = |tier: Tier, start: i64| Listed {
+            node: Some("n".into()),
+            table: Table::Rollups,
+            tier,
+            file: file(tier, start),
+        };
+        let mut listed = vec![at(Tier::Hour, 0)];
+        listed.extend((0..26).map(|h| at(Tier::FiveMin, h * HOUR_MS)));
+        listed.extend((0..(26 * 12 + 2)).map(|b| at(Tier::Fine, b * FIVE_MIN_MS)));
         let r = Remote::from_listing(listed);
         let hour = r.sources(Table::Rollups, Tier::Hour, 0, 2 * DAY_MS);
         let by = |t: Tier| hour.iter().filter(|s| s.tier == t).map(|s| s.file.start_ms).collect::<Vec<_>>();

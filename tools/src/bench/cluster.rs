@@ -9,7 +9,6 @@
 //!   (`bench query`'s question (a)) timed warm over each, the local one being the baseline.
 
 use super::ingest::request;
-use super::median;
 use crate::generate::{self, Plan};
 use crate::s3::LocalS3;
 use cellpilot_core::clock::{Clock, SystemClock};
@@ -144,16 +143,10 @@ async fn ingest_rates(s3: &LocalS3) -> anyhow::Result<(Vec<f64>, u64, u64)> {
     Ok((vec![ra as f64 / secs, rb as f64 / secs], ra + rb, counted))
 }
 
-/// Median warm time of the per-cell 24 h P99.9 over `store`, in ms.
+/// Median warm time of the per-cell 24 h P99.9 over `store`, in ms (a first run warms it).
 fn p999_24h(store: &RollupStore, now: i64, runs: usize) -> anyhow::Result<f64> {
     cells(store, now - DAY_MS, now, now)?;
-    let mut xs = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        std::hint::black_box(cells(store, now - DAY_MS, now, now)?);
-        xs.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    Ok(median(&mut xs))
+    super::query::time_ms(runs, || cells(store, now - DAY_MS, now, now))
 }
 
 fn open(storage: Arc<Storage>) -> anyhow::Result<RollupStore> {

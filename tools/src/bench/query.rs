@@ -30,7 +30,8 @@ use rand_distr::LogNormal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn time_ms<T>(runs: usize, mut f: impl FnMut() -> cellpilot_query::Result<T>) -> anyhow::Result<f64> {
+/// Median of `runs` timed calls of `f`, in ms.
+pub(super) fn time_ms<T>(runs: usize, mut f: impl FnMut() -> cellpilot_query::Result<T>) -> anyhow::Result<f64> {
     let mut xs = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
