@@ -174,6 +174,9 @@ enum BenchWhat {
         /// Timed runs of each query (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// A few seconds of load and a few hundred series: checks the benchmark runs, measures nothing.
+        #[arg(long)]
+        small: bool,
     },
     /// Typed per-cell queries over 30 days of generated history vs single-tier baselines, and
     /// WAL-on vs WAL-off ingest throughput.
@@ -243,7 +246,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
         Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
-        Command::Bench { what: BenchWhat::Cluster { json, runs } } => bench::cluster::run(json, runs),
+        Command::Bench { what: BenchWhat::Cluster { json, runs, small } } => bench::cluster::run(
+            json,
+            runs,
+            if small { bench::cluster::Size::SMALL } else { bench::cluster::Size::FULL },
+        ),
         Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
         Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
         Command::Generate { data_dir, url, node, days, fine_hours, cells, services, routes, rps, incident, seed } => {

@@ -56,6 +56,8 @@ pub struct Plan {
     pub days: u32,
     /// Cells.
     pub cells: usize,
+    /// Number of the first cell (`cell-NN`), so several writers can hold disjoint cells.
+    pub first_cell: usize,
     /// Services per cell.
     pub services: usize,
     /// Routes per service.
@@ -84,6 +86,7 @@ impl Plan {
             storage,
             days: 30,
             cells: 10,
+            first_cell: 0,
             services: 10,
             routes: 10,
             rps: 1.0,
@@ -160,7 +163,7 @@ impl Plan {
                         })
                         .collect();
                     out.push(Series {
-                        cell: cell_name(c),
+                        cell: cell_name(self.first_cell + c),
                         service: format!("service-{s:02}"),
                         route: format!("/api/v1/r{r:02}"),
                         latency,
