@@ -430,9 +430,10 @@ fn grpc_server(
     })
 }
 
-/// Reads every SLO's period once in the background, so the first page an SRE opens finds the
-/// files decoded and their per-file sums derived (a cold 30-day report decodes over a thousand
-/// files; warm, it reads a few thousand sums). A stop ends it between two SLOs.
+/// Reads every SLO's period and the last day's cells once in the background, so the first page
+/// an SRE opens finds the files decoded and their per-file sums derived (a cold 30-day report
+/// decodes over a thousand files; warm, it reads a few thousand sums). A stop ends it between
+/// two questions.
 fn warm_dashboards(
     store: Arc<RollupStore>,
     config: Arc<Config>,
@@ -463,6 +464,13 @@ fn warm_dashboards(
             if let Err(e) = warmed {
                 tracing::warn!(slo = %slo.name, error = %e, "warming the SLA report");
             }
+        }
+        // The last day's histograms, for the cell pages' 24 h range (over an object store, a
+        // cold one fetches every 10-second file of the day: bench cluster's `p999_24h_s3_cold_ms`).
+        if !stop.is_cancelled()
+            && let Err(e) = cellpilot_query::cells::cells(&store, now - cellpilot_query::tier::DAY_MS, now, now)
+        {
+            tracing::warn!(error = %e, "warming the last day's cells");
         }
         tracing::info!(ms = t.elapsed().as_millis() as u64, slos = config.slo.len(), "dashboards warmed");
     });
