@@ -126,7 +126,7 @@ pub fn facts(
             let c = counts(store, &sel, now_ms - w, now_ms, now_ms, threshold)?;
             avail.insert(w, Window { bad: c.errors, total: c.requests });
             // Slow requests that failed are already bad for availability.
-            lat.insert(w, Window { bad: c.slow.saturating_sub(c.errors), total: c.requests });
+            lat.insert(w, Window { bad: c.slow, total: c.requests });
         }
         let selector: Labels = [("cell", &s.selector.cell), ("service", &s.selector.service)]
             .into_iter()

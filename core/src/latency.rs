@@ -550,6 +550,31 @@ pub fn count_above_max(bytes: &[u8], threshold_us: u64, max_us: u64) -> Result<u
     Ok(n)
 }
 
+/// Successful requests slower than `threshold_us` in one rollups row: those of the whole
+/// histogram `all` (largest value `max_us`) above it, less those of `errors_hist`, the failed
+/// requests' own histogram. Both are counted in the same buckets, so the difference is the
+/// successes' count to the same bucket precision. `None` is a row from before that histogram
+/// was kept: the count then assumes every failure was slow (`slow - errors`), which undercounts
+/// when a window's failures were fast.
+pub fn slow_successes(
+    all: &[u8],
+    errors_hist: Option<&[u8]>,
+    errors: u64,
+    threshold_us: u64,
+    max_us: u64,
+) -> Result<u64, HistogramError> {
+    // Nothing in a window whose slowest request was fast enough: skip the decode.
+    if max_us <= threshold_us {
+        return Ok(0);
+    }
+    let slow = count_above_max(all, threshold_us, max_us)?;
+    Ok(match errors_hist {
+        Some([]) => slow,
+        Some(e) => slow.saturating_sub(count_above(e, threshold_us)?),
+        None => slow.saturating_sub(errors),
+    })
+}
+
 /// HdrHistogram's LEB128-64b9B varint: up to 8 bytes of 7 bits, then a full ninth byte.
 fn leb128(b: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;

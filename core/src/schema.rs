@@ -6,15 +6,19 @@
 use crate::Result;
 use crate::latency::Quantiles;
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, StringArray, StringBuilder,
-    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
+    Array, ArrayBuilder, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, StringArray,
+    StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use std::sync::{Arc, LazyLock};
 
-/// Version written into Parquet metadata and WAL headers as `cellpilot.schema_version`.
-pub const SCHEMA_VERSION: &str = "1";
+/// Version written into Parquet metadata as `cellpilot.schema_version`. Version 1 had no
+/// `error_latency_hist`; readers add it as null (unknown) to such files.
+pub const SCHEMA_VERSION: &str = "2";
+
+/// Schema versions this build reads.
+pub const READABLE_VERSIONS: [&str; 2] = ["1", SCHEMA_VERSION];
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
@@ -35,8 +39,15 @@ static ROLLUPS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("p999_us", DataType::UInt64, false),
         Field::new("max_us", DataType::UInt64, false),
         Field::new("latency_exact", DataType::Boolean, false),
+        error_latency_field(),
     ]))
 });
+
+/// The latency histogram of the failed requests alone (empty when there were none), so slow
+/// successes are the difference of two counts; null on rows from before schema version 2.
+pub fn error_latency_field() -> Field {
+    Field::new("error_latency_hist", DataType::Binary, true)
+}
 
 static ERRORS_BY_CAUSE: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -117,6 +128,8 @@ pub mod rollup_col {
     pub const MAX_US: usize = 11;
     /// `latency_exact`
     pub const LATENCY_EXACT: usize = 12;
+    /// `error_latency_hist`
+    pub const ERROR_LATENCY_HIST: usize = 13;
 }
 
 /// A column of a stored batch is missing or not of the type its schema says (a bug, or a file
@@ -154,6 +167,23 @@ pub struct RollupColumns<'a> {
     pub max_us: &'a UInt64Array,
     /// `latency_exact`
     pub exact: &'a BooleanArray,
+    /// `error_latency_hist` (nullable)
+    pub error_hist: &'a BinaryArray,
+}
+
+impl RollupColumns<'_> {
+    /// Successful requests of row `i` slower than `threshold_us`, to bucket precision; see
+    /// [`crate::latency::slow_successes`].
+    pub fn slow_successes(&self, i: usize, threshold_us: u64) -> Result<u64, crate::latency::HistogramError> {
+        let errors = (!self.error_hist.is_null(i)).then(|| self.error_hist.value(i));
+        crate::latency::slow_successes(
+            self.hist.value(i),
+            errors,
+            self.errors.value(i),
+            threshold_us,
+            self.max_us.value(i),
+        )
+    }
 }
 
 impl<'a> RollupColumns<'a> {
@@ -171,6 +201,7 @@ impl<'a> RollupColumns<'a> {
             hist: column(batch, c::LATENCY_HIST)?,
             max_us: column(batch, c::MAX_US)?,
             exact: column(batch, c::LATENCY_EXACT)?,
+            error_hist: column(batch, c::ERROR_LATENCY_HIST)?,
         })
     }
 }
@@ -224,6 +255,24 @@ pub struct RowKey<'a> {
     pub route: &'a str,
 }
 
+/// The measures of one `rollups` row.
+#[derive(Debug, Clone, Copy)]
+pub struct RollupValues<'a> {
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Serialized latency histogram of every request.
+    pub hist: &'a [u8],
+    /// Serialized latency histogram of the failed requests (empty when none failed); `None`
+    /// when unknown (rows rolled up from schema version 1).
+    pub error_hist: Option<&'a [u8]>,
+    /// Quantiles of `hist`, with the exact max.
+    pub quantiles: Quantiles,
+    /// Whether every latency was a span's own (no bucketed metric).
+    pub exact: bool,
+}
+
 /// Accumulates `rollups` rows column by column.
 #[derive(Debug, Default)]
 pub struct RollupsBuilder {
@@ -240,11 +289,13 @@ pub struct RollupsBuilder {
     p999: UInt64Builder,
     max: UInt64Builder,
     exact: BooleanBuilder,
+    error_hist: BinaryBuilder,
 }
 
 impl RollupsBuilder {
     /// Appends one row.
-    pub fn push(&mut self, key: RowKey<'_>, requests: u64, errors: u64, hist: &[u8], q: Quantiles, exact: bool) {
+    pub fn push(&mut self, key: RowKey<'_>, v: RollupValues<'_>) {
+        let RollupValues { requests, errors, hist, error_hist, quantiles: q, exact } = v;
         self.window_start.append_value(key.window_start_ms);
         self.window_end.append_value(key.window_end_ms);
         self.cell.append_value(key.cell);
@@ -258,6 +309,7 @@ impl RollupsBuilder {
         self.p999.append_value(q.p999_us);
         self.max.append_value(q.max_us);
         self.exact.append_value(exact);
+        self.error_hist.append_option(error_hist);
     }
 
     /// Rows appended so far.
@@ -286,6 +338,7 @@ impl RollupsBuilder {
             Arc::new(self.p999.finish()),
             Arc::new(self.max.finish()),
             Arc::new(self.exact.finish()),
+            Arc::new(self.error_hist.finish()),
         ];
         Ok(RecordBatch::try_new(rollups_schema(), cols)?)
     }
@@ -339,7 +392,16 @@ mod tests {
     fn builds_the_spec_schema() {
         let mut b = RollupsBuilder::default();
         let key = RowKey { window_start_ms: 0, window_end_ms: 10_000, cell: "c", service: "s", route: "/r" };
-        b.push(key, 3, 1, &serialize(&new_histogram()), Quantiles::default(), true);
+        let hist = serialize(&new_histogram());
+        let v = RollupValues {
+            requests: 3,
+            errors: 1,
+            hist: &hist,
+            error_hist: Some(&hist),
+            quantiles: Quantiles::default(),
+            exact: true,
+        };
+        b.push(key, v);
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 1);
         let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -358,7 +420,8 @@ mod tests {
                 "p99_us",
                 "p999_us",
                 "max_us",
-                "latency_exact"
+                "latency_exact",
+                "error_latency_hist"
             ]
         );
         let mut e = ErrorsByCauseBuilder::default();

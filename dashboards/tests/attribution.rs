@@ -2,13 +2,27 @@
 //! cut-over. Every expected figure is worked out in the comments.
 
 use cellpilot_core::config::{DashboardsConfig, Dur, Selector, SloConfig};
-use cellpilot_core::latency::SparseHistogram;
-use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::latency::{Quantiles, SparseHistogram};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupValues, RollupsBuilder, RowKey};
 use cellpilot_core::store::{RollupSink, WindowBatches};
 use cellpilot_dashboards::{Drain, Report, ReportRequest, ReportSettings, summary};
 use cellpilot_query::files::Table;
 use cellpilot_query::tier::Tier;
 use cellpilot_query::{RollupStore, StoreSettings};
+
+/// The histogram of `n` failed requests, all 20 ms (the fixtures' failures are fast).
+fn failed(n: u64) -> Vec<u8> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut h = SparseHistogram::default();
+    h.record_n(20_000, n);
+    h.serialize()
+}
+
+fn row<'a>(requests: u64, errors: u64, hist: &'a [u8], failed: &'a [u8], quantiles: Quantiles) -> RollupValues<'a> {
+    RollupValues { requests, errors, hist, error_hist: Some(failed), quantiles, exact: true }
+}
 
 /// The report with default `[dashboards]` settings and a 5 % drain threshold.
 fn report(
@@ -65,7 +79,7 @@ fn hand_computed_fixture() {
                 };
                 let key = RowKey { window_start_ms: ws, window_end_ms: ws + 10_000, cell, service: "s1", route };
                 let hist = if (cell, route) == ("a", "r1") && (40..=45).contains(&w) { &slow } else { &h };
-                rollups.push(key, 100, errors, &hist.serialize(), hist.quantiles(), true);
+                rollups.push(key, row(100, errors, &hist.serialize(), &failed(errors), hist.quantiles()));
                 if errors > 0 {
                     causes.push(key, if cell == "b" { "5xx" } else { "timeout" }, errors);
                 }
@@ -189,7 +203,7 @@ fn failure_onset_far_before_the_drain() {
             _ => 0,
         };
         let key = RowKey { window_start_ms: ws, window_end_ms: ws + 10_000, cell: "c", service: "s", route: "r" };
-        rollups.push(key, 100, errors, &h.serialize(), h.quantiles(), true);
+        rollups.push(key, row(100, errors, &h.serialize(), &failed(errors), h.quantiles()));
     }
     store.add_closed(WindowBatches {
         rollups: rollups.finish().unwrap(),

@@ -1,7 +1,7 @@
 //! The write-ahead log: every accepted export is appended here (group commit, fsync per policy)
 //! before it is applied and acknowledged.
 //!
-//! Layout: `<dir>/wal/<seq>.wal` segments, each opening with a header (magic + schema version),
+//! Layout: `<dir>/wal/<seq>.wal` segments, each opening with a header (magic + layout version),
 //! then records `[len u32][crc32 u32][kind u8][received_ms i64][payload]` where the payload is the
 //! export request in protobuf. When a segment is sealed, `<seq>.state` holds the cumulative-stream
 //! state as of its last record, so segments can be dropped once their windows are in Parquet
@@ -9,12 +9,14 @@
 
 use cellpilot_core::config::FsyncPolicy;
 use cellpilot_core::fs::{Fs, FsFile};
-use cellpilot_core::schema::SCHEMA_VERSION;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"CPWAL\0";
+/// Version of the segment layout (records hold the export requests as received, so the tables'
+/// schema version does not change it).
+const WAL_VERSION: &str = "1";
 const RECORD_HEADER: usize = 4 + 4 + 1 + 8;
 /// A segment is sealed once it reaches this size…
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -259,7 +261,7 @@ fn record_header(kind: Kind, received_ms: i64, payload: &[u8]) -> Result<[u8; RE
 
 fn header() -> Vec<u8> {
     let mut h = MAGIC.to_vec();
-    h.extend_from_slice(format!("v{SCHEMA_VERSION:>3}\n").as_bytes());
+    h.extend_from_slice(format!("v{WAL_VERSION:>3}\n").as_bytes());
     h
 }
 

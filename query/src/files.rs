@@ -7,7 +7,7 @@ use crate::{Error, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::fs::FileError;
-use cellpilot_core::schema::SCHEMA_VERSION;
+use cellpilot_core::schema::{READABLE_VERSIONS, SCHEMA_VERSION, rollup_col};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -16,6 +16,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Metadata key carrying the schema version.
 pub const VERSION_KEY: &str = "cellpilot.schema_version";
@@ -167,20 +168,41 @@ fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
         .file_metadata()
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY).and_then(|k| k.value.clone()));
-    if version.as_deref() != Some(SCHEMA_VERSION) {
+    if !version.as_deref().is_some_and(|v| READABLE_VERSIONS.contains(&v)) {
         return Err(Error::Internal(format!(
-            "{name} has schema version {version:?}, this build reads {SCHEMA_VERSION}"
+            "{name} has schema version {version:?}, this build reads {READABLE_VERSIONS:?}"
         )));
     }
+    // Version 1 rollups lack the failures' histogram, the last column: read the rest and add
+    // it as null (unknown), so every reader sees one schema.
+    let fields = builder.schema().fields().len();
+    let missing = version.as_deref() == Some("1") && fields == rollup_col::ERROR_LATENCY_HIST;
+    let wants_missing = missing && projection.is_none_or(|cols| cols.contains(&rollup_col::ERROR_LATENCY_HIST));
     let builder = match projection {
         Some(cols) => {
-            let mask = ProjectionMask::roots(builder.parquet_schema(), cols.iter().copied());
+            let mask = ProjectionMask::roots(builder.parquet_schema(), cols.iter().copied().filter(|&c| c < fields));
             builder.with_projection(mask)
         }
         None => builder,
     };
     let reader = builder.with_batch_size(64 * 1024).build()?;
-    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::Corrupt(format!("{name}: {e}")))
+    let batches =
+        reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::Corrupt(format!("{name}: {e}")))?;
+    if !wants_missing {
+        return Ok(batches);
+    }
+    batches.into_iter().map(with_unknown_error_latency).collect()
+}
+
+/// `batch` (version 1 rollups) with a null `error_latency_hist` appended.
+fn with_unknown_error_latency(batch: RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(cellpilot_core::schema::error_latency_field()));
+    let mut columns = batch.columns().to_vec();
+    columns.push(arrow::array::new_null_array(&arrow::datatypes::DataType::Binary, batch.num_rows()));
+    let schema = arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone());
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
 /// Removes files of `table`/`tier` that end at or before `horizon_ms`.

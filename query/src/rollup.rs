@@ -1,10 +1,14 @@
 //! Rolling rows up into coarser windows: counts summed, histograms merged (never percentiles
-//! averaged), `latency_exact` true only when every input was.
+//! averaged), `latency_exact` true only when every input was, the failures' histogram known
+//! only when every input's was.
 
 use crate::Result;
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::latency::{self, Quantiles};
-use cellpilot_core::schema::{ErrorsByCauseBuilder, ErrorsByCauseColumns, RollupColumns, RollupsBuilder, RowKey};
+use cellpilot_core::schema::{
+    ErrorsByCauseBuilder, ErrorsByCauseColumns, RollupColumns, RollupValues, RollupsBuilder, RowKey,
+};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -14,14 +18,29 @@ struct Acc {
     hist: Histogram<u64>,
     max_us: u64,
     exact: bool,
+    /// The failures' histogram: `None` until one has a sample.
+    error_hist: Option<Histogram<u64>>,
+    /// False once an input did not know its failures' histogram.
+    errors_known: bool,
 }
 
 /// Merges `rollups` rows into windows of `width_ms` (aligned to the epoch).
 pub fn rollups(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBatch>> {
     let mut groups: BTreeMap<(i64, String, String, String), Acc> = BTreeMap::new();
     for b in batches {
-        let RollupColumns { start, cell, service, route, requests: req, errors: err, hist, max_us: max, exact, .. } =
-            RollupColumns::of(b)?;
+        let RollupColumns {
+            start,
+            cell,
+            service,
+            route,
+            requests: req,
+            errors: err,
+            hist,
+            max_us: max,
+            exact,
+            error_hist,
+            ..
+        } = RollupColumns::of(b)?;
         for i in 0..b.num_rows() {
             let ws = start.value(i) - start.value(i).rem_euclid(width_ms);
             let key = (ws, cell.value(i).to_string(), service.value(i).to_string(), route.value(i).to_string());
@@ -31,12 +50,22 @@ pub fn rollups(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBa
                 hist: latency::new_histogram(),
                 max_us: 0,
                 exact: true,
+                error_hist: None,
+                errors_known: true,
             });
             acc.requests = acc.requests.saturating_add(req.value(i));
             acc.errors = acc.errors.saturating_add(err.value(i));
             acc.max_us = acc.max_us.max(max.value(i));
             acc.exact &= exact.value(i);
             latency::add_serialized(hist.value(i), &mut acc.hist)?;
+            if error_hist.is_null(i) {
+                acc.errors_known = false;
+            } else if !error_hist.value(i).is_empty() {
+                latency::add_serialized(
+                    error_hist.value(i),
+                    acc.error_hist.get_or_insert_with(latency::new_histogram),
+                )?;
+            }
         }
     }
     if groups.is_empty() {
@@ -47,7 +76,17 @@ pub fn rollups(batches: &[RecordBatch], width_ms: i64) -> Result<Option<RecordBa
         let key = RowKey { window_start_ms: *ws, window_end_ms: ws + width_ms, cell, service, route };
         let mut q = Quantiles::of(&acc.hist);
         q.max_us = acc.max_us;
-        out.push(key, acc.requests, acc.errors, &latency::serialize(&acc.hist), q, acc.exact);
+        // Empty when nothing failed; unknown when an input did not know.
+        let error_hist = acc.errors_known.then(|| acc.error_hist.as_ref().map(latency::serialize).unwrap_or_default());
+        let v = RollupValues {
+            requests: acc.requests,
+            errors: acc.errors,
+            hist: &latency::serialize(&acc.hist),
+            error_hist: error_hist.as_deref(),
+            quantiles: q,
+            exact: acc.exact,
+        };
+        out.push(key, v);
     }
     Ok(Some(out.finish()?))
 }
@@ -95,7 +134,15 @@ mod tests {
         for start in [0, 10_000] {
             let key =
                 RowKey { window_start_ms: start, window_end_ms: start + 10_000, cell: "c", service: "s", route: "r" };
-            b.push(key, u64::MAX - 1, u64::MAX / 2 + 1, &hist, Quantiles::default(), true);
+            let v = RollupValues {
+                requests: u64::MAX - 1,
+                errors: u64::MAX / 2 + 1,
+                hist: &hist,
+                error_hist: Some(&[]),
+                quantiles: Quantiles::default(),
+                exact: true,
+            };
+            b.push(key, v);
         }
         let rolled = rollups(&[b.finish().unwrap()], 300_000).unwrap().unwrap();
         let c = RollupColumns::of(&rolled).unwrap();

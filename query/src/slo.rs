@@ -6,7 +6,7 @@ use crate::cells::{Part, plan};
 use crate::files::Table;
 use crate::store::RollupStore;
 use crate::tier::Tier;
-use arrow::array::{BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::array::{Array, BinaryArray, StringArray, TimestampMillisecondArray, UInt64Array};
 use cellpilot_core::latency;
 use cellpilot_core::schema::column;
 use cellpilot_core::schema::rollup_col;
@@ -29,7 +29,9 @@ pub struct Counts {
     pub requests: u64,
     /// Errors.
     pub errors: u64,
-    /// Requests slower than the threshold asked for (errors included: rollups keep one histogram).
+    /// Successful requests slower than the threshold asked for (failures count against
+    /// availability, not latency). Exact to bucket precision, but on rows from before schema
+    /// version 2, which assume every failure was slow.
     pub slow: u64,
 }
 
@@ -53,7 +55,7 @@ pub fn counts(
 pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_above_us: Option<u64>) -> Result<Counts> {
     let mut out = Counts::default();
     let cols: &[usize] = if slow_above_us.is_some() {
-        &[0, 1, 2, 3, 4, 5, 6, rollup_col::LATENCY_HIST, rollup_col::MAX_US]
+        &[0, 1, 2, 3, 4, 5, 6, rollup_col::LATENCY_HIST, rollup_col::MAX_US, rollup_col::ERROR_LATENCY_HIST]
     } else {
         &[0, 1, 2, 3, 4, 5, 6]
     };
@@ -65,7 +67,9 @@ pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_abo
                 (column::<StringArray>(&b, 2)?, column::<StringArray>(&b, 3)?, column::<StringArray>(&b, 4)?);
             let (req, err) = (column::<UInt64Array>(&b, 5)?, column::<UInt64Array>(&b, 6)?);
             let hist = match slow_above_us {
-                Some(_) => Some((column::<BinaryArray>(&b, 7)?, column::<UInt64Array>(&b, 8)?)),
+                Some(_) => {
+                    Some((column::<BinaryArray>(&b, 7)?, column::<UInt64Array>(&b, 8)?, column::<BinaryArray>(&b, 9)?))
+                }
                 None => None,
             };
             let keep =
@@ -79,10 +83,10 @@ pub fn counts_from(store: &RollupStore, sel: &Selector, parts: &[Part], slow_abo
                 }
                 out.requests = out.requests.saturating_add(req.value(i));
                 out.errors = out.errors.saturating_add(err.value(i));
-                if let (Some((h, max)), Some(threshold)) = (hist, slow_above_us)
-                    && max.value(i) > threshold
-                {
-                    out.slow = out.slow.saturating_add(latency::count_above_max(h.value(i), threshold, max.value(i))?);
+                if let (Some((h, max, failed)), Some(threshold)) = (hist, slow_above_us) {
+                    let failed = (!failed.is_null(i)).then(|| failed.value(i));
+                    let slow = latency::slow_successes(h.value(i), failed, err.value(i), threshold, max.value(i))?;
+                    out.slow = out.slow.saturating_add(slow);
                 }
             }
         }

@@ -96,7 +96,8 @@ impl Merged {
             DataFusionError::Plan(format!("{func}: expects a Binary histogram column like latency_hist"))
         })?;
         for i in 0..bin.len() {
-            if bin.is_valid(i) {
+            // Null: unknown; empty: no samples (`error_latency_hist` of a window without failures).
+            if bin.is_valid(i) && !bin.value(i).is_empty() {
                 self.add(bin.value(i)).map_err(|e| DataFusionError::Execution(format!("{func}: {e}")))?;
             }
         }

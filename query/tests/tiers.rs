@@ -5,7 +5,7 @@
 use arrow::array::{Array, UInt64Array};
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::latency::SparseHistogram;
-use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupValues, RollupsBuilder, RowKey};
 use cellpilot_core::store::{RollupSink, WindowBatches};
 use cellpilot_query::files::Table;
 use cellpilot_query::tier::{DAY_MS, HOUR_MS, Tier};
@@ -75,7 +75,7 @@ fn files_carry_the_schema_version() {
     let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&f.path).unwrap()).unwrap();
     use parquet::file::reader::FileReader;
     let kv = reader.metadata().file_metadata().key_value_metadata().unwrap().clone();
-    assert!(kv.iter().any(|k| k.key == "cellpilot.schema_version" && k.value.as_deref() == Some("1")));
+    assert!(kv.iter().any(|k| k.key == "cellpilot.schema_version" && k.value.as_deref() == Some("2")));
 }
 
 #[test]
@@ -233,7 +233,15 @@ async fn many_small_groups_fit_the_memory_pool() {
                 h.record(*v);
             }
             let key = RowKey { window_start_ms: ws, window_end_ms: ws + FINE, cell, service: "s", route: "r" };
-            rollups.push(key, samples.len() as u64, 0, &h.serialize(), h.quantiles(), true);
+            let v = RollupValues {
+                requests: samples.len() as u64,
+                errors: 0,
+                hist: &h.serialize(),
+                error_hist: Some(&[]),
+                quantiles: h.quantiles(),
+                exact: true,
+            };
+            rollups.push(key, v);
             truth.insert((ws, cell.to_string()), samples);
         }
     }
@@ -298,4 +306,81 @@ fn damaged_files_are_quarantined_and_the_store_opens() {
     assert!(store.scan(Table::Rollups, Tier::Fine, T0, T0 + HOUR_MS, None).is_ok());
     let left = std::fs::read_dir(&fine_dir).unwrap().count();
     assert_eq!(left, 0, "every damaged finest-tier file is in quarantine");
+}
+
+/// One 10 s window of cell `a` whose failures outnumber its slow requests: 20 fast failures
+/// (1 ms), 2 slow failures and 3 slow successes (800 ms), 75 fast successes.
+fn failures_outnumber_slow() -> RecordBatch {
+    let (mut all, mut failed) = (SparseHistogram::default(), SparseHistogram::default());
+    for (us, n, fails) in [(1_000, 20, true), (800_000, 2, true), (800_000, 3, false), (1_000, 75, false)] {
+        all.record_n(us, n);
+        if fails {
+            failed.record_n(us, n);
+        }
+    }
+    let mut q = all.quantiles();
+    q.max_us = 800_000;
+    let mut b = RollupsBuilder::default();
+    let key = RowKey { window_start_ms: T0, window_end_ms: T0 + FINE, cell: "a", service: "s", route: "r" };
+    let v = RollupValues {
+        requests: 100,
+        errors: 22,
+        hist: &all.serialize(),
+        error_hist: Some(&failed.serialize()),
+        quantiles: q,
+        exact: true,
+    };
+    b.push(key, v);
+    b.finish().unwrap()
+}
+
+/// Writes `batch` without its last column and marked schema version 1, as builds before the
+/// failures' histogram did.
+fn write_version_1(dir: &std::path::Path, batch: &RecordBatch) {
+    let f = cellpilot_query::files::write(dir, Table::Rollups, Tier::Fine, T0, T0 + 300_000, batch).unwrap();
+    let old = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>()).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "cellpilot.schema_version".to_string(),
+            "1".to_string(),
+        )]))
+        .build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&f.path).unwrap(), old.schema(), Some(props))
+            .unwrap();
+    w.write(&old).unwrap();
+    w.close().unwrap();
+}
+
+/// The latency objective counts slow successes exactly, from the failures' own histogram, even
+/// where a window's failures outnumber its slow requests (subtracting the failure count would
+/// say none). Files of schema version 1 still read: the column comes back null and their rows
+/// keep the old estimate; a roll-up over them does not pretend to know.
+#[test]
+fn slow_successes_are_exact_and_version_1_files_still_read() {
+    use cellpilot_query::slo::{Selector, counts};
+    let (to, now, threshold) = (T0 + 300_000, T0 + DAY_MS, Some(100_000));
+    let batch = failures_outnumber_slow();
+
+    let current = tempfile::tempdir().unwrap();
+    cellpilot_query::files::write(current.path(), Table::Rollups, Tier::Fine, T0, to, &batch).unwrap();
+    let store = RollupStore::open(settings(current.path())).unwrap();
+    let c = counts(&store, &Selector::default(), T0, to, now, threshold).unwrap();
+    assert_eq!((c.requests, c.errors, c.slow), (100, 22, 3), "three slow successes");
+
+    let old = tempfile::tempdir().unwrap();
+    write_version_1(old.path(), &batch);
+    let store = RollupStore::open(settings(old.path())).unwrap();
+    let c = counts(&store, &Selector::default(), T0, to, now, threshold).unwrap();
+    assert_eq!((c.requests, c.errors, c.slow), (100, 22, 0), "version 1: 5 slow less 22 failures");
+    let read = store.scan(Table::Rollups, Tier::Fine, T0, to, None).unwrap();
+    let columns = cellpilot_core::schema::RollupColumns::of(&read[0]).unwrap();
+    assert!(columns.error_hist.is_null(0));
+    assert_eq!(read[0].schema(), cellpilot_core::schema::rollups_schema());
+
+    let rolled = cellpilot_query::rollup::rollups(&[read[0].clone(), batch.clone()], 300_000).unwrap().unwrap();
+    assert!(cellpilot_core::schema::RollupColumns::of(&rolled).unwrap().error_hist.is_null(0));
+    let rolled = cellpilot_query::rollup::rollups(&[batch.clone(), batch], 300_000).unwrap().unwrap();
+    let r = cellpilot_core::schema::RollupColumns::of(&rolled).unwrap();
+    assert_eq!(r.slow_successes(0, 100_000).unwrap(), 6, "merged, still exact");
 }

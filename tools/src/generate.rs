@@ -9,7 +9,7 @@
 use anyhow::{Context, bail};
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::latency::SparseHistogram;
-use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupValues, RollupsBuilder, RowKey};
 use cellpilot_query::files::{self, Table};
 use cellpilot_query::rollup;
 use cellpilot_query::storage::Storage;
@@ -127,9 +127,18 @@ struct Series {
     service: String,
     route: String,
     latency: LogNormal<f64>,
-    /// Pre-drawn 5-minute distributions (serialized, quantiles, samples), reused for old history
-    /// where drawing every sample would take hours.
-    templates: Vec<(Vec<u8>, cellpilot_core::latency::Quantiles, u64)>,
+    /// Pre-drawn 5-minute distributions, reused for old history where drawing every sample
+    /// would take hours.
+    templates: Vec<Template>,
+}
+
+/// One pre-drawn 5-minute distribution.
+struct Template {
+    /// The serialized histogram of `samples`.
+    hist: Vec<u8>,
+    quantiles: cellpilot_core::latency::Quantiles,
+    /// In the order drawn, so the first few can stand for a window's failures.
+    samples: Vec<u64>,
 }
 
 /// Pre-drawn distributions per series.
@@ -150,16 +159,12 @@ impl Plan {
                     let n = (self.rps * 300.0).round().max(1.0) as u64;
                     let templates = (0..TEMPLATES)
                         .map(|_| {
+                            let samples: Vec<u64> = (0..n).map(|_| sample(rng, &latency)).collect();
                             let mut h = SparseHistogram::default();
-                            let mut max = 0;
-                            for _ in 0..n {
-                                let v = sample(rng, &latency);
-                                h.record(v);
-                                max = max.max(v);
-                            }
-                            let mut q = h.quantiles();
-                            q.max_us = max;
-                            (h.serialize(), q, n)
+                            samples.iter().for_each(|&v| h.record(v));
+                            let mut quantiles = h.quantiles();
+                            quantiles.max_us = samples.iter().copied().max().unwrap_or(0);
+                            Template { hist: h.serialize(), quantiles, samples }
                         })
                         .collect();
                     out.push(Series {
@@ -203,6 +208,16 @@ fn errors_of(rng: &mut SmallRng, n: u64, p: f64) -> u64 {
     (mean + z * sd).round().clamp(0.0, n as f64) as u64
 }
 
+/// The serialized histogram of failed requests' latencies (empty when none failed).
+fn failures(samples: &[u64]) -> Vec<u8> {
+    if samples.is_empty() {
+        return Vec::new();
+    }
+    let mut h = SparseHistogram::default();
+    samples.iter().for_each(|&v| h.record(v));
+    h.serialize()
+}
+
 /// Old 5-minute rows from each series' pre-drawn distributions.
 fn draw_templated(
     plan: &Plan,
@@ -214,8 +229,9 @@ fn draw_templated(
     let mut rollups = RollupsBuilder::default();
     let mut errors = ErrorsByCauseBuilder::default();
     for s in series {
-        let (hist, q, n) = &s.templates[rng.random_range(0..TEMPLATES)];
-        let e = errors_of(rng, *n, plan.error_rate(&s.cell, start));
+        let t = &s.templates[rng.random_range(0..TEMPLATES)];
+        let n = t.samples.len() as u64;
+        let e = errors_of(rng, n, plan.error_rate(&s.cell, start));
         let key = RowKey {
             window_start_ms: start,
             window_end_ms: start + FIVE_MIN_MS,
@@ -223,7 +239,17 @@ fn draw_templated(
             service: &s.service,
             route: &s.route,
         };
-        rollups.push(key, *n, e, hist, *q, true);
+        // The template's first `e` samples failed.
+        let error_hist = failures(&t.samples[..e as usize]);
+        let v = RollupValues {
+            requests: n,
+            errors: e,
+            hist: &t.hist,
+            error_hist: Some(&error_hist),
+            quantiles: t.quantiles,
+            exact: true,
+        };
+        rollups.push(key, v);
         if e > 0 {
             errors.push(key, "5xx", e);
         }
@@ -249,13 +275,10 @@ fn draw(
         for s in series {
             let expected = plan.rate(ws) * width as f64 / 1000.0;
             let n = (expected + rng.random_range(-0.5..0.5) * expected.sqrt()).round().max(0.0) as u64;
+            let samples: Vec<u64> = (0..n).map(|_| sample(rng, &s.latency)).collect();
             let mut h = SparseHistogram::default();
-            let mut max = 0;
-            for _ in 0..n {
-                let v = sample(rng, &s.latency);
-                h.record(v);
-                max = max.max(v);
-            }
+            samples.iter().for_each(|&v| h.record(v));
+            let max = samples.iter().copied().max().unwrap_or(0);
             let e = errors_of(rng, n, plan.error_rate(&s.cell, ws));
             let key = RowKey {
                 window_start_ms: ws,
@@ -266,7 +289,17 @@ fn draw(
             };
             let mut q = h.quantiles();
             q.max_us = max;
-            rollups.push(key, n, e, &h.serialize(), q, true);
+            // The window's first `e` samples failed.
+            let error_hist = failures(&samples[..e as usize]);
+            let v = RollupValues {
+                requests: n,
+                errors: e,
+                hist: &h.serialize(),
+                error_hist: Some(&error_hist),
+                quantiles: q,
+                exact: true,
+            };
+            rollups.push(key, v);
             if e > 0 {
                 errors.push(key, "5xx", e);
             }

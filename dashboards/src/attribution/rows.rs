@@ -4,7 +4,6 @@ use super::{Bad, Scope};
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::config::SloConfig;
-use cellpilot_core::latency;
 use cellpilot_core::schema::RollupColumns;
 use cellpilot_query::cells::Part;
 use cellpilot_query::files::Table;
@@ -29,17 +28,12 @@ impl<'a> Rows<'a> {
 
     /// Bad events of row `i`: errors, and slow non-error requests when a threshold is given.
     pub(super) fn bad(&self, i: usize, threshold_us: Option<u64>) -> cellpilot_query::Result<Bad> {
-        let errors = self.errors.value(i);
+        // Slow requests that failed already count against availability.
         let slow = match threshold_us {
-            // Nothing in a window whose slowest request was fast enough: skip the decode.
-            Some(t) if self.max_us.value(i) > t => {
-                latency::count_above_max(self.hist.value(i), t, self.max_us.value(i))?
-            }
-            _ => 0,
+            Some(t) => self.slow_successes(i, t)?,
+            None => 0,
         };
-        // Rollups keep one histogram per window, errors included: slow requests that failed
-        // already count against availability.
-        Ok([errors, slow.saturating_sub(errors)])
+        Ok([self.errors.value(i), slow])
     }
 }
 

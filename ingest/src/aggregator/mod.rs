@@ -48,6 +48,9 @@ pub struct WindowAgg {
     /// Exact largest latency (the histogram only knows its bucket).
     max_us: u64,
     hist: SparseHistogram,
+    /// The failed requests' latencies alone (also in `hist`), so slow successes are exact;
+    /// boxed, as most windows have no failure.
+    error_hist: Option<Box<SparseHistogram>>,
     /// (cause id, errors); a handful per window at most.
     causes: Vec<(u32, u64)>,
     /// False once a bucketed histogram contributed.
@@ -68,7 +71,9 @@ impl WindowAgg {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.hist.heap_bytes() + self.causes.capacity() * std::mem::size_of::<(u32, u64)>()
+        self.hist.heap_bytes()
+            + self.error_hist.as_ref().map_or(0, |h| std::mem::size_of::<SparseHistogram>() + h.heap_bytes())
+            + self.causes.capacity() * std::mem::size_of::<(u32, u64)>()
     }
 }
 
@@ -342,6 +347,7 @@ impl Aggregator {
             w.max_us = w.max_us.max(o.latency_us);
             if let Some(c) = cause {
                 w.add_error(c, 1);
+                w.error_hist.get_or_insert_default().record(o.latency_us);
             }
             out.accepted += 1;
         }
@@ -418,12 +424,16 @@ impl Aggregator {
         let w = self.window_mut(id, start);
         w.requests = w.requests.saturating_add(count);
         w.exact = false;
-        for (v, n) in values {
+        for &(v, n) in &values {
             w.hist.record_n(v, n);
             w.max_us = w.max_us.max(v);
         }
         if let Some(c) = cause {
             w.add_error(c, count);
+            let h = w.error_hist.get_or_insert_default();
+            for (v, n) in values {
+                h.record_n(v, n);
+            }
         }
     }
 

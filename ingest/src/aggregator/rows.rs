@@ -2,7 +2,7 @@
 //! for queries).
 
 use super::WindowRows;
-use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupValues, RollupsBuilder, RowKey};
 use cellpilot_core::store::WindowBatches;
 
 /// Builds the Arrow rows of `windows`, sorted by window, cell, service and route.
@@ -24,7 +24,17 @@ pub fn to_batches(mut windows: Vec<WindowRows>, width_ms: i64) -> cellpilot_core
         let mut q = w.agg.hist.quantiles();
         // The exact max beats the bucket's upper edge.
         q.max_us = w.agg.max_us;
-        rollups.push(key, w.agg.requests, w.agg.errors, &w.agg.hist.serialize(), q, w.agg.exact);
+        // Empty when nothing failed.
+        let error_hist = w.agg.error_hist.as_ref().map(|h| h.serialize()).unwrap_or_default();
+        let v = RollupValues {
+            requests: w.agg.requests,
+            errors: w.agg.errors,
+            hist: &w.agg.hist.serialize(),
+            error_hist: Some(&error_hist),
+            quantiles: q,
+            exact: w.agg.exact,
+        };
+        rollups.push(key, v);
         let mut causes = w.causes.clone();
         causes.sort();
         for (cause, n) in causes {

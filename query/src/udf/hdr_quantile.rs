@@ -28,6 +28,10 @@ impl Default for HdrQuantile {
 }
 
 fn quantile_of(bytes: &[u8], q: f64) -> Result<Option<f64>> {
+    if bytes.is_empty() {
+        // An `error_latency_hist` of a window without failures.
+        return Ok(None);
+    }
     let mut h = latency::new_histogram();
     latency::add_serialized(bytes, &mut h).map_err(|e| DataFusionError::Execution(format!("hdr_quantile: {e}")))?;
     Ok((!h.is_empty()).then(|| h.value_at_quantile(q) as f64))

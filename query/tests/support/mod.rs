@@ -6,7 +6,7 @@
 use arrow::array::{Array, BinaryArray, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::latency::{self, Quantiles, SparseHistogram};
-use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupsBuilder, RowKey};
+use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupValues, RollupsBuilder, RowKey};
 use cellpilot_core::store::WindowBatches;
 use cellpilot_query::RollupStore;
 use cellpilot_query::files::Table;
@@ -37,6 +37,7 @@ pub fn windows(rng: &mut StdRng, from: i64, to: i64, truth: &mut BTreeMap<String
             let mut h = SparseHistogram::default();
             let n = rng.random_range(1..6u64);
             let mut max = 0;
+            let mut first = None;
             for _ in 0..n {
                 let v = if rng.random_bool(0.01) {
                     rng.random_range(1_000_000..3_000_000)
@@ -45,6 +46,7 @@ pub fn windows(rng: &mut StdRng, from: i64, to: i64, truth: &mut BTreeMap<String
                 };
                 h.record(v);
                 max = max.max(v);
+                first.get_or_insert(v);
                 t.samples.push(v);
             }
             let e = u64::from(rng.random_bool(0.1));
@@ -53,7 +55,19 @@ pub fn windows(rng: &mut StdRng, from: i64, to: i64, truth: &mut BTreeMap<String
             let dense = h.to_histogram();
             let mut q = Quantiles::of(&dense);
             q.max_us = max;
-            rollups.push(key, n, e, &latency::serialize(&dense), q, true);
+            // The window's first request is the one that failed.
+            let mut failed = SparseHistogram::default();
+            first.filter(|_| e > 0).into_iter().for_each(|v| failed.record(v));
+            let failed = if e > 0 { failed.serialize() } else { Vec::new() };
+            let v = RollupValues {
+                requests: n,
+                errors: e,
+                hist: &latency::serialize(&dense),
+                error_hist: Some(&failed),
+                quantiles: q,
+                exact: true,
+            };
+            rollups.push(key, v);
             if e > 0 {
                 errors.push(key, "5xx", e);
             }
