@@ -156,6 +156,19 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Acknowledged spans/s of a `serve` on loopback over OTLP/HTTP, gRPC and gRPC+gzip, from a
+    /// sender that only replays pre-encoded requests.
+    E2e {
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Runs of each phase (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Length of each phase.
+        #[arg(long, default_value = "5s")]
+        load: humantime::Duration,
+    },
     /// Decision-to-delivery latency with 100 gateways watching CellWeights and 100 xDS nodes over gRPC.
     Control {
         /// Print one JSON line instead of a table.
@@ -196,6 +209,10 @@ enum BenchWhat {
         /// Timed passes over the generated requests (the median is reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Measure only the memory of this many cells' series and print it (the benchmark runs
+        /// each memory point in a fresh process of its own, so freed memory is not reused).
+        #[arg(long, hide = true)]
+        memory_cells: Option<usize>,
     },
 }
 
@@ -244,7 +261,8 @@ fn main() -> anyhow::Result<()> {
             };
             loadgen::run_with_progress(&load)
         }
-        Command::Bench { what: BenchWhat::Ingest { json, runs } } => bench::ingest::run(json, runs),
+        Command::Bench { what: BenchWhat::Ingest { memory_cells: Some(cells), .. } } => bench::ingest::memory(cells),
+        Command::Bench { what: BenchWhat::Ingest { json, runs, memory_cells: None } } => bench::ingest::run(json, runs),
         Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
         Command::Bench { what: BenchWhat::Cluster { json, runs, small } } => bench::cluster::run(
             json,
@@ -252,6 +270,7 @@ fn main() -> anyhow::Result<()> {
             if small { bench::cluster::Size::SMALL } else { bench::cluster::Size::FULL },
         ),
         Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
+        Command::Bench { what: BenchWhat::E2e { json, runs, load } } => bench::e2e::run(json, runs, load.into()),
         Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
         Command::Generate { data_dir, url, node, days, fine_hours, cells, services, routes, rps, incident, seed } => {
             let storage = generate::storage(data_dir, url, &node)?;

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod control;
+pub mod e2e;
 pub mod ingest;
 pub mod query;
 pub mod web;

@@ -9,6 +9,10 @@
 //!
 //! Memory: a fresh aggregator is fed four windows of data at 10 requests/s per series and its
 //! growth in resident memory is divided by the live series.
+//!
+//! How cost grows (`by_series`): the ingest pass and the memory measurement again with 1,000,
+//! 10,000 and 100,000 live series (10, 100, 1,000 cells), the memory one with the same 400,000
+//! spans each time (100, 10 and 1 per series and window).
 
 use super::median;
 use cellpilot_core::config::IngestConfig;
@@ -29,11 +33,14 @@ use std::time::{Duration, Instant};
 const CELLS: usize = 10;
 const SERVICES: usize = 10;
 const ROUTES: usize = 10;
-const SERIES: usize = CELLS * SERVICES * ROUTES;
 /// Spans in each pre-encoded export request.
 pub const SPANS_PER_REQUEST: usize = 512;
 /// Spans per series per 10 s window in the memory phase (10 requests/s per series).
-const SPANS_PER_SERIES_WINDOW: usize = 100;
+/// Spans fed to each memory measurement: 100 per series-window at 1,000 series, 10 at 10,000, 1
+/// at 100,000 (10 requests/s per series down to 0.1).
+const MEMORY_SPANS: usize = 400_000;
+/// Just before a window boundary, so the last 40 s are four open windows.
+const NOW_NS: i64 = 1_800_000_000_000_000_000 + 9_999_000_000;
 const WINDOWS: i64 = 4;
 
 fn kv(k: &str, v: Value) -> KeyValue {
@@ -51,12 +58,24 @@ fn latency_us(rng: &mut StdRng, body: &LogNormal<f64>) -> u64 {
 
 /// One export request of `SPANS_PER_REQUEST` spans ending in `[now - spread, now)`.
 pub fn request(rng: &mut StdRng, body: &LogNormal<f64>, now_ns: i64, spread_ns: i64) -> ExportTraceServiceRequest {
-    let per_service = SPANS_PER_REQUEST / SERVICES;
+    request_over(rng, body, now_ns, spread_ns, CELLS)
+}
+
+/// [`request`] over `cells` cells (`cells` × 100 series).
+fn request_over(
+    rng: &mut StdRng,
+    body: &LogNormal<f64>,
+    now_ns: i64,
+    spread_ns: i64,
+    cells: usize,
+) -> ExportTraceServiceRequest {
+    // Exactly SPANS_PER_REQUEST in all: the first services take one more each.
+    let per_service = |svc: usize| SPANS_PER_REQUEST / SERVICES + usize::from(svc < SPANS_PER_REQUEST % SERVICES);
     let resource_spans = (0..SERVICES)
         .map(|svc| {
-            let spans = (0..per_service)
+            let spans = (0..per_service(svc))
                 .map(|_| {
-                    let cell = rng.random_range(0..CELLS);
+                    let cell = rng.random_range(0..cells);
                     let route = rng.random_range(0..ROUTES);
                     let end = now_ns - rng.random_range(0..spread_ns);
                     let lat = latency_us(rng, body) as i64 * 1000;
@@ -122,22 +141,118 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// One point of the cost curve.
+struct Point {
+    spans_per_sec: f64,
+    memory: Memory,
+}
+
+/// Ingest rate (pre-scan + decode + map + aggregate) over `requests`, spans/s per pass.
+fn ingest_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Vec<u8>], now_ms: i64) -> anyhow::Result<(f64, u64)> {
+    let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
+    let mut rejected = 0;
+    let t = Instant::now();
+    for r in requests {
+        prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?;
+        let req = ExportTraceServiceRequest::decode(r.as_slice())?;
+        let obs = mapper.traces(&req)?;
+        let out = agg.apply(&obs, now_ms, i64::MIN);
+        rejected += out.late + out.future;
+    }
+    Ok((spans / t.elapsed().as_secs_f64(), rejected))
+}
+
+/// Throughput and resident memory with `cells` × 100 series live: 200 requests timed `runs`
+/// times, then [`memory`] in a process of its own.
+fn point(mapper: &Mapper, rng: &mut StdRng, body: &LogNormal<f64>, cells: usize, runs: usize) -> anyhow::Result<Point> {
+    let requests: Vec<Vec<u8>> =
+        (0..200).map(|_| request_over(rng, body, NOW_NS, 35_000_000_000, cells).encode_to_vec()).collect();
+    let mut agg = Aggregator::new(settings());
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let (rate, rejected) = ingest_pass(mapper, &mut agg, &requests, NOW_NS / 1_000_000)?;
+        anyhow::ensure!(rejected == 0, "{rejected} generated spans were rejected: the bench is misconfigured");
+        rates.push(rate);
+    }
+    Ok(Point { spans_per_sec: median(&mut rates), memory: in_fresh_process(cells)? })
+}
+
+/// What [`memory`] measured.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Memory {
+    series: usize,
+    bytes_per_series: f64,
+    heap_per_series: f64,
+    spans_per_series_window: usize,
+    open_windows: usize,
+}
+
+/// Runs [`memory`] for `cells` in a new process of this program: resident memory only grows
+/// honestly in a process that has not freed memory the aggregator could reuse.
+fn in_fresh_process(cells: usize) -> anyhow::Result<Memory> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "ingest", "--memory-cells", &cells.to_string()])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "the memory run failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Feeds a fresh aggregator four windows of `MEMORY_SPANS` spans over `cells` × 100 series and
+/// prints its growth in resident memory per live series, as JSON.
+pub fn memory(cells: usize) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(11);
+    let body = LogNormal::new((20_000f64).ln(), 0.5)?;
+    let mapper = Mapper::new(&IngestConfig::default());
+    let now_ms = NOW_NS / 1_000_000;
+    let series = cells * SERVICES * ROUTES;
+    // The same spans in every point: fewer per series as there are more series.
+    let per_series_window = (MEMORY_SPANS / (series * WINDOWS as usize)).max(1);
+    let total = series * per_series_window * WINDOWS as usize;
+    let mem_requests: Vec<Vec<u8>> = (0..total.div_ceil(SPANS_PER_REQUEST))
+        .map(|_| request_over(&mut rng, &body, NOW_NS, WINDOWS * 10_000_000_000 - 2_000_000_000, cells).encode_to_vec())
+        .collect();
+    {
+        // Warm the allocator with one request's transient allocations so they are not counted.
+        let req = ExportTraceServiceRequest::decode(mem_requests[0].as_slice())?;
+        let obs = mapper.traces(&req)?;
+        let mut scratch = Aggregator::new(settings());
+        scratch.apply(&obs, now_ms, i64::MIN);
+    }
+    let before = rss_bytes();
+    let mut fresh = Aggregator::new(settings());
+    let mut rejected = 0;
+    for r in &mem_requests {
+        let req = ExportTraceServiceRequest::decode(r.as_slice())?;
+        let obs = mapper.traces(&req)?;
+        let out = fresh.apply(&obs, now_ms, i64::MIN);
+        rejected += out.late + out.future;
+    }
+    anyhow::ensure!(rejected == 0, "{rejected} generated spans were rejected: the bench is misconfigured");
+    let after = rss_bytes();
+    let live = fresh.live_series().max(1);
+    let m = Memory {
+        series: live,
+        bytes_per_series: after.saturating_sub(before) as f64 / live as f64,
+        heap_per_series: fresh.heap_bytes() as f64 / live as f64,
+        spans_per_series_window: per_series_window,
+        open_windows: fresh.open_windows(),
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
 /// Runs the benchmark and prints the figures.
 pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let mut rng = StdRng::seed_from_u64(7);
     let body = LogNormal::new((20_000f64).ln(), 0.5)?;
-    // Just before a window boundary, so the last 40 s are four open windows.
-    let now_ns: i64 = 1_800_000_000_000_000_000 + 9_999_000_000;
-    let now_ms = now_ns / 1_000_000;
     let mapper = Mapper::new(&IngestConfig::default());
 
-    // Throughput: 200 requests (102,400 spans) over the last 35 s (four open windows).
+    // The baselines, on 1,000 series: 200 requests (102,400 spans) over the last 35 s.
     let requests: Vec<Vec<u8>> =
-        (0..200).map(|_| request(&mut rng, &body, now_ns, 35_000_000_000).encode_to_vec()).collect();
+        (0..200).map(|_| request(&mut rng, &body, NOW_NS, 35_000_000_000).encode_to_vec()).collect();
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
     let mut agg = Aggregator::new(settings());
-    let mut rejected = 0;
     let mut decode_rates = Vec::new();
     let mut prescan_rates = Vec::new();
     let mut ingest_rates = Vec::new();
@@ -155,45 +270,20 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         }
         prescan_rates.push(spans / t.elapsed().as_secs_f64());
 
-        let t = Instant::now();
-        for r in &requests {
-            prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?;
-            let req = ExportTraceServiceRequest::decode(r.as_slice())?;
-            let obs = mapper.traces(&req)?;
-            let out = agg.apply(&obs, now_ms, i64::MIN);
-            rejected += out.late + out.future;
-        }
-        ingest_rates.push(spans / t.elapsed().as_secs_f64());
+        let (rate, rejected) = ingest_pass(&mapper, &mut agg, &requests, NOW_NS / 1_000_000)?;
+        anyhow::ensure!(rejected == 0, "{rejected} generated spans were rejected: the bench is misconfigured");
+        ingest_rates.push(rate);
     }
     let decode = median(&mut decode_rates);
     let scan = median(&mut prescan_rates);
     let ingest = median(&mut ingest_rates);
+    drop((agg, requests));
 
-    // Memory: four windows, SPANS_PER_SERIES_WINDOW spans per series per window.
-    let total = SERIES * SPANS_PER_SERIES_WINDOW * WINDOWS as usize;
-    let mem_requests: Vec<Vec<u8>> = (0..total / SPANS_PER_REQUEST)
-        .map(|_| request(&mut rng, &body, now_ns, WINDOWS * 10_000_000_000 - 2_000_000_000).encode_to_vec())
-        .collect();
-    {
-        // Warm the allocator with one request's transient allocations so they are not counted.
-        let req = ExportTraceServiceRequest::decode(mem_requests[0].as_slice())?;
-        let obs = mapper.traces(&req)?;
-        let mut scratch = Aggregator::new(settings());
-        scratch.apply(&obs, now_ms, i64::MIN);
-    }
-    let before = rss_bytes();
-    let mut fresh = Aggregator::new(settings());
-    for r in &mem_requests {
-        let req = ExportTraceServiceRequest::decode(r.as_slice())?;
-        let obs = mapper.traces(&req)?;
-        let out = fresh.apply(&obs, now_ms, i64::MIN);
-        rejected += out.late + out.future;
-    }
-    anyhow::ensure!(rejected == 0, "{rejected} generated spans were rejected: the bench is misconfigured");
-    let after = rss_bytes();
-    let live = fresh.live_series().max(1);
-    let bytes_per_series = after.saturating_sub(before) as f64 / live as f64;
-    let heap_per_series = fresh.heap_bytes() as f64 / live as f64;
+    let curve = [CELLS, CELLS * 10, CELLS * 100]
+        .into_iter()
+        .map(|cells| point(&mapper, &mut rng, &body, cells, runs))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let first = &curve[0].memory;
 
     let ratio = ingest / decode;
     if json {
@@ -205,11 +295,18 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
                 "decode_only_spans_per_sec": decode.round(),
                 "prescan_only_spans_per_sec": scan.round(),
                 "ratio": (ratio * 1000.0).round() / 1000.0,
-                "bytes_per_series": bytes_per_series.round(),
-                "heap_bytes_per_series": heap_per_series.round(),
-                "series": live,
-                "open_windows": fresh.open_windows(),
-                "spans_per_series_window": SPANS_PER_SERIES_WINDOW,
+                "bytes_per_series": first.bytes_per_series.round(),
+                "heap_bytes_per_series": first.heap_per_series.round(),
+                "series": first.series,
+                "open_windows": first.open_windows,
+                "spans_per_series_window": first.spans_per_series_window,
+                "by_series": curve.iter().map(|p| serde_json::json!({
+                    "series": p.memory.series,
+                    "spans_per_sec": p.spans_per_sec.round(),
+                    "bytes_per_series": p.memory.bytes_per_series.round(),
+                    "heap_bytes_per_series": p.memory.heap_per_series.round(),
+                    "spans_per_series_window": p.memory.spans_per_series_window,
+                })).collect::<Vec<_>>(),
                 "runs": runs,
             })
         );
@@ -218,11 +315,12 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         println!("decode only (prost):           {decode:>12.0} spans/s");
         println!("pre-scan only:                 {scan:>12.0} spans/s");
         println!("ratio:                         {ratio:>12.3}");
-        println!(
-            "resident bytes per series:     {bytes_per_series:>12.0}  ({live} series, {} open windows)",
-            fresh.open_windows()
-        );
-        println!("accounted heap per series:     {heap_per_series:>12.0}");
+        for Point { spans_per_sec, memory: m } in &curve {
+            println!(
+                "{:>7} series: {spans_per_sec:>10.0} spans/s, {:>6.0} resident bytes per series ({:.0} accounted heap; {} spans per series-window, {} open windows)",
+                m.series, m.bytes_per_series, m.heap_per_series, m.spans_per_series_window, m.open_windows
+            );
+        }
     }
     Ok(())
 }
