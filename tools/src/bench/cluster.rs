@@ -163,23 +163,7 @@ async fn ingest_rates(s3: &LocalS3, time: Duration) -> anyhow::Result<(Vec<f64>,
     let secs = t.elapsed().as_secs_f64();
     let (ra, rb) = (ra?, rb?);
     // The query node answers both nodes' open windows (heartbeats are listed every second).
-    let web = q.addrs.web;
-    let mut counted = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let body: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{web}/api/v1/query"))
-            .json(&serde_json::json!({"sql": "SELECT sum(requests) AS n FROM rollups"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        counted = body["rows"][0][0].as_u64().unwrap_or(0);
-        if counted == ra + rb {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let counted = super::e2e::counted_to(q.addrs.web, ra + rb, Duration::from_secs(20)).await?;
     for node in [a, b, q] {
         node.run_until(async {}).await?;
     }

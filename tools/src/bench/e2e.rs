@@ -2,9 +2,9 @@
 //! settings, in this process), from a sender that does nothing but replay pre-encoded requests,
 //! so the figure is the server's and not an SDK's.
 //!
-//! The requests are `bench ingest`'s collector batches (about 512 spans each), timestamped when each
+//! The requests are `bench ingest`'s collector batches (512 spans each), timestamped when each
 //! phase starts and encoded (and gzip-compressed, and framed for gRPC) before it is timed. Each
-//! phase sends them round-robin from [`SENDERS`] concurrent senders for a few seconds:
+//! phase sends them round-robin from eight concurrent senders for a few seconds:
 //! - `http`: OTLP/HTTP protobuf, one HTTP/1.1 connection per sender;
 //! - `grpc`: OTLP/gRPC, one HTTP/2 connection per sender, the request frames written as they are;
 //! - `grpc_gzip`: the same with gzip-compressed frames (`grpc-encoding: gzip`).
@@ -208,9 +208,9 @@ async fn counted(web: SocketAddr) -> anyhow::Result<u64> {
     Ok(body["rows"][0][0].as_u64().unwrap_or(0))
 }
 
-/// The server's count once it reaches `want` (or what it is after a few seconds).
-async fn counted_to(web: SocketAddr, want: u64) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// The server's count once it reaches `want` (or what it is after `wait`).
+pub(super) async fn counted_to(web: SocketAddr, want: u64, wait: Duration) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + wait;
     loop {
         let n = counted(web).await?;
         if n == want || Instant::now() > deadline {
@@ -242,7 +242,7 @@ pub fn run(json: bool, runs: usize, load: Duration) -> anyhow::Result<()> {
                 let (rate, a, r) = phase((http, grpc), wire, load, (run * 3 + k) as u64).await?;
                 rates[k].push(rate);
                 (acked, refused) = (acked + a, refused + r);
-                let n = counted_to(server.addrs.web, acked).await?;
+                let n = counted_to(server.addrs.web, acked, Duration::from_secs(10)).await?;
                 anyhow::ensure!(n == acked, "after {wire:?}, the server counted {n} of {acked} acknowledged spans");
             }
         }
