@@ -55,8 +55,11 @@ pub(crate) async fn join(
     if let Some(listener) = listener {
         let service = UnwrittenService::new(store.clone(), auth.clone()).into_server();
         let stop = shutdown.clone();
+        // The `[transport]` stream and keepalive limits, as on every gRPC listener; plain gRPC (the
+        // peers dial it by its advertised address, on the private network).
+        let mut server = crate::serve::grpc_server(None, &config.transport, false)?;
         tasks.spawn(async move {
-            tonic::transport::Server::builder()
+            server
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -410,7 +410,7 @@ async fn start_ingest(
 /// keepalive PINGs, for the CellWeights listener, where a gateway that vanished must be noticed
 /// (it holds cut-overs back); OTLP clients keep their own keepalives, and one busy encoding a
 /// large export must not be cut off for a late PING answer (TCP keepalive still applies).
-fn grpc_server(
+pub(crate) fn grpc_server(
     tls: Option<&crate::tls::Tls>,
     limits: &TransportConfig,
     pings: bool,
