@@ -184,6 +184,7 @@ impl Peers {
     async fn ask(
         channel: tonic::transport::Channel,
         token: Option<String>,
+        table: Table,
         ask: Ask,
     ) -> Result<(i64, Vec<RecordBatch>)> {
         let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
@@ -201,6 +202,13 @@ impl Peers {
             .and_then(|v| v.parse::<i64>().ok())
             .ok_or_else(|| Error::Peer(format!("answer without a {PERSISTED_UNTIL} header")))?;
         let rows: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::Peer(e.to_string()))?;
+        // A peer one schema version behind (a rolling upgrade) still answers; anything else is
+        // that peer's error, not the whole query's.
+        let rows = rows
+            .into_iter()
+            .map(|b| files::conform(table, b))
+            .collect::<cellpilot_query::Result<Vec<_>>>()
+            .map_err(|e| Error::Peer(e.to_string()))?;
         Ok((until, rows))
     }
 }
@@ -217,7 +225,7 @@ impl OtherNodes for Peers {
                 }
             };
             let ask = Ask { table: table.dir_name().to_string(), from_ms, to_ms };
-            let fut = Self::ask(channel, self.token.clone(), ask);
+            let fut = Self::ask(channel, self.token.clone(), table, ask);
             asks.push((peer, self.runtime.spawn(fut)));
         }
         let mut out = Vec::new();

@@ -194,6 +194,24 @@ fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
     batches.into_iter().map(with_unknown_error_latency).collect()
 }
 
+/// A whole `table` batch from elsewhere (a peer's open windows) in this build's schema: the
+/// current schema as it is, version 1 rollups (a node not yet upgraded) with the failures'
+/// histogram added as null; any other shape is refused, naming it.
+pub fn conform(table: Table, batch: RecordBatch) -> Result<RecordBatch> {
+    let want = schema(table);
+    let got = batch.schema();
+    if got.fields() == want.fields() {
+        return Ok(batch);
+    }
+    let version_1 = table == Table::Rollups
+        && got.fields().len() == rollup_col::ERROR_LATENCY_HIST
+        && got.fields().iter().zip(want.fields().iter()).all(|(a, b)| a == b);
+    if version_1 {
+        return with_unknown_error_latency(batch);
+    }
+    Err(Error::Corrupt(format!("a {} batch with another schema: {got}", table.dir_name())))
+}
+
 /// `batch` (version 1 rollups) with a null `error_latency_hist` appended.
 fn with_unknown_error_latency(batch: RecordBatch) -> Result<RecordBatch> {
     let schema = batch.schema();

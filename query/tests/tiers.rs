@@ -384,3 +384,20 @@ fn slow_successes_are_exact_and_version_1_files_still_read() {
     let r = cellpilot_core::schema::RollupColumns::of(&rolled).unwrap();
     assert_eq!(r.slow_successes(0, 100_000).unwrap(), 6, "merged, still exact");
 }
+
+/// A peer's batch in the current schema passes, one of a version 1 peer gains a null failures'
+/// histogram, and any other shape is refused with its schema named.
+#[test]
+fn batches_from_elsewhere_are_conformed_or_refused() {
+    use cellpilot_query::files::conform;
+    let batch = failures_outnumber_slow();
+    assert_eq!(conform(Table::Rollups, batch.clone()).unwrap(), batch);
+    let old = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>()).unwrap();
+    let upgraded = conform(Table::Rollups, old).unwrap();
+    assert_eq!(upgraded.schema(), cellpilot_core::schema::rollups_schema());
+    assert!(cellpilot_core::schema::RollupColumns::of(&upgraded).unwrap().error_hist.is_null(0));
+    let short = batch.project(&[0, 1, 2]).unwrap();
+    let e = conform(Table::Rollups, short).unwrap_err().to_string();
+    assert!(e.contains("rollups batch with another schema") && e.contains("window_start"), "{e}");
+    assert!(conform(Table::ErrorsByCause, batch).is_err(), "a rollups batch is not an errors_by_cause one");
+}
