@@ -7,6 +7,7 @@
 //! - [`logs`]: cut-overs reported through OTLP logs.
 //! - [`prescan`]: items and decoded size of a request, counted before it is decoded.
 //! - [`mapping`]: spans and metric points to observations (cell, service, route, error, cause).
+//! - [`wire`]: the trace wire scanner: observations straight from protobuf bytes, prost's verdicts.
 //! - [`stream`]: the versioned, canonical identity of a metric stream in checkpoints.
 //! - [`delta`]: cumulative -> delta per metric stream.
 //! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
@@ -34,6 +35,7 @@ pub mod prescan;
 pub mod sequencer;
 pub mod stream;
 pub mod wal;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use pipeline::{Ingest, Transport};

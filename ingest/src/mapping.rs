@@ -3,7 +3,7 @@
 //!
 //! Mapping borrows from the decoded request so the hot path allocates only for new strings.
 
-use crate::attrs::{as_i64, as_str, first_str, get_str, grpc_code_name};
+use crate::attrs::{Val, first_str, first_str_of, get_str, get_str_of, grpc_cause};
 use crate::error::{Error, Result};
 use crate::stream::StreamKey;
 use cellpilot_core::config::IngestConfig;
@@ -24,7 +24,7 @@ pub const NO_CAUSE: StrId = u32::MAX;
 #[derive(Debug, Default)]
 pub struct Interner<'a> {
     list: Vec<Cow<'a, str>>,
-    ids: HashMap<Cow<'a, str>, StrId>,
+    ids: HashMap<Cow<'a, str>, StrId, foldhash::fast::RandomState>,
 }
 
 impl<'a> Interner<'a> {
@@ -155,12 +155,29 @@ pub struct Observations<'a> {
     pub rejected: Vec<(u64, String)>,
     /// Names cut to `max_attribute_length`.
     pub truncated: u64,
+    /// `rpc.service` × `rpc.method` -> the interned `service/method` route (and whether it was
+    /// cut), so a gRPC span formats its route once per request, not once per span.
+    rpc_routes: HashMap<(&'a str, &'a str), (StrId, bool), foldhash::fast::RandomState>,
 }
 
 impl<'a> Observations<'a> {
     /// Interns a cell, service, route or cause name, cut to `max` bytes.
     fn name(&mut self, s: Cow<'a, str>, max: usize) -> StrId {
         let (id, cut) = self.strings.intern_bounded(s, max);
+        self.truncated += u64::from(cut);
+        id
+    }
+
+    /// Interns the route `service/method`, cut to `max` bytes.
+    fn rpc_route(&mut self, service: &'a str, method: &'a str, max: usize) -> StrId {
+        let (id, cut) = match self.rpc_routes.get(&(service, method)) {
+            Some(&v) => v,
+            None => {
+                let v = self.strings.intern_bounded(Cow::Owned(format!("{service}/{method}")), max);
+                self.rpc_routes.insert((service, method), v);
+                v
+            }
+        };
         self.truncated += u64::from(cut);
         id
     }
@@ -181,8 +198,8 @@ pub struct Mapper {
 }
 
 /// What one attribute scan found.
-#[derive(Default)]
-struct Scan<'a> {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scan<'a> {
     cell: Option<&'a str>,
     cell_rank: usize,
     http_route: Option<&'a str>,
@@ -195,31 +212,57 @@ struct Scan<'a> {
     cause: Option<&'a str>,
 }
 
+impl Default for Scan<'_> {
+    fn default() -> Self {
+        Scan {
+            cell: None,
+            cell_rank: usize::MAX,
+            http_route: None,
+            rpc_service: None,
+            rpc_method: None,
+            http_status: None,
+            http_status_legacy: None,
+            grpc_status: None,
+            error_type: None,
+            cause: None,
+        }
+    }
+}
+
+/// `code / 100` as the spec's cause names for HTTP status classes, without formatting.
+const HTTP_CLASSES: [&str; 10] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx"];
+
 impl<'a> Scan<'a> {
     fn of(attrs: &'a [KeyValue], cell_keys: &[String]) -> Self {
-        let mut s = Scan { cell_rank: usize::MAX, ..Default::default() };
+        let mut s = Scan::default();
         for kv in attrs {
-            let v = kv.value.as_ref();
-            if let Some(rank) = cell_keys.iter().position(|k| *k == kv.key)
-                && rank < s.cell_rank
-                && let Some(c) = as_str(v)
-            {
-                s.cell = Some(c);
-                s.cell_rank = rank;
-            }
-            match kv.key.as_str() {
-                "http.route" => s.http_route = as_str(v),
-                "rpc.service" => s.rpc_service = as_str(v),
-                "rpc.method" => s.rpc_method = as_str(v),
-                "http.response.status_code" => s.http_status = as_i64(v),
-                "http.status_code" => s.http_status_legacy = as_i64(v),
-                "rpc.grpc.status_code" => s.grpc_status = as_i64(v),
-                "error.type" => s.error_type = as_str(v),
-                "cause" => s.cause = as_str(v),
-                _ => {}
-            }
+            s.feed(&kv.key, Val::of(kv.value.as_ref()), cell_keys);
         }
         s
+    }
+
+    /// One attribute, in order: the best-ranked cell key wins (the first of equals), the other
+    /// keys are last-wins (a later attribute of the same key replaces, even with nothing).
+    #[inline]
+    pub(crate) fn feed(&mut self, key: &'a str, v: Val<'a>, cell_keys: &[String]) {
+        if let Some(rank) = cell_keys.iter().position(|k| k.as_str() == key)
+            && rank < self.cell_rank
+            && let Some(c) = v.str()
+        {
+            self.cell = Some(c);
+            self.cell_rank = rank;
+        }
+        match key {
+            "http.route" => self.http_route = v.str(),
+            "rpc.service" => self.rpc_service = v.str(),
+            "rpc.method" => self.rpc_method = v.str(),
+            "http.response.status_code" => self.http_status = v.int(),
+            "http.status_code" => self.http_status_legacy = v.int(),
+            "rpc.grpc.status_code" => self.grpc_status = v.int(),
+            "error.type" => self.error_type = v.str(),
+            "cause" => self.cause = v.str(),
+            _ => {}
+        }
     }
 
     fn route(&self) -> Option<Cow<'a, str>> {
@@ -247,16 +290,48 @@ impl<'a> Scan<'a> {
             return Cow::Borrowed(c);
         }
         if let Some(code) = self.http_status() {
-            return Cow::Owned(format!("{}xx", code / 100));
+            return match usize::try_from(code / 100).ok().and_then(|c| HTTP_CLASSES.get(c)) {
+                Some(class) => Cow::Borrowed(class),
+                None => Cow::Owned(format!("{}xx", code / 100)),
+            };
         }
         if let Some(code) = self.grpc_status {
-            return Cow::Owned(format!("grpc:{}", grpc_code_name(code)));
+            return Cow::Borrowed(grpc_cause(code));
         }
         Cow::Borrowed("error")
     }
 }
 
-const SPAN_STATUS_ERROR: i32 = 2;
+/// What mapping a span needs of it besides its attributes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SpanView<'a> {
+    pub(crate) trace_id_len: usize,
+    pub(crate) span_id_len: usize,
+    pub(crate) kind: i32,
+    pub(crate) name: &'a str,
+    /// The span's status is ERROR.
+    pub(crate) status_error: bool,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+/// What mapping a span needs of its resource.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResourceView<'a> {
+    service: StrId,
+    cell: Option<&'a str>,
+}
+
+/// Where a span sits in its request, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanAt {
+    pub(crate) resource: usize,
+    pub(crate) scope: usize,
+    pub(crate) span: usize,
+}
+
+/// `Status.code` ERROR in the OTLP proto.
+pub(crate) const SPAN_STATUS_ERROR: i32 = 2;
 
 impl Mapper {
     /// Rules from the `[ingest]` section (validated there).
@@ -289,55 +364,98 @@ impl Mapper {
         let mut out = Observations::default();
         let total: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
         out.spans.reserve(total);
+        let mut res_attrs = Vec::new();
         for (ri, rs) in req.resource_spans.iter().enumerate() {
-            let res_attrs: &[KeyValue] = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-            let service =
-                out.name(Cow::Borrowed(get_str(res_attrs, "service.name").unwrap_or(UNKNOWN_SERVICE)), self.max_name);
-            let res_cell = first_str(res_attrs, &self.cell_keys);
-            #[cfg(test)]
-            if self.panic_on_service.is_some() && self.panic_on_service == get_str(res_attrs, "service.name") {
-                panic!("injected mapping panic");
-            }
+            res_attrs.clear();
+            let attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+            res_attrs.extend(attrs.iter().map(|kv| (kv.key.as_str(), Val::of(kv.value.as_ref()))));
+            let res = self.resource(&mut out, &res_attrs);
             for (si, ss) in rs.scope_spans.iter().enumerate() {
                 for (pi, span) in ss.spans.iter().enumerate() {
-                    if span.trace_id.len() != 16 {
-                        return Err(Error::BadInput(format!(
-                            "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: trace_id must be 16 bytes, got {}",
-                            span.trace_id.len()
-                        )));
-                    }
-                    if span.span_id.len() != 8 {
-                        return Err(Error::BadInput(format!(
-                            "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: span_id must be 8 bytes, got {}",
-                            span.span_id.len()
-                        )));
-                    }
-                    if !(0..8).contains(&span.kind) || self.kinds & (1 << span.kind) == 0 {
-                        out.ignored += 1;
-                        continue;
-                    }
-                    let scan = Scan::of(&span.attributes, &self.cell_keys);
-                    let cell = scan.cell.or(res_cell).unwrap_or(UNKNOWN_CELL);
-                    let cell = out.name(Cow::Borrowed(cell), self.max_name);
-                    let route = scan.route().unwrap_or(Cow::Borrowed(span.name.as_str()));
-                    let route = out.name(route, self.max_name);
-                    let failed = span.status.as_ref().is_some_and(|s| s.code == SPAN_STATUS_ERROR) || scan.is_error();
-                    let cause = if failed { out.name(scan.cause(), self.max_name) } else { NO_CAUSE };
-                    let start_ns = clamp_ns(span.start_time_unix_nano);
-                    let end_ns = clamp_ns(span.end_time_unix_nano);
-                    out.spans.push(SpanObs {
-                        cell,
-                        service,
-                        route,
-                        cause,
-                        latency_us: (end_ns.saturating_sub(start_ns)).max(0) as u64 / 1000,
-                        end_ns,
-                        start_ns,
-                    });
+                    let view = SpanView {
+                        trace_id_len: span.trace_id.len(),
+                        span_id_len: span.span_id.len(),
+                        kind: span.kind,
+                        name: &span.name,
+                        status_error: span.status.as_ref().is_some_and(|s| s.code == SPAN_STATUS_ERROR),
+                        start: span.start_time_unix_nano,
+                        end: span.end_time_unix_nano,
+                    };
+                    let at = SpanAt { resource: ri, scope: si, span: pi };
+                    let attrs = &span.attributes;
+                    self.span(&mut out, &res, at, &view, || Scan::of(attrs, &self.cell_keys))?;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The cell keys, in rank order.
+    pub(crate) fn cell_keys(&self) -> &[String] {
+        &self.cell_keys
+    }
+
+    /// Interns a resource's service and finds its cell.
+    pub(crate) fn resource<'a>(&self, out: &mut Observations<'a>, attrs: &[(&'a str, Val<'a>)]) -> ResourceView<'a> {
+        let service_name = get_str_of(attrs, "service.name");
+        #[cfg(test)]
+        if self.panic_on_service.is_some() && self.panic_on_service == service_name {
+            panic!("injected mapping panic");
+        }
+        ResourceView {
+            service: out.name(Cow::Borrowed(service_name.unwrap_or(UNKNOWN_SERVICE)), self.max_name),
+            cell: first_str_of(attrs, &self.cell_keys),
+        }
+    }
+
+    /// Maps one span: checks its ids, skips it unless its kind is a request, else adds it with
+    /// the scan of its attributes (asked for only then).
+    pub(crate) fn span<'a>(
+        &self,
+        out: &mut Observations<'a>,
+        res: &ResourceView<'a>,
+        at: SpanAt,
+        span: &SpanView<'a>,
+        scan: impl FnOnce() -> Scan<'a>,
+    ) -> Result<()> {
+        let SpanAt { resource: ri, scope: si, span: pi } = at;
+        if span.trace_id_len != 16 {
+            return Err(Error::BadInput(format!(
+                "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: trace_id must be 16 bytes, got {}",
+                span.trace_id_len
+            )));
+        }
+        if span.span_id_len != 8 {
+            return Err(Error::BadInput(format!(
+                "resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: span_id must be 8 bytes, got {}",
+                span.span_id_len
+            )));
+        }
+        if !(0..8).contains(&span.kind) || self.kinds & (1 << span.kind) == 0 {
+            out.ignored += 1;
+            return Ok(());
+        }
+        let scan = scan();
+        let cell = scan.cell.or(res.cell).unwrap_or(UNKNOWN_CELL);
+        let cell = out.name(Cow::Borrowed(cell), self.max_name);
+        let route = match (scan.http_route, scan.rpc_service, scan.rpc_method) {
+            (None, Some(svc), Some(method)) => out.rpc_route(svc, method, self.max_name),
+            _ => out.name(scan.route().unwrap_or(Cow::Borrowed(span.name)), self.max_name),
+        };
+        let failed = span.status_error || scan.is_error();
+        let cause = if failed { out.name(scan.cause(), self.max_name) } else { NO_CAUSE };
+        let start_ns = clamp_ns(span.start);
+        let end_ns = clamp_ns(span.end);
+        out.spans.push(SpanObs {
+            cell,
+            service: res.service,
+            route,
+            cause,
+            latency_us: (end_ns.saturating_sub(start_ns)).max(0) as u64 / 1000,
+            end_ns,
+            start_ns,
+        });
+        Ok(())
     }
 
     /// Maps the latency histogram points of `req`.

@@ -1,0 +1,641 @@
+//! The OTLP trace wire scanner: maps an `ExportTraceServiceRequest` straight from its protobuf
+//! bytes, reading only what the mapping needs (span ids' lengths, kind, name, times, status, the
+//! span and resource attributes) with every string borrowed from the body, and skipping the rest
+//! without allocating.
+//!
+//! Skipping is not trusting: every field is checked as prost checks it when it decodes the whole
+//! message — the wire type of every known field, UTF-8 of every string (events', links' and
+//! scopes' too), varints that overflow, lengths past the end, groups, prost's recursion limit of
+//! 100 nested messages (charged the way prost charges it, unknown fields included) — so the
+//! scanner refuses exactly what prost refuses. Repeated occurrences merge as prost merges them:
+//! a resource or status sent twice is one message, a scalar sent twice keeps the last value.
+//!
+//! prost stays the reference. A body the scanner refuses is decoded by prost, whose error is the
+//! answer, so errors read exactly as on the decoding path; should prost accept it, its decoding
+//! is mapped instead (and the disagreement logged). The differential tests and the `otlp_wire`
+//! fuzz target hold both paths to the same verdicts and observations.
+
+use crate::attrs::Val;
+use crate::error::{Error, Result};
+use crate::mapping::{Mapper, Observations, ResourceView, SPAN_STATUS_ERROR, Scan, SpanAt, SpanView};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use prost::bytes::Bytes;
+use std::sync::OnceLock;
+
+/// prost's recursion limit: how many messages deep a body may nest.
+const RECURSION_LIMIT: u32 = 100;
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+const FIXED32: u8 = 5;
+
+/// Why the scanner refused a body (prost refuses it too; its error is what the client reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
+
+type R<T> = std::result::Result<T, Refused>;
+
+/// A trace export still in its protobuf encoding, mapped by the scanner.
+#[derive(Debug)]
+pub struct WireTraces {
+    bytes: Bytes,
+    /// prost's decoding, made only when the scanner refuses the body.
+    reference: OnceLock<std::result::Result<ExportTraceServiceRequest, prost::DecodeError>>,
+}
+
+impl WireTraces {
+    /// A protobuf `ExportTraceServiceRequest`, not yet checked.
+    pub fn new(bytes: Bytes) -> Self {
+        Self { bytes, reference: OnceLock::new() }
+    }
+
+    /// The body as it came (what the WAL keeps).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The request's observations, or the error the decoding path gives for it.
+    pub fn map<'a>(&'a self, mapper: &Mapper) -> Result<Observations<'a>> {
+        match scan_traces(mapper, &self.bytes) {
+            Ok(mapped) => mapped,
+            Err(refused) => {
+                let decoded = self.reference.get_or_init(|| ExportTraceServiceRequest::decode(&self.bytes[..]));
+                match decoded {
+                    Err(e) => Err(Error::BadInput(format!("invalid protobuf payload: {e}"))),
+                    Ok(req) => {
+                        tracing::error!(
+                            reason = refused.0,
+                            "the wire scanner refused a trace export prost decodes; mapped from prost's decoding"
+                        );
+                        mapper.traces(req)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scans and maps a protobuf `ExportTraceServiceRequest`: `Err` when prost would refuse the body,
+/// else the mapping's own answer (its observations, or its error, e.g. a trace id of the wrong
+/// length — reported only once the whole body is known to decode, as on the decoding path).
+pub fn scan_traces<'a>(mapper: &Mapper, body: &'a [u8]) -> R<Result<Observations<'a>>> {
+    let mut s = Traces { mapper, out: Observations::default(), failed: None, res_attrs: Vec::new() };
+    let mut c = Cur::new(body);
+    let ctx = RECURSION_LIMIT;
+    let mut ri = 0;
+    while !c.done() {
+        let (tag, wt) = c.key()?;
+        match tag {
+            1 => {
+                let rs = c.message(wt, ctx)?;
+                s.resource_spans(rs, ctx - 1, ri)?;
+                ri += 1;
+            }
+            _ => c.skip(wt, tag, ctx)?,
+        }
+    }
+    Ok(match s.failed {
+        Some(e) => Err(e),
+        None => Ok(s.out),
+    })
+}
+
+struct Traces<'m, 'a> {
+    mapper: &'m Mapper,
+    out: Observations<'a>,
+    /// The first mapping error; what the body maps to once it is known to decode.
+    failed: Option<Error>,
+    /// The current resource's attributes, in order (reused across resources).
+    res_attrs: Vec<(&'a str, Val<'a>)>,
+}
+
+impl<'a> Traces<'_, 'a> {
+    fn resource_spans(&mut self, b: &'a [u8], ctx: u32, ri: usize) -> R<()> {
+        // The resource may follow its spans on the wire: read it (and check every other field)
+        // first, then map the spans.
+        self.res_attrs.clear();
+        let mut c = Cur::new(b);
+        while !c.done() {
+            let (tag, wt) = c.key()?;
+            match tag {
+                1 => {
+                    let r = c.message(wt, ctx)?;
+                    self.resource(r, ctx - 1)?;
+                }
+                2 => {
+                    c.message(wt, ctx)?;
+                }
+                3 => {
+                    c.string(wt)?;
+                }
+                _ => c.skip(wt, tag, ctx)?,
+            }
+        }
+        let res = self.mapper.resource(&mut self.out, &self.res_attrs);
+        let mut c = Cur::new(b);
+        let mut si = 0;
+        while !c.done() {
+            let (tag, wt) = c.key()?;
+            if tag == 2 {
+                let ss = c.message(wt, ctx)?;
+                self.scope_spans(ss, ctx - 1, &res, ri, si)?;
+                si += 1;
+            } else {
+                c.skip(wt, tag, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `Resource` (several merge: their attributes add up).
+    fn resource(&mut self, b: &'a [u8], ctx: u32) -> R<()> {
+        let mut c = Cur::new(b);
+        while !c.done() {
+            let (tag, wt) = c.key()?;
+            match tag {
+                1 => {
+                    let kv = c.message(wt, ctx)?;
+                    self.res_attrs.push(key_value(kv, ctx - 1)?);
+                }
+                2 => {
+                    c.varint_field(wt)?;
+                }
+                3 => {
+                    let e = c.message(wt, ctx)?;
+                    entity_ref(e, ctx - 1)?;
+                }
+                _ => c.skip(wt, tag, ctx)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_spans(&mut self, b: &'a [u8], ctx: u32, res: &ResourceView<'a>, ri: usize, si: usize) -> R<()> {
+        let mut c = Cur::new(b);
+        let mut pi = 0;
+        while !c.done() {
+            let (tag, wt) = c.key()?;
+            match tag {
+                1 => {
+                    let sc = c.message(wt, ctx)?;
+                    scope(sc, ctx - 1)?;
+                }
+                2 => {
+                    let sp = c.message(wt, ctx)?;
+                    self.span(sp, ctx - 1, res, SpanAt { resource: ri, scope: si, span: pi })?;
+                    pi += 1;
+                }
+                3 => {
+                    c.string(wt)?;
+                }
+                _ => c.skip(wt, tag, ctx)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn span(&mut self, b: &'a [u8], ctx: u32, res: &ResourceView<'a>, at: SpanAt) -> R<()> {
+        let cell_keys = self.mapper.cell_keys();
+        let mut v = SpanView::default();
+        let mut scan = Scan::default();
+        let mut status_code = 0i32;
+        let mut c = Cur::new(b);
+        while !c.done() {
+            let (tag, wt) = c.key()?;
+            match tag {
+                1 => v.trace_id_len = c.bytes(wt)?.len(),
+                2 => v.span_id_len = c.bytes(wt)?.len(),
+                3 => {
+                    c.string(wt)?;
+                }
+                4 => {
+                    c.bytes(wt)?;
+                }
+                5 => v.name = c.string(wt)?,
+                6 => v.kind = c.varint_field(wt)? as i32,
+                7 => v.start = c.fixed64(wt)?,
+                8 => v.end = c.fixed64(wt)?,
+                9 => {
+                    let kv = c.message(wt, ctx)?;
+                    let (key, val) = key_value(kv, ctx - 1)?;
+                    scan.feed(key, val, cell_keys);
+                }
+                10 | 12 | 14 => {
+                    c.varint_field(wt)?;
+                }
+                11 => {
+                    let e = c.message(wt, ctx)?;
+                    event(e, ctx - 1)?;
+                }
+                13 => {
+                    let l = c.message(wt, ctx)?;
+                    link(l, ctx - 1)?;
+                }
+                15 => {
+                    let st = c.message(wt, ctx)?;
+                    status(st, ctx - 1, &mut status_code)?;
+                }
+                16 => {
+                    c.fixed32(wt)?;
+                }
+                _ => c.skip(wt, tag, ctx)?,
+            }
+        }
+        if self.failed.is_none() {
+            v.status_error = status_code == SPAN_STATUS_ERROR;
+            if let Err(e) = self.mapper.span(&mut self.out, res, at, &v, || scan) {
+                self.failed = Some(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `Status`; several merge, so the last code sent wins.
+fn status(b: &[u8], ctx: u32, code: &mut i32) -> R<()> {
+    let mut c = Cur::new(b);
+    while !c.done() {
+        let (tag, wt) = c.key()?;
+        match tag {
+            2 => {
+                c.string(wt)?;
+            }
+            3 => *code = c.varint_field(wt)? as i32,
+            _ => c.skip(wt, tag, ctx)?,
+        }
+    }
+    Ok(())
+}
+
+/// A `KeyValue`: its key and value (an `AnyValue` sent twice merges: the last field set wins).
+fn key_value(b: &[u8], ctx: u32) -> R<(&str, Val<'_>)> {
+    let mut key = "";
+    let mut val = Val::Absent;
+    let mut c = Cur::new(b);
+    while !c.done() {
+        let (tag, wt) = c.key()?;
+        match tag {
+            1 => key = c.string(wt)?,
+            2 => {
+                let a = c.message(wt, ctx)?;
+                any_value(a, ctx - 1, &mut val)?;
+            }
+            3 => {
+                c.varint_field(wt)?;
+            }
+            _ => c.skip(wt, tag, ctx)?,
+        }
+    }
+    Ok((key, val))
+}
+
+/// An `AnyValue`'s fields, each replacing `val` (a oneof: the last one set is the value).
+fn any_value<'a>(b: &'a [u8], ctx: u32, val: &mut Val<'a>) -> R<()> {
+    let mut c = Cur::new(b);
+    while !c.done() {
+        let (tag, wt) = c.key()?;
+        match tag {
+            1 => *val = Val::Str(c.string(wt)?),
+            3 => *val = Val::Int(c.varint_field(wt)? as i64),
+            4 => *val = Val::Double(f64::from_bits(c.fixed64(wt)?)),
+            2 | 8 => {
+                c.varint_field(wt)?;
+                *val = Val::Other;
+            }
+            5 => {
+                let a = c.message(wt, ctx)?;
+                array_value(a, ctx - 1)?;
+                *val = Val::Other;
+            }
+            6 => {
+                let l = c.message(wt, ctx)?;
+                kv_list(l, ctx - 1)?;
+                *val = Val::Other;
+            }
+            7 => {
+                c.bytes(wt)?;
+                *val = Val::Other;
+            }
+            _ => c.skip(wt, tag, ctx)?,
+        }
+    }
+    Ok(())
+}
+
+fn array_value(b: &[u8], ctx: u32) -> R<()> {
+    let mut c = Cur::new(b);
+    while !c.done() {
+        let (tag, wt) = c.key()?;
+        if tag == 1 {
+            let a = c.message(wt, ctx)?;
+            any_value(a, ctx - 1, &mut Val::Absent)?;
+        } else {
+            c.skip(wt, tag, ctx)?;
+        }
+    }
+    Ok(())
+}
+
+fn kv_list(b: &[u8], ctx: u32) -> R<()> {
+    let mut c = Cur::new(b);
+    while !c.done() {
+        let (tag, wt) = c.key()?;
+        if tag == 1 {
+            let kv = c.message(wt, ctx)?;
+            key_value(kv, ctx - 1)?;
+        } else {
+            c.skip(wt, tag, ctx)?;
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a message the mapping does not read, by kind.
+#[derive(Clone, Copy)]
+enum Field {
+    Str,
+    Bytes,
+    Varint,
+    Fixed64,
+    Fixed32,
+    Attribute,
+    Unknown,
+}
+
+/// Checks a message the mapping does not read, given what its fields are.
+fn check(b: &[u8], ctx: u32, field: fn(u32) -> Field) -> R<()> {
+    let mut c = Cur::new(b);
+    while !c.done() {
+        let (tag, wt) = c.key()?;
+        match field(tag) {
+            Field::Str => {
+                c.string(wt)?;
+            }
+            Field::Bytes => {
+                c.bytes(wt)?;
+            }
+            Field::Varint => {
+                c.varint_field(wt)?;
+            }
+            Field::Fixed64 => {
+                c.fixed64(wt)?;
+            }
+            Field::Fixed32 => {
+                c.fixed32(wt)?;
+            }
+            Field::Attribute => {
+                let kv = c.message(wt, ctx)?;
+                key_value(kv, ctx - 1)?;
+            }
+            Field::Unknown => c.skip(wt, tag, ctx)?,
+        }
+    }
+    Ok(())
+}
+
+/// `InstrumentationScope`: name, version, attributes, dropped count.
+fn scope(b: &[u8], ctx: u32) -> R<()> {
+    check(b, ctx, |tag| match tag {
+        1 | 2 => Field::Str,
+        3 => Field::Attribute,
+        4 => Field::Varint,
+        _ => Field::Unknown,
+    })
+}
+
+/// `EntityRef`: schema URL, type, id keys, description keys (all strings).
+fn entity_ref(b: &[u8], ctx: u32) -> R<()> {
+    check(b, ctx, |tag| match tag {
+        1..=4 => Field::Str,
+        _ => Field::Unknown,
+    })
+}
+
+/// `Span.Event`: time, name, attributes, dropped count.
+fn event(b: &[u8], ctx: u32) -> R<()> {
+    check(b, ctx, |tag| match tag {
+        1 => Field::Fixed64,
+        2 => Field::Str,
+        3 => Field::Attribute,
+        4 => Field::Varint,
+        _ => Field::Unknown,
+    })
+}
+
+/// `Span.Link`: trace and span ids, trace state, attributes, dropped count, flags.
+fn link(b: &[u8], ctx: u32) -> R<()> {
+    check(b, ctx, |tag| match tag {
+        1 | 2 => Field::Bytes,
+        3 => Field::Str,
+        4 => Field::Attribute,
+        5 => Field::Varint,
+        6 => Field::Fixed32,
+        _ => Field::Unknown,
+    })
+}
+
+/// A read position in one message's bytes.
+struct Cur<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self { b, pos: 0 }
+    }
+
+    #[inline(always)]
+    fn done(&self) -> bool {
+        self.pos >= self.b.len()
+    }
+
+    #[inline(always)]
+    fn varint(&mut self) -> R<u64> {
+        match self.b.get(self.pos) {
+            Some(&byte) if byte < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.varint_long(),
+        }
+    }
+
+    /// A varint of more than one byte; its tenth byte may only hold the top bit, as prost checks.
+    #[inline(never)]
+    fn varint_long(&mut self) -> R<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = *self.b.get(self.pos).ok_or(Refused("truncated varint"))?;
+            self.pos += 1;
+            if i == 9 && byte >= 0x02 {
+                return Err(Refused("varint past 64 bits"));
+            }
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(Refused("varint past 64 bits"))
+    }
+
+    /// A field's key: its number and wire type.
+    #[inline(always)]
+    fn key(&mut self) -> R<(u32, u8)> {
+        let key = self.varint()?;
+        let key = u32::try_from(key).map_err(|_| Refused("key past 32 bits"))?;
+        let wt = (key & 7) as u8;
+        if wt > FIXED32 {
+            return Err(Refused("invalid wire type"));
+        }
+        let tag = key >> 3;
+        if tag == 0 {
+            return Err(Refused("field number 0"));
+        }
+        Ok((tag, wt))
+    }
+
+    #[inline(always)]
+    fn expect(wt: u8, want: u8) -> R<()> {
+        if wt == want { Ok(()) } else { Err(Refused("unexpected wire type")) }
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: u64) -> R<&'a [u8]> {
+        let end = usize::try_from(n).ok().and_then(|n| self.pos.checked_add(n)).filter(|&e| e <= self.b.len());
+        let end = end.ok_or(Refused("a length runs past the end"))?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// A bytes field.
+    #[inline(always)]
+    fn bytes(&mut self, wt: u8) -> R<&'a [u8]> {
+        Self::expect(wt, LEN)?;
+        let n = self.varint()?;
+        self.take(n)
+    }
+
+    /// A string field: valid UTF-8.
+    #[inline(always)]
+    fn string(&mut self, wt: u8) -> R<&'a str> {
+        let b = self.bytes(wt)?;
+        simdutf8::basic::from_utf8(b).map_err(|_| Refused("a string is not UTF-8"))
+    }
+
+    /// A message field's bytes, where `ctx` is what is left of the recursion limit.
+    #[inline(always)]
+    fn message(&mut self, wt: u8, ctx: u32) -> R<&'a [u8]> {
+        Self::expect(wt, LEN)?;
+        if ctx == 0 {
+            return Err(Refused("recursion limit reached"));
+        }
+        let n = self.varint()?;
+        self.take(n)
+    }
+
+    /// A varint-typed field (integers, enums, bools).
+    #[inline(always)]
+    fn varint_field(&mut self, wt: u8) -> R<u64> {
+        Self::expect(wt, VARINT)?;
+        self.varint()
+    }
+
+    #[inline(always)]
+    fn fixed64(&mut self, wt: u8) -> R<u64> {
+        Self::expect(wt, FIXED64)?;
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    }
+
+    #[inline(always)]
+    fn fixed32(&mut self, wt: u8) -> R<u32> {
+        Self::expect(wt, FIXED32)?;
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Skips an unknown field as prost does: it counts against the recursion limit, and a group
+    /// is read to its matching end.
+    fn skip(&mut self, wt: u8, tag: u32, ctx: u32) -> R<()> {
+        if ctx == 0 {
+            return Err(Refused("recursion limit reached"));
+        }
+        match wt {
+            VARINT => {
+                self.varint()?;
+            }
+            FIXED64 => {
+                self.take(8)?;
+            }
+            LEN => {
+                let n = self.varint()?;
+                self.take(n)?;
+            }
+            FIXED32 => {
+                self.take(4)?;
+            }
+            START_GROUP => loop {
+                let (inner, inner_wt) = self.key()?;
+                if inner_wt == END_GROUP {
+                    if inner != tag {
+                        return Err(Refused("unmatched end of group"));
+                    }
+                    break;
+                }
+                self.skip(inner_wt, inner, ctx - 1)?;
+            },
+            _ => return Err(Refused("unexpected end of group")),
+        }
+        Ok(())
+    }
+}
+
+/// The differential check the tests and the `otlp_wire` fuzz target run on any bytes: the
+/// scanner and prost must both refuse the body, or both accept it and map it the same (the
+/// same observations, or the same mapping error). `Err` says how they differ.
+pub fn check_against_prost(mapper: &Mapper, body: &[u8]) -> std::result::Result<(), String> {
+    let scanned = scan_traces(mapper, body);
+    let decoded = ExportTraceServiceRequest::decode(body);
+    match (scanned, decoded) {
+        (Err(_), Err(_)) => Ok(()),
+        (Err(refused), Ok(_)) => Err(format!("the scanner refused ({}) what prost decodes", refused.0)),
+        (Ok(_), Err(e)) => Err(format!("the scanner accepted what prost refuses: {e}")),
+        (Ok(scanned), Ok(req)) => match (scanned, mapper.traces(&req)) {
+            (Ok(a), Ok(b)) => {
+                let (a, b) = (Resolved::of(&a), Resolved::of(&b));
+                if a == b { Ok(()) } else { Err(format!("observations differ:\nscanner {a:?}\nprost   {b:?}")) }
+            }
+            (Err(a), Err(b)) if a.to_string() == b.to_string() => Ok(()),
+            (a, b) => Err(format!("mapping differs: scanner {:?}, prost {:?}", a.map(|o| Resolved::of(&o)), b.map(|o| Resolved::of(&o)))),
+        },
+    }
+}
+
+/// Observations with their strings resolved, to compare two mappings.
+#[derive(Debug, PartialEq)]
+struct Resolved {
+    spans: Vec<(String, String, String, Option<String>, u64, i64, i64)>,
+    ignored: u64,
+    truncated: u64,
+}
+
+impl Resolved {
+    fn of(o: &Observations<'_>) -> Self {
+        let s = |id| o.strings.get(id).to_string();
+        let spans = o
+            .spans
+            .iter()
+            .map(|x| {
+                let cause = (x.cause != crate::mapping::NO_CAUSE).then(|| s(x.cause));
+                (s(x.cell), s(x.service), s(x.route), cause, x.latency_us, x.end_ns, x.start_ns)
+            })
+            .collect();
+        Self { spans, ignored: o.ignored, truncated: o.truncated }
+    }
+}
