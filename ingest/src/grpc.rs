@@ -3,13 +3,13 @@
 //! The services are written against tonic's server API rather than the generated servers so a
 //! malformed protobuf is INVALID_ARGUMENT (the OTLP spec) instead of the generated codec's
 //! INTERNAL, so credentials and admission are checked before a body is read, and so the message
-//! is unframed and decompressed here with our limits (see `unframe`).
+//! is unframed and decompressed here with our limits (see `unframe`). The codec hands the message
+//! on as bytes: traces are mapped from the wire, other signals decoded by the pipeline.
 
 use crate::error::Error;
 use crate::limiter::Permit;
 use crate::pipeline::{Ingest, Signal, Transport};
 use cellpilot_core::auth::Principal;
-use prost::Message;
 use prost::bytes::Bytes;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -59,16 +59,16 @@ impl<S: Signal> NamedService for OtlpService<S> {
 
 struct Export<S>(Arc<Ingest>, PhantomData<S>);
 
-impl<S: Signal> UnaryService<S::Req> for Export<S> {
+impl<S: Signal> UnaryService<Bytes> for Export<S> {
     type Response = S::Resp;
     type Future = BoxFuture<Response<S::Resp>, Status>;
 
-    fn call(&mut self, request: Request<S::Req>) -> Self::Future {
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let ingest = self.0.clone();
         Box::pin(async move {
             let who = request.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
-            let req = request.into_inner();
-            let result = ingest.export::<S>(req, None, &who).await;
+            let body = request.into_inner();
+            let result = ingest.export_protobuf::<S>(body, &who).await;
             ingest.count_request(S::LABEL, Transport::Grpc, result.as_ref().err());
             result.map(Response::new).map_err(|e| to_status(&e))
         })
@@ -208,32 +208,32 @@ fn decompress(encoding: &str, wire: &[u8], limit: usize, out: &mut Vec<u8>) -> R
     Ok(())
 }
 
-/// Prost encoding with a decoder that reports malformed payloads as INVALID_ARGUMENT.
+/// Prost encoding for responses; requests are taken as their bytes (pre-scanned in `unframe`).
 struct OtlpCodec<S>(PhantomData<S>);
 
 impl<S: Signal> Codec for OtlpCodec<S> {
     type Encode = S::Resp;
-    type Decode = S::Req;
+    type Decode = Bytes;
     type Encoder = ProstEncoder<S::Resp>;
-    type Decoder = OtlpDecoder<S>;
+    type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(PhantomData)
+        RawDecoder
     }
 }
 
-struct OtlpDecoder<S>(PhantomData<S>);
+struct RawDecoder;
 
-impl<S: Signal> Decoder for OtlpDecoder<S> {
-    type Item = S::Req;
+impl Decoder for RawDecoder {
+    type Item = Bytes;
     type Error = Status;
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<S::Req>, Status> {
-        // Pre-scanned and admitted in `unframe`.
-        S::Req::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("invalid protobuf payload: {e}")))
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        use prost::bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }

@@ -57,10 +57,11 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
         let decoded = ingest.prescan::<S>(&raw, enc)?;
         permit.resize(raw.len().saturating_add(decoded))?;
-        let req: S::Req = decode::decode(&raw, enc)?;
-        // Protobuf bodies go to the WAL as they came; JSON ones are re-encoded there.
-        let raw = (enc == Encoding::Protobuf).then(|| raw.to_vec());
-        ingest.export::<S>(req, raw, &who).await
+        match enc {
+            // Protobuf bodies go on (and to the WAL) as they came; JSON ones are decoded here.
+            Encoding::Protobuf => ingest.export_protobuf::<S>(raw, &who).await,
+            Encoding::Json => ingest.export::<S>(decode::decode(&raw, enc)?, None, &who).await,
+        }
     }
     .await;
     ingest.count_request(S::LABEL, Transport::Http, result.as_ref().err());

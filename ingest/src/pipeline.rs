@@ -19,7 +19,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use crate::wire::WireTraces;
 use prost::Message;
+use prost::bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -56,8 +58,15 @@ pub trait Signal: Send + Sync + 'static {
     const ROOT: prescan::Msg;
     /// What its items are called in messages.
     const ITEMS: &'static str;
+    /// Whether its protobuf bodies reach the sequencer encoded, for the wire scanner to map.
+    const WIRE: bool = false;
     /// The request as a sequencer export.
     fn wrap(req: Self::Req) -> Export;
+    /// The export of a protobuf body: decoded here, unless the signal is mapped from the wire.
+    fn from_protobuf(body: Bytes) -> Result<Export> {
+        let req = Self::Req::decode(&body[..]).map_err(|e| Error::BadInput(format!("invalid protobuf payload: {e}")))?;
+        Ok(Self::wrap(req))
+    }
     /// The response for what the sequencer did.
     fn respond(ingest: &Ingest, applied: &Applied) -> Self::Resp;
 }
@@ -79,8 +88,12 @@ impl Signal for Traces {
     const LABEL: &'static str = "traces";
     const ROOT: prescan::Msg = prescan::Msg::ExportTraces;
     const ITEMS: &'static str = "spans";
+    const WIRE: bool = true;
     fn wrap(req: Self::Req) -> Export {
         Export::Traces(req)
+    }
+    fn from_protobuf(body: Bytes) -> Result<Export> {
+        Ok(Export::TracesWire(WireTraces::new(body)))
     }
     fn respond(ingest: &Ingest, a: &Applied) -> Self::Resp {
         ingest.record(a, "spans");
@@ -158,6 +171,10 @@ pub struct Ingest {
 /// 512 MiB at the 64 MiB default.
 const DECODED_PER_BYTE: u64 = 2;
 
+/// What mapping one span from the wire may take, from above: its observation (40 bytes, twice
+/// over for the vector's growth) and up to three new names in the request's string table.
+const MAPPED_PER_SPAN: u64 = 256;
+
 /// How the pipeline is put together.
 pub struct IngestParts {
     /// The aggregator exports are applied to.
@@ -227,10 +244,19 @@ impl Ingest {
     /// `max_items_per_request` or over 2 × `max_request_size` once decoded; returns the
     /// estimated decoded bytes (what admission charges besides the body).
     pub fn prescan<S: Signal>(&self, body: &[u8], enc: Encoding) -> Result<usize> {
-        let counted = match enc {
-            Encoding::Protobuf => prescan::scan_protobuf(S::ROOT, body)
+        // Traces mapped from the wire allocate per request span, not per field: counting the
+        // spans is enough (the scanner checks the rest). Levels above the spans that do not
+        // parse get the full walk, which says what is wrong.
+        let shallow = match enc {
+            Encoding::Protobuf if S::WIRE => prescan::count_spans(body)
+                .map(|items| prescan::Counted { items, decoded_bytes: items.saturating_mul(MAPPED_PER_SPAN) }),
+            _ => None,
+        };
+        let counted = match (shallow, enc) {
+            (Some(c), _) => c,
+            (None, Encoding::Protobuf) => prescan::scan_protobuf(S::ROOT, body)
                 .map_err(|e| Error::BadInput(format!("invalid protobuf payload: {e}")))?,
-            Encoding::Json => prescan::scan_json(S::ROOT, body)
+            (None, Encoding::Json) => prescan::scan_json(S::ROOT, body)
                 .map_err(|e| Error::BadInput(format!("invalid OTLP JSON payload: {e}")))?,
         };
         if counted.items > self.max_items {
@@ -252,11 +278,23 @@ impl Ingest {
         Ok(usize::try_from(counted.decoded_bytes).unwrap_or(usize::MAX))
     }
 
-    /// Logs, applies and answers one export `who` sent; `raw` is its protobuf encoding when at
-    /// hand. Reported cut-overs (`cell.cutover` log events) move gateways' figures, so they need
-    /// the gateway role too.
-    pub async fn export<S: Signal>(&self, req: S::Req, raw: Option<Vec<u8>>, who: &Principal) -> Result<S::Resp> {
-        let export = S::wrap(req);
+    /// Logs, applies and answers one decoded export `who` sent; `raw` is its protobuf encoding
+    /// when at hand.
+    pub async fn export<S: Signal>(&self, req: S::Req, raw: Option<Bytes>, who: &Principal) -> Result<S::Resp> {
+        self.submit::<S>(S::wrap(req), raw, who).await
+    }
+
+    /// Logs, applies and answers one protobuf export `who` sent, `body` as it came (pre-scanned).
+    pub async fn export_protobuf<S: Signal>(&self, body: Bytes, who: &Principal) -> Result<S::Resp> {
+        let export = S::from_protobuf(body.clone())?;
+        // A wire export holds its body already.
+        let raw = (!S::WIRE).then_some(body);
+        self.submit::<S>(export, raw, who).await
+    }
+
+    /// Reported cut-overs (`cell.cutover` log events) move gateways' figures, so they need the
+    /// gateway role too.
+    async fn submit<S: Signal>(&self, export: Export, raw: Option<Bytes>, who: &Principal) -> Result<S::Resp> {
         if let Export::Logs(logs) = &export
             && !who.has(Role::Gateway)
             && !crate::logs::cutovers(logs).is_empty()

@@ -7,6 +7,7 @@ use crate::aggregator::{Outcome, SharedAggregator};
 use crate::error::{Error, Result};
 use crate::limiter::RETRY_AFTER;
 use crate::mapping::{Mapper, Observations};
+use crate::wire::WireTraces;
 use crate::wal::{self, Kind, Sealed, WalWriter, WriterSettings};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::fs::Fs;
@@ -16,6 +17,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use prost::bytes::Bytes;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
@@ -29,11 +31,13 @@ pub const QUEUE: usize = 1024;
 /// Largest group committed with one fsync.
 const GROUP: usize = 256;
 
-/// A decoded export.
+/// An export on its way to the sequencer.
 #[derive(Debug)]
 pub enum Export {
-    /// Traces.
+    /// Traces, decoded (OTLP JSON).
     Traces(ExportTraceServiceRequest),
+    /// Traces in their protobuf encoding, mapped by the wire scanner.
+    TracesWire(WireTraces),
     /// Metrics.
     Metrics(ExportMetricsServiceRequest),
     /// Logs.
@@ -43,7 +47,7 @@ pub enum Export {
 impl Export {
     fn kind(&self) -> Kind {
         match self {
-            Export::Traces(_) => Kind::Traces,
+            Export::Traces(_) | Export::TracesWire(_) => Kind::Traces,
             Export::Metrics(_) => Kind::Metrics,
             Export::Logs(_) => Kind::Logs,
         }
@@ -52,14 +56,16 @@ impl Export {
     fn encode(&self) -> Vec<u8> {
         match self {
             Export::Traces(r) => r.encode_to_vec(),
+            Export::TracesWire(w) => w.bytes().to_vec(),
             Export::Metrics(r) => r.encode_to_vec(),
             Export::Logs(r) => r.encode_to_vec(),
         }
     }
 
+    /// A logged export; traces stay encoded (the scanner checks them as it maps them).
     fn decode(kind: Kind, bytes: &[u8]) -> std::result::Result<Self, prost::DecodeError> {
         Ok(match kind {
-            Kind::Traces => Export::Traces(ExportTraceServiceRequest::decode(bytes)?),
+            Kind::Traces => Export::TracesWire(WireTraces::new(Bytes::copy_from_slice(bytes))),
             Kind::Metrics => Export::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
             Kind::Logs => Export::Logs(ExportLogsServiceRequest::decode(bytes)?),
         })
@@ -68,6 +74,7 @@ impl Export {
     fn map<'a>(&'a self, mapper: &Mapper) -> Result<Observations<'a>> {
         match self {
             Export::Traces(r) => mapper.traces(r),
+            Export::TracesWire(w) => w.map(mapper),
             Export::Metrics(r) => mapper.metrics(r),
             Export::Logs(_) => Ok(Observations::default()),
         }
@@ -100,7 +107,7 @@ struct Job {
     /// When it was queued: one that waited past `max_wait` is answered with the retry hint.
     queued_at: std::time::Instant,
     /// The request's protobuf bytes when the transport had them (saves an encode).
-    raw: Option<Vec<u8>>,
+    raw: Option<Bytes>,
     reply: oneshot::Sender<Result<Applied>>,
 }
 
@@ -420,7 +427,7 @@ impl Sequencer {
     }
 
     /// Queues an export and waits until it is durable and applied.
-    pub async fn submit(&self, export: Export, raw: Option<Vec<u8>>) -> Result<Applied> {
+    pub async fn submit(&self, export: Export, raw: Option<Bytes>) -> Result<Applied> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(unavailable)?;
         match tx.try_send(Job { export, queued_at: std::time::Instant::now(), raw, reply }) {
@@ -512,9 +519,10 @@ impl Worker {
                     continue;
                 }
                 let encoded;
-                let bytes = match raw {
-                    Some(b) => b.as_slice(),
-                    None => {
+                let bytes = match (raw, export) {
+                    (Some(b), _) => &b[..],
+                    (None, Export::TracesWire(w)) => w.bytes(),
+                    (None, _) => {
                         encoded = export.encode();
                         encoded.as_slice()
                     }

@@ -542,7 +542,7 @@ fn bucket_values(b: &Buckets, max: Option<f64>, to_us: f64) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{Interner, SpanObs};
+    use crate::mapping::SpanObs;
     use cellpilot_core::OVERFLOW_ROUTE;
     use std::borrow::Cow;
     use std::time::Duration;
@@ -556,7 +556,7 @@ mod tests {
     }
 
     fn obs<'a>(spans: &[(&'a str, &'a str, u64, i64, Option<&'a str>)]) -> Observations<'a> {
-        let mut o = Observations { strings: Interner::default(), ..Default::default() };
+        let mut o = Observations::default();
         let svc = o.strings.intern(Cow::Borrowed("svc"));
         for &(cell, route, latency_us, end_ms, cause) in spans {
             let cell = o.strings.intern(Cow::Borrowed(cell));

@@ -4,8 +4,11 @@
 //! = 10 cells × 10 services × 10 routes, latencies lognormal around 20 ms with a 0.5 % tail of
 //! 1–3 s), encoded once. Measured in one process, alternating passes:
 //! - baseline: prost decode of every request;
-//! - pre-scan: the wire walk that counts items and decoded bytes before decoding;
-//! - ingest: pre-scan + decode + map + aggregate, the whole receiver path after the transport.
+//! - pre-scan: the wire walk that counts items and decoded bytes before decoding (what JSON
+//!   and metrics bodies still get);
+//! - ingest: the receivers' path for protobuf traces after the transport: count the spans,
+//!   scan and map them from the wire, aggregate;
+//! - the same through prost (pre-scan + decode + map + aggregate), the path before the scanner.
 //!
 //! Memory: a fresh aggregator is fed four windows of data at 10 requests/s per series and its
 //! growth in resident memory is divided by the live series.
@@ -24,7 +27,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
+use cellpilot_ingest::wire::WireTraces;
 use prost::Message;
+use prost::bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
@@ -147,26 +152,41 @@ struct Point {
     memory: Memory,
 }
 
-/// Ingest rate (pre-scan + decode + map + aggregate) over `requests`, spans/s per pass.
-fn ingest_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Vec<u8>], now_ms: i64) -> anyhow::Result<(f64, u64)> {
+/// Ingest rate over `requests`, spans/s per pass, on the receivers' path for protobuf traces:
+/// count the spans (the admission check), scan and map from the wire, aggregate.
+fn ingest_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Bytes], now_ms: i64) -> anyhow::Result<(f64, u64)> {
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
     let mut rejected = 0;
     let t = Instant::now();
     for r in requests {
-        prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?;
-        let req = ExportTraceServiceRequest::decode(r.as_slice())?;
-        let obs = mapper.traces(&req)?;
+        let counted = prescan::count_spans(r).ok_or_else(|| anyhow::anyhow!("a generated request does not parse"))?;
+        anyhow::ensure!(counted == SPANS_PER_REQUEST as u64, "counted {counted} spans");
+        let wire = WireTraces::new(r.clone());
+        let obs = wire.map(mapper)?;
         let out = agg.apply(&obs, now_ms, i64::MIN);
         rejected += out.late + out.future;
     }
     Ok((spans / t.elapsed().as_secs_f64(), rejected))
 }
 
+/// The same through prost, as before the wire scanner: pre-scan, decode, map, aggregate.
+fn prost_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Bytes], now_ms: i64) -> anyhow::Result<f64> {
+    let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
+    let t = Instant::now();
+    for r in requests {
+        prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?;
+        let req = ExportTraceServiceRequest::decode(&r[..])?;
+        let obs = mapper.traces(&req)?;
+        std::hint::black_box(agg.apply(&obs, now_ms, i64::MIN));
+    }
+    Ok(spans / t.elapsed().as_secs_f64())
+}
+
 /// Throughput and resident memory with `cells` × 100 series live: 200 requests timed `runs`
 /// times, then [`memory`] in a process of its own.
 fn point(mapper: &Mapper, rng: &mut StdRng, body: &LogNormal<f64>, cells: usize, runs: usize) -> anyhow::Result<Point> {
-    let requests: Vec<Vec<u8>> =
-        (0..200).map(|_| request_over(rng, body, NOW_NS, 35_000_000_000, cells).encode_to_vec()).collect();
+    let requests: Vec<Bytes> =
+        (0..200).map(|_| request_over(rng, body, NOW_NS, 35_000_000_000, cells).encode_to_vec().into()).collect();
     let mut agg = Aggregator::new(settings());
     let mut rates = Vec::new();
     for _ in 0..runs {
@@ -208,13 +228,16 @@ pub fn memory(cells: usize) -> anyhow::Result<()> {
     // The same spans in every point: fewer per series as there are more series.
     let per_series_window = (MEMORY_SPANS / (series * WINDOWS as usize)).max(1);
     let total = series * per_series_window * WINDOWS as usize;
-    let mem_requests: Vec<Vec<u8>> = (0..total.div_ceil(SPANS_PER_REQUEST))
-        .map(|_| request_over(&mut rng, &body, NOW_NS, WINDOWS * 10_000_000_000 - 2_000_000_000, cells).encode_to_vec())
+    let mem_requests: Vec<Bytes> = (0..total.div_ceil(SPANS_PER_REQUEST))
+        .map(|_| {
+            let spread = WINDOWS * 10_000_000_000 - 2_000_000_000;
+            request_over(&mut rng, &body, NOW_NS, spread, cells).encode_to_vec().into()
+        })
         .collect();
     {
         // Warm the allocator with one request's transient allocations so they are not counted.
-        let req = ExportTraceServiceRequest::decode(mem_requests[0].as_slice())?;
-        let obs = mapper.traces(&req)?;
+        let wire = WireTraces::new(mem_requests[0].clone());
+        let obs = wire.map(&mapper)?;
         let mut scratch = Aggregator::new(settings());
         scratch.apply(&obs, now_ms, i64::MIN);
     }
@@ -222,8 +245,8 @@ pub fn memory(cells: usize) -> anyhow::Result<()> {
     let mut fresh = Aggregator::new(settings());
     let mut rejected = 0;
     for r in &mem_requests {
-        let req = ExportTraceServiceRequest::decode(r.as_slice())?;
-        let obs = mapper.traces(&req)?;
+        let wire = WireTraces::new(r.clone());
+        let obs = wire.map(&mapper)?;
         let out = fresh.apply(&obs, now_ms, i64::MIN);
         rejected += out.late + out.future;
     }
@@ -249,17 +272,18 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let mapper = Mapper::new(&IngestConfig::default());
 
     // The baselines, on 1,000 series: 200 requests (102,400 spans) over the last 35 s.
-    let requests: Vec<Vec<u8>> =
-        (0..200).map(|_| request(&mut rng, &body, NOW_NS, 35_000_000_000).encode_to_vec()).collect();
+    let requests: Vec<Bytes> =
+        (0..200).map(|_| request(&mut rng, &body, NOW_NS, 35_000_000_000).encode_to_vec().into()).collect();
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
     let mut agg = Aggregator::new(settings());
     let mut decode_rates = Vec::new();
     let mut prescan_rates = Vec::new();
     let mut ingest_rates = Vec::new();
+    let mut prost_rates = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         for r in &requests {
-            let req = ExportTraceServiceRequest::decode(r.as_slice())?;
+            let req = ExportTraceServiceRequest::decode(&r[..])?;
             std::hint::black_box(&req);
         }
         decode_rates.push(spans / t.elapsed().as_secs_f64());
@@ -273,8 +297,11 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         let (rate, rejected) = ingest_pass(&mapper, &mut agg, &requests, NOW_NS / 1_000_000)?;
         anyhow::ensure!(rejected == 0, "{rejected} generated spans were rejected: the bench is misconfigured");
         ingest_rates.push(rate);
+
+        prost_rates.push(prost_pass(&mapper, &mut agg, &requests, NOW_NS / 1_000_000)?);
     }
     let decode = median(&mut decode_rates);
+    let via_prost = median(&mut prost_rates);
     let scan = median(&mut prescan_rates);
     let ingest = median(&mut ingest_rates);
     drop((agg, requests));
@@ -294,6 +321,7 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
                 "spans_per_sec": ingest.round(),
                 "decode_only_spans_per_sec": decode.round(),
                 "prescan_only_spans_per_sec": scan.round(),
+                "prost_path_spans_per_sec": via_prost.round(),
                 "ratio": (ratio * 1000.0).round() / 1000.0,
                 "bytes_per_series": first.bytes_per_series.round(),
                 "heap_bytes_per_series": first.heap_per_series.round(),
@@ -311,8 +339,9 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!("ingest (decode+map+aggregate): {ingest:>12.0} spans/s  (median of {runs})");
+        println!("ingest (scan+map+aggregate):   {ingest:>12.0} spans/s  (median of {runs})");
         println!("decode only (prost):           {decode:>12.0} spans/s");
+        println!("the same through prost:        {via_prost:>12.0} spans/s");
         println!("pre-scan only:                 {scan:>12.0} spans/s");
         println!("ratio:                         {ratio:>12.3}");
         for Point { spans_per_sec, memory: m } in &curve {

@@ -22,7 +22,6 @@ use cellpilot_ingest::sequencer::{Replayed, WalSettings};
 use cellpilot_query::cells::{Measures, Part, cells, cells_from, totals};
 use cellpilot_query::tier::{DAY_MS, HOUR_MS, Tier};
 use cellpilot_query::{RollupStore, StoreSettings};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -61,14 +60,15 @@ async fn pipeline_rate(requests: &[Vec<u8>], now_ns: i64, wal: Option<&std::path
     let requests = Arc::new(requests.to_vec());
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    // Several concurrent exporters, as collectors would be; each decodes its own requests.
+    // Several concurrent exporters, as collectors would be, on the receivers' protobuf path.
     let workers = 8;
     for w in 0..workers {
         let (ingest, requests) = (ingest.clone(), requests.clone());
         tasks.spawn(async move {
             for raw in requests.iter().skip(w).step_by(workers) {
-                let req = ExportTraceServiceRequest::decode(raw.as_slice())?;
-                ingest.export::<Traces>(req, Some(raw.clone()), &Principal::Anonymous).await?;
+                let body = prost::bytes::Bytes::copy_from_slice(raw);
+                ingest.prescan::<Traces>(&body, cellpilot_ingest::decode::Encoding::Protobuf)?;
+                ingest.export_protobuf::<Traces>(body, &Principal::Anonymous).await?;
             }
             anyhow::Ok(())
         });
