@@ -117,6 +117,23 @@ pub fn otlp_protobuf(data: &[u8]) {
     compare_then_apply(counted, decoded.ok(), "prost");
 }
 
+/// Protobuf traces through the wire scanner and through prost + `Mapper::traces`: the same
+/// verdict, and the same observations or mapping error (`wire::check_against_prost`); then the
+/// scanner's observations through aggregation.
+pub fn otlp_wire(body: &[u8]) {
+    let config = ingest_config();
+    let mapper = Mapper::new(&config);
+    if let Err(e) = cellpilot_ingest::wire::check_against_prost(&mapper, body) {
+        panic!("the wire scanner and prost disagree: {e}");
+    }
+    if let Ok(Ok(obs)) = cellpilot_ingest::wire::scan_traces(&mapper, body) {
+        let mut agg = aggregator(&config);
+        agg.apply(&obs, NOW_MS, i64::MIN);
+        assert!(agg.live_series() <= 64 + 2 * 8 + 1, "series past their cap");
+        let _ = to_batches(agg.close_due(i64::MAX / 2), 10_000);
+    }
+}
+
 /// OTLP JSON, like [`otlp_protobuf`].
 pub fn otlp_json(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else { return };

@@ -3,13 +3,14 @@
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 /// An attribute value as the mapping reads it: what a decoded `AnyValue` and the wire scanner
-/// both reduce to, so both paths share one reading of it.
+/// both reduce to, so both paths share one reading of it. Strings are kept as their (valid
+/// UTF-8) bytes and turned into `str` only when a rule reads them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Val<'a> {
     /// No value (or an `AnyValue` with no field set).
     Absent,
-    /// `string_value`.
-    Str(&'a str),
+    /// `string_value`, checked to be UTF-8.
+    Str(&'a [u8]),
     /// `int_value`.
     Int(i64),
     /// `double_value`.
@@ -23,7 +24,7 @@ impl<'a> Val<'a> {
     pub(crate) fn of(v: Option<&'a AnyValue>) -> Self {
         match v.and_then(|v| v.value.as_ref()) {
             None => Val::Absent,
-            Some(Value::StringValue(s)) => Val::Str(s),
+            Some(Value::StringValue(s)) => Val::Str(s.as_bytes()),
             Some(Value::IntValue(i)) => Val::Int(*i),
             Some(Value::DoubleValue(d)) => Val::Double(*d),
             Some(_) => Val::Other,
@@ -33,7 +34,7 @@ impl<'a> Val<'a> {
     /// The string form, for identifiers (cell, route); empty strings count as missing.
     pub(crate) fn str(self) -> Option<&'a str> {
         match self {
-            Val::Str(s) if !s.is_empty() => Some(s),
+            Val::Str(s) if !s.is_empty() => std::str::from_utf8(s).ok(),
             _ => None,
         }
     }
@@ -42,7 +43,7 @@ impl<'a> Val<'a> {
     pub(crate) fn int(self) -> Option<i64> {
         match self {
             Val::Int(i) => Some(i),
-            Val::Str(s) => s.trim().parse().ok(),
+            Val::Str(s) => std::str::from_utf8(s).ok()?.trim().parse().ok(),
             Val::Double(d) if d.fract() == 0.0 => Some(d as i64),
             _ => None,
         }
@@ -56,13 +57,13 @@ pub(crate) fn as_str(v: Option<&AnyValue>) -> Option<&str> {
 
 /// The first of `keys` present (non-empty) in `attrs`, as a string: the first attribute of each
 /// key decides.
-pub(crate) fn first_str_of<'a>(attrs: &[(&'a str, Val<'a>)], keys: &[String]) -> Option<&'a str> {
-    keys.iter().find_map(|k| attrs.iter().find(|(key, _)| *key == k.as_str()).and_then(|(_, v)| v.str()))
+pub(crate) fn first_str_of<'a>(attrs: &[(&[u8], Val<'a>)], keys: &[String]) -> Option<&'a str> {
+    keys.iter().find_map(|k| attrs.iter().find(|(key, _)| *key == k.as_bytes()).and_then(|(_, v)| v.str()))
 }
 
 /// The string value of `key` in `attrs` (its first attribute decides).
-pub(crate) fn get_str_of<'a>(attrs: &[(&'a str, Val<'a>)], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.str())
+pub(crate) fn get_str_of<'a>(attrs: &[(&[u8], Val<'a>)], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|(k, _)| *k == key.as_bytes()).and_then(|(_, v)| v.str())
 }
 
 /// The first of `keys` present (non-empty) in `attrs`, as a string.

@@ -236,7 +236,7 @@ impl<'a> Scan<'a> {
     fn of(attrs: &'a [KeyValue], cell_keys: &[String]) -> Self {
         let mut s = Scan::default();
         for kv in attrs {
-            s.feed(&kv.key, Val::of(kv.value.as_ref()), cell_keys);
+            s.feed(kv.key.as_bytes(), Val::of(kv.value.as_ref()), cell_keys);
         }
         s
     }
@@ -244,8 +244,8 @@ impl<'a> Scan<'a> {
     /// One attribute, in order: the best-ranked cell key wins (the first of equals), the other
     /// keys are last-wins (a later attribute of the same key replaces, even with nothing).
     #[inline]
-    pub(crate) fn feed(&mut self, key: &'a str, v: Val<'a>, cell_keys: &[String]) {
-        if let Some(rank) = cell_keys.iter().position(|k| k.as_str() == key)
+    pub(crate) fn feed(&mut self, key: &[u8], v: Val<'a>, cell_keys: &[String]) {
+        if let Some(rank) = cell_keys.iter().position(|k| k.as_bytes() == key)
             && rank < self.cell_rank
             && let Some(c) = v.str()
         {
@@ -253,14 +253,14 @@ impl<'a> Scan<'a> {
             self.cell_rank = rank;
         }
         match key {
-            "http.route" => self.http_route = v.str(),
-            "rpc.service" => self.rpc_service = v.str(),
-            "rpc.method" => self.rpc_method = v.str(),
-            "http.response.status_code" => self.http_status = v.int(),
-            "http.status_code" => self.http_status_legacy = v.int(),
-            "rpc.grpc.status_code" => self.grpc_status = v.int(),
-            "error.type" => self.error_type = v.str(),
-            "cause" => self.cause = v.str(),
+            b"http.route" => self.http_route = v.str(),
+            b"rpc.service" => self.rpc_service = v.str(),
+            b"rpc.method" => self.rpc_method = v.str(),
+            b"http.response.status_code" => self.http_status = v.int(),
+            b"http.status_code" => self.http_status_legacy = v.int(),
+            b"rpc.grpc.status_code" => self.grpc_status = v.int(),
+            b"error.type" => self.error_type = v.str(),
+            b"cause" => self.cause = v.str(),
             _ => {}
         }
     }
@@ -308,7 +308,8 @@ pub(crate) struct SpanView<'a> {
     pub(crate) trace_id_len: usize,
     pub(crate) span_id_len: usize,
     pub(crate) kind: i32,
-    pub(crate) name: &'a str,
+    /// The span's name (UTF-8), the route when no attribute names one.
+    pub(crate) name: &'a [u8],
     /// The span's status is ERROR.
     pub(crate) status_error: bool,
     pub(crate) start: u64,
@@ -368,7 +369,7 @@ impl Mapper {
         for (ri, rs) in req.resource_spans.iter().enumerate() {
             res_attrs.clear();
             let attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-            res_attrs.extend(attrs.iter().map(|kv| (kv.key.as_str(), Val::of(kv.value.as_ref()))));
+            res_attrs.extend(attrs.iter().map(|kv| (kv.key.as_bytes(), Val::of(kv.value.as_ref()))));
             let res = self.resource(&mut out, &res_attrs);
             for (si, ss) in rs.scope_spans.iter().enumerate() {
                 for (pi, span) in ss.spans.iter().enumerate() {
@@ -376,7 +377,7 @@ impl Mapper {
                         trace_id_len: span.trace_id.len(),
                         span_id_len: span.span_id.len(),
                         kind: span.kind,
-                        name: &span.name,
+                        name: span.name.as_bytes(),
                         status_error: span.status.as_ref().is_some_and(|s| s.code == SPAN_STATUS_ERROR),
                         start: span.start_time_unix_nano,
                         end: span.end_time_unix_nano,
@@ -396,7 +397,7 @@ impl Mapper {
     }
 
     /// Interns a resource's service and finds its cell.
-    pub(crate) fn resource<'a>(&self, out: &mut Observations<'a>, attrs: &[(&'a str, Val<'a>)]) -> ResourceView<'a> {
+    pub(crate) fn resource<'a>(&self, out: &mut Observations<'a>, attrs: &[(&[u8], Val<'a>)]) -> ResourceView<'a> {
         let service_name = get_str_of(attrs, "service.name");
         #[cfg(test)]
         if self.panic_on_service.is_some() && self.panic_on_service == service_name {
@@ -440,7 +441,10 @@ impl Mapper {
         let cell = out.name(Cow::Borrowed(cell), self.max_name);
         let route = match (scan.http_route, scan.rpc_service, scan.rpc_method) {
             (None, Some(svc), Some(method)) => out.rpc_route(svc, method, self.max_name),
-            _ => out.name(scan.route().unwrap_or(Cow::Borrowed(span.name)), self.max_name),
+            _ => {
+                let name = || Cow::Borrowed(std::str::from_utf8(span.name).unwrap_or_default());
+                out.name(scan.route().unwrap_or_else(name), self.max_name)
+            }
         };
         let failed = span.status_error || scan.is_error();
         let cause = if failed { out.name(scan.cause(), self.max_name) } else { NO_CAUSE };

@@ -8,6 +8,7 @@ use crate::limiter::{Limiter, Permit, RETRY_AFTER};
 use crate::mapping::Mapper;
 use crate::prescan;
 use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark};
+use crate::wire::WireTraces;
 use cellpilot_core::auth::{Authenticator, Denied, Principal, Role};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::IngestConfig;
@@ -19,7 +20,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use crate::wire::WireTraces;
 use prost::Message;
 use prost::bytes::Bytes;
 use serde::Serialize;
@@ -64,7 +64,8 @@ pub trait Signal: Send + Sync + 'static {
     fn wrap(req: Self::Req) -> Export;
     /// The export of a protobuf body: decoded here, unless the signal is mapped from the wire.
     fn from_protobuf(body: Bytes) -> Result<Export> {
-        let req = Self::Req::decode(&body[..]).map_err(|e| Error::BadInput(format!("invalid protobuf payload: {e}")))?;
+        let req =
+            Self::Req::decode(&body[..]).map_err(|e| Error::BadInput(format!("invalid protobuf payload: {e}")))?;
         Ok(Self::wrap(req))
     }
     /// The response for what the sequencer did.
@@ -248,7 +249,7 @@ impl Ingest {
         // spans is enough (the scanner checks the rest). Levels above the spans that do not
         // parse get the full walk, which says what is wrong.
         let shallow = match enc {
-            Encoding::Protobuf if S::WIRE => prescan::count_spans(body)
+            Encoding::Protobuf if S::WIRE => crate::wire::count_spans(body)
                 .map(|items| prescan::Counted { items, decoded_bytes: items.saturating_mul(MAPPED_PER_SPAN) }),
             _ => None,
         };

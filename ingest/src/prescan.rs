@@ -231,53 +231,6 @@ pub fn scan_protobuf(root: Msg, bytes: &[u8]) -> Result<Counted, PrescanError> {
     Ok(out)
 }
 
-/// Spans in a protobuf `ExportTraceServiceRequest`, counted without reading them (what the wire
-/// scanner needs before it maps a request); `None` when the levels above the spans do not parse.
-/// Exact for any body prost accepts: every span it decodes is a length-delimited field 2 of a
-/// field 2 of a field 1.
-pub fn count_spans(body: &[u8]) -> Option<u64> {
-    let mut n = 0u64;
-    each_field(body, 1, &mut |rs| {
-        each_field(rs, 2, &mut |ss| {
-            each_field(ss, 2, &mut |_| {
-                n += 1;
-                Some(())
-            })
-        })
-    })?;
-    Some(n)
-}
-
-/// Calls `f` with every length-delimited field `tag` of a message, skipping the others.
-fn each_field(b: &[u8], tag: u32, f: &mut dyn FnMut(&[u8]) -> Option<()>) -> Option<()> {
-    let mut pos = 0;
-    while pos < b.len() {
-        let key = varint(b, &mut pos).ok()?;
-        let t = u32::try_from(key >> 3).ok()?;
-        match key & 7 {
-            0 => {
-                varint(b, &mut pos).ok()?;
-            }
-            1 => {
-                take(b, &mut pos, 8).ok()?;
-            }
-            2 => {
-                let len = varint(b, &mut pos).ok()?;
-                let field = take(b, &mut pos, len).ok()?;
-                if t == tag {
-                    f(field)?;
-                }
-            }
-            3 => skip_group(b, &mut pos, t, 1).ok()?,
-            5 => {
-                take(b, &mut pos, 4).ok()?;
-            }
-            _ => return None,
-        }
-    }
-    Some(())
-}
-
 fn varint(b: &[u8], pos: &mut usize) -> Result<u64, PrescanError> {
     let mut v = 0u64;
     for i in 0..10 {

@@ -104,13 +104,46 @@ pub fn scan_traces<'a>(mapper: &Mapper, body: &'a [u8]) -> R<Result<Observations
     })
 }
 
+/// Spans in a protobuf `ExportTraceServiceRequest`, counted without reading them (the admission
+/// check before a request is queued); `None` when the levels above the spans do not parse.
+/// Exact for any body prost accepts: every span it decodes is a length-delimited field 2 of a
+/// field 2 of a field 1.
+pub fn count_spans(body: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    each_field(body, 1, &mut |rs| {
+        each_field(rs, 2, &mut |ss| {
+            each_field(ss, 2, &mut |_| {
+                n += 1;
+                Ok(())
+            })
+        })
+    })
+    .ok()?;
+    Some(n)
+}
+
+/// Calls `f` with every length-delimited field `tag` of a message, skipping the others.
+fn each_field<'a>(b: &'a [u8], tag: u32, f: &mut dyn FnMut(&'a [u8]) -> R<()>) -> R<()> {
+    let mut c = Cur::new(b);
+    while !c.done() {
+        let (t, wt) = c.key()?;
+        if t == tag && wt == LEN {
+            let n = c.varint()?;
+            f(c.take(n)?)?;
+        } else {
+            c.skip(wt, t, RECURSION_LIMIT)?;
+        }
+    }
+    Ok(())
+}
+
 struct Traces<'m, 'a> {
     mapper: &'m Mapper,
     out: Observations<'a>,
     /// The first mapping error; what the body maps to once it is known to decode.
     failed: Option<Error>,
     /// The current resource's attributes, in order (reused across resources).
-    res_attrs: Vec<(&'a str, Val<'a>)>,
+    res_attrs: Vec<(&'a [u8], Val<'a>)>,
 }
 
 impl<'a> Traces<'_, 'a> {
@@ -215,7 +248,7 @@ impl<'a> Traces<'_, 'a> {
                 4 => {
                     c.bytes(wt)?;
                 }
-                5 => v.name = c.string(wt)?,
+                5 => v.name = c.text(wt)?,
                 6 => v.kind = c.varint_field(wt)? as i32,
                 7 => v.start = c.fixed64(wt)?,
                 8 => v.end = c.fixed64(wt)?,
@@ -272,14 +305,14 @@ fn status(b: &[u8], ctx: u32, code: &mut i32) -> R<()> {
 }
 
 /// A `KeyValue`: its key and value (an `AnyValue` sent twice merges: the last field set wins).
-fn key_value(b: &[u8], ctx: u32) -> R<(&str, Val<'_>)> {
-    let mut key = "";
+fn key_value(b: &[u8], ctx: u32) -> R<(&[u8], Val<'_>)> {
+    let mut key: &[u8] = &[];
     let mut val = Val::Absent;
     let mut c = Cur::new(b);
     while !c.done() {
         let (tag, wt) = c.key()?;
         match tag {
-            1 => key = c.string(wt)?,
+            1 => key = c.text(wt)?,
             2 => {
                 let a = c.message(wt, ctx)?;
                 any_value(a, ctx - 1, &mut val)?;
@@ -299,7 +332,7 @@ fn any_value<'a>(b: &'a [u8], ctx: u32, val: &mut Val<'a>) -> R<()> {
     while !c.done() {
         let (tag, wt) = c.key()?;
         match tag {
-            1 => *val = Val::Str(c.string(wt)?),
+            1 => *val = Val::Str(c.text(wt)?),
             3 => *val = Val::Int(c.varint_field(wt)? as i64),
             4 => *val = Val::Double(f64::from_bits(c.fixed64(wt)?)),
             2 | 8 => {
@@ -521,11 +554,23 @@ impl<'a> Cur<'a> {
         self.take(n)
     }
 
-    /// A string field: valid UTF-8.
+    /// A string field, checked to be UTF-8; its bytes (turned into `str` only where read).
     #[inline(always)]
-    fn string(&mut self, wt: u8) -> R<&'a str> {
+    fn text(&mut self, wt: u8) -> R<&'a [u8]> {
         let b = self.bytes(wt)?;
-        simdutf8::basic::from_utf8(b).map_err(|_| Refused("a string is not UTF-8"))
+        // Attribute keys and values are short and nearly always ASCII: one OR over the bytes
+        // settles those (a validator pays a call and its setup per string).
+        if b.iter().fold(0u8, |acc, &c| acc | c) < 0x80 || simdutf8::basic::from_utf8(b).is_ok() {
+            Ok(b)
+        } else {
+            Err(Refused("a string is not UTF-8"))
+        }
+    }
+
+    /// A string field read only to be checked.
+    #[inline(always)]
+    fn string(&mut self, wt: u8) -> R<()> {
+        self.text(wt).map(|_| ())
     }
 
     /// A message field's bytes, where `ctx` is what is left of the recursion limit.
@@ -612,15 +657,22 @@ pub fn check_against_prost(mapper: &Mapper, body: &[u8]) -> std::result::Result<
                 if a == b { Ok(()) } else { Err(format!("observations differ:\nscanner {a:?}\nprost   {b:?}")) }
             }
             (Err(a), Err(b)) if a.to_string() == b.to_string() => Ok(()),
-            (a, b) => Err(format!("mapping differs: scanner {:?}, prost {:?}", a.map(|o| Resolved::of(&o)), b.map(|o| Resolved::of(&o)))),
+            (a, b) => Err(format!(
+                "mapping differs: scanner {:?}, prost {:?}",
+                a.map(|o| Resolved::of(&o)),
+                b.map(|o| Resolved::of(&o))
+            )),
         },
     }
 }
 
+/// One span observation with its names resolved: cell, service, route, cause, latency, end, start.
+type ResolvedSpan = (String, String, String, Option<String>, u64, i64, i64);
+
 /// Observations with their strings resolved, to compare two mappings.
 #[derive(Debug, PartialEq)]
 struct Resolved {
-    spans: Vec<(String, String, String, Option<String>, u64, i64, i64)>,
+    spans: Vec<ResolvedSpan>,
     ignored: u64,
     truncated: u64,
 }

@@ -8,7 +8,9 @@ use cellpilot_ingest::wal::{Kind, WalWriter, WriterSettings};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -16,6 +18,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     ScopeMetrics, metric::Data,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use std::collections::BTreeMap;
@@ -138,6 +141,47 @@ fn logs() -> ExportLogsServiceRequest {
     }
 }
 
+/// Traces with every message the scanner checks without reading: events, links, a scope with
+/// attributes, entity refs, nested array and key-value list values, a status message.
+fn rich_traces() -> ExportTraceServiceRequest {
+    let mut req = traces();
+    let nested = AnyValue {
+        value: Some(Value::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue { value: Some(s("x")) },
+                AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList { values: vec![kv("inner", Value::IntValue(3))] })),
+                },
+            ],
+        })),
+    };
+    let rs = &mut req.resource_spans[0];
+    if let Some(r) = rs.resource.as_mut() {
+        r.entity_refs =
+            vec![EntityRef { r#type: "service".into(), id_keys: vec!["service.name".into()], ..Default::default() }];
+    }
+    let ss = &mut rs.scope_spans[0];
+    ss.scope = Some(InstrumentationScope {
+        name: "lib".into(),
+        version: "1.0".into(),
+        attributes: vec![kv("scope.attr", Value::BoolValue(true))],
+        ..Default::default()
+    });
+    let span = &mut ss.spans[0];
+    span.trace_state = "k=v".into();
+    span.flags = 256;
+    span.attributes.push(KeyValue { key: "nested".into(), value: Some(nested), ..Default::default() });
+    span.events = vec![Event {
+        time_unix_nano: NS,
+        name: "exception".into(),
+        attributes: vec![kv("exception.type", s("Timeout"))],
+        ..Default::default()
+    }];
+    span.links = vec![Link { trace_id: vec![3; 16], span_id: vec![4; 8], flags: 1, ..Default::default() }];
+    span.status = Some(Status { message: "upstream timed out".into(), code: 2 });
+    req
+}
+
 /// Every seed: target -> file name -> bytes.
 fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     let mut out: BTreeMap<&str, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
@@ -146,6 +190,9 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     pb.insert("traces".into(), tagged(0, traces().encode_to_vec()));
     pb.insert("metrics".into(), tagged(1, metrics().encode_to_vec()));
     pb.insert("logs".into(), tagged(2, logs().encode_to_vec()));
+    let wire = out.entry("otlp_wire").or_default();
+    wire.insert("traces".into(), traces().encode_to_vec());
+    wire.insert("rich".into(), rich_traces().encode_to_vec());
     let json = out.entry("otlp_json").or_default();
     json.insert("traces".into(), tagged(0, serde_json::to_vec(&traces()).unwrap()));
     json.insert("metrics".into(), tagged(1, serde_json::to_vec(&metrics()).unwrap()));

@@ -184,8 +184,9 @@ fn span(rng: &mut StdRng) -> Vec<u8> {
         fields.push(ld(11, &ev));
     }
     if rng.random_bool(0.1) {
-        let link = [ld(1, &[1; 16]), ld(2, &[2; 8]), ld(3, b"k=v"), ld(4, &key_value(rng, 0)), var(5, 0), f32_field(6, 1)]
-            .concat();
+        let link =
+            [ld(1, &[1; 16]), ld(2, &[2; 8]), ld(3, b"k=v"), ld(4, &key_value(rng, 0)), var(5, 0), f32_field(6, 1)]
+                .concat();
         fields.push(ld(13, &link));
     }
     for (p, f) in [(0.05, ld(3, b"ts")), (0.05, ld(4, &[3; 8])), (0.05, var(10, 1)), (0.05, f32_field(16, 256))] {
@@ -427,15 +428,8 @@ fn merged_fields_map_as_prost_merges_them() {
     let kv = |k: &str, v: &str| ld(1, &[ld(1, k.as_bytes()), ld(2, &ld(1, v.as_bytes()))].concat());
     let span = [ld(1, &[1; 16]), ld(2, &[2; 8]), var(6, 2), ld(5, b"GET"), ld(15, &var(3, 2)), ld(15, &ld(2, b"m"))];
     // The resource after its spans, and sent twice: the cell comes from the second one.
-    let body = ld(
-        1,
-        &[
-            ld(2, &ld(2, &span.concat())),
-            ld(1, &kv("service.name", "pay")),
-            ld(1, &kv("cell", "c1")),
-        ]
-        .concat(),
-    );
+    let body =
+        ld(1, &[ld(2, &ld(2, &span.concat())), ld(1, &kv("service.name", "pay")), ld(1, &kv("cell", "c1"))].concat());
     check_against_prost(&m, &body).unwrap();
     let obs = scan_traces(&m, &body).unwrap().unwrap();
     assert_eq!(obs.spans.len(), 1);
@@ -450,15 +444,15 @@ fn merged_fields_map_as_prost_merges_them() {
 fn a_refused_body_reads_as_prosts_error() {
     let m = mapper();
     // A bad trace id in the first span and a bad string later: the decoding error wins.
-    let body = [
-        ld(1, &ld(2, &ld(2, &[ld(1, &[1; 3]), ld(2, &[2; 8])].concat()))),
-        with_span_fields(&[ld(3, &[0xff])]),
-    ]
-    .concat();
+    let body = [ld(1, &ld(2, &ld(2, &[ld(1, &[1; 3]), ld(2, &[2; 8])].concat()))), with_span_fields(&[ld(3, &[0xff])])]
+        .concat();
     let reference = ExportTraceServiceRequest::decode(&body[..]).unwrap_err();
     let wire = WireTraces::new(body.into());
     let err = wire.map(&m).unwrap_err();
-    assert_eq!(err.to_string(), cellpilot_ingest::Error::BadInput(format!("invalid protobuf payload: {reference}")).to_string());
+    assert_eq!(
+        err.to_string(),
+        cellpilot_ingest::Error::BadInput(format!("invalid protobuf payload: {reference}")).to_string()
+    );
     // Without the bad string, the id is the answer, word for word as on the decoding path.
     let body = ld(1, &ld(2, &ld(2, &[ld(1, &[1; 3]), ld(2, &[2; 8])].concat())));
     let req = ExportTraceServiceRequest::decode(&body[..]).unwrap();

@@ -3,11 +3,13 @@
 //! after `kill -9` a restart on the same data still counts every acknowledged span.
 
 use crate::support::{Server, eventually, kv, now_ms, now_ns, server_span, traces};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
     ExponentialHistogram, ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric::Data,
@@ -168,18 +170,33 @@ async fn amplifying_requests_are_refused_before_decoding() {
     let status = client.export(ExportTraceServiceRequest::decode(&body[..]).unwrap()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("max_items_per_request"), "{}", status.message());
-    // Under the item cap, but empty attributes by the million: refused by decoded size.
+    // Under the item cap, but empty attributes by the million. Protobuf traces are mapped from
+    // the wire, which allocates nothing per attribute: the scan goes through all four million
+    // and answers what is wrong with the span (its ids).
     let attrs = vec![Default::default(); 4_000_000];
     let heavy = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
-                spans: vec![Span { attributes: attrs, ..Default::default() }],
+                spans: vec![Span { attributes: attrs.clone(), ..Default::default() }],
                 ..Default::default()
             }],
             ..Default::default()
         }],
     };
     let resp = server.post_otlp("traces", heavy.encode_to_vec()).await;
+    assert_eq!(resp.status(), 400);
+    assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("trace_id must be 16 bytes"));
+    // Signals that are decoded whole are refused by their decoded size instead.
+    let heavy_logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord { attributes: attrs, ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let resp = server.post_otlp("logs", heavy_logs.encode_to_vec()).await;
     assert_eq!(resp.status(), 413);
     assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("once decoded"));
     // The same flood in OTLP JSON.
@@ -187,7 +204,8 @@ async fn amplifying_requests_are_refused_before_decoding() {
     let resp = server.post_otlp_as("traces", "application/json", json).await;
     assert_eq!(resp.status(), 413);
     assert!(resp.text().await.unwrap().contains("200001 spans"));
-    // The worst request that is accepted: just under the decoded-size budget, in one span.
+    // A span whose attributes would take 120 MiB decoded: mapped from the wire, it is accepted
+    // (nothing is allocated per attribute).
     let n = (120 << 20) / std::mem::size_of::<opentelemetry_proto::tonic::common::v1::KeyValue>();
     let mut span = server_span("worst", 200, now_ns(), 1_000_000);
     span.attributes.extend(std::iter::repeat_n(Default::default(), n));

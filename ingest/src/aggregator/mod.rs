@@ -38,6 +38,10 @@ const MAX_CAUSES: usize = 4096;
 
 type SeriesId = u32;
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// Long-lived maps keyed by names clients choose: foldhash's seeded quality variant.
+type NameMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
 /// One series' aggregate over one window.
 #[derive(Debug, Clone, Default)]
 pub struct WindowAgg {
@@ -183,19 +187,19 @@ impl AggregatorSettings {
 pub struct Aggregator {
     settings: AggregatorSettings,
     /// "cell\x1fservice\x1froute" -> series.
-    index: HashMap<Box<str>, SeriesId>,
+    index: NameMap<Box<str>, SeriesId>,
     series: Vec<Option<Series>>,
     free: Vec<SeriesId>,
     live: usize,
     open_windows: usize,
     /// Shared copies of cell/service/route names.
-    names: HashSet<Arc<str>>,
+    names: HashSet<Arc<str>, foldhash::quality::RandomState>,
     causes: Vec<Arc<str>>,
-    cause_ids: HashMap<Arc<str>, u32>,
+    cause_ids: NameMap<Arc<str>, u32>,
     /// Service -> last wall-clock ms spans arrived from it.
-    spans_seen: HashMap<Arc<str>, i64>,
+    spans_seen: NameMap<Arc<str>, i64>,
     /// Tracked cells (at most `max_cells` plus the overflow cell), with their activity.
-    cells: HashMap<Arc<str>, CellSlot>,
+    cells: NameMap<Arc<str>, CellSlot>,
     deltas: DeltaTracker,
     key_buf: String,
 }
@@ -205,16 +209,16 @@ impl Aggregator {
     pub fn new(settings: AggregatorSettings) -> Self {
         Self {
             settings,
-            index: HashMap::new(),
+            index: NameMap::default(),
             series: Vec::new(),
             free: Vec::new(),
             live: 0,
             open_windows: 0,
-            names: HashSet::new(),
+            names: HashSet::default(),
             causes: Vec::new(),
-            cause_ids: HashMap::new(),
-            spans_seen: HashMap::new(),
-            cells: HashMap::new(),
+            cause_ids: NameMap::default(),
+            spans_seen: NameMap::default(),
+            cells: NameMap::default(),
             deltas: DeltaTracker::default(),
             key_buf: String::new(),
         }
@@ -266,10 +270,11 @@ impl Aggregator {
     pub fn apply(&mut self, obs: &Observations<'_>, now_ms: i64, durable_before: i64) -> Outcome {
         let width = self.settings.spec.width_ms;
         let mut out = Outcome::default();
-        let mut cache: HashMap<(StrId, StrId, StrId), (SeriesId, bool)> = HashMap::new();
-        let mut causes: HashMap<StrId, u32> = HashMap::new();
+        // Per request, keyed by the request's own string ids: a fast hasher is enough.
+        let mut cache: FastMap<(StrId, StrId, StrId), (SeriesId, bool)> = FastMap::default();
+        let mut causes: FastMap<StrId, u32> = FastMap::default();
         // Per cell of this request: its slot name, whether it folded, and the latest request start.
-        let mut cells: HashMap<StrId, (Arc<str>, bool, Option<i64>)> = HashMap::new();
+        let mut cells: FastMap<StrId, (Arc<str>, bool, Option<i64>)> = FastMap::default();
         let mut last_service = None;
         for o in &obs.spans {
             if last_service != Some(o.service) {

@@ -23,11 +23,11 @@ use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings};
 use cellpilot_ingest::mapping::Mapper;
 use cellpilot_ingest::prescan::{self, Msg};
+use cellpilot_ingest::wire::WireTraces;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
-use cellpilot_ingest::wire::WireTraces;
 use prost::Message;
 use prost::bytes::Bytes;
 use rand::rngs::StdRng;
@@ -159,7 +159,8 @@ fn ingest_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Bytes], now_ms
     let mut rejected = 0;
     let t = Instant::now();
     for r in requests {
-        let counted = prescan::count_spans(r).ok_or_else(|| anyhow::anyhow!("a generated request does not parse"))?;
+        let counted = cellpilot_ingest::wire::count_spans(r)
+            .ok_or_else(|| anyhow::anyhow!("a generated request does not parse"))?;
         anyhow::ensure!(counted == SPANS_PER_REQUEST as u64, "counted {counted} spans");
         let wire = WireTraces::new(r.clone());
         let obs = wire.map(mapper)?;
