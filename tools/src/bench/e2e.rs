@@ -11,6 +11,11 @@
 //!
 //! Acknowledged: 200 / gRPC OK, less any spans the answer's `partial_success` rejected. At the end
 //! the server's own count of requests (SQL over its rollups) must equal every acknowledged span.
+//!
+//! One setting differs from the defaults: `wal_max_size` is 12 GiB. The WAL keeps every request
+//! until its 5-minute Parquet file is written, and the whole run (up to ~6 GB of requests at
+//! these rates) fits in no 5-minute span: at the default 4 GiB the later phases would measure the
+//! WAL's cap (the overload answer), not the receivers. A refused phase prints the first answer.
 
 use super::ingest::request;
 use super::median;
@@ -52,6 +57,18 @@ enum Wire {
 struct Tally {
     acked: AtomicU64,
     refused: AtomicU64,
+    /// The first refusal's answer, to say why a phase was refused.
+    first_refusal: std::sync::Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn refuse(&self, spans: u64, why: impl FnOnce() -> String) {
+        self.refused.fetch_add(spans, Ordering::Relaxed);
+        let mut first = self.first_refusal.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(why());
+        }
+    }
 }
 
 /// Fresh requests (spans ending in the last 5 s), encoded for `wire`, with their span counts.
@@ -108,11 +125,12 @@ async fn send_http(
         let (body, spans) = &requests[i % requests.len()];
         i += SENDERS;
         let resp = client.post(&url).header("content-type", "application/x-protobuf").body(body.clone()).send().await?;
-        if resp.status().is_success() {
-            let answer = resp.bytes().await?;
+        let status = resp.status();
+        let answer = resp.bytes().await?;
+        if status.is_success() {
             t.acked.fetch_add(spans - rejected_in(&answer).min(*spans), Ordering::Relaxed);
         } else {
-            t.refused.fetch_add(*spans, Ordering::Relaxed);
+            t.refuse(*spans, || format!("HTTP {status}: {}", String::from_utf8_lossy(&answer)));
         }
     }
     Ok(())
@@ -160,7 +178,13 @@ async fn send_grpc(
             let rejected = if body.len() > 5 && body[0] == 0 { rejected_in(&body[5..]) } else { 0 };
             t.acked.fetch_add(spans - rejected.min(*spans), Ordering::Relaxed);
         } else {
-            t.refused.fetch_add(*spans, Ordering::Relaxed);
+            let message = collected
+                .trailers()
+                .and_then(|t| t.get("grpc-message"))
+                .or_else(|| parts.headers.get("grpc-message"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            t.refuse(*spans, || format!("HTTP {}, grpc-status {status}: {message}", parts.status));
         }
     }
     Ok(())
@@ -193,6 +217,9 @@ async fn phase(
     }
     let secs = start.elapsed().as_secs_f64();
     let (acked, refused) = (tally.acked.load(Ordering::Relaxed), tally.refused.load(Ordering::Relaxed));
+    if let Some(why) = tally.first_refusal.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        eprintln!("{wire:?}: {refused} spans refused; the first answer: {why}");
+    }
     Ok((acked as f64 / secs, acked, refused))
 }
 
@@ -231,6 +258,7 @@ pub fn run(json: bool, runs: usize, load: Duration) -> anyhow::Result<()> {
         *addr = "127.0.0.1:0".into();
     }
     c.xds.listen = String::new();
+    c.storage.wal_max_size = cellpilot_core::config::Size::gib(12);
     let (figures, acked, refused) = rt.block_on(async {
         let server = cellpilot_server::serve::start(c).await?;
         let http = server.addrs.otlp_http.ok_or_else(|| anyhow::anyhow!("no OTLP/HTTP listener"))?;
