@@ -72,27 +72,36 @@ fn put_zigzag(out: &mut Vec<u8>, v: i64) {
 }
 
 /// Largest count stored inside a packed entry; fuller buckets keep their count in `wide`.
-const INLINE_MAX: u32 = (1 << 19) - 1;
-/// Set in an entry's count field when the field is an index into `wide` instead of a count.
-const WIDE: u32 = 1 << 19;
-/// Largest count of one bucket: the V2 format writes counts as signed 64-bit varints.
+const INLINE_MAX: u16 = 15;
+/// Largest count a bucket keeps; more saturates.
 pub const MAX_COUNT: u64 = i64::MAX as u64;
 
-/// The buckets of one open window, sorted by bucket index, each packed as `index << 20 | count`
-/// so a bucket costs 4 bytes. A bucket whose count outgrows 19 bits keeps it in a side table, so
-/// recording `n` samples costs the same for any `n` (client-sent counts may be anything).
+/// The buckets of one open window, sorted by bucket index, each packed in two bytes as
+/// `index << 4 | count` (indexes are below 4096): most buckets of a window hold a handful of
+/// samples, so a bucket costs 2 bytes. Once any bucket holds more than 15, `wide` keeps every
+/// bucket's count in 8 bytes beside it (a packed count of 0 says "see `wide`"), so recording `n`
+/// samples costs the same for any `n` (client-sent counts may be anything).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SparseHistogram {
-    /// Packed (bucket index, count or `WIDE | slot`) pairs, one per bucket, in index order.
-    entries: Vec<u32>,
-    /// Counts of the buckets too full to pack, saturating at [`MAX_COUNT`].
+    /// Packed (bucket index, count or 0) pairs, one per bucket, in index order.
+    entries: Vec<u16>,
+    /// Empty, or one count per entry (used where the entry's own count is 0), saturating at
+    /// [`MAX_COUNT`].
     wide: Vec<u64>,
 }
 
 impl SparseHistogram {
-    fn count_of(&self, e: u32) -> u64 {
-        let field = e & ((1 << 20) - 1);
-        if field & WIDE != 0 { self.wide[(field & INLINE_MAX) as usize] } else { u64::from(field) }
+    fn count_at(&self, pos: usize) -> u64 {
+        let inline = self.entries[pos] & INLINE_MAX;
+        if inline != 0 { u64::from(inline) } else { self.wide[pos] }
+    }
+
+    /// An open window's histogram lives for its window and there are millions of them: grow by
+    /// a quarter, not double, so spare room averages ~10 %, not ~30 %.
+    fn grow<T>(v: &mut Vec<T>) {
+        if v.len() == v.capacity() {
+            v.reserve_exact((v.len() / 4).max(8));
+        }
     }
 
     /// Adds `n` samples of `value_us`; a bucket's count saturates at [`MAX_COUNT`].
@@ -100,31 +109,30 @@ impl SparseHistogram {
         if n == 0 {
             return;
         }
-        let index = u32::from(bucket_index(value_us));
-        let pos = self.entries.partition_point(|e| (e >> 20) < index);
-        let found = self.entries.get(pos).is_some_and(|e| e >> 20 == index);
-        let have = if found { self.count_of(self.entries[pos]) } else { 0 };
+        let index = bucket_index(value_us);
+        let pos = self.entries.partition_point(|e| (e >> 4) < index);
+        let found = self.entries.get(pos).is_some_and(|e| e >> 4 == index);
+        let have = if found { self.count_at(pos) } else { 0 };
         let total = have.saturating_add(n).min(MAX_COUNT);
-        let field = if total <= u64::from(INLINE_MAX) {
-            total as u32
-        } else if found && self.entries[pos] & WIDE != 0 {
-            let slot = self.entries[pos] & INLINE_MAX;
-            self.wide[slot as usize] = total;
-            WIDE | slot
-        } else {
-            // At most one slot per bucket index (< 4096), so the slot number fits 19 bits.
-            self.wide.push(total);
-            WIDE | (self.wide.len() - 1) as u32
-        };
+        let packed = if total <= u64::from(INLINE_MAX) { total as u16 } else { 0 };
+        // `wide` is in use once non-empty (or from this sample on).
+        let wide = packed == 0 || !self.wide.is_empty();
+        if wide && self.wide.len() != self.entries.len() {
+            self.wide.reserve_exact(self.entries.capacity());
+            self.wide.extend(self.entries.iter().map(|&e| u64::from(e & INLINE_MAX)));
+        }
         if found {
-            self.entries[pos] = (index << 20) | field;
-        } else {
-            if self.entries.len() == self.entries.capacity() {
-                // An open window's histogram lives for its window and there are millions of them:
-                // grow by a quarter, not double, so spare room averages ~10 %, not ~30 %.
-                self.entries.reserve_exact((self.entries.len() / 4).max(8));
+            self.entries[pos] = (index << 4) | packed;
+            if wide {
+                self.wide[pos] = total;
             }
-            self.entries.insert(pos, (index << 20) | field);
+        } else {
+            Self::grow(&mut self.entries);
+            self.entries.insert(pos, (index << 4) | packed);
+            if wide {
+                Self::grow(&mut self.wide);
+                self.wide.insert(pos, total);
+            }
         }
     }
 
@@ -133,9 +141,14 @@ impl SparseHistogram {
         self.record_n(value_us, 1);
     }
 
+    /// (bucket index, count) of every occupied bucket, in index order.
+    fn buckets_with_counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.entries.iter().enumerate().map(|(i, &e)| (e >> 4, self.count_at(i)))
+    }
+
     /// (lowest value of the bucket, count) for every occupied bucket, in value order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.entries.iter().map(|&e| (bucket_lowest((e >> 20) as u16), self.count_of(e)))
+        self.buckets_with_counts().map(|(idx, n)| (bucket_lowest(idx), n))
     }
 
     /// Whether nothing was recorded.
@@ -145,7 +158,7 @@ impl SparseHistogram {
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<u32>() + self.wide.capacity() * std::mem::size_of::<u64>()
+        self.entries.capacity() * std::mem::size_of::<u16>() + self.wide.capacity() * std::mem::size_of::<u64>()
     }
 
     /// Releases spare capacity (after a burst of new buckets).
@@ -156,7 +169,7 @@ impl SparseHistogram {
 
     /// Total samples (saturating).
     pub fn count(&self) -> u64 {
-        self.entries.iter().fold(0u64, |t, &e| t.saturating_add(self.count_of(e)))
+        self.buckets_with_counts().fold(0u64, |t, (_, n)| t.saturating_add(n))
     }
 
     /// Occupied buckets (entries).
@@ -174,15 +187,15 @@ impl SparseHistogram {
         let q = q.min(1.0);
         let target = ((q * total as f64).ceil() as u64).max(1);
         // As the crate does: the 0th quantile is the lowest value of the first bucket.
-        let value = |e: &u32| if q == 0.0 { bucket_lowest((e >> 20) as u16) } else { bucket_highest((e >> 20) as u16) };
+        let value = |idx: u16| if q == 0.0 { bucket_lowest(idx) } else { bucket_highest(idx) };
         let mut seen = 0u64;
-        for e in &self.entries {
-            seen = seen.saturating_add(self.count_of(*e));
+        for (idx, n) in self.buckets_with_counts() {
+            seen = seen.saturating_add(n);
             if seen >= target {
-                return Some(value(e));
+                return Some(value(idx));
             }
         }
-        self.entries.last().map(value)
+        self.entries.last().map(|e| value(e >> 4))
     }
 
     /// Nearest-rank quantiles, exactly as the dense histogram would report them.
@@ -196,9 +209,8 @@ impl SparseHistogram {
         let mut seen = 0u64;
         let mut next = 0;
         let mut last = 0u16;
-        for e in &self.entries {
-            let idx = (e >> 20) as u16;
-            seen = seen.saturating_add(self.count_of(*e));
+        for (idx, n) in self.buckets_with_counts() {
+            seen = seen.saturating_add(n);
             last = idx;
             while next < 3 && seen >= targets[next] {
                 out[next] = bucket_highest(idx);
@@ -216,9 +228,8 @@ impl SparseHistogram {
             payload.push(0);
         }
         let mut next_index: u32 = 0;
-        for &e in &self.entries {
-            let idx = e >> 20;
-            let count = self.count_of(e);
+        for (idx, count) in self.buckets_with_counts() {
+            let idx = u32::from(idx);
             match idx - next_index {
                 0 => {}
                 // A lone empty bucket is written as a zero count, longer runs as negative lengths.
