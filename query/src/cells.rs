@@ -2,11 +2,12 @@
 //! averaged), over the windows overlapping a time range.
 
 use crate::files::Table;
-use crate::store::RollupStore;
+use crate::store::{Piece, RollupStore};
 use crate::tier::{FIVE_MIN_MS, HOUR_MS, Tier};
 use crate::{Error, Result};
 use arrow::array::{BinaryArray, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array};
-use cellpilot_core::latency::{self, Quantiles};
+use arrow::record_batch::RecordBatch;
+use cellpilot_core::latency::{self, Quantiles, SparseHistogram};
 use cellpilot_core::schema::{column, rollup_col};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -38,6 +39,94 @@ struct Acc {
     errors: u64,
     hist: Histogram<u64>,
     exact: bool,
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Acc { requests: 0, errors: 0, hist: latency::new_histogram(), exact: true }
+    }
+}
+
+/// One cell's sums over one whole file: what a long range reads instead of the file's rows.
+#[derive(Default)]
+struct FileCell {
+    requests: u64,
+    errors: u64,
+    hist: SparseHistogram,
+    exact: bool,
+}
+
+/// Where a row's numbers go: a range's accumulator or a file's sums.
+trait Sums {
+    fn new() -> Self;
+    fn add(&mut self, requests: u64, errors: u64);
+    fn add_latency(&mut self, hist: &[u8], exact: bool) -> Result<()>;
+}
+
+impl Sums for Acc {
+    fn new() -> Self {
+        Acc::default()
+    }
+    fn add(&mut self, requests: u64, errors: u64) {
+        self.requests = self.requests.saturating_add(requests);
+        self.errors = self.errors.saturating_add(errors);
+    }
+    fn add_latency(&mut self, hist: &[u8], exact: bool) -> Result<()> {
+        self.exact &= exact;
+        Ok(latency::add_serialized(hist, &mut self.hist)?)
+    }
+}
+
+impl Sums for FileCell {
+    fn new() -> Self {
+        FileCell { exact: true, ..Default::default() }
+    }
+    fn add(&mut self, requests: u64, errors: u64) {
+        self.requests = self.requests.saturating_add(requests);
+        self.errors = self.errors.saturating_add(errors);
+    }
+    fn add_latency(&mut self, hist: &[u8], exact: bool) -> Result<()> {
+        self.exact &= exact;
+        let h = &mut self.hist;
+        Ok(latency::for_each_bucket(hist, |v, n| h.record_n(v, n))?)
+    }
+}
+
+/// Adds the rows of a whole-schema rollups batch whose window `keep` accepts to their cell's sums.
+fn fold<S: Sums>(
+    batch: &RecordBatch,
+    with_latency: bool,
+    keep: impl Fn(i64, i64) -> bool,
+    sums: &mut BTreeMap<String, S>,
+) -> Result<()> {
+    let starts = column::<TimestampMillisecondArray>(batch, rollup_col::WINDOW_START)?;
+    let ends = column::<TimestampMillisecondArray>(batch, rollup_col::WINDOW_END)?;
+    let cells = column::<StringArray>(batch, rollup_col::CELL)?;
+    let requests = column::<UInt64Array>(batch, rollup_col::REQUESTS)?;
+    let errors = column::<UInt64Array>(batch, rollup_col::ERRORS)?;
+    let latency = if with_latency {
+        Some((
+            column::<BinaryArray>(batch, rollup_col::LATENCY_HIST)?,
+            column::<BooleanArray>(batch, rollup_col::LATENCY_EXACT)?,
+        ))
+    } else {
+        None
+    };
+    for row in 0..batch.num_rows() {
+        if !keep(starts.value(row), ends.value(row)) {
+            continue;
+        }
+        let cell = cells.value(row);
+        let s = match sums.get_mut(cell) {
+            Some(s) => s,
+            None => sums.entry(cell.to_string()).or_insert_with(S::new),
+        };
+        s.add(requests.value(row), errors.value(row));
+        if let Some((hists, exact)) = latency {
+            s.add_latency(hists.value(row), exact.value(row))?;
+        }
+    }
+    Ok(())
 }
 
 /// How a part of a range is read.
@@ -104,17 +193,6 @@ pub fn plan(from_ms: i64, to_ms: i64, fine_horizon_ms: i64) -> Vec<Part> {
     parts
 }
 
-/// Columns read: window_start, window_end, cell, requests, errors, latency_hist, latency_exact.
-const COLUMNS: [usize; 7] = [
-    rollup_col::WINDOW_START,
-    rollup_col::WINDOW_END,
-    rollup_col::CELL,
-    rollup_col::REQUESTS,
-    rollup_col::ERRORS,
-    rollup_col::LATENCY_HIST,
-    rollup_col::LATENCY_EXACT,
-];
-
 /// What a per-cell query computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measures {
@@ -146,44 +224,39 @@ pub fn cells_from(
     measures: Measures,
 ) -> Result<Vec<CellStats>> {
     let with_latency = measures == Measures::WithLatency;
-    let columns: &[usize] = if with_latency { &COLUMNS } else { &COLUMNS[..5] };
     if from_ms >= to_ms {
         return Err(Error::BadRequest(format!("`from` ({from_ms}) must be before `to` ({to_ms})")));
     }
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    let key = if with_latency { "cells:latency" } else { "cells:totals" };
     for part in parts {
-        for batch in store.scan(Table::Rollups, part.tier, part.from_ms, part.to_ms, Some(columns))? {
-            let starts = column::<TimestampMillisecondArray>(&batch, 0)?;
-            let ends = column::<TimestampMillisecondArray>(&batch, 1)?;
-            let cells = column::<StringArray>(&batch, 2)?;
-            let requests = column::<UInt64Array>(&batch, 3)?;
-            let errors = column::<UInt64Array>(&batch, 4)?;
-            let latency = if with_latency {
-                Some((column::<BinaryArray>(&batch, 5)?, column::<BooleanArray>(&batch, 6)?))
-            } else {
-                None
-            };
-            for row in 0..batch.num_rows() {
-                let (s, e) = (starts.value(row), ends.value(row));
-                let wanted = part.holds(s, e);
-                if !wanted {
-                    continue;
+        // Whole files come as their per-cell sums, derived once per file and kept: a long range
+        // touches a few numbers and a small histogram per cell and file, not the rows.
+        let pieces = store.scan_derived(Table::Rollups, part.tier, (part.from_ms, part.to_ms), key, |batches| {
+            let mut sums: BTreeMap<String, FileCell> = BTreeMap::new();
+            for batch in batches {
+                fold(batch, with_latency, |_, _| true, &mut sums)?;
+            }
+            let bytes = sums.iter().map(|(c, f)| c.len() + std::mem::size_of::<FileCell>() + f.hist.heap_bytes()).sum();
+            Ok((sums, bytes))
+        })?;
+        for piece in pieces {
+            match piece {
+                Piece::Rows(batches) => {
+                    for batch in &batches {
+                        fold(batch, with_latency, |s, e| part.holds(s, e), &mut acc)?;
+                    }
                 }
-                let cell = cells.value(row);
-                let a = match acc.get_mut(cell) {
-                    Some(a) => a,
-                    None => acc.entry(cell.to_string()).or_insert(Acc {
-                        requests: 0,
-                        errors: 0,
-                        hist: latency::new_histogram(),
-                        exact: true,
-                    }),
-                };
-                a.requests = a.requests.saturating_add(requests.value(row));
-                a.errors = a.errors.saturating_add(errors.value(row));
-                if let Some((hists, exact)) = latency {
-                    a.exact &= exact.value(row);
-                    latency::add_serialized(hists.value(row), &mut a.hist)?;
+                Piece::Derived(sums) => {
+                    for (cell, f) in sums.iter() {
+                        let a = acc.entry(cell.clone()).or_default();
+                        a.requests = a.requests.saturating_add(f.requests);
+                        a.errors = a.errors.saturating_add(f.errors);
+                        a.exact &= f.exact;
+                        if with_latency {
+                            f.hist.add_to(&mut a.hist);
+                        }
+                    }
                 }
             }
         }
