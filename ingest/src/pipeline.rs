@@ -288,9 +288,7 @@ impl Ingest {
     /// Logs, applies and answers one protobuf export `who` sent, `body` as it came (pre-scanned).
     pub async fn export_protobuf<S: Signal>(&self, body: Bytes, who: &Principal) -> Result<S::Resp> {
         let export = S::from_protobuf(body.clone())?;
-        // A wire export holds its body already.
-        let raw = (!S::WIRE).then_some(body);
-        self.submit::<S>(export, raw, who).await
+        self.submit::<S>(export, Some(body), who).await
     }
 
     /// Reported cut-overs (`cell.cutover` log events) move gateways' figures, so they need the

@@ -519,10 +519,9 @@ impl Worker {
                     continue;
                 }
                 let encoded;
-                let bytes = match (raw, export) {
-                    (Some(b), _) => &b[..],
-                    (None, Export::TracesWire(w)) => w.bytes(),
-                    (None, _) => {
+                let bytes = match raw {
+                    Some(b) => &b[..],
+                    None => {
                         encoded = export.encode();
                         encoded.as_slice()
                     }
