@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use cellpilot_core::latency::{self, Quantiles, SparseHistogram};
 use cellpilot_core::schema::{column, rollup_col};
 use hdrhistogram::Histogram;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One cell's numbers over a range.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +47,7 @@ impl Default for Acc {
     }
 }
 
-/// One cell's sums over one whole file: what a long range reads instead of the file's rows.
+/// One cell's sums over one window of a file.
 #[derive(Default)]
 struct FileCell {
     requests: u64,
@@ -56,49 +56,64 @@ struct FileCell {
     exact: bool,
 }
 
-/// Where a row's numbers go: a range's accumulator or a file's sums.
-trait Sums {
-    fn new() -> Self;
-    fn add(&mut self, requests: u64, errors: u64);
-    fn add_latency(&mut self, hist: &[u8], exact: bool) -> Result<()>;
+/// One file's sums per cell, or per window and cell: what a range reads instead of the file's
+/// rows (a file inside the range as a whole, an edge file by the windows the range holds).
+struct FileSums {
+    cells: Vec<String>,
+    /// (window start, window end, index into `cells`, sums), by window and cell; the window is
+    /// `(0, 0)` in sums over the whole file.
+    sums: Vec<(i64, i64, usize, FileCell)>,
 }
 
-impl Sums for Acc {
-    fn new() -> Self {
-        Acc::default()
-    }
-    fn add(&mut self, requests: u64, errors: u64) {
-        self.requests = self.requests.saturating_add(requests);
-        self.errors = self.errors.saturating_add(errors);
-    }
-    fn add_latency(&mut self, hist: &[u8], exact: bool) -> Result<()> {
-        self.exact &= exact;
-        Ok(latency::add_serialized(hist, &mut self.hist)?)
+impl FileSums {
+    fn of(batches: &[RecordBatch], with_latency: bool, by_window: bool) -> Result<(Self, usize)> {
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut sums: BTreeMap<(i64, i64, usize), FileCell> = BTreeMap::new();
+        for batch in batches {
+            each_row(batch, with_latency, |r| {
+                let next = index.len();
+                let c = match index.get(r.cell) {
+                    Some(&c) => c,
+                    None => *index.entry(r.cell.to_string()).or_insert(next),
+                };
+                let window = if by_window { (r.start, r.end) } else { (0, 0) };
+                let f = sums
+                    .entry((window.0, window.1, c))
+                    .or_insert_with(|| FileCell { exact: true, ..Default::default() });
+                f.requests = f.requests.saturating_add(r.requests);
+                f.errors = f.errors.saturating_add(r.errors);
+                if let Some((hist, exact)) = r.latency {
+                    f.exact &= exact;
+                    let h = &mut f.hist;
+                    latency::for_each_bucket(hist, |v, n| h.record_n(v, n))?;
+                }
+                Ok(())
+            })?;
+        }
+        let mut cells = vec![String::new(); index.len()];
+        for (name, c) in index {
+            cells[c] = name;
+        }
+        let bytes = cells.iter().map(|c| c.len() + 24).sum::<usize>()
+            + sums.values().map(|f| 40 + std::mem::size_of::<FileCell>() + f.hist.heap_bytes()).sum::<usize>();
+        let sums = sums.into_iter().map(|((s, e, c), f)| (s, e, c, f)).collect();
+        Ok((FileSums { cells, sums }, bytes))
     }
 }
 
-impl Sums for FileCell {
-    fn new() -> Self {
-        FileCell { exact: true, ..Default::default() }
-    }
-    fn add(&mut self, requests: u64, errors: u64) {
-        self.requests = self.requests.saturating_add(requests);
-        self.errors = self.errors.saturating_add(errors);
-    }
-    fn add_latency(&mut self, hist: &[u8], exact: bool) -> Result<()> {
-        self.exact &= exact;
-        let h = &mut self.hist;
-        Ok(latency::for_each_bucket(hist, |v, n| h.record_n(v, n))?)
-    }
+/// One row of a whole-schema rollups batch, as the per-cell queries read it.
+struct Row<'a> {
+    start: i64,
+    end: i64,
+    cell: &'a str,
+    requests: u64,
+    errors: u64,
+    /// The serialized latency histogram and its exactness, when read.
+    latency: Option<(&'a [u8], bool)>,
 }
 
-/// Adds the rows of a whole-schema rollups batch whose window `keep` accepts to their cell's sums.
-fn fold<S: Sums>(
-    batch: &RecordBatch,
-    with_latency: bool,
-    keep: impl Fn(i64, i64) -> bool,
-    sums: &mut BTreeMap<String, S>,
-) -> Result<()> {
+/// Calls `f` with every row of `batch`.
+fn each_row(batch: &RecordBatch, with_latency: bool, mut f: impl FnMut(Row<'_>) -> Result<()>) -> Result<()> {
     let starts = column::<TimestampMillisecondArray>(batch, rollup_col::WINDOW_START)?;
     let ends = column::<TimestampMillisecondArray>(batch, rollup_col::WINDOW_END)?;
     let cells = column::<StringArray>(batch, rollup_col::CELL)?;
@@ -113,20 +128,25 @@ fn fold<S: Sums>(
         None
     };
     for row in 0..batch.num_rows() {
-        if !keep(starts.value(row), ends.value(row)) {
-            continue;
-        }
-        let cell = cells.value(row);
-        let s = match sums.get_mut(cell) {
-            Some(s) => s,
-            None => sums.entry(cell.to_string()).or_insert_with(S::new),
-        };
-        s.add(requests.value(row), errors.value(row));
-        if let Some((hists, exact)) = latency {
-            s.add_latency(hists.value(row), exact.value(row))?;
-        }
+        f(Row {
+            start: starts.value(row),
+            end: ends.value(row),
+            cell: cells.value(row),
+            requests: requests.value(row),
+            errors: errors.value(row),
+            latency: latency.map(|(h, e)| (h.value(row), e.value(row))),
+        })?;
     }
     Ok(())
+}
+
+/// Adds to `cell`'s accumulator, made on first use (a known cell's name is not copied).
+fn add_to(acc: &mut BTreeMap<String, Acc>, cell: &str, f: impl FnOnce(&mut Acc) -> Result<()>) -> Result<()> {
+    let a = match acc.get_mut(cell) {
+        Some(a) => a,
+        None => acc.entry(cell.to_string()).or_default(),
+    };
+    f(a)
 }
 
 /// How a part of a range is read.
@@ -228,36 +248,58 @@ pub fn cells_from(
         return Err(Error::BadRequest(format!("`from` ({from_ms}) must be before `to` ({to_ms})")));
     }
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
-    let key = if with_latency { "cells:latency" } else { "cells:totals" };
+    let (whole, edge) = match measures {
+        Measures::WithLatency => ("cells:latency", "cells:latency:windows"),
+        Measures::Totals => ("cells:totals", "cells:totals:windows"),
+    };
     for part in parts {
-        // Whole files come as their per-cell sums, derived once per file and kept: a long range
-        // touches a few numbers and a small histogram per cell and file, not the rows.
-        let pieces = store.scan_derived(Table::Rollups, part.tier, (part.from_ms, part.to_ms), key, |batches| {
-            let mut sums: BTreeMap<String, FileCell> = BTreeMap::new();
-            for batch in batches {
-                fold(batch, with_latency, |_, _| true, &mut sums)?;
-            }
-            let bytes = sums.iter().map(|(c, f)| c.len() + std::mem::size_of::<FileCell>() + f.hist.heap_bytes()).sum();
-            Ok((sums, bytes))
-        })?;
+        // Files come as their per-cell sums (whole files) or per-window, per-cell sums (edge
+        // files), derived once per file and kept: a range touches a few numbers and a small
+        // histogram per cell and file, or per window, cell and file, not the rows.
+        let pieces = store.scan_derived_edges(
+            Table::Rollups,
+            part.tier,
+            (part.from_ms, part.to_ms),
+            (whole, |b: &[RecordBatch]| FileSums::of(b, with_latency, false)),
+            (edge, |b: &[RecordBatch]| FileSums::of(b, with_latency, true)),
+        )?;
         for piece in pieces {
-            match piece {
+            let (file, whole) = match piece {
                 Piece::Rows(batches) => {
                     for batch in &batches {
-                        fold(batch, with_latency, |s, e| part.holds(s, e), &mut acc)?;
+                        each_row(batch, with_latency, |r| {
+                            if !part.holds(r.start, r.end) {
+                                return Ok(());
+                            }
+                            add_to(&mut acc, r.cell, |a| {
+                                a.requests = a.requests.saturating_add(r.requests);
+                                a.errors = a.errors.saturating_add(r.errors);
+                                if let Some((hist, exact)) = r.latency {
+                                    a.exact &= exact;
+                                    latency::add_serialized(hist, &mut a.hist)?;
+                                }
+                                Ok(())
+                            })
+                        })?;
                     }
+                    continue;
                 }
-                Piece::Derived(sums) => {
-                    for (cell, f) in sums.iter() {
-                        let a = acc.entry(cell.clone()).or_default();
-                        a.requests = a.requests.saturating_add(f.requests);
-                        a.errors = a.errors.saturating_add(f.errors);
-                        a.exact &= f.exact;
-                        if with_latency {
-                            f.hist.add_to(&mut a.hist);
-                        }
+                Piece::Derived(file) => (file, true),
+                Piece::Edge(file) => (file, false),
+            };
+            for (start, end, c, f) in &file.sums {
+                if !whole && !part.holds(*start, *end) {
+                    continue;
+                }
+                add_to(&mut acc, &file.cells[*c], |a| {
+                    a.requests = a.requests.saturating_add(f.requests);
+                    a.errors = a.errors.saturating_add(f.errors);
+                    a.exact &= f.exact;
+                    if with_latency {
+                        f.hist.add_to(&mut a.hist);
                     }
-                }
+                    Ok(())
+                })?;
             }
         }
     }

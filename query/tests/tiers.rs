@@ -78,50 +78,55 @@ fn files_carry_the_schema_version() {
     assert!(kv.iter().any(|k| k.key == "cellpilot.schema_version" && k.value.as_deref() == Some("2")));
 }
 
+/// Checks per-cell answers against the samples: exact counts, P99.9 within 1 %.
+fn check_cells(got: &[cellpilot_query::cells::CellStats], truth: &BTreeMap<String, support::Truth>) {
+    assert_eq!(got.len(), truth.len());
+    for c in got {
+        let t = &truth[&c.cell];
+        assert_eq!((c.requests, c.errors), (t.samples.len() as u64, t.errors), "{}", c.cell);
+        let exact = nearest_rank(&t.samples, 0.999);
+        let rel = (c.quantiles.p999_us as f64 - exact as f64).abs() / exact as f64;
+        assert!(rel <= 0.01, "{} p999 {} vs exact {exact}", c.cell, c.quantiles.p999_us);
+    }
+}
+
 #[test]
 fn typed_cells_mix_tiers_without_changing_the_answer() {
+    use cellpilot_query::cells::{Measures, cells_from, plan};
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(5);
     let store = RollupStore::open(settings(dir.path())).unwrap();
     let end = T0 + 6 * HOUR_MS;
-    let mut truth = BTreeMap::new();
-    let mut once = Some(windows(&mut rng, T0, end, &mut truth));
-    store.close(end + LATENESS, &mut || Ok(once.take())).unwrap();
-    // The whole range from whole files' per-cell sums (derived once, then read from the memo):
-    // exact counts and P99.9 within 1 % of the samples, the same the second time.
-    let whole = cellpilot_query::cells::plan(T0, end, i64::MIN);
-    for _ in 0..2 {
-        let got =
-            cellpilot_query::cells::cells_from(&store, T0, end, &whole, cellpilot_query::cells::Measures::WithLatency)
-                .unwrap();
-        assert_eq!(got.len(), truth.len());
-        for c in &got {
-            let t = &truth[&c.cell];
-            assert_eq!((c.requests, c.errors), (t.samples.len() as u64, t.errors), "{}", c.cell);
-            let exact = nearest_rank(&t.samples, 0.999);
-            let rel = (c.quantiles.p999_us as f64 - exact as f64).abs() / exact as f64;
-            assert!(rel <= 0.01, "{} p999 {} vs exact {exact}", c.cell, c.quantiles.p999_us);
+    // A range with ragged edges: its samples are those of the finest windows overlapping it.
+    let (from, to) = (T0 + 7 * 60_000 + 3_000, T0 + 5 * HOUR_MS + 17 * 60_000 + 5_000);
+    let (inner_from, inner_to) = (from - from % FINE, to - to % FINE + FINE);
+    let (mut all, mut inside) = (BTreeMap::new(), BTreeMap::new());
+    for (a, b) in [(T0, inner_from), (inner_from, inner_to), (inner_to, end)] {
+        let mut part = BTreeMap::new();
+        let mut once = Some(windows(&mut rng, a, b, &mut part));
+        store.close(b + LATENESS, &mut || Ok(once.take())).unwrap();
+        for (cell, t) in &part {
+            let u: &mut support::Truth = all.entry(cell.clone()).or_default();
+            u.samples.extend(&t.samples);
+            u.errors += t.errors;
+        }
+        if a == inner_from {
+            inside = part;
         }
     }
-    let (from, to) = (T0 + 7 * 60_000 + 3_000, T0 + 5 * HOUR_MS + 17 * 60_000 + 5_000);
-    let parts = cellpilot_query::cells::plan(from, to, i64::MIN);
+    // The whole range from whole files' sums, the ragged one from edge files cut to its windows:
+    // both derived once, then read from the memo, with the same answer the second time.
+    let whole = plan(T0, end, i64::MIN);
+    let parts = plan(from, to, i64::MIN);
     assert!(parts.iter().any(|p| p.tier == Tier::Hour) && parts.iter().any(|p| p.tier == Tier::FiveMin));
-    let mixed =
-        cellpilot_query::cells::cells_from(&store, from, to, &parts, cellpilot_query::cells::Measures::WithLatency)
-            .unwrap();
+    for _ in 0..2 {
+        check_cells(&cells_from(&store, T0, end, &whole, Measures::WithLatency).unwrap(), &all);
+        check_cells(&cells_from(&store, from, to, &parts, Measures::WithLatency).unwrap(), &inside);
+    }
+    let mixed = cells_from(&store, from, to, &parts, Measures::WithLatency).unwrap();
     let fine_only = cellpilot_query::cells::Part { tier: Tier::Fine, from_ms: from, to_ms: to, inside: false };
-    let fine = cellpilot_query::cells::cells_from(
-        &store,
-        from,
-        to,
-        &[fine_only],
-        cellpilot_query::cells::Measures::WithLatency,
-    )
-    .unwrap();
-    assert_eq!(mixed, fine);
-    assert!(mixed[0].requests > 0);
-    let totals =
-        cellpilot_query::cells::cells_from(&store, from, to, &parts, cellpilot_query::cells::Measures::Totals).unwrap();
+    assert_eq!(mixed, cells_from(&store, from, to, &[fine_only], Measures::WithLatency).unwrap());
+    let totals = cells_from(&store, from, to, &parts, Measures::Totals).unwrap();
     for (t, m) in totals.iter().zip(&mixed) {
         assert_eq!((t.requests, t.errors), (m.requests, m.errors));
     }
@@ -207,6 +212,7 @@ fn derived_scans_cover_the_range_once_and_reuse_per_file_values() {
                     .iter()
                     .map(|p| match p {
                         Piece::Derived(n) => **n,
+                        Piece::Edge(_) => panic!("scan_derived gives no edge files"),
                         Piece::Rows(b) => requests(b),
                     })
                     .sum();
@@ -223,6 +229,40 @@ fn derived_scans_cover_the_range_once_and_reuse_per_file_values() {
             assert_eq!(derives.load(Ordering::Relaxed), again, "reused, not derived again");
             assert_eq!(sum(&k2).0, expected);
             assert_eq!(derives.load(Ordering::Relaxed) - again, derived, "a different key derives anew");
+        }
+    }
+    // Per-window values cut to the range: edge files come derived too, and the sum is the same.
+    let per_window = |b: &[RecordBatch]| {
+        let mut out: Vec<(i64, i64, u64)> = Vec::new();
+        for b in b {
+            let starts = b.column(0).as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>().unwrap();
+            let ends = b.column(1).as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>().unwrap();
+            let n = b.column(5).as_any().downcast_ref::<UInt64Array>().unwrap();
+            out.extend((0..b.num_rows()).map(|i| (starts.value(i), ends.value(i), n.value(i))));
+        }
+        Ok((out, 8))
+    };
+    for tier in Tier::ALL {
+        let (from, to) = (T0 + 7 * 60_000 + 3_000, T0 + 2 * HOUR_MS + 3 * 60_000);
+        let expected = requests(&store.scan(Table::Rollups, tier, from, to, None).unwrap());
+        let pieces = store
+            .scan_derived_edges(Table::Rollups, tier, (from, to), ("requests", derive), ("per window", per_window))
+            .unwrap();
+        let mut edges = 0;
+        let total: u64 = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Derived(n) => **n,
+                Piece::Edge(list) => {
+                    edges += 1;
+                    list.iter().filter(|(s, e, _)| *s < to && *e > from).map(|(_, _, n)| n).sum()
+                }
+                Piece::Rows(b) => requests(b),
+            })
+            .sum();
+        assert_eq!(total, expected, "{tier}");
+        if tier != Tier::Hour {
+            assert!(edges > 0, "{tier}: the range's ragged edges fall inside files");
         }
     }
     // Fine tier over the whole closed range: most of it came derived.

@@ -98,6 +98,9 @@ impl Minutes {
                             m.add(*bucket, *counts);
                         }
                     }
+                    Piece::Edge(_) => {
+                        return Err(cellpilot_query::Error::Internal("scan_derived gave an edge file".into()));
+                    }
                     Piece::Rows(batches) => each_row(&part, slo, &batches, |r, i| {
                         let c = Counts { requests: r.requests.value(i), bad: r.bad(i, threshold_us)? };
                         m.add(bucket_of(r.start.value(i), r.end.value(i)), c);

@@ -56,6 +56,9 @@ pub(super) fn by_series(s: &Scope<'_>) -> cellpilot_query::Result<HashMap<Series
                         out.entry((names.get(c), names.get(sv), names.get(rt))).or_default().add(n.requests, n.bad);
                     }
                 }
+                Piece::Edge(_) => {
+                    return Err(cellpilot_query::Error::Internal("scan_derived gave an edge file".into()));
+                }
                 Piece::Rows(batches) => each_row(&part, slo, &batches, |r, i| {
                     let key = (names.get(r.cell.value(i)), names.get(r.service.value(i)), names.get(r.route.value(i)));
                     out.entry(key).or_default().add(r.requests.value(i), r.bad(i, threshold_us)?);

@@ -74,6 +74,10 @@ const CACHE_BYTES: usize = 256 << 20;
 /// Bytes of values derived from whole files ([`RollupStore::scan_derived`]) kept.
 const MEMO_BYTES: usize = 64 << 20;
 
+/// What a caller of [`RollupStore::scan_derived`] makes of a file's rows: the value and its
+/// approximate size in bytes.
+pub type Derive<T> = dyn Fn(&[RecordBatch]) -> Result<(T, usize)>;
+
 /// Decoded files by path.
 type FileCache = ByteLru<PathBuf, Arc<Vec<RecordBatch>>>;
 /// Derived values by (file, the caller's key).
@@ -81,11 +85,14 @@ type Memo = ByteLru<(PathBuf, String), Arc<dyn Any + Send + Sync>>;
 
 /// One source of [`RollupStore::scan_derived`].
 #[derive(Debug)]
-pub enum Piece<T> {
+pub enum Piece<T, E = T> {
     /// Rows read as [`RollupStore::scan`] would (memory rows, files at the range's edges).
     Rows(Vec<RecordBatch>),
     /// What the caller's `derive` made of one whole file inside the range.
     Derived(Arc<T>),
+    /// What the edge derivation made of one whole file overlapping the range's edge
+    /// ([`RollupStore::scan_derived_edges`]): the caller cuts it to the range.
+    Edge(Arc<E>),
 }
 
 /// What one node holds that is in no file yet: its open windows and the closed finest rows of
@@ -304,7 +311,7 @@ impl RollupStore {
     ) -> Result<Vec<RecordBatch>> {
         check_projection(projection)?;
         let width = tier.width_ms(self.settings.fine_ms);
-        let (file_list, memory) = self.sources(table, tier, from_ms, to_ms)?;
+        let (file_list, memory) = self.sources(table, tier, (from_ms, to_ms), false)?;
         let mut out = project(overlapping(memory, width, from_ms, to_ms)?, projection)?;
         for Source { file: f, tier: of } in &file_list {
             let rows = if *of != tier {
@@ -329,42 +336,91 @@ impl RollupStore {
         &self,
         table: Table,
         tier: Tier,
-        (from_ms, to_ms): (i64, i64),
+        range: (i64, i64),
         key: &str,
         derive: impl Fn(&[RecordBatch]) -> Result<(T, usize)>,
     ) -> Result<Vec<Piece<T>>> {
+        self.derived(table, tier, range, (key, &derive), None::<(&str, &Derive<T>)>)
+    }
+
+    /// Like [`RollupStore::scan_derived`], and files overlapping the range's edges come derived
+    /// too, as [`Piece::Edge`], by `edge`: values the caller cuts to the range (kept per window).
+    /// `whole` and `edge` are each a (key, derive) pair.
+    pub fn scan_derived_edges<T: Send + Sync + 'static, E: Send + Sync + 'static>(
+        &self,
+        table: Table,
+        tier: Tier,
+        range: (i64, i64),
+        whole: (&str, impl Fn(&[RecordBatch]) -> Result<(T, usize)>),
+        edge: (&str, impl Fn(&[RecordBatch]) -> Result<(E, usize)>),
+    ) -> Result<Vec<Piece<T, E>>> {
+        self.derived(table, tier, range, whole, Some(edge))
+    }
+
+    fn derived<T: Send + Sync + 'static, E: Send + Sync + 'static>(
+        &self,
+        table: Table,
+        tier: Tier,
+        (from_ms, to_ms): (i64, i64),
+        (key, derive): (&str, impl Fn(&[RecordBatch]) -> Result<(T, usize)>),
+        edge: Option<(&str, impl Fn(&[RecordBatch]) -> Result<(E, usize)>)>,
+    ) -> Result<Vec<Piece<T, E>>> {
         let width = tier.width_ms(self.settings.fine_ms);
-        let (file_list, memory) = self.sources(table, tier, from_ms, to_ms)?;
+        let (file_list, memory) = self.sources(table, tier, (from_ms, to_ms), edge.is_some())?;
         let mut out = vec![Piece::Rows(overlapping(memory, width, from_ms, to_ms)?)];
         for Source { file: f, tier: of } in &file_list {
+            let whole = self.wholly_inside(f, width, from_ms, to_ms);
             if *of != tier {
-                out.push(Piece::Rows(self.rolled_up(f, table, tier, from_ms, to_ms)?));
-                continue;
-            }
-            if !self.wholly_inside(f, width, from_ms, to_ms) {
-                out.push(Piece::Rows(overlapping(self.decoded(f)?.as_ref().clone(), width, from_ms, to_ms)?));
-                continue;
-            }
-            let memo_key = (f.path.clone(), key.to_string());
-            let known = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&memo_key);
-            let value = match known.and_then(|v| v.downcast::<T>().ok()) {
-                Some(v) => v,
-                None => {
-                    let (v, bytes) = derive(&self.decoded(f)?)?;
-                    let v = Arc::new(v);
-                    let bytes = bytes + memo_key.0.as_os_str().len() + memo_key.1.len() + 64;
-                    self.memo.lock().unwrap_or_else(|e| e.into_inner()).put(memo_key, v.clone(), bytes);
-                    v
+                // A finer file inside the range sums like the coarse rows it stands for: a
+                // finer bucket never straddles a coarse window.
+                if whole && edge.is_some() {
+                    out.push(Piece::Derived(self.memoized(f, key, &derive)?));
+                } else {
+                    out.push(Piece::Rows(self.rolled_up(f, table, tier, from_ms, to_ms)?));
                 }
-            };
-            out.push(Piece::Derived(value));
+            } else if whole {
+                out.push(Piece::Derived(self.memoized(f, key, &derive)?));
+            } else if let Some((key, derive)) = &edge {
+                out.push(Piece::Edge(self.memoized(f, key, derive)?));
+            } else {
+                out.push(Piece::Rows(overlapping(self.decoded(f)?.as_ref().clone(), width, from_ms, to_ms)?));
+            }
         }
         Ok(out)
     }
 
+    /// What `derive` makes of the rows of `f`, from the memo or computed and kept there.
+    fn memoized<T: Send + Sync + 'static>(
+        &self,
+        f: &StoredFile,
+        key: &str,
+        derive: impl Fn(&[RecordBatch]) -> Result<(T, usize)>,
+    ) -> Result<Arc<T>> {
+        let memo_key = (f.path.clone(), key.to_string());
+        let known = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&memo_key);
+        if let Some(v) = known.and_then(|v| v.downcast::<T>().ok()) {
+            return Ok(v);
+        }
+        let (v, bytes) = derive(&self.decoded(f)?)?;
+        let v = Arc::new(v);
+        let bytes = bytes + memo_key.0.as_os_str().len() + memo_key.1.len() + 64;
+        self.memo.lock().unwrap_or_else(|e| e.into_inner()).put(memo_key, v.clone(), bytes);
+        Ok(v)
+    }
+
     /// The files answering `table`/`tier` over `[from_ms, to_ms)` (this node's, then other
     /// nodes') and the memory rows (this node's, then other nodes' unwritten ones).
-    fn sources(&self, table: Table, tier: Tier, from_ms: i64, to_ms: i64) -> Result<(Vec<Source>, Vec<RecordBatch>)> {
+    ///
+    /// With `files_first`, this node's coarse rows not written yet come as the finer files
+    /// holding them (as other nodes' do) rather than as the rows rolled up in memory, so that
+    /// they can be derived per file.
+    fn sources(
+        &self,
+        table: Table,
+        tier: Tier,
+        (from_ms, to_ms): (i64, i64),
+        files_first: bool,
+    ) -> Result<(Vec<Source>, Vec<RecordBatch>)> {
         let (lo, hi) = self.fine_span(tier, from_ms, to_ms);
         let others = self.others.read().unwrap_or_else(|e| e.into_inner()).clone();
         let fetched = match others {
@@ -387,18 +443,26 @@ impl RollupStore {
             for u in &fetched {
                 extra.extend(split(&u.rows, state.remote.fine_until(&u.node), i64::MAX)?.0);
             }
-            let t = &state.tiers[idx(tier)];
-            let fs = match table {
-                Table::Rollups => &t.rollups_files,
-                Table::ErrorsByCause => &t.errors_files,
-            };
-            let mut file_list: Vec<Source> = fs
-                .iter()
-                .filter(|f| f.start_ms < to_ms && f.end_ms > from_ms)
-                .map(|f| Source { file: f.clone(), tier })
-                .collect();
+            let mut file_list = Vec::new();
+            let mut boundary = i64::MIN;
+            // Coarsest first: each finer tier only past what the coarser ones already hold.
+            let tiers = Tier::ALL.into_iter().rev().filter(|t| *t == tier || (files_first && *t < tier));
+            for t in tiers {
+                let ts = &state.tiers[idx(t)];
+                let fs = match table {
+                    Table::Rollups => &ts.rollups_files,
+                    Table::ErrorsByCause => &ts.errors_files,
+                };
+                file_list.extend(
+                    fs.iter()
+                        .filter(|f| f.start_ms >= boundary && f.start_ms < to_ms && f.end_ms > from_ms)
+                        .map(|f| Source { file: f.clone(), tier: t }),
+                );
+                boundary = boundary.max(ts.persisted_until);
+            }
             file_list.extend(state.remote.sources(table, tier, from_ms, to_ms));
-            return Ok((file_list, self.memory_rows(&state, table, tier, (lo, hi), extra)?));
+            let memory = self.memory_rows(&state, table, tier, (lo, hi), extra, !files_first)?;
+            return Ok((file_list, memory));
         }
     }
 
@@ -509,6 +573,8 @@ impl RollupStore {
     /// Memory rows of `tier`: its pending rows plus finer memory rows (this node's and `others`,
     /// finest rows of other nodes) rolled up on the fly. Finer rows are rolled up whole buckets at
     /// a time: only those of the tier's buckets overlapping the range, `[lo, hi)`, are needed.
+    /// Without `coarse_pending`, the coarse tiers' pending rows are left out (the caller reads the
+    /// finer files they were rolled up from).
     fn memory_rows(
         &self,
         state: &State,
@@ -516,8 +582,12 @@ impl RollupStore {
         tier: Tier,
         (lo, hi): (i64, i64),
         others: Vec<RecordBatch>,
+        coarse_pending: bool,
     ) -> Result<Vec<RecordBatch>> {
         let pending = |t: Tier| -> Result<Vec<RecordBatch>> {
+            if t != Tier::Fine && !coarse_pending {
+                return Ok(Vec::new());
+            }
             let s = &state.tiers[idx(t)];
             let rows = match table {
                 Table::Rollups => &s.pending_rollups,
