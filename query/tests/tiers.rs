@@ -178,6 +178,33 @@ fn requests(batches: &[RecordBatch]) -> u64 {
         .sum()
 }
 
+/// Finer files stand in for coarse rows not written yet only while all of them are kept: once
+/// retention drops some, the pending coarse rows answer, and nothing is lost.
+#[test]
+fn coarse_rows_outlive_their_expired_finer_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut truth = BTreeMap::new();
+    let store = RollupStore::open(StoreSettings {
+        retention_ms: [20 * 60_000, i64::MAX / 4, i64::MAX / 4],
+        ..settings(dir.path())
+    })
+    .unwrap();
+    let (step, end) = (5 * 60_000, T0 + 50 * 60_000);
+    let mut t = T0;
+    while t < end {
+        let mut once = Some(windows(&mut rng, t, t + step, &mut truth));
+        store.close(t + step + LATENESS, &mut || Ok(once.take())).unwrap();
+        t += step;
+    }
+    let kept = cellpilot_query::files::list(dir.path(), Table::Rollups, Tier::Fine).unwrap().len();
+    assert!(kept < 10, "retention dropped finest files ({kept} kept)");
+    let now = end + LATENESS;
+    for _ in 0..2 {
+        check_cells(&cellpilot_query::cells::cells(&store, T0, end, now).unwrap(), &truth);
+    }
+}
+
 /// `scan_derived` answers like `scan`: whole files inside the range come derived (once per file
 /// and key, then from the memo), edge files and memory rows as rows.
 #[test]

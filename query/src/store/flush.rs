@@ -103,6 +103,8 @@ impl RollupStore {
             for tier in Tier::ALL {
                 let horizon = now_ms - self.settings.retention_ms[idx(tier)];
                 let t = &mut state.tiers[idx(tier)];
+                let dropped = t.rollups_files.iter().chain(&t.errors_files).filter(|f| f.end_ms <= horizon);
+                t.dropped_until = dropped.map(|f| f.end_ms).fold(t.dropped_until, i64::max);
                 t.rollups_files.retain(|f| f.end_ms > horizon);
                 t.errors_files.retain(|f| f.end_ms > horizon);
             }

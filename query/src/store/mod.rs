@@ -46,6 +46,9 @@ struct TierState {
     pending_errors: Vec<RecordBatch>,
     /// Everything this node wrote before this is in files (or was empty).
     persisted_until: i64,
+    /// End of the latest of this node's files dropped while running (retention, damage):
+    /// coarser pending rows may hold rows no file has any more.
+    dropped_until: i64,
 }
 
 impl Default for TierState {
@@ -56,6 +59,7 @@ impl Default for TierState {
             pending_rollups: Vec::new(),
             pending_errors: Vec::new(),
             persisted_until: i64::MIN,
+            dropped_until: i64::MIN,
         }
     }
 }
@@ -76,7 +80,7 @@ const MEMO_BYTES: usize = 64 << 20;
 
 /// What a caller of [`RollupStore::scan_derived`] makes of a file's rows: the value and its
 /// approximate size in bytes.
-pub type Derive<T> = dyn Fn(&[RecordBatch]) -> Result<(T, usize)>;
+type Derive<T> = dyn Fn(&[RecordBatch]) -> Result<(T, usize)>;
 
 /// Decoded files by path.
 type FileCache = ByteLru<PathBuf, Arc<Vec<RecordBatch>>>;
@@ -443,27 +447,37 @@ impl RollupStore {
             for u in &fetched {
                 extra.extend(split(&u.rows, state.remote.fine_until(&u.node), i64::MAX)?.0);
             }
+            // Finer files stand in for this node's coarse rows only while retention has deleted
+            // none of them; otherwise the pending coarse rows are the only copy.
+            let files_first = files_first && Self::finer_files_kept(&state, tier);
             let mut file_list = Vec::new();
-            let mut boundary = i64::MIN;
-            // Coarsest first: each finer tier only past what the coarser ones already hold.
-            let tiers = Tier::ALL.into_iter().rev().filter(|t| *t == tier || (files_first && *t < tier));
-            for t in tiers {
+            let tier_files = |t: Tier| {
                 let ts = &state.tiers[idx(t)];
                 let fs = match table {
                     Table::Rollups => &ts.rollups_files,
                     Table::ErrorsByCause => &ts.errors_files,
                 };
-                file_list.extend(
-                    fs.iter()
-                        .filter(|f| f.start_ms >= boundary && f.start_ms < to_ms && f.end_ms > from_ms)
-                        .map(|f| Source { file: f.clone(), tier: t }),
-                );
-                boundary = boundary.max(ts.persisted_until);
-            }
+                (fs.as_slice(), ts.persisted_until)
+            };
+            remote::layered(tier, files_first, (from_ms, to_ms), tier_files, &mut file_list);
             file_list.extend(state.remote.sources(table, tier, from_ms, to_ms));
             let memory = self.memory_rows(&state, table, tier, (lo, hi), extra, !files_first)?;
             return Ok((file_list, memory));
         }
+    }
+
+    /// Whether every finer file of this node past its coarser tiers' last buckets, up to `tier`,
+    /// is still there: none was dropped (retention, damage) past those buckets.
+    fn finer_files_kept(state: &State, tier: Tier) -> bool {
+        let mut boundary = i64::MIN;
+        for t in Tier::ALL.into_iter().rev().filter(|t| *t <= tier) {
+            let ts = &state.tiers[idx(t)];
+            if t < tier && ts.dropped_until > boundary {
+                return false;
+            }
+            boundary = boundary.max(ts.persisted_until);
+        }
+        true
     }
 
     /// The span of finest windows whose rows, rolled up, answer `tier` over `[from_ms, to_ms)`:
@@ -564,8 +578,12 @@ impl RollupStore {
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         for t in &mut state.tiers {
+            let before = t.rollups_files.len() + t.errors_files.len();
             t.rollups_files.retain(|x| x.path != f.path);
             t.errors_files.retain(|x| x.path != f.path);
+            if t.rollups_files.len() + t.errors_files.len() < before {
+                t.dropped_until = t.dropped_until.max(f.end_ms);
+            }
         }
         state.remote.forget(f);
     }

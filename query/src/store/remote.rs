@@ -87,19 +87,7 @@ impl Remote {
     pub(super) fn sources(&self, table: Table, tier: Tier, from_ms: i64, to_ms: i64) -> Vec<Source> {
         let mut out = Vec::new();
         for tiers in self.nodes.values() {
-            let mut boundary = i64::MIN;
-            // Coarsest first: each finer tier only past what the coarser ones already hold.
-            for t in Tier::ALL.into_iter().rev().filter(|t| *t <= tier) {
-                let files = &tiers[idx(t)];
-                out.extend(
-                    files
-                        .of(table)
-                        .iter()
-                        .filter(|f| f.start_ms >= boundary && f.start_ms < to_ms && f.end_ms > from_ms)
-                        .map(|f| Source { file: f.clone(), tier: t }),
-                );
-                boundary = boundary.max(files.until);
-            }
+            layered(tier, true, (from_ms, to_ms), |t| (tiers[idx(t)].of(table), tiers[idx(t)].until), &mut out);
         }
         out
     }
@@ -122,6 +110,29 @@ impl Remote {
                 t.errors.retain(|f| f.end_ms > h);
             }
         }
+    }
+}
+
+/// One node's files answering `tier` over `[from_ms, to_ms)`, into `out`: the tier's own files,
+/// then (with `finer`) the finer tiers' files past what the coarser ones hold, coarsest first.
+/// `tier_files(t)` is the node's files of tier `t` and the end of its last bucket.
+pub(super) fn layered<'a>(
+    tier: Tier,
+    finer: bool,
+    (from_ms, to_ms): (i64, i64),
+    tier_files: impl Fn(Tier) -> (&'a [StoredFile], i64),
+    out: &mut Vec<Source>,
+) {
+    let mut boundary = i64::MIN;
+    for t in Tier::ALL.into_iter().rev().filter(|t| *t == tier || (finer && *t < tier)) {
+        let (files, until) = tier_files(t);
+        out.extend(
+            files
+                .iter()
+                .filter(|f| f.start_ms >= boundary && f.start_ms < to_ms && f.end_ms > from_ms)
+                .map(|f| Source { file: f.clone(), tier: t }),
+        );
+        boundary = boundary.max(until);
     }
 }
 
