@@ -310,6 +310,17 @@ fn status(b: &[u8], ctx: u32, code: &mut i32) -> R<()> {
 
 /// A `KeyValue`: its key and value (an `AnyValue` sent twice merges: the last field set wins).
 fn key_value(b: &[u8], ctx: u32) -> R<(&[u8], Val<'_>)> {
+    // The value is a message: at the recursion limit the general walk says so.
+    if ctx > 0
+        && let Some(kv) = plain_key_value(b)
+    {
+        return Ok(kv);
+    }
+    key_value_walk(b, ctx)
+}
+
+/// [`key_value`] field by field.
+fn key_value_walk(b: &[u8], ctx: u32) -> R<(&[u8], Val<'_>)> {
     let mut key: &[u8] = &[];
     let mut val = Val::Absent;
     let mut c = Cur::new(b);
@@ -328,6 +339,39 @@ fn key_value(b: &[u8], ctx: u32) -> R<(&[u8], Val<'_>)> {
         }
     }
     Ok((key, val))
+}
+
+/// Nearly every attribute is an ASCII key then an `AnyValue` of one ASCII string or one
+/// integer, each length in one byte: read that shape with a few compares, what the general walk
+/// would make of it. `None` for any other shape (the general walk reads or refuses it).
+#[inline(always)]
+fn plain_key_value(b: &[u8]) -> Option<(&[u8], Val<'_>)> {
+    let [0x0a, klen, rest @ ..] = b else { return None };
+    let klen = usize::from(*klen);
+    if klen >= 0x80 || rest.len() < klen {
+        return None;
+    }
+    let (key, rest) = rest.split_at(klen);
+    let [0x12, vlen, value @ ..] = rest else { return None };
+    if *vlen >= 0x80 || usize::from(*vlen) != value.len() || !key.is_ascii() {
+        return None;
+    }
+    let val = match value {
+        [0x0a, slen, text @ ..] if *slen < 0x80 && usize::from(*slen) == text.len() && text.is_ascii() => {
+            Val::Str(text)
+        }
+        // Up to nine bytes: the tenth's own checks are the general walk's.
+        [0x18, int @ ..] if (1..=9).contains(&int.len()) => {
+            let (last, high) = int.split_last()?;
+            if *last >= 0x80 || high.iter().any(|&b| b < 0x80) {
+                return None;
+            }
+            let v = int.iter().rev().fold(0u64, |v, &b| (v << 7) | u64::from(b & 0x7f));
+            Val::Int(v as i64)
+        }
+        _ => return None,
+    };
+    Some((key, val))
 }
 
 /// An `AnyValue`'s fields, each replacing `val` (a oneof: the last one set is the value).
@@ -693,5 +737,55 @@ impl Resolved {
             })
             .collect();
         Self { spans, ignored: o.ignored, truncated: o.truncated }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use prost::Message;
+
+    fn encoded(key: &str, value: Option<Value>) -> Vec<u8> {
+        KeyValue { key: key.into(), value: value.map(|v| AnyValue { value: Some(v) }), ..Default::default() }
+            .encode_to_vec()
+    }
+
+    #[test]
+    fn the_plain_attribute_shape_reads_as_the_field_walk_does() {
+        let long = "k".repeat(127);
+        let longer = "v".repeat(128);
+        let ints = [0, 1, 127, 128, 200, 503, i64::from(u32::MAX), (1 << 62) + 5, i64::MAX, -1, i64::MIN];
+        let mut cases: Vec<(Vec<u8>, bool)> = vec![
+            (encoded("cell.id", Some(Value::StringValue("cell-01".into()))), true),
+            // An empty key is not on the wire.
+            (encoded("", Some(Value::StringValue(String::new()))), false),
+            (encoded("k", Some(Value::StringValue(String::new()))), true),
+            (encoded(&long, Some(Value::StringValue("x".into()))), true),
+            (encoded("k", Some(Value::StringValue("v".repeat(123)))), true),
+            (encoded("k", Some(Value::StringValue(longer))), false),
+            (encoded(&format!("{long}k"), Some(Value::StringValue("x".into()))), false),
+            (encoded("k", Some(Value::StringValue("zürich".into()))), false),
+            (encoded("clé", Some(Value::StringValue("x".into()))), false),
+            (encoded("k", Some(Value::DoubleValue(2.5))), false),
+            (encoded("k", Some(Value::BoolValue(true))), false),
+            (encoded("k", None), false),
+        ];
+        for i in ints {
+            // Up to nine varint bytes (63 bits) take the plain path.
+            cases.push((encoded("http.response.status_code", Some(Value::IntValue(i))), i >= 0));
+        }
+        // The same key twice, a value then a key, a value sent twice: the walk's merges.
+        let twice = [encoded("a", None), encoded("b", Some(Value::IntValue(3)))].concat();
+        let value_first = [vec![0x12, 2, 0x18, 7], vec![0x0a, 1, b'k']].concat();
+        let value_twice = [encoded("k", Some(Value::IntValue(1))), vec![0x12, 3, 0x0a, 1, b'x']].concat();
+        cases.extend([(twice, false), (value_first, false), (value_twice, false)]);
+        for (b, plain) in cases {
+            let fast = plain_key_value(&b);
+            assert_eq!(fast.is_some(), plain, "{b:?}");
+            if let Some(fast) = fast {
+                assert_eq!(Ok(fast), key_value_walk(&b, 5), "{b:?}");
+            }
+        }
     }
 }
