@@ -319,7 +319,7 @@ fn key_value(b: &[u8], ctx: u32) -> R<(&[u8], Val<'_>)> {
     key_value_walk(b, ctx)
 }
 
-/// [`key_value`] field by field.
+/// `key_value` field by field.
 fn key_value_walk(b: &[u8], ctx: u32) -> R<(&[u8], Val<'_>)> {
     let mut key: &[u8] = &[];
     let mut val = Val::Absent;
