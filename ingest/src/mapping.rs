@@ -45,6 +45,13 @@ impl<'a> Interner<'a> {
         (self.intern(cut), true)
     }
 
+    /// The same strings, owned.
+    fn into_owned(self) -> Interner<'static> {
+        let list: Vec<Cow<'static, str>> = self.list.into_iter().map(|s| Cow::Owned(s.into_owned())).collect();
+        let ids = list.iter().enumerate().map(|(i, s)| (s.clone(), i as StrId)).collect();
+        Interner { list, ids }
+    }
+
     /// Id of `s`, adding it if new.
     pub fn intern(&mut self, s: Cow<'a, str>) -> StrId {
         if let Some(&id) = self.ids.get(s.as_ref()) {
@@ -161,6 +168,23 @@ pub struct Observations<'a> {
 }
 
 impl<'a> Observations<'a> {
+    /// These observations with their strings owned, free of the request they were read from;
+    /// `None` when they hold metric points (those borrow the decoded request).
+    pub fn into_owned(self) -> Option<Observations<'static>> {
+        if !self.points.is_empty() {
+            return None;
+        }
+        Some(Observations {
+            strings: self.strings.into_owned(),
+            spans: self.spans,
+            points: Vec::new(),
+            ignored: self.ignored,
+            rejected: self.rejected,
+            truncated: self.truncated,
+            rpc_routes: HashMap::default(),
+        })
+    }
+
     /// Interns a cell, service, route or cause name, cut to `max` bytes.
     fn name(&mut self, s: Cow<'a, str>, max: usize) -> StrId {
         let (id, cut) = self.strings.intern_bounded(s, max);

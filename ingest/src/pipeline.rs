@@ -5,9 +5,9 @@ use crate::aggregator::SharedAggregator;
 use crate::decode::Encoding;
 use crate::error::{Error, Result};
 use crate::limiter::{Limiter, Permit, RETRY_AFTER};
-use crate::mapping::Mapper;
+use crate::mapping::{Mapper, Observations};
 use crate::prescan;
-use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark};
+use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark, panic_message};
 use crate::wire::WireTraces;
 use cellpilot_core::auth::{Authenticator, Denied, Principal, Role};
 use cellpilot_core::clock::SharedClock;
@@ -24,6 +24,7 @@ use prost::Message;
 use prost::bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// Which transport a request came in on (a metrics label).
@@ -165,6 +166,8 @@ pub struct Ingest {
     metrics: Metrics,
     max_request_size: usize,
     max_items: u64,
+    /// Maps protobuf traces on the receiving task (the sequencer has a copy for the rest).
+    mapper: Mapper,
 }
 
 /// Decoded bytes one request may take, as a multiple of `max_request_size`: with the raw body,
@@ -212,7 +215,16 @@ impl Ingest {
         })?;
         let max_items = config.max_items_per_request as u64;
         let requests = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
-        Ok(Self { sequencer, limiter, requests, auth: parts.auth, metrics: parts.metrics, max_request_size, max_items })
+        Ok(Self {
+            sequencer,
+            limiter,
+            requests,
+            auth: parts.auth,
+            metrics: parts.metrics,
+            max_request_size,
+            max_items,
+            mapper: Mapper::new(config),
+        })
     }
 
     /// Largest accepted request, after decompression.
@@ -287,8 +299,25 @@ impl Ingest {
 
     /// Logs, applies and answers one protobuf export `who` sent, `body` as it came (pre-scanned).
     pub async fn export_protobuf<S: Signal>(&self, body: Bytes, who: &Principal) -> Result<S::Resp> {
-        let export = S::from_protobuf(body.clone())?;
+        let export = self.premap(S::from_protobuf(body.clone())?)?;
         self.submit::<S>(export, Some(body), who).await
+    }
+
+    /// Maps protobuf traces here, on the task that received them, so the sequencer (one thread
+    /// for every export) only logs and counts them; a request the mapping refuses is answered
+    /// without queueing.
+    fn premap(&self, export: Export) -> Result<Export> {
+        let Export::TracesWire(wire) = export else { return Ok(export) };
+        match catch_unwind(AssertUnwindSafe(|| wire.map(&self.mapper).map(Observations::into_owned))) {
+            Ok(Ok(Some(obs))) => Ok(Export::TracesMapped(wire, obs)),
+            Ok(Ok(None)) => Ok(Export::TracesWire(wire)),
+            Ok(Err(e)) => Err(e),
+            Err(p) => {
+                self.metrics.ingest_panics.inc();
+                let detail = format!("an export panicked while being mapped: {}", panic_message(p.as_ref()));
+                Err(Error::Internal(detail.into()))
+            }
+        }
     }
 
     /// Reported cut-overs (`cell.cutover` log events) move gateways' figures, so they need the

@@ -38,6 +38,8 @@ pub enum Export {
     Traces(ExportTraceServiceRequest),
     /// Traces in their protobuf encoding, mapped by the wire scanner.
     TracesWire(WireTraces),
+    /// Traces in their protobuf encoding, already mapped by the task that received them.
+    TracesMapped(WireTraces, Observations<'static>),
     /// Metrics.
     Metrics(ExportMetricsServiceRequest),
     /// Logs.
@@ -47,7 +49,7 @@ pub enum Export {
 impl Export {
     fn kind(&self) -> Kind {
         match self {
-            Export::Traces(_) | Export::TracesWire(_) => Kind::Traces,
+            Export::Traces(_) | Export::TracesWire(_) | Export::TracesMapped(..) => Kind::Traces,
             Export::Metrics(_) => Kind::Metrics,
             Export::Logs(_) => Kind::Logs,
         }
@@ -56,7 +58,7 @@ impl Export {
     fn encode(&self) -> Vec<u8> {
         match self {
             Export::Traces(r) => r.encode_to_vec(),
-            Export::TracesWire(w) => w.bytes().to_vec(),
+            Export::TracesWire(w) | Export::TracesMapped(w, _) => w.bytes().to_vec(),
             Export::Metrics(r) => r.encode_to_vec(),
             Export::Logs(r) => r.encode_to_vec(),
         }
@@ -74,9 +76,17 @@ impl Export {
     fn map<'a>(&'a self, mapper: &Mapper) -> Result<Observations<'a>> {
         match self {
             Export::Traces(r) => mapper.traces(r),
-            Export::TracesWire(w) => w.map(mapper),
+            Export::TracesWire(w) | Export::TracesMapped(w, _) => w.map(mapper),
             Export::Metrics(r) => mapper.metrics(r),
             Export::Logs(_) => Ok(Observations::default()),
+        }
+    }
+
+    /// The observations a receiving task mapped already, taken out (once).
+    fn take_mapped(&mut self) -> Option<Observations<'static>> {
+        match self {
+            Export::TracesMapped(_, obs) => Some(std::mem::take(obs)),
+            _ => None,
         }
     }
 
@@ -151,7 +161,7 @@ fn unavailable() -> Error {
 }
 
 /// The message of a caught panic.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -502,12 +512,17 @@ impl Worker {
             return;
         }
         let now = self.clock.now_ms();
-        let (exports, rest): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| ((j.export, j.raw), j.reply)).unzip();
+        let (mut exports, rest): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| ((j.export, j.raw), j.reply)).unzip();
         let replies = rest;
+        let premapped: Vec<_> = exports.iter_mut().map(|(e, _)| e.take_mapped()).collect();
         let mapped: Vec<Result<Observations<'_>>> = exports
             .iter()
-            .map(|(e, _)| {
-                catch_unwind(AssertUnwindSafe(|| e.map(&self.mapper))).unwrap_or_else(|p| Err(self.panicked(p)))
+            .zip(premapped)
+            .map(|((e, _), pre)| match pre {
+                Some(obs) => Ok(obs),
+                None => {
+                    catch_unwind(AssertUnwindSafe(|| e.map(&self.mapper))).unwrap_or_else(|p| Err(self.panicked(p)))
+                }
             })
             .collect();
         let mut logged = vec![true; exports.len()];
