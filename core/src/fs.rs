@@ -141,6 +141,22 @@ impl Fs {
         Ok(FsFile { fs: self.clone(), path: path.to_path_buf(), file })
     }
 
+    /// Opens an existing `path` for writes that bypass the page cache (`O_DIRECT`: every
+    /// buffer, offset and length a multiple of the device's block). An error where the
+    /// filesystem does not support it (tmpfs), or off Linux.
+    pub fn open_direct(&self, path: &Path) -> io::Result<FsFile> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path)?;
+            Ok(FsFile { fs: self.clone(), path: path.to_path_buf(), file })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Err(io::Error::new(io::ErrorKind::Unsupported, format!("no direct writes to {}", path.display())))
+        }
+    }
+
     /// `rename`.
     pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check(Op::Rename, from)?;

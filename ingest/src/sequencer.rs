@@ -1,6 +1,7 @@
 //! The sequencer: one thread that takes decoded exports in arrival order, maps them, appends
 //! them to the WAL as a group, makes the group durable, applies it to the aggregator in the same
-//! order, and only then answers. Replay after a restart runs the same mapping and aggregation
+//! order, and only then answers. A second thread writes and syncs each group, so the sequencer
+//! prepares the next group and applies the last durable one meanwhile. Replay after a restart runs the same mapping and aggregation
 //! over the log, so it reproduces exactly what was acknowledged.
 
 use crate::aggregator::{Outcome, SharedAggregator};
@@ -323,7 +324,18 @@ struct Worker {
     cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
     mapper: Mapper,
     agg: SharedAggregator,
-    wal: Option<WalWriter>,
+    /// The WAL writer while it is here (not with the logger, not lost).
+    wal: Option<Box<WalWriter>>,
+    /// Writes WAL groups; `None` without a WAL.
+    logger: Option<Logger>,
+    /// Bytes the WAL holds, with the group being written (the cap is checked against it).
+    wal_total: u64,
+    /// The WAL's size cap.
+    wal_max: u64,
+    /// An empty group buffer to build the next group in.
+    spare: Vec<u8>,
+    /// The latest window end counted since the writer was last told.
+    window_ends: i64,
     clock: SharedClock,
     metrics: Metrics,
     watermark: Watermark,
@@ -379,19 +391,25 @@ impl Sequencer {
         let SequencerParts { mapper, aggregator: agg, wal, clock, metrics, watermark, cutovers, max_wait } = parts;
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let wal = match wal {
-            Some((s, replayed)) => Some(
+            Some((s, replayed)) => Some(Box::new(
                 WalWriter::open(&s.dir, replayed.next_seq, replayed.segments, &s.writer, clock.now_ms())
                     .map_err(|e| Error::Internal(e.into()))?,
-            ),
+            )),
             None => None,
         };
         let wal_fault = WalFault::default();
+        let logger = wal.as_ref().map(|_| Logger::start()).transpose()?;
         let worker = Worker {
             rx,
             cutovers,
             mapper,
             agg,
+            wal_total: wal.as_ref().map_or(0, |w| w.total_bytes()),
+            wal_max: wal.as_ref().map_or(u64::MAX, |w| w.max_bytes()),
             wal,
+            logger,
+            spare: Vec::new(),
+            window_ends: i64::MIN,
             clock,
             metrics,
             watermark,
@@ -464,32 +482,92 @@ impl Drop for Sequencer {
     }
 }
 
+/// A group of exports, mapped and encoded for the WAL, on its way to being durable, applied and
+/// answered.
+struct Prepared {
+    now: i64,
+    exports: Vec<Export>,
+    replies: Vec<oneshot::Sender<Result<Applied>>>,
+    /// Each export's observations, or why it is refused; `Ok(None)`: they borrow the export
+    /// (metric points) and are mapped again when applied.
+    mapped: Vec<Result<Option<Observations<'static>>>>,
+    /// Whether each export's record is in the group (the WAL's cap may leave some out).
+    logged: Vec<bool>,
+    /// The group's WAL records.
+    records: Vec<u8>,
+    /// The logger has the group.
+    writing: bool,
+    /// The WAL write failed: every logged export is refused with the retryable answer.
+    unwritten: bool,
+}
+
+/// The thread that writes and syncs WAL groups, so the sequencer prepares the next group and
+/// applies the last one meanwhile. The writer itself travels there and back, so it has one
+/// owner at a time and its file operations keep their order.
+struct Logger {
+    to: Sender<Box<WalWriter>>,
+    back: Receiver<(Box<WalWriter>, std::result::Result<(), wal::WalError>)>,
+}
+
+impl Logger {
+    fn start() -> Result<Self> {
+        let (to, rx) = crossbeam_channel::bounded::<Box<WalWriter>>(1);
+        let (tx, back) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("cellpilot-wal".into())
+            .spawn(move || {
+                for mut w in rx {
+                    let r = catch_unwind(AssertUnwindSafe(|| w.commit()))
+                        .unwrap_or_else(|p| Err(wal::WalError::Panicked(panic_message(p.as_ref()))));
+                    if tx.send((w, r)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("starting the WAL writer: {e}").into()))?;
+        Ok(Self { to, back })
+    }
+}
+
 impl Worker {
     fn run(mut self) {
+        // The group being written; the next one is prepared meanwhile, and this one applied
+        // while the next is written.
+        let mut pending: Option<Prepared> = None;
         loop {
-            let first = match self.rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.maintain();
-                    continue;
+            let jobs = if pending.is_some() {
+                self.more(Vec::new())
+            } else {
+                match self.rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(j) => self.more(vec![j]),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.maintain();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut jobs = vec![first];
-            while jobs.len() < GROUP {
-                match self.rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
+            // Exports fail alone inside `prepare` and `apply`; this is the last line, for their
+            // own code: the group's replies are dropped (the clients hear UNAVAILABLE).
+            let mut next = if jobs.is_empty() { None } else { self.guarded(|w| w.prepare(jobs)).flatten() };
+            if let Some(mut p) = pending.take() {
+                self.await_write(&mut p);
+                // A segment is sealed with the state as of its last record: every group written
+                // to it is applied first.
+                let seal = self.wal.as_ref().is_some_and(|w| w.due_for_rotation(self.clock.now_ms()));
+                if !seal && let Some(mut n) = next.take() {
+                    self.start_write(&mut n);
+                    pending = Some(n);
                 }
+                self.guarded(|w| w.apply(p));
+                self.maintain();
             }
-            // Exports fail alone inside `group`; this is the last line, for the group's own code:
-            // its replies are dropped (the clients hear UNAVAILABLE) and the thread goes on.
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.group(jobs))) {
-                self.metrics.ingest_panics.inc();
-                tracing::error!(panic = %panic_message(p.as_ref()), "an export group panicked; it was refused");
+            if let Some(mut n) = next {
+                self.start_write(&mut n);
+                pending = Some(n);
             }
-            self.maintain();
         }
+        self.note_window_ends();
         if let Some(w) = self.wal.as_mut()
             && let Err(e) = w.commit()
         {
@@ -497,7 +575,31 @@ impl Worker {
         }
     }
 
-    fn group(&mut self, jobs: Vec<Job>) {
+    /// `jobs` and whatever else is queued, up to a group.
+    fn more(&self, mut jobs: Vec<Job>) -> Vec<Job> {
+        while jobs.len() < GROUP {
+            match self.rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        jobs
+    }
+
+    /// Runs `f`, counting and logging a panic.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(t) => Some(t),
+            Err(p) => {
+                self.metrics.ingest_panics.inc();
+                tracing::error!(panic = %panic_message(p.as_ref()), "an export group panicked; it was refused");
+                None
+            }
+        }
+    }
+
+    /// Answers exports that waited too long, maps the rest and encodes their WAL records.
+    fn prepare(&mut self, jobs: Vec<Job>) -> Option<Prepared> {
         // Waited too long: its spans would land after their windows close and be refused as
         // late in a partial success, which exporters do not retry. The retry hint they do.
         let (jobs, stale): (Vec<Job>, Vec<Job>) =
@@ -509,69 +611,116 @@ impl Worker {
             let _ = j.reply.send(Err(Error::Overloaded { retry_after: RETRY_AFTER }));
         }
         if jobs.is_empty() {
-            return;
+            return None;
         }
         let now = self.clock.now_ms();
-        let (mut exports, rest): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| ((j.export, j.raw), j.reply)).unzip();
-        let replies = rest;
-        let premapped: Vec<_> = exports.iter_mut().map(|(e, _)| e.take_mapped()).collect();
-        let mapped: Vec<Result<Observations<'_>>> = exports
-            .iter()
-            .zip(premapped)
-            .map(|((e, _), pre)| match pre {
-                Some(obs) => Ok(obs),
-                None => {
-                    catch_unwind(AssertUnwindSafe(|| e.map(&self.mapper))).unwrap_or_else(|p| Err(self.panicked(p)))
-                }
-            })
-            .collect();
-        let mut logged = vec![true; exports.len()];
-        let mut unwritten = false;
-        if let Some(w) = self.wal.as_mut() {
-            for (i, ((export, raw), m)) in exports.iter().zip(&mapped).enumerate() {
-                if m.is_err() {
-                    logged[i] = false;
-                    continue;
-                }
-                let encoded;
-                let bytes = match raw {
-                    Some(b) => &b[..],
-                    None => {
-                        encoded = export.encode();
-                        encoded.as_slice()
-                    }
-                };
-                logged[i] = w.has_room(bytes.len()) && w.append(export.kind(), now, bytes).is_ok();
-            }
-            let committed = w.commit();
-            let mut fault = self.wal_fault.lock().unwrap_or_else(|e| e.into_inner());
-            match committed {
-                Ok(()) => *fault = None,
-                Err(e) => {
-                    tracing::error!(error = %e, "WAL write failed; the group is refused with the retryable answer");
-                    self.metrics.wal_failures.inc();
-                    *fault = Some((std::time::Instant::now(), e.to_string()));
-                    unwritten = true;
-                }
-            }
-            drop(fault);
-            self.metrics.wal_bytes.set(w.total_bytes() as i64);
+        let mut records = std::mem::take(&mut self.spare);
+        let (mut exports, mut replies, mut mapped, mut logged) =
+            (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()), Vec::new(), Vec::new());
+        for Job { mut export, raw, reply, .. } in jobs {
+            let m = match export.take_mapped() {
+                Some(obs) => Ok(Some(obs)),
+                None => catch_unwind(AssertUnwindSafe(|| export.map(&self.mapper).map(Observations::into_owned)))
+                    .unwrap_or_else(|p| Err(self.panicked(p))),
+            };
+            let log = m.is_ok()
+                && (self.logger.is_none() || {
+                    let encoded;
+                    let bytes = match &raw {
+                        Some(b) => &b[..],
+                        None => {
+                            encoded = export.encode();
+                            encoded.as_slice()
+                        }
+                    };
+                    self.wal_total + records.len() as u64 + wal::record_len(bytes.len()) <= self.wal_max
+                        && wal::append_record(&mut records, export.kind(), now, bytes).is_ok()
+                });
+            exports.push(export);
+            replies.push(reply);
+            mapped.push(m);
+            logged.push(log);
         }
+        Some(Prepared { now, exports, replies, mapped, logged, records, writing: false, unwritten: false })
+    }
+
+    /// Hands `p`'s records to the logger (or writes them here if it is gone).
+    fn start_write(&mut self, p: &mut Prepared) {
+        if self.logger.is_none() {
+            return;
+        }
+        self.note_window_ends();
+        let Some(mut w) = self.wal.take() else {
+            // A writer lost to a logger that stopped: nothing can be made durable.
+            p.unwritten = true;
+            return;
+        };
+        w.set_group(std::mem::take(&mut p.records));
+        self.wal_total = w.total_bytes();
+        let Some(logger) = self.logger.as_ref() else { return };
+        match logger.to.send(w) {
+            Ok(()) => p.writing = true,
+            Err(crossbeam_channel::SendError(mut w)) => {
+                let r = w.commit();
+                self.written(w, r, p);
+            }
+        }
+    }
+
+    /// Waits until the logger has written `p`.
+    fn await_write(&mut self, p: &mut Prepared) {
+        if !std::mem::take(&mut p.writing) {
+            return;
+        }
+        match self.logger.as_ref().map(|l| l.back.recv()) {
+            Some(Ok((w, r))) => self.written(w, r, p),
+            _ => p.unwritten = true,
+        }
+    }
+
+    /// Takes the writer back after it wrote `p`, with what the write did.
+    fn written(&mut self, mut w: Box<WalWriter>, r: std::result::Result<(), wal::WalError>, p: &mut Prepared) {
+        let mut fault = self.wal_fault.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Ok(()) => *fault = None,
+            Err(e) => {
+                tracing::error!(error = %e, "WAL write failed; the group is refused with the retryable answer");
+                self.metrics.wal_failures.inc();
+                *fault = Some((std::time::Instant::now(), e.to_string()));
+                p.unwritten = true;
+            }
+        }
+        drop(fault);
+        self.spare = w.take_buffer();
+        self.wal_total = w.total_bytes();
+        self.metrics.wal_bytes.set(self.wal_total as i64);
+        self.wal = Some(w);
+    }
+
+    /// Applies a durable group in order and answers it.
+    fn apply(&mut self, p: Prepared) {
+        let Prepared { now, exports, replies, mapped, logged, unwritten, .. } = p;
         let durable_before = (self.watermark)();
         let mut agg = self.agg.lock();
         let mut results = Vec::with_capacity(replies.len());
-        for ((m, logged), (export, _)) in mapped.into_iter().zip(logged).zip(&exports) {
+        for ((m, logged), export) in mapped.into_iter().zip(logged).zip(&exports) {
             results.push(match m {
                 Err(e) => Err(e),
                 Ok(_) if unwritten => Err(unavailable()),
                 Ok(_) if !logged => Err(Error::Overloaded { retry_after: RETRY_AFTER }),
-                Ok(obs) => match catch_unwind(AssertUnwindSafe(|| agg.apply(&obs, now, durable_before))) {
+                Ok(pre) => match catch_unwind(AssertUnwindSafe(|| {
+                    let obs = match pre {
+                        Some(obs) => obs,
+                        None => export.map(&self.mapper)?,
+                    };
+                    let outcome = agg.apply(&obs, now, durable_before);
+                    Ok::<_, Error>((obs, outcome))
+                })) {
                     // Logged already: replay meets the same panic and quarantines the record.
                     Err(p) => Err(self.panicked(p)),
-                    Ok(outcome) => {
-                        if let Some(w) = self.wal.as_mut() {
-                            w.note_window_end(outcome.max_window_end_ms);
-                        }
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok((obs, outcome))) => {
+                        self.window_ends = self.window_ends.max(outcome.max_window_end_ms);
                         self.metrics.ingest_logs.inc_by(export.log_records() as u64);
                         if let (Export::Logs(req), Some(sink)) = (export, &self.cutovers) {
                             for r in crate::logs::cutovers(req) {
@@ -596,6 +745,13 @@ impl Worker {
         }
     }
 
+    /// Tells the writer (when it is here) the latest window end counted since it was last told.
+    fn note_window_ends(&mut self) {
+        if let Some(w) = self.wal.as_mut() {
+            w.note_window_end(std::mem::replace(&mut self.window_ends, i64::MIN));
+        }
+    }
+
     /// The answer to an export whose mapping or aggregation panicked: it fails alone.
     fn panicked(&self, p: Box<dyn std::any::Any + Send>) -> Error {
         self.metrics.ingest_panics.inc();
@@ -603,8 +759,10 @@ impl Worker {
         Error::Internal(detail.into())
     }
 
-    /// Seals old segments and drops those Parquet has made redundant.
+    /// Seals old segments and drops those Parquet has made redundant (only while the writer is
+    /// here and every group written is applied).
     fn maintain(&mut self) {
+        self.note_window_ends();
         let Some(w) = self.wal.as_mut() else { return };
         let now = self.clock.now_ms();
         if w.due_for_rotation(now) {
@@ -618,7 +776,8 @@ impl Worker {
             Ok(n) => tracing::debug!(segments = n, "dropped WAL segments persisted to Parquet"),
             Err(e) => tracing::error!(error = %e, "dropping WAL segments failed"),
         }
-        self.metrics.wal_bytes.set(w.total_bytes() as i64);
+        self.wal_total = w.total_bytes();
+        self.metrics.wal_bytes.set(self.wal_total as i64);
         self.metrics.wal_segments.set(w.segments() as i64);
     }
 }

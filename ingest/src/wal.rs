@@ -18,6 +18,29 @@ const MAGIC: &[u8; 6] = b"CPWAL\0";
 /// schema version does not change it).
 const WAL_VERSION: &str = "1";
 const RECORD_HEADER: usize = 4 + 4 + 1 + 8;
+/// The unit of direct writes: their buffers, offsets and lengths are multiples of it (the
+/// logical block of every common device divides it).
+const BLOCK: usize = 4096;
+
+/// One block of a direct write's buffer (aligned, so a `Vec` of them is a valid buffer).
+#[derive(Debug, Clone, Copy, zerocopy::IntoBytes, zerocopy::FromBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[repr(C, align(4096))]
+struct Block([u8; BLOCK]);
+
+/// What writing around the page cache needs.
+#[derive(Debug, Default)]
+struct Direct {
+    /// The active segment's last partial block as the file holds it (up to the committed end):
+    /// the next write starts at that block and writes these bytes again, unchanged.
+    tail: Vec<u8>,
+    /// The partial block after the group being written, kept once it is durable.
+    next_tail: Vec<u8>,
+    /// Where a group is laid out in blocks.
+    staging: Vec<Block>,
+}
+
+/// Largest write buffer kept for the next group.
+const KEEP_BUFFER: usize = 32 << 20;
 /// A segment is sealed once it reaches this size…
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// …or this age, so segments become droppable soon after their windows are persisted.
@@ -95,6 +118,9 @@ pub enum WalError {
     /// A record longer than a length field holds.
     #[error("a record of {0} bytes is too large for the WAL")]
     TooLarge(usize),
+    /// Writing a group panicked (nothing of it is acknowledged).
+    #[error("writing the WAL panicked: {0}")]
+    Panicked(String),
 }
 
 fn io(action: &'static str, path: &Path, source: std::io::Error) -> WalError {
@@ -220,7 +246,12 @@ pub fn read_segment(fs: &Fs, data: &Path, seq: u64, active: bool) -> Result<Segm
         out.records.push(Record { kind, received_ms, payload: bytes[pos + RECORD_HEADER..body_end].to_vec() });
         pos = body_end;
     }
-    if pos < bytes.len() {
+    if pos < bytes.len() && bytes.len() - pos < BLOCK && bytes[pos..].iter().all(|&b| b == 0) {
+        // The padding of a direct write: the end of the log.
+        fs.open_rw(&path)
+            .and_then(|mut f| f.set_len(pos as u64).and_then(|()| f.sync_all()))
+            .map_err(|e| io("truncating", &path, e))?;
+    } else if pos < bytes.len() {
         let rest = bytes.len() - pos;
         let qdir = quarantine_dir(data);
         let kept = qdir.join(format!("{seq:020}-at-{pos:010}.rest"));
@@ -259,6 +290,19 @@ fn record_header(kind: Kind, received_ms: i64, payload: &[u8]) -> Result<[u8; RE
     Ok(head)
 }
 
+/// Bytes a record with a payload of `n` bytes takes.
+pub fn record_len(n: usize) -> u64 {
+    (n + RECORD_HEADER) as u64
+}
+
+/// Adds one record to `group`, a group being built for [`WalWriter::set_group`].
+pub fn append_record(group: &mut Vec<u8>, kind: Kind, received_ms: i64, payload: &[u8]) -> Result<(), WalError> {
+    let head = record_header(kind, received_ms, payload)?;
+    group.extend_from_slice(&head);
+    group.extend_from_slice(payload);
+    Ok(())
+}
+
 fn header() -> Vec<u8> {
     let mut h = MAGIC.to_vec();
     h.extend_from_slice(format!("v{WAL_VERSION:>3}\n").as_bytes());
@@ -270,6 +314,12 @@ fn header() -> Vec<u8> {
 /// A group's records are buffered here, not in the file, until [`WalWriter::commit`] writes
 /// them at the end of what is committed and syncs: a failed write or sync cuts the file back to
 /// that end, and the next group starts there with nothing left over from the failed one.
+///
+/// When groups are synced, they are written around the page cache (`O_DIRECT`) where the
+/// filesystem allows it: the log is read only by replay, so caching it would only evict what
+/// queries read, and filling fresh page-cache pages costs more than the device's own copy. A
+/// direct write covers whole blocks, so it rewrites the last partial block (the same bytes) and
+/// pads the new one with zeros, which replay reads as the end of the log.
 #[derive(Debug)]
 pub struct WalWriter {
     fs: Fs,
@@ -285,6 +335,8 @@ pub struct WalWriter {
     group: Vec<u8>,
     /// The file may hold bytes past `size` (a rollback failed): cut them before writing again.
     dirty: bool,
+    /// Set while writes go around the page cache.
+    direct: Option<Direct>,
     opened_ms: i64,
     max_window_end_ms: i64,
     sealed: Vec<Sealed>,
@@ -338,6 +390,12 @@ impl WalWriter {
                 return Err(io("creating", &path, e));
             }
         };
+        // Unsynced logs stay in the page cache: a direct write would wait for the device.
+        let direct_file = (settings.fsync != FsyncPolicy::Never).then(|| fs.open_direct(&path).ok()).flatten();
+        let (file, direct) = match direct_file {
+            Some(d) => (d, Some(Direct { tail: h.clone(), ..Direct::default() })),
+            None => (file, None),
+        };
         Ok(Self {
             fs,
             dir,
@@ -349,6 +407,7 @@ impl WalWriter {
             size: h.len() as u64,
             group: Vec::new(),
             dirty: false,
+            direct,
             opened_ms: now_ms,
             max_window_end_ms: i64::MIN,
             sealed,
@@ -376,15 +435,36 @@ impl WalWriter {
 
     /// Whether the size cap leaves room for `n` more bytes.
     pub fn has_room(&self, n: usize) -> bool {
-        self.total_bytes() + (n + RECORD_HEADER) as u64 <= self.max_bytes
+        self.total_bytes() + record_len(n) <= self.max_bytes
+    }
+
+    /// The size cap over every segment.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Adds one record to the current group (nothing is written until [`WalWriter::commit`]).
     pub fn append(&mut self, kind: Kind, received_ms: i64, payload: &[u8]) -> Result<(), WalError> {
-        let head = record_header(kind, received_ms, payload)?;
-        self.group.extend_from_slice(&head);
-        self.group.extend_from_slice(payload);
-        Ok(())
+        append_record(&mut self.group, kind, received_ms, payload)
+    }
+
+    /// Adds records built with [`append_record`] to the current group.
+    pub fn set_group(&mut self, records: Vec<u8>) {
+        if self.group.is_empty() {
+            self.group = records;
+        } else {
+            self.group.extend_from_slice(&records);
+        }
+    }
+
+    /// An empty buffer to build the next group in: the last group's, once committed (and not
+    /// oversized, so one huge group does not pin its memory).
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        if !self.group.is_empty() {
+            return Vec::new();
+        }
+        let b = std::mem::take(&mut self.group);
+        if b.capacity() > KEEP_BUFFER { Vec::new() } else { b }
     }
 
     /// Writes the group after the committed bytes and syncs it (`always`: data and metadata;
@@ -401,7 +481,7 @@ impl WalWriter {
         if self.group.is_empty() {
             return Ok(());
         }
-        let written = self.file.write_at(self.size, &self.group).and_then(|()| match self.fsync {
+        let written = self.write_group().and_then(|()| match self.fsync {
             FsyncPolicy::Always => self.file.sync_all(),
             FsyncPolicy::Batch => self.file.sync_data(),
             FsyncPolicy::Never => Ok(()),
@@ -411,6 +491,12 @@ impl WalWriter {
         match written {
             Ok(()) => {
                 self.size += n;
+                if let Some(d) = self.direct.as_mut() {
+                    std::mem::swap(&mut d.tail, &mut d.next_tail);
+                    if d.staging.len() * BLOCK > KEEP_BUFFER {
+                        d.staging = Vec::new();
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -420,6 +506,33 @@ impl WalWriter {
                 }
                 Err(io("writing", &path, e))
             }
+        }
+    }
+
+    /// Writes the group after the committed bytes (not synced).
+    fn write_group(&mut self) -> std::io::Result<()> {
+        let Some(d) = self.direct.as_mut() else { return self.file.write_at(self.size, &self.group) };
+        let start = self.size - d.tail.len() as u64;
+        let used = d.tail.len() + self.group.len();
+        let blocks = used.div_ceil(BLOCK);
+        if d.staging.len() < blocks {
+            d.staging.resize(blocks, Block([0; BLOCK]));
+        }
+        let buf = zerocopy::IntoBytes::as_mut_bytes(&mut d.staging[..blocks]);
+        buf[..d.tail.len()].copy_from_slice(&d.tail);
+        buf[d.tail.len()..used].copy_from_slice(&self.group);
+        buf[used..].fill(0);
+        d.next_tail.clear();
+        d.next_tail.extend_from_slice(&buf[used - used % BLOCK..used]);
+        match self.file.write_at(start, buf) {
+            // The device's block is larger than ours: write through the page cache from now on.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::warn!(segment = %self.file.path().display(), error = %e, "direct WAL writes refused; writing through the page cache");
+                self.direct = None;
+                self.file = self.fs.open_rw(&segment_path(&self.dir, self.seq))?;
+                self.file.write_at(self.size, &self.group)
+            }
+            r => r,
         }
     }
 
@@ -512,6 +625,43 @@ mod tests {
         let again = read_segment(&Fs::real(), dir.path(), 7, false).unwrap();
         assert_eq!((again.records.len(), again.damage), (2, None), "the tail was cut once");
         assert_eq!(list_segments(dir.path()).unwrap(), vec![7]);
+    }
+
+    #[test]
+    fn groups_across_block_boundaries_read_back_whole_and_the_padding_is_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::open(dir.path(), 1, vec![], &settings(FsyncPolicy::Batch), 0).unwrap();
+        // Records ending just before, at and after block boundaries; groups of one and of many.
+        let sizes = [1, BLOCK - 2 * RECORD_HEADER - 10, BLOCK, 3 * BLOCK + 5, 0, 70_000, 2, BLOCK - RECORD_HEADER];
+        let payloads: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8 + 1; n]).collect();
+        for (i, group) in payloads.chunks(3).enumerate() {
+            for p in group {
+                w.append(Kind::Traces, i as i64, p).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let committed = w.size;
+        // A crash: the last block's padding stays in the file.
+        drop(w);
+        let path = segment_path(&wal_dir(dir.path()), 1);
+        let on_disk = std::fs::metadata(&path).unwrap().len();
+        assert!(on_disk == committed || on_disk == committed.div_ceil(BLOCK as u64) * BLOCK as u64);
+        for active in [true, false] {
+            let read = read_segment(&Fs::real(), dir.path(), 1, active).unwrap();
+            let got: Vec<Vec<u8>> = read.records.into_iter().map(|r| r.payload).collect();
+            assert_eq!(got, payloads);
+            assert!(read.damage.is_none());
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), committed, "the padding is cut");
+        assert!(!quarantine_dir(dir.path()).exists(), "padding is not a torn tail");
+        // Appends after a restart's replay go on from the cut end.
+        let mut w = WalWriter::open(dir.path(), 2, vec![], &settings(FsyncPolicy::Always), 0).unwrap();
+        w.append(Kind::Logs, 9, b"after").unwrap();
+        w.commit().unwrap();
+        w.append(Kind::Logs, 10, b"again").unwrap();
+        w.commit().unwrap();
+        let read = read_segment(&Fs::real(), dir.path(), 2, true).unwrap();
+        assert_eq!(read.records.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>(), [&b"after"[..], b"again"]);
     }
 
     #[test]

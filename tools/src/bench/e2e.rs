@@ -12,10 +12,11 @@
 //! Acknowledged: 200 / gRPC OK, less any spans the answer's `partial_success` rejected. At the end
 //! the server's own count of requests (SQL over its rollups) must equal every acknowledged span.
 //!
-//! One setting differs from the defaults: `wal_max_size` is 12 GiB. The WAL keeps every request
-//! until its 5-minute Parquet file is written, and the whole run (up to ~6 GB of requests at
-//! these rates) fits in no 5-minute span: at the default 4 GiB the later phases would measure the
-//! WAL's cap (the overload answer), not the receivers. A refused phase prints the first answer.
+//! Each run starts a fresh server in a fresh data directory, and one setting differs from the
+//! defaults: `wal_max_size` is 12 GiB. The WAL keeps every request until its 5-minute Parquet
+//! file is written, and a run (up to ~6 GB of requests at these rates) fits in no 5-minute span:
+//! at the default 4 GiB the later phases would measure the WAL's cap (the overload answer), not
+//! the receivers. A refused phase prints the first answer.
 
 use super::ingest::request;
 use super::median;
@@ -251,30 +252,36 @@ pub(super) async fn counted_to(web: SocketAddr, want: u64, wait: Duration) -> an
 pub fn run(json: bool, runs: usize, load: Duration) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let rt = tokio::runtime::Runtime::new()?;
-    let dir = tempfile::tempdir()?;
-    let mut c = Config::default();
-    c.storage.dir = dir.path().to_path_buf();
-    for addr in [&mut c.ingest.grpc_listen, &mut c.ingest.http_listen, &mut c.web.listen, &mut c.control.listen] {
-        *addr = "127.0.0.1:0".into();
-    }
-    c.xds.listen = String::new();
-    c.storage.wal_max_size = cellpilot_core::config::Size::gib(12);
     let (figures, acked, refused) = rt.block_on(async {
-        let server = cellpilot_server::serve::start(c).await?;
-        let http = server.addrs.otlp_http.ok_or_else(|| anyhow::anyhow!("no OTLP/HTTP listener"))?;
-        let grpc = server.addrs.otlp_grpc.ok_or_else(|| anyhow::anyhow!("no OTLP/gRPC listener"))?;
         let mut rates: [Vec<f64>; 3] = Default::default();
         let (mut acked, mut refused) = (0, 0);
+        // A fresh server (and data directory) per run, so the WAL holds one run's requests.
         for run in 0..runs {
+            let dir = tempfile::tempdir()?;
+            let mut c = Config::default();
+            c.storage.dir = dir.path().to_path_buf();
+            for addr in [&mut c.ingest.grpc_listen, &mut c.ingest.http_listen, &mut c.web.listen, &mut c.control.listen]
+            {
+                *addr = "127.0.0.1:0".into();
+            }
+            c.xds.listen = String::new();
+            c.storage.wal_max_size = cellpilot_core::config::Size::gib(12);
+            let server = cellpilot_server::serve::start(c).await?;
+            let http = server.addrs.otlp_http.ok_or_else(|| anyhow::anyhow!("no OTLP/HTTP listener"))?;
+            let grpc = server.addrs.otlp_grpc.ok_or_else(|| anyhow::anyhow!("no OTLP/gRPC listener"))?;
+            let mut run_acked = 0;
             for (k, wire) in [Wire::Http, Wire::Grpc, Wire::GrpcGzip].into_iter().enumerate() {
                 let (rate, a, r) = phase((http, grpc), wire, load, (run * 3 + k) as u64).await?;
                 rates[k].push(rate);
-                (acked, refused) = (acked + a, refused + r);
-                let n = counted_to(server.addrs.web, acked, Duration::from_secs(10)).await?;
-                anyhow::ensure!(n == acked, "after {wire:?}, the server counted {n} of {acked} acknowledged spans");
+                (run_acked, acked, refused) = (run_acked + a, acked + a, refused + r);
+                let n = counted_to(server.addrs.web, run_acked, Duration::from_secs(10)).await?;
+                anyhow::ensure!(
+                    n == run_acked,
+                    "after {wire:?}, the server counted {n} of {run_acked} acknowledged spans"
+                );
             }
+            server.run_until(async {}).await?;
         }
-        server.run_until(async {}).await?;
         anyhow::Ok((rates.map(|mut r| median(&mut r)), acked, refused))
     })?;
     let [http, grpc, gzip] = figures;
