@@ -654,7 +654,7 @@ mod tests {
         }
         assert_eq!(std::fs::metadata(&path).unwrap().len(), committed, "the padding is cut");
         assert!(!quarantine_dir(dir.path()).exists(), "padding is not a torn tail");
-        // Appends after a restart's replay go on from the cut end.
+        // The next segment (opened after replay) takes direct appends again, synced in full.
         let mut w = WalWriter::open(dir.path(), 2, vec![], &settings(FsyncPolicy::Always), 0).unwrap();
         w.append(Kind::Logs, 9, b"after").unwrap();
         w.commit().unwrap();
