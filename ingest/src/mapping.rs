@@ -45,11 +45,10 @@ impl<'a> Interner<'a> {
         (self.intern(cut), true)
     }
 
-    /// The same strings, owned.
+    /// The same strings, owned, for reading by id: the lookup map stays behind (mapping, the
+    /// only interning, is done), so each string is copied once and nothing is hashed again.
     fn into_owned(self) -> Interner<'static> {
-        let list: Vec<Cow<'static, str>> = self.list.into_iter().map(|s| Cow::Owned(s.into_owned())).collect();
-        let ids = list.iter().enumerate().map(|(i, s)| (s.clone(), i as StrId)).collect();
-        Interner { list, ids }
+        Interner { list: self.list.into_iter().map(|s| Cow::Owned(s.into_owned())).collect(), ids: HashMap::default() }
     }
 
     /// Id of `s`, adding it if new.

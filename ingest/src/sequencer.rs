@@ -633,7 +633,7 @@ impl Worker {
                             encoded.as_slice()
                         }
                     };
-                    self.wal_total + records.len() as u64 + wal::record_len(bytes.len()) <= self.wal_max
+                    wal::fits(self.wal_total + records.len() as u64, bytes.len(), self.wal_max)
                         && wal::append_record(&mut records, export.kind(), now, bytes).is_ok()
                 });
             exports.push(export);

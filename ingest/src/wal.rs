@@ -290,9 +290,9 @@ fn record_header(kind: Kind, received_ms: i64, payload: &[u8]) -> Result<[u8; RE
     Ok(head)
 }
 
-/// Bytes a record with a payload of `n` bytes takes.
-pub fn record_len(n: usize) -> u64 {
-    (n + RECORD_HEADER) as u64
+/// Whether a record with a payload of `n` bytes fits under the cap `max` after `total` bytes.
+pub fn fits(total: u64, n: usize, max: u64) -> bool {
+    total.saturating_add((n as u64).saturating_add(RECORD_HEADER as u64)) <= max
 }
 
 /// Adds one record to `group`, a group being built for [`WalWriter::set_group`].
@@ -435,7 +435,7 @@ impl WalWriter {
 
     /// Whether the size cap leaves room for `n` more bytes.
     pub fn has_room(&self, n: usize) -> bool {
-        self.total_bytes() + record_len(n) <= self.max_bytes
+        fits(self.total_bytes(), n, self.max_bytes)
     }
 
     /// The size cap over every segment.
