@@ -62,6 +62,16 @@ impl<'a> Interner<'a> {
         id
     }
 
+    /// Strings interned; their ids are `0..len`.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether nothing was interned.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// The string of `id`.
     pub fn get(&self, id: StrId) -> &str {
         &self.list[id as usize]

@@ -353,13 +353,14 @@ fn plain_key_value(b: &[u8]) -> Option<(&[u8], Val<'_>)> {
     }
     let (key, rest) = rest.split_at(klen);
     let [0x12, vlen, value @ ..] = rest else { return None };
-    if *vlen >= 0x80 || usize::from(*vlen) != value.len() || !key.is_ascii() {
+    if *vlen >= 0x80 || usize::from(*vlen) != value.len() {
         return None;
     }
     let val = match value {
-        [0x0a, slen, text @ ..] if *slen < 0x80 && usize::from(*slen) == text.len() && text.is_ascii() => {
-            Val::Str(text)
-        }
+        // Every tag and length byte of this shape is below 0x80: one check of the whole
+        // attribute covers its key and its text.
+        [0x0a, slen, text @ ..] if *slen < 0x80 && usize::from(*slen) == text.len() && b.is_ascii() => Val::Str(text),
+        _ if !key.is_ascii() => return None,
         // Up to nine bytes: the tenth's own checks are the general walk's.
         [0x18, int @ ..] if (1..=9).contains(&int.len()) => {
             let (last, high) = int.split_last()?;

@@ -2,7 +2,8 @@
 //! slots (with when each last saw a request), and series by cell × service × route — each
 //! bounded, folding into `__overflow__` past its cap.
 
-use super::{Activity, Aggregator, MAX_CAUSES, Series, SeriesId, WindowAgg};
+use super::{Activity, Aggregator, MAX_CAUSES, Series, SeriesId, SeriesKey, WindowAgg};
+use crate::mapping::{Interner, StrId};
 use cellpilot_core::{OVERFLOW, OVERFLOW_ROUTE};
 use std::sync::Arc;
 
@@ -49,37 +50,47 @@ impl Aggregator {
     /// overflow series number `max_cells` more, into (cell, `__overflow__`, `__overflow__`), one
     /// per tracked cell — so live series never exceed `max_series + 2 * max_cells + 1`, and the
     /// per-cell totals the control loop reads stay right.
-    pub(super) fn series_id(&mut self, cell: &str, service: &str, route: &str) -> (SeriesId, bool) {
-        let mut key = std::mem::take(&mut self.key_buf);
-        series_key(&mut key, cell, service, route);
-        let found = self.index.get(key.as_str()).copied();
-        let result = match found {
-            Some(id) => (id, false),
-            None if self.live >= self.settings.max_series => {
-                series_key(&mut key, cell, service, OVERFLOW_ROUTE);
-                match self.index.get(key.as_str()).copied() {
-                    Some(id) => (id, true),
-                    None if self.live < self.settings.max_series + self.settings.max_cells => {
-                        (self.insert_series(&key, cell, service, OVERFLOW_ROUTE), true)
-                    }
-                    None => {
-                        series_key(&mut key, cell, OVERFLOW, OVERFLOW);
-                        match self.index.get(key.as_str()).copied() {
-                            Some(id) => (id, true),
-                            None => (self.insert_series(&key, cell, OVERFLOW, OVERFLOW), true),
-                        }
-                    }
-                }
-            }
-            None => (self.insert_series(&key, cell, service, route), false),
-        };
-        self.key_buf = key;
-        result
+    pub(super) fn series_id(&mut self, cell: &Arc<str>, service: &str, route: &str) -> (SeriesId, bool) {
+        if let Some(id) = self.find_series(cell, service, route) {
+            return (id, false);
+        }
+        if self.live < self.settings.max_series {
+            return (self.insert_series(cell, service, route), false);
+        }
+        if let Some(id) = self.find_series(cell, service, OVERFLOW_ROUTE) {
+            return (id, true);
+        }
+        if self.live < self.settings.max_series + self.settings.max_cells {
+            return (self.insert_series(cell, service, OVERFLOW_ROUTE), true);
+        }
+        match self.find_series(cell, OVERFLOW, OVERFLOW) {
+            Some(id) => (id, true),
+            None => (self.insert_series(cell, OVERFLOW, OVERFLOW), true),
+        }
     }
 
-    pub(super) fn insert_series(&mut self, key: &str, cell: &str, service: &str, route: &str) -> SeriesId {
+    /// The live series of (cell, service, route), by name: a series holds its names, so a name
+    /// missing from the shared ones has no series.
+    fn find_series(&self, cell: &Arc<str>, service: &str, route: &str) -> Option<SeriesId> {
+        let service = self.names.get(service)?;
+        let route = self.names.get(route)?;
+        self.index.get(&series_key(cell, service, route)).copied()
+    }
+
+    /// The address of the shared copy of request string `id`, if any series, cell or service
+    /// holds one (nothing is added), remembered in `addrs` once found.
+    pub(super) fn addr_of(&self, addrs: &mut [usize], strings: &Interner<'_>, id: StrId) -> Option<usize> {
+        let a = &mut addrs[id as usize];
+        if *a == 0 {
+            *a = self.names.get(strings.get(id)).map_or(0, name_addr);
+        }
+        (*a != 0).then_some(*a)
+    }
+
+    fn insert_series(&mut self, cell: &Arc<str>, service: &str, route: &str) -> SeriesId {
         let s =
-            Series { cell: self.name(cell), service: self.name(service), route: self.name(route), windows: Vec::new() };
+            Series { cell: cell.clone(), service: self.name(service), route: self.name(route), windows: Vec::new() };
+        let key = series_key(&s.cell, &s.service, &s.route);
         let id = match self.free.pop() {
             Some(id) => {
                 self.series[id as usize] = Some(s);
@@ -90,9 +101,9 @@ impl Aggregator {
                 (self.series.len() - 1) as SeriesId
             }
         };
-        self.index.insert(key.into(), id);
+        self.index.insert(key, id);
         self.live += 1;
-        if let Some(c) = self.cells.get_mut(cell) {
+        if let Some(c) = self.cells.get_mut(&**cell) {
             c.series += 1;
         }
         id
@@ -134,12 +145,13 @@ impl Aggregator {
     }
 }
 
-/// The index key of a series: "cell\x1fservice\x1froute", written into `key`.
-pub(super) fn series_key(key: &mut String, cell: &str, service: &str, route: &str) {
-    key.clear();
-    key.push_str(cell);
-    key.push('\x1f');
-    key.push_str(service);
-    key.push('\x1f');
-    key.push_str(route);
+/// Where a shared name lives: while a series holds its names, each is the one shared copy of
+/// its string, so the address identifies the string.
+pub(super) fn name_addr(name: &Arc<str>) -> usize {
+    Arc::as_ptr(name).cast::<u8>().addr()
+}
+
+/// The index key of a series: the addresses of its shared names.
+pub(super) fn series_key(cell: &Arc<str>, service: &Arc<str>, route: &Arc<str>) -> SeriesKey {
+    SeriesKey([name_addr(cell), name_addr(service), name_addr(route)])
 }

@@ -15,7 +15,7 @@ mod shared;
 pub use rows::to_batches;
 pub use shared::SharedAggregator;
 
-use index::series_key;
+use index::{name_addr, series_key};
 
 use crate::delta::{DeltaTracker, NoDelta};
 use crate::mapping::{Buckets, NO_CAUSE, Observations, PointObs, StrId, Temporality};
@@ -35,8 +35,21 @@ const STREAM_TTL_MS: i64 = 60 * 60 * 1000;
 const CELL_TTL_MS: i64 = 10 * 60 * 1000;
 /// Distinct error causes before new ones fold into `__overflow__` (ids are never reused).
 const MAX_CAUSES: usize = 4096;
+/// Not a cause id (ids stay below [`MAX_CAUSES`]).
+const NO_CAUSE_ID: u32 = u32::MAX;
 
 type SeriesId = u32;
+/// A series by the addresses of its shared cell, service and route names (see [`name_addr`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SeriesKey([usize; 3]);
+
+impl std::hash::Hash for SeriesKey {
+    /// One word: addresses differ in their low bits, and equality still compares all three.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [a, b, c] = self.0;
+        state.write_usize(a ^ b.rotate_left(21) ^ c.rotate_left(42));
+    }
+}
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Long-lived maps keyed by names clients choose: foldhash's seeded quality variant.
@@ -107,6 +120,27 @@ struct CellSlot {
     series: usize,
     /// When it last saw a request.
     activity: Option<Activity>,
+}
+
+/// A span counted in a series' window, waiting for the window pass.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    id: SeriesId,
+    start_ms: i64,
+    latency_us: u64,
+    /// [`NO_CAUSE_ID`] unless it failed.
+    cause: u32,
+}
+
+/// A cell as one request saw it.
+#[derive(Debug, Clone)]
+struct RequestCell {
+    /// Its slot name.
+    name: Arc<str>,
+    /// Whether it folded into the overflow cell.
+    folded: bool,
+    /// Start of its latest request span, unix ms.
+    latest_ms: Option<i64>,
 }
 
 /// When a cell last saw a request.
@@ -186,8 +220,9 @@ impl AggregatorSettings {
 #[derive(Debug)]
 pub struct Aggregator {
     settings: AggregatorSettings,
-    /// "cell\x1fservice\x1froute" -> series.
-    index: NameMap<Box<str>, SeriesId>,
+    /// (cell, service, route) -> series. Addresses are not the clients' choice, so a fast hash
+    /// is enough.
+    index: FastMap<SeriesKey, SeriesId>,
     series: Vec<Option<Series>>,
     free: Vec<SeriesId>,
     live: usize,
@@ -201,7 +236,8 @@ pub struct Aggregator {
     /// Tracked cells (at most `max_cells` plus the overflow cell), with their activity.
     cells: NameMap<Arc<str>, CellSlot>,
     deltas: DeltaTracker,
-    key_buf: String,
+    /// The span pass's output (kept between requests).
+    counted: Vec<Counted>,
 }
 
 impl Aggregator {
@@ -209,7 +245,7 @@ impl Aggregator {
     pub fn new(settings: AggregatorSettings) -> Self {
         Self {
             settings,
-            index: NameMap::default(),
+            index: FastMap::default(),
             series: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -220,7 +256,7 @@ impl Aggregator {
             spans_seen: NameMap::default(),
             cells: NameMap::default(),
             deltas: DeltaTracker::default(),
-            key_buf: String::new(),
+            counted: Vec::new(),
         }
     }
 
@@ -236,8 +272,7 @@ impl Aggregator {
 
     /// Heap bytes held by series and their open windows (an estimate of the containers' capacity).
     pub fn heap_bytes(&self) -> usize {
-        let per_index = std::mem::size_of::<(Box<str>, SeriesId)>() + 8;
-        let index: usize = self.index.keys().map(|k| k.len() + per_index).sum();
+        let index = self.index.capacity() * (std::mem::size_of::<(SeriesKey, SeriesId)>() + 1);
         let series: usize = self
             .series
             .iter()
@@ -270,11 +305,14 @@ impl Aggregator {
     pub fn apply(&mut self, obs: &Observations<'_>, now_ms: i64, durable_before: i64) -> Outcome {
         let width = self.settings.spec.width_ms;
         let mut out = Outcome::default();
-        // Per request, keyed by the request's own string ids: a fast hasher is enough.
-        let mut cache: FastMap<(StrId, StrId, StrId), (SeriesId, bool)> = FastMap::default();
-        let mut causes: FastMap<StrId, u32> = FastMap::default();
-        // Per cell of this request: its slot name, whether it folded, and the latest request start.
-        let mut cells: FastMap<StrId, (Arc<str>, bool, Option<i64>)> = FastMap::default();
+        // Per request, by the request's own string ids (dense from 0).
+        let strings = obs.strings.len();
+        // The shared name's address of each string; 0 while it has none.
+        let mut addrs = vec![0usize; strings];
+        // Series that folded into an overflow series, found the long way once per request.
+        let mut folded_series: FastMap<(StrId, StrId, StrId), (SeriesId, bool)> = FastMap::default();
+        let mut causes = vec![NO_CAUSE_ID; strings];
+        let mut cells: Vec<Option<RequestCell>> = vec![None; strings];
         let mut last_service = None;
         for o in &obs.spans {
             if last_service != Some(o.service) {
@@ -293,18 +331,20 @@ impl Aggregator {
             }
             let start = self.admit(o.end_ns, now_ms);
             let mut folded = false;
+            let mut cell_addr = 0;
             if start != Err(false) {
-                let slot = match cells.get_mut(&o.cell) {
-                    Some(slot) => slot,
-                    None => {
-                        let (name, folded) = self.admit_cell(obs.strings.get(o.cell));
-                        cells.entry(o.cell).or_insert((name, folded, None))
-                    }
-                };
-                // A start after the end is forged or broken; the end bounds it.
-                let t = o.start_ns.min(o.end_ns).div_euclid(1_000_000);
-                slot.2 = Some(slot.2.map_or(t, |l: i64| l.max(t)));
-                folded = slot.1;
+                let slot = &mut cells[o.cell as usize];
+                if slot.is_none() {
+                    let (name, folded) = self.admit_cell(obs.strings.get(o.cell));
+                    *slot = Some(RequestCell { name, folded, latest_ms: None });
+                }
+                if let Some(slot) = slot {
+                    // A start after the end is forged or broken; the end bounds it.
+                    let t = o.start_ns.min(o.end_ns).div_euclid(1_000_000);
+                    slot.latest_ms = Some(slot.latest_ms.map_or(t, |l| l.max(t)));
+                    folded = slot.folded;
+                    cell_addr = name_addr(&slot.name);
+                }
             }
             let start = match start {
                 Ok(s) => s,
@@ -323,42 +363,67 @@ impl Aggregator {
                 continue;
             }
             out.max_window_end_ms = out.max_window_end_ms.max(start + width);
-            let (id, overflowed) = match cache.get(&(o.cell, o.service, o.route)) {
-                Some(&v) => v,
-                None => {
-                    let cell = cells.get(&o.cell).map_or_else(|| self.name(OVERFLOW), |c| c.0.clone());
-                    let v = self.series_id(&cell, obs.strings.get(o.service), obs.strings.get(o.route));
-                    cache.insert((o.cell, o.service, o.route), v);
-                    v
-                }
+            let service = self.addr_of(&mut addrs, &obs.strings, o.service);
+            let route = self.addr_of(&mut addrs, &obs.strings, o.route);
+            let live = match (service, route) {
+                (Some(service), Some(route)) => self.index.get(&SeriesKey([cell_addr, service, route])).copied(),
+                _ => None,
+            };
+            let (id, overflowed) = match live {
+                Some(id) => (id, false),
+                None => match folded_series.get(&(o.cell, o.service, o.route)) {
+                    Some(&v) => v,
+                    None => {
+                        let cell =
+                            cells[o.cell as usize].as_ref().map_or_else(|| self.name(OVERFLOW), |c| c.name.clone());
+                        let v = self.series_id(&cell, obs.strings.get(o.service), obs.strings.get(o.route));
+                        if v.1 {
+                            folded_series.insert((o.cell, o.service, o.route), v);
+                        }
+                        v
+                    }
+                },
             };
             out.overflowed += u64::from(overflowed);
             out.cells_overflowed += u64::from(folded);
             let cause = if o.cause == NO_CAUSE {
                 None
             } else {
-                Some(match causes.get(&o.cause) {
-                    Some(&c) => c,
-                    None => {
-                        let c = self.cause_id(obs.strings.get(o.cause));
-                        causes.insert(o.cause, c);
-                        c
-                    }
-                })
+                let c = &mut causes[o.cause as usize];
+                if *c == NO_CAUSE_ID {
+                    *c = self.cause_id(obs.strings.get(o.cause));
+                }
+                Some(*c)
             };
-            let w = self.window_mut(id, start);
-            w.requests += 1;
-            w.hist.record(o.latency_us);
-            w.max_us = w.max_us.max(o.latency_us);
-            if let Some(c) = cause {
-                w.add_error(c, 1);
-                w.error_hist.get_or_insert_default().record(o.latency_us);
-            }
+            self.counted.push(Counted {
+                id,
+                start_ms: start,
+                latency_us: o.latency_us,
+                cause: cause.unwrap_or(NO_CAUSE_ID),
+            });
             out.accepted += 1;
         }
-        for (name, _, latest) in cells.into_values() {
-            if let Some(t) = latest {
-                self.saw(&name, t, now_ms);
+        // Windows are updated in a pass of their own: each span's series, window and buckets
+        // are loads that depend only on its id, so the pass overlaps them across spans.
+        let mut counted = std::mem::take(&mut self.counted);
+        for c in &counted {
+            let w = self.window_mut(c.id, c.start_ms);
+            w.requests += 1;
+            w.hist.record(c.latency_us);
+            w.max_us = w.max_us.max(c.latency_us);
+            if c.cause != NO_CAUSE_ID {
+                w.add_error(c.cause, 1);
+                w.error_hist.get_or_insert_default().record(c.latency_us);
+            }
+        }
+        counted.clear();
+        // Kept for the next request unless a huge one grew it.
+        if counted.capacity() <= 1 << 16 {
+            self.counted = counted;
+        }
+        for c in cells.into_iter().flatten() {
+            if let Some(t) = c.latest_ms {
+                self.saw(&c.name, t, now_ms);
             }
         }
         for p in &obs.points {
@@ -471,9 +536,7 @@ impl Aggregator {
         }
         for id in emptied {
             if let Some(s) = series[id].take() {
-                let mut key = String::with_capacity(s.cell.len() + s.service.len() + s.route.len() + 2);
-                series_key(&mut key, &s.cell, &s.service, &s.route);
-                self.index.remove(key.as_str());
+                self.index.remove(&series_key(&s.cell, &s.service, &s.route));
                 self.free.push(id as SeriesId);
                 self.live -= 1;
                 if let Some(c) = self.cells.get_mut(&*s.cell) {
