@@ -50,6 +50,9 @@ impl Aggregator {
     /// overflow series number `max_cells` more, into (cell, `__overflow__`, `__overflow__`), one
     /// per tracked cell — so live series never exceed `max_series + 2 * max_cells + 1`, and the
     /// per-cell totals the control loop reads stay right.
+    ///
+    /// `cell` is a shared name (from [`Aggregator::admit_cell`] or [`Aggregator::name`]): the
+    /// index knows series by their names' addresses.
     pub(super) fn series_id(&mut self, cell: &Arc<str>, service: &str, route: &str) -> (SeriesId, bool) {
         if let Some(id) = self.find_series(cell, service, route) {
             return (id, false);
