@@ -169,6 +169,26 @@ enum BenchWhat {
         #[arg(long, default_value = "5s")]
         load: humantime::Duration,
     },
+    /// Fresh on-time exports from N senders for minutes against `serve` on its defaults: spans
+    /// counted per second, refused fraction, WAL bytes, checkpoint age and memory every 10 s, and
+    /// at the end the server's count against every acknowledged span.
+    Sustained {
+        /// Print one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Length of the run, in seconds.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Concurrent senders.
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+        /// Spans/s the senders aim at together (default: as fast as they are answered).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Which transports the senders use.
+        #[arg(long, value_enum, default_value = "both")]
+        transport: cellpilot_tools::bench::sustained::Transports,
+    },
     /// Decision-to-delivery latency with 100 gateways watching CellWeights and 100 xDS nodes over gRPC.
     Control {
         /// Print one JSON line instead of a table.
@@ -272,6 +292,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
         Command::Bench { what: BenchWhat::E2e { json, runs, load } } => bench::e2e::run(json, runs, load.into()),
         Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
+        Command::Bench { what: BenchWhat::Sustained { json, seconds, senders, rate, transport } } => {
+            bench::sustained::run(json, bench::sustained::Plan { seconds, senders, rate, transports: transport })
+        }
         Command::Generate { data_dir, url, node, days, fine_hours, cells, services, routes, rps, incident, seed } => {
             let storage = generate::storage(data_dir, url, &node)?;
             let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);

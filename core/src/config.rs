@@ -117,8 +117,13 @@ pub struct StorageConfig {
     pub dir: PathBuf,
     /// WAL fsync policy.
     pub fsync: FsyncPolicy,
-    /// Cap on WAL size; beyond it exports get the retryable overload answer.
+    /// Cap on WAL size; beyond it exports get the retryable overload answer (429 /
+    /// UNAVAILABLE with a retry hint) until a checkpoint frees room.
     pub wal_max_size: Size,
+    /// How often the aggregator's state and the closed windows not yet in Parquet are
+    /// checkpointed; the WAL keeps the records of the last two intervals (so it holds seconds
+    /// of ingest, a few bytes per span), and a restart replays at most that much.
+    pub checkpoint_interval: Dur,
     /// Retention of the finest tier.
     pub retention_10s: Dur,
     /// Retention of the 5-minute tier.
@@ -147,6 +152,7 @@ impl Default for StorageConfig {
             dir: PathBuf::from("./cellpilot-data"),
             fsync: FsyncPolicy::Batch,
             wal_max_size: Size::gib(4),
+            checkpoint_interval: Dur::secs(10),
             retention_10s: Dur::hours(48),
             retention_5m: Dur::days(30),
             retention_1h: Dur::days(400),
@@ -763,6 +769,10 @@ impl Config {
         }
         if c.lease_ttl.0 < std::time::Duration::from_secs(1) {
             return bad("cluster.lease_ttl", "must be at least 1s");
+        }
+        let every = s.checkpoint_interval.0;
+        if every < std::time::Duration::from_millis(100) || every > std::time::Duration::from_secs(300) {
+            return bad("storage.checkpoint_interval", "must be between 100ms and 5m");
         }
         if !s.url.is_empty() {
             let Some(rest) = s.url.strip_prefix("s3://") else {

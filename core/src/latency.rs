@@ -36,6 +36,9 @@ pub fn bucket_index(value_us: u64) -> u16 {
     (SUB_BUCKET_COUNT + u64::from(shift - 1) * (SUB_BUCKET_COUNT / 2) + sub) as u16
 }
 
+/// The largest bucket index a value can land in (that of [`MAX_US`]).
+pub const MAX_INDEX: u16 = 3_286;
+
 /// The lowest value that lands in bucket `index` (inverse of [`bucket_index`]).
 pub fn bucket_lowest(index: u16) -> u64 {
     let i = u64::from(index);
@@ -106,10 +109,17 @@ impl SparseHistogram {
 
     /// Adds `n` samples of `value_us`; a bucket's count saturates at [`MAX_COUNT`].
     pub fn record_n(&mut self, value_us: u64, n: u64) {
+        self.record_index_n(bucket_index(value_us), n);
+    }
+
+    /// Adds `n` samples to bucket `index` (from [`bucket_index`] or
+    /// [`SparseHistogram::buckets_with_counts`]): the same as recording `n` values that land
+    /// there. Indexes past [`MAX_INDEX`] are clamped to it.
+    pub fn record_index_n(&mut self, index: u16, n: u64) {
         if n == 0 {
             return;
         }
-        let index = bucket_index(value_us);
+        let index = index.min(MAX_INDEX);
         let pos = self.entries.partition_point(|e| (e >> 4) < index);
         let found = self.entries.get(pos).is_some_and(|e| e >> 4 == index);
         let have = if found { self.count_at(pos) } else { 0 };
@@ -142,7 +152,7 @@ impl SparseHistogram {
     }
 
     /// (bucket index, count) of every occupied bucket, in index order.
-    fn buckets_with_counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+    pub fn buckets_with_counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
         self.entries.iter().enumerate().map(|(i, &e)| (e >> 4, self.count_at(i)))
     }
 
@@ -637,7 +647,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn the_largest_index_is_that_of_the_largest_value() {
+        assert_eq!(bucket_index(MAX_US), MAX_INDEX);
+        assert_eq!(bucket_index(u64::MAX), MAX_INDEX);
+        assert_eq!(bucket_index(bucket_lowest(MAX_INDEX)), MAX_INDEX);
+    }
+
     proptest! {
+        #[test]
+        fn recording_by_index_equals_recording_values(values in proptest::collection::vec((0u64..4_000_000_000, 1u64..40), 0..300)) {
+            let mut by_value = SparseHistogram::default();
+            let mut by_index = SparseHistogram::default();
+            for &(v, n) in &values {
+                by_value.record_n(v, n);
+                by_index.record_index_n(bucket_index(v), n);
+            }
+            prop_assert_eq!(by_value, by_index);
+        }
+
         #[test]
         fn bucketing_matches_hdrhistogram(v in 0u64..MAX_US) {
             let h = new_histogram();

@@ -1,6 +1,6 @@
 //! The process's Prometheus metrics. Names are part of the contract: stable and `cellpilot_`-prefixed.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every metric cellpilot exports, registered in one registry per process (tests run several).
 #[derive(Debug, Clone)]
@@ -46,6 +46,17 @@ pub struct Metrics {
     pub wal_bytes: IntGauge,
     /// WAL segments on disk.
     pub wal_segments: IntGauge,
+    /// Bytes of WAL records written (and synced per the fsync policy).
+    pub wal_written: IntCounter,
+    /// Exports answered with the retry hint (429 / UNAVAILABLE) by `reason`: `wal_full`,
+    /// `queue_full`, `queue_wait`, `inflight_bytes`, `max_concurrent_requests`.
+    pub ingest_overloaded: IntCounterVec,
+    /// Seconds since the state of the newest durable checkpoint was taken.
+    pub checkpoint_age: Gauge,
+    /// Bytes of the newest checkpoint and the closed-row files it needs.
+    pub checkpoint_bytes: IntGauge,
+    /// Checkpoints by `result` (ok, failed).
+    pub checkpoints: IntCounterVec,
     /// Cell-weight decisions made.
     pub decisions: IntCounter,
     /// Control-loop evaluations run.
@@ -103,10 +114,24 @@ impl Metrics {
         for result in ["accepted", "rejected"] {
             m.ingest_points.with_label_values(&[result]);
         }
-        for reason in
-            ["late", "future", "bad_input", "unsupported", "too_large", "overloaded", "internal", "unusable_point"]
-        {
+        for reason in [
+            "late",
+            "future",
+            "bad_input",
+            "aborted",
+            "unsupported",
+            "too_large",
+            "overloaded",
+            "internal",
+            "unusable_point",
+        ] {
             m.ingest_rejected.with_label_values(&[reason]);
+        }
+        for reason in ["wal_full", "queue_full", "queue_wait", "inflight_bytes", "max_concurrent_requests"] {
+            m.ingest_overloaded.with_label_values(&[reason]);
+        }
+        for result in ["ok", "failed"] {
+            m.checkpoints.with_label_values(&[result]);
         }
         for source in ["observed", "reported"] {
             m.cutovers.with_label_values(&[source]);
@@ -192,6 +217,29 @@ impl Metrics {
             rollup_rows: counter(&r, "cellpilot_rollup_rows_total", "Rollup rows written by closed windows."),
             wal_bytes: gauge(&r, "cellpilot_wal_bytes", "Bytes of write-ahead log segments on disk."),
             wal_segments: gauge(&r, "cellpilot_wal_segments", "Write-ahead log segments on disk."),
+            wal_written: counter(&r, "cellpilot_wal_written_bytes_total", "Bytes of WAL records written."),
+            ingest_overloaded: counter_vec(
+                &r,
+                "cellpilot_ingest_overloaded_total",
+                "Exports answered with the retry hint (429 / UNAVAILABLE), by reason.",
+                &["reason"],
+            ),
+            checkpoint_age: {
+                let g = Gauge::new(
+                    "cellpilot_checkpoint_age_seconds",
+                    "Seconds since the state of the newest durable checkpoint was taken.",
+                )
+                .unwrap_or_else(|e| panic!("metric cellpilot_checkpoint_age_seconds: {e}"));
+                r.register(Box::new(g.clone()))
+                    .unwrap_or_else(|e| panic!("metric cellpilot_checkpoint_age_seconds: {e}"));
+                g
+            },
+            checkpoint_bytes: gauge(
+                &r,
+                "cellpilot_checkpoint_bytes",
+                "Bytes of the newest checkpoint and the closed-row files it needs.",
+            ),
+            checkpoints: counter_vec(&r, "cellpilot_checkpoints_total", "Checkpoints by result.", &["result"]),
             decisions: counter(&r, "cellpilot_decisions_total", "Cell-weight decisions made."),
             evaluations: counter(&r, "cellpilot_control_evaluations_total", "Control-loop evaluations run."),
             ticks_missed: counter(

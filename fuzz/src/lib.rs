@@ -153,7 +153,7 @@ pub fn wal_replay(data: &[u8]) {
     use std::io::Write;
     let Ok(dir) = tempfile::tempdir() else { return };
     let fsync = cellpilot_core::config::FsyncPolicy::Never;
-    let Ok(w) = cellpilot_ingest::wal::WalWriter::open(dir.path(), 0, Vec::new(), &cellpilot_ingest::wal::WriterSettings::new(fsync, 1 << 30), NOW_MS) else {
+    let Ok(w) = cellpilot_ingest::wal::WalWriter::open(dir.path(), 0, Vec::new(), &cellpilot_ingest::wal::WriterSettings::new(fsync, 1 << 30)) else {
         return;
     };
     drop(w);

@@ -58,8 +58,40 @@ where
     match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Error::TooLarge { limit }),
+        Err(e) if client_aborted(e.as_ref()) => Err(Error::Aborted(format!("reading {what}: {e}"))),
         Err(e) => Err(Error::BadInput(format!("reading {what} failed: {e}"))),
     }
+}
+
+/// Whether a body read failed because the client went away mid-body (its connection closed or
+/// reset, its HTTP/2 stream reset) rather than because of what it sent.
+fn client_aborted(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return true;
+        }
+        if let Some(h) = err.downcast_ref::<h2::Error>()
+            && (h.is_reset() || h.is_go_away() || h.is_io())
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Undoes `Content-Encoding` (none, identity or gzip), refusing output beyond `limit` bytes.

@@ -17,6 +17,10 @@ pub enum Error {
     /// The payload is malformed; the message names the problem. Not retryable.
     #[error("{0}")]
     BadInput(String),
+    /// The client stopped sending before the body's end (closed the connection, reset the
+    /// stream): nothing was read to judge, and nothing was accepted.
+    #[error("the request body was cut off by the client: {0}")]
+    Aborted(String),
     /// Content type or encoding we do not speak.
     #[error("{0}")]
     Unsupported(String),
@@ -67,6 +71,8 @@ impl Error {
         let answer = |http, grpc| Answer { http, grpc, retry_after: None };
         match self {
             Error::BadInput(_) => answer(400, tonic::Code::InvalidArgument),
+            // Nobody is left to read it; said the way a proxy says it.
+            Error::Aborted(_) => answer(499, tonic::Code::Cancelled),
             Error::Unsupported(_) => answer(415, tonic::Code::InvalidArgument),
             Error::TooLarge { .. } | Error::TooMany(_) => answer(413, tonic::Code::ResourceExhausted),
             Error::Unauthenticated(d) if d.is_forbidden() => answer(403, tonic::Code::PermissionDenied),
@@ -98,6 +104,7 @@ mod tests {
         let retry = Duration::from_secs(1);
         let table = [
             (Error::BadInput("x".into()), 400, tonic::Code::InvalidArgument, false),
+            (Error::Aborted("x".into()), 499, tonic::Code::Cancelled, false),
             (Error::Unsupported("x".into()), 415, tonic::Code::InvalidArgument, false),
             (Error::TooLarge { limit: 1 }, 413, tonic::Code::ResourceExhausted, false),
             (Error::TooMany("x".into()), 413, tonic::Code::ResourceExhausted, false),

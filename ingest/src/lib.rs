@@ -10,17 +10,26 @@
 //! - [`wire`]: the trace wire scanner: observations straight from protobuf bytes, prost's verdicts.
 //! - [`stream`]: the versioned, canonical identity of a metric stream in checkpoints.
 //! - [`delta`]: cumulative -> delta per metric stream.
+//! - [`batch`]: a trace export folded per series and window: what the WAL logs and the
+//!   aggregator applies.
 //! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
-//! - [`sequencer`]: the single ordered path map -> WAL (group commit) -> aggregate, and replay.
-//! - [`wal`]: write-ahead log segments, checkpoints and truncation.
+//! - [`sequencer`]: the single ordered path fold -> WAL (group commit) -> aggregate, and when
+//!   checkpoints are taken.
+//! - [`wal`]: write-ahead log segments and their truncation.
+//! - [`checkpoint`]: the aggregator's state and closed rows saved in files, and their writer.
+//! - `recovery`: restoring the newest intact checkpoint and applying the WAL after it.
 //! - [`limiter`]: the in-flight budget behind the retryable overload answer.
 //! - [`closer`]: the task that closes windows on time and hands them to storage.
 //! - [`error`]: the crate's error type.
 //! - `attrs`: reading OTLP attribute values as the semantic conventions use them.
+//! - `codec`: the varint layout of span batches and checkpoints, read with bounds.
 
 mod attrs;
+mod codec;
 
 pub mod aggregator;
+pub mod batch;
+pub mod checkpoint;
 pub mod closer;
 pub mod decode;
 pub mod delta;
@@ -32,11 +41,13 @@ pub mod logs;
 pub mod mapping;
 pub mod pipeline;
 pub mod prescan;
+mod recovery;
 pub mod sequencer;
 pub mod stream;
 pub mod wal;
 pub mod wire;
 
+pub use codec::CodecError;
 pub use error::{Error, Result};
 pub use pipeline::{Ingest, Transport};
 

@@ -72,6 +72,11 @@ impl<'a> Interner<'a> {
         self.list.is_empty()
     }
 
+    /// Every string, in id order.
+    pub(crate) fn strings(&self) -> impl Iterator<Item = &str> {
+        self.list.iter().map(|s| s.as_ref())
+    }
+
     /// The string of `id`.
     pub fn get(&self, id: StrId) -> &str {
         &self.list[id as usize]

@@ -5,7 +5,7 @@ use crate::aggregator::SharedAggregator;
 use crate::decode::Encoding;
 use crate::error::{Error, Result};
 use crate::limiter::{Limiter, Permit, RETRY_AFTER};
-use crate::mapping::{Mapper, Observations};
+use crate::mapping::Mapper;
 use crate::prescan;
 use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark, panic_message};
 use crate::wire::WireTraces;
@@ -166,8 +166,12 @@ pub struct Ingest {
     metrics: Metrics,
     max_request_size: usize,
     max_items: u64,
-    /// Maps protobuf traces on the receiving task (the sequencer has a copy for the rest).
+    /// Maps and folds traces on the receiving task (the sequencer has a copy for the rest).
     mapper: Mapper,
+    /// The aggregator's windows, which batches are folded into.
+    spec: cellpilot_core::window::WindowSpec,
+    /// Now, for the future-time bound of folded spans.
+    clock: SharedClock,
 }
 
 /// Decoded bytes one request may take, as a multiple of `max_request_size`: with the raw body,
@@ -203,6 +207,8 @@ impl Ingest {
         let max_request_size = config.max_request_size.as_usize();
         // Four maximal requests may be in flight before new ones are turned away.
         let limiter = Limiter::new(max_request_size.saturating_mul(4), parts.metrics.ingest_inflight_bytes.clone());
+        let spec = parts.aggregator.lock().spec();
+        let clock = parts.clock.clone();
         let sequencer = Sequencer::start(SequencerParts {
             mapper: Mapper::new(config),
             aggregator: parts.aggregator,
@@ -224,6 +230,8 @@ impl Ingest {
             max_request_size,
             max_items,
             mapper: Mapper::new(config),
+            spec,
+            clock,
         })
     }
 
@@ -294,7 +302,8 @@ impl Ingest {
     /// Logs, applies and answers one decoded export `who` sent; `raw` is its protobuf encoding
     /// when at hand.
     pub async fn export<S: Signal>(&self, req: S::Req, raw: Option<Bytes>, who: &Principal) -> Result<S::Resp> {
-        self.submit::<S>(S::wrap(req), raw, who).await
+        let export = self.premap(S::wrap(req))?;
+        self.submit::<S>(export, raw, who).await
     }
 
     /// Logs, applies and answers one protobuf export `who` sent, `body` as it came (pre-scanned).
@@ -303,15 +312,12 @@ impl Ingest {
         self.submit::<S>(export, Some(body), who).await
     }
 
-    /// Maps protobuf traces here, on the task that received them, so the sequencer (one thread
-    /// for every export) only logs and counts them; a request the mapping refuses is answered
-    /// without queueing.
+    /// Maps and folds traces here, on the task that received them, so the sequencer (one
+    /// thread for every export) only logs and counts their span batch; a request the mapping
+    /// refuses is answered without queueing.
     fn premap(&self, export: Export) -> Result<Export> {
-        let Export::TracesWire(wire) = export else { return Ok(export) };
-        match catch_unwind(AssertUnwindSafe(|| wire.map(&self.mapper).map(Observations::into_owned))) {
-            Ok(Ok(Some(obs))) => Ok(Export::TracesMapped(wire, obs)),
-            Ok(Ok(None)) => Ok(Export::TracesWire(wire)),
-            Ok(Err(e)) => Err(e),
+        match catch_unwind(AssertUnwindSafe(|| export.fold(&self.mapper, self.spec, self.clock.now_ms()))) {
+            Ok(r) => r,
             Err(p) => {
                 self.metrics.ingest_panics.inc();
                 let detail = format!("an export panicked while being mapped: {}", panic_message(p.as_ref()));
@@ -361,6 +367,7 @@ impl Ingest {
         let label = match error {
             None => "ok",
             Some(Error::BadInput(_)) => "bad_input",
+            Some(Error::Aborted(_)) => "aborted",
             Some(Error::Unsupported(_)) => "unsupported",
             Some(Error::TooLarge { .. }) => "too_large",
             Some(Error::TooMany(_)) => "too_many",

@@ -1,18 +1,22 @@
-//! The sequencer: one thread that takes decoded exports in arrival order, maps them, appends
-//! them to the WAL as a group, makes the group durable, applies it to the aggregator in the same
-//! order, and only then answers. A second thread writes and syncs each group, so the sequencer
-//! prepares the next group and applies the last durable one meanwhile. Replay after a restart runs the same mapping and aggregation
-//! over the log, so it reproduces exactly what was acknowledged.
+//! The sequencer: one thread that takes exports in arrival order, appends them to the WAL as a
+//! group (a trace export as its span batch, folded on the task that received it), makes the
+//! group durable, applies it to the aggregator in the same order, and only then answers. A
+//! second thread writes and syncs each group, so the sequencer prepares the next group and
+//! applies the last durable one meanwhile; a third writes checkpoints, which the sequencer takes
+//! every `checkpoint_interval` between groups, whatever the load, so the WAL holds seconds of
+//! records. Recovery ([`crate::recovery`]) applies the same records through the same code.
 
 use crate::aggregator::{Outcome, SharedAggregator};
+use crate::batch::SpanBatch;
+use crate::checkpoint::{self, Checkpointer};
 use crate::error::{Error, Result};
 use crate::limiter::RETRY_AFTER;
 use crate::mapping::{Mapper, Observations};
-use crate::wal::{self, Kind, Sealed, WalWriter, WriterSettings};
+use crate::wal::{self, Kind, WalWriter, WriterSettings};
 use crate::wire::WireTraces;
 use cellpilot_core::clock::SharedClock;
-use cellpilot_core::fs::Fs;
 use cellpilot_core::metrics::Metrics;
+use cellpilot_core::window::WindowSpec;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -27,6 +31,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+pub use crate::recovery::{Replayed, replay, replay_with};
+
 /// Exports waiting for the sequencer before new ones get the overload answer.
 pub const QUEUE: usize = 1024;
 /// Largest group committed with one fsync.
@@ -35,12 +41,12 @@ const GROUP: usize = 256;
 /// An export on its way to the sequencer.
 #[derive(Debug)]
 pub enum Export {
-    /// Traces, decoded (OTLP JSON).
+    /// Traces, decoded (OTLP JSON), not folded yet.
     Traces(ExportTraceServiceRequest),
-    /// Traces in their protobuf encoding, mapped by the wire scanner.
+    /// Traces in their protobuf encoding, not folded yet (the wire scanner maps them).
     TracesWire(WireTraces),
-    /// Traces in their protobuf encoding, already mapped by the task that received them.
-    TracesMapped(WireTraces, Observations<'static>),
+    /// Traces folded to their span batch, with its WAL encoding.
+    Spans(Box<SpanBatch>, Vec<u8>),
     /// Metrics.
     Metrics(ExportMetricsServiceRequest),
     /// Logs.
@@ -48,46 +54,53 @@ pub enum Export {
 }
 
 impl Export {
-    fn kind(&self) -> Kind {
-        match self {
-            Export::Traces(_) | Export::TracesWire(_) | Export::TracesMapped(..) => Kind::Traces,
-            Export::Metrics(_) => Kind::Metrics,
-            Export::Logs(_) => Kind::Logs,
-        }
-    }
-
+    /// The request in protobuf, for a version 1 WAL record (metrics and logs still log it).
     fn encode(&self) -> Vec<u8> {
         match self {
             Export::Traces(r) => r.encode_to_vec(),
-            Export::TracesWire(w) | Export::TracesMapped(w, _) => w.bytes().to_vec(),
+            Export::TracesWire(w) => w.bytes().to_vec(),
+            Export::Spans(_, encoded) => encoded.clone(),
             Export::Metrics(r) => r.encode_to_vec(),
             Export::Logs(r) => r.encode_to_vec(),
         }
     }
 
-    /// A logged export; traces stay encoded (the scanner checks them as it maps them).
-    fn decode(kind: Kind, bytes: &[u8]) -> std::result::Result<Self, prost::DecodeError> {
-        Ok(match kind {
-            Kind::Traces => Export::TracesWire(WireTraces::new(Bytes::copy_from_slice(bytes))),
-            Kind::Metrics => Export::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
-            Kind::Logs => Export::Logs(ExportLogsServiceRequest::decode(bytes)?),
-        })
-    }
-
-    fn map<'a>(&'a self, mapper: &Mapper) -> Result<Observations<'a>> {
+    pub(crate) fn map<'a>(&'a self, mapper: &Mapper) -> Result<Observations<'a>> {
         match self {
             Export::Traces(r) => mapper.traces(r),
-            Export::TracesWire(w) | Export::TracesMapped(w, _) => w.map(mapper),
+            Export::TracesWire(w) => w.map(mapper),
             Export::Metrics(r) => mapper.metrics(r),
-            Export::Logs(_) => Ok(Observations::default()),
+            Export::Spans(..) | Export::Logs(_) => Ok(Observations::default()),
         }
     }
 
-    /// The observations a receiving task mapped already, taken out (once).
-    fn take_mapped(&mut self) -> Option<Observations<'static>> {
-        match self {
-            Export::TracesMapped(_, obs) => Some(std::mem::take(obs)),
-            _ => None,
+    /// Traces folded to their span batch (what the WAL logs) with windows of `spec` at `now_ms`;
+    /// other exports as they are.
+    pub fn fold(self, mapper: &Mapper, spec: WindowSpec, now_ms: i64) -> Result<Self> {
+        let batch = match &self {
+            Export::Traces(_) | Export::TracesWire(_) => SpanBatch::from_spans(&self.map(mapper)?, spec, now_ms),
+            _ => return Ok(self),
+        };
+        let mut encoded = Vec::new();
+        batch.encode(&mut encoded);
+        Ok(Export::Spans(Box::new(batch), encoded))
+    }
+
+    /// The WAL record's kind and payload (`raw`: the request's protobuf bytes, when at hand).
+    fn record<'a>(&'a self, raw: &'a Option<Bytes>, scratch: &'a mut Vec<u8>) -> (Kind, &'a [u8]) {
+        match (self, raw) {
+            (Export::Spans(_, encoded), _) => (Kind::Spans, encoded),
+            (Export::Metrics(_), Some(b)) => (Kind::Metrics, b),
+            (Export::Logs(_), Some(b)) => (Kind::Logs, b),
+            (e, _) => {
+                *scratch = e.encode();
+                let kind = match e {
+                    Export::Logs(_) => Kind::Logs,
+                    Export::Metrics(_) => Kind::Metrics,
+                    _ => Kind::Traces,
+                };
+                (kind, scratch)
+            }
         }
     }
 
@@ -129,12 +142,21 @@ pub struct WalSettings {
     pub dir: std::path::PathBuf,
     /// File layer, fsync policy, size cap and segment size.
     pub writer: WriterSettings,
+    /// How often a checkpoint is taken (`[storage] checkpoint_interval`).
+    pub checkpoint_interval: Duration,
 }
 
+/// The default `[storage] checkpoint_interval`.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+
 impl WalSettings {
-    /// The WAL under `dir` on the real filesystem with default segments.
+    /// The WAL under `dir` on the real filesystem with default segments and checkpoints.
     pub fn new(dir: &Path, fsync: cellpilot_core::config::FsyncPolicy, max_bytes: u64) -> Self {
-        Self { dir: dir.to_path_buf(), writer: WriterSettings::new(fsync, max_bytes) }
+        Self {
+            dir: dir.to_path_buf(),
+            writer: WriterSettings::new(fsync, max_bytes),
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+        }
     }
 }
 
@@ -147,10 +169,15 @@ pub struct Sequencer {
     running: Arc<AtomicBool>,
     /// The last WAL write failure not yet followed by a successful one.
     wal_fault: WalFault,
+    /// Why exports are refused because the WAL is at its cap, while they are.
+    wal_full: WalFull,
+    metrics: Metrics,
 }
 
 /// When and why the WAL last failed to write, until a write succeeds again.
 type WalFault = Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>;
+/// What the WAL held when it was last found too full for an export, until one fits again.
+type WalFull = Arc<std::sync::Mutex<Option<String>>>;
 
 /// How long a WAL failure keeps `/readyz` failing without a later success: long enough for a
 /// load balancer to notice, short enough that a freed disk is tried again by new exports.
@@ -178,169 +205,48 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Tells the sequencer how far Parquet has persisted (for dropping WAL segments).
+/// Tells the sequencer how far Parquet has persisted (windows before it are not counted again,
+/// closed-row files before it are not kept).
 pub type Watermark = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// Summary of a replay.
-#[derive(Debug, Clone, Default)]
-pub struct Replayed {
-    /// Records read.
-    pub records: usize,
-    /// Spans and points counted again.
-    pub counted: u64,
-    /// Spans and points whose windows were already in Parquet.
-    pub already_persisted: u64,
-    /// Segments found.
-    pub segments: Vec<Sealed>,
-    /// The sequence number new segments start at.
-    pub next_seq: u64,
-    /// Records, checkpoints and segments moved to `wal/quarantine/` instead of applied.
-    pub quarantined: usize,
-    /// Damage found in sealed segments, said for people (`/readyz` shows it).
-    pub damage: Vec<String>,
-}
-
-/// Re-applies the WAL under `dir` to `agg` (windows before `durable_before` are skipped).
-pub fn replay(
-    dir: &Path,
-    mapper: &Mapper,
-    agg: &SharedAggregator,
-    durable_before: i64,
-) -> std::result::Result<Replayed, wal::WalError> {
-    replay_with(dir, mapper, agg, durable_before, None)
-}
-
-/// [`replay`], also handing cut-overs reported in logged exports to `cutovers` (which must
-/// ignore ones it already has).
-pub fn replay_with(
-    dir: &Path,
-    mapper: &Mapper,
-    agg: &SharedAggregator,
-    durable_before: i64,
-    cutovers: Option<&dyn cellpilot_core::store::CutoverReports>,
-) -> std::result::Result<Replayed, wal::WalError> {
-    let fs = Fs::real();
-    let seqs = wal::list_segments(dir)?;
-    let mut out = Replayed::default();
-    if let Some(&first) = seqs.first()
-        && first > 0
-        && let Some(state) = wal::load_state(dir, first - 1)?
-        && let Err(e) = agg.lock().restore_delta_state(&state)
-    {
-        // Cumulative streams then take a fresh baseline: their next point counts from the one after.
-        tracing::error!(error = %e, "cumulative-stream checkpoint unreadable; moved to wal/quarantine");
-        wal::quarantine_state(&fs, dir, first - 1)?;
-        out.quarantined += 1;
-    }
-    for &seq in &seqs {
-        let mut max_end = i64::MIN;
-        let active = Some(&seq) == seqs.last();
-        let records = match wal::read_segment(&fs, dir, seq, active) {
-            Ok(r) => {
-                if let Some(d) = r.damage {
-                    out.damage.push(d);
-                    out.quarantined += 1;
-                }
-                r.records
-            }
-            Err(e) => {
-                tracing::error!(segment = seq, error = %e, "unreadable WAL segment moved to wal/quarantine");
-                wal::quarantine_segment(&fs, dir, seq)?;
-                out.damage.push(format!("WAL segment {seq} was unreadable ({e}); moved to wal/quarantine"));
-                out.quarantined += 1;
-                continue;
-            }
-        };
-        let mut kept = Vec::with_capacity(records.len());
-        for (i, rec) in records.iter().enumerate() {
-            match replay_record(rec, mapper, agg, durable_before, cutovers) {
-                Ok(o) => {
-                    out.counted += o.accepted - o.already_persisted;
-                    out.already_persisted += o.already_persisted;
-                    max_end = max_end.max(o.max_window_end_ms);
-                    kept.push(rec);
-                }
-                Err(why) => {
-                    tracing::error!(segment = seq, record = i, reason = %why, "WAL record moved to wal/quarantine");
-                    wal::quarantine_record(&fs, dir, seq, i, rec)?;
-                    out.quarantined += 1;
-                }
-            }
-        }
-        if kept.len() < records.len() {
-            // Moved, not copied: the next start must not meet (and count) them again.
-            wal::rewrite_segment(&fs, dir, seq, &kept)?;
-        }
-        let bytes = kept.iter().map(|r| r.payload.len() as u64 + 17).sum::<u64>() + 16;
-        out.records += records.len();
-        out.segments.push(Sealed { seq, bytes, max_window_end_ms: max_end });
-    }
-    if let Some(&last) = seqs.last() {
-        // The last segment was being written when we stopped: checkpoint it as sealed now.
-        wal::write_state(&fs, dir, last, &agg.lock().delta_state())?;
-    }
-    out.next_seq = seqs.last().map_or(0, |s| s + 1);
-    Ok(out)
-}
-
-/// Why a logged export could not be replayed (it is quarantined, and start-up goes on).
-#[derive(Debug, thiserror::Error)]
-enum Unreplayable {
-    /// The bytes are not the export their kind says.
-    #[error("undecodable: {0}")]
-    Undecodable(#[from] prost::DecodeError),
-    /// The mapping refuses it now (a rule changed since it was logged).
-    #[error("refused by mapping: {0}")]
-    Refused(#[source] Error),
-    /// Mapping or aggregating it panicked.
-    #[error("panicked: {0}")]
-    Panicked(String),
-}
-
-/// Applies one logged export; an undecodable, unmappable or panicking record is an error (the
-/// caller quarantines it, and start-up goes on).
-fn replay_record(
-    rec: &wal::Record,
-    mapper: &Mapper,
-    agg: &SharedAggregator,
-    durable_before: i64,
-    cutovers: Option<&dyn cellpilot_core::store::CutoverReports>,
-) -> std::result::Result<Outcome, Unreplayable> {
-    let export = Export::decode(rec.kind, &rec.payload)?;
-    catch_unwind(AssertUnwindSafe(|| {
-        if let (Export::Logs(req), Some(sink)) = (&export, cutovers) {
-            for r in crate::logs::cutovers(req) {
-                sink.reported(&r.cell, r.started_ms, r.completed_ms);
-            }
-        }
-        let obs = export.map(mapper).map_err(Unreplayable::Refused)?;
-        Ok(agg.lock().apply(&obs, rec.received_ms, durable_before))
-    }))
-    .unwrap_or_else(|p| Err(Unreplayable::Panicked(panic_message(p.as_ref()))))
-}
 
 struct Worker {
     rx: Receiver<Job>,
     cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
     mapper: Mapper,
+    spec: WindowSpec,
     agg: SharedAggregator,
     /// The WAL writer while it is here (not with the logger, not lost).
     wal: Option<Box<WalWriter>>,
     /// Writes WAL groups; `None` without a WAL.
     logger: Option<Logger>,
+    /// Writes checkpoints; `None` without a WAL.
+    checkpoints: Option<Checkpoints>,
     /// Bytes the WAL holds, with the group being written (the cap is checked against it).
     wal_total: u64,
     /// The WAL's size cap.
     wal_max: u64,
     /// An empty group buffer to build the next group in.
     spare: Vec<u8>,
-    /// The latest window end counted since the writer was last told.
-    window_ends: i64,
     clock: SharedClock,
     metrics: Metrics,
     watermark: Watermark,
     wal_fault: WalFault,
+    wal_full: WalFull,
     max_wait: Duration,
+}
+
+/// The checkpoint thread and when the sequencer last handed it a checkpoint.
+struct Checkpoints {
+    thread: Checkpointer,
+    every_ms: i64,
+    /// When the last checkpoint's state was taken (clock ms).
+    taken_ms: i64,
+    /// When the state of the newest durable checkpoint was taken.
+    durable_ms: i64,
+    /// A checkpoint is being written (one at a time).
+    writing: bool,
+    /// Segments before this may go, once the writer is here.
+    drop_before: Option<u64>,
 }
 
 /// The queue-wait bound of tests and benchmarks (as `[ingest] max_queue_wait` defaults to).
@@ -352,13 +258,14 @@ pub struct SequencerParts {
     pub mapper: Mapper,
     /// Where observations are counted.
     pub aggregator: SharedAggregator,
-    /// The WAL and what replay found in it; `None`: exports are only applied (benchmarks, tests).
+    /// The WAL and what recovery found in it; `None`: exports are only applied (benchmarks,
+    /// tests).
     pub wal: Option<(WalSettings, Replayed)>,
     /// Now.
     pub clock: SharedClock,
     /// Process metrics.
     pub metrics: Metrics,
-    /// Windows that end before this are already in Parquet (not counted again on replay).
+    /// Windows that end before this are already in Parquet.
     pub watermark: Watermark,
     /// Where cut-overs reported through OTLP logs go.
     pub cutovers: Option<Arc<dyn cellpilot_core::store::CutoverReports>>,
@@ -384,36 +291,47 @@ impl SequencerParts {
 }
 
 impl Sequencer {
-    /// Starts the thread. With a WAL, exports are logged (segments after what replay found)
-    /// before they are applied; without one they are only applied (benchmarks, tests). Exports
-    /// that waited in the queue longer than `max_wait` are answered with the retry hint.
+    /// Starts the thread. With a WAL, exports are logged (segments after what recovery found)
+    /// before they are applied, and checkpoints are taken; without one they are only applied
+    /// (benchmarks, tests). Exports that waited in the queue longer than `max_wait` are
+    /// answered with the retry hint.
     pub fn start(parts: SequencerParts) -> Result<Self> {
         let SequencerParts { mapper, aggregator: agg, wal, clock, metrics, watermark, cutovers, max_wait } = parts;
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let wal = match wal {
-            Some((s, replayed)) => Some(Box::new(
-                WalWriter::open(&s.dir, replayed.next_seq, replayed.segments, &s.writer, clock.now_ms())
-                    .map_err(|e| Error::Internal(e.into()))?,
-            )),
-            None => None,
+        let now = clock.now_ms();
+        let (wal, checkpoints) = match wal {
+            Some((s, replayed)) => {
+                let w = WalWriter::open(&s.dir, replayed.next_seq, replayed.segments, &s.writer)
+                    .map_err(|e| Error::Internal(e.into()))?;
+                let thread = Checkpointer::start(s.writer.fs.clone(), &s.dir, replayed.recovered)?;
+                agg.keep_closed();
+                let every_ms = i64::try_from(s.checkpoint_interval.as_millis()).unwrap_or(i64::MAX).max(1);
+                let c =
+                    Checkpoints { thread, every_ms, taken_ms: now, durable_ms: now, writing: false, drop_before: None };
+                (Some(Box::new(w)), Some(c))
+            }
+            None => (None, None),
         };
-        let wal_fault = WalFault::default();
+        let (wal_fault, wal_full) = (WalFault::default(), WalFull::default());
         let logger = wal.as_ref().map(|_| Logger::start()).transpose()?;
+        let spec = agg.lock().spec();
         let worker = Worker {
             rx,
             cutovers,
             mapper,
+            spec,
             agg,
             wal_total: wal.as_ref().map_or(0, |w| w.total_bytes()),
             wal_max: wal.as_ref().map_or(u64::MAX, |w| w.max_bytes()),
             wal,
             logger,
+            checkpoints,
             spare: Vec::new(),
-            window_ends: i64::MIN,
             clock,
-            metrics,
+            metrics: metrics.clone(),
             watermark,
             wal_fault: wal_fault.clone(),
+            wal_full: wal_full.clone(),
             max_wait,
         };
         let running = Arc::new(AtomicBool::new(true));
@@ -425,7 +343,7 @@ impl Sequencer {
                 worker.run();
             })
             .map_err(|e| Error::Internal(format!("starting the sequencer: {e}").into()))?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), running, wal_fault })
+        Ok(Self { tx: Some(tx), thread: Some(thread), running, wal_fault, wal_full, metrics })
     }
 
     /// Whether the thread is taking exports.
@@ -441,16 +359,18 @@ impl Sequencer {
 
     /// A readiness probe: why exports are being refused because the WAL cannot be written
     /// (a full disk, an I/O error), for `WAL_FAULT_READINESS` (10 s) after the last failure unless a
-    /// write succeeded since.
+    /// write succeeded since; or because it is at its cap, while it is.
     pub fn wal_fault_probe(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
-        let fault = self.wal_fault.clone();
+        let (fault, full) = (self.wal_fault.clone(), self.wal_full.clone());
         move || {
-            let fault = fault.lock().unwrap_or_else(|e| e.into_inner());
-            fault.as_ref().filter(|(at, _)| at.elapsed() < WAL_FAULT_READINESS).map(|(_, e)| {
+            let f = fault.lock().unwrap_or_else(|e| e.into_inner());
+            let failed = f.as_ref().filter(|(at, _)| at.elapsed() < WAL_FAULT_READINESS).map(|(_, e)| {
                 format!(
                     "the WAL cannot be written ({e}): exports are answered 503 / UNAVAILABLE until a write succeeds"
                 )
-            })
+            });
+            drop(f);
+            failed.or_else(|| full.lock().unwrap_or_else(|e| e.into_inner()).clone())
         }
     }
 
@@ -460,7 +380,10 @@ impl Sequencer {
         let tx = self.tx.as_ref().ok_or_else(unavailable)?;
         match tx.try_send(Job { export, queued_at: std::time::Instant::now(), raw, reply }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(Error::Overloaded { retry_after: RETRY_AFTER }),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.ingest_overloaded.with_label_values(&["queue_full"]).inc();
+                return Err(Error::Overloaded { retry_after: RETRY_AFTER });
+            }
             Err(TrySendError::Disconnected(_)) => return Err(unavailable()),
         }
         // A dropped reply means the group failed outside any one export: nothing was acknowledged.
@@ -482,19 +405,20 @@ impl Drop for Sequencer {
     }
 }
 
-/// A group of exports, mapped and encoded for the WAL, on its way to being durable, applied and
-/// answered.
+/// A group of exports, folded and encoded for the WAL, on its way to being durable, applied
+/// and answered.
 struct Prepared {
     now: i64,
     exports: Vec<Export>,
     replies: Vec<oneshot::Sender<Result<Applied>>>,
-    /// Each export's observations, or why it is refused; `Ok(None)`: they borrow the export
-    /// (metric points) and are mapped again when applied.
-    mapped: Vec<Result<Option<Observations<'static>>>>,
+    /// Whether each export could be folded, or why it is refused.
+    mapped: Vec<Result<()>>,
     /// Whether each export's record is in the group (the WAL's cap may leave some out).
     logged: Vec<bool>,
     /// The group's WAL records.
     records: Vec<u8>,
+    /// Their bytes.
+    bytes: u64,
     /// The logger has the group.
     writing: bool,
     /// The WAL write failed: every logged export is refused with the retryable answer.
@@ -552,14 +476,18 @@ impl Worker {
             let mut next = if jobs.is_empty() { None } else { self.guarded(|w| w.prepare(jobs)).flatten() };
             if let Some(mut p) = pending.take() {
                 self.await_write(&mut p);
-                // A segment is sealed with the state as of its last record: every group written
-                // to it is applied first.
-                let seal = self.wal.as_ref().is_some_and(|w| w.due_for_rotation(self.clock.now_ms()));
-                if !seal && let Some(mut n) = next.take() {
+                // Sealing a segment and taking a checkpoint need every group written applied
+                // and the writer here: the next group waits for them.
+                let due = self.maintenance_due();
+                if !due && let Some(mut n) = next.take() {
                     self.start_write(&mut n);
                     pending = Some(n);
                 }
                 self.guarded(|w| w.apply(p));
+                if due {
+                    self.maintain();
+                }
+            } else if self.maintenance_due() {
                 self.maintain();
             }
             if let Some(mut n) = next {
@@ -567,11 +495,51 @@ impl Worker {
                 pending = Some(n);
             }
         }
-        self.note_window_ends();
         if let Some(w) = self.wal.as_mut()
             && let Err(e) = w.commit()
         {
             tracing::error!(error = %e, "final WAL sync failed");
+        }
+        self.final_checkpoint();
+    }
+
+    /// On shutdown, a checkpoint of everything applied, so the next start replays nothing.
+    fn final_checkpoint(&mut self) {
+        let Some(c) = self.checkpoints.as_mut() else { return };
+        if c.writing
+            && let Ok(done) = c.thread.back.recv()
+        {
+            self.note_checkpoint(done);
+        }
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.taken_ms = i64::MIN;
+        }
+        self.maintain();
+        if let Some(c) = self.checkpoints.as_mut()
+            && c.writing
+            && let Ok(done) = c.thread.back.recv()
+        {
+            self.note_checkpoint(done);
+            self.maintain();
+        }
+    }
+
+    /// Notes a checkpoint the writer finished.
+    fn note_checkpoint(&mut self, done: checkpoint::Done) {
+        let Some(c) = self.checkpoints.as_mut() else { return };
+        c.writing = false;
+        match done.result {
+            Ok(w) => {
+                c.durable_ms = c.taken_ms;
+                c.drop_before = Some(w.keep_from);
+                self.metrics.checkpoint_bytes.set(w.bytes as i64);
+                self.metrics.checkpoints.with_label_values(&["ok"]).inc();
+                tracing::debug!(seq = done.seq, bytes = w.bytes, "checkpoint written");
+            }
+            Err(e) => {
+                self.metrics.checkpoints.with_label_values(&["failed"]).inc();
+                tracing::error!(seq = done.seq, error = %e, "writing a checkpoint failed; the WAL is kept until one succeeds");
+            }
         }
     }
 
@@ -598,7 +566,7 @@ impl Worker {
         }
     }
 
-    /// Answers exports that waited too long, maps the rest and encodes their WAL records.
+    /// Answers exports that waited too long, folds the rest and encodes their WAL records.
     fn prepare(&mut self, jobs: Vec<Job>) -> Option<Prepared> {
         // Waited too long: its spans would land after their windows close and be refused as
         // late in a partial success, which exporters do not retry. The retry hint they do.
@@ -606,6 +574,7 @@ impl Worker {
             jobs.into_iter().partition(|j| j.queued_at.elapsed() <= self.max_wait);
         if !stale.is_empty() {
             tracing::warn!(exports = stale.len(), max_wait = ?self.max_wait, "exports waited too long for the sequencer; answered with the retry hint");
+            self.metrics.ingest_overloaded.with_label_values(&["queue_wait"]).inc_by(stale.len() as u64);
         }
         for j in stale {
             let _ = j.reply.send(Err(Error::Overloaded { retry_after: RETRY_AFTER }));
@@ -617,31 +586,57 @@ impl Worker {
         let mut records = std::mem::take(&mut self.spare);
         let (mut exports, mut replies, mut mapped, mut logged) =
             (Vec::with_capacity(jobs.len()), Vec::with_capacity(jobs.len()), Vec::new(), Vec::new());
-        for Job { mut export, raw, reply, .. } in jobs {
-            let m = match export.take_mapped() {
-                Some(obs) => Ok(Some(obs)),
-                None => catch_unwind(AssertUnwindSafe(|| export.map(&self.mapper).map(Observations::into_owned)))
-                    .unwrap_or_else(|p| Err(self.panicked(p))),
+        let mut full = None;
+        for Job { export, raw, reply, .. } in jobs {
+            let (mapper, spec) = (&self.mapper, self.spec);
+            let folded = catch_unwind(AssertUnwindSafe(|| export.fold(mapper, spec, now)))
+                .unwrap_or_else(|p| Err(self.panicked(p)));
+            let (export, m) = match folded {
+                Ok(e) => (e, Ok(())),
+                Err(e) => (Export::Logs(ExportLogsServiceRequest::default()), Err(e)),
             };
             let log = m.is_ok()
                 && (self.logger.is_none() || {
-                    let encoded;
-                    let bytes = match &raw {
-                        Some(b) => &b[..],
-                        None => {
-                            encoded = export.encode();
-                            encoded.as_slice()
-                        }
-                    };
-                    wal::fits(self.wal_total + records.len() as u64, bytes.len(), self.wal_max)
-                        && wal::append_record(&mut records, export.kind(), now, bytes).is_ok()
+                    let mut scratch = Vec::new();
+                    let (kind, bytes) = export.record(&raw, &mut scratch);
+                    let fits = wal::fits(self.wal_total + records.len() as u64, bytes.len(), self.wal_max);
+                    if !fits {
+                        full = Some(self.wal_total + records.len() as u64);
+                    }
+                    fits && wal::append_record(&mut records, kind, now, bytes).is_ok()
                 });
             exports.push(export);
             replies.push(reply);
             mapped.push(m);
             logged.push(log);
         }
-        Some(Prepared { now, exports, replies, mapped, logged, records, writing: false, unwritten: false })
+        self.note_full(full, logged.iter().filter(|l| !**l).count());
+        let bytes = records.len() as u64;
+        Some(Prepared { now, exports, replies, mapped, logged, records, bytes, writing: false, unwritten: false })
+    }
+
+    /// Says (on `/readyz`) that the WAL holds `full` bytes, too many for another export, or
+    /// that it has room again.
+    fn note_full(&self, full: Option<u64>, refused: usize) {
+        let mut state = self.wal_full.lock().unwrap_or_else(|e| e.into_inner());
+        match full {
+            Some(held) => {
+                self.metrics.ingest_overloaded.with_label_values(&["wal_full"]).inc_by(refused as u64);
+                if state.is_none() {
+                    tracing::warn!(
+                        bytes = held,
+                        max = self.wal_max,
+                        "WAL full: exports get the retry hint until a checkpoint frees it"
+                    );
+                }
+                *state = Some(format!(
+                    "wal full: the WAL holds {} MiB of storage.wal_max_size {} MiB; exports are answered 429 / UNAVAILABLE with a retry hint until the next checkpoint frees it",
+                    held >> 20,
+                    self.wal_max >> 20
+                ));
+            }
+            None => *state = None,
+        }
     }
 
     /// Hands `p`'s records to the logger (or writes them here if it is gone).
@@ -649,7 +644,6 @@ impl Worker {
         if self.logger.is_none() {
             return;
         }
-        self.note_window_ends();
         let Some(mut w) = self.wal.take() else {
             // A writer lost to a logger that stopped: nothing can be made durable.
             p.unwritten = true;
@@ -682,7 +676,10 @@ impl Worker {
     fn written(&mut self, mut w: Box<WalWriter>, r: std::result::Result<(), wal::WalError>, p: &mut Prepared) {
         let mut fault = self.wal_fault.lock().unwrap_or_else(|e| e.into_inner());
         match r {
-            Ok(()) => *fault = None,
+            Ok(()) => {
+                *fault = None;
+                self.metrics.wal_written.inc_by(p.bytes);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "WAL write failed; the group is refused with the retryable answer");
                 self.metrics.wal_failures.inc();
@@ -706,33 +703,37 @@ impl Worker {
         for ((m, logged), export) in mapped.into_iter().zip(logged).zip(&exports) {
             results.push(match m {
                 Err(e) => Err(e),
-                Ok(_) if unwritten => Err(unavailable()),
-                Ok(_) if !logged => Err(Error::Overloaded { retry_after: RETRY_AFTER }),
-                Ok(pre) => match catch_unwind(AssertUnwindSafe(|| {
-                    let obs = match pre {
-                        Some(obs) => obs,
-                        None => export.map(&self.mapper)?,
-                    };
-                    let outcome = agg.apply(&obs, now, durable_before);
-                    Ok::<_, Error>((obs, outcome))
+                Ok(()) if unwritten => Err(unavailable()),
+                Ok(()) if !logged => Err(Error::Overloaded { retry_after: RETRY_AFTER }),
+                Ok(()) => match catch_unwind(AssertUnwindSafe(|| match export {
+                    Export::Spans(b, _) => Ok(Applied {
+                        outcome: agg.apply_spans(b, now, durable_before),
+                        ignored: b.ignored,
+                        unusable: Vec::new(),
+                        truncated: b.truncated,
+                    }),
+                    _ => {
+                        let obs = export.map(&self.mapper)?;
+                        let outcome = agg.apply(&obs, now, durable_before);
+                        Ok::<_, Error>(Applied {
+                            outcome,
+                            ignored: obs.ignored,
+                            unusable: obs.rejected,
+                            truncated: obs.truncated,
+                        })
+                    }
                 })) {
-                    // Logged already: replay meets the same panic and quarantines the record.
+                    // Logged already: recovery meets the same panic and quarantines the record.
                     Err(p) => Err(self.panicked(p)),
                     Ok(Err(e)) => Err(e),
-                    Ok(Ok((obs, outcome))) => {
-                        self.window_ends = self.window_ends.max(outcome.max_window_end_ms);
+                    Ok(Ok(applied)) => {
                         self.metrics.ingest_logs.inc_by(export.log_records() as u64);
                         if let (Export::Logs(req), Some(sink)) = (export, &self.cutovers) {
                             for r in crate::logs::cutovers(req) {
                                 sink.reported(&r.cell, r.started_ms, r.completed_ms);
                             }
                         }
-                        Ok(Applied {
-                            outcome,
-                            ignored: obs.ignored,
-                            unusable: obs.rejected.clone(),
-                            truncated: obs.truncated,
-                        })
+                        Ok(applied)
                     }
                 },
             });
@@ -745,13 +746,6 @@ impl Worker {
         }
     }
 
-    /// Tells the writer (when it is here) the latest window end counted since it was last told.
-    fn note_window_ends(&mut self) {
-        if let Some(w) = self.wal.as_mut() {
-            w.note_window_end(std::mem::replace(&mut self.window_ends, i64::MIN));
-        }
-    }
-
     /// The answer to an export whose mapping or aggregation panicked: it fails alone.
     fn panicked(&self, p: Box<dyn std::any::Any + Send>) -> Error {
         self.metrics.ingest_panics.inc();
@@ -759,22 +753,57 @@ impl Worker {
         Error::Internal(detail.into())
     }
 
-    /// Seals old segments and drops those Parquet has made redundant (only while the writer is
-    /// here and every group written is applied).
-    fn maintain(&mut self) {
-        self.note_window_ends();
-        let Some(w) = self.wal.as_mut() else { return };
+    /// Whether a segment is to be sealed, a checkpoint taken or segments dropped (each needs
+    /// the writer here with every group written applied). Notes finished checkpoints.
+    fn maintenance_due(&mut self) -> bool {
         let now = self.clock.now_ms();
-        if w.due_for_rotation(now) {
-            let state = self.agg.lock().delta_state();
-            if let Err(e) = w.rotate(&state, now) {
-                tracing::error!(error = %e, "sealing a WAL segment failed");
+        while let Some(done) = self.checkpoints.as_ref().and_then(|c| c.thread.back.try_recv().ok()) {
+            self.note_checkpoint(done);
+        }
+        let Some(c) = self.checkpoints.as_mut() else { return false };
+        self.metrics.checkpoint_age.set((now - c.durable_ms).max(0) as f64 / 1000.0);
+        c.drop_before.is_some()
+            || (!c.writing && now.saturating_sub(c.taken_ms) >= c.every_ms)
+            || self.wal.as_ref().is_some_and(|w| w.due_for_rotation())
+    }
+
+    /// Seals a full segment, takes a due checkpoint and drops segments checkpoints made
+    /// redundant (only while the writer is here and every group written is applied).
+    fn maintain(&mut self) {
+        let due = self.maintenance_due();
+        let (Some(w), Some(c)) = (self.wal.as_mut(), self.checkpoints.as_mut()) else { return };
+        if !due {
+            return;
+        }
+        if w.due_for_rotation()
+            && let Err(e) = w.rotate()
+        {
+            tracing::error!(error = %e, "sealing a WAL segment failed");
+        }
+        let now = self.clock.now_ms();
+        if !c.writing && now.saturating_sub(c.taken_ms) >= c.every_ms {
+            // The checkpoint holds everything logged before the segment it names: a fresh one.
+            let sealed = w.active_is_empty() || w.rotate().is_ok();
+            if sealed {
+                let (state, rows) = self.agg.checkpoint();
+                let job = checkpoint::Job { seq: w.active_seq(), state, rows, persisted_until: (self.watermark)() };
+                if c.thread.send(job) {
+                    c.writing = true;
+                } else {
+                    tracing::error!("the checkpoint writer has stopped; the WAL is kept");
+                }
+                c.taken_ms = now;
+            } else {
+                tracing::error!("sealing a WAL segment for a checkpoint failed; trying again next time");
+                c.taken_ms = now;
             }
         }
-        match w.truncate((self.watermark)()) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(segments = n, "dropped WAL segments persisted to Parquet"),
-            Err(e) => tracing::error!(error = %e, "dropping WAL segments failed"),
+        if let Some(seq) = c.drop_before.take() {
+            match w.drop_before(seq) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(segments = n, "dropped WAL segments checkpoints hold"),
+                Err(e) => tracing::error!(error = %e, "dropping WAL segments failed"),
+            }
         }
         self.wal_total = w.total_bytes();
         self.metrics.wal_bytes.set(self.wal_total as i64);
@@ -908,8 +937,7 @@ mod tests {
     fn replay_quarantines_what_it_cannot_apply_and_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let mut w =
-            WalWriter::open(dir.path(), 0, Vec::new(), &WriterSettings::new(FsyncPolicy::Never, 1 << 30), NOW_MS)
-                .unwrap();
+            WalWriter::open(dir.path(), 0, Vec::new(), &WriterSettings::new(FsyncPolicy::Never, 1 << 30)).unwrap();
         let good = spans("ok", 2).encode();
         let mut bad_ids = ExportTraceServiceRequest::decode(&good[..]).unwrap();
         bad_ids.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1; 3];

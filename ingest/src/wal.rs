@@ -2,10 +2,13 @@
 //! before it is applied and acknowledged.
 //!
 //! Layout: `<dir>/wal/<seq>.wal` segments, each opening with a header (magic + layout version),
-//! then records `[len u32][crc32 u32][kind u8][received_ms i64][payload]` where the payload is the
-//! export request in protobuf. When a segment is sealed, `<seq>.state` holds the cumulative-stream
-//! state as of its last record, so segments can be dropped once their windows are in Parquet
-//! without losing the state later deltas depend on.
+//! then records `[len u32][crc32 u32][kind u8][received_ms i64][payload]` where the payload is a
+//! trace export folded to its [`crate::batch::SpanBatch`] (a few bytes per span), or a metrics or
+//! logs export request in protobuf. A segment is sealed at each checkpoint (or at 64 MiB) and
+//! dropped once two later checkpoints hold what it logged ([`crate::checkpoint`]).
+//!
+//! Segments of layout version 1 (every export as its request, with a `<seq>.state` of the
+//! cumulative streams beside each sealed one) are still read.
 
 use cellpilot_core::config::FsyncPolicy;
 use cellpilot_core::fs::{Fs, FsFile};
@@ -14,9 +17,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"CPWAL\0";
-/// Version of the segment layout (records hold the export requests as received, so the tables'
-/// schema version does not change it).
-const WAL_VERSION: &str = "1";
+/// Version of the segment layout written (the tables' schema version does not change it): 2 adds
+/// span batch records; 1 logged every export as its request.
+const WAL_VERSION: &str = "2";
+/// Layout versions read.
+const READ_VERSIONS: [&str; 2] = ["1", "2"];
 const RECORD_HEADER: usize = 4 + 4 + 1 + 8;
 /// The unit of direct writes: their buffers, offsets and lengths are multiples of it (the
 /// logical block of every common device divides it).
@@ -41,10 +46,8 @@ struct Direct {
 
 /// Largest write buffer kept for the next group.
 const KEEP_BUFFER: usize = 32 << 20;
-/// A segment is sealed once it reaches this size…
+/// A segment is sealed once it reaches this size (and at every checkpoint).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
-/// …or this age, so segments become droppable soon after their windows are persisted.
-pub const SEGMENT_AGE_MS: i64 = 5 * 60 * 1000;
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub enum Kind {
     Metrics = 2,
     /// `ExportLogsServiceRequest`
     Logs = 3,
+    /// A trace export's [`crate::batch::SpanBatch`].
+    Spans = 4,
 }
 
 impl Kind {
@@ -64,6 +69,7 @@ impl Kind {
             1 => Some(Kind::Traces),
             2 => Some(Kind::Metrics),
             3 => Some(Kind::Logs),
+            4 => Some(Kind::Spans),
             _ => None,
         }
     }
@@ -76,7 +82,7 @@ pub struct Record {
     pub kind: Kind,
     /// Wall-clock ms it was received at; replay decides lateness as of this instant.
     pub received_ms: i64,
-    /// The request in protobuf.
+    /// The span batch, or the request in protobuf.
     pub payload: Vec<u8>,
 }
 
@@ -87,8 +93,6 @@ pub struct Sealed {
     pub seq: u64,
     /// Bytes on disk.
     pub bytes: u64,
-    /// End of the latest window any of its records counted in.
-    pub max_window_end_ms: i64,
 }
 
 fn wal_dir(data: &Path) -> PathBuf {
@@ -143,7 +147,7 @@ pub fn list_segments(data: &Path) -> Result<Vec<u64>, WalError> {
     Ok(seqs)
 }
 
-/// The checkpoint saved when segment `seq` was sealed, if any.
+/// The cumulative-stream state saved beside sealed segment `seq` of layout version 1, if any.
 pub fn load_state(data: &Path, seq: u64) -> Result<Option<Vec<u8>>, WalError> {
     let p = state_path(&wal_dir(data), seq);
     match std::fs::read(&p) {
@@ -170,7 +174,8 @@ pub fn quarantine_segment(fs: &Fs, data: &Path, seq: u64) -> Result<(), WalError
     quarantine_move(fs, data, &segment_path(&wal_dir(data), seq))
 }
 
-/// Moves the checkpoint of segment `seq` (unreadable) to the quarantine directory.
+/// Moves the cumulative-stream state of version 1 segment `seq` (unreadable) to the quarantine
+/// directory.
 pub fn quarantine_state(fs: &Fs, data: &Path, seq: u64) -> Result<(), WalError> {
     quarantine_move(fs, data, &state_path(&wal_dir(data), seq))
 }
@@ -200,12 +205,6 @@ pub fn rewrite_segment(fs: &Fs, data: &Path, seq: u64, records: &[&Record]) -> R
     fs.write_atomic(&path, &segment_bytes(records)?).map_err(|e| io("writing", &path, e))
 }
 
-/// Saves the cumulative-stream checkpoint as of the last record of segment `seq`, atomically.
-pub fn write_state(fs: &Fs, data: &Path, seq: u64, state: &[u8]) -> Result<(), WalError> {
-    let path = state_path(&wal_dir(data), seq);
-    fs.write_atomic(&path, state).map_err(|e| io("writing", &path, e))
-}
-
 /// What reading a segment found.
 #[derive(Debug, Default)]
 pub struct SegmentRead {
@@ -229,7 +228,7 @@ pub fn read_segment(fs: &Fs, data: &Path, seq: u64, active: bool) -> Result<Segm
     if bytes.len() < header.len() || bytes[..MAGIC.len()] != MAGIC[..] {
         return Err(WalError::NotASegment(path));
     }
-    if bytes[..header.len()] != header[..] {
+    if !READ_VERSIONS.iter().any(|v| bytes[..header.len()] == header_of(v)[..]) {
         return Err(WalError::OtherVersion(path));
     }
     let mut out = SegmentRead::default();
@@ -304,8 +303,12 @@ pub fn append_record(group: &mut Vec<u8>, kind: Kind, received_ms: i64, payload:
 }
 
 fn header() -> Vec<u8> {
+    header_of(WAL_VERSION)
+}
+
+fn header_of(version: &str) -> Vec<u8> {
     let mut h = MAGIC.to_vec();
-    h.extend_from_slice(format!("v{WAL_VERSION:>3}\n").as_bytes());
+    h.extend_from_slice(format!("v{version:>3}\n").as_bytes());
     h
 }
 
@@ -337,8 +340,6 @@ pub struct WalWriter {
     dirty: bool,
     /// Set while writes go around the page cache.
     direct: Option<Direct>,
-    opened_ms: i64,
-    max_window_end_ms: i64,
     sealed: Vec<Sealed>,
 }
 
@@ -364,13 +365,7 @@ impl WriterSettings {
 
 impl WalWriter {
     /// Starts segment `seq` under `data`, after the `sealed` segments replay found.
-    pub fn open(
-        data: &Path,
-        seq: u64,
-        sealed: Vec<Sealed>,
-        settings: &WriterSettings,
-        now_ms: i64,
-    ) -> Result<Self, WalError> {
+    pub fn open(data: &Path, seq: u64, sealed: Vec<Sealed>, settings: &WriterSettings) -> Result<Self, WalError> {
         let fs = settings.fs.clone();
         let dir = wal_dir(data);
         fs.create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
@@ -408,8 +403,6 @@ impl WalWriter {
             group: Vec::new(),
             dirty: false,
             direct,
-            opened_ms: now_ms,
-            max_window_end_ms: i64::MIN,
             sealed,
         })
     }
@@ -546,47 +539,48 @@ impl WalWriter {
         Ok(())
     }
 
-    /// Notes that the current segment counted data up to window end `end_ms`.
-    pub fn note_window_end(&mut self, end_ms: i64) {
-        self.max_window_end_ms = self.max_window_end_ms.max(end_ms);
+    /// Whether the active segment has reached its size and should be sealed.
+    pub fn due_for_rotation(&self) -> bool {
+        self.size >= self.segment_bytes
     }
 
-    /// Whether the active segment should be sealed.
-    pub fn due_for_rotation(&self, now_ms: i64) -> bool {
-        self.size > header().len() as u64
-            && (self.size >= self.segment_bytes || now_ms - self.opened_ms >= SEGMENT_AGE_MS)
+    /// Sequence number of the active segment.
+    pub fn active_seq(&self) -> u64 {
+        self.seq
     }
 
-    /// Seals the active segment with `state` (the cumulative-stream checkpoint as of its last
-    /// record) and opens the next one. On failure the active segment stays active.
-    pub fn rotate(&mut self, state: &[u8], now_ms: i64) -> Result<(), WalError> {
+    /// Whether the active segment holds no record.
+    pub fn active_is_empty(&self) -> bool {
+        self.size <= header().len() as u64 && self.group.is_empty()
+    }
+
+    /// Seals the active segment and opens the next one. On failure the active segment stays
+    /// active.
+    pub fn rotate(&mut self) -> Result<(), WalError> {
         self.commit()?;
         let data = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        write_state(&self.fs, &data, self.seq, state)?;
-        let next = Self::open(&data, self.seq + 1, Vec::new(), &self.settings(), now_ms)?;
-        let sealed = Sealed { seq: self.seq, bytes: self.size, max_window_end_ms: self.max_window_end_ms };
+        let next = Self::open(&data, self.seq + 1, Vec::new(), &self.settings())?;
+        let sealed = Sealed { seq: self.seq, bytes: self.size };
         let mut sealed_list = std::mem::take(&mut self.sealed);
         sealed_list.push(sealed);
         *self = Self { sealed: sealed_list, ..next };
         Ok(())
     }
 
-    /// Drops the oldest sealed segments whose windows all end at or before `persisted_until`
-    /// (a prefix only, so replay always starts from a checkpoint). Returns how many.
-    pub fn truncate(&mut self, persisted_until: i64) -> Result<usize, WalError> {
-        let n = self.sealed.iter().take_while(|s| s.max_window_end_ms <= persisted_until).count();
-        if n == 0 {
-            return Ok(0);
-        }
+    /// Drops the sealed segments before `seq` (a checkpoint holds what they logged), with the
+    /// cumulative-stream state files version 1 left beside them. Returns how many.
+    pub fn drop_before(&mut self, seq: u64) -> Result<usize, WalError> {
+        let n = self.sealed.iter().take_while(|s| s.seq < seq).count();
         for s in self.sealed.drain(..n) {
             let p = segment_path(&self.dir, s.seq);
-            std::fs::remove_file(&p).map_err(|e| io("removing", &p, e))?;
-            // Earlier checkpoints are superseded by this segment's.
-            if s.seq > 0 {
-                let old = state_path(&self.dir, s.seq - 1);
-                if old.exists() {
-                    std::fs::remove_file(&old).map_err(|e| io("removing", &old, e))?;
-                }
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("removing", &p, e)),
+            }
+            let old = state_path(&self.dir, s.seq);
+            if old.exists() {
+                std::fs::remove_file(&old).map_err(|e| io("removing", &old, e))?;
             }
         }
         Ok(n)
@@ -606,7 +600,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 7, vec![], &settings(FsyncPolicy::Batch), 0).unwrap();
+        let mut w = WalWriter::open(dir.path(), 7, vec![], &settings(FsyncPolicy::Batch)).unwrap();
         w.append(Kind::Traces, 11, b"first").unwrap();
         w.append(Kind::Metrics, 12, b"second").unwrap();
         w.commit().unwrap();
@@ -630,7 +624,7 @@ mod tests {
     #[test]
     fn groups_across_block_boundaries_read_back_whole_and_the_padding_is_no_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 1, vec![], &settings(FsyncPolicy::Batch), 0).unwrap();
+        let mut w = WalWriter::open(dir.path(), 1, vec![], &settings(FsyncPolicy::Batch)).unwrap();
         // Records ending just before, at and after block boundaries; groups of one and of many.
         let sizes = [1, BLOCK - 2 * RECORD_HEADER - 10, BLOCK, 3 * BLOCK + 5, 0, 70_000, 2, BLOCK - RECORD_HEADER];
         let payloads: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8 + 1; n]).collect();
@@ -655,7 +649,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), committed, "the padding is cut");
         assert!(!quarantine_dir(dir.path()).exists(), "padding is not a torn tail");
         // The next segment (opened after replay) takes direct appends again, synced in full.
-        let mut w = WalWriter::open(dir.path(), 2, vec![], &settings(FsyncPolicy::Always), 0).unwrap();
+        let mut w = WalWriter::open(dir.path(), 2, vec![], &settings(FsyncPolicy::Always)).unwrap();
         w.append(Kind::Logs, 9, b"after").unwrap();
         w.commit().unwrap();
         w.append(Kind::Logs, 10, b"again").unwrap();
@@ -667,7 +661,7 @@ mod tests {
     #[test]
     fn damage_in_a_sealed_segment_moves_the_rest_to_quarantine() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 3, vec![], &settings(FsyncPolicy::Never), 0).unwrap();
+        let mut w = WalWriter::open(dir.path(), 3, vec![], &settings(FsyncPolicy::Never)).unwrap();
         for p in [&b"one"[..], b"two", b"three"] {
             w.append(Kind::Traces, 1, p).unwrap();
         }
@@ -697,7 +691,7 @@ mod tests {
             let faults = Faults::disarmed(sticky);
             let mut s = settings(FsyncPolicy::Batch);
             s.fs = Fs::faulty(faults.clone());
-            let mut w = WalWriter::open(dir.path(), 0, vec![], &s, 0).unwrap();
+            let mut w = WalWriter::open(dir.path(), 0, vec![], &s).unwrap();
             w.append(Kind::Traces, 1, b"acked").unwrap();
             w.commit().unwrap();
             faults.arm(op);
@@ -725,22 +719,40 @@ mod tests {
     }
 
     #[test]
-    fn rotation_and_truncation_keep_the_checkpoint() {
+    fn rotation_seals_and_dropping_keeps_what_a_checkpoint_needs() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 0, vec![], &settings(FsyncPolicy::Never), 0).unwrap();
-        w.append(Kind::Traces, 1, b"a").unwrap();
-        w.note_window_end(10_000);
-        w.rotate(b"state-0", 1).unwrap();
+        let mut w = WalWriter::open(dir.path(), 0, vec![], &settings(FsyncPolicy::Never)).unwrap();
+        assert!(w.active_is_empty());
+        w.append(Kind::Spans, 1, b"a").unwrap();
+        assert!(!w.active_is_empty());
+        w.rotate().unwrap();
         w.append(Kind::Traces, 2, b"b").unwrap();
-        w.note_window_end(20_000);
-        w.rotate(b"state-1", 2).unwrap();
-        assert_eq!(w.segments(), 3);
-        assert_eq!(w.truncate(15_000).unwrap(), 1);
+        w.rotate().unwrap();
+        assert_eq!((w.segments(), w.active_seq()), (3, 2));
+        // A version 1 segment's cumulative-stream state goes with it.
+        std::fs::write(state_path(&wal_dir(dir.path()), 0), b"{}").unwrap();
+        assert_eq!(w.drop_before(1).unwrap(), 1);
         assert_eq!(list_segments(dir.path()).unwrap(), vec![1, 2]);
-        assert_eq!(load_state(dir.path(), 0).unwrap().as_deref(), Some(&b"state-0"[..]));
-        assert_eq!(w.truncate(20_000).unwrap(), 1);
         assert_eq!(load_state(dir.path(), 0).unwrap(), None);
-        assert_eq!(load_state(dir.path(), 1).unwrap().as_deref(), Some(&b"state-1"[..]));
+        assert_eq!(w.drop_before(1).unwrap(), 0);
+        let read = read_segment(&Fs::real(), dir.path(), 1, false).unwrap();
+        assert_eq!((read.records[0].kind, read.records[0].payload.as_slice()), (Kind::Traces, &b"b"[..]));
         assert!(!w.has_room(usize::MAX >> 1));
+    }
+
+    #[test]
+    fn version_1_segments_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = header_of("1");
+        bytes.extend_from_slice(&record_header(Kind::Traces, 5, b"old").unwrap());
+        bytes.extend_from_slice(b"old");
+        std::fs::create_dir_all(wal_dir(dir.path())).unwrap();
+        std::fs::write(segment_path(&wal_dir(dir.path()), 3), &bytes).unwrap();
+        let read = read_segment(&Fs::real(), dir.path(), 3, false).unwrap();
+        assert_eq!(read.records[0].payload, b"old");
+        let mut other = header_of("9");
+        other.extend_from_slice(b"x");
+        std::fs::write(segment_path(&wal_dir(dir.path()), 4), &other).unwrap();
+        assert!(matches!(read_segment(&Fs::real(), dir.path(), 4, false), Err(WalError::OtherVersion(_))));
     }
 }

@@ -1,8 +1,10 @@
-//! The WAL under a failing disk: a scripted workload runs with the Nth create, write, fsync,
-//! truncate or rename failing (once, and from then on as a full disk does), for every N the
-//! workload reaches. After each run the process "restarts" (replay on a fresh aggregator, then
-//! one more export and another restart): every acknowledged span and metric sample is counted
-//! exactly once, nothing refused is counted, and every refusal was the retryable answer.
+//! The WAL and its checkpoints under a failing disk: a scripted workload runs with the Nth
+//! create, write, fsync, truncate or rename failing (once, and from then on as a full disk
+//! does), for every N the workload reaches; a checkpoint is due after every round, so segment
+//! seals, checkpoint writes and segment drops are among the operations that fail. After each
+//! run the process "restarts" (recovery on a fresh aggregator, then one more export and another
+//! restart): every acknowledged span and metric sample is counted exactly once, nothing refused
+//! is counted, and every refusal was the retryable answer.
 
 mod common;
 
@@ -68,12 +70,20 @@ fn counts(agg: &SharedAggregator) -> BTreeMap<String, u64> {
     out
 }
 
-fn start(dir: &Path, fs: Fs, agg: &SharedAggregator, replayed: Replayed) -> Result<Sequencer, Error> {
+fn start(
+    dir: &Path,
+    fs: Fs,
+    agg: &SharedAggregator,
+    replayed: Replayed,
+    clock: &TestClock,
+) -> Result<Sequencer, Error> {
     let mut wal = WalSettings::new(dir, FsyncPolicy::Batch, 1 << 30);
     wal.writer.fs = fs;
-    // Small segments, so the workload seals several (checkpoint writes, renames, creates).
-    wal.writer.segment_bytes = 1500;
-    let clock: SharedClock = Arc::new(TestClock::new((T0 * MS) as i64));
+    // Small segments, so the workload seals some on size too (creates, renames).
+    wal.writer.segment_bytes = 600;
+    // The workload's clock moves 1 ms a round: a checkpoint is due after each.
+    wal.checkpoint_interval = Duration::from_millis(1);
+    let clock: SharedClock = Arc::new(clock.clone());
     let mapper = Mapper::new(&IngestConfig::default());
     let mut parts = SequencerParts::new(mapper, agg.clone(), clock);
     parts.wal = Some((wal, replayed));
@@ -105,9 +115,10 @@ impl Acked {
 
 /// Rounds of three concurrent exports (two span batches and one point of a cumulative stream),
 /// plus one export the mapping refuses, which is never counted.
-async fn workload(seq: &Sequencer, faulty: bool) -> Acked {
+async fn workload(seq: &Sequencer, clock: &TestClock, faulty: bool) -> Acked {
     let mut acked = Acked::default();
     for r in 0..ROUNDS {
+        clock.advance(Duration::from_millis(1));
         let cell_a = format!("a{}", r % 3);
         let total = 10 * (r + 1);
         let (x, y, z) = tokio::join!(
@@ -132,15 +143,18 @@ async fn workload(seq: &Sequencer, faulty: bool) -> Acked {
     acked
 }
 
-async fn run(faults: Option<Arc<Faults>>) -> (u64, Acked) {
+/// Runs the workload under `faults` and checks both restarts; returns the file operations the
+/// workload made, what it got acknowledged, and whether the first restart began at a checkpoint.
+async fn run(faults: Option<Arc<Faults>>) -> (u64, Acked, bool) {
     let dir = tempfile::tempdir().unwrap();
     let fs = faults.clone().map_or_else(Fs::real, Fs::faulty);
     let live = aggregator();
     let mut acked = Acked::default();
     let calls;
-    match start(dir.path(), fs, &live, Replayed::default()) {
+    let clock = TestClock::new((T0 * MS) as i64);
+    match start(dir.path(), fs, &live, Replayed::default(), &clock) {
         Ok(mut seq) => {
-            acked = workload(&seq, faults.is_some()).await;
+            acked = workload(&seq, &clock, faults.is_some()).await;
             seq.shutdown();
             calls = faults.as_ref().map_or(0, |f| f.calls());
             assert_eq!(counts(&live), acked.per_cell, "live counts = acknowledged");
@@ -154,31 +168,38 @@ async fn run(faults: Option<Arc<Faults>>) -> (u64, Acked) {
     let label = faults.as_ref().map(|f| format!("{f:?}")).unwrap_or_default();
 
     let (agg, replayed) = restart(dir.path());
+    let from_checkpoint = replayed.checkpoint.is_some();
     assert_eq!(counts(&agg), acked.per_cell, "after a restart, {label}");
     assert!(replayed.damage.is_empty(), "{label}: {:?}", replayed.damage);
 
     // The next process writes on from there and its own restart counts both.
-    let mut seq = start(dir.path(), Fs::real(), &agg, replayed).expect("start on a healthy disk");
+    let mut seq = start(dir.path(), Fs::real(), &agg, replayed, &clock).expect("start on a healthy disk");
     seq.submit(spans("after", 7, 16), None).await.expect("a healthy disk takes exports");
     seq.shutdown();
     let (agg, _) = restart(dir.path());
     let mut want = acked.per_cell.clone();
     want.insert("after".into(), 7);
     assert_eq!(counts(&agg), want, "after a second restart, {label}");
-    (calls, acked)
+    (calls, acked, from_checkpoint)
 }
 
 #[tokio::test]
 async fn every_acknowledged_export_counts_once_whichever_file_operation_fails() {
-    let (calls, clean) = run(Some(Faults::disarmed(false))).await;
+    let (calls, clean, from_checkpoint) = run(Some(Faults::disarmed(false))).await;
     assert_eq!(clean.refused, 0);
+    assert!(from_checkpoint, "the clean run's restart began at a checkpoint");
     assert!(calls > 30, "the workload reaches {calls} file operations");
-    let mut refused_any = 0;
+    let (mut refused_any, mut without_checkpoint) = (0, 0);
     for n in 1..=calls + 1 {
         for faults in [Faults::once(n), Faults::from(n)] {
-            let (_, acked) = run(Some(faults)).await;
+            let (_, acked, from_checkpoint) = run(Some(faults)).await;
             refused_any += usize::from(acked.refused > 0);
+            without_checkpoint += usize::from(!from_checkpoint);
         }
     }
-    assert!(refused_any > calls as usize, "faults reached exports in {refused_any} runs");
+    eprintln!(
+        "{calls} operations; faults reached exports in {refused_any} runs, left no checkpoint in {without_checkpoint}"
+    );
+    assert!(refused_any > calls as usize / 2, "faults reached exports in {refused_any} runs");
+    assert!(without_checkpoint > 0, "faults kept every checkpoint from being written in some runs");
 }

@@ -4,6 +4,7 @@
 
 use cellpilot_core::config::FsyncPolicy;
 use cellpilot_core::latency::SparseHistogram;
+use cellpilot_ingest::sequencer::Export;
 use cellpilot_ingest::wal::{Kind, WalWriter, WriterSettings};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -23,6 +24,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// The fuzz targets' clock (`cellpilot_fuzz::NOW_MS`).
 const NOW_MS: i64 = 1_800_000_000_000;
@@ -199,8 +201,13 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     json.insert("logs".into(), tagged(2, serde_json::to_vec(&logs()).unwrap()));
     // The records of a WAL segment (what follows its header).
     let dir = tempfile::tempdir().unwrap();
-    let mut w =
-        WalWriter::open(dir.path(), 0, Vec::new(), &WriterSettings::new(FsyncPolicy::Never, 1 << 30), NOW_MS).unwrap();
+    let mut w = WalWriter::open(dir.path(), 0, Vec::new(), &WriterSettings::new(FsyncPolicy::Never, 1 << 30)).unwrap();
+    let spec = cellpilot_core::window::WindowSpec::new(Duration::from_secs(10), Duration::from_secs(30));
+    let mapper = cellpilot_ingest::mapping::Mapper::new(&cellpilot_core::config::IngestConfig::default());
+    let Export::Spans(_, batch) = Export::Traces(traces()).fold(&mapper, spec, NOW_MS).unwrap() else {
+        panic!("traces fold to a span batch")
+    };
+    w.append(Kind::Spans, NOW_MS, &batch).unwrap();
     w.append(Kind::Traces, NOW_MS, &traces().encode_to_vec()).unwrap();
     w.append(Kind::Metrics, NOW_MS, &metrics().encode_to_vec()).unwrap();
     w.append(Kind::Metrics, NOW_MS + 1000, &metrics().encode_to_vec()).unwrap();

@@ -1,5 +1,6 @@
-//! WAL replay reproduces what was acknowledged; once a segment's windows are in Parquet it is
-//! dropped, and the cumulative-stream checkpoint it leaves keeps later deltas exact.
+//! Recovery reproduces what was acknowledged; checkpoints release the WAL segments before them
+//! (while keeping cumulative-stream deltas exact), and a damaged newest checkpoint falls back
+//! to the one before it and the WAL.
 
 mod common;
 
@@ -56,7 +57,7 @@ fn aggregator() -> SharedAggregator {
 
 fn ingest(dir: &Path, agg: &SharedAggregator, clock: &TestClock, watermark: i64) -> Ingest {
     let config = IngestConfig::default();
-    let replayed = replay(dir, &Mapper::new(&config), &aggregator(), watermark).unwrap();
+    let replayed = replay(dir, &Mapper::new(&config), agg, watermark).unwrap();
     let shared: SharedClock = Arc::new(clock.clone());
     let parts = IngestParts {
         aggregator: agg.clone(),
@@ -76,53 +77,79 @@ fn replayed_counts(dir: &Path, durable_before: i64) -> BTreeMap<String, u64> {
     counts(&agg)
 }
 
+fn segments(dir: &Path) -> Vec<u64> {
+    let mut out: Vec<u64> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".wal")?.parse().ok())
+        .collect();
+    out.sort();
+    out
+}
+
+fn checkpoints(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    out.sort();
+    out
+}
+
 #[tokio::test]
-async fn replay_reproduces_and_checkpoints_survive_truncation() {
+async fn replay_reproduces_and_checkpoints_release_the_wal() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0 * MS);
     let live = aggregator();
 
-    // Segment 0: window A and the first cumulative point (a fresh stream: counts 5).
+    // Window A and the first cumulative point (a fresh stream: counts 5), in segment 0.
     let mut first = ingest(dir.path(), &live, &clock, i64::MIN);
     first.export::<Traces>(spans("a", T0 - 500, 10), None, &Principal::Anonymous).await.unwrap();
     first
         .export::<MetricsSignal>(cumulative("metrics-cell", T0 - 5_000, T0 - 400, 5), None, &Principal::Anonymous)
         .await
         .unwrap();
-    // Six minutes on, anything seals segment 0.
-    clock.advance(Duration::from_secs(360));
-    first.export::<Logs>(ExportLogsServiceRequest::default(), None, &Principal::Anonymous).await.unwrap();
-    // Segment 1: window B and the second point (+7).
-    let t1 = T0 + 360_000;
+    // Eleven seconds on, a checkpoint is due before the next export: segment 0 is sealed.
+    clock.advance(Duration::from_secs(11));
+    let t1 = T0 + 11_000;
     first.export::<Traces>(spans("b", t1 - 500, 10), None, &Principal::Anonymous).await.unwrap();
     first
         .export::<MetricsSignal>(cumulative("metrics-cell", T0 - 5_000, t1 - 400, 12), None, &Principal::Anonymous)
         .await
         .unwrap();
+    first.export::<Logs>(ExportLogsServiceRequest::default(), None, &Principal::Anonymous).await.unwrap();
+    // Shutting down takes a last checkpoint: two are kept, and the WAL from the older one on.
     first.shutdown();
     let acknowledged = counts(&live);
-    assert_eq!(acknowledged["a"], 10);
-    assert_eq!(acknowledged["metrics-cell"], 12);
-    assert_eq!(replayed_counts(dir.path(), i64::MIN), acknowledged, "replay reproduces the acknowledged counts");
+    assert_eq!((acknowledged["a"], acknowledged["b"], acknowledged["metrics-cell"]), (10, 10, 12));
+    assert_eq!(checkpoints(dir.path()).len(), 2);
+    assert!(!segments(dir.path()).contains(&0), "segment 0 is held by both checkpoints: {:?}", segments(dir.path()));
+    assert_eq!(replayed_counts(dir.path(), i64::MIN), acknowledged, "recovery reproduces the acknowledged counts");
 
-    // Window A's bucket is now in Parquet: segment 0 goes, its checkpoint stays.
+    // Window A is now in Parquet: recovery leaves it out, and the stream's deltas stay exact.
     let a_end = T0 - T0 % 10_000 + 10_000;
-    clock.advance(Duration::from_secs(10));
+    clock.advance(Duration::from_secs(1));
     let mut second = ingest(dir.path(), &aggregator(), &clock, a_end);
     second
         .export::<MetricsSignal>(cumulative("metrics-cell", T0 - 5_000, t1 + 9_000, 20), None, &Principal::Anonymous)
         .await
         .unwrap();
     second.shutdown();
-    let segments: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".wal"))
-        .collect();
-    assert!(!segments.iter().any(|n| n.starts_with("00000000000000000000")), "segment 0 dropped: {segments:?}");
-
     let after = replayed_counts(dir.path(), a_end);
     assert_eq!(after.get("a"), None, "persisted windows are not counted again");
     assert_eq!(after["b"], 10);
-    assert_eq!(after["metrics-cell"], 7 + 8, "deltas after the dropped segment stay exact");
+    assert_eq!(after["metrics-cell"], 7 + 8, "deltas across checkpoints stay exact");
+
+    // The newest checkpoint damaged: the one before it and the WAL after it give the same.
+    let newest = checkpoints(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    let agg = aggregator();
+    let r = replay(dir.path(), &Mapper::new(&IngestConfig::default()), &agg, a_end).unwrap();
+    assert_eq!(counts(&agg), after, "fallback to the previous checkpoint");
+    assert_eq!(r.quarantined, 1);
+    assert!(r.damage.iter().any(|d| d.contains("checksum")), "{:?}", r.damage);
+    assert!(dir.path().join("wal/quarantine").join(newest.file_name().unwrap()).exists());
 }

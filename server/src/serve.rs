@@ -344,7 +344,7 @@ async fn start_ingest(
     let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
     let mapper = Mapper::new(&config.ingest);
     let reports = controller.clone();
-    let replayed =
+    let mut replayed =
         tokio::task::spawn_blocking(move || replay_with(&dir, &mapper, &agg, durable_before, Some(reports.as_ref())))
             .await?
             .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
@@ -352,15 +352,19 @@ async fn start_ingest(
     for d in &replayed.damage {
         health.notice(d.clone());
     }
-    if replayed.records > 0 {
-        tracing::info!(
-            records = replayed.records,
-            counted = replayed.counted,
-            already_persisted = replayed.already_persisted,
-            "WAL replayed"
-        );
+    // The checkpoint's closed windows wait for their Parquet bucket in the store, as before.
+    for rows in std::mem::take(&mut replayed.closed) {
+        store.add_closed(rows);
     }
-    let wal = WalSettings::new(&config.storage.dir, config.storage.fsync, config.storage.wal_max_size.0);
+    tracing::info!(
+        checkpoint = ?replayed.checkpoint,
+        records = replayed.records,
+        counted = replayed.counted,
+        already_persisted = replayed.already_persisted,
+        "recovered"
+    );
+    let mut wal = WalSettings::new(&config.storage.dir, config.storage.fsync, config.storage.wal_max_size.0);
+    wal.checkpoint_interval = config.storage.checkpoint_interval.0;
     let watermark_store = store.clone();
     let ingest = Arc::new(Ingest::new(
         &config.ingest,

@@ -220,3 +220,66 @@ async fn grpc_errors_use_otlp_codes() {
     let api = reqwest::get(format!("http://{}/api/v1/cells", server.web)).await.unwrap();
     assert_eq!(api.status(), 401);
 }
+
+/// `cellpilot_ingest_requests_total{signal="traces",transport,result}` now.
+async fn requests_with(server: &Server, transport: &str, result: &str) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
+    let want =
+        format!("cellpilot_ingest_requests_total{{result=\"{result}\",signal=\"traces\",transport=\"{transport}\"}}");
+    text.lines().find(|l| l.starts_with(&want)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
+/// A sender that gives up mid-body (closes its connection, resets its HTTP/2 stream) is a
+/// client abort, counted as `aborted`, not bad input; nothing of it is counted.
+#[tokio::test]
+async fn a_body_cut_off_by_the_sender_is_aborted_not_bad_input() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(&[]);
+    let body = request(vec![span(Some("cut"), now_ns()); 50]).encode_to_vec();
+    // HTTP/1.1: 100 bytes of a longer declared body, then the connection closes.
+    let mut tcp = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body[..100]).await.unwrap();
+    tcp.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(tcp);
+    // gRPC: a frame's first bytes, then the stream is reset.
+    let tcp = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = tonic::codegen::http::Request::post(format!(
+        "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        server.grpc
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (_resp, mut stream) = client.send_request(req, false).unwrap();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body[..100]);
+    stream.send_data(frame.into(), false).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stream.send_reset(h2::Reason::CANCEL);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    conn.abort();
+    for transport in ["http", "grpc"] {
+        crate::support::eventually(std::time::Duration::from_secs(10), "the abort counted", || async {
+            let aborted = requests_with(&server, transport, "aborted").await;
+            let bad = requests_with(&server, transport, "bad_input").await;
+            if aborted == 1 && bad == 0 {
+                Ok(())
+            } else {
+                Err(format!("{transport}: aborted {aborted}, bad_input {bad}"))
+            }
+        })
+        .await;
+    }
+    assert!(server.cells().await.iter().all(|c| c["cell"] != "cut"), "nothing of a cut body is counted");
+}

@@ -6,6 +6,7 @@ pub mod control;
 pub mod e2e;
 pub mod ingest;
 pub mod query;
+pub mod sustained;
 pub mod web;
 
 /// Median of `xs` (sorted in place); 0 for an empty slice.

@@ -3,7 +3,6 @@
 //! bounded, folding into `__overflow__` past its cap.
 
 use super::{Activity, Aggregator, MAX_CAUSES, Series, SeriesId, SeriesKey, WindowAgg};
-use crate::mapping::{Interner, StrId};
 use cellpilot_core::{OVERFLOW, OVERFLOW_ROUTE};
 use std::sync::Arc;
 
@@ -74,23 +73,23 @@ impl Aggregator {
 
     /// The live series of (cell, service, route), by name: a series holds its names, so a name
     /// missing from the shared ones has no series.
-    fn find_series(&self, cell: &Arc<str>, service: &str, route: &str) -> Option<SeriesId> {
+    pub(super) fn find_series(&self, cell: &Arc<str>, service: &str, route: &str) -> Option<SeriesId> {
         let service = self.names.get(service)?;
         let route = self.names.get(route)?;
         self.index.get(&series_key(cell, service, route)).copied()
     }
 
-    /// The address of the shared copy of request string `id`, if any series, cell or service
-    /// holds one (nothing is added), remembered in `addrs` once found.
-    pub(super) fn addr_of(&self, addrs: &mut [usize], strings: &Interner<'_>, id: StrId) -> Option<usize> {
+    /// The address of the shared copy of `name` (string `id` of a batch or request), if any
+    /// series, cell or service holds one (nothing is added), remembered in `addrs` once found.
+    pub(super) fn addr_of(&self, addrs: &mut [usize], id: u32, name: &str) -> Option<usize> {
         let a = &mut addrs[id as usize];
         if *a == 0 {
-            *a = self.names.get(strings.get(id)).map_or(0, name_addr);
+            *a = self.names.get(name).map_or(0, name_addr);
         }
         (*a != 0).then_some(*a)
     }
 
-    fn insert_series(&mut self, cell: &Arc<str>, service: &str, route: &str) -> SeriesId {
+    pub(super) fn insert_series(&mut self, cell: &Arc<str>, service: &str, route: &str) -> SeriesId {
         let s =
             Series { cell: cell.clone(), service: self.name(service), route: self.name(route), windows: Vec::new() };
         let key = series_key(&s.cell, &s.service, &s.route);

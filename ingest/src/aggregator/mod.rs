@@ -5,20 +5,23 @@
 //! receivers, the closer task and open-window queries.
 //!
 //! This module admits and applies observations and takes windows out; `index` holds the bounded
-//! names, causes, cells and series; `rows` builds the Arrow rows; `shared` the mutex and the
-//! checkpoint state.
+//! names, causes, cells and series; `rows` builds the Arrow rows; `checkpoint` the whole state
+//! as bytes; `shared` the mutex, and the closed windows a checkpoint has not taken yet.
 
+mod checkpoint;
 mod index;
 mod rows;
 mod shared;
 
+pub use checkpoint::RestoreError;
 pub use rows::to_batches;
 pub use shared::SharedAggregator;
 
 use index::{name_addr, series_key};
 
+use crate::batch::SpanBatch;
 use crate::delta::{DeltaTracker, NoDelta};
-use crate::mapping::{Buckets, NO_CAUSE, Observations, PointObs, StrId, Temporality};
+use crate::mapping::{Buckets, NO_CAUSE, Observations, PointObs, Temporality};
 use cellpilot_core::OVERFLOW;
 use cellpilot_core::latency::SparseHistogram;
 use cellpilot_core::window::WindowSpec;
@@ -122,27 +125,6 @@ struct CellSlot {
     activity: Option<Activity>,
 }
 
-/// A span counted in a series' window, waiting for the window pass.
-#[derive(Debug, Clone, Copy)]
-struct Counted {
-    id: SeriesId,
-    start_ms: i64,
-    latency_us: u64,
-    /// [`NO_CAUSE_ID`] unless it failed.
-    cause: u32,
-}
-
-/// A cell as one request saw it.
-#[derive(Debug, Clone)]
-struct RequestCell {
-    /// Its slot name.
-    name: Arc<str>,
-    /// Whether it folded into the overflow cell.
-    folded: bool,
-    /// Start of its latest request span, unix ms.
-    latest_ms: Option<i64>,
-}
-
 /// When a cell last saw a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Activity {
@@ -236,8 +218,6 @@ pub struct Aggregator {
     /// Tracked cells (at most `max_cells` plus the overflow cell), with their activity.
     cells: NameMap<Arc<str>, CellSlot>,
     deltas: DeltaTracker,
-    /// The span pass's output (kept between requests).
-    counted: Vec<Counted>,
 }
 
 impl Aggregator {
@@ -256,8 +236,17 @@ impl Aggregator {
             spans_seen: NameMap::default(),
             cells: NameMap::default(),
             deltas: DeltaTracker::default(),
-            counted: Vec::new(),
         }
+    }
+
+    /// An empty aggregator with these settings.
+    pub fn empty_like(&self) -> Aggregator {
+        Aggregator::new(self.settings)
+    }
+
+    /// The window geometry.
+    pub fn spec(&self) -> WindowSpec {
+        self.settings.spec
     }
 
     /// Live series.
@@ -298,136 +287,121 @@ impl Aggregator {
         Ok(start)
     }
 
-    /// Counts every request span and latency point of `obs` received at wall-clock `now_ms`.
+    /// Counts every request span and latency point of `obs` received at wall-clock `now_ms`
+    /// (spans through [`SpanBatch::from_spans`] and [`Aggregator::apply_spans`], as the
+    /// receivers and replay do).
     ///
     /// Windows starting before `durable_before` are already in Parquet (a WAL replay): their
     /// observations are accepted but not counted again, while cumulative streams still advance.
     pub fn apply(&mut self, obs: &Observations<'_>, now_ms: i64, durable_before: i64) -> Outcome {
-        let width = self.settings.spec.width_ms;
-        let mut out = Outcome::default();
-        // Per request, by the request's own string ids (dense from 0).
-        let strings = obs.strings.len();
+        let mut out = if obs.spans.is_empty() {
+            Outcome::default()
+        } else {
+            self.apply_spans(&SpanBatch::from_spans(obs, self.settings.spec, now_ms), now_ms, durable_before)
+        };
+        for p in &obs.points {
+            self.apply_point(obs, p, now_ms, durable_before, &mut out);
+        }
+        out
+    }
+
+    /// Counts a batch of request spans received at wall-clock `now_ms`: each series-window of
+    /// the batch, in order, is refused as late when its window has closed, skipped when it is
+    /// already in Parquet (`durable_before`), and otherwise added to its series (created, or
+    /// folded into an overflow series past the caps, in the batch's order).
+    pub fn apply_spans(&mut self, b: &SpanBatch, now_ms: i64, durable_before: i64) -> Outcome {
+        let spec = self.settings.spec;
+        let width = spec.width_ms;
+        let mut out = Outcome { future: b.future, ..Outcome::default() };
+        for &svc in b.services() {
+            let svc = b.string(svc);
+            let room = self.spans_seen.len() < self.settings.max_series;
+            match self.spans_seen.get_mut(svc) {
+                Some(t) => *t = now_ms,
+                // Bounded like the series: a flood of service names must not grow it.
+                None if room => {
+                    let n = self.name(svc);
+                    self.spans_seen.insert(n, now_ms);
+                }
+                None => {}
+            }
+        }
+        let strings = b.strings_len();
+        // Each cell's slot name and whether it folded, by the batch's string id.
+        let mut cells: Vec<Option<(Arc<str>, bool)>> = vec![None; strings];
+        for &(c, _) in b.cells() {
+            cells[c as usize] = Some(self.admit_cell(b.string(c)));
+        }
         // The shared name's address of each string; 0 while it has none.
         let mut addrs = vec![0usize; strings];
-        // Series that folded into an overflow series, found the long way once per request.
-        let mut folded_series: FastMap<(StrId, StrId, StrId), (SeriesId, bool)> = FastMap::default();
         let mut causes = vec![NO_CAUSE_ID; strings];
-        let mut cells: Vec<Option<RequestCell>> = vec![None; strings];
-        let mut last_service = None;
-        for o in &obs.spans {
-            if last_service != Some(o.service) {
-                last_service = Some(o.service);
-                let svc = obs.strings.get(o.service);
-                let room = self.spans_seen.len() < self.settings.max_series;
-                match self.spans_seen.get_mut(svc) {
-                    Some(t) => *t = now_ms,
-                    // Bounded like the series: a flood of service names must not grow it.
-                    None if room => {
-                        let n = self.name(svc);
-                        self.spans_seen.insert(n, now_ms);
-                    }
-                    None => {}
-                }
+        // Series that folded into an overflow series, found the long way once per batch.
+        let mut folded_series: FastMap<(u32, u32, u32), (SeriesId, bool)> = FastMap::default();
+        // A batch written by another window width (the config changed across a restart) is
+        // counted in this width's windows.
+        let realign = b.width_ms() != width;
+        for (i, e) in b.entries().iter().enumerate() {
+            let start = if realign { spec.start_of(e.start_ms) } else { e.start_ms };
+            if spec.is_closed(start, now_ms) {
+                out.late += e.requests;
+                continue;
             }
-            let start = self.admit(o.end_ns, now_ms);
-            let mut folded = false;
-            let mut cell_addr = 0;
-            if start != Err(false) {
-                let slot = &mut cells[o.cell as usize];
-                if slot.is_none() {
-                    let (name, folded) = self.admit_cell(obs.strings.get(o.cell));
-                    *slot = Some(RequestCell { name, folded, latest_ms: None });
-                }
-                if let Some(slot) = slot {
-                    // A start after the end is forged or broken; the end bounds it.
-                    let t = o.start_ns.min(o.end_ns).div_euclid(1_000_000);
-                    slot.latest_ms = Some(slot.latest_ms.map_or(t, |l| l.max(t)));
-                    folded = slot.folded;
-                    cell_addr = name_addr(&slot.name);
-                }
-            }
-            let start = match start {
-                Ok(s) => s,
-                Err(true) => {
-                    out.late += 1;
-                    continue;
-                }
-                Err(false) => {
-                    out.future += 1;
-                    continue;
-                }
-            };
+            out.accepted += e.requests;
             if start < durable_before {
-                out.accepted += 1;
-                out.already_persisted += 1;
+                out.already_persisted += e.requests;
                 continue;
             }
             out.max_window_end_ms = out.max_window_end_ms.max(start + width);
-            let service = self.addr_of(&mut addrs, &obs.strings, o.service);
-            let route = self.addr_of(&mut addrs, &obs.strings, o.route);
+            let (cell, folded) = match &cells[e.cell as usize] {
+                Some((name, folded)) => (name.clone(), *folded),
+                None => (self.name(OVERFLOW), true),
+            };
+            let service = self.addr_of(&mut addrs, e.service, b.string(e.service));
+            let route = self.addr_of(&mut addrs, e.route, b.string(e.route));
             let live = match (service, route) {
-                (Some(service), Some(route)) => self.index.get(&SeriesKey([cell_addr, service, route])).copied(),
+                (Some(service), Some(route)) => {
+                    self.index.get(&SeriesKey([name_addr(&cell), service, route])).copied().map(|id| (id, false))
+                }
                 _ => None,
             };
-            let (id, overflowed) = match live {
-                Some(id) => (id, false),
-                None => match folded_series.get(&(o.cell, o.service, o.route)) {
-                    Some(&v) => v,
-                    None => {
-                        let cell =
-                            cells[o.cell as usize].as_ref().map_or_else(|| self.name(OVERFLOW), |c| c.name.clone());
-                        let v = self.series_id(&cell, obs.strings.get(o.service), obs.strings.get(o.route));
-                        if v.1 {
-                            folded_series.insert((o.cell, o.service, o.route), v);
-                        }
-                        v
+            let (id, overflowed) = match live.or_else(|| folded_series.get(&(e.cell, e.service, e.route)).copied()) {
+                Some(v) => v,
+                None => {
+                    let v = self.series_id(&cell, b.string(e.service), b.string(e.route));
+                    if v.1 {
+                        folded_series.insert((e.cell, e.service, e.route), v);
                     }
-                },
-            };
-            out.overflowed += u64::from(overflowed);
-            out.cells_overflowed += u64::from(folded);
-            let cause = if o.cause == NO_CAUSE {
-                None
-            } else {
-                let c = &mut causes[o.cause as usize];
-                if *c == NO_CAUSE_ID {
-                    *c = self.cause_id(obs.strings.get(o.cause));
+                    v
                 }
-                Some(*c)
             };
-            self.counted.push(Counted {
-                id,
-                start_ms: start,
-                latency_us: o.latency_us,
-                cause: cause.unwrap_or(NO_CAUSE_ID),
-            });
-            out.accepted += 1;
-        }
-        // Windows are updated in a pass of their own: each span's series, window and buckets
-        // are loads that depend only on its id, so the pass overlaps them across spans.
-        let mut counted = std::mem::take(&mut self.counted);
-        for c in &counted {
-            let w = self.window_mut(c.id, c.start_ms);
-            w.requests += 1;
-            w.hist.record(c.latency_us);
-            w.max_us = w.max_us.max(c.latency_us);
-            if c.cause != NO_CAUSE_ID {
-                w.add_error(c.cause, 1);
-                w.error_hist.get_or_insert_default().record(c.latency_us);
+            out.overflowed += if overflowed { e.requests } else { 0 };
+            out.cells_overflowed += if folded { e.requests } else { 0 };
+            let (buckets, error_buckets, entry_causes) = b.parts(i);
+            for &(c, _) in entry_causes {
+                if causes[c as usize] == NO_CAUSE_ID {
+                    causes[c as usize] = self.cause_id(b.string(c));
+                }
+            }
+            let w = self.window_mut(id, start);
+            w.requests = w.requests.saturating_add(e.requests);
+            w.max_us = w.max_us.max(e.max_us);
+            for &(index, n) in buckets {
+                w.hist.record_index_n(index, n);
+            }
+            for &(c, n) in entry_causes {
+                w.add_error(causes[c as usize], n);
+            }
+            if !error_buckets.is_empty() {
+                let h = w.error_hist.get_or_insert_default();
+                for &(index, n) in error_buckets {
+                    h.record_index_n(index, n);
+                }
             }
         }
-        counted.clear();
-        // Kept for the next request unless a huge one grew it.
-        if counted.capacity() <= 1 << 16 {
-            self.counted = counted;
-        }
-        for c in cells.into_iter().flatten() {
-            if let Some(t) = c.latest_ms {
-                self.saw(&c.name, t, now_ms);
+        for &(c, latest) in b.cells() {
+            if let Some((name, _)) = &cells[c as usize] {
+                self.saw(&name.clone(), latest, now_ms);
             }
-        }
-        for p in &obs.points {
-            self.apply_point(obs, p, now_ms, durable_before, &mut out);
         }
         out
     }
@@ -534,23 +508,29 @@ impl Aggregator {
                 emptied.push(id);
             }
         }
-        for id in emptied {
-            if let Some(s) = series[id].take() {
-                self.index.remove(&series_key(&s.cell, &s.service, &s.route));
-                self.free.push(id as SeriesId);
-                self.live -= 1;
-                if let Some(c) = self.cells.get_mut(&*s.cell) {
-                    c.series = c.series.saturating_sub(1);
-                }
-            }
-        }
         self.series = series;
+        for id in emptied {
+            self.drop_series(id);
+        }
         self.spans_seen.retain(|_, t| now_ms - *t <= SPANS_WIN_MS);
         self.cells.retain(|_, c| c.series > 0 || c.activity.is_some_and(|a| now_ms - a.arrived_ms <= CELL_TTL_MS));
         self.deltas.evict(now_ms - STREAM_TTL_MS);
         // Names only the interner still holds belong to no series.
         self.names.retain(|n| Arc::strong_count(n) > 1);
         out
+    }
+
+    /// Forgets series `id` (its windows are gone).
+    fn drop_series(&mut self, id: usize) {
+        if let Some(s) = self.series.get_mut(id).and_then(Option::take) {
+            self.index.remove(&series_key(&s.cell, &s.service, &s.route));
+            self.free.push(id as SeriesId);
+            self.live -= 1;
+            self.open_windows -= s.windows.len();
+            if let Some(c) = self.cells.get_mut(&*s.cell) {
+                c.series = c.series.saturating_sub(1);
+            }
+        }
     }
 
     /// Copies of the open windows overlapping `[from_ms, to_ms)`.
@@ -611,9 +591,160 @@ fn bucket_values(b: &Buckets, max: Option<f64>, to_us: f64) -> Vec<(u64, u64)> {
 mod tests {
     use super::*;
     use crate::mapping::SpanObs;
+    use crate::mapping::StrId;
     use cellpilot_core::OVERFLOW_ROUTE;
     use std::borrow::Cow;
     use std::time::Duration;
+
+    /// A span counted in a series' window, waiting for the window pass.
+    #[derive(Debug, Clone, Copy)]
+    struct Counted {
+        id: SeriesId,
+        start_ms: i64,
+        latency_us: u64,
+        /// [`NO_CAUSE_ID`] unless it failed.
+        cause: u32,
+    }
+
+    /// A cell as one request saw it.
+    #[derive(Debug, Clone)]
+    struct RequestCell {
+        /// Its slot name.
+        name: Arc<str>,
+        /// Whether it folded into the overflow cell.
+        folded: bool,
+        /// Start of its latest request span, unix ms.
+        latest_ms: Option<i64>,
+    }
+
+    impl Aggregator {
+        /// The per-span counting of request spans before batches (the reference the batch path must equal).
+        ///
+        /// Windows starting before `durable_before` are already in Parquet (a WAL replay): their
+        /// observations are accepted but not counted again, while cumulative streams still advance.
+        fn apply_per_span(&mut self, obs: &Observations<'_>, now_ms: i64, durable_before: i64) -> Outcome {
+            let width = self.settings.spec.width_ms;
+            let mut out = Outcome::default();
+            // Per request, by the request's own string ids (dense from 0).
+            let strings = obs.strings.len();
+            // The shared name's address of each string; 0 while it has none.
+            let mut addrs = vec![0usize; strings];
+            // Series that folded into an overflow series, found the long way once per request.
+            let mut folded_series: FastMap<(StrId, StrId, StrId), (SeriesId, bool)> = FastMap::default();
+            let mut causes = vec![NO_CAUSE_ID; strings];
+            let mut cells: Vec<Option<RequestCell>> = vec![None; strings];
+            let mut last_service = None;
+            let mut counted = Vec::new();
+            for o in &obs.spans {
+                if last_service != Some(o.service) {
+                    last_service = Some(o.service);
+                    let svc = obs.strings.get(o.service);
+                    let room = self.spans_seen.len() < self.settings.max_series;
+                    match self.spans_seen.get_mut(svc) {
+                        Some(t) => *t = now_ms,
+                        // Bounded like the series: a flood of service names must not grow it.
+                        None if room => {
+                            let n = self.name(svc);
+                            self.spans_seen.insert(n, now_ms);
+                        }
+                        None => {}
+                    }
+                }
+                let start = self.admit(o.end_ns, now_ms);
+                let mut folded = false;
+                let mut cell_addr = 0;
+                if start != Err(false) {
+                    let slot = &mut cells[o.cell as usize];
+                    if slot.is_none() {
+                        let (name, folded) = self.admit_cell(obs.strings.get(o.cell));
+                        *slot = Some(RequestCell { name, folded, latest_ms: None });
+                    }
+                    if let Some(slot) = slot {
+                        // A start after the end is forged or broken; the end bounds it.
+                        let t = o.start_ns.min(o.end_ns).div_euclid(1_000_000);
+                        slot.latest_ms = Some(slot.latest_ms.map_or(t, |l| l.max(t)));
+                        folded = slot.folded;
+                        cell_addr = name_addr(&slot.name);
+                    }
+                }
+                let start = match start {
+                    Ok(s) => s,
+                    Err(true) => {
+                        out.late += 1;
+                        continue;
+                    }
+                    Err(false) => {
+                        out.future += 1;
+                        continue;
+                    }
+                };
+                if start < durable_before {
+                    out.accepted += 1;
+                    out.already_persisted += 1;
+                    continue;
+                }
+                out.max_window_end_ms = out.max_window_end_ms.max(start + width);
+                let service = self.addr_of(&mut addrs, o.service, obs.strings.get(o.service));
+                let route = self.addr_of(&mut addrs, o.route, obs.strings.get(o.route));
+                let live = match (service, route) {
+                    (Some(service), Some(route)) => self.index.get(&SeriesKey([cell_addr, service, route])).copied(),
+                    _ => None,
+                };
+                let (id, overflowed) = match live {
+                    Some(id) => (id, false),
+                    None => match folded_series.get(&(o.cell, o.service, o.route)) {
+                        Some(&v) => v,
+                        None => {
+                            let cell =
+                                cells[o.cell as usize].as_ref().map_or_else(|| self.name(OVERFLOW), |c| c.name.clone());
+                            let v = self.series_id(&cell, obs.strings.get(o.service), obs.strings.get(o.route));
+                            if v.1 {
+                                folded_series.insert((o.cell, o.service, o.route), v);
+                            }
+                            v
+                        }
+                    },
+                };
+                out.overflowed += u64::from(overflowed);
+                out.cells_overflowed += u64::from(folded);
+                let cause = if o.cause == NO_CAUSE {
+                    None
+                } else {
+                    let c = &mut causes[o.cause as usize];
+                    if *c == NO_CAUSE_ID {
+                        *c = self.cause_id(obs.strings.get(o.cause));
+                    }
+                    Some(*c)
+                };
+                counted.push(Counted {
+                    id,
+                    start_ms: start,
+                    latency_us: o.latency_us,
+                    cause: cause.unwrap_or(NO_CAUSE_ID),
+                });
+                out.accepted += 1;
+            }
+            for c in &counted {
+                let w = self.window_mut(c.id, c.start_ms);
+                w.requests += 1;
+                w.hist.record(c.latency_us);
+                w.max_us = w.max_us.max(c.latency_us);
+                if c.cause != NO_CAUSE_ID {
+                    w.add_error(c.cause, 1);
+                    w.error_hist.get_or_insert_default().record(c.latency_us);
+                }
+            }
+            for c in cells.into_iter().flatten() {
+                if let Some(t) = c.latest_ms {
+                    self.saw(&c.name, t, now_ms);
+                }
+            }
+            for p in &obs.points {
+                self.apply_point(obs, p, now_ms, durable_before, &mut out);
+            }
+            out
+        }
+    }
 
     fn settings(max_series: usize) -> AggregatorSettings {
         AggregatorSettings {
@@ -740,6 +871,78 @@ mod tests {
         let out = a.apply(&o, now, i64::MIN);
         assert_eq!(out.accepted, 2000);
         assert!(a.live_series() <= max_series + 2 * max_cells + 1, "{} series", a.live_series());
+    }
+
+    /// Requests of spans (cell, service, route, latency µs, end ms after `now`, cause, start
+    /// before end ms), names drawn from small sets so series, cells and causes repeat.
+    fn request_of(spans: &[(u8, u8, u8, u64, i64, u8, i64)]) -> Observations<'static> {
+        let mut o = Observations::default();
+        for &(cell, service, route, latency_us, end_ms, cause, before) in spans {
+            let cell = o.strings.intern(Cow::Owned(format!("c{cell}")));
+            let service = o.strings.intern(Cow::Owned(format!("s{service}")));
+            let route = o.strings.intern(Cow::Owned(format!("/r{route}")));
+            let cause = if cause < 3 { o.strings.intern(Cow::Owned(format!("e{cause}"))) } else { NO_CAUSE };
+            let end_ns = end_ms * 1_000_000;
+            o.spans.push(SpanObs {
+                cell,
+                service,
+                route,
+                cause,
+                latency_us,
+                end_ns,
+                start_ns: end_ns - before * 1_000_000,
+            });
+        }
+        o
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Batches count exactly what counting span by span did: the same rows, outcomes, cells
+        /// and activity, through caps, overflow, late, future and persisted windows, whether
+        /// applied as built or as the WAL reads them back.
+        #[test]
+        fn batches_count_what_spans_counted(
+            requests in proptest::collection::vec(proptest::collection::vec(
+                (0u8..6, 0u8..3, 0u8..5, 0u64..4_000_000_000, -50_000i64..320_000, 0u8..6, -5i64..2_000), 0..80), 1..6),
+            max_series in 1usize..30,
+            max_cells in 1usize..6,
+            durable_after in 0i64..3,
+        ) {
+            let settings = AggregatorSettings { max_cells, ..settings(max_series) };
+            let (mut by_span, mut by_batch, mut decoded) =
+                (Aggregator::new(settings), Aggregator::new(settings), Aggregator::new(settings));
+            let mut now = 1_000_000_005_000i64;
+            let durable = now - 30_000 + durable_after * 10_000;
+            for r in &requests {
+                let o = request_of(&r.iter().map(|s| { let mut s = *s; s.4 += now; s }).collect::<Vec<_>>());
+                let b = SpanBatch::from_spans(&o, settings.spec, now);
+                let mut bytes = Vec::new();
+                b.encode(&mut bytes);
+                let want = by_span.apply_per_span(&o, now, durable);
+                proptest::prop_assert_eq!(&by_batch.apply_spans(&b, now, durable), &want);
+                proptest::prop_assert_eq!(&decoded.apply_spans(&SpanBatch::decode(&bytes).unwrap(), now, durable), &want);
+                now += 7_000;
+            }
+            let rows = |a: &Aggregator| to_batches(a.snapshot(i64::MIN, i64::MAX), 10_000).unwrap();
+            let want = rows(&by_span);
+            for a in [&by_batch, &decoded] {
+                let got = rows(a);
+                proptest::prop_assert_eq!(&got.rollups, &want.rollups);
+                proptest::prop_assert_eq!(&got.errors_by_cause, &want.errors_by_cause);
+                proptest::prop_assert_eq!(a.live_series(), by_span.live_series());
+                proptest::prop_assert_eq!(a.open_windows(), by_span.open_windows());
+                proptest::prop_assert_eq!(a.tracked_cells(), by_span.tracked_cells());
+                for c in (0..6).map(|c| format!("c{c}")).chain([OVERFLOW.to_string()]) {
+                    proptest::prop_assert_eq!(a.activity(&c), by_span.activity(&c), "cell {}", c);
+                }
+                let mut seen: Vec<_> = a.spans_seen.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                let mut want_seen: Vec<_> = by_span.spans_seen.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                seen.sort();
+                want_seen.sort();
+                proptest::prop_assert_eq!(seen, want_seen);
+            }
+        }
     }
 
     #[test]

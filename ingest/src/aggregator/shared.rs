@@ -1,8 +1,8 @@
 //! [`SharedAggregator`]: the aggregator behind a mutex, for the receivers, the closer task and
-//! open-window queries; and the cumulative-stream state WAL checkpoints save.
+//! open-window queries; and what a checkpoint takes from it: the state, and the rows of the
+//! windows closed since the last checkpoint.
 
 use super::{Aggregator, rows::to_batches};
-use crate::delta::DeltaTracker;
 use cellpilot_core::store::{OpenWindowSource, WindowBatches};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,13 +11,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct SharedAggregator {
     inner: Arc<Mutex<Aggregator>>,
     width_ms: i64,
+    /// Held across a whole close (taking windows out and building their rows), so a checkpoint
+    /// finds every window in the aggregator or in the rows closed since, never in neither.
+    closed: Arc<Mutex<Closed>>,
+}
+
+/// Rows of windows closed since the last checkpoint took them.
+#[derive(Debug, Default)]
+struct Closed {
+    /// Set once checkpoints are taken (otherwise nothing would ever take the rows).
+    keep: bool,
+    rows: Vec<WindowBatches>,
 }
 
 impl SharedAggregator {
     /// Wraps `agg`.
     pub fn new(agg: Aggregator) -> Self {
         let width_ms = agg.settings.spec.width_ms;
-        Self { inner: Arc::new(Mutex::new(agg)), width_ms }
+        Self { inner: Arc::new(Mutex::new(agg)), width_ms, closed: Arc::default() }
     }
 
     /// Locks the state; a panic elsewhere while holding it leaves consistent counters, so poison is ignored.
@@ -25,13 +36,36 @@ impl SharedAggregator {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the windows closed at `now_ms` and builds their rows (outside the lock).
+    fn lock_closed(&self) -> MutexGuard<'_, Closed> {
+        self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the windows closed at `now_ms` and builds their rows (outside the aggregator's lock).
     pub fn close_due(&self, now_ms: i64) -> cellpilot_core::Result<Option<WindowBatches>> {
+        let mut kept = self.lock_closed();
         let closed = self.lock().close_due(now_ms);
         if closed.is_empty() {
             return Ok(None);
         }
-        to_batches(closed, self.width_ms).map(Some)
+        let rows = to_batches(closed, self.width_ms)?;
+        if kept.keep {
+            kept.rows.push(rows.clone());
+        }
+        Ok(Some(rows))
+    }
+
+    /// From now on, keeps the rows of closed windows for [`SharedAggregator::checkpoint`].
+    pub fn keep_closed(&self) {
+        self.lock_closed().keep = true;
+    }
+
+    /// The state as bytes ([`Aggregator::checkpoint`]) and the rows of the windows closed since
+    /// the last call, taken at one instant.
+    pub fn checkpoint(&self) -> (Vec<u8>, Vec<WindowBatches>) {
+        let mut kept = self.lock_closed();
+        let mut state = Vec::new();
+        self.lock().checkpoint(&mut state);
+        (state, std::mem::take(&mut kept.rows))
     }
 }
 
@@ -45,19 +79,5 @@ impl OpenWindowSource for SharedAggregator {
     fn open_windows(&self, from_ms: i64, to_ms: i64) -> cellpilot_core::Result<WindowBatches> {
         let rows = self.lock().snapshot(from_ms, to_ms);
         to_batches(rows, self.width_ms)
-    }
-}
-
-// Cumulative-stream state, for WAL checkpoints.
-impl Aggregator {
-    /// Serialized cumulative-stream state.
-    pub fn delta_state(&self) -> Vec<u8> {
-        self.deltas.to_bytes()
-    }
-
-    /// Restores cumulative-stream state saved by [`Aggregator::delta_state`].
-    pub fn restore_delta_state(&mut self, bytes: &[u8]) -> Result<(), crate::delta::CheckpointError> {
-        self.deltas = DeltaTracker::from_bytes(bytes)?;
-        Ok(())
     }
 }

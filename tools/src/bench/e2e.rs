@@ -43,7 +43,7 @@ use tower::{Service, ServiceExt};
 const SENDERS: usize = 8;
 /// Distinct pre-encoded requests per phase.
 const REQUESTS: usize = 64;
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub(super) const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// How one phase sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ fn grpc_frame(compressed: bool, payload: &[u8]) -> Bytes {
 }
 
 /// Spans an answer rejected, from its `ExportTraceServiceResponse` (empty: none).
-fn rejected_in(body: &[u8]) -> u64 {
+pub(super) fn rejected_in(body: &[u8]) -> u64 {
     ExportTraceServiceResponse::decode(body)
         .ok()
         .and_then(|r| r.partial_success)

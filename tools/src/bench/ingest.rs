@@ -8,7 +8,9 @@
 //!   and metrics bodies still get);
 //! - ingest: the receivers' path for protobuf traces after the transport: count the spans,
 //!   scan and map them from the wire, aggregate;
-//! - the same through prost (pre-scan + decode + map + aggregate), the path before the scanner.
+//! - the same through prost (pre-scan + decode + map + aggregate), the path before the scanner;
+//! - apply only: the sequencer's share, span batches folded beforehand applied alone; and the
+//!   WAL bytes per span of those batches as records (beside the request's own).
 //!
 //! Memory: a fresh aggregator is fed four windows of data at 10 requests/s per series and its
 //! growth in resident memory is divided by the live series.
@@ -21,6 +23,7 @@ use super::median;
 use cellpilot_core::config::IngestConfig;
 use cellpilot_core::window::WindowSpec;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings};
+use cellpilot_ingest::batch::SpanBatch;
 use cellpilot_ingest::mapping::Mapper;
 use cellpilot_ingest::prescan::{self, Msg};
 use cellpilot_ingest::wire::WireTraces;
@@ -47,6 +50,8 @@ const MEMORY_SPANS: usize = 400_000;
 /// Just before a window boundary, so the last 40 s are four open windows.
 const NOW_NS: i64 = 1_800_000_000_000_000_000 + 9_999_000_000;
 const WINDOWS: i64 = 4;
+/// Length, crc, kind and receive time before each WAL record's payload.
+const WAL_RECORD_HEADER: usize = 17;
 
 fn kv(k: &str, v: Value) -> KeyValue {
     KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
@@ -170,6 +175,34 @@ fn ingest_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Bytes], now_ms
     Ok((spans / t.elapsed().as_secs_f64(), rejected))
 }
 
+/// The sequencer's share of the ingest pass: span batches folded beforehand (as the receiving
+/// tasks do), applied alone; and the WAL bytes per span those batches take as records, beside
+/// the requests' own bytes per span.
+fn apply_pass(
+    mapper: &Mapper,
+    agg: &mut Aggregator,
+    requests: &[Bytes],
+    now_ms: i64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let spec = agg.spec();
+    let mut batches = Vec::with_capacity(requests.len());
+    let (mut wal_bytes, mut raw_bytes) = (0usize, 0usize);
+    for r in requests {
+        let batch = SpanBatch::from_spans(&WireTraces::new(r.clone()).map(mapper)?, spec, now_ms);
+        let mut encoded = Vec::new();
+        batch.encode(&mut encoded);
+        wal_bytes += encoded.len() + WAL_RECORD_HEADER;
+        raw_bytes += r.len();
+        batches.push(batch);
+    }
+    let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
+    let t = Instant::now();
+    for b in &batches {
+        std::hint::black_box(agg.apply_spans(b, now_ms, i64::MIN));
+    }
+    Ok((spans / t.elapsed().as_secs_f64(), wal_bytes as f64 / spans, raw_bytes as f64 / spans))
+}
+
 /// The same through prost, as before the wire scanner: pre-scan, decode, map, aggregate.
 fn prost_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Bytes], now_ms: i64) -> anyhow::Result<f64> {
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
@@ -281,6 +314,8 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let mut prescan_rates = Vec::new();
     let mut ingest_rates = Vec::new();
     let mut prost_rates = Vec::new();
+    let mut apply_rates = Vec::new();
+    let (mut wal_per_span, mut raw_per_span) = (0.0, 0.0);
     for _ in 0..runs {
         let t = Instant::now();
         for r in &requests {
@@ -300,7 +335,11 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         ingest_rates.push(rate);
 
         prost_rates.push(prost_pass(&mapper, &mut agg, &requests, NOW_NS / 1_000_000)?);
+        let (rate, wal, raw) = apply_pass(&mapper, &mut agg, &requests, NOW_NS / 1_000_000)?;
+        (wal_per_span, raw_per_span) = (wal, raw);
+        apply_rates.push(rate);
     }
+    let apply = median(&mut apply_rates);
     let decode = median(&mut decode_rates);
     let via_prost = median(&mut prost_rates);
     let scan = median(&mut prescan_rates);
@@ -324,6 +363,9 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
                 "prescan_only_spans_per_sec": scan.round(),
                 "prost_path_spans_per_sec": via_prost.round(),
                 "ratio": (ratio * 1000.0).round() / 1000.0,
+                "apply_only_spans_per_sec": apply.round(),
+                "wal_bytes_per_span": (wal_per_span * 100.0).round() / 100.0,
+                "request_bytes_per_span": (raw_per_span * 10.0).round() / 10.0,
                 "bytes_per_series": first.bytes_per_series.round(),
                 "heap_bytes_per_series": first.heap_per_series.round(),
                 "series": first.series,
@@ -345,6 +387,10 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         println!("the same through prost:        {via_prost:>12.0} spans/s");
         println!("pre-scan only:                 {scan:>12.0} spans/s");
         println!("ratio:                         {ratio:>12.3}");
+        println!("apply only (the sequencer):    {apply:>12.0} spans/s");
+        println!(
+            "WAL bytes per span:            {wal_per_span:>12.2}     (the request: {raw_per_span:.1} bytes per span)"
+        );
         for Point { spans_per_sec, memory: m } in &curve {
             println!(
                 "{:>7} series: {spans_per_sec:>10.0} spans/s, {:>6.0} resident bytes per series ({:.0} accounted heap; {} spans per series-window, {} open windows)",
