@@ -4,7 +4,7 @@
 //! second thread writes and syncs each group, so the sequencer prepares the next group and
 //! applies the last durable one meanwhile; a third writes checkpoints, which the sequencer takes
 //! every `checkpoint_interval` between groups, whatever the load, so the WAL holds seconds of
-//! records. Recovery ([`crate::recovery`]) applies the same records through the same code.
+//! records. Recovery ([`replay`]) applies the same records through the same code.
 
 use crate::aggregator::{Outcome, SharedAggregator};
 use crate::batch::SpanBatch;
