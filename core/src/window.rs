@@ -11,6 +11,10 @@ pub struct WindowSpec {
     pub lateness_ms: i64,
 }
 
+/// Window starts read back from disk must lie within this many ms of the epoch (tens of
+/// thousands of years): what span times can express, with room for the arithmetic on them.
+pub const MAX_START_MS: i64 = 1 << 50;
+
 impl WindowSpec {
     /// A spec from durations; a zero width is clamped to 1 ms so alignment never divides by zero.
     pub fn new(width: Duration, lateness: Duration) -> Self {
@@ -32,7 +36,7 @@ impl WindowSpec {
 
     /// The wall-clock instant (unix ms) at which the window starting at `start_ms` closes.
     pub fn close_at(&self, start_ms: i64) -> i64 {
-        start_ms + self.width_ms + self.lateness_ms
+        start_ms.saturating_add(self.width_ms).saturating_add(self.lateness_ms)
     }
 
     /// Whether the window starting at `start_ms` is closed at `now_ms`.

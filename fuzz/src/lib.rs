@@ -175,6 +175,35 @@ pub fn wal_replay(data: &[u8]) {
     assert_eq!(first.counted, second.counted, "the same records count the same");
 }
 
+/// A WAL span batch (first byte even) or a checkpoint's aggregator state (odd), read back from
+/// disk: refused, or accepted and then stable — a batch encodes back to itself and applies
+/// without panicking; a restored state checkpoints to bytes that restore to the same windows.
+pub fn checkpoint(data: &[u8]) {
+    let Some((&which, bytes)) = data.split_first() else { return };
+    let config = ingest_config();
+    if which % 2 == 0 {
+        let Ok(batch) = cellpilot_ingest::batch::SpanBatch::decode(bytes) else { return };
+        let mut again = Vec::new();
+        batch.encode(&mut again);
+        let back = cellpilot_ingest::batch::SpanBatch::decode(&again).expect("a decoded batch encodes to a readable one");
+        assert_eq!(back, batch, "a batch encodes back to itself");
+        let mut agg = aggregator(&config);
+        let out = agg.apply_spans(&batch, NOW_MS, i64::MIN);
+        assert_eq!(out.accepted + out.late, batch.spans(), "every span of the batch is counted or late");
+        return;
+    }
+    let mut agg = aggregator(&config);
+    if agg.restore(bytes, i64::MIN).is_err() {
+        return;
+    }
+    let mut state = Vec::new();
+    agg.checkpoint(&mut state);
+    let mut again = aggregator(&config);
+    again.restore(&state, i64::MIN).expect("a restored state checkpoints to a restorable one");
+    let rows = |a: &Aggregator| to_batches(a.snapshot(i64::MIN, i64::MAX), 10_000).ok().map(|b| b.rollups);
+    assert_eq!(rows(&again), rows(&agg), "the same windows after a second checkpoint");
+}
+
 /// A serialized histogram: every reader answers or errors, the fast paths agree with each other
 /// and with a re-serialization.
 pub fn histogram(data: &[u8]) {

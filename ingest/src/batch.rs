@@ -12,7 +12,7 @@ use crate::codec::{CodecError, Reader, put_bytes, put_i64, put_u64};
 use crate::mapping::{NO_CAUSE, Observations};
 use cellpilot_core::latency::{MAX_INDEX, bucket_index, bucket_lowest};
 use cellpilot_core::range::MAX_FUTURE_MS;
-use cellpilot_core::window::WindowSpec;
+use cellpilot_core::window::{MAX_START_MS, WindowSpec};
 use std::collections::HashMap;
 
 /// Version of the encoding, the first byte of every encoded batch.
@@ -320,6 +320,7 @@ impl SpanBatch {
                 .i64()?
                 .checked_mul(width_ms)
                 .and_then(|d| base.checked_add(d))
+                .filter(|s| s.abs() <= MAX_START_MS)
                 .ok_or_else(|| r.err("a window start out of range"))?;
             let head = r.u64()?;
             let (n_buckets, ones) = (head >> 1, head & 1 == 1);

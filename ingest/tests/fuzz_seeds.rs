@@ -208,6 +208,19 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         panic!("traces fold to a span batch")
     };
     w.append(Kind::Spans, NOW_MS, &batch).unwrap();
+    let ckpt = out.entry("checkpoint").or_default();
+    ckpt.insert("batch".into(), [&[0u8][..], &batch].concat());
+    let mut agg = cellpilot_ingest::aggregator::Aggregator::new(cellpilot_ingest::aggregator::AggregatorSettings {
+        spec,
+        max_series: 64,
+        max_cells: 8,
+    });
+    let rich = rich_traces();
+    let obs = mapper.traces(&rich).unwrap();
+    agg.apply(&obs, NOW_MS, i64::MIN);
+    let mut state = Vec::new();
+    agg.checkpoint(&mut state);
+    ckpt.insert("state".into(), [&[1u8][..], &state].concat());
     w.append(Kind::Traces, NOW_MS, &traces().encode_to_vec()).unwrap();
     w.append(Kind::Metrics, NOW_MS, &metrics().encode_to_vec()).unwrap();
     w.append(Kind::Metrics, NOW_MS + 1000, &metrics().encode_to_vec()).unwrap();

@@ -195,6 +195,9 @@ impl Aggregator {
             let windows = r.count(6)?;
             for _ in 0..windows {
                 let start = r.i64()?;
+                if start.abs() > cellpilot_core::window::MAX_START_MS {
+                    return Err(r.err("a window start out of range").into());
+                }
                 let start = if realign { self.settings.spec.start_of(start) } else { start };
                 let requests = r.u64()?;
                 let max_us = r.u64()?;

@@ -43,7 +43,7 @@ use tower::{Service, ServiceExt};
 const SENDERS: usize = 8;
 /// Distinct pre-encoded requests per phase.
 const REQUESTS: usize = 64;
-pub(super) const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// How one phase sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,45 +150,64 @@ async fn send_grpc(
     while Instant::now() < until {
         let (frame, spans) = &requests[i % requests.len()];
         i += SENDERS;
-        let mut req = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{addr}{EXPORT_PATH}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
-        if gzip {
-            req = req.header("grpc-encoding", "gzip");
-        }
-        let req = req.body(tonic::body::Body::new(http_body_util::Full::new(frame.clone())))?;
-        let resp = channel.ready().await?.call(req).await?;
-        let (parts, body) = resp.into_parts();
-        // An export answer is a few bytes; a server answering more is a failure, not a figure.
-        #[allow(clippy::disallowed_methods)]
-        let collected =
-            http_body_util::Limited::new(body, 64 << 10).collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        // OK arrives in the trailers; a refusal may come as a trailers-only answer, in the headers.
-        let status = collected
-            .trailers()
-            .and_then(|t| t.get("grpc-status"))
-            .or_else(|| parts.headers.get("grpc-status"))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        if parts.status.is_success() && status == "0" {
-            let body = collected.to_bytes();
+        let answer = grpc_call(&mut channel, addr, gzip, frame.clone()).await?;
+        if answer.ok {
             // The answer is one uncompressed frame (the server is not asked to compress).
+            let body = &answer.body;
             let rejected = if body.len() > 5 && body[0] == 0 { rejected_in(&body[5..]) } else { 0 };
             t.acked.fetch_add(spans - rejected.min(*spans), Ordering::Relaxed);
         } else {
-            let message = collected
-                .trailers()
-                .and_then(|t| t.get("grpc-message"))
-                .or_else(|| parts.headers.get("grpc-message"))
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            t.refuse(*spans, || format!("HTTP {}, grpc-status {status}: {message}", parts.status));
+            t.refuse(*spans, || format!("HTTP {}, grpc-status {}: {}", answer.http, answer.status, answer.message));
         }
     }
     Ok(())
+}
+
+/// What one OTLP/gRPC export call was answered.
+pub(super) struct GrpcAnswer {
+    /// HTTP 200 with grpc-status 0.
+    pub(super) ok: bool,
+    pub(super) http: http::StatusCode,
+    /// `grpc-status` (trailers, or headers for a trailers-only answer).
+    pub(super) status: String,
+    pub(super) message: String,
+    pub(super) body: Bytes,
+}
+
+/// Sends one framed export over `channel` and reads its answer.
+pub(super) async fn grpc_call(
+    channel: &mut tonic::transport::Channel,
+    addr: SocketAddr,
+    gzip: bool,
+    frame: Bytes,
+) -> anyhow::Result<GrpcAnswer> {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{EXPORT_PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if gzip {
+        req = req.header("grpc-encoding", "gzip");
+    }
+    let req = req.body(tonic::body::Body::new(http_body_util::Full::new(frame)))?;
+    let resp = channel.ready().await?.call(req).await?;
+    let (parts, body) = resp.into_parts();
+    // An export answer is a few bytes; a server answering more is a failure, not a figure.
+    #[allow(clippy::disallowed_methods)]
+    let collected = http_body_util::Limited::new(body, 64 << 10).collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // OK arrives in the trailers; a refusal may come as a trailers-only answer, in the headers.
+    let header = |name: &str| {
+        collected
+            .trailers()
+            .and_then(|t| t.get(name))
+            .or_else(|| parts.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (status, message) = (header("grpc-status"), header("grpc-message"));
+    let ok = parts.status.is_success() && status == "0";
+    Ok(GrpcAnswer { ok, http: parts.status, status, message, body: collected.to_bytes() })
 }
 
 /// Runs one phase for `load`; (acknowledged spans per second, acknowledged, refused).

@@ -13,12 +13,11 @@
 //! process's resident memory. At the end the server's own count (SQL over its rollups) must
 //! equal every acknowledged span.
 
-use super::e2e::{EXPORT_PATH, counted_to, rejected_in};
+use super::e2e::{counted_to, grpc_call, rejected_in};
 use super::ingest::request;
 use bytes::Bytes;
 use cellpilot_core::clock::{Clock, SystemClock};
 use cellpilot_core::config::Config;
-use http_body_util::BodyExt;
 use prost::Message;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -28,8 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::codegen::http;
-use tower::{Service, ServiceExt};
 
 /// Distinct requests the senders cycle through.
 const TEMPLATES: usize = 64;
@@ -200,32 +197,12 @@ async fn grpc_export(
     addr: SocketAddr,
     frame: Bytes,
 ) -> anyhow::Result<Answer> {
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}{EXPORT_PATH}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(tonic::body::Body::new(http_body_util::Full::new(frame)))?;
-    let resp = channel.ready().await?.call(req).await?;
-    let (parts, body) = resp.into_parts();
-    // An export answer is a few bytes; a server answering more is a failure, not a figure.
-    #[allow(clippy::disallowed_methods)]
-    let collected = http_body_util::Limited::new(body, 64 << 10).collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let status = collected
-        .trailers()
-        .and_then(|t| t.get("grpc-status"))
-        .or_else(|| parts.headers.get("grpc-status"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    Ok(match status.as_str() {
-        "0" => {
-            let body = collected.to_bytes();
-            Answer::Acked(if body.len() > 5 && body[0] == 0 { rejected_in(&body[5..]) } else { 0 })
-        }
+    let a = grpc_call(channel, addr, false, frame).await?;
+    Ok(match a.status.as_str() {
+        _ if a.ok => Answer::Acked(if a.body.len() > 5 && a.body[0] == 0 { rejected_in(&a.body[5..]) } else { 0 }),
         // UNAVAILABLE: the retry hint.
         "14" => Answer::Refused,
-        s => Answer::Failed(format!("grpc-status {s}")),
+        s => Answer::Failed(format!("HTTP {}, grpc-status {s}: {}", a.http, a.message)),
     })
 }
 
@@ -347,7 +324,16 @@ async fn measure(json: bool, plan: Plan) -> anyhow::Result<()> {
     while start.elapsed() < Duration::from_secs(plan.seconds) {
         tick.tick().await;
         let now = Instant::now();
-        let r = read_metrics(&client, web).await?;
+        // A scrape the server did not answer (a reused connection it had closed) is tried again.
+        let mut r = read_metrics(&client, web).await;
+        for _ in 0..3 {
+            if r.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r = read_metrics(&client, web).await;
+        }
+        let r = r?;
         let (acked, refused) = (tally.acked.load(Ordering::Relaxed), tally.refused.load(Ordering::Relaxed));
         let (t0, r0, a0, f0) = last;
         let secs = (now - t0).as_secs_f64();
