@@ -252,13 +252,18 @@ impl Ingest {
 
     /// Reserves room for a request of `bytes` decoded bytes, or answers overloaded.
     pub fn admit(&self, bytes: usize) -> Result<Permit> {
-        self.limiter.try_acquire(bytes)
+        self.limiter
+            .try_acquire(bytes)
+            .inspect_err(|_| self.metrics.ingest_overloaded.with_label_values(&["inflight_bytes"]).inc())
     }
 
     /// One of `max_concurrent_requests` slots, held while a request is read, decoded and
     /// applied; taken before its body is read, so a flood waits in no buffer of ours.
     pub fn admit_request(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        self.requests.clone().try_acquire_owned().map_err(|_| Error::Overloaded { retry_after: RETRY_AFTER })
+        self.requests.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.ingest_overloaded.with_label_values(&["max_concurrent_requests"]).inc();
+            Error::Overloaded { retry_after: RETRY_AFTER }
+        })
     }
 
     /// Counts a request body's items and decoded size before it is decoded, refusing one over
