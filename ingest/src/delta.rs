@@ -41,11 +41,17 @@ pub struct DeltaTracker {
     /// The stream encoding of `streams`' keys; absent (0) in checkpoints written before it.
     #[serde(default)]
     version: u32,
+    #[serde(serialize_with = "in_key_order")]
     streams: HashMap<String, StreamState>,
     /// Streams restored from an unversioned checkpoint, keyed by [`StreamKey::legacy`], moved to
     /// `streams` when they next report (or evicted when they do not).
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    #[serde(default, skip_serializing_if = "HashMap::is_empty", serialize_with = "in_key_order")]
     legacy: HashMap<String, StreamState>,
+}
+
+/// A map serialized in key order, so one state always checkpoints to the same bytes.
+fn in_key_order<S: serde::Serializer>(map: &HashMap<String, StreamState>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().collect::<std::collections::BTreeMap<_, _>>())
 }
 
 impl Default for DeltaTracker {

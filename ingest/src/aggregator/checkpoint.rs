@@ -83,8 +83,11 @@ impl Aggregator {
         let mut names = Names::default();
         let mut id_of = |n| names.id(n);
         let mut body = Vec::new();
-        put_u64(&mut body, self.cells.len() as u64);
-        for (name, slot) in &self.cells {
+        // Maps in name order, so one state always checkpoints to the same bytes.
+        let mut cells: Vec<_> = self.cells.iter().collect();
+        cells.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        put_u64(&mut body, cells.len() as u64);
+        for (name, slot) in cells {
             put_u64(&mut body, id_of(name));
             match slot.activity {
                 Some(a) => {
@@ -95,8 +98,10 @@ impl Aggregator {
                 None => body.push(0),
             }
         }
-        put_u64(&mut body, self.spans_seen.len() as u64);
-        for (name, ms) in &self.spans_seen {
+        let mut seen: Vec<_> = self.spans_seen.iter().collect();
+        seen.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        put_u64(&mut body, seen.len() as u64);
+        for (name, ms) in seen {
             put_u64(&mut body, id_of(name));
             put_i64(&mut body, *ms);
         }
@@ -321,7 +326,13 @@ mod tests {
         let (mut again_a, mut again_b) = (Vec::new(), Vec::new());
         a.checkpoint(&mut again_a);
         b.checkpoint(&mut again_b);
-        assert_eq!(again_a.len(), again_b.len());
+        assert_eq!(again_a, again_b, "one state checkpoints to the same bytes");
+        let (mut twice, mut fresh) = (Vec::new(), Vec::new());
+        b.checkpoint(&mut twice);
+        let mut c = Aggregator::new(settings(10));
+        c.restore(&again_b, i64::MIN).unwrap();
+        c.checkpoint(&mut fresh);
+        assert_eq!(fresh, twice, "whatever each map's hasher");
     }
 
     #[test]
