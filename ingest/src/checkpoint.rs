@@ -339,6 +339,13 @@ struct Writer {
 
 impl Writer {
     fn write(&mut self, job: Job) -> std::result::Result<Written, WalError> {
+        if let Some(&last) = self.kept.last()
+            && job.seq <= last
+        {
+            // The sequencer seals a segment for every checkpoint; this is the last line.
+            self.carried.extend(job.rows);
+            return Err(WalError::CheckpointOutOfOrder { seq: job.seq, last });
+        }
         let mut rows = std::mem::take(&mut self.carried);
         rows.extend(job.rows);
         let mut closed = self.closed.clone();
@@ -501,5 +508,26 @@ mod tests {
         assert_eq!(list_checkpoints(dir.path()).unwrap(), [2, 3]);
         assert_eq!(list_closed(dir.path()).unwrap(), [2], "file 1's windows are in Parquet");
         assert_eq!(read_checkpoint(dir.path(), 3).unwrap().closed.iter().map(|f| f.id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_checkpoint_that_reuses_a_number_is_refused_and_its_rows_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer { fs: Fs::real(), data: dir.path().into(), kept: vec![], closed: vec![], carried: vec![] };
+        let job = |seq, rows| Job { seq, state: vec![seq as u8], rows, persisted_until: i64::MIN };
+        w.write(job(4, vec![rows(10_000)])).unwrap();
+        w.write(job(5, vec![rows(20_000)])).unwrap();
+        // Reusing 5 would overwrite closed/5.rows; a third 5 would remove the only checkpoint 5.
+        for _ in 0..2 {
+            let r = w.write(job(5, vec![rows(30_000)]));
+            assert!(matches!(r, Err(WalError::CheckpointOutOfOrder { seq: 5, last: 5 })), "{r:?}");
+        }
+        assert_eq!(list_checkpoints(dir.path()).unwrap(), [4, 5]);
+        w.write(job(6, vec![])).unwrap();
+        let ends: Vec<i64> = read_checkpoint(dir.path(), 6).unwrap().closed.iter().map(|f| f.max_end_ms).collect();
+        assert_eq!(ends, [20_000, 30_000, 40_000], "the refused jobs' rows are written with the next");
+        let c6 = read_checkpoint(dir.path(), 6).unwrap();
+        let carried = read_closed(dir.path(), &c6.closed[2]).unwrap();
+        assert_eq!(carried.rollups.num_rows(), 2, "both refused jobs' rows");
     }
 }

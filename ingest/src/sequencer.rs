@@ -782,9 +782,10 @@ impl Worker {
         }
         let now = self.clock.now_ms();
         if !c.writing && now.saturating_sub(c.taken_ms) >= c.every_ms {
-            // The checkpoint holds everything logged before the segment it names: a fresh one.
-            let sealed = w.active_is_empty() || w.rotate().is_ok();
-            if sealed {
+            // The checkpoint holds everything logged before the segment it names: a fresh one,
+            // even when the active segment is empty (idle, or a failed group was cut back), so
+            // each checkpoint and its closed-row file get a number of their own.
+            if w.rotate().is_ok() {
                 let (state, rows) = self.agg.checkpoint();
                 let job = checkpoint::Job { seq: w.active_seq(), state, rows, persisted_until: (self.watermark)() };
                 if c.thread.send(job) {
@@ -931,6 +932,31 @@ mod tests {
         seq.shutdown();
         assert!(!probe() && !seq.is_running());
         assert!(matches!(seq.submit(spans("ok", 1), None).await, Err(Error::Unavailable { .. })));
+    }
+
+    #[tokio::test]
+    async fn checkpoints_taken_while_idle_keep_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let agg = aggregator();
+        let clock = TestClock::new(NOW_MS * 1_000_000);
+        let mut settings = WalSettings::new(dir.path(), FsyncPolicy::Never, 1 << 30);
+        settings.checkpoint_interval = Duration::from_millis(1);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let mut parts = SequencerParts::new(Mapper::new(&IngestConfig::default()), agg.clone(), shared);
+        parts.wal = Some((settings, Replayed::default()));
+        let mut seq = Sequencer::start(parts).unwrap();
+        seq.submit(spans("ok", 3), None).await.unwrap();
+        // Nothing arrives for a while: the idle sequencer checkpoints once a second, each time
+        // with nothing logged since the one before.
+        for _ in 0..4 {
+            clock.advance(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+        }
+        seq.shutdown();
+        let back = aggregator();
+        let r = replay(dir.path(), &Mapper::new(&IngestConfig::default()), &back, i64::MIN).unwrap();
+        assert!(r.checkpoint.is_some(), "a checkpoint survives");
+        assert_eq!(requests(&back), 3);
     }
 
     #[test]

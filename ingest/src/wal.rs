@@ -125,6 +125,15 @@ pub enum WalError {
     /// Writing a group panicked (nothing of it is acknowledged).
     #[error("writing the WAL panicked: {0}")]
     Panicked(String),
+    /// A checkpoint named a segment no later than one a kept checkpoint names: writing it
+    /// would replace files the kept one needs.
+    #[error("checkpoint {seq} is not after checkpoint {last}")]
+    CheckpointOutOfOrder {
+        /// The refused checkpoint's segment.
+        seq: u64,
+        /// The newest kept checkpoint's segment.
+        last: u64,
+    },
 }
 
 fn io(action: &'static str, path: &Path, source: std::io::Error) -> WalError {
