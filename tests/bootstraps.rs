@@ -1,4 +1,4 @@
-//! The Envoy and gRPC bootstrap files of docs/xds/, as the README shows them: each points its
+//! The Envoy and gRPC bootstrap files of docs/xds/, as docs/control.md shows them: each points its
 //! ADS at cellpilot's default `[xds] listen`, asks for a cluster the example configuration
 //! serves over EDS, and names only message types that exist. (The grpcio end-to-end test in
 //! tests/e2e/xds.rs runs the gRPC one for real.)
@@ -37,7 +37,7 @@ fn types(v: &Value, out: &mut Vec<String>) {
 #[test]
 fn the_envoy_bootstrap_follows_cellpilot_over_ads() {
     let text = read("docs/xds/envoy.yaml");
-    assert!(read("README.md").contains(&text), "README shows docs/xds/envoy.yaml verbatim");
+    assert!(read("docs/control.md").contains(&text), "docs/control.md shows docs/xds/envoy.yaml verbatim");
     let b: Value = serde_norway::from_str(&text).expect("YAML");
     let ads = &b["dynamic_resources"]["ads_config"];
     assert_eq!((ads["api_type"].as_str(), ads["transport_api_version"].as_str()), (Some("GRPC"), Some("V3")));
@@ -80,12 +80,12 @@ fn the_envoy_bootstrap_follows_cellpilot_over_ads() {
 #[test]
 fn the_grpc_bootstrap_points_at_cellpilot() {
     let text = read("docs/xds/grpc-bootstrap.json");
-    assert!(read("README.md").contains(&text), "README shows docs/xds/grpc-bootstrap.json verbatim");
+    assert!(read("docs/control.md").contains(&text), "docs/control.md shows docs/xds/grpc-bootstrap.json verbatim");
     let b: Value = serde_json::from_str(&text).expect("JSON");
     let server = &b["xds_servers"][0];
     assert_eq!(server["server_uri"].as_str(), Some(XdsConfig::default().listen.as_str()));
     assert_eq!(server["channel_creds"][0]["type"], "insecure");
     assert!(server["server_features"].as_array().unwrap().contains(&Value::from("xds_v3")));
     assert!(b["node"]["id"].as_str().is_some_and(|id| !id.is_empty() && id.len() <= 256), "a node id cellpilot takes");
-    assert!(example_clusters().contains(&"checkout".to_string()), "the README's xds:///checkout is served");
+    assert!(example_clusters().contains(&"checkout".to_string()), "docs/control.md's xds:///checkout is served");
 }
