@@ -33,7 +33,7 @@ enum Command {
         #[arg(long)]
         duration: Option<humantime::Duration>,
         /// Spans per second over all cells.
-        #[arg(long, default_value_t = 200.0)]
+        #[arg(long, default_value_t = 200.0, value_parser = loadgen::parse_rps)]
         rps: f64,
         /// When the first incident starts.
         #[arg(long, default_value = "45s")]
@@ -51,13 +51,13 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:4317")]
         endpoint: String,
         /// Number of cells (`cell-00`, `cell-01`, ...).
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = loadgen::parse_cells)]
         cells: usize,
         /// Services (one tracer provider each).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = loadgen::parse_services)]
         services: usize,
         /// Spans per second over all cells.
-        #[arg(long, default_value_t = 500.0)]
+        #[arg(long, default_value_t = 500.0, value_parser = loadgen::parse_rps)]
         rps: f64,
         /// Stop after this long, e.g. "1m" (default: until Ctrl-C).
         #[arg(long)]

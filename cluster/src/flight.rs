@@ -16,6 +16,7 @@ use arrow_flight::{
     HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use cellpilot_core::auth::{Authenticator, Role};
+use cellpilot_core::secret::Secret;
 use cellpilot_query::RollupStore;
 use cellpilot_query::files::{self, Table};
 use cellpilot_query::store::{OtherNodes, Unwritten};
@@ -156,13 +157,13 @@ impl FlightService for UnwrittenService {
 pub struct Peers {
     members: Arc<Members>,
     runtime: tokio::runtime::Handle,
-    token: Option<String>,
+    token: Option<Secret>,
     channels: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 impl Peers {
     /// Asks the live nodes `members` lists, on `runtime`, presenting `token` (when `[auth]` is on).
-    pub fn new(members: Arc<Members>, runtime: tokio::runtime::Handle, token: Option<String>) -> Self {
+    pub fn new(members: Arc<Members>, runtime: tokio::runtime::Handle, token: Option<Secret>) -> Self {
         Peers { members, runtime, token, channels: Mutex::new(HashMap::new()) }
     }
 
@@ -183,7 +184,7 @@ impl Peers {
 
     async fn ask(
         channel: tonic::transport::Channel,
-        token: Option<String>,
+        token: Option<Secret>,
         table: Table,
         ask: Ask,
     ) -> Result<(i64, Vec<RecordBatch>)> {
@@ -191,7 +192,9 @@ impl Peers {
             .max_decoding_message_size(MAX_ANSWER_MESSAGE);
         let mut client = FlightClient::new_from_inner(inner);
         if let Some(t) = token {
-            client.add_header("authorization", &format!("Bearer {t}")).map_err(|e| Error::Peer(e.to_string()))?;
+            client
+                .add_header("authorization", &format!("Bearer {}", t.expose()))
+                .map_err(|e| Error::Peer(e.to_string()))?;
         }
         let ticket = serde_json::to_vec(&ask).map_err(|e| Error::Internal(e.to_string()))?;
         let stream = client.do_get(Ticket::new(ticket)).await.map_err(|e| Error::Peer(e.to_string()))?;

@@ -157,7 +157,7 @@ impl Authenticator {
         let secret = header.and_then(secret_of).ok_or(Denied::Missing)?;
         let mut found: Option<&Token> = None;
         for t in &self.tokens {
-            let eq = constant_time_eq(t.secret.as_bytes(), secret.as_bytes());
+            let eq = constant_time_eq(t.secret.expose().as_bytes(), secret.as_bytes());
             // Secrets are unique, so at most one matches; no early exit.
             found = if eq { Some(t) } else { found };
         }

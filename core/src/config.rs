@@ -7,6 +7,7 @@ pub mod env;
 pub mod reference;
 pub mod units;
 
+use crate::secret::Secret;
 use crate::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -143,7 +144,7 @@ pub struct StorageConfig {
     /// S3 access key id; empty for `AWS_ACCESS_KEY_ID`.
     pub access_key_id: String,
     /// S3 secret access key; empty for `AWS_SECRET_ACCESS_KEY`.
-    pub secret_access_key: String,
+    pub secret_access_key: Secret,
 }
 
 impl Default for StorageConfig {
@@ -160,7 +161,7 @@ impl Default for StorageConfig {
             endpoint: String::new(),
             region: String::new(),
             access_key_id: String::new(),
-            secret_access_key: String::new(),
+            secret_access_key: Secret::default(),
         }
     }
 }
@@ -218,16 +219,16 @@ impl Default for QueryConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Ingest and read (the role pair of the first version).
-    pub tokens: Vec<String>,
+    pub tokens: Vec<Secret>,
     /// OTLP export only.
-    pub ingest_tokens: Vec<String>,
+    pub ingest_tokens: Vec<Secret>,
     /// Pages, API, SQL and `/metrics`.
-    pub read_tokens: Vec<String>,
+    pub read_tokens: Vec<Secret>,
     /// CellWeights Get/Watch/Ack (an Ack only for the gateway_id of the caller's own Watch),
     /// and reporting cut-overs as `cell.cutover` log events.
-    pub gateway_tokens: Vec<String>,
+    pub gateway_tokens: Vec<Secret>,
     /// Everything, weight overrides included.
-    pub admin_tokens: Vec<String>,
+    pub admin_tokens: Vec<Secret>,
 }
 
 /// One parsed token.
@@ -236,7 +237,7 @@ pub struct Token {
     /// Who holds it; recorded as the actor of what they do.
     pub name: String,
     /// The secret itself; never logged.
-    pub secret: String,
+    pub secret: Secret,
     /// What it may do.
     pub roles: crate::auth::Roles,
 }
@@ -245,7 +246,7 @@ impl AuthConfig {
     /// Every token, parsed, one per secret with the union of its roles.
     pub fn parsed(&self) -> Result<Vec<Token>> {
         use crate::auth::{Role, Roles};
-        let lists: [(&str, &Vec<String>, Roles); 5] = [
+        let lists: [(&str, &Vec<Secret>, Roles); 5] = [
             ("auth.tokens", &self.tokens, Roles::of(&[Role::Ingest, Role::Read])),
             ("auth.ingest_tokens", &self.ingest_tokens, Roles::of(&[Role::Ingest])),
             ("auth.read_tokens", &self.read_tokens, Roles::of(&[Role::Read])),
@@ -255,13 +256,13 @@ impl AuthConfig {
         let mut out: Vec<Token> = Vec::new();
         for (key, list, roles) in lists {
             for (i, t) in list.iter().enumerate() {
-                let Some((name, secret)) = t.split_once('=') else {
+                let Some((name, secret)) = t.expose().split_once('=') else {
                     return Err(Error::Config(format!("{key}[{i}]: expected `name=secret`")));
                 };
                 if name.is_empty() || secret.is_empty() {
                     return Err(Error::Config(format!("{key}[{i}]: name and secret must not be empty")));
                 }
-                match out.iter_mut().find(|t| t.secret == secret) {
+                match out.iter_mut().find(|t| t.secret.expose() == secret) {
                     Some(t) if t.name != name => {
                         return Err(Error::Config(format!(
                             "{key}[{i}]: token `{name}` has the same secret as `{}`",
@@ -269,7 +270,7 @@ impl AuthConfig {
                         )));
                     }
                     Some(t) => t.roles = t.roles.union(roles),
-                    None => out.push(Token { name: name.into(), secret: secret.into(), roles }),
+                    None => out.push(Token { name: name.into(), secret: Secret::new(secret), roles }),
                 }
             }
         }
@@ -395,7 +396,7 @@ pub struct ClusterConfig {
     pub lease_ttl: Dur,
     /// Secret this node presents to other nodes' internal listener (one of their `[auth]`
     /// tokens with role `read`); empty when `[auth]` has no tokens.
-    pub token: String,
+    pub token: Secret,
 }
 
 impl Default for ClusterConfig {
@@ -406,7 +407,7 @@ impl Default for ClusterConfig {
             listen: "127.0.0.1:50052".into(),
             advertise: String::new(),
             lease_ttl: Dur::secs(10),
-            token: String::new(),
+            token: Secret::default(),
         }
     }
 }
@@ -865,10 +866,24 @@ mod tests {
         ];
         let c = Config::from_parts(Some("[ingest]\nmax_series = 5\n"), vars).unwrap();
         assert_eq!(c.control.policy.drain_for.0.as_secs(), 3);
-        assert_eq!(c.auth.tokens, vec!["a=1", "b=2"]);
+        assert_eq!(c.auth.tokens, vec![Secret::new("a=1"), Secret::new("b=2")]);
         assert_eq!(c.ingest.max_series, 7);
         assert_eq!(c.ingest.grpc_listen, "127.0.0.1:0");
         assert_eq!(c.alerts.cell_error_rate, Some(0.02));
+    }
+
+    #[test]
+    fn secrets_never_reach_debug() {
+        let file = "[auth]\ntokens = [\"ops=tok-secret-1\"]\ngateway_tokens = [\"gw=tok-secret-2\"]\n\
+                    [storage]\nsecret_access_key = \"s3-secret-3\"\n[cluster]\ntoken = \"peer-secret-4\"\n";
+        let c = Config::from_parts(Some(file), no_env()).unwrap();
+        let auth = crate::auth::Authenticator::new(&c.auth).unwrap();
+        let printed = format!("{c:?} {c:#?} {auth:?} {:?}", c.auth.parsed().unwrap());
+        for s in ["tok-secret-1", "tok-secret-2", "s3-secret-3", "peer-secret-4"] {
+            assert!(!printed.contains(s), "`{s}` printed");
+        }
+        assert!(auth.check(Some("Bearer tok-secret-2"), crate::auth::Role::Gateway).is_ok());
+        assert_eq!(c.cluster.token.expose(), "peer-secret-4");
     }
 
     #[test]

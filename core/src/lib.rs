@@ -16,6 +16,7 @@
 //! - [`health`]: readiness checks behind `/readyz`.
 //! - [`fs`]: the file layer write paths use, with fault injection for tests.
 //! - [`link`]: paths of dashboard pages, as alerts and pages link to them.
+//! - [`secret`]: [`secret::Secret`], a configured secret that never prints.
 //! - [`error`]: the crate's error type.
 
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod link;
 pub mod metrics;
 pub mod range;
 pub mod schema;
+pub mod secret;
 pub mod slo;
 pub mod store;
 pub mod time;

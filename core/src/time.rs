@@ -1,7 +1,7 @@
 //! Timestamps at the API boundary: RFC 3339 or unix milliseconds in, RFC 3339 UTC with millis out.
 
 use crate::{Error, Result};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// Parses an API timestamp: unix milliseconds (all digits) or RFC 3339.
 pub fn parse_api_time_ms(s: &str) -> Result<i64> {
@@ -58,19 +58,44 @@ fn split_offset(s: &str) -> Result<(&str, i64)> {
     Ok((local, sign * (hh * 3600 + mm * 60)))
 }
 
-/// Formats unix milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T05:00:00.000Z`.
+/// Formats unix milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T05:00:00.000Z`;
+/// a time outside RFC 3339's years (0000 to 9999) as its unix milliseconds.
 pub fn format_rfc3339_ms(ms: i64) -> String {
-    let t = if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    };
-    humantime::format_rfc3339_millis(t).to_string()
+    rfc3339_ms(ms).unwrap_or_else(|| ms.to_string())
+}
+
+/// RFC 3339 UTC with milliseconds, or `None` outside years 0000 to 9999 (which RFC 3339 cannot
+/// write). Never panics, whatever `ms` a query or a span carries.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    const DAY_MS: i64 = 86_400_000;
+    let (days, in_day) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    let (h, min, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    Some(format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z"))
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn round_trips() {
@@ -80,6 +105,35 @@ mod tests {
         assert_eq!(parse_api_time_ms(&s).unwrap(), ms);
         assert_eq!(parse_api_time_ms("1795000000123").unwrap(), ms);
         assert!(parse_api_time_ms("yesterday").is_err());
+    }
+
+    #[test]
+    fn every_millisecond_formats_without_panicking() {
+        let cases = [
+            (0, Some("1970-01-01T00:00:00.000Z")),
+            (-1, Some("1969-12-31T23:59:59.999Z")),
+            (951_782_400_000, Some("2000-02-29T00:00:00.000Z")),
+            (253_402_300_799_999, Some("9999-12-31T23:59:59.999Z")),
+            (253_402_300_800_000, None),
+            (-62_167_219_200_000, Some("0000-01-01T00:00:00.000Z")),
+            (-62_167_219_200_001, None),
+            (i64::MIN, None),
+            (i64::MAX, None),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(rfc3339_ms(ms).as_deref(), want, "{ms}");
+        }
+        assert_eq!(format_rfc3339_ms(i64::MAX), i64::MAX.to_string());
+        // humantime, an independent formatter, agrees over 1970..9999.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let ms = (x % 253_402_300_800_000) as i64;
+            let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+            assert_eq!(rfc3339_ms(ms).unwrap(), humantime::format_rfc3339_millis(t).to_string());
+        }
     }
 
     #[test]

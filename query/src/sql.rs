@@ -10,7 +10,7 @@ use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
-use cellpilot_core::time::format_rfc3339_ms;
+use cellpilot_core::time::rfc3339_ms;
 use datafusion::datasource::MemTable;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -184,7 +184,9 @@ fn cell(col: &ArrayRef, r: usize) -> Result<serde_json::Value> {
         }
         DataType::Timestamp(_, _) => {
             let c = arrow::compute::cast(&col.slice(r, 1), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-            J::String(format_rfc3339_ms(c.as_primitive::<arrow::datatypes::TimestampMillisecondType>().value(0)))
+            let ms = c.as_primitive::<arrow::datatypes::TimestampMillisecondType>().value(0);
+            // Outside RFC 3339's years: unix milliseconds, as a number.
+            rfc3339_ms(ms).map_or_else(|| J::from(ms), J::String)
         }
         DataType::Binary => {
             J::String(base64::engine::general_purpose::STANDARD.encode(col.as_binary::<i32>().value(r)))
@@ -246,5 +248,28 @@ mod tests {
         }
         assert!(exec.run(async { Ok(()) }).await.is_ok(), "permits come back");
         drop(wait);
+    }
+
+    #[test]
+    fn timestamps_outside_rfc3339_are_numbers_not_a_panic() {
+        use arrow::array::TimestampMillisecondArray;
+        use arrow::datatypes::{Field, Schema};
+        let values = vec![-1_000i64, i64::MIN, i64::MAX, 253_402_300_800_000, 0];
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(TimestampMillisecondArray::from(values))]).unwrap();
+        let json = to_json(&schema, &[batch]).unwrap();
+        let cells: Vec<_> = json["rows"].as_array().unwrap().iter().map(|r| r[0].clone()).collect();
+        assert_eq!(
+            cells,
+            vec![
+                serde_json::json!("1969-12-31T23:59:59.000Z"),
+                serde_json::json!(i64::MIN),
+                serde_json::json!(i64::MAX),
+                serde_json::json!(253_402_300_800_000i64),
+                serde_json::json!("1970-01-01T00:00:00.000Z"),
+            ]
+        );
     }
 }

@@ -30,7 +30,7 @@ pub struct S3Settings {
     /// Access key id.
     pub access_key_id: String,
     /// Secret access key.
-    pub secret_access_key: String,
+    pub secret_access_key: cellpilot_core::secret::Secret,
 }
 
 /// The files of every node, and this node's writes.
@@ -125,7 +125,7 @@ impl Storage {
             b = b.with_access_key_id(&s3.access_key_id);
         }
         if !s3.secret_access_key.is_empty() {
-            b = b.with_secret_access_key(&s3.secret_access_key);
+            b = b.with_secret_access_key(s3.secret_access_key.expose());
         }
         let store = b.build().map_err(|e| Error::Storage(format!("S3 store {}: {e}", s3.url)))?;
         Self::object(Arc::new(store), prefix, node)

@@ -25,6 +25,41 @@ pub enum Transport {
     Http,
 }
 
+/// Most spans per second a generator is asked for: far above what one process sends.
+pub const MAX_RPS: f64 = 10_000_000.0;
+/// Most cells a run simulates.
+pub const MAX_CELLS: usize = 10_000;
+/// Most services a run simulates.
+pub const MAX_SERVICES: usize = 1_000;
+/// Latest start and longest duration of an error burst.
+pub const MAX_OFFSET: Duration = Duration::from_secs(365 * 86_400);
+
+/// `--rps`: a finite rate above 0 and at most [`MAX_RPS`].
+pub fn parse_rps(s: &str) -> Result<f64, String> {
+    let rps: f64 = s.trim().parse().map_err(|_| format!("--rps `{s}` is not a number"))?;
+    if !rps.is_finite() || rps <= 0.0 || rps > MAX_RPS {
+        return Err(format!("--rps `{s}`: expected a rate above 0 and at most {MAX_RPS}"));
+    }
+    Ok(rps)
+}
+
+/// `--cells`: 1 to [`MAX_CELLS`].
+pub fn parse_cells(s: &str) -> Result<usize, String> {
+    parse_count(s, "--cells", MAX_CELLS)
+}
+
+/// `--services`: 1 to [`MAX_SERVICES`].
+pub fn parse_services(s: &str) -> Result<usize, String> {
+    parse_count(s, "--services", MAX_SERVICES)
+}
+
+fn parse_count(s: &str, flag: &str, max: usize) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{flag} `{s}`: expected a whole number from 1 to {max}")),
+    }
+}
+
 /// An error burst: `CELL@START+DURATION:RATE`, offsets from the start of the run,
 /// e.g. `cell-01@30s+1m:0.2`.
 #[derive(Debug, Clone)]
@@ -51,6 +86,12 @@ impl std::str::FromStr for Fail {
         let rate: f64 = rate.parse().map_err(|_| bad())?;
         if !(0.0..=1.0).contains(&rate) {
             return Err(format!("--fail `{spec}`: the rate must be within 0..1"));
+        }
+        if from > MAX_OFFSET || dur > MAX_OFFSET {
+            return Err(format!("--fail `{spec}`: the start and the duration must be at most 365 days"));
+        }
+        if cell.is_empty() {
+            return Err(bad());
         }
         Ok(Self { cell: cell.to_string(), from, until: from + dur, rate })
     }
@@ -195,8 +236,11 @@ const ROUTES: [&str; 5] = ["/api/checkout", "/api/cart", "/api/search", "/api/pr
 /// Sends spans at `load.rps` until the duration passes or `stop` is set. Blocking: run it on
 /// its own thread (the HTTP exporter's client must not live on an async runtime).
 pub fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
-    if load.cells.is_empty() || load.services == 0 || load.rps <= 0.0 {
-        bail!("loadgen needs at least one cell, one service and a positive rate");
+    if load.cells.is_empty() || load.cells.len() > MAX_CELLS || load.services == 0 || load.services > MAX_SERVICES {
+        bail!("loadgen needs 1 to {MAX_CELLS} cells and 1 to {MAX_SERVICES} services");
+    }
+    if !load.rps.is_finite() || load.rps <= 0.0 || load.rps > MAX_RPS {
+        bail!("loadgen needs a rate above 0 and at most {MAX_RPS} spans/s, not {}", load.rps);
     }
     let providers = providers(load, &progress)?;
     let tracers: Vec<_> = providers.iter().map(|p| p.tracer("cellpilot-loadgen")).collect();
@@ -310,4 +354,63 @@ pub fn run_with_progress(load: &Load) -> anyhow::Result<()> {
         acked as f64 / secs
     );
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_that_never_end_or_never_start_are_refused() {
+        for bad in ["inf", "-inf", "NaN", "0", "-5", "1e300", "10000001", "", "fast"] {
+            let e = parse_rps(bad).unwrap_err();
+            assert!(e.contains("--rps"), "{bad}: {e}");
+        }
+        assert_eq!(parse_rps("0.5"), Ok(0.5));
+        assert_eq!(parse_rps("10000000"), Ok(MAX_RPS));
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        for bad in ["0", "-1", "18446744073709551615", "10001", "x"] {
+            assert!(parse_cells(bad).unwrap_err().contains("--cells"), "{bad}");
+        }
+        assert!(parse_services("1001").unwrap_err().contains("--services"));
+        assert_eq!(parse_cells("10000"), Ok(10_000));
+    }
+
+    #[test]
+    fn bursts_that_overflow_are_refused() {
+        for bad in [
+            "c@18446744073709551615s+1s:0.5",
+            "c@1s+18446744073709551615s:0.5",
+            "c@366d+1s:0.5",
+            "@1s+1s:0.5",
+            "c@1s+1s:NaN",
+            "c@1s+1s:1.5",
+        ] {
+            let e = bad.parse::<Fail>().unwrap_err();
+            assert!(e.contains("--fail"), "{bad}: {e}");
+        }
+        let f: Fail = "cell-01@30s+1m:0.2".parse().unwrap();
+        assert_eq!((f.from, f.until, f.rate), (Duration::from_secs(30), Duration::from_secs(90), 0.2));
+    }
+
+    #[test]
+    fn run_refuses_a_rate_it_cannot_pace() {
+        let load = Load {
+            endpoint: "http://127.0.0.1:9".into(),
+            transport: Transport::Http,
+            cells: vec!["c".into()],
+            services: 1,
+            rps: f64::NAN,
+            duration: Some(Duration::from_millis(1)),
+            fails: Vec::new(),
+            token: None,
+            weights: None,
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let e = run(&load, Arc::new(Progress::default()), &stop).unwrap_err();
+        assert!(e.to_string().contains("rate"), "{e}");
+    }
 }
