@@ -37,6 +37,12 @@ pub enum PinError {
     /// The cell name is empty or longer than names may be.
     #[error("the cell name must be 1 to {0} bytes (ingest.max_attribute_length)")]
     Cell(usize),
+    /// A weight over `[control] max_weight`.
+    #[error("`weight` must be at most {0} (control.max_weight)")]
+    Weight(u32),
+    /// A cell nobody knows: not configured, not seen by ingest, not in an xDS cluster.
+    #[error("cell `{0}` is unknown: not in [control.cells] or [[xds.clusters]], and ingest has not seen it")]
+    UnknownCell(String),
     /// In a cluster, another node decides weights: pin there.
     #[error("this node does not decide weights; pin on the leading node ({0})")]
     NotLeader(String),
@@ -47,8 +53,11 @@ pub enum PinError {
 
 impl PinRequest {
     /// The pin's length in ms once the request is within bounds (`max_name`: the longest cell
-    /// name ingest keeps).
-    pub fn check(&self, max_name: usize) -> Result<i64, PinError> {
+    /// name ingest keeps; `max_weight`: `[control] max_weight`).
+    pub fn check(&self, max_name: usize, max_weight: u32) -> Result<i64, PinError> {
+        if self.weight.is_some_and(|w| w > max_weight) {
+            return Err(PinError::Weight(max_weight));
+        }
         let ttl = self.ttl.unwrap_or(DEFAULT_TTL);
         if ttl.is_zero() || ttl > MAX_TTL {
             return Err(PinError::Ttl);
@@ -73,13 +82,17 @@ mod tests {
 
     #[test]
     fn bounds() {
-        assert_eq!(req(None, "a", 0).check(8), Ok(3_600_000));
-        assert_eq!(req(Some(MAX_TTL), "a", MAX_REASON).check(8), Ok(30 * 86_400_000));
-        assert_eq!(req(Some(Duration::ZERO), "a", 0).check(8), Err(PinError::Ttl));
-        assert_eq!(req(Some(MAX_TTL + Duration::from_millis(1)), "a", 0).check(8), Err(PinError::Ttl));
-        assert_eq!(req(Some(Duration::MAX), "a", 0).check(8), Err(PinError::Ttl));
-        assert_eq!(req(None, "", 0).check(8), Err(PinError::Cell(8)));
-        assert_eq!(req(None, "123456789", 0).check(8), Err(PinError::Cell(8)));
-        assert_eq!(req(None, "a", MAX_REASON + 1).check(8), Err(PinError::Reason));
+        assert_eq!(req(None, "a", 0).check(8, 10), Ok(3_600_000));
+        let heavy = PinRequest { weight: Some(u32::MAX), ..req(None, "a", 0) };
+        assert_eq!(heavy.check(8, 10_000), Err(PinError::Weight(10_000)));
+        assert_eq!(PinRequest { weight: Some(10_000), ..heavy.clone() }.check(8, 10_000), Ok(3_600_000));
+        assert_eq!(PinRequest { weight: None, ..heavy }.check(8, 10_000), Ok(3_600_000));
+        assert_eq!(req(Some(MAX_TTL), "a", MAX_REASON).check(8, 10), Ok(30 * 86_400_000));
+        assert_eq!(req(Some(Duration::ZERO), "a", 0).check(8, 10), Err(PinError::Ttl));
+        assert_eq!(req(Some(MAX_TTL + Duration::from_millis(1)), "a", 0).check(8, 10), Err(PinError::Ttl));
+        assert_eq!(req(Some(Duration::MAX), "a", 0).check(8, 10), Err(PinError::Ttl));
+        assert_eq!(req(None, "", 0).check(8, 10), Err(PinError::Cell(8)));
+        assert_eq!(req(None, "123456789", 0).check(8, 10), Err(PinError::Cell(8)));
+        assert_eq!(req(None, "a", MAX_REASON + 1).check(8, 10), Err(PinError::Reason));
     }
 }

@@ -244,6 +244,16 @@ impl Policy {
         self.cells.contains_key(cell)
     }
 
+    /// Whether `cell` is known: in the table, configured, or seen by ingest on its way in.
+    pub fn knows(&self, cell: &str) -> bool {
+        self.has_cell(cell) || self.control.cells.contains_key(cell) || self.candidates.contains_key(cell)
+    }
+
+    /// `[control] max_weight`.
+    pub fn max_weight(&self) -> u32 {
+        self.control.max_weight
+    }
+
     /// The current table version.
     pub fn version(&self) -> u64 {
         self.version

@@ -328,16 +328,23 @@ impl Controller {
     }
 
     /// Pins (or with no weight unpins) a cell's weight, as `actor`, once the request is within
-    /// bounds (`max_name`: the longest cell name ingest keeps).
+    /// bounds (`max_name`: the longest cell name ingest keeps) and names a known cell: one the
+    /// policy knows, or one `listed` elsewhere (an xDS cluster's locality).
     pub fn pin(
         &self,
         req: &crate::pin::PinRequest,
         max_name: usize,
         actor: &str,
         now_ms: i64,
+        listed: impl Fn(&str) -> bool,
     ) -> Result<Vec<Decision>, crate::pin::PinError> {
-        let ttl_ms = req.check(max_name)?;
+        let max_weight = self.policy.lock().unwrap_or_else(|e| e.into_inner()).max_weight();
+        let ttl_ms = req.check(max_name, max_weight)?;
         let until = now_ms.saturating_add(ttl_ms);
+        let known = listed(&req.cell) || self.policy.lock().unwrap_or_else(|e| e.into_inner()).knows(&req.cell);
+        if !known {
+            return Err(crate::pin::PinError::UnknownCell(req.cell.clone()));
+        }
         self.change(|p| p.pin(&req.cell, req.weight, until, &req.reason, actor, now_ms)).map_err(|e| match e {
             NotPublished::NotLeader(at) => crate::pin::PinError::NotLeader(at.unwrap_or_else(|| "unknown".into())),
             NotPublished::Unrecorded(why) => crate::pin::PinError::Unrecorded(why),

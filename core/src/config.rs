@@ -342,7 +342,13 @@ pub struct ControlConfig {
     pub policy: PolicyConfig,
     /// Per-cell settings.
     pub cells: BTreeMap<String, CellConfig>,
+    /// Largest weight a cell may have, base or pinned: Envoy sums locality weights in 32 bits,
+    /// so sums stay far below 2^32.
+    pub max_weight: u32,
 }
+
+/// Highest `[control] max_weight`: 10,000 cells at it still sum below 2^32.
+pub const MAX_WEIGHT_LIMIT: u32 = 400_000;
 
 impl Default for ControlConfig {
     fn default() -> Self {
@@ -356,6 +362,7 @@ impl Default for ControlConfig {
             evaluation_delay: Dur::secs(1),
             policy: PolicyConfig::default(),
             cells: BTreeMap::new(),
+            max_weight: 10_000,
         }
     }
 }
@@ -738,6 +745,21 @@ impl Config {
         if !(0.0..=1.0).contains(&p.max_drained_fraction) {
             return bad("control.policy.max_drained_fraction", "must be within 0..1");
         }
+        let max_w = self.control.max_weight;
+        if max_w == 0 || max_w > MAX_WEIGHT_LIMIT {
+            return bad("control.max_weight", &format!("must be 1 to {MAX_WEIGHT_LIMIT}"));
+        }
+        if p.base_weight > max_w {
+            return bad("control.policy.base_weight", &format!("must be at most control.max_weight ({max_w})"));
+        }
+        for (cell, c) in &self.control.cells {
+            if c.base_weight.is_some_and(|w| w > max_w) {
+                return bad(
+                    &format!("control.cells.{cell}.base_weight"),
+                    &format!("must be at most control.max_weight ({max_w})"),
+                );
+            }
+        }
         self.auth.parsed()?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return bad("tls", "set both cert and key, or neither");
@@ -862,6 +884,7 @@ mod tests {
             ("CELLPILOT_INGEST__MAX_SERIES".to_string(), "7".to_string()),
             ("CELLPILOT_INGEST__GRPC_LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("CELLPILOT_ALERTS__CELL_ERROR_RATE".to_string(), "0.02".to_string()),
+            ("CELLPILOT_CONTROL__CELLS__SH-UNIT-02__BASE_WEIGHT".to_string(), "150".to_string()),
             ("HOME".to_string(), "/root".to_string()),
         ];
         let c = Config::from_parts(Some("[ingest]\nmax_series = 5\n"), vars).unwrap();
@@ -870,6 +893,17 @@ mod tests {
         assert_eq!(c.ingest.max_series, 7);
         assert_eq!(c.ingest.grpc_listen, "127.0.0.1:0");
         assert_eq!(c.alerts.cell_error_rate, Some(0.02));
+        assert_eq!(c.control.cells["sh-unit-02"].base_weight, Some(150));
+    }
+
+    #[test]
+    fn weights_stay_under_max_weight() {
+        let msg = |file: &str| Config::from_parts(Some(file), no_env()).unwrap_err().to_string();
+        assert!(msg("[control]\nmax_weight = 0\n").contains("control.max_weight"));
+        assert!(msg("[control]\nmax_weight = 4294967295\n").contains("control.max_weight"));
+        assert!(msg("[control.policy]\nbase_weight = 20000\n").contains("control.policy.base_weight"));
+        assert!(msg("[control.cells.a]\nbase_weight = 10001\n").contains("control.cells.a.base_weight"));
+        assert!(Config::from_parts(Some("[control.cells.a]\nbase_weight = 10000\n"), no_env()).is_ok());
     }
 
     #[test]

@@ -30,13 +30,15 @@ const CALLERS: [(&str, Option<&str>, &[&str]); 8] = [
     ("admin", Some("adm1n"), &["ingest", "read", "gateway", "admin"]),
 ];
 
-fn env() -> [(&'static str, &'static str); 5] {
+fn env() -> [(&'static str, &'static str); 6] {
     [
         ("CELLPILOT_AUTH__TOKENS", "legacy=l3g"),
         ("CELLPILOT_AUTH__INGEST_TOKENS", "collector=1ng,reporter=rep0rt"),
         ("CELLPILOT_AUTH__READ_TOKENS", "viewer=r3ad"),
         ("CELLPILOT_AUTH__GATEWAY_TOKENS", "gw=g4te,reporter=rep0rt"),
         ("CELLPILOT_AUTH__ADMIN_TOKENS", "ops=adm1n"),
+        // The cell the override route is tried on is configured (unknown cells are 404).
+        ("CELLPILOT_CONTROL__CELLS__C1__BASE_WEIGHT", "100"),
     ]
 }
 

@@ -93,7 +93,12 @@ fn unix_ms(s: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overrides_need_admin_and_decisions_survive_a_restart() {
     let data = tempfile::tempdir().unwrap();
-    let env = [("CELLPILOT_AUTH__TOKENS", "reader=r3ad"), ("CELLPILOT_AUTH__ADMIN_TOKENS", "ops=adm1n")];
+    let env = [
+        ("CELLPILOT_AUTH__TOKENS", "reader=r3ad"),
+        ("CELLPILOT_AUTH__ADMIN_TOKENS", "ops=adm1n"),
+        // Only known cells may be pinned: this one is configured.
+        ("CELLPILOT_CONTROL__CELLS__SH-UNIT-02__BASE_WEIGHT", "100"),
+    ];
     let server = Server::start_in(data.path(), &env);
     let url = format!("http://{}/api/v1/cells/sh-unit-02/override", server.web);
     let body = serde_json::json!({"weight": 7, "ttl": "1h", "reason": "game day"});

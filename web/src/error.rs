@@ -44,6 +44,7 @@ impl From<cellpilot_control::pin::PinError> for ApiError {
         use cellpilot_control::pin::PinError;
         match e {
             PinError::NotLeader(_) | PinError::Unrecorded(_) => ApiError::Unavailable(e.to_string()),
+            PinError::UnknownCell(_) => ApiError::NotFound(e.to_string()),
             _ => ApiError::BadRequest(e.to_string()),
         }
     }

@@ -24,6 +24,12 @@ fn web(tokens: bool) -> Web {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.storage.dir = dir.path().to_path_buf();
+    // Cells an operator may pin: one configured, one an xDS cluster's locality.
+    config.control.cells.insert("bj-unit-01".into(), Default::default());
+    config.xds.clusters = vec![cellpilot_core::config::XdsCluster {
+        name: "checkout".into(),
+        cells: [("sh-unit-09".to_string(), vec!["127.0.0.1:9001".to_string()])].into(),
+    }];
     if tokens {
         config.auth.read_tokens = vec!["reader=r-secret".into()];
         config.auth.admin_tokens = vec!["oncall=a-secret".into()];
@@ -145,6 +151,27 @@ async fn refusals_name_the_parameter() {
     assert!(a.status == StatusCode::BAD_REQUEST && a.body.contains("`ttl`"), "{}", a.body);
     let a = w.post_json("/api/v1/cells/a/override", None, "{\"weight\": 0, \"colour\": 1}").await;
     assert!(a.status == StatusCode::BAD_REQUEST && a.body.contains("colour"), "{}", a.body);
+}
+
+#[tokio::test]
+async fn overrides_name_known_cells_and_bounded_weights() {
+    let w = web(false);
+    // Invented cells never enter the weight table.
+    for i in 0..40 {
+        let a = w.post_json(&format!("/api/v1/cells/invented-{i}/override"), None, "{\"weight\": 5}").await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+        assert!(a.body.contains(&format!("`invented-{i}` is unknown")), "{}", a.body);
+    }
+    // Envoy sums locality weights in 32 bits: a weight near 2^32 is refused.
+    let a = w.post_json("/api/v1/cells/bj-unit-01/override", None, "{\"weight\": 4294967295}").await;
+    assert!(a.status == StatusCode::BAD_REQUEST && a.body.contains("`weight` must be at most 10000"), "{}", a.body);
+    for cell in ["bj-unit-01", "sh-unit-09"] {
+        let a = w.post_json(&format!("/api/v1/cells/{cell}/override"), None, "{\"weight\": 10000}").await;
+        assert_eq!(a.status, StatusCode::OK, "{cell}: {}", a.body);
+    }
+    let weights: serde_json::Value = serde_json::from_str(&w.get("/api/v1/weights", None).await.body).unwrap();
+    let cells: Vec<&str> = weights["cells"].as_array().unwrap().iter().filter_map(|c| c["cell"].as_str()).collect();
+    assert_eq!(cells, ["bj-unit-01", "sh-unit-09"], "{weights}");
 }
 
 #[tokio::test]

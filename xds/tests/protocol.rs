@@ -137,7 +137,8 @@ fn localities(any_value: &[u8]) -> Vec<(String, u32, u32)> {
 
 fn pin(f: &Fixture, cell: &str, weight: Option<u32>) -> u64 {
     let req = PinRequest { cell: cell.into(), weight, ttl: None, reason: "test".into() };
-    f.controller.pin(&req, 256, "test", now()).unwrap();
+    // The fixture's cluster lists cells a, b and c.
+    f.controller.pin(&req, 256, "test", now(), |c| ["a", "b", "c"].contains(&c)).unwrap();
     f.controller.version()
 }
 

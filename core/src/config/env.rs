@@ -72,6 +72,7 @@ fn set(tree: &mut Table, path: &[String], raw: &str) -> std::result::Result<(), 
 /// Keys that exist but have no default (so they are absent from the default tree).
 fn is_optional_key(path: &[String]) -> bool {
     matches!(path, [a, b] if a == "alerts" && b == "cell_error_rate")
+        || matches!(path, [a, b, _, d] if a == "control" && b == "cells" && d == "base_weight")
 }
 
 fn scalar(raw: &str) -> Value {
