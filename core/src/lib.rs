@@ -17,6 +17,7 @@
 //! - [`fs`]: the file layer write paths use, with fault injection for tests.
 //! - [`link`]: paths of dashboard pages, as alerts and pages link to them.
 //! - [`secret`]: [`secret::Secret`], a configured secret that never prints.
+//! - [`throttle`]: log lines a client can drive, at most one per interval with a held-back count.
 //! - [`error`]: the crate's error type.
 
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod schema;
 pub mod secret;
 pub mod slo;
 pub mod store;
+pub mod throttle;
 pub mod time;
 pub mod window;
 

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::limiter::Permit;
 use crate::pipeline::{Ingest, Signal, Transport};
 use cellpilot_core::auth::Principal;
+use cellpilot_core::throttle::Throttle;
 use prost::bytes::Bytes;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -106,7 +107,10 @@ where
                 }
                 Err(e) => {
                     ingest.count_request(S::LABEL, Transport::Grpc, Some(&e));
-                    tracing::warn!(error = %e, "OTLP/gRPC request rejected");
+                    static REJECTED: Throttle = Throttle::new(cellpilot_core::throttle::EVERY);
+                    if let Some(held_back) = REJECTED.allow() {
+                        tracing::warn!(error = %e, lines_held_back = held_back, "OTLP/gRPC request rejected");
+                    }
                     return Ok(to_status(&e).into_http());
                 }
             }

@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use cellpilot_core::throttle::Throttle;
 use std::sync::Arc;
 
 /// The OTLP/HTTP routes.
@@ -86,7 +87,12 @@ fn error_response(e: &Error, enc: Encoding) -> Response {
     let answer = e.status();
     match e {
         Error::Internal(detail) => tracing::error!(%detail, "OTLP/HTTP export failed"),
-        Error::Unauthenticated(d) => tracing::warn!(reason = %d, "OTLP/HTTP request rejected"),
+        Error::Unauthenticated(d) => {
+            static REJECTED: Throttle = Throttle::new(cellpilot_core::throttle::EVERY);
+            if let Some(held_back) = REJECTED.allow() {
+                tracing::warn!(reason = %d, lines_held_back = held_back, "OTLP/HTTP request rejected");
+            }
+        }
         other => tracing::debug!(error = %other, "OTLP/HTTP request rejected"),
     }
     let body = decode::status_body(answer.grpc as i32, &e.to_string(), enc);

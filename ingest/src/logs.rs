@@ -32,9 +32,19 @@ fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref())
 }
 
-/// Every well-formed `cell.cutover` event in `req`.
-pub fn cutovers(req: &ExportLogsServiceRequest) -> Vec<Reported> {
-    let mut out = Vec::new();
+/// The `cell.cutover` events of an export.
+#[derive(Debug, Default)]
+pub struct Cutovers {
+    /// The well-formed ones.
+    pub reported: Vec<Reported>,
+    /// Those without cell, `cutover.started` and `cutover.completed` (or ending before they
+    /// start): ignored, and logged by the caller as a count, not a line each.
+    pub malformed: u64,
+}
+
+/// Every `cell.cutover` event in `req`.
+pub fn cutovers(req: &ExportLogsServiceRequest) -> Cutovers {
+    let mut out = Cutovers::default();
     for rl in &req.resource_logs {
         for sl in &rl.scope_logs {
             for r in &sl.log_records {
@@ -51,11 +61,9 @@ pub fn cutovers(req: &ExportLogsServiceRequest) -> Vec<Reported> {
                 let completed = time_ms(get(&r.attributes, "cutover.completed"));
                 match (cell, started, completed) {
                     (Some(cell), Some(started_ms), Some(completed_ms)) if completed_ms >= started_ms => {
-                        out.push(Reported { cell: cell.to_string(), started_ms, completed_ms })
+                        out.reported.push(Reported { cell: cell.to_string(), started_ms, completed_ms })
                     }
-                    _ => tracing::warn!(
-                        "ignoring a cell.cutover event without cell, cutover.started and cutover.completed"
-                    ),
+                    _ => out.malformed += 1,
                 }
             }
         }

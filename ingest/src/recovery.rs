@@ -107,6 +107,7 @@ pub fn replay_with(
         }
     };
     tidy(dir, &checkpoints, &out.recovered)?;
+    let mut malformed_cutovers = 0u64;
     for &seq in &seqs {
         if seq < from {
             // Held by the checkpoint; kept until a later one can stand in for it.
@@ -133,7 +134,7 @@ pub fn replay_with(
         };
         let mut kept = Vec::with_capacity(records.len());
         for (i, rec) in records.iter().enumerate() {
-            match replay_record(rec, mapper, agg, durable_before, cutovers) {
+            match replay_record(rec, mapper, agg, durable_before, cutovers, &mut malformed_cutovers) {
                 Ok(o) => {
                     out.counted += o.accepted - o.already_persisted;
                     out.already_persisted += o.already_persisted;
@@ -155,6 +156,13 @@ pub fn replay_with(
         out.segments.push(Sealed { seq, bytes });
     }
     out.next_seq = seqs.last().map_or(0, |s| s + 1).max(from);
+    if malformed_cutovers > 0 {
+        // One line for the whole replay, however many there were.
+        tracing::warn!(
+            events = malformed_cutovers,
+            "replay ignored cell.cutover events without cell, cutover.started and cutover.completed"
+        );
+    }
     Ok(out)
 }
 
@@ -270,6 +278,7 @@ fn replay_record(
     agg: &SharedAggregator,
     durable_before: i64,
     cutovers: Option<&dyn CutoverReports>,
+    malformed: &mut u64,
 ) -> std::result::Result<Outcome, Unreplayable> {
     let export = match rec.kind {
         Kind::Spans => {
@@ -284,9 +293,11 @@ fn replay_record(
     };
     catch_unwind(AssertUnwindSafe(|| {
         if let (Export::Logs(req), Some(sink)) = (&export, cutovers) {
-            for r in crate::logs::cutovers(req) {
+            let found = crate::logs::cutovers(req);
+            for r in &found.reported {
                 sink.reported(&r.cell, r.started_ms, r.completed_ms);
             }
+            *malformed += found.malformed;
         }
         let obs = export.map(mapper).map_err(Unreplayable::Refused)?;
         Ok(agg.lock().apply(&obs, rec.received_ms, durable_before))

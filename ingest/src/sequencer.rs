@@ -16,6 +16,7 @@ use crate::wal::{self, Kind, WalWriter, WriterSettings};
 use crate::wire::WireTraces;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::metrics::Metrics;
+use cellpilot_core::throttle::Throttle;
 use cellpilot_core::window::WindowSpec;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -110,6 +111,20 @@ impl Export {
             Export::Logs(r) => r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum(),
             _ => 0,
         }
+    }
+}
+
+/// Logs `n` malformed `cell.cutover` events: one line a minute at most, however many arrive.
+fn malformed_cutovers(n: u64) {
+    static MALFORMED: Throttle = Throttle::new(cellpilot_core::throttle::EVERY);
+    if n > 0
+        && let Some(held_back) = MALFORMED.allow()
+    {
+        tracing::warn!(
+            events = n,
+            lines_held_back = held_back,
+            "ignoring cell.cutover events without cell, cutover.started and cutover.completed"
+        );
     }
 }
 
@@ -729,9 +744,11 @@ impl Worker {
                     Ok(Ok(applied)) => {
                         self.metrics.ingest_logs.inc_by(export.log_records() as u64);
                         if let (Export::Logs(req), Some(sink)) = (export, &self.cutovers) {
-                            for r in crate::logs::cutovers(req) {
+                            let found = crate::logs::cutovers(req);
+                            for r in &found.reported {
                                 sink.reported(&r.cell, r.started_ms, r.completed_ms);
                             }
+                            malformed_cutovers(found.malformed);
                         }
                         Ok(applied)
                     }

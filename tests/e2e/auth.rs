@@ -246,3 +246,31 @@ async fn every_route_and_rpc_for_every_role() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_callers_cannot_flood_the_log() {
+    let server = Server::start(&env());
+    let client = reqwest::Client::new();
+    let mut traces = TraceServiceClient::connect(format!("http://{}", server.grpc)).await.unwrap();
+    for i in 0..300 {
+        let secret = format!("guess-{i}");
+        let r = client.get(format!("http://{}/api/v1/weights", server.web)).bearer_auth(&secret).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = client
+            .post(format!("http://{}/v1/traces", server.http))
+            .bearer_auth(&secret)
+            .header("content-type", "application/x-protobuf")
+            .body(Vec::new())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let e = traces.export(grpc_request(Default::default(), Some(&secret))).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // One line a minute from each of the three places that refuse, however many callers.
+    for what in ["API request rejected", "OTLP/HTTP request rejected", "OTLP/gRPC request rejected"] {
+        assert_eq!(server.log_lines(what), 1, "{what}");
+    }
+}

@@ -373,3 +373,30 @@ async fn damaged_files_on_disk_are_quarantined_and_serve_starts() {
     server.data = Some(data);
     still_serving(server, "after-disk").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_cutover_events_cannot_flood_the_log() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(data.path(), &[]);
+    // 40,000 `cell.cutover` events without cell or times: one export of a few hundred KiB.
+    let records = (0..40_000).map(|_| LogRecord { event_name: "cell.cutover".into(), ..Default::default() }).collect();
+    let body = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    for _ in 0..3 {
+        let r = server.post_otlp("logs", body.clone()).await;
+        assert_eq!(r.status(), 200, "malformed events are ignored, the export accepted");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = server.log_lines("cell.cutover");
+    assert_eq!(lines, 1, "120,000 malformed events: one line a minute, not one each");
+    // Replay after a crash logs a summary, not a line per event.
+    server.kill();
+    let restarted = Server::start_in(data.path(), &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(restarted.log_lines("cell.cutover") <= 1, "{} lines on replay", restarted.log_lines("cell.cutover"));
+}

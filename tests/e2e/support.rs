@@ -30,6 +30,8 @@ pub(crate) struct Server {
     pub(crate) xds: Option<SocketAddr>,
     /// The internal Arrow Flight listener of an ingest node in a cluster.
     pub(crate) cluster: Option<SocketAddr>,
+    /// What it wrote to stderr (its log), also passed on to the test's stderr.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -64,7 +66,7 @@ impl Server {
     /// Runs `cellpilot ARGS` (a command that serves and prints the ready line) on `dir`.
     pub(crate) fn spawn(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Self::command(args, dir);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -75,6 +77,18 @@ impl Server {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.starts_with("cellpilot ready") {
                     let _ = tx.send(line);
+                }
+            }
+        });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() < 1_000_000 {
+                    kept.push(line);
                 }
             }
         });
@@ -100,7 +114,13 @@ impl Server {
             cluster: field("cluster").parse().ok(),
             child,
             data: None,
+            log,
         }
+    }
+
+    /// Lines of its log so far that contain `needle`.
+    pub(crate) fn log_lines(&self, needle: &str) -> usize {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|l| l.contains(needle)).count()
     }
 
     /// `GET` a web path and parse the JSON body, asserting 200.

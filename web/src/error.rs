@@ -78,7 +78,11 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, ApiError::Unauthorized(_)) {
-            tracing::warn!(reason = %self, "API request rejected");
+            static REJECTED: cellpilot_core::throttle::Throttle =
+                cellpilot_core::throttle::Throttle::new(cellpilot_core::throttle::EVERY);
+            if let Some(held_back) = REJECTED.allow() {
+                tracing::warn!(reason = %self, lines_held_back = held_back, "API request rejected");
+            }
         }
         if matches!(self, ApiError::Unauthorized(d) if !d.is_forbidden()) {
             resp.headers_mut().insert(

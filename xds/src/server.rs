@@ -156,7 +156,9 @@ impl NodeGuard {
                 Event::Nack { kind, version, error } => {
                     // A client's text, logged no longer than it is kept.
                     let detail = cellpilot_core::cut_str(&error, cellpilot_control::gateways::MAX_NACK_DETAIL);
-                    tracing::warn!(node = %self.id.id, type_url = kind.type_url(), version, error = %detail, "xDS node refused a response (NACK)");
+                    if let Some(held_back) = nack_lines().allow(&self.id.id) {
+                        tracing::warn!(node = %self.id.id, type_url = kind.type_url(), version, error = %detail, nacks_held_back = held_back, "xDS node refused a response (NACK)");
+                    }
                     self.controller.metrics().xds_nacks.inc();
                     self.controller.nack(&self.id, version, &error)
                 }
@@ -294,4 +296,10 @@ async fn sleep_until(at: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// NACK lines: one per node a minute, the next saying how many were held back.
+fn nack_lines() -> &'static cellpilot_core::throttle::KeyedThrottle {
+    static LINES: std::sync::OnceLock<cellpilot_core::throttle::KeyedThrottle> = std::sync::OnceLock::new();
+    LINES.get_or_init(|| cellpilot_core::throttle::KeyedThrottle::new(cellpilot_core::throttle::EVERY))
 }
