@@ -282,8 +282,15 @@ impl AuthConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
-    /// Open connections per listener; more wait in the kernel's backlog.
+    /// Open connections per listener, counted on accept; more are closed at once.
     pub max_connections: usize,
+    /// Open connections per listener from one IP address; more are closed at once.
+    pub max_connections_per_ip: usize,
+    /// A connection that sends nothing for this long after it opens is closed.
+    pub idle_timeout: Dur,
+    /// Time a client has to send an export's body once its headers arrived; a body that stalls
+    /// longer is dropped (408 / DEADLINE_EXCEEDED) and its ingest slot freed.
+    pub body_read_timeout: Dur,
     /// HTTP/2 streams a gRPC client may open on one connection.
     pub max_concurrent_streams: u32,
     /// gRPC requests served at once per connection.
@@ -300,6 +307,9 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             max_connections: 1_024,
+            max_connections_per_ip: 64,
+            idle_timeout: Dur::secs(10),
+            body_read_timeout: Dur::secs(30),
             max_concurrent_streams: 128,
             concurrency_per_connection: 64,
             keepalive_interval: Dur::secs(10),
@@ -709,14 +719,24 @@ impl Config {
             return bad("ingest.max_queue_wait", "must be positive");
         }
         let t = &self.transport;
-        if t.max_connections == 0 || t.max_concurrent_streams == 0 || t.concurrency_per_connection == 0 {
+        if t.max_connections == 0
+            || t.max_connections_per_ip == 0
+            || t.max_concurrent_streams == 0
+            || t.concurrency_per_connection == 0
+        {
             return bad(
                 "transport",
-                "max_connections, max_concurrent_streams and concurrency_per_connection must be at least 1",
+                "max_connections, max_connections_per_ip, max_concurrent_streams and concurrency_per_connection must be at least 1",
             );
         }
-        if t.keepalive_interval.0.is_zero() || t.keepalive_timeout.0.is_zero() || t.header_read_timeout.0.is_zero() {
-            return bad("transport", "keepalive_interval, keepalive_timeout and header_read_timeout must be positive");
+        if [t.keepalive_interval, t.keepalive_timeout, t.header_read_timeout, t.idle_timeout, t.body_read_timeout]
+            .iter()
+            .any(|d| d.0.is_zero())
+        {
+            return bad(
+                "transport",
+                "keepalive_interval, keepalive_timeout, header_read_timeout, idle_timeout and body_read_timeout must be positive",
+            );
         }
         if i.max_items_per_request == 0 {
             return bad("ingest.max_items_per_request", "must be at least 1");

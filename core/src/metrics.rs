@@ -1,6 +1,6 @@
 //! The process's Prometheus metrics. Names are part of the contract: stable and `cellpilot_`-prefixed.
 
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Every metric cellpilot exports, registered in one registry per process (tests run several).
 #[derive(Debug, Clone)]
@@ -75,6 +75,11 @@ pub struct Metrics {
     pub xds_nacks: IntCounter,
     /// Live xDS (ADS) streams.
     pub xds_streams: IntGauge,
+    /// Open connections by `listener`.
+    pub connections_open: IntGaugeVec,
+    /// Connections closed at once by `listener` and `reason` (`max_connections`,
+    /// `max_connections_per_ip`), or later for sending nothing (`idle_timeout`).
+    pub connections_refused: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -93,6 +98,12 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry.register(Box::new(g.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -119,6 +130,7 @@ impl Metrics {
             "future",
             "bad_input",
             "aborted",
+            "stalled",
             "unsupported",
             "too_large",
             "overloaded",
@@ -259,6 +271,18 @@ impl Metrics {
                 "Watch streams that stopped reading; their gateway no longer holds cut-overs back.",
             ),
             xds_nacks: counter(&r, "cellpilot_xds_nacks_total", "xDS responses a node refused (NACKed)."),
+            connections_open: gauge_vec(
+                &r,
+                "cellpilot_connections_open",
+                "Open connections, by listener.",
+                &["listener"],
+            ),
+            connections_refused: counter_vec(
+                &r,
+                "cellpilot_connections_refused_total",
+                "Connections closed at once (max_connections, max_connections_per_ip) or for sending nothing (idle_timeout), by listener and reason.",
+                &["listener", "reason"],
+            ),
             xds_streams: gauge(&r, "cellpilot_xds_streams", "Live xDS (ADS) streams."),
             alert_deliveries: counter_vec(
                 &r,

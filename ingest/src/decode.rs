@@ -46,15 +46,17 @@ impl Encoding {
 
 /// Reads a whole request body of at most `limit` bytes (more is [`Error::TooLarge`], and
 /// stops the read there); what `what` names the body in the error of a broken read.
-pub async fn read_body<B>(body: B, limit: usize, what: &str) -> Result<bytes_like::Bytes>
+pub async fn read_body<B>(body: B, limit: usize, timeout: std::time::Duration, what: &str) -> Result<bytes_like::Bytes>
 where
     B: tonic::codegen::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    // The one place a body is collected, and never past `limit`.
+    // The one place a body is collected, never past `limit` nor `timeout`.
     #[allow(clippy::disallowed_methods)]
-    let collected = http_body_util::Limited::new(body, limit).collect().await;
+    let collected = tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| Error::Stalled { after: timeout })?;
     match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Error::TooLarge { limit }),

@@ -21,6 +21,13 @@ pub enum Error {
     /// stream): nothing was read to judge, and nothing was accepted.
     #[error("the request body was cut off by the client: {0}")]
     Aborted(String),
+    /// The body stalled: not all of it arrived within `[transport] body_read_timeout` (the
+    /// request's slot and bytes are freed).
+    #[error("the request body did not arrive within {}s ([transport] body_read_timeout)", after.as_secs_f64())]
+    Stalled {
+        /// The timeout.
+        after: Duration,
+    },
     /// Content type or encoding we do not speak.
     #[error("{0}")]
     Unsupported(String),
@@ -73,6 +80,7 @@ impl Error {
             Error::BadInput(_) => answer(400, tonic::Code::InvalidArgument),
             // Nobody is left to read it; said the way a proxy says it.
             Error::Aborted(_) => answer(499, tonic::Code::Cancelled),
+            Error::Stalled { .. } => answer(408, tonic::Code::DeadlineExceeded),
             Error::Unsupported(_) => answer(415, tonic::Code::InvalidArgument),
             Error::TooLarge { .. } | Error::TooMany(_) => answer(413, tonic::Code::ResourceExhausted),
             Error::Unauthenticated(d) if d.is_forbidden() => answer(403, tonic::Code::PermissionDenied),

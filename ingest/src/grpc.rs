@@ -152,7 +152,7 @@ where
     let (mut parts, body) = req.into_parts();
     // Compressed bodies may be a little larger than what they hold.
     let wire_limit = limit + limit / 64 + 1024;
-    let body = crate::decode::read_body(body, wire_limit, "the request")
+    let body = crate::decode::read_body(body, wire_limit, ingest.body_read_timeout(), "the request")
         .await
         .map_err(|e| if matches!(e, Error::TooLarge { .. }) { Error::TooLarge { limit } } else { e })?;
     if body.len() < 5 {

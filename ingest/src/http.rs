@@ -54,7 +54,7 @@ async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> 
         }
         let mut permit = ingest.admit(declared.unwrap_or(limit))?;
         let body = unread.take().ok_or_else(|| Error::Internal("the request body was taken twice".into()))?;
-        let raw = decode::read_body(body, limit, "the request body").await?;
+        let raw = decode::read_body(body, limit, ingest.body_read_timeout(), "the request body").await?;
         let raw: Bytes = decode::decompress(raw, header_str(header::CONTENT_ENCODING), limit)?;
         let decoded = ingest.prescan::<S>(&raw, enc)?;
         permit.resize(raw.len().saturating_add(decoded))?;

@@ -166,6 +166,8 @@ pub struct Ingest {
     metrics: Metrics,
     max_request_size: usize,
     max_items: u64,
+    /// How long a body may take to arrive.
+    body_read_timeout: std::time::Duration,
     /// Maps and folds traces on the receiving task (the sequencer has a copy for the rest).
     mapper: Mapper,
     /// The aggregator's windows, which batches are folded into.
@@ -173,6 +175,9 @@ pub struct Ingest {
     /// Now, for the future-time bound of folded spans.
     clock: SharedClock,
 }
+
+/// `[transport] body_read_timeout`'s default.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Decoded bytes one request may take, as a multiple of `max_request_size`: with the raw body,
 /// its WAL copy and the slack of growing vectors, one request at the size limit stays under
@@ -229,6 +234,7 @@ impl Ingest {
             metrics: parts.metrics,
             max_request_size,
             max_items,
+            body_read_timeout: BODY_READ_TIMEOUT,
             mapper: Mapper::new(config),
             spec,
             clock,
@@ -238,6 +244,17 @@ impl Ingest {
     /// Largest accepted request, after decompression.
     pub fn max_request_size(&self) -> usize {
         self.max_request_size
+    }
+
+    /// `[transport] body_read_timeout` (30 s unless set).
+    pub fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// How long a body may take to arrive.
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        self.body_read_timeout
     }
 
     /// The process metrics.
@@ -373,6 +390,7 @@ impl Ingest {
             None => "ok",
             Some(Error::BadInput(_)) => "bad_input",
             Some(Error::Aborted(_)) => "aborted",
+            Some(Error::Stalled { .. }) => "stalled",
             Some(Error::Unsupported(_)) => "unsupported",
             Some(Error::TooLarge { .. }) => "too_large",
             Some(Error::TooMany(_)) => "too_many",

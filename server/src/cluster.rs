@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 /// Joins the cluster of nodes sharing this node's object store (nothing on local disk); returns
 /// the internal listener's address when this node runs one.
@@ -23,7 +22,7 @@ pub(crate) async fn join(
     store: &Arc<RollupStore>,
     controller: &Arc<Controller>,
     web_addr: SocketAddr,
-    auth: &Authenticator,
+    (auth, metrics): (&Authenticator, &cellpilot_core::metrics::Metrics),
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -58,13 +57,11 @@ pub(crate) async fn join(
         // The `[transport]` stream and keepalive limits, as on every gRPC listener; plain gRPC (the
         // peers dial it by its advertised address, on the private network).
         let mut server = crate::serve::grpc_server(None, &config.transport, false)?;
+        let incoming = crate::serve::incoming(listener, "cluster", &config.transport, metrics);
         tasks.spawn(async move {
             server
                 .add_service(service)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    stop.cancelled_owned(),
-                )
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await
                 .context("cluster (Arrow Flight) server")
         });

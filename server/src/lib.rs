@@ -5,10 +5,13 @@
 //! - [`serve`]: [`serve::start`] (every listener bound and ready when it returns) and
 //!   [`serve::serve`] (until SIGINT/SIGTERM).
 //! - `cluster`: joining the nodes that share an object store (heartbeat, Flight, peers).
+//! - `gate`: every listener's admission: connection caps (total, per IP), the idle timeout, accept
+//!   back-off.
 //! - `listen`: the HTTP listeners with the `[transport]` limits and lingering closes.
 //! - `tls`: `[tls]` certificates for the HTTP and gRPC listeners.
 
 mod cluster;
+mod gate;
 mod listen;
 pub mod serve;
 mod tls;

@@ -1,12 +1,13 @@
-//! Serving the HTTP listeners (OTLP/HTTP and the web) with `[transport]` limits: at most
-//! `max_connections` open connections (past it, new ones wait in the kernel's backlog rather
-//! than in our memory), `header_read_timeout` for a request's headers, TLS handshakes bounded
-//! in time, a graceful stop that waits a bounded time for requests in flight, and lingering
+//! Serving the HTTP listeners (OTLP/HTTP and the web) with `[transport]` limits: connections
+//! admitted by the listener's [`Gate`] (caps, idle timeout), `header_read_timeout` for a
+//! request's headers, TLS handshakes bounded in time, a graceful stop that waits a bounded time for requests in flight, and lingering
 //! closes: a request refused before its body was read (overload, credentials) is answered at
 //! once, and the connection then closes the way nginx and Apache do it — write side first, what
 //! the client still sends read and dropped for a bounded time — so the answer reaches a client
-//! that is still sending instead of being lost to a TCP reset.
+//! that is still sending instead of being lost to a TCP reset. A client that never sent a byte
+//! gets no lingering close: its place is given back at once.
 
+use crate::gate::{self, Admitted, Gate};
 use crate::tls::Tls;
 use cellpilot_core::config::TransportConfig;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -14,11 +15,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How long a stop waits for requests in flight before closing their connections.
@@ -27,15 +28,16 @@ const DRAIN: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(30);
 const LINGER_BYTES: usize = 64 << 20;
 
-/// Serves `router` on `tcp` until `stop`, over TLS when `tls` is set.
+/// Serves `router` on `tcp` until `stop`, over TLS when `tls` is set, its connections admitted
+/// by `gate`.
 pub(crate) async fn serve_http(
     tcp: TcpListener,
     tls: Option<Tls>,
     router: axum::Router,
     limits: TransportConfig,
+    gate: Arc<Gate>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout.0).keep_alive(true);
@@ -45,23 +47,22 @@ pub(crate) async fn serve_http(
     let mut conns = tokio::task::JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
-        let slot = tokio::select! {
-            _ = stop.cancelled() => break,
-            s = slots.clone().acquire_owned() => s.map_err(std::io::Error::other)?,
-        };
         let (stream, addr) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = tcp.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    gate::accept_failed(gate.listener(), &e);
+                    tokio::time::sleep(gate::ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
+        // Refused: dropped here, so closed at once.
+        let Some(mut stream) = gate.wrap(stream) else { continue };
+        let slot = Slot { _place: stream.take_admitted(), spoke: stream.spoke() };
         let service = TowerToHyperService::new(router.clone());
         let (http, tls) = (http.clone(), tls.clone());
         // Watched before the handshake, so a stop also ends connections still negotiating TLS.
@@ -89,7 +90,7 @@ async fn serve<S>(
     watcher: hyper_util::server::graceful::Watcher,
     stream: S,
     service: TowerToHyperService<axum::Router>,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -99,13 +100,25 @@ async fn serve<S>(
     }
 }
 
-/// A connection whose close lingers (see the module docs); it keeps its connection slot until
-/// the lingering ends, so lingering sockets count against `max_connections` too.
-struct Lingering<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(Option<(S, OwnedSemaphorePermit)>);
+/// A connection's place at its listener, held until its close ends.
+struct Slot {
+    /// Given back when the slot drops.
+    _place: Option<Admitted>,
+    /// Whether the client sent anything.
+    spoke: Arc<AtomicBool>,
+}
+
+/// A connection whose close lingers (see the module docs); it keeps its place at the listener
+/// until the lingering ends, so lingering sockets count against `max_connections` too.
+struct Lingering<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(Option<(S, Slot)>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Lingering<S> {
     fn drop(&mut self) {
         let Some((mut stream, slot)) = self.0.take() else { return };
+        // Nothing was sent, so nothing is owed an answer: no lingering.
+        if !slot.spoke.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         rt.spawn(async move {
             let _ = stream.shutdown().await;

@@ -1,6 +1,7 @@
 //! `cellpilot serve`: binds every listener, starts the owned background tasks, prints the ready
 //! line and shuts everything down on SIGINT/SIGTERM.
 
+use crate::gate::{Gate, Incoming};
 use crate::listen::serve_http;
 use anyhow::Context;
 use cellpilot_alerts::run::ControlView;
@@ -207,7 +208,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    let cluster = crate::cluster::join(&config, &store, &controller, web_addr, &auth, &shutdown, &mut tasks).await?;
+    let cluster =
+        crate::cluster::join(&config, &store, &controller, web_addr, (&auth, &metrics), &shutdown, &mut tasks).await?;
     if let Some(addr) = cluster {
         bound.push(("cluster", addr));
     }
@@ -220,7 +222,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let web_tls = tls.clone();
     let limits = config.transport.clone();
     let app = if role.queries() { cellpilot_web::router(state) } else { cellpilot_web::ops_router(state) };
-    tasks.spawn(async move { serve_http(web, web_tls, app, limits, stop).await.context("web server") });
+    let gate = Gate::new("web", &limits, &metrics);
+    tasks.spawn(async move { serve_http(web, web_tls, app, limits, gate, stop).await.context("web server") });
 
     let receivers = Bulkhead::new()?;
     let ingest = match (grpc, http) {
@@ -251,13 +254,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let stop = shutdown.clone();
         // Gateways watch CellWeights here.
         let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
+        let control = incoming(control, "control", &config.transport, &metrics);
         tasks.spawn(async move {
             server
                 .add_service(weights_service.into_server())
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(control).with_nodelay(Some(true)),
-                    stop.cancelled_owned(),
-                )
+                .serve_with_incoming_shutdown(control, stop.cancelled_owned())
                 .await
                 .context("control server")
         });
@@ -270,10 +271,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let stop = shutdown.clone();
         // Envoy and proxyless gRPC clients follow the weights here.
         let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;
+        let xds = incoming(xds, "xds", &config.transport, &metrics);
         tasks.spawn(async move {
             server
                 .add_service(service.into_server())
-                .serve_with_incoming_shutdown(TcpIncoming::from(xds).with_nodelay(Some(true)), stop.cancelled_owned())
+                .serve_with_incoming_shutdown(xds, stop.cancelled_owned())
                 .await
                 .context("xDS server")
         });
@@ -366,39 +368,44 @@ async fn start_ingest(
     let mut wal = WalSettings::new(&config.storage.dir, config.storage.fsync, config.storage.wal_max_size.0);
     wal.checkpoint_interval = config.storage.checkpoint_interval.0;
     let watermark_store = store.clone();
-    let ingest = Arc::new(Ingest::new(
-        &config.ingest,
-        IngestParts {
-            aggregator: aggregator.clone(),
-            auth: auth.clone(),
-            metrics: metrics.clone(),
-            clock: clock.clone(),
-            wal: Some((wal, replayed)),
-            watermark: Arc::new(move || watermark_store.persisted_until()),
-            cutovers: Some(controller.clone()),
-        },
-    )?);
+    let ingest = Arc::new(
+        Ingest::new(
+            &config.ingest,
+            IngestParts {
+                aggregator: aggregator.clone(),
+                auth: auth.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+                wal: Some((wal, replayed)),
+                watermark: Arc::new(move || watermark_store.persisted_until()),
+                cutovers: Some(controller.clone()),
+            },
+        )?
+        .with_body_read_timeout(config.transport.body_read_timeout.0),
+    );
     health.add(ingest.health_check());
 
     let stop = shutdown.clone();
     let routes = cellpilot_ingest::grpc_routes(ingest.clone());
     let mut server = grpc_server(tls.as_ref(), &config.transport, false)?;
     let grpc = grpc.into_std()?;
+    let (limits, m) = (config.transport.clone(), metrics.clone());
     tasks.spawn(receivers.spawn(async move {
         let grpc = TcpListener::from_std(grpc)?;
         server
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stop.cancelled_owned())
+            .serve_with_incoming_shutdown(incoming(grpc, "otlp_grpc", &limits, &m), stop.cancelled_owned())
             .await
             .context("OTLP/gRPC server")
     }));
     let stop = shutdown.clone();
     let otlp_http = cellpilot_ingest::http::router(ingest.clone());
-    let limits = config.transport.clone();
+    let (limits, m) = (config.transport.clone(), metrics.clone());
     let http = http.into_std()?;
     tasks.spawn(receivers.spawn(async move {
         let http = TcpListener::from_std(http)?;
-        serve_http(http, tls, otlp_http, limits, stop).await.context("OTLP/HTTP server")
+        let gate = Gate::new("otlp_http", &limits, &m);
+        serve_http(http, tls, otlp_http, limits, gate, stop).await.context("OTLP/HTTP server")
     }));
     let stop = shutdown.clone();
     let sink: Arc<dyn RollupSink> = store.clone();
@@ -414,6 +421,17 @@ async fn start_ingest(
 /// keepalive PINGs, for the CellWeights listener, where a gateway that vanished must be noticed
 /// (it holds cut-overs back); OTLP clients keep their own keepalives, and one busy encoding a
 /// large export must not be cut off for a late PING answer (TCP keepalive still applies).
+/// A gRPC listener's connections, admitted by a [`Gate`] named `listener`.
+pub(crate) fn incoming(
+    tcp: TcpListener,
+    listener: &'static str,
+    limits: &TransportConfig,
+    metrics: &Metrics,
+) -> Incoming<TcpIncoming> {
+    let tcp = TcpIncoming::from(tcp).with_nodelay(Some(true)).with_keepalive(Some(limits.keepalive_interval.0));
+    Incoming::new(tcp, Gate::new(listener, limits, metrics))
+}
+
 pub(crate) fn grpc_server(
     tls: Option<&crate::tls::Tls>,
     limits: &TransportConfig,

@@ -7,7 +7,6 @@ use anyhow::Context;
 use cellpilot_core::config::TlsConfig;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -77,7 +76,10 @@ impl Tls {
     }
 
     /// The server side of a TLS handshake on `stream`, bounded in time.
-    pub(crate) async fn handshake(&self, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+    pub(crate) async fn handshake<S>(&self, stream: S) -> Option<TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {

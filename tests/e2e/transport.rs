@@ -103,3 +103,157 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         assert!(read.is_ok(), "{addr}: still connected 10 s after a 1 s header timeout");
     }
 }
+
+/// `n` TCP connections to `addr` from `from`, opened and left silent.
+async fn idle_sockets(from: &str, addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        out.push(sock.connect(addr).await.unwrap());
+    }
+    out
+}
+
+/// Whether the server closed `sock` within `limit`.
+async fn closed_within(sock: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(limit, async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().ok()).build().unwrap()
+}
+
+/// `cellpilot_connections_refused_total` of `listener` and `reason`, asked from an address of its own.
+async fn refused(server: &Server, listener: &str, reason: &str) -> u64 {
+    let metrics = client_from("127.0.0.3").get(format!("http://{}/metrics", server.web)).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let key = format!("cellpilot_connections_refused_total{{listener=\"{listener}\",reason=\"{reason}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_from_one_address_cannot_lock_others_out() {
+    let server = Server::start(&[
+        ("CELLPILOT_TRANSPORT__MAX_CONNECTIONS_PER_IP", "16"),
+        ("CELLPILOT_TRANSPORT__IDLE_TIMEOUT", "60s"),
+    ]);
+    let xds = server.xds.expect("xDS listens");
+    let listeners = [
+        ("otlp_grpc", server.grpc),
+        ("otlp_http", server.http),
+        ("web", server.web),
+        ("control", server.control),
+        ("xds", xds),
+    ];
+    let mut held = Vec::new();
+    for (name, addr) in listeners {
+        let mut socks = idle_sockets("127.0.0.1", addr, 80).await;
+        // Past the per-address cap, each is closed at once.
+        let mut late = socks.split_off(16);
+        for s in late.iter_mut().take(5) {
+            assert!(closed_within(s, Duration::from_secs(5)).await, "{name}: a connection past the cap stayed open");
+        }
+        held.push(socks);
+        let n = refused(&server, name, "max_connections_per_ip").await;
+        assert!(n >= 64, "{name}: {n} refused");
+    }
+    // Another address is served at once on every listener.
+    let other = client_from("127.0.0.2");
+    let r = other.get(format!("http://{}/healthz", server.web)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let span = traces(Some("web"), vec![server_span("a", 200, now_ns(), 1_000_000)]);
+    let r = other
+        .post(format!("http://{}/v1/traces", server.http))
+        .header("content-type", "application/x-protobuf")
+        .body(span.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use prost::Message;
+    let req = ExportTraceServiceRequest::decode(&span[..]).unwrap();
+    TraceServiceClient::new(channel).export(req).await.unwrap();
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_their_places_given_back() {
+    let server =
+        Server::start(&[("CELLPILOT_TRANSPORT__MAX_CONNECTIONS", "32"), ("CELLPILOT_TRANSPORT__IDLE_TIMEOUT", "1s")]);
+    for (name, addr) in [("web", server.web), ("otlp_grpc", server.grpc)] {
+        // Every place taken by sockets that never say a word, from many addresses.
+        let mut socks = Vec::new();
+        for i in 0..4 {
+            socks.extend(idle_sockets(&format!("127.0.0.{}", 10 + i), addr, 8).await);
+        }
+        let mut extra = idle_sockets("127.0.0.20", addr, 1).await;
+        assert!(closed_within(&mut extra[0], Duration::from_secs(5)).await, "{name}: past max_connections");
+        // The silent ones are closed after the idle timeout, not held for the header timeout
+        // plus a lingering close.
+        for s in socks.iter_mut() {
+            assert!(closed_within(s, Duration::from_secs(5)).await, "{name}: a silent connection stayed open");
+        }
+        assert!(refused(&server, name, "max_connections").await >= 1, "{name}");
+        assert!(refused(&server, name, "idle_timeout").await >= 32, "{name}");
+    }
+    // Their places are free again.
+    let r = reqwest::get(format!("http://{}/healthz", server.web)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_give_their_slots_back() {
+    let server = Server::start(&[
+        ("CELLPILOT_TRANSPORT__BODY_READ_TIMEOUT", "1s"),
+        ("CELLPILOT_INGEST__MAX_CONCURRENT_REQUESTS", "8"),
+    ]);
+    // Every ingest slot held by an export that stops sending mid-body.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut sock = tokio::net::TcpStream::connect(server.http).await.unwrap();
+        let head = "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 100000\r\n\r\n";
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.write_all(&[0u8; 10]).await.unwrap();
+        stalled.push(sock);
+    }
+    // Each is answered 408 once the timeout passes, naming the key.
+    for sock in stalled.iter_mut() {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&answer).contains("body_read_timeout") {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("body_read_timeout"), "{answer}");
+    }
+    // The slots are free: a valid export is served.
+    let span = traces(Some("web"), vec![server_span("a", 200, now_ns(), 1_000_000)]);
+    assert_eq!(server.post_otlp("traces", span).await.status(), 200);
+    let text = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
+    assert!(text.contains("cellpilot_ingest_rejected_total{reason=\"stalled\"} 8"), "stalled exports are counted");
+}
