@@ -65,6 +65,60 @@ where
     }
 }
 
+/// Reads a gRPC call's body: one length-prefixed message. `admit` is called with the length
+/// the 5-byte prefix declares, before anything past the prefix is held, so a call's bytes are
+/// charged against the ingest byte budget before they are read (a length over `limit` is refused
+/// from the prefix alone); returns the framed bytes and what `admit` gave.
+pub async fn read_grpc_body<B, P>(
+    body: B,
+    limit: usize,
+    timeout: std::time::Duration,
+    mut admit: impl FnMut(usize) -> Result<P>,
+) -> Result<(bytes_like::Bytes, Option<P>)>
+where
+    B: tonic::codegen::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    use prost::bytes::Buf;
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut permit = None;
+        while let Some(frame) = body.as_mut().frame().await {
+            let frame = frame.map_err(|e| {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                if client_aborted(e.as_ref()) {
+                    Error::Aborted(format!("reading the request: {e}"))
+                } else {
+                    Error::BadInput(format!("reading the request failed: {e}"))
+                }
+            })?;
+            let Ok(mut data) = frame.into_data() else { continue };
+            let n = data.remaining();
+            if buf.len().saturating_add(n) > limit.saturating_add(5) {
+                return Err(Error::TooLarge { limit });
+            }
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                let len = chunk.len();
+                buf.extend_from_slice(chunk);
+                data.advance(len);
+            }
+            if permit.is_none() && buf.len() >= 5 {
+                let declared = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if declared > limit {
+                    return Err(Error::TooLarge { limit });
+                }
+                permit = Some(admit(declared)?);
+                buf.reserve(declared.saturating_sub(buf.len() - 5));
+            }
+        }
+        Ok((bytes_like::Bytes::from(buf), permit))
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| Error::Stalled { after: timeout })?
+}
+
 /// Whether a body read failed because the client went away mid-body (its connection closed or
 /// reset, its HTTP/2 stream reset) rather than because of what it sent.
 fn client_aborted(e: &(dyn std::error::Error + 'static)) -> bool {

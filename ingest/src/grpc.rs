@@ -152,9 +152,11 @@ where
     let (mut parts, body) = req.into_parts();
     // Compressed bodies may be a little larger than what they hold.
     let wire_limit = limit + limit / 64 + 1024;
-    let body = crate::decode::read_body(body, wire_limit, ingest.body_read_timeout(), "the request")
-        .await
-        .map_err(|e| if matches!(e, Error::TooLarge { .. }) { Error::TooLarge { limit } } else { e })?;
+    // Charged from the prefix's declared length before the message is read.
+    let (body, permit) =
+        crate::decode::read_grpc_body(body, wire_limit, ingest.body_read_timeout(), |n| ingest.admit(n))
+            .await
+            .map_err(|e| if matches!(e, Error::TooLarge { .. }) { Error::TooLarge { limit } } else { e })?;
     if body.len() < 5 {
         return Err(Error::BadInput("the call holds no complete gRPC message".into()));
     }
@@ -187,7 +189,14 @@ where
     };
     let message = &framed[5..];
     let decoded = ingest.prescan::<S>(message, crate::decode::Encoding::Protobuf)?;
-    let permit = ingest.admit(message.len().saturating_add(decoded))?;
+    let bytes = message.len().saturating_add(decoded);
+    let permit = match permit {
+        Some(mut p) => {
+            p.resize(bytes)?;
+            p
+        }
+        None => ingest.admit(bytes)?,
+    };
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok((http::Request::from_parts(parts, http_body_util::Full::new(framed)), permit))
 }

@@ -257,3 +257,73 @@ async fn stalled_bodies_give_their_slots_back() {
     let text = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
     assert!(text.contains("cellpilot_ingest_rejected_total{reason=\"stalled\"} 8"), "stalled exports are counted");
 }
+
+/// A gRPC Export call opened on `client` whose body starts with `first` and then waits.
+async fn open_call(
+    client: &mut h2::client::SendRequest<prost::bytes::Bytes>,
+    addr: std::net::SocketAddr,
+    first: Vec<u8>,
+) -> (h2::client::ResponseFuture, h2::SendStream<prost::bytes::Bytes>) {
+    let req = tonic::codegen::http::Request::post(format!(
+        "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let mut ready = client.clone().ready().await.unwrap();
+    let (resp, mut stream) = ready.send_request(req, false).unwrap();
+    stream.send_data(first.into(), false).unwrap();
+    (resp, stream)
+}
+
+/// A gRPC frame prefix declaring `len` bytes, and `sent` of them.
+fn prefix(len: u32, sent: usize) -> Vec<u8> {
+    let mut f = vec![0u8];
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend(std::iter::repeat_n(0u8, sent));
+    f
+}
+
+async fn grpc_status(resp: h2::client::ResponseFuture) -> String {
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.expect("answered at once").unwrap();
+    let status = resp.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string());
+    status.unwrap_or_else(|| "none in the headers".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_messages_are_charged_from_their_prefix_before_they_are_read() {
+    // The bytes budget is 4 × max_request_size: 4 MiB.
+    let server = Server::start(&[("CELLPILOT_INGEST__MAX_REQUEST_SIZE", "1MiB")]);
+    let tcp = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client;
+    // Four calls declare 1 MiB each, send 16 KiB of it and stall: the whole budget is charged.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(open_call(&mut client, server.grpc, prefix(1 << 20, 16 << 10)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fifth is refused at once from its prefix alone, with the retryable answer.
+    let (resp, _s) = open_call(&mut client, server.grpc, prefix(1 << 20, 0)).await;
+    assert_eq!(grpc_status(resp).await, "14", "UNAVAILABLE: the budget is taken");
+    // A prefix declaring more than the limit is refused before anything else is read.
+    let (resp, _s) = open_call(&mut client, server.grpc, prefix(2 << 20, 0)).await;
+    assert_eq!(grpc_status(resp).await, "8", "RESOURCE_EXHAUSTED");
+    let text = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
+    let key = "cellpilot_ingest_overloaded_total{reason=\"inflight_bytes\"} ";
+    let n: u64 = text.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().parse().unwrap();
+    assert!(n >= 1, "{n}");
+    // The stalled calls go away: their bytes are given back and a valid export is served.
+    for (_, mut s) in held {
+        s.send_reset(h2::Reason::CANCEL);
+    }
+    conn.abort();
+    let span = traces(Some("web"), vec![server_span("a", 200, now_ns(), 1_000_000)]);
+    crate::support::eventually(Duration::from_secs(10), "the budget is free again", || async {
+        let (code, msg) = grpc_call(&server, false, "", &span).await;
+        if code == 0 { Ok(()) } else { Err(format!("{code}: {msg}")) }
+    })
+    .await;
+}
