@@ -432,12 +432,22 @@ pub(crate) fn incoming(
     Incoming::new(tcp, Gate::new(listener, limits, metrics))
 }
 
+/// Largest header block a gRPC client may send (hyper's default is 16 MiB per stream).
+const MAX_HEADER_LIST: u32 = 64 << 10;
+/// Streams a client may open and reset before they are accepted, and streams the server may
+/// reset for a client's errors, before the connection is closed (the rapid-reset floods).
+const MAX_PENDING_RESETS: usize = 20;
+const MAX_ERROR_RESETS: usize = 64;
+
 pub(crate) fn grpc_server(
     tls: Option<&crate::tls::Tls>,
     limits: &TransportConfig,
     pings: bool,
 ) -> anyhow::Result<tonic::transport::Server> {
     let mut server = tonic::transport::Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+        .http2_max_local_error_reset_streams(Some(MAX_ERROR_RESETS))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .concurrency_limit_per_connection(limits.concurrency_per_connection)
         .tcp_keepalive(Some(limits.keepalive_interval.0));

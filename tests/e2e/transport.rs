@@ -327,3 +327,32 @@ async fn grpc_messages_are_charged_from_their_prefix_before_they_are_read() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_header_blocks_are_bounded() {
+    let server = Server::start(&[]);
+    let tcp = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = tonic::codegen::http::Request::post(format!(
+        "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        server.grpc
+    ))
+    .header("content-type", "application/grpc")
+    .header("x-padding", "p".repeat(200 << 10))
+    .body(())
+    .unwrap();
+    let mut ready = client.ready().await.unwrap();
+    let refused = match ready.send_request(req, true) {
+        Err(_) => true,
+        Ok((resp, _)) => match tokio::time::timeout(Duration::from_secs(5), resp).await.expect("answered") {
+            Err(_) => true,
+            Ok(r) => r.status() == 431,
+        },
+    };
+    assert!(refused, "a 200 KiB header block is refused");
+    conn.abort();
+    // Others are served as before.
+    let span = traces(Some("web"), vec![server_span("a", 200, now_ns(), 1_000_000)]);
+    assert_eq!(grpc_call(&server, false, "", &span).await.0, 0);
+}
