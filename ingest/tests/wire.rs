@@ -441,18 +441,16 @@ fn merged_fields_map_as_prost_merges_them() {
 }
 
 #[test]
-fn a_refused_body_reads_as_prosts_error() {
+fn a_refused_body_names_why_without_being_decoded() {
     let m = mapper();
     // A bad trace id in the first span and a bad string later: the decoding error wins.
     let body = [ld(1, &ld(2, &ld(2, &[ld(1, &[1; 3]), ld(2, &[2; 8])].concat()))), with_span_fields(&[ld(3, &[0xff])])]
         .concat();
-    let reference = ExportTraceServiceRequest::decode(&body[..]).unwrap_err();
+    assert!(ExportTraceServiceRequest::decode(&body[..]).is_err(), "prost refuses it too");
     let wire = WireTraces::new(body.into());
     let err = wire.map(&m).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        cellpilot_ingest::Error::BadInput(format!("invalid protobuf payload: {reference}")).to_string()
-    );
+    assert!(matches!(err, cellpilot_ingest::Error::BadInput(_)), "{err:?}");
+    assert_eq!(err.to_string(), "invalid protobuf payload: a string is not UTF-8");
     // Without the bad string, the id is the answer, word for word as on the decoding path.
     let body = ld(1, &ld(2, &ld(2, &[ld(1, &[1; 3]), ld(2, &[2; 8])].concat())));
     let req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
