@@ -206,11 +206,20 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// Queries running at once; more are answered 429.
     pub max_concurrent: usize,
+    /// Bytes queries may spill to `<storage.dir>/tmp/sql-spill` when their memory pool is full;
+    /// past it the query fails naming the limit.
+    pub max_spill: Size,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { memory_limit: Size::gib(1), timeout: Dur::secs(30), max_rows: 100_000, max_concurrent: 4 }
+        Self {
+            memory_limit: Size::gib(1),
+            timeout: Dur::secs(30),
+            max_rows: 100_000,
+            max_concurrent: 4,
+            max_spill: Size::gib(1),
+        }
     }
 }
 

@@ -14,8 +14,10 @@
 //! - [`series`]: bucketed time series of a cell / service / route selection.
 //! - [`slo`]: requests, errors and slow requests of a selection (SLOs, alerts, attribution).
 //! - [`cells`]: per-cell totals and merged latency quantiles over a time range.
+//! - [`bounded`]: `repeat`, `lpad` and `rpad` bounded by the query's memory limit.
 //! - [`error`]: the crate's error type.
 
+pub mod bounded;
 pub mod cache;
 pub mod cells;
 pub mod error;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Limits of one query.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Memory pool, bytes.
     pub memory: usize,
@@ -26,6 +26,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// Rows returned at most; more is an error.
     pub max_rows: usize,
+    /// Where a query spills what its pool cannot hold, and how many bytes at most; `None`:
+    /// DataFusion's default (the OS temp dir, 100 GB).
+    pub spill: Option<(std::path::PathBuf, u64)>,
 }
 
 /// The control loop's tables, as of the query.
@@ -92,7 +95,13 @@ impl Drop for Executor {
 
 /// A session over `store` (and `control`'s rows) with every table and function registered.
 pub fn context(store: &Arc<RollupStore>, limits: &Limits, control: ControlTables) -> Result<SessionContext> {
-    let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory, 1.0).build_arc()?;
+    let mut runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory, 1.0);
+    if let Some((dir, max)) = &limits.spill {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Storage(format!("creating the SQL spill directory {}: {e}", dir.display())))?;
+        runtime = runtime.with_temp_file_path(dir).with_max_temp_directory_size(*max);
+    }
+    let runtime = runtime.build_arc()?;
     let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for tier in Tier::ALL {
@@ -108,6 +117,7 @@ pub fn context(store: &Arc<RollupStore>, limits: &Limits, control: ControlTables
         ctx.register_table(name, Arc::new(t))?;
     }
     crate::udf::register(&ctx);
+    crate::bounded::register(&ctx, limits.memory);
     Ok(ctx)
 }
 

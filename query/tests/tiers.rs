@@ -147,8 +147,12 @@ async fn sql_quantiles_after_reopen_match_the_samples() {
     }
     drop(store);
     let store = std::sync::Arc::new(RollupStore::open(settings(dir.path())).unwrap());
-    let limits =
-        cellpilot_query::sql::Limits { memory: 1 << 30, timeout: std::time::Duration::from_secs(60), max_rows: 1000 };
+    let limits = cellpilot_query::sql::Limits {
+        memory: 1 << 30,
+        timeout: std::time::Duration::from_secs(60),
+        max_rows: 1000,
+        spill: Some((dir.path().join("spill"), 1 << 30)),
+    };
     let ctx = cellpilot_query::sql::context(&store, &limits, Default::default()).unwrap();
     for table in ["rollups", "rollups_5m", "rollups_1h"] {
         let q = format!(
@@ -165,10 +169,26 @@ async fn sql_quantiles_after_reopen_match_the_samples() {
         }
     }
     // Scanned rows count against the query's memory pool: a small pool refuses the same scan.
-    let small = cellpilot_query::sql::Limits { memory: 64 << 10, ..limits };
+    let small = cellpilot_query::sql::Limits { memory: 64 << 10, ..limits.clone() };
     let ctx = cellpilot_query::sql::context(&store, &small, Default::default()).unwrap();
     let e = cellpilot_query::sql::run(&ctx, "SELECT count(*) FROM rollups", &small).await.unwrap_err();
     assert!(e.to_string().contains("esources exhausted"), "{e}");
+    // Strings a query asks for are bounded by the same limit before they are made.
+    let pool = cellpilot_query::sql::Limits { memory: 64 << 20, ..limits.clone() };
+    let ctx = cellpilot_query::sql::context(&store, &pool, Default::default()).unwrap();
+    for q in [
+        "SELECT length(repeat('x', 268435456))",
+        "SELECT length(lpad('x', 268435456))",
+        "SELECT length(rpad('x', 268435456, 'ab'))",
+        "SELECT max(length(repeat(cell, 100000000))) FROM rollups",
+    ] {
+        let e = cellpilot_query::sql::run(&ctx, q, &pool).await.unwrap_err().to_string();
+        assert!(e.contains("over the query's memory limit") && e.contains("[query] memory_limit"), "{q}: {e}");
+    }
+    let (schema, batches) =
+        cellpilot_query::sql::run(&ctx, "SELECT length(repeat('ab', 1000)), lpad('7', 3, '0')", &pool).await.unwrap();
+    let json = cellpilot_query::sql::to_json(&schema, &batches).unwrap();
+    assert_eq!(json["rows"][0], serde_json::json!([2000, "007"]), "small ones work as before");
 }
 
 fn requests(batches: &[RecordBatch]) -> u64 {
@@ -336,6 +356,7 @@ async fn many_small_groups_fit_the_memory_pool() {
         memory: 64 << 20,
         timeout: std::time::Duration::from_secs(120),
         max_rows: 100_000,
+        spill: None,
     };
     let ctx = cellpilot_query::sql::context(&store, &limits, Default::default()).unwrap();
     let q = "SELECT CAST(window_start AS BIGINT) AS ws, cell, latency_quantile(latency_hist, 0.999), \

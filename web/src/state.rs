@@ -82,7 +82,12 @@ impl AppState {
     /// Limits of one SQL query, from `[query]`.
     pub fn query_limits(&self) -> cellpilot_query::sql::Limits {
         let q = &self.config.query;
-        cellpilot_query::sql::Limits { memory: q.memory_limit.as_usize(), timeout: q.timeout.0, max_rows: q.max_rows }
+        cellpilot_query::sql::Limits {
+            memory: q.memory_limit.as_usize(),
+            timeout: q.timeout.0,
+            max_rows: q.max_rows,
+            spill: Some((self.config.storage.dir.join("tmp").join("sql-spill"), q.max_spill.0)),
+        }
     }
 }
 
