@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 pub const EVERY: Duration = Duration::from_secs(60);
 
 /// Most keys a [`KeyedThrottle`] tracks; beyond them, the keys share one slot.
-const MAX_KEYS: usize = 1024;
+pub const MAX_KEYS: usize = 1024;
 
 /// One line per interval from one call site.
 #[derive(Debug)]
