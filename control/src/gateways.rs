@@ -110,28 +110,34 @@ impl Gateway {
     }
 }
 
-/// Every gateway seen, at most [`MAX_GATEWAYS`].
-#[derive(Debug, Default)]
-pub struct Gateways(BTreeMap<GatewayId, Gateway>);
+/// Every gateway seen, at most `max` (`[control] max_gateways`): one more evicts the one gone
+/// longest, or is refused when all are connected.
+#[derive(Debug)]
+pub struct Gateways {
+    map: BTreeMap<GatewayId, Gateway>,
+    max: usize,
+}
 
-/// Gateways remembered; one more evicts the one gone longest, or is refused when all are connected.
-pub const MAX_GATEWAYS: usize = 10_000;
-
-/// Every one of the [`MAX_GATEWAYS`] gateways has a live stream.
+/// Every one of the `max_gateways` gateways has a live stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("more than {MAX_GATEWAYS} gateways are connected")]
-pub struct Full;
+#[error("more than {0} gateways are connected ([control] max_gateways)")]
+pub struct Full(pub usize);
 
 impl Gateways {
+    /// At most `max` gateways remembered.
+    pub fn new(max: usize) -> Self {
+        Self { map: BTreeMap::new(), max: max.max(1) }
+    }
+
     /// The entry of `id`, made (evicting the gateway gone longest if need be).
     fn entry(&mut self, id: &GatewayId, now_ms: i64) -> Result<&mut Gateway, Full> {
-        if !self.0.contains_key(id) && self.0.len() >= MAX_GATEWAYS {
-            let gone = self.0.iter().filter(|(_, g)| g.streams == 0).min_by_key(|(_, g)| g.last_seen_ms);
-            let Some((oldest, _)) = gone else { return Err(Full) };
+        if !self.map.contains_key(id) && self.map.len() >= self.max {
+            let gone = self.map.iter().filter(|(_, g)| g.streams == 0).min_by_key(|(_, g)| g.last_seen_ms);
+            let Some((oldest, _)) = gone else { return Err(Full(self.max)) };
             let oldest = oldest.clone();
-            self.0.remove(&oldest);
+            self.map.remove(&oldest);
         }
-        let g = self.0.entry(id.clone()).or_insert_with(|| Gateway {
+        let g = self.map.entry(id.clone()).or_insert_with(|| Gateway {
             protocol: id.protocol,
             id: id.id.clone(),
             streams: 0,
@@ -153,7 +159,7 @@ impl Gateways {
 
     /// A stream closed.
     pub fn close(&mut self, id: &GatewayId, now_ms: i64) {
-        if let Some(g) = self.0.get_mut(id) {
+        if let Some(g) = self.map.get_mut(id) {
             g.streams = g.streams.saturating_sub(1);
             g.last_seen_ms = g.last_seen_ms.max(now_ms);
         }
@@ -168,7 +174,7 @@ impl Gateways {
     /// One of its streams stopped counting; true when it was its last (the gateway no longer
     /// holds cut-overs).
     pub fn leave(&mut self, id: &GatewayId) -> bool {
-        match self.0.get_mut(id) {
+        match self.map.get_mut(id) {
             Some(g) if g.watching_streams > 0 => {
                 g.watching_streams -= 1;
                 g.watching_streams == 0
@@ -194,22 +200,22 @@ impl Gateways {
 
     /// Gateways watching now.
     pub fn watching(&self) -> BTreeSet<GatewayId> {
-        self.0.iter().filter(|(_, g)| g.watching()).map(|(id, _)| id.clone()).collect()
+        self.map.iter().filter(|(_, g)| g.watching()).map(|(id, _)| id.clone()).collect()
     }
 
     /// How many gateways are watching now.
     pub fn watching_count(&self) -> usize {
-        self.0.values().filter(|g| g.watching()).count()
+        self.map.values().filter(|g| g.watching()).count()
     }
 
     /// Every gateway, by protocol then id.
     pub fn all(&self) -> Vec<Gateway> {
-        self.0.values().cloned().collect()
+        self.map.values().cloned().collect()
     }
 
     /// `id`'s entry.
     pub fn get(&self, id: &GatewayId) -> Option<&Gateway> {
-        self.0.get(id)
+        self.map.get(id)
     }
 }
 
@@ -219,26 +225,27 @@ mod tests {
 
     #[test]
     fn a_flood_of_ids_evicts_only_gateways_that_are_gone() {
-        let mut g = Gateways::default();
+        const MAX: usize = 1_000;
+        let mut g = Gateways::new(MAX);
         let live = GatewayId::xds("envoy-1");
         g.open(&live, 0).unwrap();
         g.ack(&live, Ack { version: 3, at_ms: 0 }, 0).unwrap();
-        for i in 0..MAX_GATEWAYS as i64 + 50 {
+        for i in 0..MAX as i64 + 50 {
             g.ack(&GatewayId::cell_weights(&format!("gw-{i}")), Ack { version: 1, at_ms: i + 1 }, i + 1).unwrap();
         }
-        assert_eq!(g.all().len(), MAX_GATEWAYS);
+        assert_eq!(g.all().len(), MAX);
         assert_eq!(g.get(&live).and_then(|e| e.last_ack).map(|a| a.version), Some(3), "a connected gateway stays");
         assert!(g.get(&GatewayId::cell_weights("gw-0")).is_none(), "the one gone longest went first");
         // Every one connected: the next is refused.
-        for i in 0..MAX_GATEWAYS as i64 {
+        for i in 0..MAX as i64 {
             let _ = g.open(&GatewayId::xds(&format!("n-{i}")), 100_000 + i);
         }
-        assert_eq!(g.open(&GatewayId::xds("one-more"), 200_000), Err(Full));
+        assert_eq!(g.open(&GatewayId::xds("one-more"), 200_000), Err(Full(MAX)));
     }
 
     #[test]
     fn watching_counts_streams_and_nacks_are_cut() {
-        let mut g = Gateways::default();
+        let mut g = Gateways::new(10);
         let id = GatewayId::xds("n");
         g.open(&id, 0).unwrap();
         g.join(&id, 0).unwrap();

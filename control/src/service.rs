@@ -175,7 +175,7 @@ impl Controller {
             log: Mutex::new(log),
             cutover_log: Mutex::new(cutover_log),
             tracker: Mutex::new(tracker),
-            gateways: Mutex::new(Gateways::default()),
+            gateways: Mutex::new(Gateways::new(config.max_gateways)),
             clock,
             metrics,
             quiet_ms: config.quiet_period.as_millis_i64(),
@@ -352,7 +352,7 @@ impl Controller {
     }
 
     /// Records that `gateway` applied `version` at `at_ms`; `Err` (nothing recorded) when it is
-    /// new and [`crate::gateways::MAX_GATEWAYS`] others are connected.
+    /// new and `[control] max_gateways` others are connected.
     pub fn ack(&self, gateway: &GatewayId, version: u64, at_ms: i64) -> Result<(), Full> {
         let now = self.clock.now_ms();
         self.gateways.lock().unwrap_or_else(|e| e.into_inner()).ack(gateway, Ack { version, at_ms }, now)?;

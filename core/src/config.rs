@@ -364,6 +364,9 @@ pub struct ControlConfig {
     /// Largest weight a cell may have, base or pinned: Envoy sums locality weights in 32 bits,
     /// so sums stay far below 2^32.
     pub max_weight: u32,
+    /// Gateways (CellWeights and xDS nodes) remembered; one more evicts the one disconnected
+    /// longest, or is refused when every one is connected.
+    pub max_gateways: usize,
 }
 
 /// Highest `[control] max_weight`: 10,000 cells at it still sum below 2^32.
@@ -382,6 +385,7 @@ impl Default for ControlConfig {
             policy: PolicyConfig::default(),
             cells: BTreeMap::new(),
             max_weight: 10_000,
+            max_gateways: 1_000,
         }
     }
 }
@@ -773,6 +777,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&p.max_drained_fraction) {
             return bad("control.policy.max_drained_fraction", "must be within 0..1");
+        }
+        if self.control.max_gateways == 0 {
+            return bad("control.max_gateways", "must be at least 1");
         }
         let max_w = self.control.max_weight;
         if max_w == 0 || max_w > MAX_WEIGHT_LIMIT {
