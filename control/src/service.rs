@@ -338,11 +338,13 @@ impl Controller {
         now_ms: i64,
         listed: impl Fn(&str) -> bool,
     ) -> Result<Vec<Decision>, crate::pin::PinError> {
-        let max_weight = self.policy.lock().unwrap_or_else(|e| e.into_inner()).max_weight();
+        let (max_weight, known) = {
+            let p = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+            (p.max_weight(), p.knows(&req.cell))
+        };
         let ttl_ms = req.check(max_name, max_weight)?;
         let until = now_ms.saturating_add(ttl_ms);
-        let known = listed(&req.cell) || self.policy.lock().unwrap_or_else(|e| e.into_inner()).knows(&req.cell);
-        if !known {
+        if !known && !listed(&req.cell) {
             return Err(crate::pin::PinError::UnknownCell(req.cell.clone()));
         }
         self.change(|p| p.pin(&req.cell, req.weight, until, &req.reason, actor, now_ms)).map_err(|e| match e {

@@ -60,8 +60,16 @@ where
     match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Error::TooLarge { limit }),
-        Err(e) if client_aborted(e.as_ref()) => Err(Error::Aborted(format!("reading {what}: {e}"))),
-        Err(e) => Err(Error::BadInput(format!("reading {what} failed: {e}"))),
+        Err(e) => Err(broken_read(e.as_ref(), what)),
+    }
+}
+
+/// A body read that failed: the client went away ([`Error::Aborted`]) or sent something broken.
+fn broken_read(e: &(dyn std::error::Error + 'static), what: &str) -> Error {
+    if client_aborted(e) {
+        Error::Aborted(format!("reading {what}: {e}"))
+    } else {
+        Error::BadInput(format!("reading {what} failed: {e}"))
     }
 }
 
@@ -80,7 +88,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    use prost::bytes::Buf;
+    use prost::bytes::{Buf, BufMut};
     let read = async {
         let mut body = std::pin::pin!(body);
         let mut buf: Vec<u8> = Vec::new();
@@ -88,23 +96,13 @@ where
         while let Some(frame) = body.as_mut().frame().await {
             let frame = frame.map_err(|e| {
                 let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-                if client_aborted(e.as_ref()) {
-                    Error::Aborted(format!("reading the request: {e}"))
-                } else {
-                    Error::BadInput(format!("reading the request failed: {e}"))
-                }
+                broken_read(e.as_ref(), "the request")
             })?;
-            let Ok(mut data) = frame.into_data() else { continue };
-            let n = data.remaining();
-            if buf.len().saturating_add(n) > limit.saturating_add(5) {
+            let Ok(data) = frame.into_data() else { continue };
+            if buf.len().saturating_add(data.remaining()) > limit.saturating_add(5) {
                 return Err(Error::TooLarge { limit });
             }
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                let len = chunk.len();
-                buf.extend_from_slice(chunk);
-                data.advance(len);
-            }
+            buf.put(data);
             if permit.is_none() && buf.len() >= 5 {
                 let declared = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
                 if declared > limit {

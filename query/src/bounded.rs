@@ -78,29 +78,17 @@ impl ScalarUDFImpl for Bounded {
 fn output_bytes(name: &str, args: &[ColumnarValue], rows: usize) -> Result<u128> {
     let (Some(s), Some(n)) = (args.first(), args.get(1)) else { return Ok(0) };
     let counts = ints(&n.to_array(rows)?)?;
-    let per_row: Box<dyn Fn(usize) -> u128> = if name == "repeat" {
-        let lens = byte_lengths(&s.to_array(rows)?)?;
-        Box::new(move |i| u128::from(lens[i]) * u128::from(counts[i]))
-    } else {
-        Box::new(move |i| 4 * u128::from(counts[i]))
+    // repeat: the string's bytes per count; the pads: up to 4 bytes per character asked for.
+    let per_count = match name {
+        "repeat" => ints(&arrow::compute::kernels::length::length(&s.to_array(rows)?)?)?,
+        _ => vec![4; rows],
     };
-    Ok((0..rows).map(per_row).sum())
+    Ok(counts.iter().zip(&per_count).map(|(&c, &b)| u128::from(c) * u128::from(b)).sum())
 }
 
-/// The non-negative counts of an integer column (nulls and negatives make nothing).
+/// The non-negative values of an integer column (nulls and negatives are 0).
 fn ints(a: &ArrayRef) -> Result<Vec<u64>> {
     let a = arrow::compute::cast(a, &DataType::Int64)?;
     let a = a.as_primitive::<Int64Type>();
     Ok((0..a.len()).map(|i| if a.is_null(i) { 0 } else { a.value(i).max(0).unsigned_abs() }).collect())
-}
-
-/// The byte length of each string (0 for nulls and other types).
-fn byte_lengths(a: &ArrayRef) -> Result<Vec<u64>> {
-    let len = |i: usize, l: usize| if a.is_null(i) { 0 } else { l as u64 };
-    Ok(match a.data_type() {
-        DataType::Utf8 => (0..a.len()).map(|i| len(i, a.as_string::<i32>().value(i).len())).collect(),
-        DataType::LargeUtf8 => (0..a.len()).map(|i| len(i, a.as_string::<i64>().value(i).len())).collect(),
-        DataType::Utf8View => (0..a.len()).map(|i| len(i, a.as_string_view().value(i).len())).collect(),
-        _ => vec![0; a.len()],
-    })
 }

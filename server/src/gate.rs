@@ -176,7 +176,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if buf.filled().len() > before {
+                if this.idle.is_some() && buf.filled().len() > before {
                     this.idle = None;
                     this.spoke.store(true, Ordering::Relaxed);
                 }

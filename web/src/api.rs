@@ -283,8 +283,8 @@ pub async fn override_cell(
     let max_name = state.config.ingest.max_attribute_length;
     let (controller, actor, now) = (state.controller.clone(), who.actor().to_string(), state.clock.now_ms());
     // In a cluster the pin's version is recorded in the object store first: blocking.
-    let xds = state.config.xds.clusters.clone();
-    let listed = move |cell: &str| xds.iter().any(|c| c.cells.contains_key(cell));
+    let config = state.config.clone();
+    let listed = move |cell: &str| config.xds.clusters.iter().any(|c| c.cells.contains_key(cell));
     let decisions = crate::state::blocking(move || Ok(controller.pin(&req, max_name, &actor, now, listed)?)).await?;
     Ok(Json(serde_json::json!({ "version": state.controller.version(), "decisions": decisions.len() })))
 }
