@@ -1,6 +1,7 @@
 //! Every gateway that follows the table, of either protocol: its live streams, whether it
 //! counts as watching (it holds a drain's `applied_at` until it applies it), its last ACK and
-//! its last NACK. Bounded: a client inventing ids evicts only gateways that are gone.
+//! its last NACK. Bounded: a client inventing ids evicts only gateways that are gone, and
+//! streams are capped in total, per gateway id and per token ([`StreamCaps`]).
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,24 +117,75 @@ impl Gateway {
 pub struct Gateways {
     map: BTreeMap<GatewayId, Gateway>,
     max: usize,
+    caps: StreamCaps,
+    /// Live streams in all.
+    streams: usize,
+    /// Live streams per token (the caller's name; `anonymous` without `[auth]`).
+    by_token: BTreeMap<String, usize>,
 }
 
-/// Every one of the `max_gateways` gateways has a live stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("more than {0} gateways are connected ([control] max_gateways)")]
-pub struct Full(pub usize);
+/// Bounds on live gateway streams (CellWeights Watch and xDS ADS alike), from `[xds]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCaps {
+    /// In all (`max_streams`).
+    pub total: usize,
+    /// Per gateway id or xDS node id (`max_streams_per_node`).
+    pub per_node: usize,
+    /// Per token (`max_streams_per_token`).
+    pub per_token: usize,
+}
+
+impl StreamCaps {
+    /// The caps `[xds]` sets.
+    pub fn of(x: &cellpilot_core::config::XdsConfig) -> Self {
+        Self { total: x.max_streams, per_node: x.max_streams_per_node, per_token: x.max_streams_per_token }
+    }
+}
+
+impl Default for StreamCaps {
+    fn default() -> Self {
+        Self::of(&cellpilot_core::config::XdsConfig::default())
+    }
+}
+
+/// Why a gateway's stream or answer was not taken in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    /// Every one of the `max_gateways` gateways has a live stream.
+    #[error("more than {0} gateways are connected ([control] max_gateways)")]
+    Gateways(usize),
+    /// `max_streams` streams are open.
+    #[error("{0} gateway streams are open, the most allowed ([xds] max_streams)")]
+    Streams(usize),
+    /// The gateway id has `max_streams_per_node` streams open.
+    #[error("`{id}` has {max} streams open, the most one gateway id may ([xds] max_streams_per_node)")]
+    Node {
+        /// The gateway id or node id.
+        id: String,
+        /// The cap.
+        max: usize,
+    },
+    /// The token has `max_streams_per_token` streams open.
+    #[error("token `{token}` has {max} streams open, the most one token may ([xds] max_streams_per_token)")]
+    Token {
+        /// The token's name.
+        token: String,
+        /// The cap.
+        max: usize,
+    },
+}
 
 impl Gateways {
-    /// At most `max` gateways remembered.
-    pub fn new(max: usize) -> Self {
-        Self { map: BTreeMap::new(), max: max.max(1) }
+    /// At most `max` gateways remembered, their streams held to `caps`.
+    pub fn new(max: usize, caps: StreamCaps) -> Self {
+        Self { map: BTreeMap::new(), max: max.max(1), caps, streams: 0, by_token: BTreeMap::new() }
     }
 
     /// The entry of `id`, made (evicting the gateway gone longest if need be).
     fn entry(&mut self, id: &GatewayId, now_ms: i64) -> Result<&mut Gateway, Full> {
         if !self.map.contains_key(id) && self.map.len() >= self.max {
             let gone = self.map.iter().filter(|(_, g)| g.streams == 0).min_by_key(|(_, g)| g.last_seen_ms);
-            let Some((oldest, _)) = gone else { return Err(Full(self.max)) };
+            let Some((oldest, _)) = gone else { return Err(Full::Gateways(self.max)) };
             let oldest = oldest.clone();
             self.map.remove(&oldest);
         }
@@ -151,18 +203,49 @@ impl Gateways {
         Ok(g)
     }
 
-    /// A stream opened.
-    pub fn open(&mut self, id: &GatewayId, now_ms: i64) -> Result<(), Full> {
+    /// A stream of `id` opened by `token`'s holder; refused (nothing counted) over a cap.
+    pub fn open(&mut self, id: &GatewayId, token: &str, now_ms: i64) -> Result<(), Full> {
+        let caps = self.caps;
+        if self.streams >= caps.total {
+            return Err(Full::Streams(caps.total));
+        }
+        if self.map.get(id).is_some_and(|g| g.streams >= caps.per_node) {
+            return Err(Full::Node { id: id.id.clone(), max: caps.per_node });
+        }
+        if self.by_token.get(token).is_some_and(|n| *n >= caps.per_token) {
+            return Err(Full::Token { token: token.to_string(), max: caps.per_token });
+        }
         self.entry(id, now_ms)?.streams += 1;
+        self.streams += 1;
+        *self.by_token.entry(token.to_string()).or_default() += 1;
         Ok(())
     }
 
-    /// A stream closed.
-    pub fn close(&mut self, id: &GatewayId, now_ms: i64) {
-        if let Some(g) = self.map.get_mut(id) {
-            g.streams = g.streams.saturating_sub(1);
+    /// A stream of `id` opened by `token`'s holder closed.
+    pub fn close(&mut self, id: &GatewayId, token: &str, now_ms: i64) {
+        if let Some(g) = self.map.get_mut(id)
+            && g.streams > 0
+        {
+            g.streams -= 1;
             g.last_seen_ms = g.last_seen_ms.max(now_ms);
+            self.streams = self.streams.saturating_sub(1);
+            if let Some(n) = self.by_token.get_mut(token) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_token.remove(token);
+                }
+            }
         }
+    }
+
+    /// Streams opened from now on are held to `caps`.
+    pub fn set_caps(&mut self, caps: StreamCaps) {
+        self.caps = caps;
+    }
+
+    /// Live streams in all.
+    pub fn streams(&self) -> usize {
+        self.streams
     }
 
     /// One of its streams counts as watching.
@@ -226,9 +309,9 @@ mod tests {
     #[test]
     fn a_flood_of_ids_evicts_only_gateways_that_are_gone() {
         const MAX: usize = 1_000;
-        let mut g = Gateways::new(MAX);
+        let mut g = Gateways::new(MAX, StreamCaps { total: 10 * MAX, ..StreamCaps::default() });
         let live = GatewayId::xds("envoy-1");
-        g.open(&live, 0).unwrap();
+        g.open(&live, "t", 0).unwrap();
         g.ack(&live, Ack { version: 3, at_ms: 0 }, 0).unwrap();
         for i in 0..MAX as i64 + 50 {
             g.ack(&GatewayId::cell_weights(&format!("gw-{i}")), Ack { version: 1, at_ms: i + 1 }, i + 1).unwrap();
@@ -238,16 +321,16 @@ mod tests {
         assert!(g.get(&GatewayId::cell_weights("gw-0")).is_none(), "the one gone longest went first");
         // Every one connected: the next is refused.
         for i in 0..MAX as i64 {
-            let _ = g.open(&GatewayId::xds(&format!("n-{i}")), 100_000 + i);
+            let _ = g.open(&GatewayId::xds(&format!("n-{i}")), &format!("t{i}"), 100_000 + i);
         }
-        assert_eq!(g.open(&GatewayId::xds("one-more"), 200_000), Err(Full(MAX)));
+        assert_eq!(g.open(&GatewayId::xds("one-more"), "t", 200_000), Err(Full::Gateways(MAX)));
     }
 
     #[test]
     fn watching_counts_streams_and_nacks_are_cut() {
-        let mut g = Gateways::new(10);
+        let mut g = Gateways::new(10, StreamCaps::default());
         let id = GatewayId::xds("n");
-        g.open(&id, 0).unwrap();
+        g.open(&id, "t", 0).unwrap();
         g.join(&id, 0).unwrap();
         g.join(&id, 0).unwrap();
         assert!(!g.leave(&id), "one stream still watching");
@@ -259,5 +342,30 @@ mod tests {
         let nack = g.get(&id).and_then(|e| e.last_nack.clone()).unwrap();
         assert!(nack.error.len() <= MAX_NACK_DETAIL && nack.error.chars().all(|c| c == 'é'));
         assert_eq!((nack.version, g.get(&id).map(|e| e.nacks)), (4, Some(1)));
+    }
+
+    #[test]
+    fn streams_are_capped_in_all_per_node_and_per_token() {
+        let caps = StreamCaps { total: 10, per_node: 2, per_token: 4 };
+        let mut g = Gateways::new(100, caps);
+        let node = GatewayId::xds("n");
+        g.open(&node, "a", 0).unwrap();
+        g.open(&node, "a", 0).unwrap();
+        assert_eq!(g.open(&node, "b", 0), Err(Full::Node { id: "n".into(), max: 2 }));
+        g.open(&GatewayId::xds("m"), "a", 0).unwrap();
+        g.open(&GatewayId::cell_weights("m"), "a", 0).unwrap();
+        let e = g.open(&GatewayId::xds("o"), "a", 0).unwrap_err();
+        assert_eq!(e, Full::Token { token: "a".into(), max: 4 });
+        assert!(e.to_string().contains("max_streams_per_token"), "{e}");
+        for i in 0..6 {
+            g.open(&GatewayId::xds(&format!("p{i}")), &format!("t{i}"), 0).unwrap();
+        }
+        assert_eq!(g.open(&GatewayId::xds("q"), "c", 0), Err(Full::Streams(10)));
+        // Closing gives each count back; a close of a stream never opened changes nothing.
+        g.close(&node, "a", 1);
+        g.close(&GatewayId::xds("never"), "a", 1);
+        assert_eq!(g.streams(), 9);
+        g.open(&GatewayId::xds("o"), "a", 2).unwrap();
+        assert_eq!(g.get(&node).map(|e| e.streams), Some(1));
     }
 }

@@ -3,7 +3,7 @@
 //! Acks, and the CellWeights gRPC service over it.
 
 use crate::cutover::{Cutover, Tracker};
-use crate::gateways::{Ack, Full, Gateway, GatewayId, Gateways};
+use crate::gateways::{Ack, Full, Gateway, GatewayId, Gateways, StreamCaps};
 use crate::log::{DecisionLog, JsonLog};
 use crate::pb;
 use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
@@ -105,7 +105,7 @@ impl Drop for Watching {
         if !self.stalled.load(std::sync::atomic::Ordering::Acquire) {
             self.controller.left(&self.gateway);
         }
-        self.controller.close_stream(&self.gateway);
+        self.controller.close_stream(&self.gateway, &self.key.0);
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = owners.get_mut(&self.key) {
             *n -= 1;
@@ -175,7 +175,7 @@ impl Controller {
             log: Mutex::new(log),
             cutover_log: Mutex::new(cutover_log),
             tracker: Mutex::new(tracker),
-            gateways: Mutex::new(Gateways::new(config.max_gateways)),
+            gateways: Mutex::new(Gateways::new(config.max_gateways, StreamCaps::default())),
             clock,
             metrics,
             quiet_ms: config.quiet_period.as_millis_i64(),
@@ -369,14 +369,27 @@ impl Controller {
         self.gateways.lock().unwrap_or_else(|e| e.into_inner()).nack(gateway, version, error, now)
     }
 
-    /// A stream of `gateway` opened; `Err` when it is new and there is no room.
-    pub fn open_stream(&self, gateway: &GatewayId) -> Result<(), Full> {
-        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).open(gateway, self.clock.now_ms())
+    /// Gateway streams held to `caps` (`[xds] max_streams...`) instead of the defaults.
+    pub fn stream_caps(self, caps: StreamCaps) -> Self {
+        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).set_caps(caps);
+        self
     }
 
-    /// A stream of `gateway` closed (call after [`Controller::left`] if it was watching).
-    pub fn close_stream(&self, gateway: &GatewayId) {
-        self.gateways.lock().unwrap_or_else(|e| e.into_inner()).close(gateway, self.clock.now_ms());
+    /// A stream of `gateway` opened by `token`'s holder; `Err` (nothing counted) over a stream
+    /// cap, or when the gateway is new and there is no room.
+    pub fn open_stream(&self, gateway: &GatewayId, token: &str) -> Result<(), Full> {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        let opened = g.open(gateway, token, self.clock.now_ms());
+        self.metrics.gateway_streams.set(g.streams() as i64);
+        opened
+    }
+
+    /// A stream of `gateway` opened by `token`'s holder closed (call after
+    /// [`Controller::left`] if it was watching).
+    pub fn close_stream(&self, gateway: &GatewayId, token: &str) {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        g.close(gateway, token, self.clock.now_ms());
+        self.metrics.gateway_streams.set(g.streams() as i64);
     }
 
     /// One of `gateway`'s streams follows the table: drains decided from now on wait for it.
@@ -552,17 +565,19 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
     type WatchStream = TableStream;
 
     async fn watch(&self, req: Request<pb::WatchWeightsRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let who = caller(&req).actor().to_string();
+        let principal = caller(&req);
+        let who = principal.actor().to_string();
         let gateway = req.into_inner().gateway_id;
         check_gateway_id(&gateway)?;
+        principal.check_acts_as(&gateway).map_err(Status::permission_denied)?;
         let rx = self.controller.subscribe();
-        tracing::info!(%gateway, caller = %who, "gateway watching weights");
         let id = GatewayId::cell_weights(&gateway);
-        self.controller.open_stream(&id).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        self.controller.open_stream(&id, &who).map_err(|e| Status::resource_exhausted(e.to_string()))?;
         if let Err(e) = self.controller.watching(&id) {
-            self.controller.close_stream(&id);
+            self.controller.close_stream(&id, &who);
             return Err(Status::resource_exhausted(e.to_string()));
         }
+        tracing::info!(%gateway, caller = %who, "gateway watching weights");
         *self.owners.lock().unwrap_or_else(|e| e.into_inner()).entry((who.clone(), gateway.clone())).or_default() += 1;
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -124,6 +124,29 @@ impl Principal {
         }
     }
 
+    /// Whether the caller may speak as gateway id (or xDS node id) `id`. A token is bound to
+    /// the ids its name matches: `gw-eu-1` to itself, a pattern such as `gw-eu-*` to every id
+    /// it matches (`*` stands for any run of characters). Admin and anonymous callers are bound
+    /// to none.
+    pub fn may_act_as(&self, id: &str) -> bool {
+        match self {
+            Principal::Anonymous => true,
+            Principal::Token { roles, .. } if roles.has(Role::Admin) => true,
+            Principal::Token { name, .. } => matches_pattern(name.as_bytes(), id.as_bytes()),
+        }
+    }
+
+    /// Why the caller may not speak as `id` (PERMISSION_DENIED's message), if it may not.
+    pub fn check_acts_as(&self, id: &str) -> Result<(), String> {
+        if self.may_act_as(id) {
+            return Ok(());
+        }
+        Err(format!(
+            "token `{}` may act only as the gateway ids its name matches, not `{id}` (name gateway tokens after their gateway, `gw-eu-1=secret`, or a pattern, `gw-eu-*=secret`)",
+            self.actor()
+        ))
+    }
+
     /// `Ok(self)` if it holds `role`, else the refusal naming it.
     pub fn require(self, role: Role) -> Result<Self, Denied> {
         if self.has(role) { Ok(self) } else { Err(Denied::Lacks(role)) }
@@ -183,6 +206,29 @@ fn secret_of(header: &str) -> Option<String> {
         return Some(password.to_string());
     }
     None
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of bytes. Linear in practice:
+/// backtracks only to the latest `*`.
+fn matches_pattern(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 /// Equality whose time depends only on the configured secret's length.
@@ -246,5 +292,27 @@ mod tests {
         assert!(e.is_forbidden() && e.to_string().contains("`admin` role"), "{e}");
         let dup = AuthConfig { tokens: vec!["a=x".into()], read_tokens: vec!["b=x".into()], ..Default::default() };
         assert!(Authenticator::new(&dup).unwrap_err().to_string().contains("same secret"));
+    }
+
+    #[test]
+    fn gateway_tokens_are_bound_to_the_ids_their_names_match() {
+        let token = |name: &str, roles| Principal::Token { name: name.into(), roles: Roles::of(roles) };
+        let one = token("gw-eu-1", &[Role::Gateway]);
+        assert!(one.may_act_as("gw-eu-1"));
+        assert!(!one.may_act_as("gw-eu-10") && !one.may_act_as("gw-eu-") && !one.may_act_as(""));
+        let eu = token("gw-eu-*", &[Role::Gateway]);
+        assert!(eu.may_act_as("gw-eu-1") && eu.may_act_as("gw-eu-") && eu.may_act_as("gw-eu-a-b"));
+        assert!(!eu.may_act_as("gw-us-1") && !eu.may_act_as("x-gw-eu-1"));
+        let mid = token("*-eu-*-envoy", &[Role::Gateway]);
+        assert!(mid.may_act_as("gw-eu-1-envoy") && mid.may_act_as("-eu--envoy"));
+        assert!(!mid.may_act_as("gw-eu-1-envoy2"));
+        assert!(token("*", &[Role::Gateway]).may_act_as("anything"));
+        assert!(token("ops", &[Role::Admin]).may_act_as("gw-eu-1"), "admin speaks for every gateway");
+        assert!(Principal::Anonymous.may_act_as("gw-eu-1"));
+        let e = one.check_acts_as("gw-us-2").unwrap_err();
+        assert!(e.contains("gw-eu-1") && e.contains("gw-us-2"), "{e}");
+        // Many stars against a long id stay cheap.
+        let stars = token(&"*a".repeat(100), &[Role::Gateway]);
+        assert!(!stars.may_act_as(&"b".repeat(256)));
     }
 }

@@ -234,7 +234,9 @@ pub struct AuthConfig {
     /// Pages, API, SQL and `/metrics`.
     pub read_tokens: Vec<Secret>,
     /// CellWeights Get/Watch/Ack (an Ack only for the gateway_id of the caller's own Watch),
-    /// and reporting cut-overs as `cell.cutover` log events.
+    /// xDS, and reporting cut-overs as `cell.cutover` log events. A token's name binds it:
+    /// `gw-eu-1=secret` may watch only as gateway id (or xDS node id) `gw-eu-1`, `gw-eu-*=secret`
+    /// as any id the pattern matches (`*`: any run of characters).
     pub gateway_tokens: Vec<Secret>,
     /// Everything, weight overrides included.
     pub admin_tokens: Vec<Secret>,
@@ -399,11 +401,31 @@ pub struct XdsConfig {
     /// Resources served (`[[xds.clusters]]`): for each, a Listener and RouteConfiguration
     /// (proxyless gRPC, `xds:///NAME`), an EDS Cluster and its ClusterLoadAssignment.
     pub clusters: Vec<XdsCluster>,
+    /// Live gateway streams in all, xDS ADS and CellWeights Watch alike; one more is refused
+    /// with RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Live streams of one gateway id or xDS node id (one per Envoy; a proxyless gRPC fleet
+    /// sharing a node id needs more).
+    pub max_streams_per_node: usize,
+    /// Live streams opened with one token, so no single token can take every stream.
+    pub max_streams_per_token: usize,
+    /// Resource names one xDS stream may hold subscribed, over every type (at most 1 KiB each).
+    pub max_names_per_stream: usize,
+    /// Resource names every xDS stream together may hold subscribed.
+    pub max_names: usize,
 }
 
 impl Default for XdsConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:18000".into(), clusters: Vec::new() }
+        Self {
+            listen: "127.0.0.1:18000".into(),
+            clusters: Vec::new(),
+            max_streams: 1_000,
+            max_streams_per_node: 16,
+            max_streams_per_token: 500,
+            max_names_per_stream: 4_096,
+            max_names: 65_536,
+        }
     }
 }
 
@@ -858,6 +880,17 @@ impl Config {
                 "xds.listen",
                 &format!("`{}` is not a socket address like 127.0.0.1:18000 (or empty)", x.listen),
             );
+        }
+        for (key, v) in [
+            ("xds.max_streams", x.max_streams),
+            ("xds.max_streams_per_node", x.max_streams_per_node),
+            ("xds.max_streams_per_token", x.max_streams_per_token),
+            ("xds.max_names_per_stream", x.max_names_per_stream),
+            ("xds.max_names", x.max_names),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (n, c) in x.clusters.iter().enumerate() {

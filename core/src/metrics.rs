@@ -75,6 +75,8 @@ pub struct Metrics {
     pub xds_nacks: IntCounter,
     /// Live xDS (ADS) streams.
     pub xds_streams: IntGauge,
+    /// Live gateway streams of either protocol (what `[xds] max_streams` caps).
+    pub gateway_streams: IntGauge,
     /// Open connections by `listener`.
     pub connections_open: IntGaugeVec,
     /// Connections closed at once by `listener` and `reason` (`max_connections`,
@@ -284,6 +286,11 @@ impl Metrics {
                 &["listener", "reason"],
             ),
             xds_streams: gauge(&r, "cellpilot_xds_streams", "Live xDS (ADS) streams."),
+            gateway_streams: gauge(
+                &r,
+                "cellpilot_gateway_streams",
+                "Live gateway streams, CellWeights Watch and xDS ADS ([xds] max_streams caps them).",
+            ),
             alert_deliveries: counter_vec(
                 &r,
                 "cellpilot_alert_deliveries_total",

@@ -267,7 +267,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let t = &config.transport;
         let snapshots = Arc::new(cellpilot_xds::Snapshots::new(controller.clone(), config.xds.clusters.clone()));
         let service = cellpilot_xds::XdsService::new(snapshots, auth.clone(), shutdown.clone())
-            .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0);
+            .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0)
+            .name_caps(&config.xds);
         let stop = shutdown.clone();
         // Envoy and proxyless gRPC clients follow the weights here.
         let mut server = grpc_server(tls.as_ref(), &config.transport, true)?;

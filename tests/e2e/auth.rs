@@ -35,7 +35,8 @@ fn env() -> [(&'static str, &'static str); 6] {
         ("CELLPILOT_AUTH__TOKENS", "legacy=l3g"),
         ("CELLPILOT_AUTH__INGEST_TOKENS", "collector=1ng,reporter=rep0rt"),
         ("CELLPILOT_AUTH__READ_TOKENS", "viewer=r3ad"),
-        ("CELLPILOT_AUTH__GATEWAY_TOKENS", "gw=g4te,reporter=rep0rt"),
+        // A gateway token's name is the gateway id it may use; `gateway` is a pattern.
+        ("CELLPILOT_AUTH__GATEWAY_TOKENS", "gateway*=g4te,reporter=rep0rt"),
         ("CELLPILOT_AUTH__ADMIN_TOKENS", "ops=adm1n"),
         // The cell the override route is tried on is configured (unknown cells are 404).
         ("CELLPILOT_CONTROL__CELLS__C1__BASE_WEIGHT", "100"),
@@ -214,7 +215,12 @@ async fn every_route_and_rpc_for_every_role() {
         let own_only = gateway && !has("admin");
         let want = if own_only { Code::PermissionDenied } else { expected_code(secret, gateway) };
         assert_eq!(code_of(&stranger), want, "{caller}: Ack without a Watch");
-        let id = format!("gw-of-{caller}");
+        // A gateway token watches only as the ids its name matches.
+        let id = caller.replace(' ', "-");
+        let foreign = cw.watch(grpc_request(WatchWeightsRequest { gateway_id: "someone-else".into() }, secret)).await;
+        let want = if own_only { Code::PermissionDenied } else { expected_code(secret, gateway) };
+        assert_eq!(code_of(&foreign), want, "{caller}: Watch as another gateway");
+        drop(foreign);
         let watch = cw.watch(grpc_request(WatchWeightsRequest { gateway_id: id.clone() }, secret)).await;
         assert_eq!(code_of(&watch), expected_code(secret, gateway), "{caller}: Watch");
         if let Ok(stream) = watch {
@@ -234,7 +240,7 @@ async fn every_route_and_rpc_for_every_role() {
         let mut ads =
             AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.xds.unwrap())).await.unwrap();
         let first = DiscoveryRequest {
-            node: Some(Node { id: format!("node-of-{caller}"), ..Default::default() }),
+            node: Some(Node { id: caller.replace(' ', "-"), ..Default::default() }),
             type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
             ..Default::default()
         };
@@ -243,6 +249,17 @@ async fn every_route_and_rpc_for_every_role() {
         if let Ok(stream) = stream {
             let answer = stream.into_inner().message().await;
             assert!(answer.is_ok_and(|m| m.is_some()), "{caller}: an xDS response");
+        }
+        if own_only {
+            let first = DiscoveryRequest {
+                node: Some(Node { id: "someone-else".into(), ..Default::default() }),
+                type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+                ..Default::default()
+            };
+            let stream = ads.stream_aggregated_resources(grpc_request(futures::stream::iter([first]), secret)).await;
+            let refused = stream.unwrap().into_inner().message().await.unwrap_err();
+            assert_eq!(refused.code(), Code::PermissionDenied, "{caller}: xDS as another node");
+            assert!(refused.message().contains("someone-else"), "{}", refused.message());
         }
     }
 }

@@ -24,7 +24,15 @@ fn env() -> [(&'static str, &'static str); 3] {
 }
 
 async fn metric(server: &Server, name: &str) -> i64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.web)).await.unwrap().text().await.unwrap();
+    metric_as(server, name, None).await
+}
+
+async fn metric_as(server: &Server, name: &str, token: Option<&str>) -> i64 {
+    let mut req = reqwest::Client::new().get(format!("http://{}/metrics", server.web));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let text = req.send().await.unwrap().text().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
         .unwrap_or_else(|| panic!("{name} missing from /metrics")) as i64
@@ -114,4 +122,46 @@ async fn a_gateway_that_stops_reading_stops_holding_cutovers_back() {
     }
     wait_metric(&server, "cellpilot_watch_stalls_total", 1, Duration::from_secs(15)).await;
     assert_eq!(metric(&server, "cellpilot_gateways_watching").await, 0);
+}
+
+/// CellWeights Watch streams count against `[xds] max_streams_per_node` and
+/// `max_streams_per_token` as xDS streams do, and a gateway token watches only as the ids its
+/// name matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped_and_bound_to_their_token() {
+    let server = Server::start(&[
+        ("CELLPILOT_AUTH__GATEWAY_TOKENS", "gw-eu-*=g4te"),
+        ("CELLPILOT_AUTH__READ_TOKENS", "viewer=r3ad"),
+        ("CELLPILOT_XDS__MAX_STREAMS_PER_NODE", "2"),
+        ("CELLPILOT_XDS__MAX_STREAMS_PER_TOKEN", "3"),
+    ]);
+    let mut client = CellWeightsClient::connect(format!("http://{}", server.control)).await.unwrap();
+    let watch = |id: &str| {
+        let mut req = tonic::Request::new(WatchWeightsRequest { gateway_id: id.into() });
+        req.metadata_mut().insert("authorization", "Bearer g4te".parse().unwrap());
+        req
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(client.watch(watch("gw-eu-1")).await.unwrap());
+    }
+    let e = client.watch(watch("gw-eu-1")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.message().contains("max_streams_per_node"), "{}", e.message());
+    held.push(client.watch(watch("gw-eu-2")).await.unwrap());
+    let e = client.watch(watch("gw-eu-3")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.message().contains("max_streams_per_token"), "{}", e.message());
+    let e = client.watch(watch("gw-us-1")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("gw-us-1"), "{}", e.message());
+    assert_eq!(metric_as(&server, "cellpilot_gateway_streams", Some("r3ad")).await, 3);
+    // A stream that ends gives its place back.
+    held.pop();
+    let start = std::time::Instant::now();
+    while metric_as(&server, "cellpilot_gateway_streams", Some("r3ad")).await != 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the ended stream is still counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.watch(watch("gw-eu-3")).await.unwrap();
 }

@@ -63,8 +63,10 @@ impl AppState {
             lateness_ms: spec.lateness_ms,
             retention_ms: [s.retention_10s, s.retention_5m, s.retention_1h].map(|d| d.as_millis_i64()),
         })?);
-        let controller =
-            Arc::new(cellpilot_control::Controller::open(&config.control, &s.dir, clock.clone(), metrics.clone())?);
+        let controller = Arc::new(
+            cellpilot_control::Controller::open(&config.control, &s.dir, clock.clone(), metrics.clone())?
+                .stream_caps(cellpilot_control::gateways::StreamCaps::of(&config.xds)),
+        );
         Ok(AppState {
             store,
             auth,

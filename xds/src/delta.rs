@@ -189,4 +189,9 @@ impl Machine for Delta {
     fn awaiting_assignment(&self) -> bool {
         !self.types[Kind::Endpoints as usize].outstanding.is_empty()
     }
+
+    /// Resource names held subscribed, over every type.
+    fn subscribed(&self) -> usize {
+        self.types.iter().map(|t| t.names.len()).sum()
+    }
 }

@@ -28,6 +28,8 @@ pub trait Machine: Send + 'static {
     fn holds_assignment(&self) -> bool;
     /// Whether an assignment response is neither ACKed nor NACKed yet.
     fn awaiting_assignment(&self) -> bool;
+    /// Resource names held subscribed, over every type.
+    fn subscribed(&self) -> usize;
 }
 
 /// Something the controller must hear about a node.

@@ -10,7 +10,7 @@ use crate::sotw::Sotw;
 use cellpilot_control::Controller;
 use cellpilot_control::gateways::GatewayId;
 use cellpilot_control::service::GatewayAuth;
-use cellpilot_core::auth::Authenticator;
+use cellpilot_core::auth::{Authenticator, Principal};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -21,6 +21,7 @@ use futures::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,7 @@ pub struct XdsService {
     snapshots: Arc<Snapshots>,
     auth: Authenticator,
     limits: Limits,
+    names: NameBudget,
     /// An assignment neither ACKed nor NACKed by then: the node is not following.
     stall_after: Duration,
     shutdown: CancellationToken,
@@ -44,9 +46,16 @@ impl XdsService {
             snapshots,
             auth,
             limits: Limits::default(),
+            names: NameBudget::of(&cellpilot_core::config::XdsConfig::default()),
             stall_after: cellpilot_control::service::STALL_AFTER,
             shutdown,
         }
+    }
+
+    /// Subscribed names bounded as `[xds] max_names_per_stream` and `max_names` say.
+    pub fn name_caps(mut self, config: &cellpilot_core::config::XdsConfig) -> Self {
+        self.names = NameBudget::of(config);
+        self
     }
 
     /// How long a node may leave an assignment unanswered before it stops counting as watching.
@@ -65,9 +74,12 @@ impl XdsService {
         tonic::service::interceptor::InterceptedService::new(server, auth)
     }
 
-    fn session<M: Machine>(&self, incoming: Streaming<M::Req>, machine: M) -> ResponseStream<M::Resp> {
+    fn session<M: Machine>(&self, req: Request<Streaming<M::Req>>, machine: M) -> ResponseStream<M::Resp> {
+        let caller = req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
         let session = Session {
-            incoming,
+            incoming: req.into_inner(),
+            caller,
+            names: NameCharge { budget: self.names.clone(), held: 0 },
             machine,
             snapshots: self.snapshots.clone(),
             table: self.snapshots.controller().subscribe(),
@@ -96,7 +108,7 @@ impl AggregatedDiscoveryService for XdsService {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.session(req.into_inner(), Sotw::new())))
+        Ok(Response::new(self.session(req, Sotw::new())))
     }
 
     type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
@@ -105,7 +117,7 @@ impl AggregatedDiscoveryService for XdsService {
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.session(req.into_inner(), Delta::new())))
+        Ok(Response::new(self.session(req, Delta::new())))
     }
 }
 
@@ -114,6 +126,8 @@ impl AggregatedDiscoveryService for XdsService {
 struct NodeGuard {
     controller: Arc<Controller>,
     id: GatewayId,
+    /// The token the stream was opened with (its streams are capped).
+    token: String,
     /// Counts as watching now.
     watching: bool,
     /// Since when an assignment has gone unanswered.
@@ -123,12 +137,14 @@ struct NodeGuard {
 }
 
 impl NodeGuard {
-    fn open(controller: &Arc<Controller>, node: &str) -> Result<Self, Status> {
+    fn open(controller: &Arc<Controller>, node: &str, caller: &Principal) -> Result<Self, Status> {
+        caller.check_acts_as(node).map_err(Status::permission_denied)?;
         let id = GatewayId::xds(node);
-        controller.open_stream(&id).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        let token = caller.actor().to_string();
+        controller.open_stream(&id, &token).map_err(|e| Status::resource_exhausted(e.to_string()))?;
         controller.metrics().xds_streams.inc();
-        tracing::info!(node = %node, "xDS node connected");
-        Ok(Self { controller: controller.clone(), id, watching: false, awaiting_since: None, stalled: false })
+        tracing::info!(node = %node, caller = %token, "xDS node connected");
+        Ok(Self { controller: controller.clone(), id, token, watching: false, awaiting_since: None, stalled: false })
     }
 
     fn set_watching(&mut self, on: bool) {
@@ -174,13 +190,16 @@ impl Drop for NodeGuard {
     fn drop(&mut self) {
         tracing::info!(node = %self.id.id, "xDS node disconnected");
         self.set_watching(false);
-        self.controller.close_stream(&self.id);
+        self.controller.close_stream(&self.id, &self.token);
         self.controller.metrics().xds_streams.dec();
     }
 }
 
 struct Session<M: Machine> {
     incoming: Streaming<M::Req>,
+    /// Who opened the stream: the node ids it may use, and whose streams it counts against.
+    caller: Principal,
+    names: NameCharge,
     machine: M,
     snapshots: Arc<Snapshots>,
     table: tokio::sync::watch::Receiver<cellpilot_control::WeightTable>,
@@ -260,11 +279,12 @@ impl<M: Machine> Session<M> {
             if id.len() > MAX_NODE_ID {
                 return Err(Status::invalid_argument(format!("node.id is longer than {MAX_NODE_ID} bytes")));
             }
-            self.node = Some(NodeGuard::open(self.snapshots.controller(), id)?);
+            self.node = Some(NodeGuard::open(self.snapshots.controller(), id, &self.caller)?);
             self.table.borrow_and_update();
         }
         let snap = self.snapshots.current();
         let (events, responses) = self.machine.request(req, &snap, &self.limits)?;
+        self.names.hold(self.machine.subscribed())?;
         self.queue.extend(responses);
         self.settle(events);
         Ok(())
@@ -288,6 +308,62 @@ impl<M: Machine> Session<M> {
         let follows = self.machine.holds_assignment() && !node.stalled;
         node.set_watching(follows);
         node.record(events);
+    }
+}
+
+/// Resource names every stream holds subscribed, against `[xds] max_names`, and the cap of one
+/// stream, `max_names_per_stream`.
+#[derive(Debug, Clone)]
+struct NameBudget {
+    held: Arc<AtomicUsize>,
+    per_stream: usize,
+    total: usize,
+}
+
+impl NameBudget {
+    fn of(config: &cellpilot_core::config::XdsConfig) -> Self {
+        Self { held: Arc::default(), per_stream: config.max_names_per_stream, total: config.max_names }
+    }
+}
+
+/// One stream's part of the [`NameBudget`], given back when the stream ends.
+#[derive(Debug)]
+struct NameCharge {
+    budget: NameBudget,
+    held: usize,
+}
+
+impl NameCharge {
+    /// The stream now holds `now` names; RESOURCE_EXHAUSTED (the stream then ends) over a cap.
+    fn hold(&mut self, now: usize) -> Result<(), Status> {
+        let b = &self.budget;
+        if now > b.per_stream {
+            return Err(Status::resource_exhausted(format!(
+                "this stream subscribes {now} resource names, more than {} ([xds] max_names_per_stream)",
+                b.per_stream
+            )));
+        }
+        if now > self.held {
+            let more = now - self.held;
+            let before = b.held.fetch_add(more, Ordering::AcqRel);
+            if before + more > b.total {
+                b.held.fetch_sub(more, Ordering::AcqRel);
+                return Err(Status::resource_exhausted(format!(
+                    "xDS streams hold {before} subscribed resource names; {more} more would pass {} ([xds] max_names)",
+                    b.total
+                )));
+            }
+        } else {
+            b.held.fetch_sub(self.held - now, Ordering::AcqRel);
+        }
+        self.held = now;
+        Ok(())
+    }
+}
+
+impl Drop for NameCharge {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.held, Ordering::AcqRel);
     }
 }
 

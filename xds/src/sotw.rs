@@ -137,6 +137,11 @@ impl Machine for Sotw {
         let t = &self.types[Kind::Endpoints as usize];
         t.awaiting && !t.sent.is_empty()
     }
+
+    /// Resource names held subscribed, over every type.
+    fn subscribed(&self) -> usize {
+        self.types.iter().map(|t| t.names.as_ref().map_or(0, BTreeSet::len)).sum()
+    }
 }
 
 /// The subscribed resources that exist, with their versions.

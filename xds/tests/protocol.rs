@@ -3,11 +3,12 @@
 //! with a stale version, refusals, and a policy drain whose cut-over waits for the xDS ACK.
 
 use cellpilot_control::gateways::Protocol;
+use cellpilot_control::gateways::StreamCaps;
 use cellpilot_control::pin::PinRequest;
 use cellpilot_control::{CellInput, Controller};
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
-use cellpilot_core::config::{AuthConfig, ControlConfig, XdsCluster};
+use cellpilot_core::config::{AuthConfig, ControlConfig, XdsCluster, XdsConfig};
 use cellpilot_core::metrics::Metrics;
 use cellpilot_xds::{Kind, Snapshots, XdsService};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -33,10 +34,16 @@ struct Fixture {
 }
 
 async fn start(stall_after: Duration) -> Fixture {
+    start_with(stall_after, XdsConfig::default(), AuthConfig::default()).await
+}
+
+async fn start_with(stall_after: Duration, xds: XdsConfig, auth: AuthConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock: SharedClock = Arc::new(SystemClock);
     let config = ControlConfig { discover_min_requests: 0, ..ControlConfig::default() };
-    let controller = Arc::new(Controller::open(&config, dir.path(), clock, Metrics::new()).unwrap());
+    let controller = Arc::new(
+        Controller::open(&config, dir.path(), clock, Metrics::new()).unwrap().stream_caps(StreamCaps::of(&xds)),
+    );
     let clusters = vec![XdsCluster {
         name: "checkout".into(),
         cells: BTreeMap::from([
@@ -46,9 +53,9 @@ async fn start(stall_after: Duration) -> Fixture {
         ]),
     }];
     let snapshots = Arc::new(Snapshots::new(controller.clone(), clusters));
-    let auth = Authenticator::new(&AuthConfig::default()).unwrap();
+    let auth = Authenticator::new(&auth).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let service = XdsService::new(snapshots, auth, stop.clone()).stall_after(stall_after);
+    let service = XdsService::new(snapshots, auth, stop.clone()).stall_after(stall_after).name_caps(&xds);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = stop.clone();
@@ -117,6 +124,29 @@ async fn open_sotw(f: &Fixture) -> Stream<DiscoveryRequest, DiscoveryResponse> {
     let (tx, rx) = mpsc::channel(16);
     let rx = client.stream_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
     Stream { tx, rx }
+}
+
+/// A SotW stream opened with `token`, its first request naming `node`: the first answer, or
+/// the refusal.
+async fn first_answer_as(
+    f: &Fixture,
+    token: &str,
+    node_id: &str,
+    names: &[&str],
+) -> (Stream<DiscoveryRequest, DiscoveryResponse>, Result<DiscoveryResponse, tonic::Status>) {
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", f.addr)).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut first = sotw(Kind::Endpoints, names, "", "");
+    first.node = node(node_id);
+    tx.send(first).await.unwrap();
+    let mut rx = client.stream_aggregated_resources(req).await.unwrap().into_inner();
+    let answer = tokio::time::timeout(Duration::from_secs(10), rx.message())
+        .await
+        .expect("an answer within 10 s")
+        .map(|m| m.expect("a response"));
+    (Stream { tx, rx }, answer)
 }
 
 async fn open_delta(f: &Fixture) -> Stream<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
@@ -344,6 +374,91 @@ async fn requests_over_the_bounds_are_refused() {
     let e = d.rx.message().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("more than 1024"), "{}", e.message());
+}
+
+#[tokio::test]
+async fn streams_are_capped_per_node_per_token_and_in_all() {
+    let xds = XdsConfig { max_streams: 6, max_streams_per_node: 2, max_streams_per_token: 4, ..XdsConfig::default() };
+    let auth = AuthConfig { gateway_tokens: vec!["gw-*=a".into(), "other-*=b".into()], ..AuthConfig::default() };
+    let f = start_with(Duration::from_secs(20), xds, auth).await;
+    let refusal = |r: &Result<DiscoveryResponse, tonic::Status>| {
+        let e = r.as_ref().expect_err("refused");
+        (e.code(), e.message().to_string())
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (s, r) = first_answer_as(&f, "a", "gw-1", &["checkout"]).await;
+        assert!(r.is_ok(), "{r:?}");
+        held.push(s);
+    }
+    let (_, r) = first_answer_as(&f, "a", "gw-1", &["checkout"]).await;
+    let (code, message) = refusal(&r);
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    assert!(message.contains("`gw-1`") && message.contains("max_streams_per_node"), "{message}");
+    for _ in 0..2 {
+        let (s, r) = first_answer_as(&f, "a", "gw-2", &["checkout"]).await;
+        assert!(r.is_ok(), "{r:?}");
+        held.push(s);
+    }
+    let (_, r) = first_answer_as(&f, "a", "gw-3", &["checkout"]).await;
+    let (code, message) = refusal(&r);
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    assert!(message.contains("token `gw-*`") && message.contains("max_streams_per_token"), "{message}");
+    for n in ["other-1", "other-2"] {
+        let (s, r) = first_answer_as(&f, "b", n, &["checkout"]).await;
+        assert!(r.is_ok(), "{r:?}");
+        held.push(s);
+    }
+    let (_, r) = first_answer_as(&f, "b", "other-3", &["checkout"]).await;
+    let (code, message) = refusal(&r);
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    assert!(message.contains("max_streams"), "{message}");
+    // A token speaks only for the node ids its name matches.
+    let (_, r) = first_answer_as(&f, "b", "gw-9", &["checkout"]).await;
+    let (code, message) = refusal(&r);
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    assert!(message.contains("`gw-9`"), "{message}");
+    // A stream that ends gives its place back.
+    held.truncate(held.len() - 1);
+    support_eventually(|| gateway(&f, "other-2").streams == 0).await;
+    let (_s, r) = first_answer_as(&f, "b", "other-3", &["checkout"]).await;
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[tokio::test]
+async fn subscribed_names_are_capped_per_stream_and_in_all() {
+    let xds = XdsConfig { max_names_per_stream: 8, max_names: 12, ..XdsConfig::default() };
+    let f = start_with(Duration::from_secs(20), xds, AuthConfig::default()).await;
+    let names = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
+    let ask = |n: usize, node: &'static str| {
+        let names = names(n);
+        let f = &f;
+        async move { first_answer_as(f, "x", node, &names.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let e = ask(9, "n1").await.1.expect_err("over the stream's cap");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.message().contains("max_names_per_stream"), "{}", e.message());
+    let (first, r) = ask(8, "n1").await;
+    assert!(r.is_ok(), "{r:?}");
+    let e = ask(5, "n2").await.1.expect_err("over the total");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.message().contains("max_names"), "{}", e.message());
+    // Across types on one delta stream too, and the names of an ended stream are given back.
+    drop(first);
+    let mut d = open_delta(&f).await;
+    let subscribe = |kind: Kind, n: usize| DeltaDiscoveryRequest {
+        node: node("n3"),
+        type_url: kind.type_url().into(),
+        resource_names_subscribe: names(n),
+        ..Default::default()
+    };
+    support_eventually(|| f.controller.gateways().iter().all(|g| g.streams == 0)).await;
+    d.send(subscribe(Kind::Endpoints, 5)).await;
+    assert_eq!(d.recv().await.removed_resources.len(), 5);
+    d.send(subscribe(Kind::Cluster, 4)).await;
+    let e = d.rx.message().await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.message().contains("9 resource names"), "{}", e.message());
 }
 
 #[tokio::test]
