@@ -15,7 +15,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
     HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use cellpilot_core::auth::{Authenticator, Role};
+use cellpilot_core::auth::{Authenticator, PeerCert, Role};
 use cellpilot_core::secret::Secret;
 use cellpilot_query::RollupStore;
 use cellpilot_query::files::{self, Table};
@@ -36,6 +36,8 @@ const MAX_TICKET_BYTES: usize = 1024;
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer message a query node takes from a peer.
 const MAX_ANSWER_MESSAGE: usize = 64 << 20;
+/// Default of [`Peers::max_answer_bytes`]: `[query] memory_limit`'s default.
+const DEFAULT_MAX_ANSWER_BYTES: usize = 1 << 30;
 
 /// What a ticket asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,7 +112,11 @@ impl FlightService for UnwrittenService {
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.auth.check(header, Role::Read).map_err(|d| Status::unauthenticated(d.to_string()))?;
+        let cert = request.extensions().get::<PeerCert>();
+        self.auth.check_peer(header, cert, Role::Read).map_err(|d| match d.is_forbidden() {
+            true => Status::permission_denied(d.to_string()),
+            false => Status::unauthenticated(d.to_string()),
+        })?;
         let ticket = request.into_inner().ticket;
         if ticket.len() > MAX_TICKET_BYTES {
             return Err(Status::invalid_argument(format!("ticket over {MAX_TICKET_BYTES} bytes")));
@@ -158,13 +164,35 @@ pub struct Peers {
     members: Arc<Members>,
     runtime: tokio::runtime::Handle,
     token: Option<Secret>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    max_answer_bytes: usize,
     channels: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 impl Peers {
     /// Asks the live nodes `members` lists, on `runtime`, presenting `token` (when `[auth]` is on).
     pub fn new(members: Arc<Members>, runtime: tokio::runtime::Handle, token: Option<Secret>) -> Self {
-        Peers { members, runtime, token, channels: Mutex::new(HashMap::new()) }
+        Peers {
+            members,
+            runtime,
+            token,
+            tls: None,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Peers are dialed over TLS with `tls` (their certificate verified, this node's presented).
+    pub fn tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// One peer's answer may hold at most `bytes` of Arrow data (the query memory limit); a
+    /// larger one is that peer's error.
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.max_answer_bytes = bytes;
+        self
     }
 
     fn channel(&self, addr: &str) -> Result<tonic::transport::Channel> {
@@ -172,11 +200,16 @@ impl Peers {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Error::Config(format!("peer address `{addr}`: {e}")))?
             .connect_timeout(PEER_TIMEOUT)
             .timeout(PEER_TIMEOUT)
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint =
+                endpoint.tls_config(tls.clone()).map_err(|e| Error::Config(format!("[tls] for peer `{addr}`: {e}")))?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -185,6 +218,7 @@ impl Peers {
     async fn ask(
         channel: tonic::transport::Channel,
         token: Option<Secret>,
+        max_bytes: usize,
         table: Table,
         ask: Ask,
     ) -> Result<(i64, Vec<RecordBatch>)> {
@@ -204,7 +238,17 @@ impl Peers {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
             .ok_or_else(|| Error::Peer(format!("answer without a {PERSISTED_UNTIL} header")))?;
-        let rows: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::Peer(e.to_string()))?;
+        let mut stream = stream;
+        let (mut rows, mut bytes) = (Vec::new(), 0usize);
+        while let Some(batch) = stream.try_next().await.map_err(|e| Error::Peer(e.to_string()))? {
+            bytes = bytes.saturating_add(batch.get_array_memory_size());
+            if bytes > max_bytes {
+                return Err(Error::Peer(format!(
+                    "its answer passed {max_bytes} bytes of rows ([query] memory_limit); left out"
+                )));
+            }
+            rows.push(batch);
+        }
         // A peer one schema version behind (a rolling upgrade) still answers; anything else is
         // that peer's error, not the whole query's.
         let rows = rows
@@ -228,7 +272,7 @@ impl OtherNodes for Peers {
                 }
             };
             let ask = Ask { table: table.dir_name().to_string(), from_ms, to_ms };
-            let fut = Self::ask(channel, self.token.clone(), table, ask);
+            let fut = Self::ask(channel, self.token.clone(), self.max_answer_bytes, table, ask);
             asks.push((peer, self.runtime.spawn(fut)));
         }
         let mut out = Vec::new();
@@ -253,6 +297,10 @@ mod tests {
     use cellpilot_query::storage::Storage;
 
     fn service(dir: &std::path::Path) -> UnwrittenService {
+        service_with(dir, Authenticator::default())
+    }
+
+    fn service_with(dir: &std::path::Path, auth: Authenticator) -> UnwrittenService {
         let store = RollupStore::open(StoreSettings {
             storage: Arc::new(Storage::local(dir)),
             fine_ms: 10_000,
@@ -260,7 +308,32 @@ mod tests {
             retention_ms: [i64::MAX / 4; 3],
         })
         .unwrap();
-        UnwrittenService::new(Arc::new(store), Authenticator::default())
+        UnwrittenService::new(Arc::new(store), auth)
+    }
+
+    #[tokio::test]
+    async fn callers_without_the_read_role_are_refused_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = cellpilot_core::config::AuthConfig {
+            read_tokens: vec!["peer=r3ad".into()],
+            gateway_tokens: vec!["gw=g4te".into()],
+            ..Default::default()
+        };
+        let svc = service_with(dir.path(), Authenticator::new(&auth).unwrap());
+        let ticket = br#"{"table": "rollups", "from_ms": 0, "to_ms": 1}"#.to_vec();
+        let ask = |token: Option<&str>| {
+            let mut req = Request::new(Ticket::new(ticket.clone()));
+            if let Some(t) = token {
+                req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            svc.do_get(req)
+        };
+        let code =
+            |r: std::result::Result<Response<_>, Status>| r.map(|_| tonic::Code::Ok).unwrap_or_else(|s| s.code());
+        assert_eq!(code(ask(None).await), tonic::Code::Unauthenticated);
+        assert_eq!(code(ask(Some("nope")).await), tonic::Code::Unauthenticated);
+        assert_eq!(code(ask(Some("g4te")).await), tonic::Code::PermissionDenied, "known, without the read role");
+        assert_eq!(code(ask(Some("r3ad")).await), tonic::Code::Ok);
     }
 
     #[tokio::test]

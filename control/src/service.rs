@@ -8,7 +8,7 @@ use crate::log::{DecisionLog, JsonLog};
 use crate::pb;
 use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
 use crate::replica::{Entry, Recorded, Replication};
-use cellpilot_core::auth::{Authenticator, Principal, Role};
+use cellpilot_core::auth::{Authenticator, PeerCert, Principal, Role};
 use cellpilot_core::config::{ControlConfig, ControlMode};
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -510,7 +510,7 @@ impl GatewayAuth {
 impl tonic::service::Interceptor for GatewayAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        match self.0.check(header, Role::Gateway) {
+        match self.0.check_peer(header, req.extensions().get::<PeerCert>(), Role::Gateway) {
             Ok(who) => {
                 req.extensions_mut().insert(who);
                 Ok(req)

@@ -1,6 +1,7 @@
-//! Token authentication and roles shared by every listener: `Authorization: Bearer <secret>` or
-//! HTTP Basic with the secret as password (so browsers can log in). A token holds roles
-//! ([`Role`]); no tokens configured means open access with every role.
+//! Authentication and roles shared by every listener: `Authorization: Bearer <secret>` or
+//! HTTP Basic with the secret as password (so browsers can log in), or a verified client
+//! certificate whose subject `[auth] cert_roles` names ([`PeerCert`]). A caller holds roles
+//! ([`Role`]); no tokens and no certificate roles configured means open access with every role.
 
 use crate::Result;
 use crate::config::{AuthConfig, Token};
@@ -28,6 +29,11 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Admin => "admin",
         }
+    }
+
+    /// The role named `name` (as in `[auth] cert_roles` values).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Role::Ingest, Role::Read, Role::Gateway, Role::Admin].into_iter().find(|r| r.as_str() == name)
     }
 
     fn bit(self) -> u8 {
@@ -74,6 +80,8 @@ pub enum Denied {
     Invalid,
     /// A valid token without the role the request needs (HTTP 403, gRPC PERMISSION_DENIED).
     Lacks(Role),
+    /// A verified client certificate that no `[auth] cert_roles` entry names, and no token.
+    UnknownCert,
 }
 
 impl Denied {
@@ -89,6 +97,9 @@ impl std::fmt::Display for Denied {
             Denied::Missing => f.write_str("missing credentials: send `Authorization: Bearer <token>`"),
             Denied::Invalid => f.write_str("invalid token"),
             Denied::Lacks(role) => write!(f, "this token lacks the `{role}` role ([auth] {role}_tokens)"),
+            Denied::UnknownCert => f.write_str(
+                "the client certificate matches no [auth] cert_roles entry; send `Authorization: Bearer <token>`",
+            ),
         }
     }
 }
@@ -153,31 +164,125 @@ impl Principal {
     }
 }
 
-/// Checks `Authorization` header values against the configured tokens.
+/// What a verified client certificate names: its subject's common name and its URI subject
+/// alternative names. The listener's TLS layer verified it against `[tls] client_ca`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The subject's CN.
+    pub cn: Option<String>,
+    /// URI SANs (SPIFFE ids and the like), at most [`MAX_CERT_URIS`].
+    pub uris: Vec<String>,
+}
+
+/// URI SANs read from one certificate.
+pub const MAX_CERT_URIS: usize = 16;
+/// Longest CN or URI kept.
+const MAX_CERT_NAME: usize = 1024;
+
+impl PeerCert {
+    /// The names in a DER certificate; `None` when it cannot be parsed.
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let keep = |v: &str| (v.len() <= MAX_CERT_NAME).then(|| v.to_string());
+        let cn = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).and_then(keep);
+        let uris = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::URI(u) => keep(u),
+                    _ => None,
+                })
+                .take(MAX_CERT_URIS)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(Self { cn, uris })
+    }
+}
+
+/// Which name of a certificate a `cert_roles` entry matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CertField {
+    Cn,
+    Uri,
+}
+
+/// One `[auth] cert_roles` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRule {
+    field: CertField,
+    pattern: String,
+    roles: Roles,
+}
+
+impl CertRule {
+    /// Every `[auth] cert_roles` entry; errors name the entry and what is wrong.
+    pub fn parse_all(config: &AuthConfig) -> Result<Vec<CertRule>> {
+        let bad = |key: &str, why: String| crate::Error::Config(format!("auth.cert_roles.\"{key}\": {why}"));
+        let mut out = Vec::new();
+        for (key, roles) in &config.cert_roles {
+            let (field, pattern) = match key.split_once('=') {
+                Some(("CN", p)) => (CertField::Cn, p),
+                Some(("URI", p)) => (CertField::Uri, p),
+                _ => return Err(bad(key, "expected `CN=<name>` or `URI=<uri>`".into())),
+            };
+            if pattern.is_empty() {
+                return Err(bad(key, "the name must not be empty".into()));
+            }
+            let mut set = Vec::new();
+            for r in roles.split(',').map(str::trim) {
+                set.push(Role::parse(r).ok_or_else(|| {
+                    bad(key, format!("unknown role `{r}` (ingest, read, gateway, admin; comma-separated)"))
+                })?);
+            }
+            out.push(CertRule { field, pattern: pattern.to_string(), roles: Roles::of(&set) });
+        }
+        Ok(out)
+    }
+}
+
+/// Checks `Authorization` header values against the configured tokens, and client
+/// certificates against `[auth] cert_roles`.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     tokens: Vec<Token>,
+    certs: Vec<CertRule>,
 }
 
 impl Authenticator {
     /// From the `[auth]` section.
     pub fn new(config: &AuthConfig) -> Result<Self> {
-        Ok(Self { tokens: config.parsed()? })
+        Ok(Self { tokens: config.parsed()?, certs: CertRule::parse_all(config)? })
     }
 
-    /// Whether any token is configured.
+    /// Whether any token or certificate role is configured.
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || !self.certs.is_empty()
     }
 
-    /// Who sent `header` (the raw `Authorization` value), or why they may not pass. Every
-    /// configured token is compared, in constant time each, so timing tells neither which
-    /// token matched nor how much of one.
+    /// Who sent `header` (the raw `Authorization` value), or why they may not pass.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, Denied> {
-        if self.tokens.is_empty() {
+        self.authenticate_peer(header, None)
+    }
+
+    /// Who is calling: the token in `header` when one is sent, else the verified client
+    /// certificate `cert` when `[auth] cert_roles` names it. Every configured token is
+    /// compared, in constant time each, so timing tells neither which token matched nor how
+    /// much of one.
+    pub fn authenticate_peer(&self, header: Option<&str>, cert: Option<&PeerCert>) -> Result<Principal, Denied> {
+        if !self.enabled() {
             return Ok(Principal::Anonymous);
         }
-        let secret = header.and_then(secret_of).ok_or(Denied::Missing)?;
+        let Some(header) = header else {
+            return match cert {
+                Some(c) => self.by_cert(c).ok_or(Denied::UnknownCert),
+                None => Err(Denied::Missing),
+            };
+        };
+        let secret = secret_of(header).ok_or(Denied::Missing)?;
         let mut found: Option<&Token> = None;
         for t in &self.tokens {
             let eq = constant_time_eq(t.secret.expose().as_bytes(), secret.as_bytes());
@@ -190,6 +295,30 @@ impl Authenticator {
     /// [`Authenticator::authenticate`], then `role` is required.
     pub fn check(&self, header: Option<&str>, role: Role) -> Result<Principal, Denied> {
         self.authenticate(header)?.require(role)
+    }
+
+    /// [`Authenticator::authenticate_peer`], then `role` is required.
+    pub fn check_peer(&self, header: Option<&str>, cert: Option<&PeerCert>, role: Role) -> Result<Principal, Denied> {
+        self.authenticate_peer(header, cert)?.require(role)
+    }
+
+    /// The caller a certificate stands for: named by the first entry's matched CN or URI, with
+    /// the roles of every entry it matches.
+    fn by_cert(&self, cert: &PeerCert) -> Option<Principal> {
+        let mut found: Option<(String, Roles)> = None;
+        for rule in &self.certs {
+            let matched = match rule.field {
+                CertField::Cn => cert.cn.iter().find(|cn| matches_pattern(rule.pattern.as_bytes(), cn.as_bytes())),
+                CertField::Uri => cert.uris.iter().find(|u| matches_pattern(rule.pattern.as_bytes(), u.as_bytes())),
+            };
+            if let Some(name) = matched {
+                found = Some(match found {
+                    Some((first, roles)) => (first, roles.union(rule.roles)),
+                    None => (name.clone(), rule.roles),
+                });
+            }
+        }
+        found.map(|(name, roles)| Principal::Token { name, roles })
     }
 }
 
@@ -251,6 +380,7 @@ mod tests {
             read_tokens: vec!["viewer=r3ad".into(), "both=b0th".into()],
             gateway_tokens: vec!["gw=g4te".into(), "both=b0th".into()],
             admin_tokens: vec!["ops=adm1n".into()],
+            cert_roles: Default::default(),
         })
         .unwrap()
     }
@@ -314,5 +444,57 @@ mod tests {
         // Many stars against a long id stay cheap.
         let stars = token(&"*a".repeat(100), &[Role::Gateway]);
         assert!(!stars.may_act_as(&"b".repeat(256)));
+    }
+
+    #[test]
+    fn certificates_stand_for_the_callers_cert_roles_name() {
+        let config = AuthConfig {
+            read_tokens: vec!["viewer=r3ad".into()],
+            cert_roles: [("CN=gw-eu-*", "gateway"), ("URI=spiffe://prod/ops/*", "admin"), ("CN=gw-eu-1", "read")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let a = Authenticator::new(&config).unwrap();
+        let cert = |cn: &str, uris: &[&str]| PeerCert {
+            cn: Some(cn.to_string()),
+            uris: uris.iter().map(|u| u.to_string()).collect(),
+        };
+        let gw = a.authenticate_peer(None, Some(&cert("gw-eu-1", &[]))).unwrap();
+        assert_eq!(gw.actor(), "gw-eu-1");
+        assert!(gw.has(Role::Gateway) && gw.has(Role::Read) && !gw.has(Role::Admin), "roles of every match");
+        assert!(gw.may_act_as("gw-eu-1") && !gw.may_act_as("gw-eu-2"), "bound to its own CN");
+        let ops = a.check_peer(None, Some(&cert("laptop", &["spiffe://prod/ops/alice"])), Role::Admin).unwrap();
+        assert_eq!(ops.actor(), "spiffe://prod/ops/alice");
+        assert_eq!(a.authenticate_peer(None, Some(&cert("gw-us-1", &[]))), Err(Denied::UnknownCert));
+        assert_eq!(a.authenticate_peer(None, None), Err(Denied::Missing));
+        // A token sent wins over the certificate, and a wrong one is not rescued by it.
+        let who = a.authenticate_peer(Some("Bearer r3ad"), Some(&cert("gw-eu-1", &[]))).unwrap();
+        assert_eq!(who.actor(), "viewer");
+        let wrong = a.authenticate_peer(Some("Bearer nope"), Some(&cert("gw-eu-1", &[])));
+        assert_eq!(wrong, Err(Denied::Invalid));
+        for (key, value, names) in [
+            ("O=acme", "read", "CN=<name>"),
+            ("CN=", "read", "must not be empty"),
+            ("CN=x", "reader", "unknown role `reader`"),
+        ] {
+            let bad = AuthConfig { cert_roles: [(key.to_string(), value.to_string())].into(), ..Default::default() };
+            let e = Authenticator::new(&bad).unwrap_err().to_string();
+            assert!(e.contains(names) && e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_real_certificate_gives_its_cn_and_uris() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "gw-eu-1");
+        params.subject_alt_names.push(rcgen::SanType::URI("spiffe://prod/gw-eu-1".try_into().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let peer = PeerCert::from_der(cert.der()).unwrap();
+        assert_eq!(peer.cn.as_deref(), Some("gw-eu-1"));
+        assert_eq!(peer.uris, ["spiffe://prod/gw-eu-1"]);
+        assert_eq!(PeerCert::from_der(b"not a certificate"), None);
     }
 }

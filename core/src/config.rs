@@ -240,6 +240,12 @@ pub struct AuthConfig {
     pub gateway_tokens: Vec<Secret>,
     /// Everything, weight overrides included.
     pub admin_tokens: Vec<Secret>,
+    /// Roles of clients that present a verified certificate (`[tls] client_ca`) and no token:
+    /// `"CN=gw-eu-1" = "gateway"`, or a SAN URI, `"URI=spiffe://prod/gw-eu-1" = "gateway"`;
+    /// `*` in a key matches any run of characters (`"CN=gw-eu-*"`). Roles as the token lists
+    /// name them, comma-separated (`"read,gateway"`). The caller's name is the certificate's
+    /// CN or URI, so a gateway certificate is bound to the gateway id it names.
+    pub cert_roles: BTreeMap<String, String>,
 }
 
 /// One parsed token.
@@ -338,6 +344,23 @@ pub struct TlsConfig {
     pub cert: String,
     /// PEM private key.
     pub key: String,
+    /// PEM CA certificates: every listener asks clients for a certificate signed by one of
+    /// them, and cluster nodes verify each other against them. Empty: no client certificates.
+    pub client_ca: String,
+    /// With `client_ca`: `required` (a handshake without a valid client certificate fails) or
+    /// `optional` (a certificate offered is verified; clients without one use tokens).
+    pub client_auth: ClientAuth,
+}
+
+/// `[tls] client_auth`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// Every connection presents a certificate signed by `client_ca`.
+    #[default]
+    Required,
+    /// A certificate is verified when offered.
+    Optional,
 }
 
 /// `[control]`
@@ -819,8 +842,15 @@ impl Config {
             }
         }
         self.auth.parsed()?;
+        crate::auth::CertRule::parse_all(&self.auth)?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return bad("tls", "set both cert and key, or neither");
+        }
+        if !self.tls.client_ca.is_empty() && self.tls.cert.is_empty() {
+            return bad("tls.client_ca", "needs tls.cert and tls.key (client certificates are asked for over TLS)");
+        }
+        if !self.auth.cert_roles.is_empty() && self.tls.client_ca.is_empty() {
+            return bad("auth.cert_roles", "needs tls.client_ca (only verified certificates stand for a caller)");
         }
         self.validate_xds()?;
         self.validate_cluster()?;
@@ -972,6 +1002,10 @@ mod tests {
         assert!(msg("[control]\nmax_weight = 4294967295\n").contains("control.max_weight"));
         assert!(msg("[control.policy]\nbase_weight = 20000\n").contains("control.policy.base_weight"));
         assert!(msg("[control.cells.a]\nbase_weight = 10001\n").contains("control.cells.a.base_weight"));
+        assert!(msg("[tls]\nclient_ca = \"ca.pem\"\n").contains("tls.client_ca: needs tls.cert"));
+        assert!(msg("[auth.cert_roles]\n\"CN=a\" = \"read\"\n").contains("auth.cert_roles: needs tls.client_ca"));
+        assert!(msg("[tls]\nclient_auth = \"sometimes\"\n").contains("client_auth"));
+        assert!(msg("[xds]\nmax_streams = 0\n").contains("xds.max_streams: must be at least 1"));
         assert!(Config::from_parts(Some("[control.cells.a]\nbase_weight = 10000\n"), no_env()).is_ok());
     }
 

@@ -101,7 +101,7 @@ where
             }
             let mut req = req;
             let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            match ingest.authorize(auth) {
+            match ingest.authorize(auth, req.extensions().get::<cellpilot_core::auth::PeerCert>()) {
                 Ok(who) => {
                     req.extensions_mut().insert(who);
                 }

@@ -6,10 +6,11 @@ use crate::error::Error;
 use crate::pipeline::{Ingest, Logs, MetricsSignal, Signal, Traces, Transport};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use cellpilot_core::auth::PeerCert;
 use cellpilot_core::throttle::Throttle;
 use std::sync::Arc;
 
@@ -24,26 +25,29 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle::<Traces>(&ingest, &headers, body).await
+/// A connection's verified client certificate, when it presented one.
+type Peer = Option<Extension<PeerCert>>;
+
+async fn traces(State(ingest): State<Arc<Ingest>>, peer: Peer, headers: HeaderMap, body: Body) -> Response {
+    handle::<Traces>(&ingest, peer.as_deref(), &headers, body).await
 }
 
-async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle::<MetricsSignal>(&ingest, &headers, body).await
+async fn metrics(State(ingest): State<Arc<Ingest>>, peer: Peer, headers: HeaderMap, body: Body) -> Response {
+    handle::<MetricsSignal>(&ingest, peer.as_deref(), &headers, body).await
 }
 
-async fn logs(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle::<Logs>(&ingest, &headers, body).await
+async fn logs(State(ingest): State<Arc<Ingest>>, peer: Peer, headers: HeaderMap, body: Body) -> Response {
+    handle::<Logs>(&ingest, peer.as_deref(), &headers, body).await
 }
 
-async fn handle<S: Signal>(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Response {
+async fn handle<S: Signal>(ingest: &Ingest, peer: Option<&PeerCert>, headers: &HeaderMap, body: Body) -> Response {
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     // Errors before the content type is known are answered in JSON, the readable choice.
     let enc = Encoding::from_content_type(header_str(header::CONTENT_TYPE));
     let reply_enc = *enc.as_ref().unwrap_or(&Encoding::Json);
     let mut unread = Some(body);
     let result = async {
-        let who = ingest.authorize(header_str(header::AUTHORIZATION))?;
+        let who = ingest.authorize(header_str(header::AUTHORIZATION), peer)?;
         let enc = enc?;
         let limit = ingest.max_request_size();
         // Room is taken before the body is read: a slot, then its declared size (or the limit).

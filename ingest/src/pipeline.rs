@@ -9,7 +9,7 @@ use crate::mapping::Mapper;
 use crate::prescan;
 use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark, panic_message};
 use crate::wire::WireTraces;
-use cellpilot_core::auth::{Authenticator, Denied, Principal, Role};
+use cellpilot_core::auth::{Authenticator, Denied, PeerCert, Principal, Role};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::IngestConfig;
 use cellpilot_core::metrics::Metrics;
@@ -262,9 +262,10 @@ impl Ingest {
         &self.metrics
     }
 
-    /// Checks the `Authorization` header value: the ingest role is needed.
-    pub fn authorize(&self, header: Option<&str>) -> Result<Principal> {
-        self.auth.check(header, Role::Ingest).map_err(Error::Unauthenticated)
+    /// Checks the `Authorization` header value, or else the client certificate: the ingest
+    /// role is needed.
+    pub fn authorize(&self, header: Option<&str>, cert: Option<&PeerCert>) -> Result<Principal> {
+        self.auth.check_peer(header, cert, Role::Ingest).map_err(Error::Unauthenticated)
     }
 
     /// Reserves room for a request of `bytes` decoded bytes, or answers overloaded.

@@ -22,7 +22,7 @@ pub(crate) async fn join(
     store: &Arc<RollupStore>,
     controller: &Arc<Controller>,
     web_addr: SocketAddr,
-    (auth, metrics): (&Authenticator, &cellpilot_core::metrics::Metrics),
+    (auth, metrics, tls): (&Authenticator, &cellpilot_core::metrics::Metrics, Option<&crate::tls::Tls>),
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -54,9 +54,8 @@ pub(crate) async fn join(
     if let Some(listener) = listener {
         let service = UnwrittenService::new(store.clone(), auth.clone()).into_server();
         let stop = shutdown.clone();
-        // The `[transport]` stream and keepalive limits, as on every gRPC listener; plain gRPC (the
-        // peers dial it by its advertised address, on the private network).
-        let mut server = crate::serve::grpc_server(None, &config.transport, false)?;
+        // The `[transport]` stream and keepalive limits and `[tls]`, as on every gRPC listener.
+        let mut server = crate::serve::grpc_server(tls, &config.transport, false)?;
         let incoming = crate::serve::incoming(listener, "cluster", &config.transport, metrics);
         tasks.spawn(async move {
             server
@@ -68,7 +67,15 @@ pub(crate) async fn join(
     }
     if role.queries() {
         let token = (!c.token.is_empty()).then(|| c.token.clone());
-        store.set_other_nodes(Arc::new(Peers::new(members, tokio::runtime::Handle::current(), token)));
+        // Peers' answers are bounded by the query memory limit; with `[tls]` they are dialed
+        // over TLS, verified, and shown this node's certificate.
+        let peers = Peers::new(members, tokio::runtime::Handle::current(), token)
+            .max_answer_bytes(config.query.memory_limit.as_usize());
+        let peers = match tls {
+            Some(t) => peers.tls(t.client()),
+            None => peers,
+        };
+        store.set_other_nodes(Arc::new(peers));
         // One control loop: the query node holding the lease decides; the others follow its log.
         let web = if config.web.external_url.is_empty() {
             format!("http://{web_addr}")

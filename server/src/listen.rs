@@ -8,7 +8,7 @@
 //! gets no lingering close: its place is given back at once.
 
 use crate::gate::{self, Admitted, Gate};
-use crate::tls::Tls;
+use crate::tls::{Tls, WithPeer};
 use cellpilot_core::config::TransportConfig;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -63,15 +63,17 @@ pub(crate) async fn serve_http(
         // Refused: dropped here, so closed at once.
         let Some(mut stream) = gate.wrap(stream) else { continue };
         let slot = Slot { _place: stream.take_admitted(), spoke: stream.spoke() };
-        let service = TowerToHyperService::new(router.clone());
-        let (http, tls) = (http.clone(), tls.clone());
+        let (http, tls, router) = (http.clone(), tls.clone(), router.clone());
         // Watched before the handshake, so a stop also ends connections still negotiating TLS.
         let watcher = graceful.watcher();
         conns.spawn(async move {
             match tls {
-                None => serve(&http, watcher, stream, service, slot).await,
+                None => serve(&http, watcher, stream, service(router, None), slot).await,
                 Some(tls) => match tls.handshake(stream).await {
-                    Some(stream) => serve(&http, watcher, stream, service, slot).await,
+                    Some(stream) => {
+                        let peer = crate::tls::peer_of(&stream);
+                        serve(&http, watcher, stream, service(router, peer), slot).await
+                    }
                     None => tracing::debug!(%addr, "TLS handshake failed or timed out"),
                 },
             }
@@ -85,11 +87,17 @@ pub(crate) async fn serve_http(
     Ok(())
 }
 
+type Service = TowerToHyperService<WithPeer<axum::Router>>;
+
+fn service(router: axum::Router, peer: Option<cellpilot_core::auth::PeerCert>) -> Service {
+    TowerToHyperService::new(WithPeer::new(router, peer))
+}
+
 async fn serve<S>(
     http: &hyper::server::conn::http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
     stream: S,
-    service: TowerToHyperService<axum::Router>,
+    service: Service,
     slot: Slot,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

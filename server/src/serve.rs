@@ -208,8 +208,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    let cluster =
-        crate::cluster::join(&config, &store, &controller, web_addr, (&auth, &metrics), &shutdown, &mut tasks).await?;
+    let cluster = crate::cluster::join(
+        &config,
+        &store,
+        &controller,
+        web_addr,
+        (&auth, &metrics, tls.as_ref()),
+        &shutdown,
+        &mut tasks,
+    )
+    .await?;
     if let Some(addr) = cluster {
         bound.push(("cluster", addr));
     }
@@ -440,11 +448,15 @@ const MAX_HEADER_LIST: u32 = 64 << 10;
 const MAX_PENDING_RESETS: usize = 20;
 const MAX_ERROR_RESETS: usize = 64;
 
+/// A gRPC listener's server: [`crate::tls::PeerLayer`] hands handlers the client's certificate.
+pub(crate) type GrpcServer =
+    tonic::transport::Server<tower::layer::util::Stack<crate::tls::PeerLayer, tower::layer::util::Identity>>;
+
 pub(crate) fn grpc_server(
     tls: Option<&crate::tls::Tls>,
     limits: &TransportConfig,
     pings: bool,
-) -> anyhow::Result<tonic::transport::Server> {
+) -> anyhow::Result<GrpcServer> {
     let mut server = tonic::transport::Server::builder()
         .http2_max_header_list_size(MAX_HEADER_LIST)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
@@ -457,10 +469,11 @@ pub(crate) fn grpc_server(
             .http2_keepalive_interval(Some(limits.keepalive_interval.0))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout.0));
     }
-    Ok(match tls {
+    let server = match tls {
         Some(t) => server.tls_config(t.grpc()).context("[tls] for a gRPC listener")?,
         None => server,
-    })
+    };
+    Ok(server.layer(crate::tls::PeerLayer))
 }
 
 /// Reads every SLO's period and the last day's cells once in the background, so the first page

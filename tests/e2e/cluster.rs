@@ -297,3 +297,82 @@ async fn an_ingest_node_killed_mid_load_loses_nothing_it_acknowledged() {
     .await;
     holds_exactly(&query, &sent).await;
 }
+
+/// With `[tls]` and `client_ca`, the cluster listener serves TLS only, the query node dials its
+/// peers over TLS, verifies them against `client_ca` and presents its own certificate, which
+/// `[auth] cert_roles` gives the read role: the query node still answers the ingest node's open
+/// windows, and a plaintext client of the cluster listener is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs s3s-fs"]
+async fn nodes_speak_mutual_tls_to_each_other() {
+    use crate::mtls::{Ca, https};
+    use crate::support::{now_ns, server_span, traces};
+    let s3 = LocalS3::start("rollups").unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let (node_cert, viewer) = (ca.leaf(certs.path(), "node-1"), ca.leaf(certs.path(), "viewer"));
+    let file = certs.path().join("cellpilot.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n[auth.cert_roles]\n\"CN=node-*\" = \"read\"\n\"CN=viewer\" = \"read,ingest\"\n",
+            node_cert.cert.display(),
+            node_cert.key.display(),
+            ca.write(certs.path(), "ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let env = s3.env();
+    let node = |id: &str, role: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        vars.extend([
+            ("CELLPILOT_STORAGE__URL", "s3://rollups/fleet"),
+            ("CELLPILOT_CLUSTER__NODE_ID", id),
+            ("CELLPILOT_CLUSTER__ROLE", role),
+            ("CELLPILOT_CLUSTER__LEASE_TTL", "3s"),
+        ]);
+        let mut server = Server::spawn(&["serve", "--config", file.to_str().unwrap()], dir.path(), &vars);
+        server.data = Some(dir);
+        server
+    };
+    let (ingest, query) = (node("ingest-a", "ingest"), node("query-1", "query"));
+    let client = https(&ca, Some(&viewer));
+    let spans = (0..25).map(|i| server_span("tls-cluster", if i < 5 { 503 } else { 200 }, now_ns(), 1_000_000));
+    let resp = client
+        .post(format!("https://localhost:{}/v1/traces", ingest.http.port()))
+        .header("content-type", "application/x-protobuf")
+        .body(traces(Some("svc"), spans.collect()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let body: serde_json::Value = client
+            .get(format!("https://localhost:{}/api/v1/cells", query.web.port()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let cell = body["cells"].as_array().into_iter().flatten().find(|c| c["cell"] == "tls-cluster").cloned();
+        if let Some(c) = cell
+            && c["requests"] == 25
+        {
+            assert_eq!(c["errors"], 5);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the query node never saw the ingest node's window: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Plaintext to the cluster listener gets nothing.
+    let addr = ingest.cluster.expect("an ingest node's cluster listener");
+    let plain =
+        match cellpilot_control::pb::cell_weights_client::CellWeightsClient::connect(format!("http://{addr}")).await {
+            Ok(mut c) => c.get(cellpilot_control::pb::GetWeightsRequest {}).await.is_ok(),
+            Err(_) => false,
+        };
+    assert!(!plain, "the cluster listener answered plaintext");
+}

@@ -16,6 +16,7 @@ mod durability;
 mod gateways;
 mod hostile;
 mod metrics;
+mod mtls;
 mod ops;
 mod overload;
 mod pages;

@@ -1,5 +1,5 @@
 //! The web listener's one authentication layer: every request but the allow-listed probes
-//! needs a token with the role its route asks for (read, or admin for overrides), so a route
+//! needs a token (or a client certificate `[auth] cert_roles` names) with the role its route asks for (read, or admin for overrides), so a route
 //! added later is closed by default. Handlers that record an actor take the [`Principal`] from
 //! the request's extensions.
 
@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use cellpilot_core::auth::{Principal, Role};
+use cellpilot_core::auth::{PeerCert, Principal, Role};
 
 /// Paths answered without credentials (probes that tell nothing about the fleet).
 const OPEN: [&str; 2] = ["/healthz", "/readyz"];
@@ -27,7 +27,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
 pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(role) = required_role(req.method(), req.uri().path()) {
         let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let who: Principal = state.auth.check(header, role).map_err(ApiError::Unauthorized)?;
+        let cert = req.extensions().get::<PeerCert>();
+        let who: Principal = state.auth.check_peer(header, cert, role).map_err(ApiError::Unauthorized)?;
         req.extensions_mut().insert(who);
     }
     Ok(next.run(req).await)
