@@ -234,3 +234,46 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = Config::from_parts(Some(text), Vec::<(String, String)>::new());
 }
+
+/// Largest message [`grpc_frame`] admits.
+const GRPC_FRAME_LIMIT: usize = 4096;
+
+/// A gRPC call body arriving in arbitrary chunks (the first byte picks the chunk size): the
+/// declared length is charged once, from the prefix, before the message is read; a body or a
+/// declared length over the limit is refused; what is accepted is exactly what was sent.
+pub fn grpc_frame(data: &[u8]) {
+    use cellpilot_ingest::decode::read_grpc_body;
+    use cellpilot_ingest::error::Error;
+    let Some((&chunk, body)) = data.split_first() else { return };
+    let chunk = usize::from(chunk).max(1);
+    let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> =
+        body.chunks(chunk).map(|c| Ok(http_body::Frame::data(bytes::Bytes::copy_from_slice(c)))).collect();
+    let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let mut admitted = Vec::new();
+    let result = rt.block_on(read_grpc_body(stream, GRPC_FRAME_LIMIT, Duration::from_secs(5), |n| {
+        admitted.push(n);
+        Ok(n)
+    }));
+    assert!(admitted.len() <= 1, "charged more than once: {admitted:?}");
+    if let Some(&n) = admitted.first() {
+        assert!(n <= GRPC_FRAME_LIMIT, "admitted {n} over the limit");
+        let declared = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        assert_eq!(n, declared, "charged a length other than the prefix's");
+    }
+    match result {
+        Ok((bytes, permit)) => {
+            assert_eq!(&bytes[..], body, "the body read is not the body sent");
+            assert!(body.len() <= GRPC_FRAME_LIMIT + 5);
+            assert_eq!(permit, admitted.first().copied());
+        }
+        Err(Error::TooLarge { .. }) => {
+            let declared = (body.len() >= 5).then(|| u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize);
+            assert!(
+                body.len() > GRPC_FRAME_LIMIT + 5 || declared.is_some_and(|d| d > GRPC_FRAME_LIMIT),
+                "refused a body within the limit"
+            );
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}

@@ -195,6 +195,13 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     let wire = out.entry("otlp_wire").or_default();
     wire.insert("traces".into(), traces().encode_to_vec());
     wire.insert("rich".into(), rich_traces().encode_to_vec());
+    // A gRPC call body: the chunk size, then a framed export.
+    let framed = |chunk: u8, msg: Vec<u8>| {
+        [vec![chunk, 0], u32::try_from(msg.len()).unwrap().to_be_bytes().to_vec(), msg].concat()
+    };
+    let grpc = out.entry("grpc_frame").or_default();
+    grpc.insert("small-chunks".into(), framed(3, traces().encode_to_vec()));
+    grpc.insert("one-chunk".into(), framed(255, logs().encode_to_vec()));
     let json = out.entry("otlp_json").or_default();
     json.insert("traces".into(), tagged(0, serde_json::to_vec(&traces()).unwrap()));
     json.insert("metrics".into(), tagged(1, serde_json::to_vec(&metrics()).unwrap()));

@@ -96,14 +96,24 @@ impl Drop for Executor {
 /// A session over `store` (and `control`'s rows) with every table and function registered.
 pub fn context(store: &Arc<RollupStore>, limits: &Limits, control: ControlTables) -> Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory, 1.0);
-    if let Some((dir, max)) = &limits.spill {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Storage(format!("creating the SQL spill directory {}: {e}", dir.display())))?;
-        runtime = runtime.with_temp_file_path(dir).with_max_temp_directory_size(*max);
+    match &limits.spill {
+        Some((dir, max)) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Storage(format!("creating the SQL spill directory {}: {e}", dir.display())))?;
+            runtime = runtime.with_temp_file_path(dir).with_max_temp_directory_size(*max);
+        }
+        // Not the OS temp directory, unbounded: no spilling at all.
+        None => {
+            use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+            runtime =
+                runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled));
+        }
     }
     let runtime = runtime.build_arc()?;
-    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let mut config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    // What a sort keeps back for merging its spill files (10 MB by default) fits small pools.
+    config.options_mut().execution.sort_spill_reservation_bytes = (limits.memory / 8).min(10 << 20);
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     for tier in Tier::ALL {
         for (table, name) in [(Table::Rollups, tier.rollups_table()), (Table::ErrorsByCause, tier.errors_table())] {
             ctx.register_table(name, Arc::new(TierTable::new(store.clone(), table, tier)))?;
@@ -117,7 +127,7 @@ pub fn context(store: &Arc<RollupStore>, limits: &Limits, control: ControlTables
         ctx.register_table(name, Arc::new(t))?;
     }
     crate::udf::register(&ctx);
-    crate::bounded::register(&ctx, limits.memory);
+    crate::bounded::register(&mut ctx, limits.memory);
     Ok(ctx)
 }
 
@@ -153,6 +163,10 @@ fn bad_query(e: datafusion::error::DataFusionError) -> Error {
         .replace("DDL not supported: ", "read-only: ")
         .replace("DML not supported: ", "read-only: ")
         .replace("Statement not supported: ", "read-only: ");
+    // DataFusion names its own setting; the operator knows ours.
+    if msg.contains("max_temp_directory_size") {
+        return Error::BadRequest(format!("the query spilled past [query] max_spill: {msg}"));
+    }
     Error::BadRequest(msg)
 }
 

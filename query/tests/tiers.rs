@@ -181,6 +181,10 @@ async fn sql_quantiles_after_reopen_match_the_samples() {
         "SELECT length(lpad('x', 268435456))",
         "SELECT length(rpad('x', 268435456, 'ab'))",
         "SELECT max(length(repeat(cell, 100000000))) FROM rollups",
+        "SELECT length(concat(repeat('x', 40000000), repeat('y', 40000000)))",
+        "SELECT length(concat_ws(repeat('-', 20000000), 'a', 'b', 'c', 'd'))",
+        "SELECT length(repeat('x', 40000000) || repeat('y', 40000000))",
+        "SELECT length(concat(cell, repeat('x', 60000000), cell, repeat('x', 60000000))) FROM rollups",
     ] {
         let e = cellpilot_query::sql::run(&ctx, q, &pool).await.unwrap_err().to_string();
         assert!(e.contains("over the query's memory limit") && e.contains("[query] memory_limit"), "{q}: {e}");
@@ -189,6 +193,55 @@ async fn sql_quantiles_after_reopen_match_the_samples() {
         cellpilot_query::sql::run(&ctx, "SELECT length(repeat('ab', 1000)), lpad('7', 3, '0')", &pool).await.unwrap();
     let json = cellpilot_query::sql::to_json(&schema, &batches).unwrap();
     assert_eq!(json["rows"][0], serde_json::json!([2000, "007"]), "small ones work as before");
+    let q = "SELECT concat('a', 1, 'b'), concat_ws('-', 'x', 'y'), 'p' || 'q' || 7, 'p' || NULL, concat('p', NULL)";
+    let (schema, batches) = cellpilot_query::sql::run(&ctx, q, &pool).await.unwrap();
+    let json = cellpilot_query::sql::to_json(&schema, &batches).unwrap();
+    assert_eq!(json["rows"][0], serde_json::json!(["a1b", "x-y", "pq7", null, "p"]), "|| keeps its null rule");
+    let q = "SELECT max(cell || '/' || service) FROM rollups";
+    let (schema, batches) = cellpilot_query::sql::run(&ctx, q, &pool).await.unwrap();
+    let json = cellpilot_query::sql::to_json(&schema, &batches).unwrap();
+    assert!(json["rows"][0][0].as_str().is_some_and(|s| s.contains('/')), "{json}");
+}
+
+/// A sort larger than the memory pool spills to `spill`'s directory, up to its cap: with room
+/// there it finishes, without spilling it is refused, and past the cap it fails naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorts_over_the_pool_spill_within_max_spill() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(RollupStore::open(settings(dir.path())).unwrap());
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut truth = BTreeMap::new();
+    let (step, end) = (5 * 60_000, T0 + 20 * 60_000);
+    let mut t = T0;
+    while t < end {
+        let mut once = Some(windows(&mut rng, t, t + step, &mut truth));
+        store.close(t + step + LATENESS, &mut || Ok(once.take())).unwrap();
+        t += step;
+    }
+    // Every row, the histograms too, sorted by a key that defeats any order the files have.
+    // A window over every row needs the whole sort (a LIMIT's top-k could not spill).
+    let q = "SELECT max(n) + 0 * count(h) FROM (SELECT a.latency_hist AS h, row_number() OVER (ORDER BY b.window_start DESC, a.cell, b.cell) AS n FROM rollups a CROSS JOIN rollups b)";
+    let limits = |spill: Option<u64>| cellpilot_query::sql::Limits {
+        memory: 1 << 20,
+        timeout: std::time::Duration::from_secs(60),
+        max_rows: 1_000_000,
+        spill: spill.map(|max| (dir.path().join("spill"), max)),
+    };
+    let run = |l: cellpilot_query::sql::Limits| {
+        let store = store.clone();
+        async move {
+            let ctx = cellpilot_query::sql::context(&store, &l, Default::default()).unwrap();
+            let (schema, batches) = cellpilot_query::sql::run(&ctx, q, &l).await?;
+            let json = cellpilot_query::sql::to_json(&schema, &batches).unwrap();
+            Ok::<_, cellpilot_query::Error>(json["rows"][0][0].as_f64().unwrap_or_else(|| panic!("{json}")))
+        }
+    };
+    let rows = run(limits(Some(1 << 30))).await.expect("spilled and finished");
+    assert_eq!(rows, 240.0 * 240.0, "every pair of rows");
+    let e = run(limits(None)).await.unwrap_err().to_string();
+    assert!(e.contains("esources exhausted"), "without spilling: {e}");
+    let e = run(limits(Some(4 << 10))).await.unwrap_err().to_string();
+    assert!(e.contains("[query] max_spill"), "past the cap: {e}");
 }
 
 fn requests(batches: &[RecordBatch]) -> u64 {
