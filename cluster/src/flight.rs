@@ -355,4 +355,62 @@ mod tests {
         let ok = ask(br#"{"table": "errors_by_cause", "from_ms": 0, "to_ms": 1}"#.to_vec()).await.unwrap();
         assert_eq!(ok.metadata().get(PERSISTED_UNTIL).unwrap(), i64::MIN.to_string().as_str());
     }
+
+    /// A peer's answer is read batch by batch and refused once it passes the bound, rather than
+    /// collected whole.
+    #[tokio::test]
+    async fn a_peer_answer_over_the_bound_is_refused() {
+        use cellpilot_core::latency::SparseHistogram;
+        use cellpilot_core::schema::{ErrorsByCauseBuilder, RollupValues, RollupsBuilder, RowKey};
+        use cellpilot_core::store::WindowBatches;
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let mut rollups = RollupsBuilder::default();
+        let mut h = SparseHistogram::default();
+        h.record(1_000);
+        let hist = h.serialize();
+        for w in 0..5_000i64 {
+            let key = RowKey {
+                window_start_ms: w * 10_000,
+                window_end_ms: w * 10_000 + 10_000,
+                cell: "a",
+                service: "s",
+                route: "r",
+            };
+            let v = RollupValues {
+                requests: 1,
+                errors: 0,
+                hist: &hist,
+                error_hist: Some(&[]),
+                quantiles: h.quantiles(),
+                exact: true,
+            };
+            rollups.push(key, v);
+        }
+        let errors = ErrorsByCauseBuilder::default().finish().unwrap();
+        svc.store.add_closed(WindowBatches { rollups: rollups.finish().unwrap(), errors_by_cause: errors });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut owner = tokio::task::JoinSet::new();
+        owner.spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            tonic::transport::Server::builder()
+                .add_service(svc.into_server())
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let ask = || Ask { table: "rollups".into(), from_ms: 0, to_ms: i64::MAX };
+        let (_, rows) = Peers::ask(channel.clone(), None, 1 << 30, Table::Rollups, ask()).await.unwrap();
+        let total: usize = rows.iter().map(RecordBatch::get_array_memory_size).sum();
+        assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 5_000);
+        let e = Peers::ask(channel, None, total / 2, Table::Rollups, ask()).await.unwrap_err().to_string();
+        assert!(e.contains("memory_limit"), "{e}");
+        let _ = stop.send(());
+        owner.shutdown().await;
+    }
 }
