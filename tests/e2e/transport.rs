@@ -356,3 +356,35 @@ async fn grpc_header_blocks_are_bounded() {
     let span = traces(Some("web"), vec![server_span("a", 200, now_ns(), 1_000_000)]);
     assert_eq!(grpc_call(&server, false, "", &span).await.0, 0);
 }
+
+/// The HTTP/2 rapid reset (CVE-2023-44487): streams opened and reset at once, thousands of
+/// them. After 20 reset before being served the server ends the connection (GOAWAY), and
+/// everyone else is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_resets_end_the_connection() {
+    let server = Server::start(&[]);
+    let tcp = tokio::net::TcpStream::connect(server.grpc).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut sent = 0;
+    for _ in 0..5_000 {
+        let req = tonic::codegen::http::Request::post(format!(
+            "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            server.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+        let Ok(Ok(mut ready)) = tokio::time::timeout(Duration::from_secs(5), client.clone().ready()).await else {
+            break;
+        };
+        let Ok((_, mut stream)) = ready.send_request(req, false) else { break };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(sent < 5_000, "the server took {sent} reset streams on one connection");
+    assert!(ended.is_ok(), "the connection was not ended");
+    let span = traces(Some("web"), vec![server_span("a", 200, now_ns(), 1_000_000)]);
+    assert_eq!(grpc_call(&server, false, "", &span).await.0, 0, "others are served");
+}
