@@ -120,7 +120,7 @@ pub struct Gateways {
     caps: StreamCaps,
     /// Live streams in all.
     streams: usize,
-    /// Live streams per token (the caller's name; `anonymous` without `[auth]`).
+    /// Live streams per token (the caller's name); an open server's callers are not counted.
     by_token: BTreeMap<String, usize>,
 }
 
@@ -203,8 +203,9 @@ impl Gateways {
         Ok(g)
     }
 
-    /// A stream of `id` opened by `token`'s holder; refused (nothing counted) over a cap.
-    pub fn open(&mut self, id: &GatewayId, token: &str, now_ms: i64) -> Result<(), Full> {
+    /// A stream of `id` opened by `token`'s holder (`None`: no tokens are configured);
+    /// refused (nothing counted) over a cap.
+    pub fn open(&mut self, id: &GatewayId, token: Option<&str>, now_ms: i64) -> Result<(), Full> {
         let caps = self.caps;
         if self.streams >= caps.total {
             return Err(Full::Streams(caps.total));
@@ -212,27 +213,33 @@ impl Gateways {
         if self.map.get(id).is_some_and(|g| g.streams >= caps.per_node) {
             return Err(Full::Node { id: id.id.clone(), max: caps.per_node });
         }
-        if self.by_token.get(token).is_some_and(|n| *n >= caps.per_token) {
-            return Err(Full::Token { token: token.to_string(), max: caps.per_token });
+        if let Some(t) = token
+            && self.by_token.get(t).is_some_and(|n| *n >= caps.per_token)
+        {
+            return Err(Full::Token { token: t.to_string(), max: caps.per_token });
         }
         self.entry(id, now_ms)?.streams += 1;
         self.streams += 1;
-        *self.by_token.entry(token.to_string()).or_default() += 1;
+        if let Some(t) = token {
+            *self.by_token.entry(t.to_string()).or_default() += 1;
+        }
         Ok(())
     }
 
     /// A stream of `id` opened by `token`'s holder closed.
-    pub fn close(&mut self, id: &GatewayId, token: &str, now_ms: i64) {
+    pub fn close(&mut self, id: &GatewayId, token: Option<&str>, now_ms: i64) {
         if let Some(g) = self.map.get_mut(id)
             && g.streams > 0
         {
             g.streams -= 1;
             g.last_seen_ms = g.last_seen_ms.max(now_ms);
             self.streams = self.streams.saturating_sub(1);
-            if let Some(n) = self.by_token.get_mut(token) {
+            if let Some(t) = token
+                && let Some(n) = self.by_token.get_mut(t)
+            {
                 *n -= 1;
                 if *n == 0 {
-                    self.by_token.remove(token);
+                    self.by_token.remove(t);
                 }
             }
         }
@@ -311,7 +318,7 @@ mod tests {
         const MAX: usize = 1_000;
         let mut g = Gateways::new(MAX, StreamCaps { total: 10 * MAX, ..StreamCaps::default() });
         let live = GatewayId::xds("envoy-1");
-        g.open(&live, "t", 0).unwrap();
+        g.open(&live, Some("t"), 0).unwrap();
         g.ack(&live, Ack { version: 3, at_ms: 0 }, 0).unwrap();
         for i in 0..MAX as i64 + 50 {
             g.ack(&GatewayId::cell_weights(&format!("gw-{i}")), Ack { version: 1, at_ms: i + 1 }, i + 1).unwrap();
@@ -321,16 +328,16 @@ mod tests {
         assert!(g.get(&GatewayId::cell_weights("gw-0")).is_none(), "the one gone longest went first");
         // Every one connected: the next is refused.
         for i in 0..MAX as i64 {
-            let _ = g.open(&GatewayId::xds(&format!("n-{i}")), &format!("t{i}"), 100_000 + i);
+            let _ = g.open(&GatewayId::xds(&format!("n-{i}")), Some(&format!("t{i}")), 100_000 + i);
         }
-        assert_eq!(g.open(&GatewayId::xds("one-more"), "t", 200_000), Err(Full::Gateways(MAX)));
+        assert_eq!(g.open(&GatewayId::xds("one-more"), Some("t"), 200_000), Err(Full::Gateways(MAX)));
     }
 
     #[test]
     fn watching_counts_streams_and_nacks_are_cut() {
         let mut g = Gateways::new(10, StreamCaps::default());
         let id = GatewayId::xds("n");
-        g.open(&id, "t", 0).unwrap();
+        g.open(&id, Some("t"), 0).unwrap();
         g.join(&id, 0).unwrap();
         g.join(&id, 0).unwrap();
         assert!(!g.leave(&id), "one stream still watching");
@@ -349,23 +356,28 @@ mod tests {
         let caps = StreamCaps { total: 10, per_node: 2, per_token: 4 };
         let mut g = Gateways::new(100, caps);
         let node = GatewayId::xds("n");
-        g.open(&node, "a", 0).unwrap();
-        g.open(&node, "a", 0).unwrap();
-        assert_eq!(g.open(&node, "b", 0), Err(Full::Node { id: "n".into(), max: 2 }));
-        g.open(&GatewayId::xds("m"), "a", 0).unwrap();
-        g.open(&GatewayId::cell_weights("m"), "a", 0).unwrap();
-        let e = g.open(&GatewayId::xds("o"), "a", 0).unwrap_err();
+        g.open(&node, Some("a"), 0).unwrap();
+        g.open(&node, Some("a"), 0).unwrap();
+        assert_eq!(g.open(&node, Some("b"), 0), Err(Full::Node { id: "n".into(), max: 2 }));
+        g.open(&GatewayId::xds("m"), Some("a"), 0).unwrap();
+        g.open(&GatewayId::cell_weights("m"), Some("a"), 0).unwrap();
+        let e = g.open(&GatewayId::xds("o"), Some("a"), 0).unwrap_err();
         assert_eq!(e, Full::Token { token: "a".into(), max: 4 });
         assert!(e.to_string().contains("max_streams_per_token"), "{e}");
         for i in 0..6 {
-            g.open(&GatewayId::xds(&format!("p{i}")), &format!("t{i}"), 0).unwrap();
+            g.open(&GatewayId::xds(&format!("p{i}")), Some(&format!("t{i}")), 0).unwrap();
         }
-        assert_eq!(g.open(&GatewayId::xds("q"), "c", 0), Err(Full::Streams(10)));
+        assert_eq!(g.open(&GatewayId::xds("q"), Some("c"), 0), Err(Full::Streams(10)));
         // Closing gives each count back; a close of a stream never opened changes nothing.
-        g.close(&node, "a", 1);
-        g.close(&GatewayId::xds("never"), "a", 1);
+        g.close(&node, Some("a"), 1);
+        g.close(&GatewayId::xds("never"), Some("a"), 1);
         assert_eq!(g.streams(), 9);
-        g.open(&GatewayId::xds("o"), "a", 2).unwrap();
+        g.open(&GatewayId::xds("o"), Some("a"), 2).unwrap();
         assert_eq!(g.get(&node).map(|e| e.streams), Some(1));
+        // Without tokens nobody is counted per token, only in all and per node.
+        let mut open = Gateways::new(100, StreamCaps { total: 10, per_node: 2, per_token: 1 });
+        for i in 0..5 {
+            open.open(&GatewayId::xds(&format!("n{i}")), None, 0).unwrap();
+        }
     }
 }

@@ -49,6 +49,8 @@ struct Watching {
     owners: Owners,
     key: (String, String),
     gateway: GatewayId,
+    /// Who opened the stream (whose streams it counts against).
+    caller: Principal,
     /// Latest version the stream handed to the transport.
     sent: Arc<std::sync::atomic::AtomicU64>,
     /// Set while the stream is not reading (it then counts as gone for cut-overs).
@@ -105,7 +107,7 @@ impl Drop for Watching {
         if !self.stalled.load(std::sync::atomic::Ordering::Acquire) {
             self.controller.left(&self.gateway);
         }
-        self.controller.close_stream(&self.gateway, &self.key.0);
+        self.controller.close_stream(&self.gateway, &self.caller);
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = owners.get_mut(&self.key) {
             *n -= 1;
@@ -377,18 +379,18 @@ impl Controller {
 
     /// A stream of `gateway` opened by `token`'s holder; `Err` (nothing counted) over a stream
     /// cap, or when the gateway is new and there is no room.
-    pub fn open_stream(&self, gateway: &GatewayId, token: &str) -> Result<(), Full> {
+    pub fn open_stream(&self, gateway: &GatewayId, caller: &Principal) -> Result<(), Full> {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        let opened = g.open(gateway, token, self.clock.now_ms());
+        let opened = g.open(gateway, token_of(caller), self.clock.now_ms());
         self.metrics.gateway_streams.set(g.streams() as i64);
         opened
     }
 
     /// A stream of `gateway` opened by `token`'s holder closed (call after
     /// [`Controller::left`] if it was watching).
-    pub fn close_stream(&self, gateway: &GatewayId, token: &str) {
+    pub fn close_stream(&self, gateway: &GatewayId, caller: &Principal) {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        g.close(gateway, token, self.clock.now_ms());
+        g.close(gateway, token_of(caller), self.clock.now_ms());
         self.metrics.gateway_streams.set(g.streams() as i64);
     }
 
@@ -491,6 +493,14 @@ pub struct CellWeightsService {
     shutdown: tokio_util::sync::CancellationToken,
 }
 
+/// The token a caller's streams count against; an open server's callers count against none.
+fn token_of(caller: &Principal) -> Option<&str> {
+    match caller {
+        Principal::Anonymous => None,
+        Principal::Token { name, .. } => Some(name),
+    }
+}
+
 /// Default of [`CellWeightsService::stall_after`]: the transport's default keepalive interval
 /// plus timeout, so a gateway that is gone and one that stopped reading are noticed alike.
 pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
@@ -572,9 +582,9 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         principal.check_acts_as(&gateway).map_err(Status::permission_denied)?;
         let rx = self.controller.subscribe();
         let id = GatewayId::cell_weights(&gateway);
-        self.controller.open_stream(&id, &who).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        self.controller.open_stream(&id, &principal).map_err(|e| Status::resource_exhausted(e.to_string()))?;
         if let Err(e) = self.controller.watching(&id) {
-            self.controller.close_stream(&id, &who);
+            self.controller.close_stream(&id, &principal);
             return Err(Status::resource_exhausted(e.to_string()));
         }
         tracing::info!(%gateway, caller = %who, "gateway watching weights");
@@ -587,6 +597,7 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
             owners: self.owners.clone(),
             key: (who, gateway),
             gateway: id,
+            caller: principal,
             sent,
             stalled,
             watchdog: dog,

@@ -430,7 +430,8 @@ pub struct XdsConfig {
     /// Live streams of one gateway id or xDS node id (one per Envoy; a proxyless gRPC fleet
     /// sharing a node id needs more).
     pub max_streams_per_node: usize,
-    /// Live streams opened with one token, so no single token can take every stream.
+    /// Live streams opened with one token (or client certificate), so no single token can take
+    /// every stream; an open server (no `[auth]`) counts none.
     pub max_streams_per_token: usize,
     /// Resource names one xDS stream may hold subscribed, over every type (at most 1 KiB each).
     pub max_names_per_stream: usize,

@@ -74,6 +74,13 @@ fn cluster_node_in(
     role: &str,
     extra: &[(&str, &str)],
 ) -> Server {
+    let mut vars = cluster_vars(env, id, role);
+    vars.extend_from_slice(extra);
+    Server::start_in(dir, &vars)
+}
+
+/// The settings of node `id` with `role` in bucket `rollups` of the local S3 server (`env`).
+fn cluster_vars<'a>(env: &'a [(&str, String)], id: &'a str, role: &'a str) -> Vec<(&'a str, &'a str)> {
     let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     vars.extend([
         ("CELLPILOT_STORAGE__URL", "s3://rollups/fleet"),
@@ -81,8 +88,7 @@ fn cluster_node_in(
         ("CELLPILOT_CLUSTER__ROLE", role),
         ("CELLPILOT_CLUSTER__LEASE_TTL", "3s"),
     ]);
-    vars.extend_from_slice(extra);
-    Server::start_in(dir, &vars)
+    vars
 }
 
 /// The `(requests, errors, p999_ms)` of every cell `server` answers for the last 5 minutes.
@@ -325,13 +331,7 @@ async fn nodes_speak_mutual_tls_to_each_other() {
     let env = s3.env();
     let node = |id: &str, role: &str| {
         let dir = tempfile::tempdir().unwrap();
-        let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        vars.extend([
-            ("CELLPILOT_STORAGE__URL", "s3://rollups/fleet"),
-            ("CELLPILOT_CLUSTER__NODE_ID", id),
-            ("CELLPILOT_CLUSTER__ROLE", role),
-            ("CELLPILOT_CLUSTER__LEASE_TTL", "3s"),
-        ]);
+        let vars = cluster_vars(&env, id, role);
         let mut server = Server::spawn(&["serve", "--config", file.to_str().unwrap()], dir.path(), &vars);
         server.data = Some(dir);
         server

@@ -126,8 +126,8 @@ impl AggregatedDiscoveryService for XdsService {
 struct NodeGuard {
     controller: Arc<Controller>,
     id: GatewayId,
-    /// The token the stream was opened with (its streams are capped).
-    token: String,
+    /// Who opened the stream (whose streams it counts against).
+    caller: Principal,
     /// Counts as watching now.
     watching: bool,
     /// Since when an assignment has gone unanswered.
@@ -140,11 +140,11 @@ impl NodeGuard {
     fn open(controller: &Arc<Controller>, node: &str, caller: &Principal) -> Result<Self, Status> {
         caller.check_acts_as(node).map_err(Status::permission_denied)?;
         let id = GatewayId::xds(node);
-        let token = caller.actor().to_string();
-        controller.open_stream(&id, &token).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        controller.open_stream(&id, caller).map_err(|e| Status::resource_exhausted(e.to_string()))?;
         controller.metrics().xds_streams.inc();
-        tracing::info!(node = %node, caller = %token, "xDS node connected");
-        Ok(Self { controller: controller.clone(), id, token, watching: false, awaiting_since: None, stalled: false })
+        tracing::info!(node = %node, caller = %caller.actor(), "xDS node connected");
+        let caller = caller.clone();
+        Ok(Self { controller: controller.clone(), id, caller, watching: false, awaiting_since: None, stalled: false })
     }
 
     fn set_watching(&mut self, on: bool) {
@@ -190,7 +190,7 @@ impl Drop for NodeGuard {
     fn drop(&mut self) {
         tracing::info!(node = %self.id.id, "xDS node disconnected");
         self.set_watching(false);
-        self.controller.close_stream(&self.id, &self.token);
+        self.controller.close_stream(&self.id, &self.caller);
         self.controller.metrics().xds_streams.dec();
     }
 }
