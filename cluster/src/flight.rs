@@ -36,8 +36,6 @@ const MAX_TICKET_BYTES: usize = 1024;
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer message a query node takes from a peer.
 const MAX_ANSWER_MESSAGE: usize = 64 << 20;
-/// Default of [`Peers::max_answer_bytes`]: `[query] memory_limit`'s default.
-const DEFAULT_MAX_ANSWER_BYTES: usize = 1 << 30;
 
 /// What a ticket asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,7 +175,7 @@ impl Peers {
             runtime,
             token,
             tls: None,
-            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            max_answer_bytes: cellpilot_core::config::QueryConfig::default().memory_limit.as_usize(),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -188,8 +186,8 @@ impl Peers {
         self
     }
 
-    /// One peer's answer may hold at most `bytes` of Arrow data (the query memory limit); a
-    /// larger one is that peer's error.
+    /// One peer's answer may hold at most `bytes` of Arrow data (default: `[query]
+    /// memory_limit`'s default); a larger one is that peer's error.
     pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
         self.max_answer_bytes = bytes;
         self
@@ -231,14 +229,13 @@ impl Peers {
                 .map_err(|e| Error::Peer(e.to_string()))?;
         }
         let ticket = serde_json::to_vec(&ask).map_err(|e| Error::Internal(e.to_string()))?;
-        let stream = client.do_get(Ticket::new(ticket)).await.map_err(|e| Error::Peer(e.to_string()))?;
+        let mut stream = client.do_get(Ticket::new(ticket)).await.map_err(|e| Error::Peer(e.to_string()))?;
         let until = stream
             .headers()
             .get(PERSISTED_UNTIL)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
             .ok_or_else(|| Error::Peer(format!("answer without a {PERSISTED_UNTIL} header")))?;
-        let mut stream = stream;
         let (mut rows, mut bytes) = (Vec::new(), 0usize);
         while let Some(batch) = stream.try_next().await.map_err(|e| Error::Peer(e.to_string()))? {
             bytes = bytes.saturating_add(batch.get_array_memory_size());

@@ -377,8 +377,8 @@ impl Controller {
         self
     }
 
-    /// A stream of `gateway` opened by `token`'s holder; `Err` (nothing counted) over a stream
-    /// cap, or when the gateway is new and there is no room.
+    /// A stream of `gateway` opened by `caller`; `Err` (nothing counted) over a stream cap, or
+    /// when the gateway is new and there is no room.
     pub fn open_stream(&self, gateway: &GatewayId, caller: &Principal) -> Result<(), Full> {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
         let opened = g.open(gateway, token_of(caller), self.clock.now_ms());
@@ -386,8 +386,8 @@ impl Controller {
         opened
     }
 
-    /// A stream of `gateway` opened by `token`'s holder closed (call after
-    /// [`Controller::left`] if it was watching).
+    /// A stream of `gateway` opened by `caller` closed (call after [`Controller::left`] if it
+    /// was watching).
     pub fn close_stream(&self, gateway: &GatewayId, caller: &Principal) {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
         g.close(gateway, token_of(caller), self.clock.now_ms());
@@ -531,8 +531,8 @@ impl tonic::service::Interceptor for GatewayAuth {
     }
 }
 
-/// The caller the interceptor let in.
-fn caller<T>(req: &Request<T>) -> Principal {
+/// The caller [`GatewayAuth`] let in (it also guards the xDS server).
+pub fn caller<T>(req: &Request<T>) -> Principal {
     req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous)
 }
 

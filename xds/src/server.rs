@@ -75,7 +75,7 @@ impl XdsService {
     }
 
     fn session<M: Machine>(&self, req: Request<Streaming<M::Req>>, machine: M) -> ResponseStream<M::Resp> {
-        let caller = req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
+        let caller = cellpilot_control::service::caller(&req);
         let session = Session {
             incoming: req.into_inner(),
             caller,
