@@ -107,3 +107,101 @@ fn docs_link_only_inside_the_repository() {
         }
     }
 }
+
+/// Non-test source of every module of `krate`, keyed by top-level module name.
+fn modules(krate: &str) -> std::collections::BTreeMap<String, String> {
+    fn walk(dir: &Path, top: Option<&str>, out: &mut std::collections::BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+            let name = top.unwrap_or(&stem).to_string();
+            if path.is_dir() {
+                walk(&path, Some(&name), out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !(top.is_none() && stem == "lib") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Comments (doc links among them) are not dependencies.
+                let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+                for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                    out.entry(name.clone()).or_default().push_str(line);
+                    out.entry(name.clone()).or_default().push('\n');
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join(krate).join("src"), None, &mut out);
+    out
+}
+
+/// The top-level modules `code` names through `crate::`.
+fn crate_refs(code: &str) -> std::collections::BTreeSet<String> {
+    let ident = |s: &str| s.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        if code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+            continue; // `cellpilot_core::`, `$crate::`
+        }
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut item_start = true;
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && !c.is_whitespace() => {
+                        out.insert(ident(&group[j..]));
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            out.insert(ident(rest));
+        }
+    }
+    out
+}
+
+/// No two modules of a crate reach each other, directly or round a longer loop: each idea leans
+/// on the ones below it, so a file can be read knowing only what it imports.
+#[test]
+fn no_crate_has_module_cycles() {
+    let mut cycles = Vec::new();
+    for krate in CRATES {
+        let modules = modules(krate);
+        let edges: std::collections::BTreeMap<&str, Vec<String>> = modules
+            .iter()
+            .map(|(m, code)| {
+                let refs = crate_refs(code).into_iter().filter(|r| r != m && modules.contains_key(r)).collect();
+                (m.as_str(), refs)
+            })
+            .collect();
+        // Depth-first search from each module for a path back to it.
+        for start in edges.keys() {
+            cycles.extend(cycle_through(krate, start, &edges));
+        }
+    }
+    assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
+
+fn cycle_through(krate: &str, start: &str, edges: &std::collections::BTreeMap<&str, Vec<String>>) -> Option<String> {
+    let mut stack: Vec<Vec<&str>> = vec![vec![start]];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(path) = stack.pop() {
+        let last = *path.last().unwrap();
+        for next in &edges[last] {
+            if next == start {
+                return Some(format!("{krate}: {} -> {start}", path.join(" -> ")));
+            }
+            if seen.insert(next.as_str()) {
+                let mut longer = path.clone();
+                longer.push(next);
+                stack.push(longer);
+            }
+        }
+    }
+    None
+}

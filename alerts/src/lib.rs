@@ -8,6 +8,7 @@
 //! - [`deliver`]: Alertmanager and webhook payloads, retries with backoff, delivery status.
 //! - [`outbox`]: one task and bounded queue per receiver, off the evaluation path.
 //! - [`run`]: the evaluation loop over the rollup store.
+//! - [`view`]: the alerts and delivery outcomes the API and pages show.
 
 pub mod burn_rate;
 pub mod deliver;
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod outbox;
 pub mod rules;
 pub mod run;
+pub mod view;
 
 pub use engine::{Alert, AlertState, Engine};
 pub use rules::{CellFacts, Condition, CutoverFacts, Facts, SloFacts};

@@ -6,7 +6,7 @@
 
 use crate::deliver::{self, DeliveryStatus};
 use crate::engine::Alert;
-use crate::run::AlertsView;
+use crate::view::AlertsView;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::AlertsConfig;
 use cellpilot_core::metrics::Metrics;

@@ -4,10 +4,10 @@
 //! does not forget them.
 
 use crate::burn_rate;
-use crate::deliver::DeliveryStatus;
 use crate::engine::{Alert, AlertState, Engine};
 use crate::outbox::Outboxes;
 use crate::rules::{self, CellFacts, CutoverFacts, Facts, Labels, SloFacts, Window};
+pub use crate::view::AlertsView;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
@@ -16,7 +16,7 @@ use cellpilot_query::slo::{Selector, counts};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the alert rules need from the control loop.
@@ -31,30 +31,6 @@ pub trait ControlView: Send + Sync {
     /// node still evaluates them, for its API and pages).
     fn leads(&self) -> bool {
         true
-    }
-}
-
-/// Alerts and delivery outcomes, for `/api/v1/alerts`.
-#[derive(Debug, Default)]
-pub struct AlertsView {
-    alerts: Mutex<Vec<Alert>>,
-    deliveries: Mutex<BTreeMap<String, DeliveryStatus>>,
-}
-
-impl AlertsView {
-    /// Pending, firing and recently resolved alerts.
-    pub fn alerts(&self) -> Vec<Alert> {
-        self.alerts.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The last delivery to each receiver.
-    pub fn deliveries(&self) -> BTreeMap<String, DeliveryStatus> {
-        self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Keeps `status` as `receiver`'s last delivery.
-    pub fn record_delivery(&self, receiver: &str, status: DeliveryStatus) {
-        self.deliveries.lock().unwrap_or_else(|e| e.into_inner()).insert(receiver.to_string(), status);
     }
 }
 
@@ -239,7 +215,7 @@ pub async fn run(
             }
         };
         let changed = engine.evaluate(now, &rules::conditions(&facts));
-        *view.alerts.lock().unwrap_or_else(|e| e.into_inner()) = engine.alerts();
+        view.set_alerts(engine.alerts());
         if !changed.is_empty() {
             save_firing(&config, &engine.firing());
             for a in &changed {

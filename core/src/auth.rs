@@ -4,72 +4,9 @@
 //! ([`Role`]); no tokens and no certificate roles configured means open access with every role.
 
 use crate::Result;
-use crate::config::{AuthConfig, Token};
+use crate::config::{AuthConfig, CertField, CertRule, Token};
+pub use crate::role::{Role, Roles};
 use base64::Engine;
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Send OTLP.
-    Ingest,
-    /// Read pages, the API, SQL and `/metrics`.
-    Read,
-    /// Follow and acknowledge weights (CellWeights), report cut-overs.
-    Gateway,
-    /// Everything, weight overrides included.
-    Admin,
-}
-
-impl Role {
-    /// The role's name, as in `[auth] <name>_tokens`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Ingest => "ingest",
-            Role::Read => "read",
-            Role::Gateway => "gateway",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// The role named `name` (as in `[auth] cert_roles` values).
-    pub fn parse(name: &str) -> Option<Self> {
-        [Role::Ingest, Role::Read, Role::Gateway, Role::Admin].into_iter().find(|r| r.as_str() == name)
-    }
-
-    fn bit(self) -> u8 {
-        1 << self as u8
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A set of roles; [`Role::Admin`] implies every other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Roles(u8);
-
-impl Roles {
-    /// Every role.
-    pub const ALL: Roles = Roles(0b1111);
-
-    /// The set holding `roles`.
-    pub fn of(roles: &[Role]) -> Self {
-        Roles(roles.iter().fold(0, |acc, r| acc | r.bit()))
-    }
-
-    /// Both sets' roles.
-    pub fn union(self, other: Roles) -> Self {
-        Roles(self.0 | other.0)
-    }
-
-    /// Whether `role` is granted (directly or through admin).
-    pub fn has(self, role: Role) -> bool {
-        self.0 & (role.bit() | Role::Admin.bit()) != 0
-    }
-}
 
 /// Why a request was not let in. Messages never contain the secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,47 +137,6 @@ impl PeerCert {
             _ => Vec::new(),
         };
         Some(Self { cn, uris })
-    }
-}
-
-/// Which name of a certificate a `cert_roles` entry matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CertField {
-    Cn,
-    Uri,
-}
-
-/// One `[auth] cert_roles` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertRule {
-    field: CertField,
-    pattern: String,
-    roles: Roles,
-}
-
-impl CertRule {
-    /// Every `[auth] cert_roles` entry; errors name the entry and what is wrong.
-    pub fn parse_all(config: &AuthConfig) -> Result<Vec<CertRule>> {
-        let bad = |key: &str, why: String| crate::Error::Config(format!("auth.cert_roles.\"{key}\": {why}"));
-        let mut out = Vec::new();
-        for (key, roles) in &config.cert_roles {
-            let (field, pattern) = match key.split_once('=') {
-                Some(("CN", p)) => (CertField::Cn, p),
-                Some(("URI", p)) => (CertField::Uri, p),
-                _ => return Err(bad(key, "expected `CN=<name>` or `URI=<uri>`".into())),
-            };
-            if pattern.is_empty() {
-                return Err(bad(key, "the name must not be empty".into()));
-            }
-            let mut set = Vec::new();
-            for r in roles.split(',').map(str::trim) {
-                set.push(Role::parse(r).ok_or_else(|| {
-                    bad(key, format!("unknown role `{r}` (ingest, read, gateway, admin; comma-separated)"))
-                })?);
-            }
-            out.push(CertRule { field, pattern: pattern.to_string(), roles: Roles::of(&set) });
-        }
-        Ok(out)
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`store`]: the traits through which ingest hands rollups to whoever stores them.
 //! - [`metrics`]: the process's Prometheus registry with the stable `cellpilot_` names.
 //! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
+//! - [`role`]: what a caller may do ([`role::Role`], [`role::Roles`]).
 //! - [`range`]: [`range::TimeRange`], the one parsed and bounded form of every API time range.
 //! - [`health`]: readiness checks behind `/readyz`.
 //! - [`fs`]: the file layer write paths use, with fault injection for tests.
@@ -30,6 +31,7 @@ pub mod latency;
 pub mod link;
 pub mod metrics;
 pub mod range;
+pub mod role;
 pub mod schema;
 pub mod secret;
 pub mod slo;

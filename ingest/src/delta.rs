@@ -1,7 +1,7 @@
 //! Cumulative -> delta conversion per metric stream, with reset detection and the
 //! first-cumulative-point rule of the spec.
 
-use crate::mapping::Buckets;
+use crate::mapping::{Buckets, total};
 use crate::stream::{ENCODING, StreamKey};
 use std::collections::HashMap;
 
@@ -136,19 +136,6 @@ impl DeltaTracker {
     pub fn evict(&mut self, before_ms: i64) {
         self.streams.retain(|_, s| s.seen_ms >= before_ms);
         self.legacy.retain(|_, s| s.seen_ms >= before_ms);
-    }
-}
-
-/// Sum of client-sent counts, which may add up past `u64::MAX`.
-pub(crate) fn saturating_sum(counts: &[u64]) -> u64 {
-    counts.iter().fold(0u64, |t, n| t.saturating_add(*n))
-}
-
-/// Samples in `b`, saturating.
-pub(crate) fn total(b: &Buckets) -> u64 {
-    match b {
-        Buckets::Explicit { counts, .. } => saturating_sum(counts),
-        Buckets::Exponential { zero_count, counts, .. } => zero_count.saturating_add(saturating_sum(counts)),
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`batch`]: a trace export folded per series and window: what the WAL logs and the
 //!   aggregator applies.
 //! - [`aggregator`]: window aggregation and the Arrow rows of closed and open windows.
+//! - `export`: one export on its way through the sequencer (folded, logged, applied).
 //! - [`sequencer`]: the single ordered path fold -> WAL (group commit) -> aggregate, and when
 //!   checkpoints are taken.
 //! - [`wal`]: write-ahead log segments and their truncation.
@@ -26,6 +27,7 @@
 
 mod attrs;
 mod codec;
+mod export;
 
 pub mod aggregator;
 pub mod batch;

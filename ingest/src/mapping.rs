@@ -134,6 +134,19 @@ pub enum Buckets {
     },
 }
 
+/// Sum of client-sent counts, which may add up past `u64::MAX`.
+pub(crate) fn saturating_sum(counts: &[u64]) -> u64 {
+    counts.iter().fold(0u64, |t, n| t.saturating_add(*n))
+}
+
+/// Samples in `b`, saturating.
+pub(crate) fn total(b: &Buckets) -> u64 {
+    match b {
+        Buckets::Explicit { counts, .. } => saturating_sum(counts),
+        Buckets::Exponential { zero_count, counts, .. } => zero_count.saturating_add(saturating_sum(counts)),
+    }
+}
+
 /// One latency histogram data point.
 #[derive(Debug, Clone)]
 pub struct PointObs<'a> {
@@ -620,8 +633,7 @@ impl Mapper {
                                 }
                                 let positive = p.positive.clone().unwrap_or_default();
                                 // Latencies are never negative: negative buckets join the zero bucket.
-                                let negative: u64 =
-                                    p.negative.as_ref().map_or(0, |b| crate::delta::saturating_sum(&b.bucket_counts));
+                                let negative: u64 = p.negative.as_ref().map_or(0, |b| saturating_sum(&b.bucket_counts));
                                 let buckets = Buckets::Exponential {
                                     scale: p.scale,
                                     zero_count: p.zero_count.saturating_add(negative),

@@ -4,10 +4,11 @@
 use crate::aggregator::SharedAggregator;
 use crate::decode::Encoding;
 use crate::error::{Error, Result};
+use crate::export::panic_message;
 use crate::limiter::{Limiter, Permit, RETRY_AFTER};
 use crate::mapping::Mapper;
 use crate::prescan;
-use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark, panic_message};
+use crate::sequencer::{Applied, Export, Replayed, Sequencer, SequencerParts, WalSettings, Watermark};
 use crate::wire::WireTraces;
 use cellpilot_core::auth::{Authenticator, Denied, PeerCert, Principal, Role};
 use cellpilot_core::clock::SharedClock;

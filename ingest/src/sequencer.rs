@@ -6,23 +6,18 @@
 //! every `checkpoint_interval` between groups, whatever the load, so the WAL holds seconds of
 //! records. Recovery ([`replay`]) applies the same records through the same code.
 
-use crate::aggregator::{Outcome, SharedAggregator};
-use crate::batch::SpanBatch;
+use crate::aggregator::SharedAggregator;
 use crate::checkpoint::{self, Checkpointer};
 use crate::error::{Error, Result};
 use crate::limiter::RETRY_AFTER;
-use crate::mapping::{Mapper, Observations};
-use crate::wal::{self, Kind, WalWriter, WriterSettings};
-use crate::wire::WireTraces;
+use crate::mapping::Mapper;
+use crate::wal::{self, WalWriter, WriterSettings};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::throttle::Throttle;
 use cellpilot_core::window::WindowSpec;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use prost::bytes::Bytes;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -32,87 +27,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+use crate::export::panic_message;
+pub use crate::export::{Applied, Export};
 pub use crate::recovery::{Replayed, replay, replay_with};
 
 /// Exports waiting for the sequencer before new ones get the overload answer.
 pub const QUEUE: usize = 1024;
 /// Largest group committed with one fsync.
 const GROUP: usize = 256;
-
-/// An export on its way to the sequencer.
-#[derive(Debug)]
-pub enum Export {
-    /// Traces, decoded (OTLP JSON), not folded yet.
-    Traces(ExportTraceServiceRequest),
-    /// Traces in their protobuf encoding, not folded yet (the wire scanner maps them).
-    TracesWire(WireTraces),
-    /// Traces folded to their span batch, with its WAL encoding.
-    Spans(Box<SpanBatch>, Vec<u8>),
-    /// Metrics.
-    Metrics(ExportMetricsServiceRequest),
-    /// Logs.
-    Logs(ExportLogsServiceRequest),
-}
-
-impl Export {
-    /// The request in protobuf, for a version 1 WAL record (metrics and logs still log it).
-    fn encode(&self) -> Vec<u8> {
-        match self {
-            Export::Traces(r) => r.encode_to_vec(),
-            Export::TracesWire(w) => w.bytes().to_vec(),
-            Export::Spans(_, encoded) => encoded.clone(),
-            Export::Metrics(r) => r.encode_to_vec(),
-            Export::Logs(r) => r.encode_to_vec(),
-        }
-    }
-
-    pub(crate) fn map<'a>(&'a self, mapper: &Mapper) -> Result<Observations<'a>> {
-        match self {
-            Export::Traces(r) => mapper.traces(r),
-            Export::TracesWire(w) => w.map(mapper),
-            Export::Metrics(r) => mapper.metrics(r),
-            Export::Spans(..) | Export::Logs(_) => Ok(Observations::default()),
-        }
-    }
-
-    /// Traces folded to their span batch (what the WAL logs) with windows of `spec` at `now_ms`;
-    /// other exports as they are.
-    pub fn fold(self, mapper: &Mapper, spec: WindowSpec, now_ms: i64) -> Result<Self> {
-        let batch = match &self {
-            Export::Traces(_) | Export::TracesWire(_) => SpanBatch::from_spans(&self.map(mapper)?, spec, now_ms),
-            _ => return Ok(self),
-        };
-        let mut encoded = Vec::new();
-        batch.encode(&mut encoded);
-        Ok(Export::Spans(Box::new(batch), encoded))
-    }
-
-    /// The WAL record's kind and payload (`raw`: the request's protobuf bytes, when at hand).
-    fn record<'a>(&'a self, raw: &'a Option<Bytes>, scratch: &'a mut Vec<u8>) -> (Kind, &'a [u8]) {
-        match (self, raw) {
-            (Export::Spans(_, encoded), _) => (Kind::Spans, encoded),
-            (Export::Metrics(_), Some(b)) => (Kind::Metrics, b),
-            (Export::Logs(_), Some(b)) => (Kind::Logs, b),
-            (e, _) => {
-                *scratch = e.encode();
-                let kind = match e {
-                    Export::Logs(_) => Kind::Logs,
-                    Export::Metrics(_) => Kind::Metrics,
-                    _ => Kind::Traces,
-                };
-                (kind, scratch)
-            }
-        }
-    }
-
-    /// Log records in a logs export.
-    pub fn log_records(&self) -> usize {
-        match self {
-            Export::Logs(r) => r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum(),
-            _ => 0,
-        }
-    }
-}
 
 /// Logs `n` malformed `cell.cutover` events: one line a minute at most, however many arrive.
 fn malformed_cutovers(n: u64) {
@@ -126,19 +48,6 @@ fn malformed_cutovers(n: u64) {
             "ignoring cell.cutover events without cell, cutover.started and cutover.completed"
         );
     }
-}
-
-/// What the sequencer did with one export.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// Counting outcome.
-    pub outcome: Outcome,
-    /// Spans that are not requests, or metrics that carry no latency.
-    pub ignored: u64,
-    /// Points refused while mapping, with reasons.
-    pub unusable: Vec<(u64, String)>,
-    /// Names cut to `max_attribute_length`.
-    pub truncated: u64,
 }
 
 struct Job {
@@ -201,14 +110,6 @@ const WAL_FAULT_READINESS: Duration = Duration::from_secs(10);
 /// The retryable answer while the sequencer is not running.
 fn unavailable() -> Error {
     Error::Unavailable { retry_after: RETRY_AFTER }
-}
-
-/// The message of a caught panic.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Clears the running flag when the sequencer thread ends, even by unwinding.
@@ -835,12 +736,15 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::aggregator::{Aggregator, AggregatorSettings};
+    use crate::wal::Kind;
     use cellpilot_core::clock::TestClock;
     use cellpilot_core::config::{FsyncPolicy, IngestConfig};
     use cellpilot_core::window::WindowSpec;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
 
     const NOW_MS: i64 = 1_800_000_001_000;
 

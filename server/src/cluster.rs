@@ -30,7 +30,7 @@ pub(crate) async fn join(
     let c = &config.cluster;
     let role = c.role;
     let listener = match role.ingests() {
-        true => Some(crate::serve::bind("cluster", &c.listen).await?),
+        true => Some(crate::listen::bind("cluster", &c.listen).await?),
         false => None,
     };
     let bound = listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
@@ -55,8 +55,8 @@ pub(crate) async fn join(
         let service = UnwrittenService::new(store.clone(), auth.clone()).into_server();
         let stop = shutdown.clone();
         // The `[transport]` stream and keepalive limits and `[tls]`, as on every gRPC listener.
-        let mut server = crate::serve::grpc_server(tls, &config.transport, false)?;
-        let incoming = crate::serve::incoming(listener, "cluster", &config.transport, metrics);
+        let mut server = crate::listen::grpc_server(tls, &config.transport, false)?;
+        let incoming = crate::listen::incoming(listener, "cluster", &config.transport, metrics);
         tasks.spawn(async move {
             server
                 .add_service(service)

@@ -7,7 +7,8 @@
 //! - `cluster`: joining the nodes that share an object store (heartbeat, Flight, peers).
 //! - `gate`: every listener's admission: connection caps (total, per IP), the idle timeout, accept
 //!   back-off.
-//! - `listen`: the HTTP listeners with the `[transport]` limits and lingering closes.
+//! - `listen`: binding and building every listener (HTTP and gRPC) with the `[transport]` limits,
+//!   and the HTTP listeners' lingering closes.
 //! - `tls`: `[tls]` certificates for the HTTP and gRPC listeners.
 
 mod cluster;

@@ -7,9 +7,11 @@
 //! that is still sending instead of being lost to a TCP reset. A client that never sent a byte
 //! gets no lingering close: its place is given back at once.
 
-use crate::gate::{self, Admitted, Gate};
+use crate::gate::{self, Admitted, Gate, Incoming};
 use crate::tls::{Tls, WithPeer};
+use anyhow::Context as _;
 use cellpilot_core::config::TransportConfig;
+use cellpilot_core::metrics::Metrics;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 /// How long a stop waits for requests in flight before closing their connections.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -183,4 +186,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Lingerin
     fn is_write_vectored(&self) -> bool {
         self.0.as_ref().is_some_and(|(s, _)| s.is_write_vectored())
     }
+}
+
+/// Binds `addr` for the listener named `what`.
+pub(crate) async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding {what} on {addr}"))
+}
+
+/// A gRPC listener's connections, admitted by a [`Gate`] named `listener`.
+pub(crate) fn incoming(
+    tcp: TcpListener,
+    listener: &'static str,
+    limits: &TransportConfig,
+    metrics: &Metrics,
+) -> Incoming<TcpIncoming> {
+    let tcp = TcpIncoming::from(tcp).with_nodelay(Some(true)).with_keepalive(Some(limits.keepalive_interval.0));
+    Incoming::new(tcp, Gate::new(listener, limits, metrics))
+}
+
+/// Largest header block a gRPC client may send (hyper's default is 16 MiB per stream).
+const MAX_HEADER_LIST: u32 = 64 << 10;
+/// Streams a client may open and reset before they are accepted, and streams the server may
+/// reset for a client's errors, before the connection is closed (the rapid-reset floods).
+const MAX_PENDING_RESETS: usize = 20;
+const MAX_ERROR_RESETS: usize = 64;
+
+/// A gRPC listener's server: [`crate::tls::PeerLayer`] hands handlers the client's certificate.
+pub(crate) type GrpcServer =
+    tonic::transport::Server<tower::layer::util::Stack<crate::tls::PeerLayer, tower::layer::util::Identity>>;
+
+/// A tonic server with the `[transport]` limits, over TLS when `[tls]` is set. `pings`: HTTP/2
+/// keepalive PINGs, for the CellWeights listener, where a gateway that vanished must be noticed
+/// (it holds cut-overs back); OTLP clients keep their own keepalives, and one busy encoding a
+/// large export must not be cut off for a late PING answer (TCP keepalive still applies).
+pub(crate) fn grpc_server(
+    tls: Option<&crate::tls::Tls>,
+    limits: &TransportConfig,
+    pings: bool,
+) -> anyhow::Result<GrpcServer> {
+    let mut server = tonic::transport::Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+        .http2_max_local_error_reset_streams(Some(MAX_ERROR_RESETS))
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .tcp_keepalive(Some(limits.keepalive_interval.0));
+    if pings {
+        server = server
+            .http2_keepalive_interval(Some(limits.keepalive_interval.0))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout.0));
+    }
+    let server = match tls {
+        Some(t) => server.tls_config(t.grpc()).context("[tls] for a gRPC listener")?,
+        None => server,
+    };
+    Ok(server.layer(crate::tls::PeerLayer))
 }
