@@ -36,4 +36,4 @@ pub mod pb {
 
 pub use service::Controller;
 
-pub use policy::{CellInput, Decision, Policy, State, WeightTable};
+pub use policy::{CellInput, Decision, Inputs, Pin, Policy, PolicyState, State, WeightTable};

@@ -127,11 +127,20 @@ struct Cell {
     pinned_until_ms: i64,
 }
 
-/// The policy and the state of every cell under control.
+/// The rules: the `[control]` settings, and nothing that changes. [`Policy::step`] reads a
+/// [`PolicyState`] and the [`Inputs`] of one tick, at a time it is given, and returns what to
+/// change: no I/O, no clock, so a test or a backtest replays any stretch of history in
+/// milliseconds and the controller only feeds it and publishes what it returns.
 #[derive(Debug, Clone)]
 pub struct Policy {
     cfg: PolicyConfig,
     control: ControlConfig,
+}
+
+/// What the policy remembers from one step to the next: every cell under control, the table
+/// version, recent drains (for the rate limit) and cells on their way in.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
     cells: BTreeMap<String, Cell>,
     version: u64,
     decided_at_ms: i64,
@@ -141,6 +150,52 @@ pub struct Policy {
     blocked: BTreeMap<String, String>,
     /// Cells seen but not yet in the table: what they served so far (`discover_min_requests`).
     candidates: BTreeMap<String, Candidate>,
+}
+
+/// What one step of the policy sees.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inputs {
+    /// Each cell's recent numbers, from the rollup store.
+    pub cells: Vec<CellInput>,
+}
+
+/// An operator's pin: `cell` at `weight` until `until_ms`, or back to the policy with `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pin<'a> {
+    /// Cell.
+    pub cell: &'a str,
+    /// Weight to hold, or `None` to unpin.
+    pub weight: Option<u32>,
+    /// When the pin expires (unix ms).
+    pub until_ms: i64,
+    /// Why, as the operator said.
+    pub reason: &'a str,
+    /// Who (the token's name).
+    pub actor: &'a str,
+}
+
+impl Inputs {
+    /// Inputs of these cells.
+    pub fn cells(cells: &[CellInput]) -> Self {
+        Self { cells: cells.to_vec() }
+    }
+}
+
+impl PolicyState {
+    /// Whether `cell` is under control (in the table).
+    pub fn has_cell(&self, cell: &str) -> bool {
+        self.cells.contains_key(cell)
+    }
+
+    /// The current table version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Drains blocked at the last step (cell -> why), for `CellDrainBlocked`.
+    pub fn blocked(&self) -> &BTreeMap<String, String> {
+        &self.blocked
+    }
 }
 
 /// A cell on its way into the table.
@@ -158,22 +213,18 @@ const RAMP: [f64; 2] = [0.1, 0.5];
 const HOUR_MS: i64 = 3_600_000;
 
 impl Policy {
-    /// A policy with the `[control]` settings; configured cells start active at base weight.
+    /// The policy of the `[control]` settings.
     pub fn new(control: &ControlConfig) -> Self {
-        let mut p = Self {
-            cfg: control.policy.clone(),
-            control: control.clone(),
-            cells: BTreeMap::new(),
-            version: 0,
-            decided_at_ms: 0,
-            drains: Vec::new(),
-            blocked: BTreeMap::new(),
-            candidates: BTreeMap::new(),
-        };
-        for cell in control.cells.keys() {
-            p.ensure(cell);
+        Self { cfg: control.policy.clone(), control: control.clone() }
+    }
+
+    /// The state before any step: configured cells active at their base weight.
+    pub fn start(&self) -> PolicyState {
+        let mut state = PolicyState::default();
+        for cell in self.control.cells.keys() {
+            self.ensure(&mut state, cell);
         }
-        p
+        state
     }
 
     /// The configured base weight of `cell` (its own, else the policy's).
@@ -181,12 +232,12 @@ impl Policy {
         self.control.cells.get(cell).and_then(|c| c.base_weight).unwrap_or(self.cfg.base_weight)
     }
 
-    fn ensure(&mut self, cell: &str) -> bool {
-        if self.cells.contains_key(cell) {
+    fn ensure(&self, state: &mut PolicyState, cell: &str) -> bool {
+        if state.cells.contains_key(cell) {
             return false;
         }
         let base = self.base(cell);
-        self.cells.insert(
+        state.cells.insert(
             cell.to_string(),
             Cell {
                 state: State::Active,
@@ -207,46 +258,43 @@ impl Policy {
     /// Puts the cells of `inputs` that have proven themselves under control: with
     /// `discover_min_requests` > 0, at least that many requests over at least two windows, so
     /// one burst of forged `cell.id`s never reaches the gateways' table. True when one was added.
-    fn discover(&mut self, now_ms: i64, inputs: &[CellInput]) -> bool {
+    fn discover(&self, state: &mut PolicyState, now_ms: i64, inputs: &[CellInput]) -> bool {
         let min = self.control.discover_min_requests;
         let mut added = false;
         for i in inputs {
             let name = i.cell.as_str();
-            if name == cellpilot_core::UNKNOWN_CELL || name == cellpilot_core::OVERFLOW || self.cells.contains_key(name)
+            if name == cellpilot_core::UNKNOWN_CELL
+                || name == cellpilot_core::OVERFLOW
+                || state.cells.contains_key(name)
             {
                 continue;
             }
             if min == 0 {
-                added |= self.ensure(name);
+                added |= self.ensure(state, name);
                 continue;
             }
             if i.latest_requests == 0 {
                 continue;
             }
-            let c = self.candidates.entry(i.cell.clone()).or_default();
+            let c = state.candidates.entry(i.cell.clone()).or_default();
             if c.last_ms != now_ms {
                 c.windows += 1;
                 c.requests = c.requests.saturating_add(i.latest_requests);
                 c.last_ms = now_ms;
             }
             if c.windows >= 2 && c.requests >= min {
-                self.candidates.remove(name);
-                added |= self.ensure(name);
+                state.candidates.remove(name);
+                added |= self.ensure(state, name);
             }
         }
         let stale_ms = self.control.stale_after.as_millis_i64();
-        self.candidates.retain(|_, c| now_ms - c.last_ms < stale_ms);
+        state.candidates.retain(|_, c| now_ms - c.last_ms < stale_ms);
         added
     }
 
-    /// Whether `cell` is under control (in the table).
-    pub fn has_cell(&self, cell: &str) -> bool {
-        self.cells.contains_key(cell)
-    }
-
     /// Whether `cell` is known: in the table, configured, or seen by ingest on its way in.
-    pub fn knows(&self, cell: &str) -> bool {
-        self.has_cell(cell) || self.control.cells.contains_key(cell) || self.candidates.contains_key(cell)
+    pub fn knows(&self, state: &PolicyState, cell: &str) -> bool {
+        state.has_cell(cell) || self.control.cells.contains_key(cell) || state.candidates.contains_key(cell)
     }
 
     /// `[control] max_weight`.
@@ -254,20 +302,10 @@ impl Policy {
         self.control.max_weight
     }
 
-    /// The current table version.
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// Drains blocked at the last tick (cell -> why), for `CellDrainBlocked`.
-    pub fn blocked(&self) -> &BTreeMap<String, String> {
-        &self.blocked
-    }
-
     /// The table gateways should use (base weights in dry-run).
-    pub fn table(&self) -> WeightTable {
+    pub fn table(&self, state: &PolicyState) -> WeightTable {
         let dry = self.control.mode == ControlMode::DryRun;
-        let cells = self
+        let cells = state
             .cells
             .iter()
             .map(|(name, c)| CellWeight {
@@ -282,13 +320,13 @@ impl Policy {
                 stale: c.stale,
             })
             .collect();
-        WeightTable { version: self.version, decided_at_ms: self.decided_at_ms, cells }
+        WeightTable { version: state.version, decided_at_ms: state.decided_at_ms, cells }
     }
 
     /// Restores a cell from the decision log (on start): its last decision wins.
-    pub fn restore(&mut self, d: &Decision) {
-        self.ensure(&d.cell);
-        if let Some(c) = self.cells.get_mut(&d.cell) {
+    pub fn restore(&self, state: &mut PolicyState, d: &Decision) {
+        self.ensure(state, &d.cell);
+        if let Some(c) = state.cells.get_mut(&d.cell) {
             c.state = d.state;
             c.weight = d.new_weight;
             c.reason = d.reason.clone();
@@ -297,22 +335,22 @@ impl Policy {
                 c.step = if d.new_weight as f64 >= 0.5 * f64::from(c.latency_weight) - 0.5 { 1 } else { 0 };
             }
         }
-        if d.version > self.version {
-            self.version = d.version;
-            self.decided_at_ms = d.decided_at_ms;
+        if d.version > state.version {
+            state.version = d.version;
+            state.decided_at_ms = d.decided_at_ms;
         }
     }
 
     /// Takes over a version another node decided: its decisions as [`Policy::restore`] does,
     /// then every cell of its table (cells join the table without a decision) and its version.
-    pub fn follow(&mut self, decisions: &[Decision], table: &WeightTable) {
+    pub fn follow(&self, state: &mut PolicyState, decisions: &[Decision], table: &WeightTable) {
         for d in decisions {
-            self.restore(d);
+            self.restore(state, d);
         }
         let dry = self.control.mode == ControlMode::DryRun;
         for row in &table.cells {
-            self.ensure(&row.cell);
-            if let Some(c) = self.cells.get_mut(&row.cell) {
+            self.ensure(state, &row.cell);
+            if let Some(c) = state.cells.get_mut(&row.cell) {
                 // A dry-run table publishes base weights, not the policy's: keep the policy's.
                 if !dry {
                     c.state = row.state;
@@ -322,26 +360,19 @@ impl Policy {
                 c.stale = row.stale;
             }
         }
-        if table.version >= self.version {
-            self.version = table.version;
-            self.decided_at_ms = table.decided_at_ms;
+        if table.version >= state.version {
+            state.version = table.version;
+            state.decided_at_ms = table.decided_at_ms;
         }
     }
 
-    /// Pins `cell` to `weight` until `until_ms` (or unpins with `None`).
-    pub fn pin(
-        &mut self,
-        cell: &str,
-        weight: Option<u32>,
-        until_ms: i64,
-        reason: &str,
-        actor: &str,
-        now_ms: i64,
-    ) -> Vec<Decision> {
-        self.ensure(cell);
+    /// Applies an operator's pin (or unpin) at `now_ms`.
+    pub fn pin(&self, state: &mut PolicyState, pin: &Pin<'_>, now_ms: i64) -> Vec<Decision> {
+        let Pin { cell, weight, until_ms, reason, actor } = *pin;
+        self.ensure(state, cell);
         let mut out = Vec::new();
-        let version = self.version.saturating_add(1);
-        let Some(c) = self.cells.get_mut(cell) else { return out };
+        let version = state.version.saturating_add(1);
+        let Some(c) = state.cells.get_mut(cell) else { return out };
         let old = c.weight;
         match weight {
             Some(w) => {
@@ -367,8 +398,8 @@ impl Policy {
             reason: c.reason.clone(),
             actor: actor.to_string(),
         });
-        self.version = version;
-        self.decided_at_ms = now_ms;
+        state.version = version;
+        state.decided_at_ms = now_ms;
         out
     }
 
@@ -376,27 +407,34 @@ impl Policy {
     /// The phases, in order: discover, observe, expired pins, failing cells, the guard and rate
     /// limit, ramps and latency bias, apply. A cell changed by an earlier phase is left alone by
     /// the later ones.
-    pub fn evaluate(&mut self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
-        let added = self.control.auto_discover && self.discover(now_ms, inputs);
+    pub fn step(&self, state: &mut PolicyState, inputs: &Inputs, now_ms: i64) -> Vec<Decision> {
+        let inputs = inputs.cells.as_slice();
+        let added = self.control.auto_discover && self.discover(state, now_ms, inputs);
         let by_cell: BTreeMap<&str, &CellInput> = inputs.iter().map(|i| (i.cell.as_str(), i)).collect();
-        let bases: BTreeMap<String, u32> = self.cells.keys().map(|c| (c.clone(), self.base(c))).collect();
-        self.observe(now_ms, &by_cell, &bases);
-        let mut changes = self.expired_pins(now_ms);
-        let candidates = self.drain_candidates(&by_cell);
-        changes.extend(self.admit_drains(now_ms, candidates, &bases));
-        let ramps = self.ramps(now_ms, &by_cell, &changes);
+        let bases: BTreeMap<String, u32> = state.cells.keys().map(|c| (c.clone(), self.base(c))).collect();
+        self.observe(state, now_ms, &by_cell, &bases);
+        let mut changes = self.expired_pins(state, now_ms);
+        let candidates = self.drain_candidates(state, &by_cell);
+        changes.extend(self.admit_drains(state, now_ms, candidates, &bases));
+        let ramps = self.ramps(state, now_ms, &by_cell, &changes);
         changes.extend(ramps);
         if changes.is_empty() && !added {
             return Vec::new();
         }
-        self.apply(now_ms, changes)
+        self.apply(state, now_ms, changes)
     }
 
     /// Phase 1: which cells are stale, and each cell's latency-biased weight.
-    fn observe(&mut self, now_ms: i64, by_cell: &BTreeMap<&str, &CellInput>, bases: &BTreeMap<String, u32>) {
+    fn observe(
+        &self,
+        state: &mut PolicyState,
+        now_ms: i64,
+        by_cell: &BTreeMap<&str, &CellInput>,
+        bases: &BTreeMap<String, u32>,
+    ) {
         let stale_ms = self.control.stale_after.as_millis_i64();
         let (alpha, beta) = (self.cfg.latency_alpha, self.cfg.latency_beta);
-        for (name, c) in self.cells.iter_mut() {
+        for (name, c) in state.cells.iter_mut() {
             let input = by_cell.get(name.as_str());
             if input.is_some_and(|i| i.latest_requests > 0) {
                 c.last_request_ms = Some(now_ms);
@@ -410,8 +448,9 @@ impl Policy {
     }
 
     /// Phase 2: pins whose time is up go back to their latency weight.
-    fn expired_pins(&self, now_ms: i64) -> Vec<Change> {
-        self.cells
+    fn expired_pins(&self, state: &PolicyState, now_ms: i64) -> Vec<Change> {
+        state
+            .cells
             .iter()
             .filter(|(_, c)| c.state == State::Pinned && c.pinned_until_ms <= now_ms)
             .map(|(name, c)| Change::new(name, c.latency_weight, State::Active, "pin expired"))
@@ -420,11 +459,11 @@ impl Policy {
 
     /// Phase 3: cells failing now (sustained and latest error rate over the threshold, with
     /// enough requests), worst first.
-    fn drain_candidates(&self, by_cell: &BTreeMap<&str, &CellInput>) -> Vec<Failing> {
+    fn drain_candidates(&self, state: &PolicyState, by_cell: &BTreeMap<&str, &CellInput>) -> Vec<Failing> {
         let cfg = &self.cfg;
         let thr = cfg.drain_error_rate;
         let mut candidates = Vec::new();
-        for (name, c) in &self.cells {
+        for (name, c) in &state.cells {
             let Some(i) = by_cell.get(name.as_str()) else { continue };
             let scale = match c.state {
                 State::Active => 1.0,
@@ -453,12 +492,18 @@ impl Policy {
 
     /// Phase 4: the candidates the guard (`max_drained_fraction` of the live base weight) and
     /// the rate limit (`max_drains_per_minute`) let through; the others are recorded as blocked.
-    fn admit_drains(&mut self, now_ms: i64, candidates: Vec<Failing>, bases: &BTreeMap<String, u32>) -> Vec<Change> {
+    fn admit_drains(
+        &self,
+        state: &mut PolicyState,
+        now_ms: i64,
+        candidates: Vec<Failing>,
+        bases: &BTreeMap<String, u32>,
+    ) -> Vec<Change> {
         let (fraction, per_minute) = (self.cfg.max_drained_fraction, self.cfg.max_drains_per_minute as usize);
-        self.drains.retain(|t| now_ms - t < 60_000);
-        self.blocked.clear();
-        let total: u64 = self.cells.iter().filter(|(_, c)| !c.stale).map(|(n, _)| u64::from(bases[n])).sum();
-        let mut drained: u64 = self
+        state.drains.retain(|t| now_ms - t < 60_000);
+        state.blocked.clear();
+        let total: u64 = state.cells.iter().filter(|(_, c)| !c.stale).map(|(n, _)| u64::from(bases[n])).sum();
+        let mut drained: u64 = state
             .cells
             .iter()
             .filter(|(_, c)| c.state == State::Drained && !c.stale)
@@ -469,17 +514,17 @@ impl Policy {
             let base = u64::from(bases[&cell]);
             if (drained + base) as f64 > fraction * total as f64 {
                 let blocked = format!("{why}, but draining it would exceed max_drained_fraction {fraction}");
-                self.blocked.insert(cell, blocked);
+                state.blocked.insert(cell, blocked);
                 continue;
             }
-            if self.drains.len() >= per_minute {
-                let blocked = format!("{why}, but {} drains already happened this minute", self.drains.len());
-                self.blocked.insert(cell, blocked);
+            if state.drains.len() >= per_minute {
+                let blocked = format!("{why}, but {} drains already happened this minute", state.drains.len());
+                state.blocked.insert(cell, blocked);
                 continue;
             }
             drained += base;
-            self.drains.push(now_ms);
-            let relapsed = self.cells[&cell].state == State::Restoring;
+            state.drains.push(now_ms);
+            let relapsed = state.cells[&cell].state == State::Restoring;
             let why = if relapsed { format!("relapsed while restoring: {why}") } else { why };
             out.push(Change::new(&cell, 0, State::Drained, why));
         }
@@ -489,10 +534,16 @@ impl Policy {
     /// Phase 5: drained cells whose wait is over start their ramp, ramping cells take their next
     /// step, and active cells follow their latency weight (with a 10 % deadband) — each cell not
     /// already changed by an earlier phase.
-    fn ramps(&self, now_ms: i64, by_cell: &BTreeMap<&str, &CellInput>, earlier: &[Change]) -> Vec<Change> {
+    fn ramps(
+        &self,
+        state: &PolicyState,
+        now_ms: i64,
+        by_cell: &BTreeMap<&str, &CellInput>,
+        earlier: &[Change],
+    ) -> Vec<Change> {
         let cfg = &self.cfg;
         let mut out = Vec::new();
-        for (name, c) in &self.cells {
+        for (name, c) in &state.cells {
             if earlier.iter().any(|ch| &ch.cell == name) {
                 continue;
             }
@@ -530,20 +581,20 @@ impl Policy {
     }
 
     /// Phase 6: the changes become the next table version, one decision each.
-    fn apply(&mut self, now_ms: i64, changes: Vec<Change>) -> Vec<Decision> {
-        let version = self.version.saturating_add(1);
+    fn apply(&self, state: &mut PolicyState, now_ms: i64, changes: Vec<Change>) -> Vec<Decision> {
+        let version = state.version.saturating_add(1);
         let mut out = Vec::new();
-        for Change { cell, weight, state, reason } in changes {
-            let Some(c) = self.cells.get_mut(&cell) else { continue };
+        for Change { cell, weight, state: to, reason } in changes {
+            let Some(c) = state.cells.get_mut(&cell) else { continue };
             let old = c.weight;
-            if state == State::Drained && c.state == State::Restoring {
+            if to == State::Drained && c.state == State::Restoring {
                 c.relapses.push(now_ms);
             }
-            c.step = match (c.state, state) {
+            c.step = match (c.state, to) {
                 (State::Restoring, State::Restoring) => 1,
                 _ => 0,
             };
-            c.state = state;
+            c.state = to;
             c.weight = weight;
             c.since_ms = now_ms;
             c.reason = reason.clone();
@@ -553,13 +604,13 @@ impl Policy {
                 cell,
                 old_weight: old,
                 new_weight: weight,
-                state,
+                state: to,
                 reason,
                 actor: "policy".into(),
             });
         }
-        self.version = version;
-        self.decided_at_ms = now_ms;
+        state.version = version;
+        state.decided_at_ms = now_ms;
         out
     }
 }
@@ -595,6 +646,48 @@ mod tests {
 
     const T: i64 = 1_800_000_000_000;
 
+    /// The policy and its state, stepped as the controller steps them.
+    struct Run {
+        policy: Policy,
+        state: PolicyState,
+    }
+
+    impl Run {
+        fn new(control: &ControlConfig) -> Self {
+            let policy = Policy::new(control);
+            let state = policy.start();
+            Self { policy, state }
+        }
+
+        fn evaluate(&mut self, now_ms: i64, cells: &[CellInput]) -> Vec<Decision> {
+            self.policy.step(&mut self.state, &Inputs::cells(cells), now_ms)
+        }
+
+        fn pin(
+            &mut self,
+            cell: &str,
+            weight: Option<u32>,
+            until_ms: i64,
+            reason: &str,
+            actor: &str,
+            now: i64,
+        ) -> Vec<Decision> {
+            self.policy.pin(&mut self.state, &Pin { cell, weight, until_ms, reason, actor }, now)
+        }
+
+        fn table(&self) -> WeightTable {
+            self.policy.table(&self.state)
+        }
+
+        fn version(&self) -> u64 {
+            self.state.version()
+        }
+
+        fn blocked(&self) -> &BTreeMap<String, String> {
+            self.state.blocked()
+        }
+    }
+
     fn config() -> ControlConfig {
         ControlConfig {
             policy: PolicyConfig { latency_alpha: 0.0, ..Default::default() },
@@ -608,7 +701,7 @@ mod tests {
         cells.iter().map(|c| input(c, 1000, 0)).collect()
     }
 
-    fn state(p: &Policy, cell: &str) -> (State, u32) {
+    fn state(p: &Run, cell: &str) -> (State, u32) {
         let t = p.table();
         let c = t.cells.iter().find(|c| c.cell == cell).unwrap();
         (c.state, c.weight)
@@ -616,7 +709,7 @@ mod tests {
 
     #[test]
     fn discovered_cells_join_after_enough_requests_in_two_windows() {
-        let mut p = Policy::new(&ControlConfig { discover_min_requests: 100, ..config() });
+        let mut p = Run::new(&ControlConfig { discover_min_requests: 100, ..config() });
         let cells = |t: &WeightTable| t.cells.iter().map(|c| c.cell.clone()).collect::<Vec<_>>();
         // One burst: 20,000 forged cells with a request each, and one cell with 5,000 in one window.
         let mut burst: Vec<CellInput> = (0..20_000).map(|i| input(&format!("forged-{i}"), 3, 0)).collect();
@@ -639,12 +732,12 @@ mod tests {
             p.evaluate(T + 20_000 + k * 10_000, &[input("slow", 9, 0)]);
         }
         assert!(cells(&p.table()).contains(&"slow".to_string()));
-        assert!(p.candidates.is_empty(), "candidates leave once admitted or stale");
+        assert!(p.state.candidates.is_empty(), "candidates leave once admitted or stale");
     }
 
     #[test]
     fn drains_on_sustained_errors_with_enough_requests() {
-        let mut p = Policy::new(&config());
+        let mut p = Run::new(&config());
         assert_eq!(p.evaluate(T, &healthy(&["a", "b", "c"])).len(), 0, "discovery alone changes no weight");
         assert_eq!(p.version(), 1, "but a new table version lists the new cells");
         // Too few requests: no drain, whatever the rate.
@@ -663,7 +756,7 @@ mod tests {
 
     #[test]
     fn latest_window_must_agree() {
-        let mut p = Policy::new(&config());
+        let mut p = Run::new(&config());
         let mut i = input("a", 5000, 100);
         i.latest_errors = 0;
         assert!(
@@ -673,7 +766,7 @@ mod tests {
 
     #[test]
     fn guard_blocks_beyond_half_the_weight_worst_first() {
-        let mut p = Policy::new(&config());
+        let mut p = Run::new(&config());
         let inputs = vec![input("a", 1000, 30), input("b", 1000, 90), input("c", 1000, 60), input("d", 1000, 0)];
         let d = p.evaluate(T, &inputs);
         let drained: Vec<_> = d.iter().filter(|d| d.state == State::Drained).map(|d| d.cell.as_str()).collect();
@@ -687,7 +780,7 @@ mod tests {
         let mut cfg = config();
         cfg.policy.max_drained_fraction = 1.0;
         cfg.policy.max_drains_per_minute = 1;
-        let mut p = Policy::new(&cfg);
+        let mut p = Run::new(&cfg);
         let inputs = vec![input("a", 1000, 90), input("b", 1000, 60), input("c", 1000, 0)];
         assert_eq!(p.evaluate(T, &inputs).iter().filter(|d| d.state == State::Drained).count(), 1);
         assert!(p.blocked()["b"].contains("drains already happened"));
@@ -698,7 +791,7 @@ mod tests {
 
     #[test]
     fn restores_on_a_ramp_and_backs_off_after_relapse() {
-        let mut p = Policy::new(&config());
+        let mut p = Run::new(&config());
         let cells = ["a", "b", "c"];
         let mut bad = healthy(&cells);
         bad[0] = input("a", 1000, 100);
@@ -729,7 +822,7 @@ mod tests {
 
     #[test]
     fn flapping_is_suppressed_by_the_back_off() {
-        let mut p = Policy::new(&config());
+        let mut p = Run::new(&config());
         let cells = ["a", "b", "c"];
         let mut bad = healthy(&cells);
         bad[0] = input("a", 1000, 100);
@@ -756,7 +849,7 @@ mod tests {
     #[test]
     fn latency_bias_with_deadband() {
         let cfg = ControlConfig { discover_min_requests: 0, ..ControlConfig::default() };
-        let mut p = Policy::new(&cfg);
+        let mut p = Run::new(&cfg);
         let with = |p50: f64| vec![CellInput { p50_ms: Some(p50), ..input("a", 1000, 0) }, input("b", 1000, 0)];
         p.evaluate(T, &with(20.0));
         // base × (1 + 0.5·e^(−0.02·20)) = 100 × 1.335 = 134 (from 100: beyond the deadband).
@@ -771,7 +864,7 @@ mod tests {
 
     #[test]
     fn pins_win_until_they_expire() {
-        let mut p = Policy::new(&config());
+        let mut p = Run::new(&config());
         p.evaluate(T, &healthy(&["a", "b"]));
         let d = p.pin("a", Some(5), T + 60_000, "game day", "ops", T);
         assert_eq!((d[0].new_weight, d[0].state, d[0].actor.as_str()), (5, State::Pinned, "ops"));
@@ -784,7 +877,7 @@ mod tests {
 
     #[test]
     fn stale_cells_leave_the_guard() {
-        let mut p = Policy::new(&config());
+        let mut p = Run::new(&config());
         p.evaluate(T, &healthy(&["a", "b", "c", "d"]));
         // c and d stop sending: after stale_after they no longer count toward the total.
         let two = vec![input("a", 1000, 0), input("b", 1000, 0)];
@@ -801,7 +894,7 @@ mod tests {
         let mut cfg = config();
         cfg.mode = ControlMode::DryRun;
         cfg.cells.insert("a".into(), CellConfig { base_weight: Some(200) });
-        let mut p = Policy::new(&cfg);
+        let mut p = Run::new(&cfg);
         let d = p.evaluate(T, &[input("a", 1000, 100), input("b", 1000, 0), input("c", 1000, 0)]);
         assert_eq!((d[0].cell.as_str(), d[0].old_weight, d[0].new_weight), ("a", 200, 0));
         assert_eq!(state(&p, "a"), (State::Active, 200), "the published table keeps the base weight");

@@ -1,7 +1,7 @@
 //! The control loop: at every evaluation tick (window boundary + `evaluation_delay`) it reads
 //! each cell's recent numbers from the store (open windows included) and runs the policy.
 
-use crate::policy::CellInput;
+use crate::policy::{CellInput, Inputs};
 use crate::service::Controller;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
@@ -13,19 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Inputs for a tick at the window boundary `boundary_ms`.
-pub fn inputs(
-    store: &RollupStore,
-    config: &Config,
-    boundary_ms: i64,
-    now_ms: i64,
-) -> cellpilot_query::Result<Vec<CellInput>> {
+pub fn inputs(store: &RollupStore, config: &Config, boundary_ms: i64, now_ms: i64) -> cellpilot_query::Result<Inputs> {
     let width = config.ingest.window.as_millis_i64();
     let trailing = cells(store, boundary_ms - config.control.policy.drain_for.as_millis_i64(), boundary_ms, now_ms)?;
     let latest: BTreeMap<_, _> =
         cells(store, boundary_ms - width, boundary_ms, now_ms)?.into_iter().map(|c| (c.cell.clone(), c)).collect();
     let minute: BTreeMap<_, _> =
         cells(store, boundary_ms - 60_000, boundary_ms, now_ms)?.into_iter().map(|c| (c.cell.clone(), c)).collect();
-    Ok(trailing
+    let cells = trailing
         .into_iter()
         .map(|c| {
             let l = latest.get(&c.cell);
@@ -38,7 +33,8 @@ pub fn inputs(
                 cell: c.cell,
             }
         })
-        .collect())
+        .collect();
+    Ok(Inputs { cells })
 }
 
 /// Evaluates at every tick until `shutdown` resolves.

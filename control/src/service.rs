@@ -6,7 +6,7 @@ use crate::cutover::{Cutover, Tracker};
 use crate::gateways::{Ack, Full, Gateway, GatewayId, Gateways, StreamCaps};
 use crate::log::{DecisionLog, JsonLog};
 use crate::pb;
-use crate::policy::{CellInput, Decision, Policy, State, WeightTable};
+use crate::policy::{Decision, Inputs, Policy, PolicyState, State, WeightTable};
 use crate::replica::{Entry, Recorded, Replication};
 use cellpilot_core::auth::{Authenticator, PeerCert, Principal, Role};
 use cellpilot_core::config::{ControlConfig, ControlMode};
@@ -25,7 +25,7 @@ impl cellpilot_core::store::CutoverReports for Controller {
             && started_ms <= completed_ms
             && completed_ms.saturating_sub(started_ms) <= MAX_REPORTED_CUTOVER_MS
             && completed_ms <= now.saturating_add(MAX_CLOCK_SKEW_MS);
-        let known = plausible && self.policy.lock().unwrap_or_else(|e| e.into_inner()).has_cell(cell);
+        let known = plausible && self.state.lock().unwrap_or_else(|e| e.into_inner()).has_cell(cell);
         if !known {
             tracing::debug!(%cell, started_ms, completed_ms, "ignoring an implausible or unknown cut-over report");
             return;
@@ -133,7 +133,8 @@ enum NotPublished {
 /// Everything the control loop, the API and the gRPC service share.
 #[derive(Debug)]
 pub struct Controller {
-    policy: Mutex<Policy>,
+    policy: Policy,
+    state: Mutex<PolicyState>,
     log: Mutex<DecisionLog>,
     cutover_log: Mutex<JsonLog<Cutover>>,
     tracker: Mutex<Tracker>,
@@ -158,11 +159,12 @@ impl Controller {
     ) -> crate::error::Result<Self> {
         let (log, past) = DecisionLog::open(data_dir, "decisions.jsonl")?;
         let (cutover_log, cutovers) = JsonLog::<Cutover>::open(data_dir, "cutovers.jsonl")?;
-        let mut policy = Policy::new(config);
+        let policy = Policy::new(config);
+        let mut state = policy.start();
         for d in &past {
-            policy.restore(d);
+            policy.restore(&mut state, d);
         }
-        let (table, _) = watch::channel(policy.table());
+        let (table, _) = watch::channel(policy.table(&state));
         let mut tracker = Tracker::with(cutovers);
         // A drain still in force whose cut-over had not finished when the process stopped.
         let mut latest: BTreeMap<&str, &Decision> = BTreeMap::new();
@@ -173,7 +175,8 @@ impl Controller {
             tracker.resume(&d.cell, d.version, d.decided_at_ms);
         }
         Ok(Self {
-            policy: Mutex::new(policy),
+            policy,
+            state: Mutex::new(state),
             log: Mutex::new(log),
             cutover_log: Mutex::new(cutover_log),
             tracker: Mutex::new(tracker),
@@ -209,7 +212,7 @@ impl Controller {
         if let Some(c) = self.table.borrow().cells.iter().find(|c| c.cell == cell) {
             return (c.state, c.weight);
         }
-        (State::Active, self.policy.lock().unwrap_or_else(|e| e.into_inner()).base(cell))
+        (State::Active, self.policy.base(cell))
     }
 
     /// The `decisions` and `cutovers` SQL tables, as of now.
@@ -227,7 +230,7 @@ impl Controller {
 
     /// Drains the guard or rate limit blocked at the last tick.
     pub fn blocked(&self) -> BTreeMap<String, String> {
-        self.policy.lock().unwrap_or_else(|e| e.into_inner()).blocked().clone()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).blocked().clone()
     }
 
     /// Every gateway of either protocol: streams, latest ACK and NACK.
@@ -277,27 +280,30 @@ impl Controller {
     /// Runs `change` on the policy and publishes what changed. In a cluster the change runs on
     /// a copy, which replaces the policy only once its version is recorded: a version another
     /// node recorded first (or one the store refused) leaves this node's policy as it was.
-    fn change(&self, change: impl FnOnce(&mut Policy) -> Vec<Decision>) -> Result<Vec<Decision>, NotPublished> {
-        let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+    fn change(
+        &self,
+        change: impl FnOnce(&Policy, &mut PolicyState) -> Vec<Decision>,
+    ) -> Result<Vec<Decision>, NotPublished> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(replication) = self.replication() else {
-            let decisions = change(&mut policy);
-            self.commit(policy.table(), decisions.clone());
+            let decisions = change(&self.policy, &mut state);
+            self.commit(self.policy.table(&state), decisions.clone());
             return Ok(decisions);
         };
         if !replication.leads() {
             return Err(NotPublished::NotLeader(replication.leader()));
         }
-        let mut next = policy.clone();
-        let decisions = change(&mut next);
-        let table = next.table();
+        let mut next = state.clone();
+        let decisions = change(&self.policy, &mut next);
+        let table = self.policy.table(&next);
         if decisions.is_empty() && table.version == self.table.borrow().version {
-            *policy = next;
+            *state = next;
             return Ok(decisions);
         }
         let entry = Entry { decisions, table };
         match replication.record(&entry) {
             Ok(Recorded::Done) => {
-                *policy = next;
+                *state = next;
                 self.commit(entry.table, entry.decisions.clone());
                 Ok(entry.decisions)
             }
@@ -313,18 +319,18 @@ impl Controller {
     }
 
     /// Runs the policy at `now_ms` and publishes what changed (nothing on a node that does not lead).
-    pub fn evaluate(&self, now_ms: i64, inputs: &[CellInput]) -> Vec<Decision> {
-        self.change(|p| p.evaluate(now_ms, inputs)).unwrap_or_default()
+    pub fn evaluate(&self, now_ms: i64, inputs: &Inputs) -> Vec<Decision> {
+        self.change(|policy, state| policy.step(state, inputs, now_ms)).unwrap_or_default()
     }
 
     /// Publishes a version the leading node recorded, when it is newer than this node's; returns
     /// whether it was.
     pub fn follow(&self, entry: &Entry) -> bool {
-        let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if entry.table.version <= self.table.borrow().version {
             return false;
         }
-        policy.follow(&entry.decisions, &entry.table);
+        self.policy.follow(&mut state, &entry.decisions, &entry.table);
         self.commit(entry.table.clone(), entry.decisions.clone());
         true
     }
@@ -340,16 +346,16 @@ impl Controller {
         now_ms: i64,
         listed: impl Fn(&str) -> bool,
     ) -> Result<Vec<Decision>, crate::pin::PinError> {
-        let (max_weight, known) = {
-            let p = self.policy.lock().unwrap_or_else(|e| e.into_inner());
-            (p.max_weight(), p.knows(&req.cell))
-        };
+        let max_weight = self.policy.max_weight();
+        let known = self.policy.knows(&self.state.lock().unwrap_or_else(|e| e.into_inner()), &req.cell);
         let ttl_ms = req.check(max_name, max_weight)?;
         let until = now_ms.saturating_add(ttl_ms);
         if !known && !listed(&req.cell) {
             return Err(crate::pin::PinError::UnknownCell(req.cell.clone()));
         }
-        self.change(|p| p.pin(&req.cell, req.weight, until, &req.reason, actor, now_ms)).map_err(|e| match e {
+        let pin =
+            crate::policy::Pin { cell: &req.cell, weight: req.weight, until_ms: until, reason: &req.reason, actor };
+        self.change(|policy, state| policy.pin(state, &pin, now_ms)).map_err(|e| match e {
             NotPublished::NotLeader(at) => crate::pin::PinError::NotLeader(at.unwrap_or_else(|| "unknown".into())),
             NotPublished::Unrecorded(why) => crate::pin::PinError::Unrecorded(why),
         })
@@ -706,8 +712,11 @@ mod tests {
         let drained_at = T + 20_000;
         let version = {
             let c = open(dir.path());
-            c.evaluate(T, &[input("a", 1000, 0), input("b", 1000, 0), input("c", 1000, 0)]);
-            let d = c.evaluate(drained_at, &[input("a", 18_000, 900), input("b", 1000, 0), input("c", 1000, 0)]);
+            c.evaluate(T, &Inputs::cells(&[input("a", 1000, 0), input("b", 1000, 0), input("c", 1000, 0)]));
+            let d = c.evaluate(
+                drained_at,
+                &Inputs::cells(&[input("a", 18_000, 900), input("b", 1000, 0), input("c", 1000, 0)]),
+            );
             assert_eq!(d.len(), 1, "a is drained");
             d[0].version
             // The process stops before the cut-over finishes.

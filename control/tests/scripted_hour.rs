@@ -4,7 +4,7 @@
 //! (the trailing `drain_for` and the latest window, each boundary + `evaluation_delay`). The
 //! expected drains and restores are read from the script, not from the policy.
 
-use cellpilot_control::policy::{CellInput, Decision, Policy, State};
+use cellpilot_control::policy::{CellInput, Decision, Inputs, Policy, State};
 use cellpilot_core::config::ControlConfig;
 use std::collections::BTreeMap;
 
@@ -35,7 +35,8 @@ struct Run {
 }
 
 fn run_hour(config: &ControlConfig) -> Run {
-    let mut policy = Policy::new(config);
+    let policy = Policy::new(config);
+    let mut state = policy.start();
     let delay = config.evaluation_delay.as_millis_i64();
     let drain_windows = (config.policy.drain_for.as_millis_i64() / WINDOW_MS) as usize;
     // Per cell, (requests, errors) of each window so far.
@@ -46,7 +47,7 @@ fn run_hour(config: &ControlConfig) -> Run {
         let at_s = k * WINDOW_MS / 1000;
         // The window's traffic follows the table published so far (equal shares before the
         // first table).
-        let table = policy.table();
+        let table = policy.table(&state);
         let weight = |cell: &str| table.cells.iter().find(|c| c.cell == cell).map_or(1.0, |c| f64::from(c.weight));
         let total: f64 = CELLS.iter().map(|c| weight(c)).sum();
         for cell in CELLS {
@@ -55,7 +56,7 @@ fn run_hour(config: &ControlConfig) -> Run {
             windows.get_mut(cell).unwrap().push((requests, errors));
         }
         let now = T0 + (k + 1) * WINDOW_MS + delay;
-        let inputs: Vec<CellInput> = CELLS
+        let cells: Vec<CellInput> = CELLS
             .iter()
             .map(|cell| {
                 let w = &windows[cell];
@@ -71,8 +72,8 @@ fn run_hour(config: &ControlConfig) -> Run {
                 }
             })
             .collect();
-        decisions.extend(policy.evaluate(now, &inputs));
-        most_drained = most_drained.max(policy.table().cells.iter().filter(|c| c.weight == 0).count());
+        decisions.extend(policy.step(&mut state, &Inputs { cells }, now));
+        most_drained = most_drained.max(policy.table(&state).cells.iter().filter(|c| c.weight == 0).count());
     }
     Run { decisions, most_drained }
 }

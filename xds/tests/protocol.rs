@@ -5,7 +5,7 @@
 use cellpilot_control::gateways::Protocol;
 use cellpilot_control::gateways::StreamCaps;
 use cellpilot_control::pin::PinRequest;
-use cellpilot_control::{CellInput, Controller};
+use cellpilot_control::{CellInput, Controller, Inputs};
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::{AuthConfig, ControlConfig, XdsCluster, XdsConfig};
@@ -478,10 +478,10 @@ async fn a_policy_drain_is_applied_when_the_node_acks_it() {
         p50_ms: Some(20.0),
     };
     let t0 = now();
-    f.controller.evaluate(t0 - 40_000, &[input("a", 0), input("b", 0), input("c", 0)]);
+    f.controller.evaluate(t0 - 40_000, &Inputs::cells(&[input("a", 0), input("b", 0), input("c", 0)]));
     let r = s.recv().await;
     s.send(sotw(Kind::Endpoints, &["checkout"], &r.nonce, &r.version_info)).await;
-    let drained = f.controller.evaluate(t0, &[input("a", 0), input("b", 900), input("c", 0)]);
+    let drained = f.controller.evaluate(t0, &Inputs::cells(&[input("a", 0), input("b", 900), input("c", 0)]));
     assert_eq!(drained.len(), 1, "b is drained");
     let cut = f.controller.cutovers().into_iter().find(|c| c.cell == "b").unwrap();
     assert_eq!(cut.applied_at_ms, None, "n1 has not applied it yet");

@@ -9,7 +9,7 @@ use super::median;
 use cellpilot_control::Controller;
 use cellpilot_control::pb::WatchWeightsRequest;
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
-use cellpilot_control::policy::CellInput;
+use cellpilot_control::policy::{CellInput, Inputs};
 use cellpilot_control::service::CellWeightsService;
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
@@ -116,7 +116,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         })
         .collect();
     let mut now = clock.now_ms();
-    controller.evaluate(now, &healthy);
+    controller.evaluate(now, &Inputs::cells(&healthy));
     let version = controller.version();
     // Cells entering at their base weight leave the assignment as it was: no xDS push.
     last_holder(&mut rx, WATCHERS, version, Instant::now()).await?;
@@ -127,7 +127,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         // Far enough apart that earlier drains restore meanwhile (and the table stays small).
         now += 100_000;
         let tick = Instant::now();
-        let decided = controller.evaluate(now, &inputs);
+        let decided = controller.evaluate(now, &Inputs::cells(&inputs));
         anyhow::ensure!(decided.iter().any(|d| d.new_weight == 0), "iteration {i} drained nothing");
         let version = controller.version();
         latencies.push(last_holder(&mut rx, WATCHERS, version, tick).await?);
