@@ -310,7 +310,7 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 ..generate::Plan::ending_before(storage, now)
             };
-            let t = std::time::Instant::now();
+            let t = cellpilot_core::clock::monotonic();
             let g = generate::run(&plan)?;
             println!(
                 "generated {} requests: {} rows in the 10s tier, {} in 5m, {} in 1h ({:.1}s) under {}",

@@ -11,6 +11,7 @@ pub use crate::view::AlertsView;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
+use cellpilot_core::task::Every;
 use cellpilot_query::RollupStore;
 use cellpilot_query::slo::{Selector, counts};
 use std::collections::BTreeMap;
@@ -178,7 +179,7 @@ pub async fn run(
     view: Arc<AlertsView>,
     metrics: Metrics,
     clock: SharedClock,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send,
 ) {
     let mut engine = Engine::with(load_firing(&config));
     let external = if config.web.external_url.is_empty() {
@@ -192,17 +193,11 @@ pub async fn run(
     let tick_ms = config.ingest.window.as_millis_i64().clamp(1_000, 10_000);
     let mut last_sent: i64 = i64::MIN / 2;
     let mut leading = true;
-    let mut tick = tokio::time::interval(Duration::from_millis(tick_ms as u64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
+    let mut every = Every::new(Duration::from_millis(tick_ms as u64), shutdown);
+    while every.tick().await {
         let now = clock.now_ms();
         let (s, c, ctl) = (store.clone(), config.clone(), control.clone());
-        let gathered = tokio::task::spawn_blocking(move || facts(&s, &c, ctl.as_ref(), now)).await;
+        let gathered = cellpilot_core::task::blocking(move || facts(&s, &c, ctl.as_ref(), now)).await;
         let facts = match gathered {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
@@ -210,7 +205,7 @@ pub async fn run(
                 continue;
             }
             Err(e) => {
-                tracing::error!(error = %e, "gathering alert facts panicked");
+                tracing::error!(error = %e, "gathering alert facts did not finish");
                 continue;
             }
         };

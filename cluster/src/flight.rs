@@ -124,7 +124,7 @@ impl FlightService for UnwrittenService {
         let table = table_named(&ask.table)
             .ok_or_else(|| Status::invalid_argument(format!("no table `{}` (rollups, errors_by_cause)", ask.table)))?;
         let store = self.store.clone();
-        let (until, rows) = tokio::task::spawn_blocking(move || store.unwritten(table, ask.from_ms, ask.to_ms))
+        let (until, rows) = cellpilot_core::task::blocking(move || store.unwritten(table, ask.from_ms, ask.to_ms))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(e.to_string()))?;

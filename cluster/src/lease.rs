@@ -14,6 +14,7 @@
 use crate::{Error, Result};
 use cellpilot_control::Controller;
 use cellpilot_control::replica::{Entry, Recorded, Replication};
+use cellpilot_core::task::Every;
 use futures::TryStreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -125,7 +126,7 @@ impl Leadership {
             // Off the async workers: publishing takes the policy lock, which a decision holds
             // while it waits for the store.
             let controller = self.controller.clone();
-            let published = tokio::task::spawn_blocking(move || controller.follow(&entry))
+            let published = cellpilot_core::task::blocking(move || controller.follow(&entry))
                 .await
                 .map_err(|e| Error::Internal(format!("publishing a followed version: {e}")))?;
             if published {
@@ -137,7 +138,7 @@ impl Leadership {
 
     /// Renews the lease this node holds, or takes over one that ran out, or creates the first.
     async fn tend(&self) -> Result<()> {
-        let started = Instant::now();
+        let started = cellpilot_core::clock::monotonic();
         let current = match self.store.get(&self.lease).await {
             Ok(got) => {
                 let meta = got.meta.clone();
@@ -157,8 +158,12 @@ impl Leadership {
                     (PutMode::Update(tag), body.term)
                 } else {
                     self.held.lock().unwrap_or_else(|e| e.into_inner()).leader_web = Some(body.web.clone());
-                    let age =
-                        std::time::SystemTime::now().duration_since(meta.last_modified.into()).unwrap_or_default();
+                    let age = self
+                        .controller
+                        .clock()
+                        .now_system()
+                        .duration_since(meta.last_modified.into())
+                        .unwrap_or_default();
                     if age <= self.ttl {
                         self.step_down(&body.holder);
                         return Ok(());
@@ -212,21 +217,15 @@ impl Leadership {
 
     /// Follows the decision log every 250 ms and tends the lease every third of `lease_ttl`
     /// until `stop` resolves; failures are logged and retried.
-    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
-        let mut stop = std::pin::pin!(stop);
-        let mut tick = tokio::time::interval(FOLLOW_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_tend = Instant::now();
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = tick.tick() => {}
-            }
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()> + Send) {
+        let mut every = Every::new(FOLLOW_EVERY, stop);
+        let mut next_tend = cellpilot_core::clock::monotonic();
+        while every.tick().await {
             if let Err(e) = self.follow().await {
                 tracing::warn!(error = %e, "following the decision log");
             }
-            if Instant::now() >= next_tend {
-                next_tend = Instant::now() + self.ttl / 3;
+            if cellpilot_core::clock::monotonic() >= next_tend {
+                next_tend = cellpilot_core::clock::monotonic() + self.ttl / 3;
                 if let Err(e) = self.tend().await {
                     tracing::warn!(error = %e, "tending the control-loop lease");
                 }
@@ -237,7 +236,11 @@ impl Leadership {
 
 impl Replication for Leadership {
     fn leads(&self) -> bool {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).until.is_some_and(|t| Instant::now() < t)
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .until
+            .is_some_and(|t| cellpilot_core::clock::monotonic() < t)
     }
 
     fn record(&self, entry: &Entry) -> std::result::Result<Recorded, String> {

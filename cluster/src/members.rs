@@ -4,7 +4,9 @@
 //! static list of peers.
 
 use crate::{Error, Result};
+use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::NodeRole;
+use cellpilot_core::task::Every;
 use futures::TryStreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -64,16 +66,18 @@ pub struct Members {
     dir: Key,
     me: Heartbeat,
     ttl: Duration,
+    clock: SharedClock,
     /// Live nodes and when each last wrote its heartbeat.
     live: RwLock<Vec<(Heartbeat, std::time::SystemTime)>>,
 }
 
 impl Members {
     /// Members of the cluster under `prefix` of `store`, this node being `me`.
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, me: Heartbeat, ttl: Duration) -> Self {
+    /// Heartbeats' ages are read on `clock`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, me: Heartbeat, ttl: Duration, clock: SharedClock) -> Self {
         let dir =
             if prefix.is_empty() { Key::from("cluster/nodes") } else { Key::from(format!("{prefix}/cluster/nodes")) };
-        Members { store, dir, me, ttl, live: RwLock::new(Vec::new()) }
+        Members { store, dir, me, ttl, clock, live: RwLock::new(Vec::new()) }
     }
 
     /// This node.
@@ -134,7 +138,7 @@ impl Members {
     pub async fn list(&self) -> Result<usize> {
         let metas: Vec<object_store::ObjectMeta> =
             self.store.list(Some(&self.dir)).try_collect().await.map_err(|e| Error::store("listing heartbeats", e))?;
-        let now = std::time::SystemTime::now();
+        let now = self.clock.now_system();
         let mut live = Vec::new();
         for m in metas {
             let age = now.duration_since(m.last_modified.into()).unwrap_or_default();
@@ -160,15 +164,9 @@ impl Members {
 
     /// Beats and lists every third of `lease_ttl` until `stop` resolves; failures are logged
     /// and retried on the next beat.
-    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
-        let mut stop = std::pin::pin!(stop);
-        let mut tick = tokio::time::interval(self.ttl / 3);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = tick.tick() => {}
-            }
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()> + Send) {
+        let mut every = Every::new(self.ttl / 3, stop);
+        while every.tick().await {
             if let Err(e) = self.beat().await {
                 tracing::warn!(error = %e, "heartbeat not written; other nodes drop this one after lease_ttl");
             }

@@ -5,6 +5,7 @@ use crate::policy::{CellInput, Inputs};
 use crate::service::Controller;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
+use cellpilot_core::task::{self, Stop};
 use cellpilot_query::RollupStore;
 use cellpilot_query::cells::cells;
 use std::collections::BTreeMap;
@@ -44,11 +45,11 @@ pub async fn run(
     config: Arc<Config>,
     clock: SharedClock,
     activity: Arc<dyn cellpilot_core::store::CellActivity>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send,
 ) {
     let width = config.ingest.window.as_millis_i64().max(1);
     let delay = config.control.evaluation_delay.as_millis_i64();
-    tokio::pin!(shutdown);
+    let mut stop = Stop::new(shutdown);
     let mut last: Option<i64> = None;
     loop {
         let now = clock.now_ms();
@@ -57,9 +58,8 @@ pub async fn run(
         if next <= now {
             next += width;
         }
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(Duration::from_millis((next - now) as u64)) => {}
+        if !stop.sleep(Duration::from_millis((next - now) as u64)).await {
+            return;
         }
         let now = clock.now_ms();
         let boundary = now - now.rem_euclid(width);
@@ -75,7 +75,7 @@ pub async fn run(
         metrics.evaluations.inc();
         let (store, config, controller, activity) =
             (store.clone(), config.clone(), controller.clone(), activity.clone());
-        let result = tokio::task::spawn_blocking(move || -> cellpilot_query::Result<()> {
+        let result = task::blocking(move || -> cellpilot_query::Result<()> {
             let inputs = inputs(&store, &config, boundary, now)?;
             controller.evaluate(now, &inputs);
             controller.finish_cutovers(now, activity.as_ref());
@@ -85,7 +85,7 @@ pub async fn run(
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "control evaluation failed"),
-            Err(e) => tracing::error!(error = %e, "control evaluation panicked"),
+            Err(e) => tracing::error!(error = %e, "control evaluation did not finish"),
         }
     }
 }

@@ -1,4 +1,7 @@
-//! An injectable wall clock: production reads the system time, tests move a [`TestClock`] by hand.
+//! Where the process reads time. Wall time (timestamps, windows, every decision) comes from an
+//! injected [`Clock`]: production reads the system time, tests and replays move a [`TestClock`]
+//! by hand. Elapsed time (timeouts, back-off, measured durations) comes from [`monotonic`].
+//! clippy bans `SystemTime::now` and `Instant::now` everywhere else.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,6 +16,22 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> i64 {
         self.now_ns().div_euclid(1_000_000)
     }
+
+    /// Current time as a [`SystemTime`], to compare with times others wrote (object stores).
+    fn now_system(&self) -> SystemTime {
+        let ns = self.now_ns();
+        match u64::try_from(ns) {
+            Ok(ns) => UNIX_EPOCH + std::time::Duration::from_nanos(ns),
+            Err(_) => UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs()),
+        }
+    }
+}
+
+/// The monotonic clock, for timeouts, back-off and measured durations: never for what the
+/// product decides or records, which reads a [`Clock`].
+#[allow(clippy::disallowed_methods)]
+pub fn monotonic() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// The shared clock handle passed around the process.
@@ -23,6 +42,7 @@ pub type SharedClock = Arc<dyn Clock>;
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
     fn now_ns(&self) -> i64 {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`auth`]: bearer/basic token checks shared by every listener.
 //! - [`config`]: the TOML configuration, its defaults, env overrides and validation.
-//! - [`clock`]: injectable wall clock, so windows and policies run on a test clock.
+//! - [`clock`]: the injectable wall clock (windows and policies run on a test clock) and the
+//!   monotonic clock for timeouts and measured durations.
 //! - [`window`]: epoch-aligned tumbling windows and their close deadlines.
 //! - [`latency`]: the latency histogram (HdrHistogram, 2 significant digits, microseconds) and a
 //!   sparse form of it that open windows hold.
@@ -18,6 +19,7 @@
 //! - [`fs`]: the file layer write paths use, with fault injection for tests.
 //! - [`link`]: paths of dashboard pages, as alerts and pages link to them.
 //! - [`secret`]: [`secret::Secret`], a configured secret that never prints.
+//! - [`task`]: periodic ticks that end on a stop signal, and blocking calls off the async workers.
 //! - [`throttle`]: log lines a client can drive, at most one per interval with a held-back count.
 //! - [`error`]: the crate's error type.
 
@@ -36,6 +38,7 @@ pub mod schema;
 pub mod secret;
 pub mod slo;
 pub mod store;
+pub mod task;
 pub mod throttle;
 pub mod time;
 pub mod window;

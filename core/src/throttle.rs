@@ -29,7 +29,7 @@ impl Throttle {
     /// `Some(held back since the last line)` when a line may be written now; `None` (and this
     /// one counted as held back) otherwise.
     pub fn allow(&self) -> Option<u64> {
-        self.allow_at(Instant::now())
+        self.allow_at(crate::clock::monotonic())
     }
 
     fn allow_at(&self, now: Instant) -> Option<u64> {
@@ -63,7 +63,7 @@ impl KeyedThrottle {
 
     /// [`Throttle::allow`] for `key`.
     pub fn allow(&self, key: &str) -> Option<u64> {
-        self.allow_at(key, Instant::now())
+        self.allow_at(key, crate::clock::monotonic())
     }
 
     fn allow_at(&self, key: &str, now: Instant) -> Option<u64> {
@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn one_line_per_interval_then_the_count_held_back() {
         let t = Throttle::new(Duration::from_secs(60));
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         assert_eq!(t.allow_at(t0), Some(0));
         for i in 1..=40_000u64 {
             assert_eq!(t.allow_at(t0 + Duration::from_millis(i)), None);
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn keys_have_their_own_interval_and_their_number_is_bounded() {
         let t = KeyedThrottle::new(Duration::from_secs(60));
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         assert_eq!(t.allow_at("a", t0), Some(0));
         assert_eq!(t.allow_at("b", t0), Some(0));
         assert_eq!(t.allow_at("a", t0), None);

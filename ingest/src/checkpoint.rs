@@ -412,7 +412,7 @@ impl Checkpointer {
                 for job in rx {
                     let seq = job.seq;
                     let result = catch_unwind(AssertUnwindSafe(|| w.write(job)))
-                        .unwrap_or_else(|p| Err(WalError::Panicked(crate::export::panic_message(p.as_ref()))));
+                        .unwrap_or_else(|p| Err(WalError::Panicked(cellpilot_core::task::panic_message(p.as_ref()))));
                     if tx.send(Done { seq, result }).is_err() {
                         break;
                     }

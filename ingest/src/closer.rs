@@ -5,6 +5,7 @@ use crate::aggregator::SharedAggregator;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::store::RollupSink;
+use cellpilot_core::task::{self, Every};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,19 +44,14 @@ pub async fn run(
     sink: Arc<dyn RollupSink>,
     clock: SharedClock,
     metrics: Metrics,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send,
 ) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {
-                let (agg, sink, clock, metrics) = (agg.clone(), sink.clone(), clock.clone(), metrics.clone());
-                // Serializing histograms is CPU work; keep it off the async workers.
-                let _ = tokio::task::spawn_blocking(move || close_once(&agg, sink.as_ref(), &clock, &metrics)).await;
-            }
+    let mut every = Every::new(TICK, shutdown);
+    while every.tick().await {
+        let (agg, sink, clock, metrics) = (agg.clone(), sink.clone(), clock.clone(), metrics.clone());
+        // Serializing histograms is CPU work; keep it off the async workers.
+        if let Err(e) = task::blocking(move || close_once(&agg, sink.as_ref(), &clock, &metrics)).await {
+            tracing::error!(error = %e, "closing windows did not finish; the next tick retries");
         }
     }
 }

@@ -101,11 +101,3 @@ pub struct Applied {
     /// Names cut to `max_attribute_length`.
     pub truncated: u64,
 }
-
-/// The message of a caught panic.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}

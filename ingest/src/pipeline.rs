@@ -4,7 +4,6 @@
 use crate::aggregator::SharedAggregator;
 use crate::decode::Encoding;
 use crate::error::{Error, Result};
-use crate::export::panic_message;
 use crate::limiter::{Limiter, Permit, RETRY_AFTER};
 use crate::mapping::Mapper;
 use crate::prescan;
@@ -14,6 +13,7 @@ use cellpilot_core::auth::{Authenticator, Denied, PeerCert, Principal, Role};
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::IngestConfig;
 use cellpilot_core::metrics::Metrics;
+use cellpilot_core::task::panic_message;
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,

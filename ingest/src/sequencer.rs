@@ -27,9 +27,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-use crate::export::panic_message;
 pub use crate::export::{Applied, Export};
 pub use crate::recovery::{Replayed, replay, replay_with};
+use cellpilot_core::task::panic_message;
 
 /// Exports waiting for the sequencer before new ones get the overload answer.
 pub const QUEUE: usize = 1024;
@@ -294,7 +294,7 @@ impl Sequencer {
     pub async fn submit(&self, export: Export, raw: Option<Bytes>) -> Result<Applied> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(unavailable)?;
-        match tx.try_send(Job { export, queued_at: std::time::Instant::now(), raw, reply }) {
+        match tx.try_send(Job { export, queued_at: cellpilot_core::clock::monotonic(), raw, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.metrics.ingest_overloaded.with_label_values(&["queue_full"]).inc();
@@ -599,7 +599,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(error = %e, "WAL write failed; the group is refused with the retryable answer");
                 self.metrics.wal_failures.inc();
-                *fault = Some((std::time::Instant::now(), e.to_string()));
+                *fault = Some((cellpilot_core::clock::monotonic(), e.to_string()));
                 p.unwritten = true;
             }
         }

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tonic_types::StatusExt;
 
 fn ingest() -> Arc<Ingest> {
@@ -39,7 +39,7 @@ fn ingest() -> Arc<Ingest> {
 }
 
 fn request() -> ExportTraceServiceRequest {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = cellpilot_core::clock::Clock::now_ns(&cellpilot_core::clock::SystemClock) as u64;
     let span = Span {
         trace_id: vec![1; 16],
         span_id: vec![2; 8],

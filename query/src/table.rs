@@ -133,7 +133,7 @@ impl TableProvider for TierTable {
         }
         let store = self.store.clone();
         let (table, tier) = (self.table, self.tier);
-        let batches = tokio::task::spawn_blocking(move || store.scan(table, tier, from, to, None))
+        let batches = cellpilot_core::task::blocking(move || store.scan(table, tier, from, to, None))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;

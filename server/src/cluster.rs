@@ -38,13 +38,8 @@ pub(crate) async fn join(
         ("", Some(addr)) => addr.to_string(),
         _ => c.advertise().to_string(),
     };
-    let me = Heartbeat {
-        node_id: c.node_id(),
-        role: role.into(),
-        advertise,
-        started_ms: cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock),
-    };
-    let members = Arc::new(Members::new(objects.clone(), prefix, me, c.lease_ttl.0));
+    let me = Heartbeat { node_id: c.node_id(), role: role.into(), advertise, started_ms: controller.clock().now_ms() };
+    let members = Arc::new(Members::new(objects.clone(), prefix, me, c.lease_ttl.0, controller.clock().clone()));
     members.claim().await.context("joining the cluster")?;
     let (m, stop) = (members.clone(), shutdown.clone());
     tasks.spawn(async move {

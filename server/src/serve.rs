@@ -350,10 +350,11 @@ async fn start_ingest(
     let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
     let mapper = Mapper::new(&config.ingest);
     let reports = controller.clone();
-    let mut replayed =
-        tokio::task::spawn_blocking(move || replay_with(&dir, &mapper, &agg, durable_before, Some(reports.as_ref())))
-            .await?
-            .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
+    let mut replayed = cellpilot_core::task::blocking(move || {
+        replay_with(&dir, &mapper, &agg, durable_before, Some(reports.as_ref()))
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
     metrics.wal_quarantined.inc_by(replayed.quarantined as u64);
     for d in &replayed.damage {
         health.notice(d.clone());
@@ -433,7 +434,7 @@ fn warm_dashboards(
 ) -> JoinSet<()> {
     let mut owner = JoinSet::new();
     owner.spawn_blocking(move || {
-        let t = std::time::Instant::now();
+        let t = cellpilot_core::clock::monotonic();
         let now = clock.now_ms();
         for slo in &config.slo {
             if stop.is_cancelled() {

@@ -6,7 +6,7 @@ use crate::support::{Server, now_ns, server_span, traces};
 use axum::Json;
 use axum::routing::post;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Received = Arc<Mutex<Vec<serde_json::Value>>>;
 
@@ -38,8 +38,8 @@ fn spans(cell: &str, n: u64, failing: u64) -> Vec<u8> {
 
 /// Sends 20 spans/100 ms to `cell`, `failing` of them errors, for `secs`.
 async fn traffic(server: &Server, cell: &str, failing: u64, secs: u64) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < until {
+    let until = cellpilot_core::clock::monotonic() + Duration::from_secs(secs);
+    while cellpilot_core::clock::monotonic() < until {
         server.post_otlp("traces", spans(cell, 20, failing)).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -47,12 +47,12 @@ async fn traffic(server: &Server, cell: &str, failing: u64, secs: u64) {
 
 /// Waits until a payload matching `pred` arrived.
 async fn wait_for(got: &Received, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(30);
     loop {
         if let Some(v) = got.lock().unwrap().iter().find(|v| pred(v)).cloned() {
             return v;
         }
-        assert!(Instant::now() < deadline, "no {what} payload: {:?}", got.lock().unwrap());
+        assert!(cellpilot_core::clock::monotonic() < deadline, "no {what} payload: {:?}", got.lock().unwrap());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -144,9 +144,9 @@ async fn through_a_real_alertmanager() {
         .spawn()
         .expect("/usr/bin/prometheus-alertmanager (Debian package prometheus-alertmanager)");
     let ready = format!("http://127.0.0.1:{am_port}/-/ready");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(30);
     while !reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "alertmanager did not become ready");
+        assert!(cellpilot_core::clock::monotonic() < deadline, "alertmanager did not become ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

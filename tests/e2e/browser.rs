@@ -8,7 +8,7 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const EVIL: &str = "<script>alert(1)</script>";
 
@@ -42,12 +42,12 @@ impl Driver {
             "goog:loggingPrefs": {"browser": "ALL"},
         });
         let serde_json::Value::Object(caps) = caps else { unreachable!() };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(20);
         loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&self.url).await {
                 Ok(c) => return c,
-                Err(e) if Instant::now() < deadline => {
+                Err(e) if cellpilot_core::clock::monotonic() < deadline => {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -136,13 +136,13 @@ async fn click_link(c: &Client, scope: &str, link: &str) -> url::Url {
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(10);
     loop {
         let now = c.current_url().await.unwrap();
         if now != before && c.execute("return document.readyState", vec![]).await.unwrap() == "complete" {
             return now;
         }
-        assert!(Instant::now() < deadline, "clicking `{link}` on {before} went nowhere");
+        assert!(cellpilot_core::clock::monotonic() < deadline, "clicking `{link}` on {before} went nowhere");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -303,14 +303,14 @@ async fn every_page_in_headless_chromium() {
     sql.clear().await.unwrap();
     sql.send_keys("DROP TABLE rollups").await.unwrap();
     c.find(Locator::Id("run")).await.unwrap().click().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(10);
     loop {
         let status = c.find(Locator::Id("status")).await.unwrap().text().await.unwrap();
         if !status.is_empty() && status != "running…" {
             assert!(!status.ends_with("row(s)"), "DROP TABLE ran: {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "no answer to a refused statement");
+        assert!(cellpilot_core::clock::monotonic() < deadline, "no answer to a refused statement");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     std::fs::write(shots.join("query-refused.png"), c.screenshot().await.unwrap()).unwrap();

@@ -154,13 +154,13 @@ async fn a_query_node_answers_two_ingest_nodes_as_one_node_would() {
     assert_eq!(expected.len(), 6);
     assert_eq!(expected["c-3"].0, 20 * 40);
     // The query node finds the ingest nodes by their heartbeats within a beat.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = cellpilot_core::clock::monotonic() + std::time::Duration::from_secs(30);
     loop {
         let got = cells(&query).await;
         if got == expected {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "query node: {got:?}\nsingle node: {expected:?}");
+        assert!(cellpilot_core::clock::monotonic() < deadline, "query node: {got:?}\nsingle node: {expected:?}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // An ingest node serves no data pages: only health, readiness and metrics.
@@ -175,7 +175,7 @@ async fn a_follower_takes_over_the_control_loop_and_versions_continue() {
     use crate::support::{CellTraffic, eventually};
     use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
     use cellpilot_control::pb::{CellState, WatchWeightsRequest};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
     let fast = crate::support::FAST_CONTROL.as_slice();
     let s3 = LocalS3::start("rollups").unwrap();
@@ -235,7 +235,7 @@ async fn a_follower_takes_over_the_control_loop_and_versions_continue() {
 
     // The leader dies; the follower takes the lease over and decides from the next version on.
     first.kill();
-    let killed = Instant::now();
+    let killed = cellpilot_core::clock::monotonic();
     eventually(Duration::from_secs(15), "query-2 leads", || async {
         if leads(&second).await == Some(true) { Ok(()) } else { Err("not yet".to_string()) }
     })
@@ -347,7 +347,7 @@ async fn nodes_speak_mutual_tls_to_each_other() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = cellpilot_core::clock::monotonic() + std::time::Duration::from_secs(30);
     loop {
         let body: serde_json::Value = client
             .get(format!("https://localhost:{}/api/v1/cells", query.web.port()))
@@ -364,7 +364,10 @@ async fn nodes_speak_mutual_tls_to_each_other() {
             assert_eq!(c["errors"], 5);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the query node never saw the ingest node's window: {body}");
+        assert!(
+            cellpilot_core::clock::monotonic() < deadline,
+            "the query node never saw the ingest node's window: {body}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     // Plaintext to the cluster listener gets nothing.

@@ -5,7 +5,7 @@
 use crate::support::{CellTraffic, FAST_CONTROL, Server, eventually, now_ns};
 use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::pb::{AckRequest, CellState, WatchWeightsRequest};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
 
@@ -27,7 +27,7 @@ async fn a_failing_cell_is_drained_and_gateways_hear_it() {
     })
     .await;
     traffic.set_failing(true);
-    let errors_from = Instant::now();
+    let errors_from = cellpilot_core::clock::monotonic();
     let drained = loop {
         let t = tokio::time::timeout(Duration::from_secs(15), watch.message())
             .await

@@ -105,7 +105,7 @@ async fn sdk_cumulative_histograms_are_not_double_counted() {
         }
     };
     let flush = |p: SdkMeterProvider| async move {
-        tokio::task::spawn_blocking(move || {
+        cellpilot_core::task::blocking(move || {
             p.force_flush().unwrap();
             p
         })
@@ -118,7 +118,7 @@ async fn sdk_cumulative_histograms_are_not_double_counted() {
     let provider = flush(provider).await;
     // An export with nothing new, then shutdown's final export: both repeat the cumulative totals.
     let provider = flush(provider).await;
-    tokio::task::spawn_blocking(move || provider.shutdown().unwrap()).await.unwrap();
+    cellpilot_core::task::blocking(move || provider.shutdown().unwrap()).await.unwrap();
 
     let c = server.cell("metrics-cell").await;
     assert_eq!(c["requests"], sent, "each recorded value counted once");

@@ -102,7 +102,7 @@ const MAX_OUTSTANDING: usize = 300;
 async fn export(client: reqwest::Client, http: SocketAddr, cell: String, body: Bytes, tally: Shared) {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
     for _ in 0..6 {
-        let started = Instant::now();
+        let started = cellpilot_core::clock::monotonic();
         let r = client
             .post(format!("http://{http}/v1/traces"))
             .header("content-type", "application/x-protobuf")
@@ -140,7 +140,7 @@ async fn export(client: reqwest::Client, http: SocketAddr, cell: String, body: B
 async fn offer(server: &Server, cells: usize, rate: Option<f64>, closed: usize, secs: u64, tag: &str) -> Tally {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let tally = Shared::default();
-    let until = Instant::now() + Duration::from_secs(secs);
+    let until = cellpilot_core::clock::monotonic() + Duration::from_secs(secs);
     let every = Duration::from_secs_f64(BATCH as f64 / rate.unwrap_or(1e12));
     let mut tick = tokio::time::interval(every.max(Duration::from_micros(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -149,7 +149,7 @@ async fn offer(server: &Server, cells: usize, rate: Option<f64>, closed: usize, 
     // Bodies are re-encoded every 5 s: fresh enough for any window, cheap enough to offer 10x.
     let mut bodies: Vec<Option<(Instant, Bytes)>> = vec![None; cells];
     let mut n = 0usize;
-    while Instant::now() < until {
+    while cellpilot_core::clock::monotonic() < until {
         if rate.is_some() {
             tick.tick().await;
         }
@@ -171,7 +171,7 @@ async fn offer(server: &Server, cells: usize, rate: Option<f64>, closed: usize, 
         if slot.as_ref().is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(5)) {
             let now = now_ns();
             let spans = (0..BATCH).map(|_| server_span(&cell, 200, now, 3_000_000)).collect();
-            *slot = Some((Instant::now(), traces(Some("load"), spans).into()));
+            *slot = Some((cellpilot_core::clock::monotonic(), traces(Some("load"), spans).into()));
         }
         let body = slot.as_ref().map(|(_, b)| b.clone()).unwrap_or_default();
         tally.lock().unwrap().offered_spans += BATCH as u64;
@@ -223,7 +223,7 @@ async fn ten_times_the_sustainable_rate_for_thirty_seconds() {
             let mut probes = 0;
             while !stop.load(Ordering::Acquire) {
                 for path in ["/", "/api/v1/cells"] {
-                    let started = Instant::now();
+                    let started = cellpilot_core::clock::monotonic();
                     let r = client.get(format!("http://{web}{path}")).send().await.expect("answered");
                     assert_eq!(r.status(), 200, "{path}");
                     let _ = r.bytes().await;

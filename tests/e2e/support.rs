@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A control loop that decides within seconds: 1 s windows, drains after 3 s of errors over at
 /// least 50 requests, weights from errors alone.
@@ -175,12 +175,12 @@ impl Server {
 
     /// Waits for the process to exit by itself; its exit status.
     pub(crate) fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + limit;
+        let deadline = cellpilot_core::clock::monotonic() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "the process did not exit within {limit:?}");
+            assert!(cellpilot_core::clock::monotonic() < deadline, "the process did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -235,11 +235,11 @@ impl Server {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock)
 }
 
 pub(crate) fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    cellpilot_core::clock::Clock::now_ns(&cellpilot_core::clock::SystemClock) as u64
 }
 
 /// Nearest-rank quantile of raw samples: the ceil(q·n)-th smallest.

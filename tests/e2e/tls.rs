@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// A self-signed certificate for `localhost`: (cert PEM, cert path, key path).
@@ -68,7 +68,7 @@ async fn every_listener_serves_tls() {
     otlp.export(request).await.expect("OTLP/gRPC over TLS");
 
     // The dashboard's API over TLS counts both.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(10);
     loop {
         let cells: serde_json::Value = https
             .get(format!("https://localhost:{}/api/v1/cells", server.web.port()))
@@ -85,7 +85,7 @@ async fn every_listener_serves_tls() {
             assert_eq!(c["errors"], 4);
             break;
         }
-        assert!(Instant::now() < deadline, "20 requests never showed: {cells}");
+        assert!(cellpilot_core::clock::monotonic() < deadline, "20 requests never showed: {cells}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -157,12 +157,12 @@ fn a_certificate_without_its_key_stops_serve() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(30);
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            if Instant::now() > deadline {
+            if cellpilot_core::clock::monotonic() > deadline {
                 let _ = child.kill();
                 panic!("serve kept running with key {}", key.display());
             }

@@ -94,7 +94,7 @@ async fn check(server: &Server, truth: &BTreeMap<String, Truth>) {
 }
 
 async fn flush(p: SdkTracerProvider) {
-    tokio::task::spawn_blocking(move || {
+    cellpilot_core::task::blocking(move || {
         p.force_flush().expect("flush");
         p.shutdown().expect("shutdown");
     })
@@ -135,7 +135,7 @@ async fn sdk_over_http_protobuf_counts_exactly() {
     let endpoint = format!("http://{}/v1/traces", server.http);
     // The blocking HTTP client must be built off the async runtime.
     let mut truth = BTreeMap::new();
-    let p = tokio::task::spawn_blocking(move || {
+    let p = cellpilot_core::task::blocking(move || {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)

@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The simulated cells: two per region.
 pub const CELLS: [&str; 4] = ["bj-unit-01", "bj-unit-02", "sh-unit-01", "sh-unit-02"];
@@ -187,7 +187,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     let sent: Arc<std::sync::Mutex<Option<_>>> = Arc::default();
     let progress_end = progress.clone();
-    let started = Instant::now();
+    let started = cellpilot_core::clock::monotonic();
     let started_ms = now_ms();
     let tty = std::io::stderr().is_terminal();
     let web = a.web;
@@ -218,7 +218,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         // Stop and flush the load before the servers go away.
         stop.store(true, Ordering::Relaxed);
-        let joined = tokio::task::spawn_blocking(move || sender.join()).await;
+        let joined = cellpilot_core::task::blocking(move || sender.join()).await;
         *sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(joined);
     };
     running.run_until(until).await?;

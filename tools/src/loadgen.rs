@@ -3,6 +3,7 @@
 //! progress line. `cellpilot demo` drives it in-process.
 
 use anyhow::{Context, bail};
+use cellpilot_core::clock::{Clock, SystemClock};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithTonicConfig};
@@ -14,7 +15,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 /// OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -249,13 +250,13 @@ pub fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic::Atomi
     let bodies: Vec<LogNormal<f64>> = (0..load.cells.len())
         .map(|i| LogNormal::new((20_000.0 * (1.0 + 0.2 * i as f64)).ln(), 0.5))
         .collect::<Result<_, _>>()?;
-    let start = Instant::now();
+    let start = cellpilot_core::clock::monotonic();
     let mut owed = 0.0f64;
-    let mut last = Instant::now();
+    let mut last = cellpilot_core::clock::monotonic();
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) && load.duration.is_none_or(|d| start.elapsed() < d) {
         std::thread::sleep(Duration::from_millis(10));
-        let now = Instant::now();
+        let now = cellpilot_core::clock::monotonic();
         owed += load.rps * now.duration_since(last).as_secs_f64();
         last = now;
         let elapsed = start.elapsed();
@@ -276,7 +277,7 @@ pub fn run(load: &Load, progress: Arc<Progress>, stop: &std::sync::atomic::Atomi
             } else {
                 bodies[ci].sample(&mut rng) as u64
             };
-            let end = SystemTime::now();
+            let end = Clock::now_system(&SystemClock);
             let begin = end - Duration::from_micros(latency_us);
             let route = ROUTES[(n % ROUTES.len() as u64) as usize];
             let tracer = &tracers[(n % tracers.len() as u64) as usize];
@@ -328,7 +329,7 @@ pub fn run_with_progress(load: &Load) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         s.store(true, Ordering::Relaxed);
     });
-    let started = Instant::now();
+    let started = cellpilot_core::clock::monotonic();
     let (p2, s2) = (progress.clone(), stop.clone());
     let printer = std::thread::Builder::new().name("cellpilot-loadgen-progress".into()).spawn(move || {
         while !s2.load(Ordering::Relaxed) {

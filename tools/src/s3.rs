@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Access key the server accepts.
 pub const ACCESS_KEY: &str = "cellpilot";
@@ -35,12 +35,12 @@ impl LocalS3 {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {bin} (cargo install s3s-fs --version 0.14.1 --features binary)"))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = child.try_wait()? {
                 bail!("{bin} exited with {status} before listening");
             }
-            if Instant::now() > deadline {
+            if cellpilot_core::clock::monotonic() > deadline {
                 let _ = child.kill();
                 bail!("{bin} did not listen on port {port} within 20 s");
             }

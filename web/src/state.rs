@@ -158,5 +158,5 @@ impl AppState {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(e.into()))?
+    cellpilot_core::task::blocking(f).await.map_err(|e| ApiError::Internal(e.into()))?
 }

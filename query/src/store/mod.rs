@@ -648,20 +648,14 @@ pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// Lists other nodes' files every [`REFRESH_EVERY`] until `stop` resolves (nothing to do on
 /// local disk). A failed listing keeps the last one and is logged; the next one retries.
-pub async fn follow_others(store: Arc<RollupStore>, stop: impl Future<Output = ()>) {
+pub async fn follow_others(store: Arc<RollupStore>, stop: impl Future<Output = ()> + Send) {
     if store.storage().is_local() {
         return stop.await;
     }
-    let mut stop = std::pin::pin!(stop);
-    let mut tick = tokio::time::interval(REFRESH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {}
-        }
+    let mut every = cellpilot_core::task::Every::new(REFRESH_EVERY, stop);
+    while every.tick().await {
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.refresh()).await {
+        match cellpilot_core::task::blocking(move || s.refresh()).await {
             Ok(Ok((nodes, files))) => tracing::debug!(nodes, files, "other nodes' files listed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "listing other nodes' files; keeping the last listing"),
             Err(e) => tracing::warn!(error = %e, "listing other nodes' files did not finish"),

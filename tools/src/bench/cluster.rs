@@ -32,7 +32,7 @@ use rand::rngs::StdRng;
 use rand_distr::LogNormal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BUCKET: &str = "rollups";
 /// How much the benchmark loads and writes: [`Size::FULL`] for the figures, [`Size::SMALL`]
@@ -106,14 +106,14 @@ fn node_config(s3: &LocalS3, dir: &std::path::Path, id: &str, role: NodeRole) ->
 /// Sends `requests` round-robin to `url` from [`CONNECTIONS`] senders for `time`; acknowledged spans.
 async fn load(url: String, requests: Arc<Vec<(Vec<u8>, u64)>>, time: Duration) -> anyhow::Result<u64> {
     let acked = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + time;
+    let deadline = cellpilot_core::clock::monotonic() + time;
     let mut senders = tokio::task::JoinSet::new();
     for w in 0..CONNECTIONS {
         let (url, requests, acked) = (url.clone(), requests.clone(), acked.clone());
         senders.spawn(async move {
             let client = reqwest::Client::new();
             let mut i = w;
-            while Instant::now() < deadline {
+            while cellpilot_core::clock::monotonic() < deadline {
                 let (body, spans) = &requests[i % requests.len()];
                 i += CONNECTIONS;
                 let resp = client
@@ -158,7 +158,7 @@ async fn ingest_rates(s3: &LocalS3, time: Duration) -> anyhow::Result<(Vec<f64>,
         let http = r.addrs.otlp_http.ok_or_else(|| anyhow::anyhow!("an ingest node without OTLP/HTTP"))?;
         Ok(format!("http://{http}/v1/traces"))
     };
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     let (ra, rb) = tokio::join!(load(url(&a)?, requests.clone(), time), load(url(&b)?, requests.clone(), time));
     let secs = t.elapsed().as_secs_f64();
     let (ra, rb) = (ra?, rb?);
@@ -277,11 +277,11 @@ pub fn run(json: bool, runs: usize, size: Size) -> anyhow::Result<()> {
     let local = plan(Arc::new(Storage::local(local_dir.path())));
     let remote = plan(Arc::new(Storage::s3(&s3_settings(&s3, "history"), "history")?));
     generate::run(&local)?;
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     let g = generate::run(&remote)?;
     let upload_s = t.elapsed().as_secs_f64();
     let local_store = open(local.storage.clone())?;
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     let s3_store = open(Arc::new(Storage::s3(&s3_settings(&s3, "history"), "bench-reader")?))?;
     let from_s3 = cells(&s3_store, now - DAY_MS, now, now)?;
     let cold_ms = t.elapsed().as_secs_f64() * 1000.0;

@@ -88,7 +88,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         let mut stream = client.watch(WatchWeightsRequest { gateway_id: format!("gw-{g}") }).await?.into_inner();
         watchers.spawn(async move {
             while let Ok(Some(t)) = stream.message().await {
-                if tx.send((t.version, Instant::now())).is_err() {
+                if tx.send((t.version, cellpilot_core::clock::monotonic())).is_err() {
                     break;
                 }
             }
@@ -119,14 +119,14 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
     controller.evaluate(now, &Inputs::cells(&healthy));
     let version = controller.version();
     // Cells entering at their base weight leave the assignment as it was: no xDS push.
-    last_holder(&mut rx, WATCHERS, version, Instant::now()).await?;
+    last_holder(&mut rx, WATCHERS, version, cellpilot_core::clock::monotonic()).await?;
     for i in 0..drains {
         let mut inputs = healthy.clone();
         inputs[i % CELLS].errors = 200;
         inputs[i % CELLS].latest_errors = 60;
         // Far enough apart that earlier drains restore meanwhile (and the table stays small).
         now += 100_000;
-        let tick = Instant::now();
+        let tick = cellpilot_core::clock::monotonic();
         let decided = controller.evaluate(now, &Inputs::cells(&inputs));
         anyhow::ensure!(decided.iter().any(|d| d.new_weight == 0), "iteration {i} drained nothing");
         let version = controller.version();
@@ -205,7 +205,7 @@ async fn subscribe(addr: std::net::SocketAddr, id: String, tx: tokio::sync::mpsc
     };
     let mut stream = stream.into_inner();
     while let Ok(Some(r)) = stream.message().await {
-        if tx.send((r.version_info.parse().unwrap_or(0), Instant::now())).is_err()
+        if tx.send((r.version_info.parse().unwrap_or(0), cellpilot_core::clock::monotonic())).is_err()
             || req_tx.send(request(r.nonce, r.version_info)).await.is_err()
         {
             break;

@@ -122,7 +122,7 @@ async fn send_http(
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/traces");
     let mut i = first;
-    while Instant::now() < until {
+    while cellpilot_core::clock::monotonic() < until {
         let (body, spans) = &requests[i % requests.len()];
         i += SENDERS;
         let resp = client.post(&url).header("content-type", "application/x-protobuf").body(body.clone()).send().await?;
@@ -147,7 +147,7 @@ async fn send_grpc(
 ) -> anyhow::Result<()> {
     let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut i = first;
-    while Instant::now() < until {
+    while cellpilot_core::clock::monotonic() < until {
         let (frame, spans) = &requests[i % requests.len()];
         i += SENDERS;
         let answer = grpc_call(&mut channel, addr, gzip, frame.clone()).await?;
@@ -220,7 +220,7 @@ async fn phase(
     let mut rng = StdRng::seed_from_u64(seed);
     let requests = Arc::new(encoded(&mut rng, wire)?);
     let tally = Arc::new(Tally::default());
-    let start = Instant::now();
+    let start = cellpilot_core::clock::monotonic();
     let until = start + load;
     let mut senders = tokio::task::JoinSet::new();
     for s in 0..SENDERS {
@@ -257,10 +257,10 @@ async fn counted(web: SocketAddr) -> anyhow::Result<u64> {
 
 /// The server's count once it reaches `want` (or what it is after `wait`).
 pub(super) async fn counted_to(web: SocketAddr, want: u64, wait: Duration) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + wait;
+    let deadline = cellpilot_core::clock::monotonic() + wait;
     loop {
         let n = counted(web).await?;
-        if n == want || Instant::now() > deadline {
+        if n == want || cellpilot_core::clock::monotonic() > deadline {
             return Ok(n);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

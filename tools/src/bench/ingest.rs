@@ -36,7 +36,7 @@ use prost::bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CELLS: usize = 10;
 const SERVICES: usize = 10;
@@ -162,7 +162,7 @@ struct Point {
 fn ingest_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Bytes], now_ms: i64) -> anyhow::Result<(f64, u64)> {
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
     let mut rejected = 0;
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     for r in requests {
         let counted = cellpilot_ingest::wire::count_spans(r)
             .ok_or_else(|| anyhow::anyhow!("a generated request does not parse"))?;
@@ -196,7 +196,7 @@ fn apply_pass(
         batches.push(batch);
     }
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     for b in &batches {
         std::hint::black_box(agg.apply_spans(b, now_ms, i64::MIN));
     }
@@ -206,7 +206,7 @@ fn apply_pass(
 /// The same through prost, as before the wire scanner: pre-scan, decode, map, aggregate.
 fn prost_pass(mapper: &Mapper, agg: &mut Aggregator, requests: &[Bytes], now_ms: i64) -> anyhow::Result<f64> {
     let spans = (requests.len() * SPANS_PER_REQUEST) as f64;
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     for r in requests {
         prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?;
         let req = ExportTraceServiceRequest::decode(&r[..])?;
@@ -317,14 +317,14 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
     let mut apply_rates = Vec::new();
     let (mut wal_per_span, mut raw_per_span) = (0.0, 0.0);
     for _ in 0..runs {
-        let t = Instant::now();
+        let t = cellpilot_core::clock::monotonic();
         for r in &requests {
             let req = ExportTraceServiceRequest::decode(&r[..])?;
             std::hint::black_box(&req);
         }
         decode_rates.push(spans / t.elapsed().as_secs_f64());
 
-        let t = Instant::now();
+        let t = cellpilot_core::clock::monotonic();
         for r in &requests {
             std::hint::black_box(prescan::scan_protobuf(Msg::ExportTraces, r).map_err(anyhow::Error::msg)?);
         }

@@ -27,13 +27,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::LogNormal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Median of `runs` timed calls of `f`, in ms.
 pub(super) fn time_ms<T>(runs: usize, mut f: impl FnMut() -> cellpilot_query::Result<T>) -> anyhow::Result<f64> {
     let mut xs = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let t = Instant::now();
+        let t = cellpilot_core::clock::monotonic();
         std::hint::black_box(f()?);
         xs.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -62,7 +62,7 @@ async fn pipeline_rate(requests: &[Vec<u8>], now_ns: i64, wal: Option<&std::path
     };
     let ingest = Arc::new(Ingest::new(&IngestConfig::default(), parts)?);
     let requests = Arc::new(requests.to_vec());
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     let mut tasks = tokio::task::JoinSet::new();
     // Several concurrent exporters, as collectors would be, on the receivers' protobuf path.
     let workers = 8;
@@ -95,7 +95,7 @@ pub fn run(json: bool, runs: usize) -> anyhow::Result<()> {
         seed: 11,
         ..Plan::ending_before(Arc::new(cellpilot_query::storage::Storage::local(dir.path())), now)
     };
-    let t = Instant::now();
+    let t = cellpilot_core::clock::monotonic();
     let g = generate::run(&plan)?;
     let generate_s = t.elapsed().as_secs_f64();
     let store = RollupStore::open(StoreSettings {

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Distinct requests the senders cycle through.
 const TEMPLATES: usize = 64;
@@ -138,11 +138,11 @@ impl Sender {
         } else {
             None
         };
-        let mut next = Instant::now();
+        let mut next = cellpilot_core::clock::monotonic();
         let mut i = self.id;
         while !self.stop.load(Ordering::Relaxed) {
             if let Some(every) = self.every {
-                let now = Instant::now();
+                let now = cellpilot_core::clock::monotonic();
                 if next > now {
                     tokio::time::sleep(next - now).await;
                 } else if now - next > Duration::from_secs(1) {
@@ -308,8 +308,8 @@ async fn measure(json: bool, plan: Plan) -> anyhow::Result<()> {
     }
 
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    let mut last = (Instant::now(), Reading::default(), 0u64, 0u64);
+    let start = cellpilot_core::clock::monotonic();
+    let mut last = (cellpilot_core::clock::monotonic(), Reading::default(), 0u64, 0u64);
     let mut intervals = Vec::new();
     let (mut peak_wal, mut max_age) = (0f64, 0f64);
     let mut rss_after_minute: Vec<f64> = Vec::new();
@@ -323,7 +323,7 @@ async fn measure(json: bool, plan: Plan) -> anyhow::Result<()> {
         tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(EVERY), Duration::from_secs(EVERY));
     while start.elapsed() < Duration::from_secs(plan.seconds) {
         tick.tick().await;
-        let now = Instant::now();
+        let now = cellpilot_core::clock::monotonic();
         // A scrape the server did not answer (a reused connection it had closed) is tried again.
         let mut r = read_metrics(&client, web).await;
         for _ in 0..3 {

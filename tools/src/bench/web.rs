@@ -13,7 +13,6 @@ use cellpilot_query::tier::{DAY_MS, HOUR_MS};
 use cellpilot_query::{RollupStore, StoreSettings};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 use tower::ServiceExt;
 
 /// Runs the benchmark and prints the figures.
@@ -76,7 +75,7 @@ async fn measure(json: bool, runs: usize) -> anyhow::Result<()> {
             let mut xs = Vec::new();
             for _ in 0..=runs {
                 let req = axum::http::Request::get(path).body(axum::body::Body::empty())?;
-                let t = Instant::now();
+                let t = cellpilot_core::clock::monotonic();
                 let resp = app.clone().oneshot(req).await?;
                 let status = resp.status();
                 let _ = axum::body::to_bytes(resp.into_body(), 64 << 20).await?;
