@@ -205,3 +205,30 @@ fn cycle_through(krate: &str, start: &str, edges: &std::collections::BTreeMap<&s
     }
     None
 }
+
+/// Most lines a file's non-test code may have: past it, a file holds more than one idea.
+const MAX_FILE_LINES: usize = 600;
+
+#[test]
+fn no_source_file_is_longer_than_one_idea() {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let lines = text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).count();
+                if lines > MAX_FILE_LINES {
+                    out.push(format!("{}: {lines} lines", path.display()));
+                }
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut long = Vec::new();
+    for krate in CRATES.iter().copied().chain(["."]) {
+        walk(&root.join(krate).join("src"), &mut long);
+    }
+    assert!(long.is_empty(), "files over {MAX_FILE_LINES} lines of non-test code:\n{}", long.join("\n"));
+}

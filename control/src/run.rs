@@ -1,8 +1,8 @@
 //! The control loop: at every evaluation tick (window boundary + `evaluation_delay`) it reads
 //! each cell's recent numbers from the store (open windows included) and runs the policy.
 
+use crate::controller::Controller;
 use crate::policy::{CellInput, Inputs};
-use crate::service::Controller;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
 use cellpilot_core::task::{self, Stop};

@@ -7,6 +7,8 @@
 //! - [`logs`]: cut-overs reported through OTLP logs.
 //! - [`prescan`]: items and decoded size of a request, counted before it is decoded.
 //! - [`mapping`]: spans and metric points to observations (cell, service, route, error, cause).
+//! - `protowire`: the protobuf wire cursor, checking what prost checks.
+//! - [`observations`]: what mapping produces (spans and latency points, interned names).
 //! - [`wire`]: the trace wire scanner: observations straight from protobuf bytes, prost's verdicts.
 //! - [`stream`]: the versioned, canonical identity of a metric stream in checkpoints.
 //! - [`delta`]: cumulative -> delta per metric stream.
@@ -28,6 +30,7 @@
 mod attrs;
 mod codec;
 mod export;
+mod protowire;
 
 pub mod aggregator;
 pub mod batch;
@@ -41,6 +44,7 @@ pub mod http;
 pub mod limiter;
 pub mod logs;
 pub mod mapping;
+pub mod observations;
 pub mod pipeline;
 pub mod prescan;
 mod recovery;
