@@ -13,7 +13,7 @@ use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::task::Every;
 use cellpilot_query::RollupStore;
-use cellpilot_query::slo::{Selector, counts};
+use cellpilot_query::slo::counts;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -91,16 +91,12 @@ pub fn facts(
 ) -> cellpilot_query::Result<Facts> {
     let mut slos = Vec::new();
     for s in &config.slo {
-        let sel = Selector {
-            cell: s.selector.cell.clone(),
-            service: s.selector.service.clone(),
-            route: s.selector.route.clone(),
-        };
+        let sel = &s.selector;
         let threshold = s.latency_p999_ms.map(|ms| (ms * 1000.0) as u64);
         let mut avail = BTreeMap::new();
         let mut lat = BTreeMap::new();
         for w in burn_rate::windows() {
-            let c = counts(store, &sel, now_ms - w, now_ms, now_ms, threshold)?;
+            let c = counts(store, sel, now_ms - w, now_ms, now_ms, threshold)?;
             avail.insert(w, Window { bad: c.errors, total: c.requests });
             // Slow requests that failed are already bad for availability.
             lat.insert(w, Window { bad: c.slow, total: c.requests });

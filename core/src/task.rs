@@ -1,6 +1,8 @@
-//! Background work the process runs: periodic ticks that end on a stop signal, and blocking
-//! calls moved off the async workers. clippy bans bare `tokio::task::spawn_blocking` elsewhere,
-//! so a missed tick, a stop and a panic are handled one way everywhere.
+//! Background work the process runs: periodic ticks that end on a stop signal, blocking calls
+//! moved off the async workers, and [`Pool`]s, runtimes of their own that keep one kind of work
+//! (OTLP decoding, SQL, object-store requests) from taking the threads of the rest. clippy bans
+//! bare `tokio::task::spawn_blocking` elsewhere, so a missed tick, a stop and a panic are
+//! handled one way everywhere.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,10 +79,55 @@ pub struct Interrupted(String);
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Interrupted> {
     #[allow(clippy::disallowed_methods)]
     let handle = tokio::task::spawn_blocking(f);
-    handle.await.map_err(|e| match e.try_into_panic() {
+    handle.await.map_err(interrupted)
+}
+
+fn interrupted(e: tokio::task::JoinError) -> Interrupted {
+    match e.try_into_panic() {
         Ok(p) => Interrupted(format!("panicked: {}", panic_message(p.as_ref()))),
         Err(e) => Interrupted(e.to_string()),
-    })
+    }
+}
+
+/// A runtime of its own for one kind of work: named threads, and a drop that shuts it down
+/// without blocking (a pool may be dropped on an async worker of another runtime).
+#[derive(Debug)]
+pub struct Pool {
+    /// Always `Some` until drop.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Pool {
+    /// `workers` threads named `name` (and at most `max_blocking` blocking threads, when given),
+    /// with timers and I/O.
+    pub fn new(name: &str, workers: usize, max_blocking: Option<usize>) -> std::io::Result<Self> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers.max(1)).thread_name(name).enable_all();
+        if let Some(n) = max_blocking {
+            builder.max_blocking_threads(n.max(1));
+        }
+        Ok(Self { runtime: Some(builder.build()?) })
+    }
+
+    /// Runs `fut` on the pool; the returned future (owned by whoever awaits it) ends with it.
+    pub fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = Result<T, Interrupted>> + Send + 'static {
+        let handle = self.runtime.as_ref().map(|rt| rt.spawn(fut));
+        async move {
+            let handle = handle.ok_or_else(|| Interrupted("the pool has shut down".into()))?;
+            handle.await.map_err(interrupted)
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The message of a caught panic.
@@ -121,6 +168,21 @@ mod tests {
         let mut stopped = Stop::new(async {});
         assert!(!stopped.sleep(Duration::from_secs(1)).await);
         assert_eq!(stopped.wait(async { 1 }).await, None, "and stays stopped");
+    }
+
+    #[test]
+    fn a_pool_runs_work_and_reports_panics() {
+        let pool = Pool::new("test-pool", 1, None).unwrap();
+        let name = wait(pool.run(async { std::thread::current().name().map(str::to_string) }));
+        assert_eq!(name.unwrap().as_deref(), Some("test-pool"));
+        let ran: Result<(), _> = wait(pool.run(async { panic!("out of cheese") }));
+        let e = ran.unwrap_err();
+        assert_eq!(e.to_string(), "panicked: out of cheese");
+    }
+
+    /// Waits for `f` on a runtime of the test's own.
+    fn wait<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 
     #[tokio::test]

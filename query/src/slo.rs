@@ -11,16 +11,8 @@ use cellpilot_core::latency;
 use cellpilot_core::schema::column;
 use cellpilot_core::schema::rollup_col;
 
-/// Which rows count; `None` matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selector {
-    /// Cell.
-    pub cell: Option<String>,
-    /// Service.
-    pub service: Option<String>,
-    /// Route.
-    pub route: Option<String>,
-}
+/// Which rows count (an SLO's `selector`); `None` matches everything.
+pub use cellpilot_core::config::Selector;
 
 /// What a selection saw over a range.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

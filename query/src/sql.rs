@@ -44,8 +44,7 @@ pub struct ControlTables {
 /// workers) taking at most `max_concurrent` queries at once.
 #[derive(Debug)]
 pub struct Executor {
-    /// Always `Some` until drop, which shuts it down without blocking (drop may run in async code).
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: cellpilot_core::task::Pool,
     permits: Arc<tokio::sync::Semaphore>,
     max: usize,
 }
@@ -53,15 +52,10 @@ pub struct Executor {
 impl Executor {
     /// One worker thread and at most `max_concurrent` queries.
     pub fn new(max_concurrent: usize) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(max_concurrent.max(1) * 2)
-            .thread_name("cellpilot-sql")
-            .enable_time()
-            .build()
+        let runtime = cellpilot_core::task::Pool::new("cellpilot-sql", 1, Some(max_concurrent.max(1) * 2))
             .map_err(|e| Error::Internal(format!("starting the SQL runtime: {e}")))?;
         let permits = Arc::new(tokio::sync::Semaphore::new(max_concurrent));
-        Ok(Self { runtime: Some(runtime), permits, max: max_concurrent })
+        Ok(Self { runtime, permits, max: max_concurrent })
     }
 
     /// Runs `work` on the SQL runtime, or refuses with [`Error::Busy`] when `max_concurrent`
@@ -74,22 +68,13 @@ impl Executor {
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             Error::Busy(format!("{} queries are running ([query] max_concurrent); retry shortly", self.max))
         })?;
-        let runtime = self.runtime.as_ref().ok_or_else(|| Error::Internal("the SQL runtime has stopped".into()))?;
-        runtime
-            .spawn(async move {
+        self.runtime
+            .run(async move {
                 let _permit = permit;
                 work.await
             })
             .await
             .map_err(|e| Error::Internal(format!("a query task failed: {e}")))?
-    }
-}
-
-impl Drop for Executor {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
     }
 }
 

@@ -58,33 +58,20 @@ struct Object {
 /// A runtime for object-store requests, shut down without blocking when dropped (the store may
 /// be dropped on an async worker).
 #[derive(Debug)]
-struct Io(Option<tokio::runtime::Runtime>);
+struct Io(cellpilot_core::task::Pool);
 
 impl Io {
     fn new() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("object-store")
-            .enable_all()
-            .build()
+        let pool = cellpilot_core::task::Pool::new("object-store", 2, None)
             .map_err(|e| Error::Internal(format!("starting the object-store runtime: {e}")))?;
-        Ok(Io(Some(rt)))
+        Ok(Io(pool))
     }
 
     /// Runs `fut` on the object-store runtime and waits for it.
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-        let rt = self.0.as_ref().ok_or_else(|| Error::Internal("object-store runtime is shut down".into()))?;
-        // The handle is awaited here, so the task has an owner until it ends.
-        futures::executor::block_on(rt.spawn(fut))
+        // The task is awaited here, so it has an owner until it ends.
+        futures::executor::block_on(self.0.run(fut))
             .map_err(|e| Error::Internal(format!("object-store request did not finish: {e}")))?
-    }
-}
-
-impl Drop for Io {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
     }
 }
 

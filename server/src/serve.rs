@@ -110,18 +110,14 @@ pub struct Running {
 
 /// The OTLP receivers' own runtime: decoding a flood of exports keeps its worker threads busy,
 /// never the ones serving pages, the API, CellWeights and the control loop.
-struct Bulkhead(Option<tokio::runtime::Runtime>);
+struct Bulkhead(cellpilot_core::task::Pool);
 
 impl Bulkhead {
     fn new() -> anyhow::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("cellpilot-otlp")
-            .enable_all()
-            .build()
+        let pool = cellpilot_core::task::Pool::new("cellpilot-otlp", threads, None)
             .context("starting the OTLP receivers' runtime")?;
-        Ok(Self(Some(rt)))
+        Ok(Self(pool))
     }
 
     /// Runs `fut` there; the returned future ends with it.
@@ -129,21 +125,8 @@ impl Bulkhead {
     where
         F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        let handle = self.0.as_ref().map(|rt| rt.spawn(fut));
-        async move {
-            match handle {
-                Some(h) => h.await.context("an OTLP receiver task")?,
-                None => Ok(()),
-            }
-        }
-    }
-}
-
-impl Drop for Bulkhead {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
+        let run = self.0.run(fut);
+        async move { run.await.context("an OTLP receiver task")? }
     }
 }
 
