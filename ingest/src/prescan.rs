@@ -7,6 +7,7 @@
 //! strings, and packed numbers); everything else is skipped as prost would skip it. The JSON walk
 //! ([`scan_json`]) does the same over OTLP JSON's camelCase keys.
 
+use crate::protowire::{Cur, FIXED32, FIXED64, LEN, Refused, START_GROUP, VARINT};
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
 };
@@ -192,27 +193,16 @@ impl Msg {
 /// than any decoder would follow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrescanError {
-    /// The message ends inside a varint or a length-delimited field.
+    /// Not well-formed protobuf: says what (a truncated varint or length, a wire type or field
+    /// number protobuf does not have).
     #[error("{0}")]
-    Truncated(&'static str),
-    /// A varint of more than 10 bytes.
-    #[error("varint longer than 10 bytes")]
-    VarintTooLong,
+    Malformed(&'static str),
     /// Groups, messages or JSON values nested past [`MAX_DEPTH`].
     #[error("{0} nested more than {MAX_DEPTH} deep")]
     TooDeep(&'static str),
     /// An end-group tag with no group open.
     #[error("unmatched end of group")]
     UnmatchedEndGroup,
-    /// A wire type protobuf does not have.
-    #[error("unexpected wire type {0}")]
-    WireType(u64),
-    /// Field number 0, which no message has.
-    #[error("field number 0")]
-    FieldZero,
-    /// A field number past what protobuf allows.
-    #[error("field number out of range")]
-    FieldNumber,
     /// Not JSON, or not the JSON shape OTLP has; says what and at which byte.
     #[error("{what} at byte {at}")]
     Json {
@@ -231,53 +221,12 @@ pub fn scan_protobuf(root: Msg, bytes: &[u8]) -> Result<Counted, PrescanError> {
     Ok(out)
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> Result<u64, PrescanError> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let byte = *b.get(*pos).ok_or(PrescanError::Truncated("truncated varint"))?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(PrescanError::VarintTooLong)
-}
-
-fn take<'a>(b: &'a [u8], pos: &mut usize, n: u64) -> Result<&'a [u8], PrescanError> {
-    let end = usize::try_from(n).ok().and_then(|n| pos.checked_add(n)).filter(|e| *e <= b.len());
-    let end = end.ok_or(PrescanError::Truncated("a length runs past the end of the message"))?;
-    let s = &b[*pos..end];
-    *pos = end;
-    Ok(s)
-}
-
-/// Skips a group whose start tag (`tag`) was just read, up to its matching end tag.
-fn skip_group(b: &[u8], pos: &mut usize, tag: u32, depth: usize) -> Result<(), PrescanError> {
-    if depth > MAX_DEPTH {
-        return Err(PrescanError::TooDeep("groups"));
-    }
-    loop {
-        let key = varint(b, pos)?;
-        let inner = u32::try_from(key >> 3).map_err(|_| PrescanError::FieldNumber)?;
-        match key & 7 {
-            0 => {
-                varint(b, pos)?;
-            }
-            1 => {
-                take(b, pos, 8)?;
-            }
-            2 => {
-                let len = varint(b, pos)?;
-                take(b, pos, len)?;
-            }
-            3 => skip_group(b, pos, inner, depth + 1)?,
-            4 if inner == tag => return Ok(()),
-            4 => return Err(PrescanError::UnmatchedEndGroup),
-            5 => {
-                take(b, pos, 4)?;
-            }
-            w => return Err(PrescanError::WireType(w)),
+impl From<Refused> for PrescanError {
+    fn from(r: Refused) -> Self {
+        match r.0 {
+            "recursion limit reached" => PrescanError::TooDeep("groups"),
+            "unexpected end of group" => PrescanError::UnmatchedEndGroup,
+            why => PrescanError::Malformed(why),
         }
     }
 }
@@ -286,34 +235,30 @@ fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), Presc
     if depth > MAX_DEPTH {
         return Err(PrescanError::TooDeep("messages"));
     }
-    let mut pos = 0;
-    while pos < b.len() {
-        let key = varint(b, &mut pos)?;
-        let tag = u32::try_from(key >> 3).map_err(|_| PrescanError::FieldNumber)?;
-        if tag == 0 {
-            return Err(PrescanError::FieldZero);
-        }
+    let mut cur = Cur::new(b);
+    while !cur.done() {
+        let (tag, wt) = cur.key()?;
         let field = msg.field(tag);
         let add = |out: &mut Counted, n: u64| out.decoded_bytes = out.decoded_bytes.saturating_add(n);
-        match key & 7 {
-            0 => {
-                varint(b, &mut pos)?;
+        match wt {
+            VARINT => {
+                cur.varint()?;
                 if field == Field::Varints {
                     add(out, 8);
                 }
             }
-            1 => {
-                take(b, &mut pos, 8)?;
+            FIXED64 => {
+                cur.take(8)?;
                 if field == Field::Fixed64s {
                     add(out, 8);
                 }
             }
-            5 => {
-                take(b, &mut pos, 4)?;
+            FIXED32 => {
+                cur.take(4)?;
             }
-            2 => {
-                let len = varint(b, &mut pos)?;
-                let body = take(b, &mut pos, len)?;
+            LEN => {
+                let len = cur.varint()?;
+                let body = cur.take(len)?;
                 match field {
                     Field::Msg(child) => {
                         add(out, child.size());
@@ -327,9 +272,10 @@ fn walk(msg: Msg, b: &[u8], depth: usize, out: &mut Counted) -> Result<(), Presc
                     Field::Fixed64s | Field::Other => add(out, len),
                 }
             }
-            // Groups are not used by OTLP, but prost skips unknown ones: so does the walk.
-            3 => skip_group(b, &mut pos, tag, depth + 1)?,
-            w => return Err(PrescanError::WireType(w)),
+            // Groups are not used by OTLP, but prost skips unknown ones: so does the walk, up to
+            // MAX_DEPTH deep in all.
+            START_GROUP => cur.skip(wt, tag, u32::try_from(MAX_DEPTH - depth).unwrap_or(0))?,
+            _ => return Err(PrescanError::UnmatchedEndGroup),
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Protobuf wire format, read as prost reads it: a cursor over one message's bytes that checks
 //! every varint, length, wire type, UTF-8 string and the recursion limit, and borrows what it
-//! reads. The trace scanner reads through it.
+//! reads. The trace scanner and the pre-scan read through it.
 
 pub(crate) const VARINT: u8 = 0;
 pub(crate) const FIXED64: u8 = 1;
