@@ -15,7 +15,8 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightClient, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
     HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use cellpilot_core::auth::{Authenticator, PeerCert, Role};
+use cellpilot_core::auth::{Authenticator, Role};
+use cellpilot_core::grpc::RoleGuard;
 use cellpilot_core::secret::Secret;
 use cellpilot_query::RollupStore;
 use cellpilot_query::files::{self, Table};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Header carrying the answering node's finest-file watermark.
@@ -63,9 +65,10 @@ impl UnwrittenService {
         UnwrittenService { store, auth }
     }
 
-    /// The tonic service.
-    pub fn into_server(self) -> FlightServiceServer<Self> {
-        FlightServiceServer::new(self)
+    /// The tonic service behind the read-role interceptor.
+    pub fn into_server(self) -> InterceptedService<FlightServiceServer<Self>, RoleGuard> {
+        let guard = RoleGuard::new(self.auth.clone(), Role::Read);
+        FlightServiceServer::with_interceptor(self, guard)
     }
 }
 
@@ -109,12 +112,6 @@ impl FlightService for UnwrittenService {
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let cert = request.extensions().get::<PeerCert>();
-        self.auth.check_peer(header, cert, Role::Read).map_err(|d| match d.is_forbidden() {
-            true => Status::permission_denied(d.to_string()),
-            false => Status::unauthenticated(d.to_string()),
-        })?;
         let ticket = request.into_inner().ticket;
         if ticket.len() > MAX_TICKET_BYTES {
             return Err(Status::invalid_argument(format!("ticket over {MAX_TICKET_BYTES} bytes")));
@@ -316,14 +313,24 @@ mod tests {
             gateway_tokens: vec!["gw=g4te".into()],
             ..Default::default()
         };
-        let svc = service_with(dir.path(), Authenticator::new(&auth).unwrap());
+        let authenticator = Authenticator::new(&auth).unwrap();
+        let svc = service_with(dir.path(), authenticator.clone());
         let ticket = br#"{"table": "rollups", "from_ms": 0, "to_ms": 1}"#.to_vec();
+        // Through the interceptor `into_server` puts in front, as a peer's request goes.
         let ask = |token: Option<&str>| {
             let mut req = Request::new(Ticket::new(ticket.clone()));
             if let Some(t) = token {
                 req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
             }
-            svc.do_get(req)
+            let mut guard = RoleGuard::new(authenticator.clone(), Role::Read);
+            let svc = &svc;
+            async move {
+                let (metadata, extensions, ticket) = req.into_parts();
+                let checked =
+                    tonic::service::Interceptor::call(&mut guard, Request::from_parts(metadata, extensions, ()))?;
+                let (metadata, extensions, ()) = checked.into_parts();
+                svc.do_get(Request::from_parts(metadata, extensions, ticket)).await
+            }
         };
         let code =
             |r: std::result::Result<Response<_>, Status>| r.map(|_| tonic::Code::Ok).unwrap_or_else(|s| s.code());

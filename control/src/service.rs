@@ -1,12 +1,13 @@
 //! The CellWeights gRPC service over the [`Controller`]: `Watch` streams of the published table
-//! (with their stall watchdog), Acks and cut-over reports, and the gateway authentication every
-//! gateway listener shares.
+//! (with their stall watchdog), Acks and cut-over reports, behind the gateway-role
+//! [`RoleGuard`] every gateway and peer listener uses.
 
 use crate::controller::{Controller, MAX_CLOCK_SKEW_MS};
 use crate::gateways::GatewayId;
 use crate::pb;
 use crate::policy::{State, WeightTable};
-use cellpilot_core::auth::{Authenticator, PeerCert, Principal, Role};
+use cellpilot_core::auth::{Authenticator, Principal, Role};
+use cellpilot_core::grpc::{RoleGuard, caller};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio_stream::{Stream, StreamExt};
@@ -135,37 +136,6 @@ pub struct CellWeightsService {
 /// plus timeout, so a gateway that is gone and one that stopped reading are noticed alike.
 pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The CellWeights interceptor: every RPC needs the gateway role (admin has it); the caller
-/// goes on in the request's extensions.
-#[derive(Debug, Clone)]
-pub struct GatewayAuth(Authenticator);
-
-impl GatewayAuth {
-    /// The interceptor over `auth` (also guards the xDS server).
-    pub fn new(auth: Authenticator) -> Self {
-        Self(auth)
-    }
-}
-
-impl tonic::service::Interceptor for GatewayAuth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        match self.0.check_peer(header, req.extensions().get::<PeerCert>(), Role::Gateway) {
-            Ok(who) => {
-                req.extensions_mut().insert(who);
-                Ok(req)
-            }
-            Err(d) if d.is_forbidden() => Err(Status::permission_denied(d.to_string())),
-            Err(d) => Err(Status::unauthenticated(d.to_string())),
-        }
-    }
-}
-
-/// The caller [`GatewayAuth`] let in (it also guards the xDS server).
-pub fn caller<T>(req: &Request<T>) -> Principal {
-    req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Anonymous)
-}
-
 impl CellWeightsService {
     /// The service over `controller`.
     pub fn new(
@@ -187,10 +157,10 @@ impl CellWeightsService {
     /// As a tonic server behind its interceptor.
     pub fn into_server(
         self,
-    ) -> tonic::service::interceptor::InterceptedService<pb::cell_weights_server::CellWeightsServer<Self>, GatewayAuth>
+    ) -> tonic::service::interceptor::InterceptedService<pb::cell_weights_server::CellWeightsServer<Self>, RoleGuard>
     {
-        let auth = GatewayAuth(self.auth.clone());
-        pb::cell_weights_server::CellWeightsServer::with_interceptor(self, auth)
+        let guard = RoleGuard::new(self.auth.clone(), Role::Gateway);
+        pb::cell_weights_server::CellWeightsServer::with_interceptor(self, guard)
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
 //! - [`role`]: what a caller may do ([`role::Role`], [`role::Roles`]).
 //! - [`range`]: [`range::TimeRange`], the one parsed and bounded form of every API time range.
+//! - [`grpc`]: the role check of the gateways' and peers' gRPC listeners, and its refusals.
 //! - [`health`]: readiness checks behind `/readyz`.
 //! - [`fs`]: the file layer write paths use, with fault injection for tests.
 //! - [`link`]: paths of dashboard pages, as alerts and pages link to them.
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fs;
+pub mod grpc;
 pub mod health;
 pub mod latency;
 pub mod link;

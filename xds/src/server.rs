@@ -9,8 +9,9 @@ use crate::resources::{Kind, Snapshots};
 use crate::sotw::Sotw;
 use cellpilot_control::Controller;
 use cellpilot_control::gateways::GatewayId;
-use cellpilot_control::service::GatewayAuth;
+use cellpilot_core::auth::Role;
 use cellpilot_core::auth::{Authenticator, Principal};
+use cellpilot_core::grpc::RoleGuard;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -68,14 +69,14 @@ impl XdsService {
     /// [`MAX_REQUEST_BYTES`].
     pub fn into_server(
         self,
-    ) -> tonic::service::interceptor::InterceptedService<AggregatedDiscoveryServiceServer<Self>, GatewayAuth> {
-        let auth = GatewayAuth::new(self.auth.clone());
+    ) -> tonic::service::interceptor::InterceptedService<AggregatedDiscoveryServiceServer<Self>, RoleGuard> {
+        let guard = RoleGuard::new(self.auth.clone(), Role::Gateway);
         let server = AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES);
-        tonic::service::interceptor::InterceptedService::new(server, auth)
+        tonic::service::interceptor::InterceptedService::new(server, guard)
     }
 
     fn session<M: Machine>(&self, req: Request<Streaming<M::Req>>, machine: M) -> ResponseStream<M::Resp> {
-        let caller = cellpilot_control::service::caller(&req);
+        let caller = cellpilot_core::grpc::caller(&req);
         let session = Session {
             incoming: req.into_inner(),
             caller,
