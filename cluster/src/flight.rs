@@ -322,14 +322,11 @@ mod tests {
             if let Some(t) = token {
                 req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
             }
-            let mut guard = RoleGuard::new(authenticator.clone(), Role::Read);
+            let guard = RoleGuard::new(authenticator.clone(), Role::Read);
             let svc = &svc;
             async move {
-                let (metadata, extensions, ticket) = req.into_parts();
-                let checked =
-                    tonic::service::Interceptor::call(&mut guard, Request::from_parts(metadata, extensions, ()))?;
-                let (metadata, extensions, ()) = checked.into_parts();
-                svc.do_get(Request::from_parts(metadata, extensions, ticket)).await
+                guard.admit(&mut req)?;
+                svc.do_get(req).await
             }
         };
         let code =

@@ -7,7 +7,7 @@
 //! strings, and packed numbers); everything else is skipped as prost would skip it. The JSON walk
 //! ([`scan_json`]) does the same over OTLP JSON's camelCase keys.
 
-use crate::protowire::{Cur, FIXED32, FIXED64, LEN, Refused, START_GROUP, VARINT};
+use crate::protowire::{Cur, FIXED32, FIXED64, LEN, Refused, START_GROUP, STRAY_END_GROUP, TOO_DEEP, VARINT};
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
 };
@@ -224,8 +224,8 @@ pub fn scan_protobuf(root: Msg, bytes: &[u8]) -> Result<Counted, PrescanError> {
 impl From<Refused> for PrescanError {
     fn from(r: Refused) -> Self {
         match r.0 {
-            "recursion limit reached" => PrescanError::TooDeep("groups"),
-            "unexpected end of group" => PrescanError::UnmatchedEndGroup,
+            TOO_DEEP => PrescanError::TooDeep("groups"),
+            STRAY_END_GROUP => PrescanError::UnmatchedEndGroup,
             why => PrescanError::Malformed(why),
         }
     }
@@ -577,6 +577,24 @@ mod tests {
             ExportTraceServiceRequest::decode(&body[..]).unwrap().resource_spans[0].scope_spans[0].spans.len(),
             n
         );
+    }
+
+    #[test]
+    fn wire_refusals_say_what_prost_would_refuse() {
+        let scan = |b: &[u8]| scan_protobuf(Msg::ExportTraces, b).unwrap_err();
+        // Field 15 as a group, nested 200 deep: past MAX_DEPTH, refused before it is walked.
+        let deep: Vec<u8> = std::iter::repeat_n(0x7b, 200).chain(std::iter::repeat_n(0x7c, 200)).collect();
+        assert_eq!(scan(&deep), PrescanError::TooDeep("groups"));
+        assert_eq!(scan(&[0x0c]), PrescanError::UnmatchedEndGroup, "an end-group with none open");
+        assert_eq!(scan(&[0xff, 0xff, 0xff, 0xff, 0x7f]), PrescanError::Malformed("key past 32 bits"));
+        assert_eq!(
+            scan(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            PrescanError::Malformed("varint past 64 bits")
+        );
+        assert_eq!(scan(&[0x0e]), PrescanError::Malformed("invalid wire type"));
+        for bad in [&deep[..], &[0x0c], &[0xff, 0xff, 0xff, 0xff, 0x7f], &[0x0e]] {
+            assert!(ExportTraceServiceRequest::decode(bad).is_err(), "prost refuses {bad:?} too");
+        }
     }
 
     #[test]

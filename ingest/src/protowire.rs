@@ -15,6 +15,11 @@ pub struct Refused(pub &'static str);
 
 pub(crate) type R<T> = std::result::Result<T, Refused>;
 
+/// The refusal of a message or group nested past the recursion limit.
+pub(crate) const TOO_DEEP: &str = "recursion limit reached";
+/// The refusal of an end-group tag with no group open.
+pub(crate) const STRAY_END_GROUP: &str = "unexpected end of group";
+
 /// A read position in one message's bytes.
 pub(crate) struct Cur<'a> {
     b: &'a [u8],
@@ -122,7 +127,7 @@ impl<'a> Cur<'a> {
     pub(crate) fn message(&mut self, wt: u8, ctx: u32) -> R<&'a [u8]> {
         Self::expect(wt, LEN)?;
         if ctx == 0 {
-            return Err(Refused("recursion limit reached"));
+            return Err(Refused(TOO_DEEP));
         }
         let n = self.varint()?;
         self.take(n)
@@ -153,7 +158,7 @@ impl<'a> Cur<'a> {
     /// is read to its matching end.
     pub(crate) fn skip(&mut self, wt: u8, tag: u32, ctx: u32) -> R<()> {
         if ctx == 0 {
-            return Err(Refused("recursion limit reached"));
+            return Err(Refused(TOO_DEEP));
         }
         match wt {
             VARINT => {
@@ -179,7 +184,7 @@ impl<'a> Cur<'a> {
                 }
                 self.skip(inner_wt, inner, ctx - 1)?;
             },
-            _ => return Err(Refused("unexpected end of group")),
+            _ => return Err(Refused(STRAY_END_GROUP)),
         }
         Ok(())
     }

@@ -127,7 +127,7 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         // Far enough apart that earlier drains restore meanwhile (and the table stays small).
         now += 100_000;
         let tick = cellpilot_core::clock::monotonic();
-        let decided = controller.evaluate(now, &Inputs::cells(&inputs));
+        let decided = controller.evaluate(now, &Inputs { cells: inputs });
         anyhow::ensure!(decided.iter().any(|d| d.new_weight == 0), "iteration {i} drained nothing");
         let version = controller.version();
         latencies.push(last_holder(&mut rx, WATCHERS, version, tick).await?);
