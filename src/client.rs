@@ -43,8 +43,8 @@ pub(crate) async fn query(server: &str, token: Option<&str>, ca: Option<&Path>, 
     Ok(())
 }
 
-fn print_table(t: &cellpilot_control::pb::WeightTable) {
-    use cellpilot_control::pb::CellState;
+fn print_table(t: &cellpilot_gateways::pb::WeightTable) {
+    use cellpilot_gateways::pb::CellState;
     let at = t.decided_at.as_ref().map_or(0, |ts| ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000);
     println!("version {} decided {}", t.version, cellpilot_core::time::format_rfc3339_ms(at));
     for c in &t.cells {
@@ -56,8 +56,8 @@ fn print_table(t: &cellpilot_control::pb::WeightTable) {
 
 /// Prints the CellWeights table (and with `watch`, every new version) from `server`.
 pub(crate) async fn weights(server: &str, token: Option<&str>, ca: Option<&Path>, watch: bool) -> anyhow::Result<()> {
-    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
-    use cellpilot_control::pb::{GetWeightsRequest, WatchWeightsRequest};
+    use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_gateways::pb::{GetWeightsRequest, WatchWeightsRequest};
     let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_string())?;
     if server.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 const CRATES: [&str; 11] =
-    ["core", "ingest", "query", "control", "alerts", "dashboards", "web", "server", "tools", "xds", "cluster"];
+    ["core", "ingest", "query", "control", "alerts", "dashboards", "web", "server", "tools", "gateways", "cluster"];
 
 /// What each library crate may depend on (normal dependencies; tests may use more).
 const ALLOWED: [(&str, &[&str]); 11] = [
@@ -14,11 +14,11 @@ const ALLOWED: [(&str, &[&str]); 11] = [
     ("control", &["core", "query"]),
     ("alerts", &["core", "query"]),
     ("dashboards", &["core", "query"]),
-    ("xds", &["core", "control"]),
+    ("gateways", &["core", "control"]),
     ("cluster", &["core", "query", "control"]),
     ("web", &["core", "query", "control", "alerts", "dashboards"]),
-    ("server", &["core", "ingest", "query", "control", "alerts", "dashboards", "web", "xds", "cluster"]),
-    ("tools", &["core", "ingest", "query", "control", "web", "server", "xds"]),
+    ("server", &["core", "ingest", "query", "control", "alerts", "dashboards", "web", "gateways", "cluster"]),
+    ("tools", &["core", "ingest", "query", "control", "web", "server", "gateways"]),
 ];
 
 fn read(path: &str) -> String {

@@ -381,7 +381,7 @@ impl cellpilot_core::store::CutoverReports for Controller {
 const MAX_REPORTED_CUTOVER_MS: i64 = 3_600_000;
 /// How far ahead of our clock an `applied_at` (or a reported completion) may be: as far as
 /// ingest accepts data.
-pub(crate) const MAX_CLOCK_SKEW_MS: i64 = cellpilot_core::range::MAX_FUTURE_MS;
+pub const MAX_CLOCK_SKEW_MS: i64 = cellpilot_core::range::MAX_FUTURE_MS;
 
 /// The token a caller's streams count against; an open server's callers count against none.
 pub(crate) fn token_of(caller: &Principal) -> Option<&str> {

@@ -11,7 +11,6 @@
 //! - [`replica`]: one control loop for many nodes: recording versions, following the leader.
 //! - [`gateways`]: every gateway of either protocol (CellWeights, xDS): streams, ACKs, NACKs.
 //! - [`controller`]: the [`Controller`]: policy state, logs, the published table, Acks, replication.
-//! - [`service`]: the CellWeights gRPC service over the controller.
 //! - [`run`]: the evaluation loop over the rollup store.
 //! - [`error`]: the crate's error type (its logs on disk).
 //! - `testing`: inputs the unit tests share.
@@ -27,15 +26,8 @@ pub mod policy;
 pub mod reason;
 pub mod replica;
 pub mod run;
-pub mod service;
 #[cfg(test)]
 mod testing;
-
-/// Generated CellWeights protobuf and gRPC types.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("cellpilot.control.v1");
-}
 
 pub use controller::Controller;
 

@@ -6,18 +6,19 @@ use crate::listen::{bind, grpc_server, incoming, serve_http};
 use anyhow::Context;
 use cellpilot_alerts::run::ControlView;
 use cellpilot_control::Controller;
-use cellpilot_control::service::CellWeightsService;
+use cellpilot_control::gateways::StreamCaps;
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
 use cellpilot_core::store::RollupSink;
+use cellpilot_gateways::CellWeightsService;
 use cellpilot_ingest::Ingest;
 use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
 use cellpilot_ingest::mapping::Mapper;
 use cellpilot_ingest::pipeline::IngestParts;
 use cellpilot_ingest::sequencer::{WalSettings, replay_with};
-use cellpilot_query::RollupStore;
+use cellpilot_query::{RollupStore, StoreSettings};
 use cellpilot_web::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -178,7 +179,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
 
     let aggregator = SharedAggregator::new(Aggregator::new(AggregatorSettings::from_config(&config.ingest)));
-    let state = AppState::open(config.clone(), clock.clone(), metrics.clone())?;
+    let store = Arc::new(RollupStore::open(StoreSettings::from_config(&config)?)?);
+    let controller = Arc::new(
+        Controller::open(&config.control, &config.storage.dir, clock.clone(), metrics.clone())?
+            .stream_caps(StreamCaps::of(&config.xds)),
+    );
+    let state = AppState::new(config.clone(), clock.clone(), metrics.clone(), store, controller)?;
     let (store, controller, alerts) = (state.store.clone(), state.controller.clone(), state.alerts.clone());
     let (ready, health) = (state.ready.clone(), state.health.clone());
     if role.ingests() {
@@ -251,8 +257,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     if let Some(xds) = xds {
         let t = &config.transport;
-        let snapshots = Arc::new(cellpilot_xds::Snapshots::new(controller.clone(), config.xds.clusters.clone()));
-        let service = cellpilot_xds::XdsService::new(snapshots, auth.clone(), shutdown.clone())
+        let snapshots = Arc::new(cellpilot_gateways::Snapshots::new(controller.clone(), config.xds.clusters.clone()));
+        let service = cellpilot_gateways::XdsService::new(snapshots, auth.clone(), shutdown.clone())
             .stall_after(t.keepalive_interval.0 + t.keepalive_timeout.0)
             .name_caps(&config.xds);
         let stop = shutdown.clone();

@@ -173,8 +173,8 @@ async fn a_query_node_answers_two_ingest_nodes_as_one_node_would() {
 #[ignore = "needs s3s-fs"]
 async fn a_follower_takes_over_the_control_loop_and_versions_continue() {
     use crate::support::{CellTraffic, eventually};
-    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
-    use cellpilot_control::pb::{CellState, WatchWeightsRequest};
+    use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_gateways::pb::{CellState, WatchWeightsRequest};
     use std::time::Duration;
     const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];
     let fast = crate::support::FAST_CONTROL.as_slice();
@@ -373,8 +373,8 @@ async fn nodes_speak_mutual_tls_to_each_other() {
     // Plaintext to the cluster listener gets nothing.
     let addr = ingest.cluster.expect("an ingest node's cluster listener");
     let plain =
-        match cellpilot_control::pb::cell_weights_client::CellWeightsClient::connect(format!("http://{addr}")).await {
-            Ok(mut c) => c.get(cellpilot_control::pb::GetWeightsRequest {}).await.is_ok(),
+        match cellpilot_gateways::pb::cell_weights_client::CellWeightsClient::connect(format!("http://{addr}")).await {
+            Ok(mut c) => c.get(cellpilot_gateways::pb::GetWeightsRequest {}).await.is_ok(),
             Err(_) => false,
         };
     assert!(!plain, "the cluster listener answered plaintext");

@@ -3,8 +3,8 @@
 //! why, and the API agrees.
 
 use crate::support::{CellTraffic, FAST_CONTROL, Server, eventually, now_ns};
-use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
-use cellpilot_control::pb::{AckRequest, CellState, WatchWeightsRequest};
+use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
+use cellpilot_gateways::pb::{AckRequest, CellState, WatchWeightsRequest};
 use std::time::Duration;
 
 const CELLS: [&str; 3] = ["c-1", "c-2", "c-bad"];

@@ -4,8 +4,8 @@
 //! back no cut-over's `applied_at`, within keepalive interval + timeout (1 s + 1 s here).
 
 use crate::support::Server;
-use cellpilot_control::pb::WatchWeightsRequest;
-use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+use cellpilot_gateways::pb::WatchWeightsRequest;
+use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -316,8 +316,8 @@ async fn forged_histogram_blobs_and_long_overrides_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_gateway_requests_are_refused() {
-    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
-    use cellpilot_control::pb::{AckRequest, WatchWeightsRequest};
+    use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_gateways::pb::{AckRequest, WatchWeightsRequest};
     let server = Server::start(&[]);
     let mut client = CellWeightsClient::connect(format!("http://{}", server.control)).await.unwrap();
     let long = "g".repeat(10_000);

@@ -6,8 +6,8 @@
 //! verified.
 
 use crate::support::{Server, now_ns, server_span, traces};
-use cellpilot_control::pb::WatchWeightsRequest;
-use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+use cellpilot_gateways::pb::WatchWeightsRequest;
+use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;

@@ -4,8 +4,8 @@
 //! match its key stops `serve` with a message naming the files.
 
 use crate::support::{Server, now_ns, server_span, traces};
-use cellpilot_control::pb::GetWeightsRequest;
-use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
+use cellpilot_gateways::pb::GetWeightsRequest;
+use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;

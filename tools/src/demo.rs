@@ -74,8 +74,8 @@ async fn status(client: &reqwest::Client, web: std::net::SocketAddr, started_ms:
 
 /// A gateway: applies every table it is sent and Acks it.
 async fn gateway_loop(control: String, weights: loadgen::Weights) {
-    use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
-    use cellpilot_control::pb::{AckRequest, WatchWeightsRequest};
+    use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
+    use cellpilot_gateways::pb::{AckRequest, WatchWeightsRequest};
     let run = async {
         let mut client = CellWeightsClient::connect(control).await?;
         let mut stream = client.watch(WatchWeightsRequest { gateway_id: "demo-gateway".into() }).await?.into_inner();

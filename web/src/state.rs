@@ -1,4 +1,5 @@
 //! What every handler can reach: the store, config-derived settings, auth, metrics, readiness.
+//! `server` opens the store and the controller and hands them in.
 
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::SharedClock;
@@ -10,18 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::ApiError;
 
-/// Why the web state could not be opened.
+/// Why the web state could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The rollup store (its directory, a tier's files) or the SQL executor.
-    #[error("rollup store: {0}")]
-    Store(#[from] cellpilot_query::Error),
+    /// The SQL executor's pool.
+    #[error("SQL executor: {0}")]
+    Sql(#[from] cellpilot_query::Error),
     /// The token lists of `[auth]`.
     #[error("auth: {0}")]
     Auth(#[from] cellpilot_core::Error),
-    /// The decision or cut-over log under the data directory.
-    #[error("control state: {0}")]
-    Control(#[from] cellpilot_control::error::Error),
 }
 
 /// Shared state of the web listener.
@@ -50,26 +48,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens what the web listener serves from `config`: the rollup store under
-    /// `[storage] dir` (its files read, open windows not attached yet), the controller with its
-    /// logs, an empty alerts view and the SQL executor. Not ready until [`AppState::ready`] is set.
-    pub fn open(config: Arc<Config>, clock: SharedClock, metrics: Metrics) -> Result<Self, OpenError> {
-        let auth = Authenticator::new(&config.auth)?;
-        let s = &config.storage;
-        let spec = cellpilot_core::window::WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
-        let store = Arc::new(RollupStore::open(cellpilot_query::StoreSettings {
-            storage: Arc::new(cellpilot_query::storage::Storage::from_config(s, &config.cluster.node_id())?),
-            fine_ms: spec.width_ms,
-            lateness_ms: spec.lateness_ms,
-            retention_ms: [s.retention_10s, s.retention_5m, s.retention_1h].map(|d| d.as_millis_i64()),
-        })?);
-        let controller = Arc::new(
-            cellpilot_control::Controller::open(&config.control, &s.dir, clock.clone(), metrics.clone())?
-                .stream_caps(cellpilot_control::gateways::StreamCaps::of(&config.xds)),
-        );
+    /// The state over a store and a controller the caller opened: token checks from `[auth]`,
+    /// the SQL executor from `[query]`, an empty alerts view, no health checks yet. Not ready
+    /// until [`AppState::ready`] is set.
+    pub fn new(
+        config: Arc<Config>,
+        clock: SharedClock,
+        metrics: Metrics,
+        store: Arc<RollupStore>,
+        controller: Arc<cellpilot_control::Controller>,
+    ) -> Result<Self, OpenError> {
         Ok(AppState {
             store,
-            auth,
+            auth: Authenticator::new(&config.auth)?,
             metrics,
             clock,
             ready: Arc::new(AtomicBool::new(false)),

@@ -36,7 +36,14 @@ fn web(tokens: bool) -> Web {
         config.auth.ingest_tokens = vec!["collector=i-secret".into()];
     }
     let clock: SharedClock = Arc::new(TestClock::new(1_800_000_000 * 1_000_000_000));
-    let state = AppState::open(Arc::new(config), clock, Metrics::new()).unwrap();
+    let config = Arc::new(config);
+    let settings = cellpilot_query::StoreSettings::from_config(&config).unwrap();
+    let store = Arc::new(cellpilot_query::RollupStore::open(settings).unwrap());
+    let metrics = Metrics::new();
+    let controller =
+        cellpilot_control::Controller::open(&config.control, &config.storage.dir, clock.clone(), metrics.clone());
+    let controller = Arc::new(controller.unwrap());
+    let state = AppState::new(config, clock, metrics, store, controller).unwrap();
     state.ready.store(true, Ordering::Release);
     Web { state, _dir: dir }
 }
@@ -216,4 +223,53 @@ async fn the_auth_layer_refuses_by_role() {
     let decisions: serde_json::Value =
         serde_json::from_str(&w.get("/api/v1/decisions", Some(READER)).await.body).unwrap();
     assert_eq!(decisions["decisions"][0]["actor"], "oncall", "{decisions}");
+}
+
+/// Every route of the table, with its parameters filled, answers a caller without credentials,
+/// one with too small a role and one with the right role as its access says.
+#[tokio::test]
+async fn every_route_of_the_table_enforces_its_access() {
+    use cellpilot_core::auth::Role;
+    use cellpilot_web::routes::Access;
+    let w = web(true);
+    let mut checked = 0;
+    for r in cellpilot_web::routes::table() {
+        let path = r.path.replace("{cell}", "bj-unit-01").replace("{slo}", "none");
+        let send = |auth: Option<&'static str>| {
+            let mut req = Request::builder().method(r.method.clone()).uri(path.as_str());
+            if let Some(a) = auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            w.send(req.body(Body::empty()).unwrap())
+        };
+        let (weaker, right) = match r.access {
+            Access::Open => {
+                assert_ne!(send(None).await.status, StatusCode::UNAUTHORIZED, "{} {path}", r.method);
+                checked += 1;
+                continue;
+            }
+            Access::Needs(Role::Read) => (INGEST, READER),
+            Access::Needs(Role::Admin) => (READER, ADMIN),
+            Access::Needs(role) => panic!("{} {path}: no web route should need {role:?}", r.method),
+        };
+        assert_eq!(send(None).await.status, StatusCode::UNAUTHORIZED, "{} {path}", r.method);
+        let a = send(Some(weaker)).await;
+        let role = r.access.as_str();
+        assert!(
+            a.status == StatusCode::FORBIDDEN && a.body.contains(&format!("`{role}`")),
+            "{} {path}: {}",
+            r.method,
+            a.body
+        );
+        // Past the auth layer: the handler answers, whatever it makes of the empty request.
+        let a = send(Some(right)).await;
+        assert!(
+            !matches!(a.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+            "{} {path}: {}",
+            r.method,
+            a.body
+        );
+        checked += 1;
+    }
+    assert!(checked >= 19);
 }

@@ -40,6 +40,20 @@ pub struct StoreSettings {
     pub retention_ms: [i64; 3],
 }
 
+impl StoreSettings {
+    /// The store `config` describes: `[storage]` (where and how long) and `[ingest]`'s window.
+    pub fn from_config(config: &cellpilot_core::config::Config) -> Result<Self> {
+        let s = &config.storage;
+        let spec = cellpilot_core::window::WindowSpec::new(config.ingest.window.0, config.ingest.allowed_lateness.0);
+        Ok(StoreSettings {
+            storage: Arc::new(Storage::from_config(s, &config.cluster.node_id())?),
+            fine_ms: spec.width_ms,
+            lateness_ms: spec.lateness_ms,
+            retention_ms: [s.retention_10s, s.retention_5m, s.retention_1h].map(|d| d.as_millis_i64()),
+        })
+    }
+}
+
 #[derive(Debug)]
 struct TierState {
     rollups_files: Vec<StoredFile>,

@@ -7,14 +7,14 @@
 
 use super::median;
 use cellpilot_control::Controller;
-use cellpilot_control::pb::WatchWeightsRequest;
-use cellpilot_control::pb::cell_weights_client::CellWeightsClient;
 use cellpilot_control::policy::{CellInput, Inputs};
-use cellpilot_control::service::CellWeightsService;
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::ControlConfig;
 use cellpilot_core::metrics::Metrics;
+use cellpilot_gateways::CellWeightsService;
+use cellpilot_gateways::pb::WatchWeightsRequest;
+use cellpilot_gateways::pb::cell_weights_client::CellWeightsClient;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,8 +64,8 @@ async fn measure(json: bool, drains: usize) -> anyhow::Result<()> {
         name: "bench".into(),
         cells: (0..CELLS).map(|i| (format!("cell-{i:04}"), vec![format!("127.0.0.1:{}", 20_000 + i)])).collect(),
     }];
-    let snapshots = Arc::new(cellpilot_xds::Snapshots::new(controller.clone(), clusters));
-    let xds = cellpilot_xds::XdsService::new(snapshots, Authenticator::default(), shutdown.clone());
+    let snapshots = Arc::new(cellpilot_gateways::Snapshots::new(controller.clone(), clusters));
+    let xds = cellpilot_gateways::XdsService::new(snapshots, Authenticator::default(), shutdown.clone());
     let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let xds_addr = xds_listener.local_addr()?;
     let stop = shutdown.clone();
@@ -191,7 +191,7 @@ async fn subscribe(addr: std::net::SocketAddr, id: String, tx: tokio::sync::mpsc
         version_info: version,
         node: Some(Node { id: id.clone(), ..Default::default() }),
         resource_names: vec!["bench".into()],
-        type_url: cellpilot_xds::Kind::Endpoints.type_url().into(),
+        type_url: cellpilot_gateways::Kind::Endpoints.type_url().into(),
         response_nonce: nonce,
         ..Default::default()
     };

@@ -1,31 +1,28 @@
 //! The CellWeights gRPC service over the [`Controller`]: `Watch` streams of the published table
-//! (with their stall watchdog), Acks and cut-over reports, behind the gateway-role
+//! (each a [`Follower`] with a stall watchdog), Acks and cut-over reports, behind the gateway-role
 //! [`RoleGuard`] every gateway and peer listener uses.
 
-use crate::controller::{Controller, MAX_CLOCK_SKEW_MS};
-use crate::gateways::GatewayId;
+use crate::follower::{Follower, MAX_GATEWAY_ID};
 use crate::pb;
-use crate::policy::{State, WeightTable};
+use cellpilot_control::controller::{Controller, MAX_CLOCK_SKEW_MS};
+use cellpilot_control::gateways::GatewayId;
+use cellpilot_control::{State, WeightTable};
 use cellpilot_core::auth::{Authenticator, Principal, Role};
 use cellpilot_core::grpc::{RoleGuard, caller};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-/// Keeps a gateway counted as watching, and its caller as that gateway's owner, while its
-/// stream lives and keeps up; its stall watchdog ends with it.
+/// A Watch stream's gateway and its caller as that gateway's owner, while the stream lives; its
+/// stall watchdog ends with it.
 struct Watching {
-    controller: Arc<Controller>,
+    follower: Arc<Mutex<Follower>>,
     owners: Owners,
     key: (String, String),
-    gateway: GatewayId,
-    /// Who opened the stream (whose streams it counts against).
-    caller: Principal,
     /// Latest version the stream handed to the transport.
-    sent: Arc<std::sync::atomic::AtomicU64>,
-    /// Set while the stream is not reading (it then counts as gone for cut-overs).
-    stalled: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<AtomicU64>,
     /// The stall watchdog; dropping the set (with this) aborts it.
     watchdog: tokio::task::JoinSet<()>,
 }
@@ -33,38 +30,27 @@ struct Watching {
 impl Watching {
     /// The stream handed `version` on: a stalled gateway is watching again.
     fn sent(&self, version: u64) {
-        use std::sync::atomic::Ordering;
         self.sent.fetch_max(version, Ordering::AcqRel);
-        if self.stalled.swap(false, Ordering::AcqRel) {
-            tracing::info!(gateway = %self.key.1, "gateway reads its Watch stream again");
-            if let Err(e) = self.controller.watching(&self.gateway) {
-                tracing::warn!(gateway = %self.key.1, error = %e, "gateway not counted as watching");
-            }
-        }
+        self.follower.lock().unwrap_or_else(|e| e.into_inner()).resume();
     }
 }
 
-/// Watches the table for `gateway`'s stream: a version the stream has not handed on within
+/// Watches the table for a Watch stream: a version the stream has not handed on within
 /// `stall_after` means the gateway is not reading (the transport's flow-control window is the
-/// most it holds); it then stops counting as watching, so it holds no cut-over's `applied_at`.
+/// most it holds).
 fn watchdog(
-    controller: Arc<Controller>,
-    gateway: GatewayId,
-    sent: Arc<std::sync::atomic::AtomicU64>,
-    stalled: Arc<std::sync::atomic::AtomicBool>,
+    mut rx: tokio::sync::watch::Receiver<WeightTable>,
+    follower: Arc<Mutex<Follower>>,
+    sent: Arc<AtomicU64>,
     stall_after: std::time::Duration,
 ) -> tokio::task::JoinSet<()> {
-    use std::sync::atomic::Ordering;
-    let mut rx = controller.subscribe();
     let mut owner = tokio::task::JoinSet::new();
     owner.spawn(async move {
         while rx.changed().await.is_ok() {
             let version = rx.borrow_and_update().version;
             tokio::time::sleep(stall_after).await;
-            if sent.load(Ordering::Acquire) < version && !stalled.swap(true, Ordering::AcqRel) {
-                tracing::warn!(gateway = %gateway.id, version, "gateway is not reading its Watch stream; it no longer holds cut-overs back");
-                controller.metrics().watch_stalls.inc();
-                controller.left(&gateway);
+            if sent.load(Ordering::Acquire) < version {
+                follower.lock().unwrap_or_else(|e| e.into_inner()).stall();
             }
         }
     });
@@ -73,12 +59,7 @@ fn watchdog(
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        tracing::info!(gateway = %self.key.1, "gateway stopped watching");
         self.watchdog.abort_all();
-        if !self.stalled.load(std::sync::atomic::Ordering::Acquire) {
-            self.controller.left(&self.gateway);
-        }
-        self.controller.close_stream(&self.gateway, &self.caller);
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = owners.get_mut(&self.key) {
             *n -= 1;
@@ -132,10 +113,6 @@ pub struct CellWeightsService {
     shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// Default of [`CellWeightsService::stall_after`]: the transport's default keepalive interval
-/// plus timeout, so a gateway that is gone and one that stopped reading are noticed alike.
-pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
-
 impl CellWeightsService {
     /// The service over `controller`.
     pub fn new(
@@ -144,7 +121,7 @@ impl CellWeightsService {
         auth: Authenticator,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        Self { controller, clock, auth, owners: Owners::default(), stall_after: STALL_AFTER, shutdown }
+        Self { controller, clock, auth, owners: Owners::default(), stall_after: crate::follower::STALL_AFTER, shutdown }
     }
 
     /// How long a Watch stream may hold a new version back before its gateway counts as not
@@ -178,30 +155,14 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         let principal = caller(&req);
         let who = principal.actor().to_string();
         let gateway = req.into_inner().gateway_id;
-        check_gateway_id(&gateway)?;
-        principal.check_acts_as(&gateway).map_err(Status::permission_denied)?;
         let rx = self.controller.subscribe();
-        let id = GatewayId::cell_weights(&gateway);
-        self.controller.open_stream(&id, &principal).map_err(|e| Status::resource_exhausted(e.to_string()))?;
-        if let Err(e) = self.controller.watching(&id) {
-            self.controller.close_stream(&id, &principal);
-            return Err(Status::resource_exhausted(e.to_string()));
-        }
-        tracing::info!(%gateway, caller = %who, "gateway watching weights");
+        let mut follower = Follower::open(&self.controller, GatewayId::cell_weights(&gateway), &principal)?;
+        follower.follow(true)?;
         *self.owners.lock().unwrap_or_else(|e| e.into_inner()).entry((who.clone(), gateway.clone())).or_default() += 1;
-        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let dog = watchdog(self.controller.clone(), id.clone(), sent.clone(), stalled.clone(), self.stall_after);
-        let guard = Watching {
-            controller: self.controller.clone(),
-            owners: self.owners.clone(),
-            key: (who, gateway),
-            gateway: id,
-            caller: principal,
-            sent,
-            stalled,
-            watchdog: dog,
-        };
+        let follower = Arc::new(Mutex::new(follower));
+        let sent = Arc::new(AtomicU64::new(0));
+        let dog = watchdog(rx.clone(), follower.clone(), sent.clone(), self.stall_after);
+        let guard = Watching { follower, owners: self.owners.clone(), key: (who, gateway), sent, watchdog: dog };
         // The current table at once, then each change; a slow watcher skips to the latest
         // version instead of holding anyone up.
         let stream = futures::StreamExt::take_until(
@@ -221,7 +182,9 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         if a.gateway_id.is_empty() {
             return Err(Status::invalid_argument("gateway_id is required"));
         }
-        check_gateway_id(&a.gateway_id)?;
+        if a.gateway_id.len() > MAX_GATEWAY_ID {
+            return Err(Status::invalid_argument(format!("gateway_id is longer than {MAX_GATEWAY_ID} bytes")));
+        }
         // A gateway token speaks for the gateways it watches as, not for every gateway.
         if let Principal::Token { name, .. } = &who
             && !who.has(Role::Admin)
@@ -253,14 +216,4 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         }
         Ok(Response::new(pb::AckResponse {}))
     }
-}
-
-/// Longest `gateway_id` accepted.
-const MAX_GATEWAY_ID: usize = 256;
-
-fn check_gateway_id(id: &str) -> Result<(), Status> {
-    if id.len() > MAX_GATEWAY_ID {
-        return Err(Status::invalid_argument(format!("gateway_id is longer than {MAX_GATEWAY_ID} bytes")));
-    }
-    Ok(())
 }

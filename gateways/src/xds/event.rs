@@ -2,12 +2,12 @@
 //! assignments that did not change) and the bounds every request is held to before anything is
 //! kept from it.
 
-use crate::resources::{Kind, Snapshot};
+use crate::xds::resources::{Kind, Snapshot};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::Status;
 
 /// One stream's state machine: requests and new snapshots in, responses and events out.
-pub trait Machine: Send + 'static {
+pub(crate) trait Machine: Send + 'static {
     /// The variant's request.
     type Req: Send + 'static;
     /// The variant's response.
@@ -34,7 +34,7 @@ pub trait Machine: Send + 'static {
 
 /// Something the controller must hear about a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The node applied the response of table `version`.
     Ack {
         /// Resource type.
@@ -61,7 +61,7 @@ pub enum Event {
 
 /// Bounds on what one request may name.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Names in one request's list.
     pub max_names: usize,
     /// Bytes of one name.
@@ -69,7 +69,7 @@ pub struct Limits {
 }
 
 /// Longest node id kept (as CellWeights' `gateway_id`).
-pub const MAX_NODE_ID: usize = 256;
+pub(crate) const MAX_NODE_ID: usize = crate::follower::MAX_GATEWAY_ID;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -79,7 +79,11 @@ impl Default for Limits {
 
 impl Limits {
     /// `INVALID_ARGUMENT` naming the field when `names` is over a bound.
-    pub fn check_names<'a>(&self, names: impl ExactSizeIterator<Item = &'a String>, field: &str) -> Result<(), Status> {
+    pub(crate) fn check_names<'a>(
+        &self,
+        names: impl ExactSizeIterator<Item = &'a String>,
+        field: &str,
+    ) -> Result<(), Status> {
         if names.len() > self.max_names {
             return Err(Status::invalid_argument(format!("{field} names more than {} resources", self.max_names)));
         }

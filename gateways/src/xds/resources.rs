@@ -128,7 +128,7 @@ impl Snapshots {
 }
 
 /// The resources of every cluster at the controller's current table.
-pub fn build(controller: &Controller, clusters: &[XdsCluster]) -> Snapshot {
+pub(crate) fn build(controller: &Controller, clusters: &[XdsCluster]) -> Snapshot {
     let table = controller.table();
     let weight = |cell: &str| match table.cells.iter().find(|c| c.cell == cell) {
         Some(c) => (c.state, c.weight),

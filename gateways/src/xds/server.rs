@@ -3,10 +3,11 @@
 //! the node did — joined (holds an assignment), ACKed, NACKed, stalled, left — so a drain's
 //! cut-over waits for every xDS node as it does for CellWeights gateways.
 
-use crate::delta::Delta;
-use crate::event::{Event, Limits, MAX_NODE_ID, Machine};
-use crate::resources::{Kind, Snapshots};
-use crate::sotw::Sotw;
+use crate::follower::Follower;
+use crate::xds::delta::Delta;
+use crate::xds::event::{Event, Limits, MAX_NODE_ID, Machine};
+use crate::xds::resources::{Kind, Snapshots};
+use crate::xds::sotw::Sotw;
 use cellpilot_control::Controller;
 use cellpilot_control::gateways::GatewayId;
 use cellpilot_core::auth::Role;
@@ -48,7 +49,7 @@ impl XdsService {
             auth,
             limits: Limits::default(),
             names: NameBudget::of(&cellpilot_core::config::XdsConfig::default()),
-            stall_after: cellpilot_control::service::STALL_AFTER,
+            stall_after: crate::follower::STALL_AFTER,
             shutdown,
         }
     }
@@ -122,66 +123,40 @@ impl AggregatedDiscoveryService for XdsService {
     }
 }
 
-/// The node behind a stream, once its first request named it; dropping it tells the controller
-/// the stream is gone.
+/// The node behind a stream, once its first request named it.
 struct NodeGuard {
-    controller: Arc<Controller>,
-    id: GatewayId,
-    /// Who opened the stream (whose streams it counts against).
-    caller: Principal,
-    /// Counts as watching now.
-    watching: bool,
+    follower: Follower,
     /// Since when an assignment has gone unanswered.
     awaiting_since: Option<Instant>,
-    /// Left an assignment unanswered for the stall time; follows again once it answers.
-    stalled: bool,
 }
 
 impl NodeGuard {
     fn open(controller: &Arc<Controller>, node: &str, caller: &Principal) -> Result<Self, Status> {
-        caller.check_acts_as(node).map_err(Status::permission_denied)?;
-        let id = GatewayId::xds(node);
-        controller.open_stream(&id, caller).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        let follower = Follower::open(controller, GatewayId::xds(node), caller)?;
         controller.metrics().xds_streams.inc();
-        tracing::info!(node = %node, caller = %caller.actor(), "xDS node connected");
-        let caller = caller.clone();
-        Ok(Self { controller: controller.clone(), id, caller, watching: false, awaiting_since: None, stalled: false })
-    }
-
-    fn set_watching(&mut self, on: bool) {
-        if on == self.watching {
-            return;
-        }
-        if on {
-            if let Err(e) = self.controller.watching(&self.id) {
-                tracing::warn!(node = %self.id.id, error = %e, "xDS node not counted as watching");
-                return;
-            }
-        } else {
-            self.controller.left(&self.id);
-        }
-        self.watching = on;
+        Ok(Self { follower, awaiting_since: None })
     }
 
     fn record(&self, events: Vec<Event>) {
+        let (controller, id) = (self.follower.controller(), self.follower.id());
         for e in events {
             let recorded = match e {
                 Event::Ack { kind: Kind::Endpoints, version } | Event::Unchanged { version } => {
-                    self.controller.ack(&self.id, version, self.controller.clock().now_ms())
+                    controller.ack(id, version, controller.clock().now_ms())
                 }
                 Event::Ack { .. } => Ok(()),
                 Event::Nack { kind, version, error } => {
                     // A client's text, logged no longer than it is kept.
                     let detail = cellpilot_core::cut_str(&error, cellpilot_control::gateways::MAX_NACK_DETAIL);
-                    if let Some(held_back) = nack_lines().allow(&self.id.id) {
-                        tracing::warn!(node = %self.id.id, type_url = kind.type_url(), version, error = %detail, nacks_held_back = held_back, "xDS node refused a response (NACK)");
+                    if let Some(held_back) = nack_lines().allow(&id.id) {
+                        tracing::warn!(node = %id.id, type_url = kind.type_url(), version, error = %detail, nacks_held_back = held_back, "xDS node refused a response (NACK)");
                     }
-                    self.controller.metrics().xds_nacks.inc();
-                    self.controller.nack(&self.id, version, &error)
+                    controller.metrics().xds_nacks.inc();
+                    controller.nack(id, version, &error)
                 }
             };
             if let Err(e) = recorded {
-                tracing::warn!(node = %self.id.id, error = %e, "xDS node's answer not recorded");
+                tracing::warn!(node = %id.id, error = %e, "xDS node's answer not recorded");
             }
         }
     }
@@ -189,10 +164,7 @@ impl NodeGuard {
 
 impl Drop for NodeGuard {
     fn drop(&mut self) {
-        tracing::info!(node = %self.id.id, "xDS node disconnected");
-        self.set_watching(false);
-        self.controller.close_stream(&self.id, &self.caller);
-        self.controller.metrics().xds_streams.dec();
+        self.follower.controller().metrics().xds_streams.dec();
     }
 }
 
@@ -229,8 +201,11 @@ impl<M: Machine> Session<M> {
             if self.done {
                 return None;
             }
-            let stall_at =
-                self.node.as_ref().and_then(|n| n.awaiting_since.filter(|_| n.watching)).map(|t| t + self.stall_after);
+            let stall_at = self
+                .node
+                .as_ref()
+                .and_then(|n| n.awaiting_since.filter(|_| n.follower.counted()))
+                .map(|t| t + self.stall_after);
             let step = tokio::select! {
                 _ = self.shutdown.cancelled() => Step::Stop,
                 r = self.incoming.message() => Step::Request(r),
@@ -261,10 +236,7 @@ impl<M: Machine> Session<M> {
                 }
                 Step::Stalled => {
                     if let Some(node) = self.node.as_mut() {
-                        tracing::warn!(node = %node.id.id, "xDS node has not answered an assignment; it no longer holds cut-overs back");
-                        node.controller.metrics().watch_stalls.inc();
-                        node.stalled = true;
-                        node.set_watching(false);
+                        node.follower.stall();
                     }
                 }
             }
@@ -303,11 +275,12 @@ impl<M: Machine> Session<M> {
             (true, _) => Some(Instant::now()),
         };
         if answered {
-            node.stalled = false;
+            node.follower.resume();
         }
         // Join before recording: an ACK of the version that drained a cell counts for it.
-        let follows = self.machine.holds_assignment() && !node.stalled;
-        node.set_watching(follows);
+        if let Err(e) = node.follower.follow(self.machine.holds_assignment()) {
+            tracing::warn!(node = %node.follower.id().id, error = %e.message(), "xDS node not counted as watching");
+        }
         node.record(events);
     }
 }

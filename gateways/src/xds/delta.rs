@@ -3,8 +3,8 @@
 //! `initial_resource_versions` on reconnect) and the responses not yet answered; requests and
 //! new snapshots in, responses carrying only what changed and ACK/NACK events out.
 
-use crate::event::{Event, Limits, Machine};
-use crate::resources::{Kind, Snapshot};
+use crate::xds::event::{Event, Limits, Machine};
+use crate::xds::resources::{Kind, Snapshot};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -29,14 +29,14 @@ struct TypeState {
 
 /// One delta stream.
 #[derive(Debug, Default)]
-pub struct Delta {
+pub(crate) struct Delta {
     types: [TypeState; 4],
     nonces: u64,
 }
 
 impl Delta {
     /// A new stream.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 

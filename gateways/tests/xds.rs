@@ -10,7 +10,7 @@ use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::{AuthConfig, ControlConfig, XdsCluster, XdsConfig};
 use cellpilot_core::metrics::Metrics;
-use cellpilot_xds::{Kind, Snapshots, XdsService};
+use cellpilot_gateways::{Kind, Snapshots, XdsService};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -355,7 +355,7 @@ async fn requests_over_the_bounds_are_refused() {
     // A request over the decode limit is refused before it is decoded.
     let mut s = open_sotw(&f).await;
     let mut r = sotw(Kind::Endpoints, &["checkout"], "", "");
-    r.node.as_mut().unwrap().user_agent_name = "x".repeat(cellpilot_xds::server::MAX_REQUEST_BYTES);
+    r.node.as_mut().unwrap().user_agent_name = "x".repeat(cellpilot_gateways::xds::MAX_REQUEST_BYTES);
     s.send(r).await;
     let e = s.rx.message().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");

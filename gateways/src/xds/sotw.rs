@@ -2,8 +2,8 @@
 //! the latest response (its nonce and version) and what it held; requests and new snapshots
 //! in, responses and ACK/NACK events out. No I/O, so every rule is tested directly.
 
-use crate::event::{Event, Limits, Machine};
-use crate::resources::{Kind, Snapshot};
+use crate::xds::event::{Event, Limits, Machine};
+use crate::xds::resources::{Kind, Snapshot};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,14 +25,14 @@ struct TypeState {
 
 /// One SotW stream.
 #[derive(Debug, Default)]
-pub struct Sotw {
+pub(crate) struct Sotw {
     types: [TypeState; 4],
     nonces: u64,
 }
 
 impl Sotw {
     /// A new stream.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
