@@ -142,6 +142,10 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
+        /// Run the bench with `--json` and write its figures as its section of
+        /// docs/benchmarks.md (run from the repository root).
+        #[arg(long, global = true)]
+        markdown: bool,
     },
 }
 
@@ -281,18 +285,23 @@ fn main() -> anyhow::Result<()> {
             };
             loadgen::run_with_progress(&load)
         }
-        Command::Bench { what: BenchWhat::Ingest { memory_cells: Some(cells), .. } } => bench::ingest::memory(cells),
-        Command::Bench { what: BenchWhat::Ingest { json, runs, memory_cells: None } } => bench::ingest::run(json, runs),
-        Command::Bench { what: BenchWhat::Query { json, runs } } => bench::query::run(json, runs),
-        Command::Bench { what: BenchWhat::Cluster { json, runs, small } } => bench::cluster::run(
+        Command::Bench { what, markdown: true } => bench_markdown(bench_name(&what)),
+        Command::Bench { what: BenchWhat::Ingest { memory_cells: Some(cells), .. }, .. } => {
+            bench::ingest::memory(cells)
+        }
+        Command::Bench { what: BenchWhat::Ingest { json, runs, memory_cells: None }, .. } => {
+            bench::ingest::run(json, runs)
+        }
+        Command::Bench { what: BenchWhat::Query { json, runs }, .. } => bench::query::run(json, runs),
+        Command::Bench { what: BenchWhat::Cluster { json, runs, small }, .. } => bench::cluster::run(
             json,
             runs,
             if small { bench::cluster::Size::SMALL } else { bench::cluster::Size::FULL },
         ),
-        Command::Bench { what: BenchWhat::Control { json, drains } } => bench::control::run(json, drains),
-        Command::Bench { what: BenchWhat::E2e { json, runs, load } } => bench::e2e::run(json, runs, load.into()),
-        Command::Bench { what: BenchWhat::Web { json, runs } } => bench::web::run(json, runs),
-        Command::Bench { what: BenchWhat::Sustained { json, seconds, senders, rate, transport } } => {
+        Command::Bench { what: BenchWhat::Control { json, drains }, .. } => bench::control::run(json, drains),
+        Command::Bench { what: BenchWhat::E2e { json, runs, load }, .. } => bench::e2e::run(json, runs, load.into()),
+        Command::Bench { what: BenchWhat::Web { json, runs }, .. } => bench::web::run(json, runs),
+        Command::Bench { what: BenchWhat::Sustained { json, seconds, senders, rate, transport }, .. } => {
             bench::sustained::run(json, bench::sustained::Plan { seconds, senders, rate, transports: transport })
         }
         Command::Generate { data_dir, url, node, days, fine_hours, cells, services, routes, rps, incident, seed } => {
@@ -330,4 +339,55 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(client::query(&server, token.as_deref(), ca.as_deref(), &sql))
         }
     }
+}
+
+/// The name a bench goes by on the command line (and in docs/benchmarks.md).
+fn bench_name(what: &BenchWhat) -> &'static str {
+    match what {
+        BenchWhat::Web { .. } => "web",
+        BenchWhat::E2e { .. } => "e2e",
+        BenchWhat::Ingest { .. } => "ingest",
+        BenchWhat::Query { .. } => "query",
+        BenchWhat::Cluster { .. } => "cluster",
+        BenchWhat::Control { .. } => "control",
+        BenchWhat::Sustained { .. } => "sustained",
+    }
+}
+
+/// `bench --markdown NAME ...`: this binary runs `bench NAME ... --json`, and its last line
+/// becomes NAME's section of docs/benchmarks.md.
+fn bench_markdown(name: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--markdown").collect();
+    let mut child_args = args.clone();
+    if !child_args.iter().any(|a| a == "--json") {
+        child_args.push("--json".into());
+    }
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(&child_args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the bench")?;
+    anyhow::ensure!(out.status.success(), "bench {name} failed ({})", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).context("the bench printed no figures")?;
+    let figures: serde_json::Value = serde_json::from_str(last).context("the bench's last line is not JSON")?;
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_string(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let now = cellpilot_core::clock::Clock::now_ms(&cellpilot_core::clock::SystemClock);
+    let provenance = bench::markdown::Provenance {
+        command: format!("cellpilot {}", args.join(" ")),
+        date: cellpilot_core::time::format_rfc3339_ms(now).chars().take(10).collect(),
+        commit,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let path = std::path::Path::new("docs/benchmarks.md");
+    bench::markdown::write(path, name, &provenance, &figures)?;
+    println!("{last}");
+    eprintln!("wrote the `bench {name}` section of {}", path.display());
+    Ok(())
 }

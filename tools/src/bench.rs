@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod control;
 pub mod e2e;
 pub mod ingest;
+pub mod markdown;
 pub mod query;
 pub mod sustained;
 pub mod web;
