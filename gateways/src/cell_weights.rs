@@ -1,5 +1,5 @@
 //! The CellWeights gRPC service over the [`Controller`]: `Watch` streams of the published table
-//! (each a [`Follower`] with a stall watchdog), Acks and cut-over reports, behind the gateway-role
+//! (each a `Follower` with a stall watchdog), Acks and cut-over reports, behind the gateway-role
 //! [`RoleGuard`] every gateway and peer listener uses.
 
 use crate::follower::{Follower, MAX_GATEWAY_ID};

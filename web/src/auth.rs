@@ -1,16 +1,34 @@
 //! The web listener's one authentication layer: it runs in front of every route with the
-//! [`Access`] the route table gives it, so a request needs a token (or a client certificate
+//! [`Access`] the route table (`routes.rs`) gives it, so a request needs a token (or a client certificate
 //! `[auth] cert_roles` names) with the route's role. Handlers that record an actor take the
 //! [`Principal`] from the request's extensions.
 
 use crate::error::ApiError;
-use crate::routes::Access;
 use crate::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use cellpilot_core::auth::{PeerCert, Principal};
+use cellpilot_core::auth::{PeerCert, Principal, Role};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: probes that tell nothing about the fleet.
+    Open,
+    /// A caller holding this role (or one that implies it).
+    Needs(Role),
+}
+
+impl Access {
+    /// The word `docs/api.md` uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Open => "none",
+            Access::Needs(role) => role.as_str(),
+        }
+    }
+}
 
 /// Middleware: authenticates, checks the route's role, and hands the [`Principal`] on.
 pub(crate) async fn layer(

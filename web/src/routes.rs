@@ -3,31 +3,13 @@
 //! from the route that matched, and a path no route matches needs the read role (closed by
 //! default, so a 404 tells an unauthenticated caller nothing).
 
+pub use crate::auth::Access;
 use crate::state::AppState;
 use crate::{api, auth, ops, pages};
 use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, any, get, post};
 use cellpilot_core::auth::Role;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone: probes that tell nothing about the fleet.
-    Open,
-    /// A caller holding this role (or one that implies it).
-    Needs(Role),
-}
-
-impl Access {
-    /// The word `docs/api.md` uses for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Open => "none",
-            Access::Needs(role) => role.as_str(),
-        }
-    }
-}
 
 /// One route: what it answers, who may call it, and where it is served.
 #[derive(Debug)]

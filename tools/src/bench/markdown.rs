@@ -109,7 +109,7 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// `doc` with `bench`'s section replaced by `section`, or appended under [`HEADING`].
+/// `doc` with `bench`'s section replaced by `section`, or appended under "## Latest figures".
 pub fn splice(doc: &str, bench: &str, section: &str) -> String {
     let (open, close) = (format!("<!-- bench {bench} -->"), format!("<!-- /bench {bench} -->"));
     if let (Some(a), Some(b)) = (doc.find(&open), doc.find(&close))

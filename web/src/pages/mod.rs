@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use cellpilot_core::link;
 use cellpilot_core::range::TimeRange;
 use cellpilot_core::time::format_rfc3339_ms;
-use cellpilot_dashboards::svg::{self, Marker};
+use cellpilot_dashboards::svg;
 use serde::Deserialize;
 
 mod alerts;
@@ -82,10 +82,4 @@ fn picker(path: &str, on: &str) -> String {
         .collect()
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.3} %", x * 100.0)
-}
-
-fn ms(us: u64) -> String {
-    format!("{:.1} ms", us as f64 / 1000.0)
-}
+use cellpilot_dashboards::views::{ms, pct};
