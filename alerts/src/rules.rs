@@ -1,6 +1,7 @@
 //! The rules: from facts about SLOs and cells to the alert conditions that hold now (pure).
 
-use crate::burn_rate::{PAIRS, burn_rate};
+use crate::burn_rate::PAIRS;
+use cellpilot_core::objective::Objective;
 use std::collections::BTreeMap;
 
 /// Labels of an alert.
@@ -33,14 +34,19 @@ pub struct Window {
 pub struct SloFacts {
     /// SLO name.
     pub name: String,
-    /// Availability target (e.g. 0.999).
-    pub availability: f64,
-    /// Errors per window.
-    pub availability_windows: BTreeMap<i64, Window>,
-    /// Slow non-error requests per window, when the SLO has a latency objective.
-    pub latency_windows: Option<BTreeMap<i64, Window>>,
+    /// Each objective the SLO sets, with its counts per window.
+    pub objectives: Vec<ObjectiveFacts>,
     /// The SLO's selector labels (`cell`, `service`).
     pub selector: Labels,
+}
+
+/// One objective of an SLO and its counts over each window length (ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectiveFacts {
+    /// What it counts and its target.
+    pub objective: Objective,
+    /// Its bad events and all requests per window.
+    pub windows: BTreeMap<i64, Window>,
 }
 
 /// What a cell looks like now.
@@ -96,14 +102,10 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 pub fn conditions(facts: &Facts) -> Vec<Condition> {
     let mut out = Vec::new();
     for slo in &facts.slos {
-        let objectives = [
-            ("SLOAvailabilityBurnRateHigh", "availability", Some(&slo.availability_windows), slo.availability),
-            ("SLOLatencyBurnRateHigh", "latency", slo.latency_windows.as_ref(), cellpilot_core::slo::LATENCY_TARGET),
-        ];
-        for (alertname, objective, windows, target) in objectives {
-            let Some(windows) = windows else { continue };
+        for o in &slo.objectives {
+            let (alertname, objective) = (o.objective.kind.alert_name(), o.objective.kind.name());
             for pair in PAIRS {
-                let rate = |w: i64| windows.get(&w).map_or(0.0, |x| burn_rate(x.bad, x.total, target));
+                let rate = |w: i64| o.windows.get(&w).map_or(0.0, |x| o.objective.burn_rate(x.bad, x.total));
                 let (long, short) = (rate(pair.long_ms), rate(pair.short_ms));
                 if long > pair.factor && short > pair.factor {
                     let cell = slo.selector.get("cell").map_or("", String::as_str);
@@ -233,6 +235,7 @@ pub fn conditions(facts: &Facts) -> Vec<Condition> {
 mod tests {
     use super::*;
     use crate::burn_rate::PAIRS;
+    use cellpilot_core::objective::Kind;
 
     fn slo(rate_long: (u64, u64), rate_short: (u64, u64)) -> SloFacts {
         let mut w = BTreeMap::new();
@@ -242,9 +245,10 @@ mod tests {
         }
         SloFacts {
             name: "checkout".into(),
-            availability: 0.999,
-            availability_windows: w,
-            latency_windows: None,
+            objectives: vec![ObjectiveFacts {
+                objective: Objective { kind: Kind::Availability, target: 0.999, threshold_ms: None },
+                windows: w,
+            }],
             selector: Labels::new(),
         }
     }

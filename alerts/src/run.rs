@@ -6,11 +6,12 @@
 use crate::burn_rate;
 use crate::engine::{Alert, AlertState, Engine};
 use crate::outbox::Outboxes;
-use crate::rules::{self, CellFacts, CutoverFacts, Facts, Labels, SloFacts, Window};
+use crate::rules::{self, CellFacts, CutoverFacts, Facts, Labels, ObjectiveFacts, SloFacts, Window};
 pub use crate::view::AlertsView;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
+use cellpilot_core::objective::{self, Events, Objective};
 use cellpilot_core::task::Every;
 use cellpilot_query::RollupStore;
 use cellpilot_query::slo::counts;
@@ -92,26 +93,22 @@ pub fn facts(
     let mut slos = Vec::new();
     for s in &config.slo {
         let sel = &s.selector;
-        let threshold = s.latency_p999_ms.map(|ms| (ms * 1000.0) as u64);
-        let mut avail = BTreeMap::new();
-        let mut lat = BTreeMap::new();
+        let mut objectives: Vec<ObjectiveFacts> = Objective::of(s)
+            .into_iter()
+            .map(|objective| ObjectiveFacts { objective, windows: BTreeMap::new() })
+            .collect();
         for w in burn_rate::windows() {
-            let c = counts(store, sel, now_ms - w, now_ms, now_ms, threshold)?;
-            avail.insert(w, Window { bad: c.errors, total: c.requests });
-            // Slow requests that failed are already bad for availability.
-            lat.insert(w, Window { bad: c.slow, total: c.requests });
+            let c = counts(store, sel, now_ms - w, now_ms, now_ms, objective::slow_above_us(s))?;
+            let events = Events { requests: c.requests, errors: c.errors, slow: c.slow };
+            for o in &mut objectives {
+                o.windows.insert(w, Window { bad: o.objective.bad(&events), total: c.requests });
+            }
         }
         let selector: Labels = [("cell", &s.selector.cell), ("service", &s.selector.service)]
             .into_iter()
             .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
             .collect();
-        slos.push(SloFacts {
-            name: s.name.clone(),
-            availability: s.availability,
-            availability_windows: avail,
-            latency_windows: threshold.map(|_| lat),
-            selector,
-        });
+        slos.push(SloFacts { name: s.name.clone(), objectives, selector });
     }
     let window = config.alerts.cell_error_rate_for.as_millis_i64();
     let recent = cellpilot_query::cells::cells(store, now_ms - window, now_ms, now_ms)?;

@@ -9,7 +9,8 @@
 //! - [`latency`]: the latency histogram (HdrHistogram, 2 significant digits, microseconds) and a
 //!   sparse form of it that open windows hold.
 //! - [`schema`]: the Arrow schemas of `rollups` and `errors_by_cause` and builders for them.
-//! - [`slo`]: burn rates and the latency objective's target, shared by alerts and the dashboard.
+//! - [`slo`]: burn rates, shared by alerts and the dashboard.
+//! - [`objective`]: SLO objectives as one type: each kind's bad events, target and names.
 //! - [`store`]: the traits through which ingest hands rollups to whoever stores them.
 //! - [`metrics`]: the process's Prometheus registry with the stable `cellpilot_` names.
 //! - [`time`]: timestamp parsing and RFC 3339 formatting for APIs.
@@ -34,6 +35,7 @@ pub mod health;
 pub mod latency;
 pub mod link;
 pub mod metrics;
+pub mod objective;
 pub mod range;
 pub mod role;
 pub mod schema;

@@ -1,9 +1,6 @@
-//! SLO arithmetic the alerts and the dashboard share, so an SLO card and a burn-rate alert read
+//! SLO arithmetic the alerts and the dashboard share (the objectives themselves are
+//! [`crate::objective`]), so an SLO card and a burn-rate alert read
 //! the same counts the same way and can never disagree.
-
-/// Target of every latency objective: at most 0.1 % of requests slower than the SLO's
-/// `latency_p999_ms` (what a P99.9 threshold means).
-pub const LATENCY_TARGET: f64 = 0.999;
 
 /// How fast `bad` of `total` events spend the budget of `target`: bad/total over the budget
 /// fraction (1 − target). 1 spends exactly the budget over the SLO period; 0 without traffic.

@@ -3,7 +3,8 @@
 //! have avoided.
 
 use super::rows::{fine_plan, walk};
-use super::{AVAILABILITY, Bad, CutoverShare, Drain, LATENCY, Scope, fraction};
+use super::{CutoverShare, Drain, Scope, fraction};
+use cellpilot_core::objective::{Bad, Kind};
 use std::collections::BTreeMap;
 
 /// How far before a drain its failure onset is looked for first (widened while the run of
@@ -39,11 +40,10 @@ pub(super) fn drain_cost(
                 return Ok(());
             }
             let bad = r.bad(i, s.threshold_us)?;
-            let w = windows.entry(r.start.value(i)).or_insert((r.end.value(i), 0, 0, [0, 0]));
+            let w = windows.entry(r.start.value(i)).or_insert((r.end.value(i), 0, 0, Bad::default()));
             w.1 = w.1.saturating_add(r.errors.value(i));
             w.2 = w.2.saturating_add(r.requests.value(i));
-            w.3[AVAILABILITY] = w.3[AVAILABILITY].saturating_add(bad[AVAILABILITY]);
-            w.3[LATENCY] = w.3[LATENCY].saturating_add(bad[LATENCY]);
+            w.3.add(bad);
             Ok(())
         })?;
         let mut onset = d.decided_at_ms;
@@ -62,23 +62,21 @@ pub(super) fn drain_cost(
             continue;
         }
         let target_end = cutover_ms.map(|t| d.decided_at_ms + t as i64);
-        let (mut bad, mut avoidable) = ([0u64; 2], [0u64; 2]);
+        let (mut bad, mut avoidable) = (Bad::default(), Bad::default());
         for (start, (wend, _, _, b)) in windows.range(..end) {
             if *wend <= onset || *start > done {
                 continue;
             }
-            for k in [AVAILABILITY, LATENCY] {
-                bad[k] = bad[k].saturating_add(b[k]);
-                if target_end.is_some_and(|t| *start >= t) {
-                    avoidable[k] = avoidable[k].saturating_add(b[k]);
-                }
+            bad.add(*b);
+            if target_end.is_some_and(|t| *start >= t) {
+                avoidable.add(*b);
             }
         }
         return Ok(DrainCost { drain: d.clone(), bad, avoidable });
     }
 }
 
-pub(super) fn cutover_shares(costs: &[DrainCost], k: usize, total_bad: u64) -> Vec<CutoverShare> {
+pub(super) fn cutover_shares(costs: &[DrainCost], k: Kind, total_bad: u64) -> Vec<CutoverShare> {
     let mut out: Vec<CutoverShare> = costs
         .iter()
         .map(|c| {

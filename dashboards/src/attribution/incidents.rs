@@ -5,7 +5,7 @@ use super::rows::{Rows, each_row, fine_plan, selected, walk};
 use super::{Counts, Incident, MINUTE_MS, ReportSettings, Scope, floor, fraction};
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::config::SloConfig;
-use cellpilot_core::slo::burn_rate;
+use cellpilot_core::objective::Objective;
 use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_query::files::Table;
 use cellpilot_query::store::Piece;
@@ -120,23 +120,22 @@ impl Minutes {
 /// A run of hot buckets: (start, end, bad).
 type Run = (i64, i64, u64);
 
-/// Incidents of objective `k`: maximal runs of buckets burning faster than `incident_burn_rate`,
+/// Incidents of objective `o`: maximal runs of buckets burning faster than `incident_burn_rate`,
 /// merged across gaps shorter than `incident_gap`, each named after the cell with the most bad
 /// events in its hot buckets.
 pub(super) fn incidents(
     s: &Scope<'_>,
     settings: &ReportSettings,
     minutes: &Minutes,
-    (k, target): (usize, f64),
+    o: &Objective,
     total_bad: u64,
 ) -> cellpilot_query::Result<Vec<Incident>> {
+    let k = o.kind;
     let gap = settings.incident_gap_ms;
     let hot: Vec<bool> = minutes
         .slots
         .iter()
-        .map(|b| {
-            b.counts.requests > 0 && burn_rate(b.counts.bad[k], b.counts.requests, target) > settings.incident_burn_rate
-        })
+        .map(|b| b.counts.requests > 0 && o.burn_rate(b.counts.bad[k], b.counts.requests) > settings.incident_burn_rate)
         .collect();
     let mut runs: Vec<Run> = Vec::new();
     for (idx, b) in minutes.slots.iter().enumerate().filter(|(i, _)| hot[*i]) {

@@ -31,18 +31,11 @@ mod standing;
 pub use model::*;
 
 use cellpilot_core::config::{Config, DashboardsConfig, SloConfig};
-use cellpilot_core::slo::LATENCY_TARGET;
+use cellpilot_core::objective::{self, Bad, Kind};
 use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_query::RollupStore;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Index of the availability objective in [`Bad`].
-pub(crate) const AVAILABILITY: usize = 0;
-/// Index of the latency objective in [`Bad`].
-pub(crate) const LATENCY: usize = 1;
-/// Bad events of a row for each objective.
-pub(crate) type Bad = [u64; 2];
 
 /// Requests and bad events.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,12 +47,17 @@ pub(crate) struct Counts {
 impl Counts {
     pub(crate) fn add(&mut self, requests: u64, bad: Bad) {
         self.requests = self.requests.saturating_add(requests);
-        self.bad[AVAILABILITY] = self.bad[AVAILABILITY].saturating_add(bad[AVAILABILITY]);
-        self.bad[LATENCY] = self.bad[LATENCY].saturating_add(bad[LATENCY]);
+        self.bad.add(bad);
     }
 }
 
 const MINUTE_MS: i64 = 60_000;
+
+/// Every SLO has an availability objective ([`objective::Objective::of`]); this is the error if
+/// that ever stops being so.
+fn no_availability(slo: &SloConfig) -> cellpilot_query::Error {
+    cellpilot_query::Error::Internal(format!("SLO `{}` has no availability objective", slo.name))
+}
 
 fn floor(t: i64, step: i64) -> i64 {
     t - t.rem_euclid(step)
@@ -67,10 +65,6 @@ fn floor(t: i64, step: i64) -> i64 {
 
 fn fraction(part: u64, total: u64) -> f64 {
     if total == 0 { 0.0 } else { part as f64 / total as f64 }
-}
-
-fn threshold_us(ms: f64) -> u64 {
-    (ms * 1000.0) as u64
 }
 
 /// What one reading of the rollups is about: the store, the SLO's selection, the range
@@ -152,15 +146,19 @@ pub fn summary(
     now_ms: i64,
     with_latency: bool,
 ) -> cellpilot_query::Result<Summary> {
-    let threshold_ms = slo.latency_p999_ms.filter(|_| with_latency);
-    let scope =
-        Scope { store, slo, from: from_ms, to: to_ms, now: now_ms, threshold_us: threshold_ms.map(threshold_us) };
+    let threshold_us = objective::slow_above_us(slo).filter(|_| with_latency);
+    let scope = Scope { store, slo, from: from_ms, to: to_ms, now: now_ms, threshold_us };
     let s = standing::spans(&scope, None)?;
-    Ok(Summary {
-        requests: s.all.requests,
-        availability: standing::standing(AVAILABILITY, slo.availability, None, &s),
-        latency: threshold_ms.map(|t| standing::standing(LATENCY, LATENCY_TARGET, Some(t), &s)),
-    })
+    let (mut availability, mut latency) = (None, None);
+    for o in objective::Objective::of(slo) {
+        match o.kind {
+            Kind::Availability => availability = Some(standing::standing(&o, &s)),
+            Kind::Latency if with_latency => latency = Some(standing::standing(&o, &s)),
+            Kind::Latency => {}
+        }
+    }
+    let availability = availability.ok_or_else(|| no_availability(slo))?;
+    Ok(Summary { requests: s.all.requests, availability, latency })
 }
 
 /// The report for `slo` over `[from_ms, to_ms)`; `drains` are the cut-overs of the range.
@@ -171,8 +169,8 @@ pub fn summary(
 /// drained cell's windows around each drain.
 pub fn report(req: &ReportRequest<'_>) -> cellpilot_query::Result<Report> {
     let ReportRequest { store, slo, settings, drains, from_ms, to_ms, now_ms } = *req;
-    let threshold = slo.latency_p999_ms.map(threshold_us);
-    let scope = Scope { store, slo, from: from_ms, to: to_ms, now: now_ms, threshold_us: threshold };
+    let scope =
+        Scope { store, slo, from: from_ms, to: to_ms, now: now_ms, threshold_us: objective::slow_above_us(slo) };
     let series = series::by_series(&scope)?;
     let mut all = Counts::default();
     for c in series.values() {
@@ -192,7 +190,7 @@ pub fn report(req: &ReportRequest<'_>) -> cellpilot_query::Result<Report> {
             costs.push(cutovers::drain_cost(&scope, d, done, settings.drain_error_rate)?);
         }
     }
-    let split = |k: usize, key: fn(&series::SeriesKey) -> &Arc<str>| {
+    let split = |k: Kind, key: fn(&series::SeriesKey) -> &Arc<str>| {
         let mut m: HashMap<&str, u64> = HashMap::new();
         for (s, c) in &series {
             {
@@ -202,15 +200,12 @@ pub fn report(req: &ReportRequest<'_>) -> cellpilot_query::Result<Report> {
         }
         series::shares(m.into_iter().map(|(k, v)| (k.to_string(), v)), spans.all.bad[k])
     };
-    let objective = |k: usize,
-                     target: f64,
-                     threshold_ms: Option<f64>,
-                     cause: Option<Vec<Share>>|
-     -> cellpilot_query::Result<Objective> {
+    let attributed = |o: objective::Objective, cause: Option<Vec<Share>>| -> cellpilot_query::Result<Objective> {
+        let k = o.kind;
         let total = spans.all.bad[k];
-        let incident = incidents::incidents(&scope, &settings, &minutes, (k, target), total)?;
+        let incident = incidents::incidents(&scope, &settings, &minutes, &o, total)?;
         Ok(Objective {
-            standing: standing::standing(k, target, threshold_ms, &spans),
+            standing: standing::standing(&o, &spans),
             attribution: Attribution {
                 cell: split(k, |s| &s.0),
                 service: split(k, |s| &s.1),
@@ -221,12 +216,19 @@ pub fn report(req: &ReportRequest<'_>) -> cellpilot_query::Result<Report> {
             },
         })
     };
-    let cause = series::shares(series::causes(&scope)?, spans.all.bad[AVAILABILITY]);
-    let availability = objective(AVAILABILITY, slo.availability, None, Some(cause))?;
-    let latency = match slo.latency_p999_ms {
-        Some(t) => Some(objective(LATENCY, LATENCY_TARGET, Some(t), None)?),
-        None => None,
-    };
+    let mut availability = None;
+    let mut latency = None;
+    for o in objective::Objective::of(slo) {
+        match o.kind {
+            Kind::Availability => {
+                // Causes are reasons of failure: they split availability's bad events only.
+                let cause = series::shares(series::causes(&scope)?, spans.all.bad[o.kind]);
+                availability = Some(attributed(o, Some(cause))?);
+            }
+            Kind::Latency => latency = Some(attributed(o, None)?),
+        }
+    }
+    let availability = availability.ok_or_else(|| no_availability(slo))?;
     let mut durations: Vec<i64> = drains.iter().filter_map(|d| d.duration_ms).collect();
     durations.sort_unstable();
     let cutover = CutoverSummary {

@@ -1,9 +1,10 @@
 //! Walking the selected rows of the tiers, and the bad events of one row.
 
-use super::{Bad, Scope};
+use super::Scope;
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use cellpilot_core::config::SloConfig;
+use cellpilot_core::objective::{Bad, Events};
 use cellpilot_core::schema::RollupColumns;
 use cellpilot_query::cells::Part;
 use cellpilot_query::files::Table;
@@ -33,7 +34,7 @@ impl<'a> Rows<'a> {
             Some(t) => self.slow_successes(i, t)?,
             None => 0,
         };
-        Ok([self.errors.value(i), slow])
+        Ok(Bad::of(&Events { requests: self.requests.value(i), errors: self.errors.value(i), slow }))
     }
 }
 

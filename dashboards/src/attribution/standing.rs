@@ -3,7 +3,7 @@
 
 use super::series::totals;
 use super::{Counts, Scope, Standing};
-use cellpilot_core::slo::burn_rate;
+use cellpilot_core::objective::Objective;
 
 /// Counts over the range and over its last 1 and 6 hours.
 pub(super) struct Spans {
@@ -12,13 +12,14 @@ pub(super) struct Spans {
     last_6h: Counts,
 }
 
-pub(super) fn standing(k: usize, target: f64, threshold_ms: Option<f64>, s: &Spans) -> Standing {
+pub(super) fn standing(o: &Objective, s: &Spans) -> Standing {
+    let (k, target) = (o.kind, o.target);
     let (bad, requests) = (s.all.bad[k], s.all.requests);
     let observed = if requests == 0 { 1.0 } else { 1.0 - bad as f64 / requests as f64 };
     let budget = (1.0 - target) * requests as f64;
     let spent = if budget > 0.0 { bad as f64 / budget } else { 0.0 };
     Standing {
-        threshold_ms,
+        threshold_ms: o.threshold_ms,
         target,
         bad_events: bad,
         observed,
@@ -26,8 +27,8 @@ pub(super) fn standing(k: usize, target: f64, threshold_ms: Option<f64>, s: &Spa
         budget,
         budget_spent: spent,
         budget_left: 1.0 - spent,
-        burn_rate_1h: burn_rate(s.last_1h.bad[k], s.last_1h.requests, target),
-        burn_rate_6h: burn_rate(s.last_6h.bad[k], s.last_6h.requests, target),
+        burn_rate_1h: o.burn_rate(s.last_1h.bad[k], s.last_1h.requests),
+        burn_rate_6h: o.burn_rate(s.last_6h.bad[k], s.last_6h.requests),
     }
 }
 

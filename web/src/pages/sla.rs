@@ -107,12 +107,16 @@ pub async fn sla(
     let st = state.clone();
     let s2 = slo.clone();
     let r = blocking(move || st.report(&s2, &drains, from, now, now)).await?;
-    let mut objectives = vec![objective_view("Availability".into(), &r.availability)];
-    if let Some(l) = &r.latency {
-        objectives.push(objective_view(
-            format!("Latency (requests slower than {} ms)", l.standing.threshold_ms.unwrap_or(0.0)),
-            l,
-        ));
+    // Headings from the objectives themselves, in the report's order.
+    let mut objectives = Vec::new();
+    for o in cellpilot_core::objective::Objective::of(&slo) {
+        let section = match o.kind {
+            cellpilot_core::objective::Kind::Availability => Some(&r.availability),
+            cellpilot_core::objective::Kind::Latency => r.latency.as_ref(),
+        };
+        if let Some(section) = section {
+            objectives.push(objective_view(o.title(), section));
+        }
     }
     let c = &r.cutover;
     let cutover = format!(
