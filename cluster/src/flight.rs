@@ -18,6 +18,8 @@ use arrow_flight::{
 use cellpilot_core::auth::{Authenticator, Role};
 use cellpilot_core::grpc::RoleGuard;
 use cellpilot_core::secret::Secret;
+use cellpilot_core::status::StatusCode;
+use cellpilot_core::status::grpc_status;
 use cellpilot_query::RollupStore;
 use cellpilot_query::files::{self, Table};
 use cellpilot_query::store::{OtherNodes, Unwritten};
@@ -75,7 +77,8 @@ impl UnwrittenService {
 type Stream<T> = BoxStream<'static, Result<T, Status>>;
 
 fn unsupported<T>(what: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!("{what}: this Flight service answers DoGet with a cellpilot ticket only")))
+    Err(StatusCode::Unimplemented
+        .status(format!("{what}: this Flight service answers DoGet with a cellpilot ticket only")))
 }
 
 #[tonic::async_trait]
@@ -114,24 +117,26 @@ impl FlightService for UnwrittenService {
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = request.into_inner().ticket;
         if ticket.len() > MAX_TICKET_BYTES {
-            return Err(Status::invalid_argument(format!("ticket over {MAX_TICKET_BYTES} bytes")));
+            return Err(StatusCode::InvalidArgument.status(format!("ticket over {MAX_TICKET_BYTES} bytes")));
         }
-        let ask: Ask = serde_json::from_slice(&ticket)
-            .map_err(|e| Status::invalid_argument(format!("ticket is not {{table, from_ms, to_ms}} JSON: {e}")))?;
-        let table = table_named(&ask.table)
-            .ok_or_else(|| Status::invalid_argument(format!("no table `{}` (rollups, errors_by_cause)", ask.table)))?;
+        let ask: Ask = serde_json::from_slice(&ticket).map_err(|e| {
+            StatusCode::InvalidArgument.status(format!("ticket is not {{table, from_ms, to_ms}} JSON: {e}"))
+        })?;
+        let table = table_named(&ask.table).ok_or_else(|| {
+            StatusCode::InvalidArgument.status(format!("no table `{}` (rollups, errors_by_cause)", ask.table))
+        })?;
         let store = self.store.clone();
         let (until, rows) = cellpilot_core::task::blocking(move || store.unwritten(table, ask.from_ms, ask.to_ms))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| grpc_status(&e))?
+            .map_err(|e| grpc_status(&e))?;
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(files::schema(table))
             .build(futures::stream::iter(rows.into_iter().map(Ok)))
             .map_err(Status::from)
             .boxed();
         let mut response = Response::new(stream);
-        let value = until.to_string().parse().map_err(|_| Status::internal("watermark header"))?;
+        let value = until.to_string().parse().map_err(|_| StatusCode::Internal.status("watermark header"))?;
         response.metadata_mut().insert(PERSISTED_UNTIL, value);
         Ok(response)
     }

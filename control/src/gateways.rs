@@ -175,6 +175,12 @@ pub enum Full {
     },
 }
 
+impl cellpilot_core::status::ErrorExt for Full {
+    fn status_code(&self) -> cellpilot_core::status::StatusCode {
+        cellpilot_core::status::StatusCode::LimitReached
+    }
+}
+
 impl Gateways {
     /// At most `max` gateways remembered, their streams held to `caps`.
     pub fn new(max: usize, caps: StreamCaps) -> Self {

@@ -51,6 +51,17 @@ pub enum PinError {
     Unrecorded(String),
 }
 
+impl cellpilot_core::status::ErrorExt for PinError {
+    fn status_code(&self) -> cellpilot_core::status::StatusCode {
+        use cellpilot_core::status::StatusCode;
+        match self {
+            PinError::NotLeader(_) | PinError::Unrecorded(_) => StatusCode::Unavailable,
+            PinError::UnknownCell(_) => StatusCode::NotFound,
+            PinError::Ttl | PinError::Reason | PinError::Cell(_) | PinError::Weight(_) => StatusCode::InvalidArgument,
+        }
+    }
+}
+
 impl PinRequest {
     /// The pin's length in ms once the request is within bounds (`max_name`: the longest cell
     /// name ingest keeps; `max_weight`: `[control] max_weight`).

@@ -41,6 +41,8 @@ impl std::fmt::Display for Denied {
     }
 }
 
+impl std::error::Error for Denied {}
+
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {

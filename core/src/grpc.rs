@@ -42,7 +42,7 @@ pub fn caller<T>(req: &Request<T>) -> Principal {
 /// A refusal as gRPC says it: PERMISSION_DENIED for a known caller without the role,
 /// UNAUTHENTICATED otherwise.
 pub fn status(d: Denied) -> Status {
-    if d.is_forbidden() { Status::permission_denied(d.to_string()) } else { Status::unauthenticated(d.to_string()) }
+    crate::status::grpc_status(&d)
 }
 
 #[cfg(test)]

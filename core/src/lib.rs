@@ -24,6 +24,7 @@
 //! - [`task`]: periodic ticks that end on a stop signal, and blocking calls off the async workers.
 //! - [`throttle`]: log lines a client can drive, at most one per interval with a held-back count.
 //! - [`error`]: the crate's error type.
+//! - [`status`]: what each kind of failure is answered with, over HTTP and gRPC, in one place.
 
 pub mod auth;
 pub mod clock;
@@ -41,6 +42,7 @@ pub mod role;
 pub mod schema;
 pub mod secret;
 pub mod slo;
+pub mod status;
 pub mod store;
 pub mod task;
 pub mod throttle;

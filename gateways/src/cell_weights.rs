@@ -9,6 +9,8 @@ use cellpilot_control::gateways::GatewayId;
 use cellpilot_control::{State, WeightTable};
 use cellpilot_core::auth::{Authenticator, Principal, Role};
 use cellpilot_core::grpc::{RoleGuard, caller};
+use cellpilot_core::status::StatusCode;
+use cellpilot_core::status::grpc_status;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -180,10 +182,10 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
         let who = caller(&req);
         let a = req.into_inner();
         if a.gateway_id.is_empty() {
-            return Err(Status::invalid_argument("gateway_id is required"));
+            return Err(StatusCode::InvalidArgument.status("gateway_id is required"));
         }
         if a.gateway_id.len() > MAX_GATEWAY_ID {
-            return Err(Status::invalid_argument(format!("gateway_id is longer than {MAX_GATEWAY_ID} bytes")));
+            return Err(StatusCode::InvalidArgument.status(format!("gateway_id is longer than {MAX_GATEWAY_ID} bytes")));
         }
         // A gateway token speaks for the gateways it watches as, not for every gateway.
         if let Principal::Token { name, .. } = &who
@@ -194,7 +196,7 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(&(name.clone(), a.gateway_id.clone()))
         {
-            return Err(Status::permission_denied(format!(
+            return Err(StatusCode::PermissionDenied.status(format!(
                 "an Ack for gateway_id `{}` needs this token's own open Watch stream with that gateway_id",
                 a.gateway_id
             )));
@@ -209,10 +211,12 @@ impl pb::cell_weights_server::CellWeights for CellWeightsService {
                 .filter(|ms| {
                     (0..=now.saturating_add(MAX_CLOCK_SKEW_MS)).contains(ms) && (0..1_000_000_000).contains(&t.nanos)
                 })
-                .ok_or_else(|| Status::invalid_argument("applied_at must be a valid time no later than now + 5m"))?,
+                .ok_or_else(|| {
+                    StatusCode::InvalidArgument.status("applied_at must be a valid time no later than now + 5m")
+                })?,
         };
         if let Err(e) = self.controller.ack(&GatewayId::cell_weights(&a.gateway_id), a.version, at) {
-            return Err(Status::resource_exhausted(e.to_string()));
+            return Err(grpc_status(&e));
         }
         Ok(Response::new(pb::AckResponse {}))
     }

@@ -7,6 +7,8 @@
 use cellpilot_control::Controller;
 use cellpilot_control::gateways::GatewayId;
 use cellpilot_core::auth::Principal;
+use cellpilot_core::status::StatusCode;
+use cellpilot_core::status::grpc_status;
 use std::sync::Arc;
 use tonic::Status;
 
@@ -38,10 +40,12 @@ impl Follower {
     /// Opens a stream for `id` if `caller` may act as it and a stream slot is free.
     pub(crate) fn open(controller: &Arc<Controller>, id: GatewayId, caller: &Principal) -> Result<Self, Status> {
         if id.id.len() > MAX_GATEWAY_ID {
-            return Err(Status::invalid_argument(format!("a gateway id is longer than {MAX_GATEWAY_ID} bytes")));
+            return Err(
+                StatusCode::InvalidArgument.status(format!("a gateway id is longer than {MAX_GATEWAY_ID} bytes"))
+            );
         }
-        caller.check_acts_as(&id.id).map_err(Status::permission_denied)?;
-        controller.open_stream(&id, caller).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        caller.check_acts_as(&id.id).map_err(|m| StatusCode::PermissionDenied.status(m))?;
+        controller.open_stream(&id, caller).map_err(|e| grpc_status(&e))?;
         tracing::info!(gateway = %id, caller = %caller.actor(), "gateway connected");
         let caller = caller.clone();
         Ok(Self { controller: controller.clone(), id, caller, follows: false, stalled: false, counted: false })
@@ -97,7 +101,7 @@ impl Follower {
             return Ok(());
         }
         if want {
-            self.controller.watching(&self.id).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            self.controller.watching(&self.id).map_err(|e| grpc_status(&e))?;
         } else {
             self.controller.left(&self.id);
         }

@@ -1,7 +1,8 @@
-//! Ingest errors, grouped by blame, and [`Error::status`]: the one place an error gets its HTTP
-//! status and gRPC code, which both transports use.
+//! Ingest errors, grouped by blame, each with its [`StatusCode`]; [`Error::status`] is what both
+//! transports answer (HTTP status and gRPC code from `core::status`'s one mapping).
 
 use cellpilot_core::auth::Denied;
+use cellpilot_core::status::StatusCode;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -72,27 +73,33 @@ pub struct Answer {
     pub retry_after: Option<Duration>,
 }
 
-impl Error {
-    /// The answer to this error, for both transports.
-    pub fn status(&self) -> Answer {
-        let answer = |http, grpc| Answer { http, grpc, retry_after: None };
+impl cellpilot_core::status::ErrorExt for Error {
+    fn status_code(&self) -> StatusCode {
         match self {
-            Error::BadInput(_) => answer(400, tonic::Code::InvalidArgument),
+            Error::BadInput(_) => StatusCode::InvalidArgument,
             // Nobody is left to read it; said the way a proxy says it.
-            Error::Aborted(_) => answer(499, tonic::Code::Cancelled),
-            Error::Stalled { .. } => answer(408, tonic::Code::DeadlineExceeded),
-            Error::Unsupported(_) => answer(415, tonic::Code::InvalidArgument),
-            Error::TooLarge { .. } | Error::TooMany(_) => answer(413, tonic::Code::ResourceExhausted),
-            Error::Unauthenticated(d) if d.is_forbidden() => answer(403, tonic::Code::PermissionDenied),
-            Error::Unauthenticated(_) => answer(401, tonic::Code::Unauthenticated),
-            Error::Overloaded { retry_after } => {
-                Answer { http: 429, grpc: tonic::Code::Unavailable, retry_after: Some(*retry_after) }
-            }
-            Error::Unavailable { retry_after } => {
-                Answer { http: 503, grpc: tonic::Code::Unavailable, retry_after: Some(*retry_after) }
-            }
-            Error::Internal(_) => answer(500, tonic::Code::Internal),
+            Error::Aborted(_) => StatusCode::Cancelled,
+            Error::Stalled { .. } => StatusCode::Timeout,
+            Error::Unsupported(_) => StatusCode::Unsupported,
+            Error::TooLarge { .. } | Error::TooMany(_) => StatusCode::TooLarge,
+            Error::Unauthenticated(d) => d.status_code(),
+            Error::Overloaded { .. } => StatusCode::Overloaded,
+            Error::Unavailable { .. } => StatusCode::Unavailable,
+            Error::Internal(_) => StatusCode::Internal,
         }
+    }
+}
+
+impl Error {
+    /// The answer to this error, for both transports ([`StatusCode`]'s one mapping).
+    pub fn status(&self) -> Answer {
+        use cellpilot_core::status::ErrorExt;
+        let code = self.status_code();
+        let retry_after = match self {
+            Error::Overloaded { retry_after } | Error::Unavailable { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        Answer { http: code.http(), grpc: code.grpc(), retry_after }
     }
 }
 

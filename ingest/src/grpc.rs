@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::limiter::Permit;
 use crate::pipeline::{Ingest, Signal, Transport};
 use cellpilot_core::auth::Principal;
+use cellpilot_core::status::StatusCode;
 use cellpilot_core::throttle::Throttle;
 use prost::bytes::Bytes;
 use std::marker::PhantomData;
@@ -26,11 +27,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub fn to_status(e: &Error) -> Status {
     let answer = e.status();
     if let Error::Internal(detail) = e {
-        tracing::error!(%detail, "OTLP/gRPC export failed");
+        tracing::error!(detail = %cellpilot_core::status::Chain(detail.as_ref()), "OTLP/gRPC export failed");
     }
     match answer.retry_after {
         Some(wait) => Status::with_error_details(answer.grpc, e.to_string(), ErrorDetails::with_retry_info(Some(wait))),
-        None => Status::new(answer.grpc, e.to_string()),
+        None => cellpilot_core::status::ErrorExt::status_code(e).status(e.to_string()),
     }
 }
 
@@ -97,7 +98,9 @@ where
             let is_export =
                 req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(S::SERVICE)) == Some("/Export");
             if !is_export {
-                return Ok(Status::unimplemented(format!("{} is not served here", req.uri().path())).into_http());
+                return Ok(StatusCode::Unimplemented
+                    .status(format!("{} is not served here", req.uri().path()))
+                    .into_http());
             }
             let mut req = req;
             let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());

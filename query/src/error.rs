@@ -37,6 +37,23 @@ pub enum Error {
     Internal(String),
 }
 
+impl cellpilot_core::status::ErrorExt for Error {
+    fn status_code(&self) -> cellpilot_core::status::StatusCode {
+        use cellpilot_core::status::StatusCode;
+        match self {
+            Error::BadRequest(_) => StatusCode::InvalidArgument,
+            Error::Busy(_) => StatusCode::Overloaded,
+            Error::Corrupt(_)
+            | Error::File(_)
+            | Error::Storage(_)
+            | Error::Arrow(_)
+            | Error::Parquet(_)
+            | Error::DataFusion(_)
+            | Error::Internal(_) => StatusCode::Internal,
+        }
+    }
+}
+
 impl From<cellpilot_core::Error> for Error {
     fn from(e: cellpilot_core::Error) -> Self {
         match e {

@@ -1,8 +1,10 @@
-//! API errors and the one place they become HTTP responses (`{"error": "..."}` JSON).
+//! API errors and the one place they become HTTP responses (`{"error": "..."}` JSON), with the
+//! status `core::status` gives their kind.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{self, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use cellpilot_core::auth::Denied;
+use cellpilot_core::status::{Chain, ErrorExt, StatusCode};
 use thiserror::Error;
 
 /// What an API handler can fail with.
@@ -28,51 +30,61 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
+impl ApiError {
+    /// `e` as the API answers it, by its [`StatusCode`]: the caller's mistakes and the
+    /// retryable refusals keep their message, anything else is internal (logged with its
+    /// sources, answered 500).
+    fn of<E: ErrorExt + Send + Sync + 'static>(e: E) -> Self {
+        match e.status_code() {
+            StatusCode::InvalidArgument | StatusCode::Unsupported | StatusCode::TooLarge => {
+                ApiError::BadRequest(e.to_string())
+            }
+            StatusCode::NotFound | StatusCode::Unimplemented => ApiError::NotFound(e.to_string()),
+            StatusCode::Overloaded | StatusCode::LimitReached => ApiError::Busy(e.to_string()),
+            StatusCode::Unavailable => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl ErrorExt for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::InvalidArgument,
+            ApiError::NotFound(_) => StatusCode::NotFound,
+            ApiError::Busy(_) => StatusCode::Overloaded,
+            ApiError::Unavailable(_) => StatusCode::Unavailable,
+            ApiError::Unauthorized(d) => d.status_code(),
+            ApiError::Internal(_) => StatusCode::Internal,
+        }
+    }
+}
+
 impl From<cellpilot_query::Error> for ApiError {
     fn from(e: cellpilot_query::Error) -> Self {
-        match e {
-            cellpilot_query::Error::BadRequest(m) => ApiError::BadRequest(m),
-            cellpilot_query::Error::Busy(m) => ApiError::Busy(m),
-            // Ours, not the caller's: logged in full, answered 500.
-            other => ApiError::Internal(other.into()),
-        }
+        ApiError::of(e)
     }
 }
 
 impl From<cellpilot_control::pin::PinError> for ApiError {
     fn from(e: cellpilot_control::pin::PinError) -> Self {
-        use cellpilot_control::pin::PinError;
-        match e {
-            PinError::NotLeader(_) | PinError::Unrecorded(_) => ApiError::Unavailable(e.to_string()),
-            PinError::UnknownCell(_) => ApiError::NotFound(e.to_string()),
-            _ => ApiError::BadRequest(e.to_string()),
-        }
+        ApiError::of(e)
     }
 }
 
 impl From<cellpilot_core::Error> for ApiError {
     fn from(e: cellpilot_core::Error) -> Self {
-        match e {
-            cellpilot_core::Error::InvalidInput(m) => ApiError::BadRequest(m),
-            other => ApiError::Internal(other.into()),
-        }
+        ApiError::of(e)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unauthorized(d) if d.is_forbidden() => StatusCode::FORBIDDEN,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "API request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(detail = %Chain(detail.as_ref()), "API request failed");
+        }
+        let status =
+            http::StatusCode::from_u16(self.status_code().http()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         if matches!(self, ApiError::Busy(_)) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

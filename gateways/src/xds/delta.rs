@@ -5,6 +5,7 @@
 
 use crate::xds::event::{Event, Limits, Machine};
 use crate::xds::resources::{Kind, Snapshot};
+use cellpilot_core::status::StatusCode;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -143,10 +144,8 @@ impl Machine for Delta {
             }
         }
         if t.names.len() > limits.max_names {
-            return Err(Status::invalid_argument(format!(
-                "more than {} resources of {} subscribed",
-                limits.max_names, req.type_url
-            )));
+            return Err(StatusCode::InvalidArgument
+                .status(format!("more than {} resources of {} subscribed", limits.max_names, req.type_url)));
         }
         // What is no longer subscribed is no longer held.
         let (wildcard, names) = (t.wildcard, &t.names);

@@ -3,6 +3,7 @@
 //! kept from it.
 
 use crate::xds::resources::{Kind, Snapshot};
+use cellpilot_core::status::StatusCode;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::Status;
 
@@ -85,14 +86,14 @@ impl Limits {
         field: &str,
     ) -> Result<(), Status> {
         if names.len() > self.max_names {
-            return Err(Status::invalid_argument(format!("{field} names more than {} resources", self.max_names)));
+            return Err(
+                StatusCode::InvalidArgument.status(format!("{field} names more than {} resources", self.max_names))
+            );
         }
         for n in names {
             if n.len() > self.max_name_len {
-                return Err(Status::invalid_argument(format!(
-                    "{field} has a name longer than {} bytes",
-                    self.max_name_len
-                )));
+                return Err(StatusCode::InvalidArgument
+                    .status(format!("{field} has a name longer than {} bytes", self.max_name_len)));
             }
         }
         Ok(())

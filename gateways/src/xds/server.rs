@@ -13,6 +13,7 @@ use cellpilot_control::gateways::GatewayId;
 use cellpilot_core::auth::Role;
 use cellpilot_core::auth::{Authenticator, Principal};
 use cellpilot_core::grpc::RoleGuard;
+use cellpilot_core::status::StatusCode;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -247,10 +248,10 @@ impl<M: Machine> Session<M> {
         if self.node.is_none() {
             let id = M::node(req).map(|n| n.id.as_str()).unwrap_or_default();
             if id.is_empty() {
-                return Err(Status::invalid_argument("the first request must carry node.id"));
+                return Err(StatusCode::InvalidArgument.status("the first request must carry node.id"));
             }
             if id.len() > MAX_NODE_ID {
-                return Err(Status::invalid_argument(format!("node.id is longer than {MAX_NODE_ID} bytes")));
+                return Err(StatusCode::InvalidArgument.status(format!("node.id is longer than {MAX_NODE_ID} bytes")));
             }
             self.node = Some(NodeGuard::open(self.snapshots.controller(), id, &self.caller)?);
             self.table.borrow_and_update();
@@ -312,7 +313,7 @@ impl NameCharge {
     fn hold(&mut self, now: usize) -> Result<(), Status> {
         let b = &self.budget;
         if now > b.per_stream {
-            return Err(Status::resource_exhausted(format!(
+            return Err(StatusCode::LimitReached.status(format!(
                 "this stream subscribes {now} resource names, more than {} ([xds] max_names_per_stream)",
                 b.per_stream
             )));
@@ -322,7 +323,7 @@ impl NameCharge {
             let before = b.held.fetch_add(more, Ordering::AcqRel);
             if before + more > b.total {
                 b.held.fetch_sub(more, Ordering::AcqRel);
-                return Err(Status::resource_exhausted(format!(
+                return Err(StatusCode::LimitReached.status(format!(
                     "xDS streams hold {before} subscribed resource names; {more} more would pass {} ([xds] max_names)",
                     b.total
                 )));
