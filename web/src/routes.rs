@@ -7,6 +7,7 @@ pub use crate::auth::Access;
 use crate::state::AppState;
 use crate::{api, auth, ops, pages};
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodRouter, any, get, post};
 use cellpilot_core::auth::Role;
@@ -25,8 +26,14 @@ pub struct Route {
     handler: MethodRouter<AppState>,
 }
 
-fn route(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Route {
-    Route { method, path, access, on_ingest_nodes: false, handler }
+/// A `GET` route: the method is said once, so the table cannot name one and serve another.
+fn get_route<H: Handler<T, AppState>, T: 'static>(path: &'static str, access: Access, handler: H) -> Route {
+    Route { method: Method::GET, path, access, on_ingest_nodes: false, handler: get(handler) }
+}
+
+/// A `POST` route.
+fn post_route<H: Handler<T, AppState>, T: 'static>(path: &'static str, access: Access, handler: H) -> Route {
+    Route { method: Method::POST, path, access, on_ingest_nodes: false, handler: post(handler) }
 }
 
 const READ: Access = Access::Needs(Role::Read);
@@ -39,26 +46,26 @@ pub fn table() -> Vec<Route> {
         r
     };
     vec![
-        route(Method::GET, "/", READ, get(pages::overview)),
-        route(Method::GET, "/cells/{cell}", READ, get(pages::cell)),
-        route(Method::GET, "/sla/{slo}", READ, get(pages::sla)),
-        route(Method::GET, "/decisions", READ, get(pages::decisions)),
-        route(Method::GET, "/alerts", READ, get(pages::alerts)),
-        route(Method::GET, "/query", READ, get(pages::query)),
-        ops(route(Method::GET, "/healthz", Access::Open, get(ops::healthz))),
-        ops(route(Method::GET, "/readyz", Access::Open, get(ops::readyz))),
-        ops(route(Method::GET, "/metrics", READ, get(ops::metrics))),
-        route(Method::GET, "/api/v1/cells", READ, get(api::cells)),
-        route(Method::POST, "/api/v1/query", READ, post(api::query)),
-        route(Method::GET, "/api/v1/series", READ, get(api::series)),
-        route(Method::GET, "/api/v1/weights", READ, get(api::weights)),
-        route(Method::GET, "/api/v1/decisions", READ, get(api::decisions)),
-        route(Method::GET, "/api/v1/gateways", READ, get(api::gateways)),
-        route(Method::GET, "/api/v1/cutovers", READ, get(api::cutovers)),
-        route(Method::GET, "/api/v1/alerts", READ, get(api::alerts)),
-        route(Method::GET, "/api/v1/slos", READ, get(api::slos)),
-        route(Method::GET, "/api/v1/sla/{slo}", READ, get(api::sla)),
-        route(Method::POST, "/api/v1/cells/{cell}/override", ADMIN, post(api::override_cell)),
+        get_route("/", READ, pages::overview),
+        get_route("/cells/{cell}", READ, pages::cell),
+        get_route("/sla/{slo}", READ, pages::sla),
+        get_route("/decisions", READ, pages::decisions),
+        get_route("/alerts", READ, pages::alerts),
+        get_route("/query", READ, pages::query),
+        ops(get_route("/healthz", Access::Open, ops::healthz)),
+        ops(get_route("/readyz", Access::Open, ops::readyz)),
+        ops(get_route("/metrics", READ, ops::metrics)),
+        get_route("/api/v1/cells", READ, api::cells),
+        post_route("/api/v1/query", READ, api::query),
+        get_route("/api/v1/series", READ, api::series),
+        get_route("/api/v1/weights", READ, api::weights),
+        get_route("/api/v1/decisions", READ, api::decisions),
+        get_route("/api/v1/gateways", READ, api::gateways),
+        get_route("/api/v1/cutovers", READ, api::cutovers),
+        get_route("/api/v1/alerts", READ, api::alerts),
+        get_route("/api/v1/slos", READ, api::slos),
+        get_route("/api/v1/sla/{slo}", READ, api::sla),
+        post_route("/api/v1/cells/{cell}/override", ADMIN, api::override_cell),
     ]
 }
 

@@ -87,7 +87,10 @@ fn scalar(v: &Value) -> String {
         Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
             (Some(u), _, _) => thousands(u),
             (None, Some(i), _) if i < 0 => format!("-{}", thousands(i.unsigned_abs())),
-            (_, _, Some(f)) if f.abs() >= 1000.0 => thousands(f.round() as u64),
+            (_, _, Some(f)) if f.abs() >= 1000.0 => {
+                let sign = if f < 0.0 { "-" } else { "" };
+                format!("{sign}{}", thousands(f.abs().round() as u64))
+            }
             (_, _, Some(f)) => format!("{f:.4}").trim_end_matches('0').trim_end_matches('.').to_string(),
             _ => n.to_string(),
         },
@@ -155,7 +158,7 @@ mod tests {
     #[test]
     fn figures_become_rows_and_arrays_of_objects_tables() {
         let v = serde_json::json!({
-            "spans_per_sec": 1234567.8, "ratio": 5.25, "runs": 3, "by_series": [
+            "spans_per_sec": 1234567.8, "drift": -2500.4, "ratio": 5.25, "runs": 3, "by_series": [
                 {"series": 1000, "bytes": 1352}, {"series": 10000, "bytes": 817, "note": "a|b"}
             ], "nested": {"p50_ms": 0.5}
         });
@@ -163,6 +166,7 @@ mod tests {
         assert!(s.starts_with("<!-- bench ingest -->\n### `bench ingest`"), "{s}");
         assert!(s.contains("| `spans_per_sec` | 1,234,568 |"), "{s}");
         assert!(s.contains("| `ratio` | 5.25 |"), "{s}");
+        assert!(s.contains("| `drift` | -2,500 |"), "{s}");
         assert!(s.contains("| `runs` | 3 |"), "{s}");
         assert!(s.contains("| `nested.p50_ms` | 0.5 |"), "{s}");
         // Columns in key order (serde_json's maps are sorted), then keys only later rows have.
