@@ -20,6 +20,13 @@ pub trait RollupSink: Send + Sync + std::fmt::Debug {
     /// that just closed, if any; the sink calls it under its own lock so readers never see those
     /// windows in neither place. Storage then persists whatever became complete.
     fn close(&self, now_ms: i64, take: &mut dyn FnMut() -> Result<Option<WindowBatches>>) -> Result<()>;
+
+    /// Takes back rows of windows that closed before a restart (a checkpoint's) and are not in
+    /// Parquet yet; they wait for their bucket like any closed window.
+    fn restore(&self, closed: WindowBatches);
+
+    /// End of the last finest-tier bucket in Parquet (unix ms): windows before it are durable.
+    fn persisted_until(&self) -> i64;
 }
 
 /// Reads the windows that are still open (data received so far).

@@ -35,6 +35,17 @@ pub fn to_status(e: &Error) -> Status {
     }
 }
 
+/// The tonic routes serving the three OTLP collector services.
+pub fn routes(ingest: Arc<Ingest>) -> tonic::service::Routes {
+    use crate::pipeline::{Logs, MetricsSignal, Traces};
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(OtlpService::<Traces>::new(ingest.clone()))
+        .add_service(OtlpService::<MetricsSignal>::new(ingest.clone()))
+        .add_service(OtlpService::<Logs>::new(ingest));
+    routes.routes()
+}
+
 /// A tonic service for signal `S`.
 #[derive(Debug)]
 pub struct OtlpService<S> {

@@ -258,6 +258,7 @@ impl Ingest {
         self.body_read_timeout
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// The process metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -363,6 +364,7 @@ impl Ingest {
         Ok(S::respond(self, &applied))
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Whether the sequencer is running (exports are answered 503 / UNAVAILABLE when not).
     pub fn is_running(&self) -> bool {
         self.sequencer.is_running()

@@ -51,6 +51,7 @@ pub struct Replayed {
     pub recovered: Recovered,
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Recovers the state under `dir` into `agg` (windows before `durable_before` are in Parquet
 /// and left out).
 pub fn replay(

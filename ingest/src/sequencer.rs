@@ -30,7 +30,9 @@ use tokio::sync::oneshot;
 mod worker;
 
 pub use crate::export::{Applied, Export};
-pub use crate::recovery::{Replayed, replay, replay_with};
+#[cfg(any(test, feature = "internals"))]
+pub use crate::recovery::replay;
+pub use crate::recovery::{Replayed, replay_with};
 use cellpilot_core::task::panic_message;
 use worker::{Checkpoints, Logger, Worker};
 
@@ -128,6 +130,7 @@ impl Drop for RunningGuard {
 /// closed-row files before it are not kept).
 pub type Watermark = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+#[cfg(any(test, feature = "internals"))]
 /// The queue-wait bound of tests and benchmarks (as `[ingest] max_queue_wait` defaults to).
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
 
@@ -153,6 +156,7 @@ pub struct SequencerParts {
 }
 
 impl SequencerParts {
+    #[cfg(any(test, feature = "internals"))]
     /// Parts without a WAL, reported cut-overs or a watermark, waiting at most
     /// [`DEFAULT_MAX_WAIT`].
     pub fn new(mapper: Mapper, aggregator: SharedAggregator, clock: SharedClock) -> Self {
@@ -225,6 +229,7 @@ impl Sequencer {
         Ok(Self { tx: Some(tx), thread: Some(thread), running, wal_fault, wal_full, metrics })
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Whether the thread is taking exports.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)

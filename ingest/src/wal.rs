@@ -435,6 +435,7 @@ impl WalWriter {
         self.sealed.len() + 1
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Whether the size cap leaves room for `n` more bytes.
     pub fn has_room(&self, n: usize) -> bool {
         fits(self.total_bytes(), n, self.max_bytes)
@@ -445,6 +446,7 @@ impl WalWriter {
         self.max_bytes
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Adds one record to the current group (nothing is written until [`WalWriter::commit`]).
     pub fn append(&mut self, kind: Kind, received_ms: i64, payload: &[u8]) -> Result<(), WalError> {
         append_record(&mut self.group, kind, received_ms, payload)

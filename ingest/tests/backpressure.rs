@@ -82,7 +82,7 @@ async fn grpc_answers_unavailable_with_retry_info() {
     let ingest = ingest();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let routes = cellpilot_ingest::grpc_routes(ingest.clone());
+    let routes = cellpilot_ingest::grpc::routes(ingest.clone());
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_routes(routes)

@@ -11,13 +11,7 @@ use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
-use cellpilot_core::store::RollupSink;
 use cellpilot_gateways::CellWeightsService;
-use cellpilot_ingest::Ingest;
-use cellpilot_ingest::aggregator::{Aggregator, AggregatorSettings, SharedAggregator};
-use cellpilot_ingest::mapping::Mapper;
-use cellpilot_ingest::pipeline::IngestParts;
-use cellpilot_ingest::sequencer::{WalSettings, replay_with};
 use cellpilot_query::{RollupStore, StoreSettings};
 use cellpilot_web::AppState;
 use std::net::SocketAddr;
@@ -105,7 +99,7 @@ pub struct Running {
     tasks: JoinSet<anyhow::Result<()>>,
     /// Work that ends by itself (warming the dashboards); a stop waits for it.
     warming: JoinSet<()>,
-    ingest: Option<Arc<Ingest>>,
+    ingest: Option<cellpilot_ingest::Handle>,
     _receivers: Bulkhead,
 }
 
@@ -178,7 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (None, None)
     };
 
-    let aggregator = SharedAggregator::new(Aggregator::new(AggregatorSettings::from_config(&config.ingest)));
+    let windows = cellpilot_ingest::windows(&config.ingest);
     let store = Arc::new(RollupStore::open(StoreSettings::from_config(&config)?)?);
     let controller = Arc::new(
         Controller::open(&config.control, &config.storage.dir, clock.clone(), metrics.clone())?
@@ -188,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (store, controller, alerts) = (state.store.clone(), state.controller.clone(), state.alerts.clone());
     let (ready, health) = (state.ready.clone(), state.health.clone());
     if role.ingests() {
-        store.set_open_source(Arc::new(aggregator.clone()));
+        store.set_open_source(Arc::new(windows.clone()));
     }
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -220,7 +214,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let receivers = Bulkhead::new()?;
     let ingest = match (grpc, http) {
         (Some(grpc), Some(http)) => {
-            let parts = Receivers { grpc, http, aggregator: aggregator.clone(), tls: tls.clone() };
+            let parts = Receivers { grpc, http, windows: windows.clone(), tls: tls.clone() };
             Some(
                 start_ingest(
                     &config,
@@ -284,7 +278,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let stop = shutdown.clone();
         let (ctl, st, cfg, c) = (controller.clone(), store.clone(), config.clone(), clock.clone());
         // A query-only node sees no requests arrive: cut-overs complete on the gateways' acks.
-        let activity: Arc<dyn cellpilot_core::store::CellActivity> = Arc::new(aggregator.clone());
+        let activity: Arc<dyn cellpilot_core::store::CellActivity> = Arc::new(windows.clone());
         tasks.spawn(async move {
             cellpilot_control::run::run(ctl, st, cfg, c, activity, stop.cancelled_owned()).await;
             Ok(())
@@ -319,68 +313,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 struct Receivers {
     grpc: TcpListener,
     http: TcpListener,
-    aggregator: SharedAggregator,
+    windows: cellpilot_ingest::SharedAggregator,
     tls: Option<crate::tls::Tls>,
 }
 
-/// Replays the WAL, then starts the OTLP receivers (on the bulkhead) and the window closer.
+/// Starts ingest (it replays the WAL first), then serves its OTLP receivers (on the bulkhead) and
+/// runs its window closer.
 #[allow(clippy::too_many_arguments)]
 async fn start_ingest(
     config: &Arc<Config>,
-    Receivers { grpc, http, aggregator, tls }: Receivers,
+    Receivers { grpc, http, windows, tls }: Receivers,
     store: &Arc<RollupStore>,
     controller: &Arc<Controller>,
     (auth, metrics, clock, health): (&Authenticator, &Metrics, &SharedClock, &cellpilot_core::health::Health),
     receivers: &Bulkhead,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<Arc<Ingest>> {
-    let durable_before = store.persisted_until();
-    let (dir, agg) = (config.storage.dir.clone(), aggregator.clone());
-    let mapper = Mapper::new(&config.ingest);
-    let reports = controller.clone();
-    let mut replayed = cellpilot_core::task::blocking(move || {
-        replay_with(&dir, &mapper, &agg, durable_before, Some(reports.as_ref()))
-    })
-    .await?
-    .map_err(|e| anyhow::anyhow!("replaying the WAL: {e}"))?;
-    metrics.wal_quarantined.inc_by(replayed.quarantined as u64);
-    for d in &replayed.damage {
-        health.notice(d.clone());
-    }
-    // The checkpoint's closed windows wait for their Parquet bucket in the store, as before.
-    for rows in std::mem::take(&mut replayed.closed) {
-        store.add_closed(rows);
-    }
-    tracing::info!(
-        checkpoint = ?replayed.checkpoint,
-        records = replayed.records,
-        counted = replayed.counted,
-        already_persisted = replayed.already_persisted,
-        "recovered"
-    );
-    let mut wal = WalSettings::new(&config.storage.dir, config.storage.fsync, config.storage.wal_max_size.0);
-    wal.checkpoint_interval = config.storage.checkpoint_interval.0;
-    let watermark_store = store.clone();
-    let ingest = Arc::new(
-        Ingest::new(
-            &config.ingest,
-            IngestParts {
-                aggregator: aggregator.clone(),
-                auth: auth.clone(),
-                metrics: metrics.clone(),
-                clock: clock.clone(),
-                wal: Some((wal, replayed)),
-                watermark: Arc::new(move || watermark_store.persisted_until()),
-                cutovers: Some(controller.clone()),
-            },
-        )?
-        .with_body_read_timeout(config.transport.body_read_timeout.0),
-    );
-    health.add(ingest.health_check());
+) -> anyhow::Result<cellpilot_ingest::Handle> {
+    let deps = cellpilot_ingest::Deps {
+        auth: auth.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        health: health.clone(),
+        sink: store.clone(),
+        cutovers: Some(controller.clone()),
+    };
+    let ingest = cellpilot_ingest::start(config, windows, deps).await?;
 
     let stop = shutdown.clone();
-    let routes = cellpilot_ingest::grpc_routes(ingest.clone());
+    let routes = ingest.grpc_routes();
     let mut server = grpc_server(tls.as_ref(), &config.transport, false)?;
     let grpc = grpc.into_std()?;
     let (limits, m) = (config.transport.clone(), metrics.clone());
@@ -393,7 +354,7 @@ async fn start_ingest(
             .context("OTLP/gRPC server")
     }));
     let stop = shutdown.clone();
-    let otlp_http = cellpilot_ingest::http::router(ingest.clone());
+    let otlp_http = ingest.http_router();
     let (limits, m) = (config.transport.clone(), metrics.clone());
     let http = http.into_std()?;
     tasks.spawn(receivers.spawn(async move {
@@ -401,11 +362,9 @@ async fn start_ingest(
         let gate = Gate::new("otlp_http", &limits, &m);
         serve_http(http, tls, otlp_http, limits, gate, stop).await.context("OTLP/HTTP server")
     }));
-    let stop = shutdown.clone();
-    let sink: Arc<dyn RollupSink> = store.clone();
-    let (m, c) = (metrics.clone(), clock.clone());
+    let closer = ingest.closer(shutdown.clone().cancelled_owned());
     tasks.spawn(async move {
-        cellpilot_ingest::closer::run(aggregator, sink, c, m, stop.cancelled_owned()).await;
+        closer.await;
         Ok(())
     });
     Ok(ingest)
@@ -481,8 +440,10 @@ impl Running {
         }
         warming.shutdown().await;
         // Every server is gone, so this is the last handle: finish the queued exports, sync the WAL.
-        if let Some(ingest) = ingest.as_mut().and_then(Arc::get_mut) {
-            tokio::task::block_in_place(|| ingest.shutdown());
+        if let Some(ingest) = ingest.as_mut()
+            && !tokio::task::block_in_place(|| ingest.shutdown())
+        {
+            tracing::warn!("an OTLP listener still holds the export path; it stops when that lets go");
         }
         drop(receivers);
         match failure {

@@ -13,7 +13,9 @@ mod index;
 mod rows;
 mod shared;
 
+#[cfg(any(test, feature = "internals"))]
 pub use checkpoint::RestoreError;
+#[cfg(any(test, feature = "internals"))]
 pub use rows::to_batches;
 pub use shared::SharedAggregator;
 

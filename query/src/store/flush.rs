@@ -140,4 +140,12 @@ impl RollupSink for RollupStore {
         }
         self.flush_due(now_ms).map_err(|e| cellpilot_core::Error::Internal(e.to_string()))
     }
+
+    fn restore(&self, closed: WindowBatches) {
+        self.add_closed(closed);
+    }
+
+    fn persisted_until(&self) -> i64 {
+        RollupStore::persisted_until(self)
+    }
 }
