@@ -27,12 +27,17 @@ fn read(path: &str) -> String {
 
 /// The `cellpilot-*` crates named in the `[dependencies]` table of a manifest.
 fn our_dependencies(manifest: &str) -> Vec<String> {
+    our_dependencies_in(manifest, "[dependencies]")
+}
+
+/// The `cellpilot-*` crates named in one table of a manifest.
+fn our_dependencies_in(manifest: &str, table: &str) -> Vec<String> {
     let mut section = "";
     let mut out = Vec::new();
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             section = line;
-        } else if section == "[dependencies]"
+        } else if section == table
             && let Some(name) = line.strip_prefix("cellpilot-")
         {
             out.push(name.split(['.', ' ', '=']).next().unwrap_or_default().to_string());
@@ -52,9 +57,31 @@ fn crates_depend_only_on_what_the_architecture_allows() {
         }
     }
     assert_eq!(our_dependencies(&read("ingest/Cargo.toml")), ["core"]);
-    // Nothing on serve's path depends on the tools.
+    // Nothing on serve's path depends on the tools, not even for its tests.
     for krate in CRATES.iter().filter(|k| **k != "tools") {
-        assert!(!our_dependencies(&read(&format!("{krate}/Cargo.toml"))).contains(&"tools".to_string()), "{krate}");
+        let manifest = read(&format!("{krate}/Cargo.toml"));
+        for table in ["[dependencies]", "[dev-dependencies]"] {
+            assert!(!our_dependencies_in(&manifest, table).contains(&"tools".to_string()), "{krate} {table}");
+        }
+    }
+}
+
+/// Crates whose modules are private: callers see what `lib.rs` re-exports (and these modules).
+const FRONT_DOORS: [(&str, &[&str]); 4] =
+    [("ingest", &["error"]), ("control", &[]), ("alerts", &[]), ("gateways", &["pb"])];
+
+#[test]
+fn domain_crates_are_entered_through_their_front_door() {
+    for (krate, open) in FRONT_DOORS {
+        let lib = read(&format!("{krate}/src/lib.rs"));
+        for line in lib.lines() {
+            let Some(name) = line.strip_prefix("pub mod ") else { continue };
+            let name = name.trim_end_matches([';', ' ', '{']);
+            assert!(
+                open.contains(&name),
+                "{krate}/src/lib.rs opens module `{name}`: re-export what callers need instead"
+            );
+        }
     }
 }
 

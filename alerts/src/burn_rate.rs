@@ -5,7 +5,7 @@
 
 /// One multi-window rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pair {
+pub(crate) struct Pair {
     /// `page` or `ticket`.
     pub severity: &'static str,
     /// The `window` label, e.g. `1h/5m`.
@@ -24,7 +24,7 @@ const M: i64 = 60_000;
 const H: i64 = 60 * M;
 
 /// The spec's four pairs.
-pub const PAIRS: [Pair; 4] = [
+pub(crate) const PAIRS: [Pair; 4] = [
     Pair { severity: "page", window: "1h/5m", long_ms: H, short_ms: 5 * M, factor: 14.4, for_ms: 2 * M },
     Pair { severity: "page", window: "6h/30m", long_ms: 6 * H, short_ms: 30 * M, factor: 6.0, for_ms: 15 * M },
     Pair { severity: "ticket", window: "1d/2h", long_ms: 24 * H, short_ms: 2 * H, factor: 3.0, for_ms: H },
@@ -32,14 +32,12 @@ pub const PAIRS: [Pair; 4] = [
 ];
 
 /// Every window length the pairs use, ms.
-pub fn windows() -> Vec<i64> {
+pub(crate) fn windows() -> Vec<i64> {
     let mut w: Vec<i64> = PAIRS.iter().flat_map(|p| [p.long_ms, p.short_ms]).collect();
     w.sort_unstable();
     w.dedup();
     w
 }
-
-pub use cellpilot_core::slo::burn_rate;
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ pub struct DeliveryStatus {
 }
 
 /// One alert in Alertmanager's API v2 shape.
-pub fn am_alert(a: &Alert, external_url: &str) -> serde_json::Value {
+pub(crate) fn am_alert(a: &Alert, external_url: &str) -> serde_json::Value {
     let mut v = serde_json::json!({
         "labels": a.labels,
         "annotations": a.annotations,
@@ -39,7 +39,7 @@ pub fn am_alert(a: &Alert, external_url: &str) -> serde_json::Value {
 }
 
 /// Alertmanager's webhook payload (version 4) for one group of alerts.
-pub fn webhook_payload(
+pub(crate) fn webhook_payload(
     receiver: &str,
     group: &BTreeMap<String, String>,
     alerts: &[Alert],
@@ -80,7 +80,7 @@ pub fn webhook_payload(
 }
 
 /// Groups alerts by `alertname` and `cell` (the direct webhooks' grouping).
-pub fn groups(alerts: &[Alert]) -> BTreeMap<BTreeMap<String, String>, Vec<Alert>> {
+pub(crate) fn groups(alerts: &[Alert]) -> BTreeMap<BTreeMap<String, String>, Vec<Alert>> {
     let mut out: BTreeMap<BTreeMap<String, String>, Vec<Alert>> = BTreeMap::new();
     for a in alerts {
         let key: BTreeMap<String, String> =
@@ -91,7 +91,7 @@ pub fn groups(alerts: &[Alert]) -> BTreeMap<BTreeMap<String, String>, Vec<Alert>
 }
 
 /// POSTs `body` to `url`, retrying with exponential backoff (0.5 s, 1 s, 2 s) on failure.
-pub async fn post(
+pub(crate) async fn post(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,

@@ -59,7 +59,7 @@ pub struct Alert {
 const KEEP_RESOLVED_MS: i64 = 60 * 60_000;
 
 /// FNV-1a 64 over the sorted label pairs: stable across restarts and processes.
-pub fn fingerprint(labels: &Labels) -> String {
+pub(crate) fn fingerprint(labels: &Labels) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (k, v) in labels {
         for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
@@ -72,18 +72,18 @@ pub fn fingerprint(labels: &Labels) -> String {
 
 /// Every alert, by fingerprint.
 #[derive(Debug, Default, Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     alerts: BTreeMap<String, Alert>,
 }
 
 impl Engine {
     /// An engine that remembers `firing` alerts (restored after a restart).
-    pub fn with(firing: Vec<Alert>) -> Self {
+    pub(crate) fn with(firing: Vec<Alert>) -> Self {
         Self { alerts: firing.into_iter().map(|a| (a.fingerprint.clone(), a)).collect() }
     }
 
     /// Applies the conditions holding at `now_ms`; returns the alerts whose state changed.
-    pub fn evaluate(&mut self, now_ms: i64, conditions: &[Condition]) -> Vec<Alert> {
+    pub(crate) fn evaluate(&mut self, now_ms: i64, conditions: &[Condition]) -> Vec<Alert> {
         let mut changed = Vec::new();
         let mut holding = std::collections::BTreeSet::new();
         for c in conditions {
@@ -135,12 +135,12 @@ impl Engine {
     }
 
     /// Every alert: pending, firing and recently resolved.
-    pub fn alerts(&self) -> Vec<Alert> {
+    pub(crate) fn alerts(&self) -> Vec<Alert> {
         self.alerts.values().cloned().collect()
     }
 
     /// Firing alerts.
-    pub fn firing(&self) -> Vec<Alert> {
+    pub(crate) fn firing(&self) -> Vec<Alert> {
         self.alerts.values().filter(|a| a.state == AlertState::Firing).cloned().collect()
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinSet;
 
 /// Batches waiting per receiver before new ones for it are dropped.
-pub const QUEUE: usize = 32;
+pub(crate) const QUEUE: usize = 32;
 
 /// Where a receiver's batches go.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ struct Shared {
 }
 
 /// The receivers' queues and the tasks draining them.
-pub struct Outboxes {
+pub(crate) struct Outboxes {
     queues: Vec<(String, mpsc::Sender<Arc<Vec<Alert>>>)>,
     metrics: Metrics,
     _tasks: JoinSet<()>,
@@ -52,7 +52,7 @@ impl std::fmt::Debug for Outboxes {
 impl Outboxes {
     /// A queue and a task for Alertmanager (when configured) and each webhook; links in
     /// payloads point at `external`.
-    pub fn start(
+    pub(crate) fn start(
         config: &AlertsConfig,
         external: String,
         view: Arc<AlertsView>,
@@ -80,7 +80,7 @@ impl Outboxes {
 
     /// Queues `alerts` for every receiver without waiting; a full queue drops the batch for
     /// that receiver alone (counted as `result="dropped"`).
-    pub fn offer(&self, alerts: Vec<Alert>) {
+    pub(crate) fn offer(&self, alerts: Vec<Alert>) {
         let batch = Arc::new(alerts);
         for (name, tx) in &self.queues {
             match tx.try_send(batch.clone()) {

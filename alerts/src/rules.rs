@@ -5,11 +5,11 @@ use cellpilot_core::objective::Objective;
 use std::collections::BTreeMap;
 
 /// Labels of an alert.
-pub type Labels = BTreeMap<String, String>;
+pub(crate) type Labels = BTreeMap<String, String>;
 
 /// An alert condition that holds now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
+pub(crate) struct Condition {
     /// Identity (`alertname`, `severity`, `slo`, `cell`, `service`, `window`).
     pub labels: Labels,
     /// `summary`, `description`.
@@ -22,7 +22,7 @@ pub struct Condition {
 
 /// Counts of one SLO objective over one window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Window {
+pub(crate) struct Window {
     /// Bad events.
     pub bad: u64,
     /// All requests.
@@ -31,7 +31,7 @@ pub struct Window {
 
 /// What an SLO saw over each window length (ms).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SloFacts {
+pub(crate) struct SloFacts {
     /// SLO name.
     pub name: String,
     /// Each objective the SLO sets, with its counts per window.
@@ -42,7 +42,7 @@ pub struct SloFacts {
 
 /// One objective of an SLO and its counts over each window length (ms).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ObjectiveFacts {
+pub(crate) struct ObjectiveFacts {
     /// What it counts and its target.
     pub objective: Objective,
     /// Its bad events and all requests per window.
@@ -51,7 +51,7 @@ pub struct ObjectiveFacts {
 
 /// What a cell looks like now.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct CellFacts {
+pub(crate) struct CellFacts {
     /// Cell.
     pub cell: String,
     /// Error rate over `cell_error_rate_for`.
@@ -68,7 +68,7 @@ pub struct CellFacts {
 
 /// A finished cut-over.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CutoverFacts {
+pub(crate) struct CutoverFacts {
     /// Cell.
     pub cell: String,
     /// Its drain's version.
@@ -81,7 +81,7 @@ pub struct CutoverFacts {
 
 /// Everything the rules look at.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// SLOs.
     pub slos: Vec<SloFacts>,
     /// Cells.
@@ -99,7 +99,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// Every condition that holds for `facts`.
-pub fn conditions(facts: &Facts) -> Vec<Condition> {
+pub(crate) fn conditions(facts: &Facts) -> Vec<Condition> {
     let mut out = Vec::new();
     for slo in &facts.slos {
         for o in &slo.objectives {

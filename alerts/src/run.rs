@@ -7,7 +7,7 @@ use crate::burn_rate;
 use crate::engine::{Alert, AlertState, Engine};
 use crate::outbox::Outboxes;
 use crate::rules::{self, CellFacts, CutoverFacts, Facts, Labels, ObjectiveFacts, SloFacts, Window};
-pub use crate::view::AlertsView;
+pub(crate) use crate::view::AlertsView;
 use cellpilot_core::clock::SharedClock;
 use cellpilot_core::config::Config;
 use cellpilot_core::metrics::Metrics;
@@ -41,7 +41,7 @@ fn state_path(config: &Config) -> PathBuf {
 }
 
 /// Firing alerts saved by a previous run.
-pub fn load_firing(config: &Config) -> Vec<Alert> {
+pub(crate) fn load_firing(config: &Config) -> Vec<Alert> {
     #[derive(serde::Deserialize)]
     struct Saved {
         fingerprint: String,
@@ -84,7 +84,7 @@ fn save_firing(config: &Config, firing: &[Alert]) {
 }
 
 /// The facts the rules look at, at `now_ms`.
-pub fn facts(
+pub(crate) fn facts(
     store: &RollupStore,
     config: &Config,
     control: &dyn ControlView,

@@ -13,7 +13,7 @@
 
 use crate::{Error, Result};
 use cellpilot_control::Controller;
-use cellpilot_control::replica::{Entry, Recorded, Replication};
+use cellpilot_control::{Entry, Recorded, Replication};
 use cellpilot_core::task::Every;
 use futures::TryStreamExt;
 use object_store::path::Path as Key;

@@ -64,7 +64,7 @@ struct Pending {
 
 /// Cut-overs in flight and done.
 #[derive(Debug, Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     pending: Vec<Pending>,
     done: Vec<Cutover>,
     /// Reported cut-overs kept: cell -> started -> completed (unix ms).
@@ -78,7 +78,7 @@ pub struct Tracker {
 }
 
 /// Reported cut-overs remembered at most (older ones are forgotten first, see [`Tracker::reported`]).
-pub const MAX_REPORTED: usize = 10_000;
+pub(crate) const MAX_REPORTED: usize = 10_000;
 /// Two reports of one cell starting closer than this are one cut-over: the later is dropped.
 const REPORT_SPACING_MS: i64 = 60_000;
 /// Reports older than this (by start, against the newest) are forgotten when room is needed.
@@ -86,7 +86,7 @@ const REPORT_HORIZON_MS: i64 = 30 * 86_400_000;
 
 impl Tracker {
     /// A tracker holding `done` cut-overs from the log.
-    pub fn with(done: Vec<Cutover>) -> Self {
+    pub(crate) fn with(done: Vec<Cutover>) -> Self {
         let mut t = Self::default();
         for c in done {
             if let (Source::Reported, Some(completed)) = (c.source, c.completed_at_ms) {
@@ -106,7 +106,7 @@ impl Tracker {
     }
 
     /// A drain of `cell` at `decided_at_ms` (version `version`) while `watching` gateways listen.
-    pub fn drained(&mut self, cell: &str, version: u64, decided_at_ms: i64, watching: BTreeSet<GatewayId>) {
+    pub(crate) fn drained(&mut self, cell: &str, version: u64, decided_at_ms: i64, watching: BTreeSet<GatewayId>) {
         self.pending.retain(|p| p.row.cell != cell);
         let applied = watching.is_empty().then_some(decided_at_ms);
         self.pending.push(Pending {
@@ -128,7 +128,7 @@ impl Tracker {
     /// force whose cut-over had not finished. Its completion is measured as usual from the
     /// requests seen since (the WAL replay restores them); when the gateways applied it was lost
     /// with the process, so `applied_at` stays unknown. Nothing happens when it already finished.
-    pub fn resume(&mut self, cell: &str, version: u64, decided_at_ms: i64) {
+    pub(crate) fn resume(&mut self, cell: &str, version: u64, decided_at_ms: i64) {
         let known = |c: &Cutover| c.cell == cell && c.decision_version == Some(version);
         if self.done.iter().any(known) || self.pending.iter().any(|p| known(&p.row)) {
             return;
@@ -149,7 +149,7 @@ impl Tracker {
     }
 
     /// `gateway` applied `version` at `at_ms` (or, with `None`, disconnected at `at_ms`).
-    pub fn applied(&mut self, gateway: &GatewayId, version: Option<u64>, at_ms: i64) {
+    pub(crate) fn applied(&mut self, gateway: &GatewayId, version: Option<u64>, at_ms: i64) {
         for p in &mut self.pending {
             let covers = version.is_none_or(|v| Some(v) >= p.row.decision_version);
             if covers && p.waiting.remove(gateway) {
@@ -163,7 +163,7 @@ impl Tracker {
 
     /// Finalizes cut-overs whose cell has been quiet for `quiet_ms`; `activity(cell)` gives
     /// (latest request start, its arrival) in unix ms. Returns the newly finished ones.
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         now_ms: i64,
         quiet_ms: i64,
@@ -192,7 +192,7 @@ impl Tracker {
     /// A gateway's own report; `None` when it is already recorded (a WAL replay), when the cell
     /// has a report starting within a minute of it, or when [`MAX_REPORTED`] recent reports are
     /// kept — so a client cannot grow the table (or the log) with invented reports.
-    pub fn reported(&mut self, cell: &str, started_ms: i64, completed_ms: i64) -> Option<Cutover> {
+    pub(crate) fn reported(&mut self, cell: &str, started_ms: i64, completed_ms: i64) -> Option<Cutover> {
         let near = self.reported.get(cell).is_some_and(|m| {
             m.range(started_ms.saturating_sub(REPORT_SPACING_MS - 1)..started_ms.saturating_add(REPORT_SPACING_MS))
                 .next()
@@ -232,7 +232,7 @@ impl Tracker {
     }
 
     /// Finished cut-overs, then those still in flight.
-    pub fn all(&self) -> Vec<Cutover> {
+    pub(crate) fn all(&self) -> Vec<Cutover> {
         self.done.iter().cloned().chain(self.pending.iter().map(|p| p.row.clone())).collect()
     }
 }

@@ -114,7 +114,7 @@ impl Gateway {
 /// Every gateway seen, at most `max` (`[control] max_gateways`): one more evicts the one gone
 /// longest, or is refused when all are connected.
 #[derive(Debug)]
-pub struct Gateways {
+pub(crate) struct Gateways {
     map: BTreeMap<GatewayId, Gateway>,
     max: usize,
     caps: StreamCaps,
@@ -183,7 +183,7 @@ impl cellpilot_core::status::ErrorExt for Full {
 
 impl Gateways {
     /// At most `max` gateways remembered, their streams held to `caps`.
-    pub fn new(max: usize, caps: StreamCaps) -> Self {
+    pub(crate) fn new(max: usize, caps: StreamCaps) -> Self {
         Self { map: BTreeMap::new(), max: max.max(1), caps, streams: 0, by_token: BTreeMap::new() }
     }
 
@@ -211,7 +211,7 @@ impl Gateways {
 
     /// A stream of `id` opened by `token`'s holder (`None`: no tokens are configured);
     /// refused (nothing counted) over a cap.
-    pub fn open(&mut self, id: &GatewayId, token: Option<&str>, now_ms: i64) -> Result<(), Full> {
+    pub(crate) fn open(&mut self, id: &GatewayId, token: Option<&str>, now_ms: i64) -> Result<(), Full> {
         let caps = self.caps;
         if self.streams >= caps.total {
             return Err(Full::Streams(caps.total));
@@ -233,7 +233,7 @@ impl Gateways {
     }
 
     /// A stream of `id` opened by `token`'s holder closed.
-    pub fn close(&mut self, id: &GatewayId, token: Option<&str>, now_ms: i64) {
+    pub(crate) fn close(&mut self, id: &GatewayId, token: Option<&str>, now_ms: i64) {
         if let Some(g) = self.map.get_mut(id)
             && g.streams > 0
         {
@@ -252,24 +252,24 @@ impl Gateways {
     }
 
     /// Streams opened from now on are held to `caps`.
-    pub fn set_caps(&mut self, caps: StreamCaps) {
+    pub(crate) fn set_caps(&mut self, caps: StreamCaps) {
         self.caps = caps;
     }
 
     /// Live streams in all.
-    pub fn streams(&self) -> usize {
+    pub(crate) fn streams(&self) -> usize {
         self.streams
     }
 
     /// One of its streams counts as watching.
-    pub fn join(&mut self, id: &GatewayId, now_ms: i64) -> Result<(), Full> {
+    pub(crate) fn join(&mut self, id: &GatewayId, now_ms: i64) -> Result<(), Full> {
         self.entry(id, now_ms)?.watching_streams += 1;
         Ok(())
     }
 
     /// One of its streams stopped counting; true when it was its last (the gateway no longer
     /// holds cut-overs).
-    pub fn leave(&mut self, id: &GatewayId) -> bool {
+    pub(crate) fn leave(&mut self, id: &GatewayId) -> bool {
         match self.map.get_mut(id) {
             Some(g) if g.watching_streams > 0 => {
                 g.watching_streams -= 1;
@@ -280,13 +280,13 @@ impl Gateways {
     }
 
     /// Records an ACK; `Err` when the gateway is new and there is no room.
-    pub fn ack(&mut self, id: &GatewayId, ack: Ack, now_ms: i64) -> Result<(), Full> {
+    pub(crate) fn ack(&mut self, id: &GatewayId, ack: Ack, now_ms: i64) -> Result<(), Full> {
         self.entry(id, now_ms)?.last_ack = Some(ack);
         Ok(())
     }
 
     /// Records a NACK (its message cut to [`MAX_NACK_DETAIL`] bytes).
-    pub fn nack(&mut self, id: &GatewayId, version: u64, error: &str, now_ms: i64) -> Result<(), Full> {
+    pub(crate) fn nack(&mut self, id: &GatewayId, version: u64, error: &str, now_ms: i64) -> Result<(), Full> {
         let g = self.entry(id, now_ms)?;
         g.last_nack =
             Some(Nack { version, error: cellpilot_core::cut_str(error, MAX_NACK_DETAIL).to_string(), at_ms: now_ms });
@@ -295,22 +295,23 @@ impl Gateways {
     }
 
     /// Gateways watching now.
-    pub fn watching(&self) -> BTreeSet<GatewayId> {
+    pub(crate) fn watching(&self) -> BTreeSet<GatewayId> {
         self.map.iter().filter(|(_, g)| g.watching()).map(|(id, _)| id.clone()).collect()
     }
 
     /// How many gateways are watching now.
-    pub fn watching_count(&self) -> usize {
+    pub(crate) fn watching_count(&self) -> usize {
         self.map.values().filter(|g| g.watching()).count()
     }
 
     /// Every gateway, by protocol then id.
-    pub fn all(&self) -> Vec<Gateway> {
+    pub(crate) fn all(&self) -> Vec<Gateway> {
         self.map.values().cloned().collect()
     }
 
     /// `id`'s entry.
-    pub fn get(&self, id: &GatewayId) -> Option<&Gateway> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, id: &GatewayId) -> Option<&Gateway> {
         self.map.get(id)
     }
 }

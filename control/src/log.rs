@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// An append-only JSON-lines file of `T`.
 #[derive(Debug)]
-pub struct JsonLog<T> {
+pub(crate) struct JsonLog<T> {
     file: FsFile,
     /// Bytes of complete lines; appends go here and a failed one is cut back to it.
     len: u64,
@@ -25,17 +25,17 @@ pub struct JsonLog<T> {
 const MAX_UNWRITTEN: usize = 16 << 20;
 
 /// The decisions log.
-pub type DecisionLog = JsonLog<Decision>;
+pub(crate) type DecisionLog = JsonLog<Decision>;
 
 impl<T: Serialize + DeserializeOwned> JsonLog<T> {
     /// Opens (creating) `<data_dir>/control/<name>` and returns it with every row it holds.
-    pub fn open(data_dir: &Path, name: &str) -> Result<(Self, Vec<T>)> {
+    pub(crate) fn open(data_dir: &Path, name: &str) -> Result<(Self, Vec<T>)> {
         Self::open_with(&Fs::real(), data_dir, name)
     }
 
     /// [`JsonLog::open`] through `fs`. A torn last line (a crash mid-append: no newline) is cut
     /// off, so the next row starts on a line of its own instead of being glued to it.
-    pub fn open_with(fs: &Fs, data_dir: &Path, name: &str) -> Result<(Self, Vec<T>)> {
+    pub(crate) fn open_with(fs: &Fs, data_dir: &Path, name: &str) -> Result<(Self, Vec<T>)> {
         let dir = data_dir.join("control");
         fs.create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let path = dir.join(name);
@@ -69,7 +69,7 @@ impl<T: Serialize + DeserializeOwned> JsonLog<T> {
 
     /// Appends and syncs rows, after any a failed append left: all of them, or (on a failed
     /// write or sync) none, kept for the next append.
-    pub fn append(&mut self, rows: &[T]) -> Result<()> {
+    pub(crate) fn append(&mut self, rows: &[T]) -> Result<()> {
         let mut buf = std::mem::take(&mut self.unwritten);
         for d in rows {
             serde_json::to_writer(&mut buf, d)?;
@@ -96,7 +96,7 @@ impl<T: Serialize + DeserializeOwned> JsonLog<T> {
 }
 
 /// Decisions as rows of the `decisions` table.
-pub fn to_batch(decisions: &[Decision]) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
+pub(crate) fn to_batch(decisions: &[Decision]) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
     use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array};
     use std::sync::Arc;
     let cols: Vec<ArrayRef> = vec![
@@ -115,7 +115,7 @@ pub fn to_batch(decisions: &[Decision]) -> Result<arrow::record_batch::RecordBat
 }
 
 /// Cut-overs as rows of the `cutovers` table.
-pub fn cutovers_batch(
+pub(crate) fn cutovers_batch(
     rows: &[crate::cutover::Cutover],
 ) -> Result<arrow::record_batch::RecordBatch, arrow::error::ArrowError> {
     use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray, UInt64Array};

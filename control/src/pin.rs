@@ -6,11 +6,11 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// Pin length when the request names none.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// Longest pin: a forgotten pin should not outlive a month.
-pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 /// Longest reason, in bytes.
-pub const MAX_REASON: usize = 1024;
+pub(crate) const MAX_REASON: usize = 1024;
 
 /// A pin (or, with no weight, an unpin) as an operator asked for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +19,7 @@ pub struct PinRequest {
     pub cell: String,
     /// The weight to hold; `None` removes the pin.
     pub weight: Option<u32>,
-    /// How long; [`DEFAULT_TTL`] when absent.
+    /// How long; `DEFAULT_TTL` when absent.
     pub ttl: Option<Duration>,
     /// Why, recorded in the decision.
     pub reason: String,
@@ -28,10 +28,10 @@ pub struct PinRequest {
 /// Why a pin request was refused; each message names the field.
 #[derive(Debug, Error, PartialEq)]
 pub enum PinError {
-    /// `ttl` outside 1 ms ..= [`MAX_TTL`].
+    /// `ttl` outside 1 ms ..= `MAX_TTL`.
     #[error("`ttl` must be between 1ms and 30d")]
     Ttl,
-    /// `reason` over [`MAX_REASON`] bytes.
+    /// `reason` over `MAX_REASON` bytes.
     #[error("`reason` is longer than {MAX_REASON} bytes")]
     Reason,
     /// The cell name is empty or longer than names may be.

@@ -7,7 +7,7 @@
 //! up to 8×) through a 10 % -> 50 % -> 100 % ramp; bias weights by p50 latency with a 10 %
 //! deadband; honour pins until they expire; in dry-run, record but publish base weights.
 
-pub use crate::decision::{CellInput, CellWeight, Decision, Inputs, Pin, State, WeightTable};
+pub(crate) use crate::decision::{CellInput, CellWeight, Decision, Inputs, Pin, State, WeightTable};
 use crate::reason::{percent, span, thousands};
 use cellpilot_core::config::{ControlConfig, ControlMode, PolicyConfig};
 use std::collections::BTreeMap;

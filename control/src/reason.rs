@@ -1,7 +1,7 @@
 //! Reasons a person understands, written into every decision.
 
 /// `18204` -> `18,204`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -14,12 +14,12 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// `0.0231` -> `2.31 %`.
-pub fn percent(rate: f64) -> String {
+pub(crate) fn percent(rate: f64) -> String {
     format!("{:.2} %", rate * 100.0)
 }
 
 /// A duration in ms as `30 s`, `2 min`, `1 h`.
-pub fn span(ms: i64) -> String {
+pub(crate) fn span(ms: i64) -> String {
     match ms {
         m if m > 0 && m % 3_600_000 == 0 => format!("{} h", m / 3_600_000),
         m if m > 0 && m % 60_000 == 0 => format!("{} min", m / 60_000),

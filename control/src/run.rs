@@ -14,7 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Inputs for a tick at the window boundary `boundary_ms`.
-pub fn inputs(store: &RollupStore, config: &Config, boundary_ms: i64, now_ms: i64) -> cellpilot_query::Result<Inputs> {
+pub(crate) fn inputs(
+    store: &RollupStore,
+    config: &Config,
+    boundary_ms: i64,
+    now_ms: i64,
+) -> cellpilot_query::Result<Inputs> {
     let width = config.ingest.window.as_millis_i64();
     let trailing = cells(store, boundary_ms - config.control.policy.drain_for.as_millis_i64(), boundary_ms, now_ms)?;
     let latest: BTreeMap<_, _> =

@@ -4,7 +4,7 @@
 //! (the trailing `drain_for` and the latest window, each boundary + `evaluation_delay`). The
 //! expected drains and restores are read from the script, not from the policy.
 
-use cellpilot_control::policy::{CellInput, Decision, Inputs, Policy, State};
+use cellpilot_control::{CellInput, Decision, Inputs, Policy, State};
 use cellpilot_core::config::ControlConfig;
 use std::collections::BTreeMap;
 

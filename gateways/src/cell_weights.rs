@@ -4,8 +4,8 @@
 
 use crate::follower::{Follower, MAX_GATEWAY_ID};
 use crate::pb;
-use cellpilot_control::controller::{Controller, MAX_CLOCK_SKEW_MS};
-use cellpilot_control::gateways::GatewayId;
+use cellpilot_control::GatewayId;
+use cellpilot_control::{Controller, MAX_CLOCK_SKEW_MS};
 use cellpilot_control::{State, WeightTable};
 use cellpilot_core::auth::{Authenticator, Principal, Role};
 use cellpilot_core::grpc::{RoleGuard, caller};

@@ -5,7 +5,7 @@
 //! answers. Dropping the follower gives everything back.
 
 use cellpilot_control::Controller;
-use cellpilot_control::gateways::GatewayId;
+use cellpilot_control::GatewayId;
 use cellpilot_core::auth::Principal;
 use cellpilot_core::status::StatusCode;
 use cellpilot_core::status::grpc_status;

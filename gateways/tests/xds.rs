@@ -2,9 +2,9 @@
 //! request, ACK, NACK then recovery, unknown names, delta subscribe/unsubscribe, a reconnect
 //! with a stale version, refusals, and a policy drain whose cut-over waits for the xDS ACK.
 
-use cellpilot_control::gateways::Protocol;
-use cellpilot_control::gateways::StreamCaps;
-use cellpilot_control::pin::PinRequest;
+use cellpilot_control::PinRequest;
+use cellpilot_control::Protocol;
+use cellpilot_control::StreamCaps;
 use cellpilot_control::{CellInput, Controller, Inputs};
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
@@ -176,7 +176,7 @@ fn now() -> i64 {
     cellpilot_core::clock::Clock::now_ms(&SystemClock)
 }
 
-fn gateway(f: &Fixture, id: &str) -> cellpilot_control::gateways::Gateway {
+fn gateway(f: &Fixture, id: &str) -> cellpilot_control::Gateway {
     f.controller.gateways().into_iter().find(|g| g.protocol == Protocol::Xds && g.id == id).expect("node listed")
 }
 
@@ -355,7 +355,7 @@ async fn requests_over_the_bounds_are_refused() {
     // A request over the decode limit is refused before it is decoded.
     let mut s = open_sotw(&f).await;
     let mut r = sotw(Kind::Endpoints, &["checkout"], "", "");
-    r.node.as_mut().unwrap().user_agent_name = "x".repeat(cellpilot_gateways::xds::MAX_REQUEST_BYTES);
+    r.node.as_mut().unwrap().user_agent_name = "x".repeat(cellpilot_gateways::MAX_REQUEST_BYTES);
     s.send(r).await;
     let e = s.rx.message().await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");

@@ -29,7 +29,7 @@
 //! - `recovery`: restoring the newest intact checkpoint and applying the WAL after it.
 //! - `limiter`: the in-flight budget behind the retryable overload answer.
 //! - `closer`: the task that closes windows on time and hands them to storage.
-//! - `error`: the crate's error type.
+//! - [`error`]: the crate's error type.
 //! - `attrs`: reading OTLP attribute values as the semantic conventions use them.
 //! - `codec`: the varint layout of span batches and checkpoints, read with bounds.
 

@@ -26,7 +26,7 @@ const BOUNDED: [&str; 5] = ["repeat", "lpad", "rpad", "concat", "concat_ws"];
 
 /// Replaces the registered `repeat`, `lpad` and `rpad` with bounded ones: a call whose batch
 /// would produce more than `budget` bytes is an error.
-pub fn register(ctx: &mut SessionContext, budget: usize) {
+pub(crate) fn register(ctx: &mut SessionContext, budget: usize) {
     for name in BOUNDED {
         if let Ok(inner) = ctx.udf(name) {
             SessionContext::register_udf(ctx, ScalarUDF::new_from_impl(Bounded { inner: (*inner).clone(), budget }));

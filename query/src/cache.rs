@@ -8,7 +8,7 @@ use std::hash::Hash;
 /// Values of about `bytes` each, at most `budget` bytes in all. Eviction drops the older half
 /// at once, so an insert costs O(1) amortised however many entries there are.
 #[derive(Debug)]
-pub struct ByteLru<K, V> {
+pub(crate) struct ByteLru<K, V> {
     entries: HashMap<K, Entry<V>>,
     budget: usize,
     bytes: usize,
@@ -24,12 +24,12 @@ struct Entry<V> {
 
 impl<K: Hash + Eq, V: Clone> ByteLru<K, V> {
     /// An empty cache holding at most `budget` bytes.
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         Self { entries: HashMap::new(), budget, bytes: 0, tick: 0 }
     }
 
     /// The value under `key`, now the most recently used.
-    pub fn get(&mut self, key: &K) -> Option<V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<V> {
         self.tick += 1;
         let tick = self.tick;
         self.entries.get_mut(key).map(|e| {
@@ -40,7 +40,7 @@ impl<K: Hash + Eq, V: Clone> ByteLru<K, V> {
 
     /// Keeps `value` (about `bytes` bytes) under `key`. A value over a quarter of the budget is
     /// not kept: one huge entry would flush everything else.
-    pub fn put(&mut self, key: K, value: V, bytes: usize) {
+    pub(crate) fn put(&mut self, key: K, value: V, bytes: usize) {
         if bytes > self.budget / 4 {
             return;
         }
@@ -60,24 +60,28 @@ impl<K: Hash + Eq, V: Clone> ByteLru<K, V> {
     }
 
     /// Forgets `key`.
-    pub fn remove(&mut self, key: &K) {
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, key: &K) {
         if let Some(old) = self.entries.remove(key) {
             self.bytes -= old.bytes;
         }
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Entries held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 /// One tier of one table.
 #[derive(Debug)]
-pub struct TierTable {
+pub(crate) struct TierTable {
     store: Arc<RollupStore>,
     table: Table,
     tier: Tier,
@@ -35,7 +35,7 @@ impl TierTable {
     }
 
     /// The table over `store`.
-    pub fn new(store: Arc<RollupStore>, table: Table, tier: Tier) -> Self {
+    pub(crate) fn new(store: Arc<RollupStore>, table: Table, tier: Tier) -> Self {
         Self { store, table, tier, reservations: Mutex::new(Vec::new()) }
     }
 }

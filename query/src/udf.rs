@@ -18,12 +18,12 @@ use datafusion::prelude::SessionContext;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 
-pub use hdr_merge::HdrMerge;
-pub use hdr_quantile::HdrQuantile;
-pub use latency_quantile::LatencyQuantile;
+pub(crate) use hdr_merge::HdrMerge;
+pub(crate) use hdr_quantile::HdrQuantile;
+pub(crate) use latency_quantile::LatencyQuantile;
 
 /// Registers every cellpilot function in `ctx`.
-pub fn register(ctx: &SessionContext) {
+pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udaf(AggregateUDF::from(HdrMerge::new()));
     ctx.register_udaf(AggregateUDF::from(LatencyQuantile::new()));
     ctx.register_udf(ScalarUDF::from(HdrQuantile::new()));

@@ -106,7 +106,7 @@ fn a_damaged_object_is_moved_aside_and_the_rest_answers() {
 #[test]
 #[ignore = "needs s3s-fs"]
 fn nodes_share_an_s3_bucket() {
-    use cellpilot_tools::s3::{ACCESS_KEY, LocalS3, SECRET_KEY};
+    use cellpilot_query::local_s3::{ACCESS_KEY, LocalS3, SECRET_KEY};
     let server = LocalS3::start("rollups").unwrap();
     let settings = S3Settings {
         url: "s3://rollups/cluster".into(),

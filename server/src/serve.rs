@@ -4,9 +4,9 @@
 use crate::gate::Gate;
 use crate::listen::{bind, grpc_server, incoming, serve_http};
 use anyhow::Context;
-use cellpilot_alerts::run::ControlView;
+use cellpilot_alerts::ControlView;
 use cellpilot_control::Controller;
-use cellpilot_control::gateways::StreamCaps;
+use cellpilot_control::StreamCaps;
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::Config;
@@ -44,7 +44,7 @@ impl ControlView for ControlFacts {
         self.0
             .cutovers()
             .into_iter()
-            .filter(|c| c.source == cellpilot_control::cutover::Source::Observed)
+            .filter(|c| c.source == cellpilot_control::Source::Observed)
             .filter(|c| c.completed_at_ms.is_some_and(|t| t >= since_ms))
             .filter_map(|c| Some((c.cell, c.decision_version, c.duration_ms?)))
             .collect()
@@ -272,7 +272,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let view: Arc<dyn ControlView> = Arc::new(ControlFacts(controller.clone()));
         let (st, cfg, m, c, a) = (store.clone(), config.clone(), metrics.clone(), clock.clone(), alerts.clone());
         tasks.spawn(async move {
-            cellpilot_alerts::run::run(st, cfg, view, a, m, c, stop.cancelled_owned()).await;
+            cellpilot_alerts::run(st, cfg, view, a, m, c, stop.cancelled_owned()).await;
             Ok(())
         });
         let stop = shutdown.clone();
@@ -280,7 +280,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // A query-only node sees no requests arrive: cut-overs complete on the gateways' acks.
         let activity: Arc<dyn cellpilot_core::store::CellActivity> = Arc::new(windows.clone());
         tasks.spawn(async move {
-            cellpilot_control::run::run(ctl, st, cfg, c, activity, stop.cancelled_owned()).await;
+            cellpilot_control::run(ctl, st, cfg, c, activity, stop.cancelled_owned()).await;
             Ok(())
         });
     }

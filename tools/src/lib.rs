@@ -6,10 +6,10 @@
 //! - [`loadgen`]: real OTLP through the OpenTelemetry SDK, with scripted incidents.
 //! - [`generate`]: synthetic history written straight into every Parquet tier.
 //! - [`bench`](mod@bench): `cellpilot bench ingest|query|control|web|cluster`.
-//! - [`s3`]: a local S3-compatible server for the cluster benchmark and tests.
+//! - [`s3`]: the local S3-compatible server (`cellpilot_query::local_s3`) of the cluster benchmark and tests.
 
 pub mod bench;
 pub mod demo;
 pub mod generate;
 pub mod loadgen;
-pub mod s3;
+pub use cellpilot_query::local_s3 as s3;

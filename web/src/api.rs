@@ -279,7 +279,7 @@ pub async fn override_cell(
         .map(humantime::parse_duration)
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("`ttl`: {e}")))?;
-    let req = cellpilot_control::pin::PinRequest { cell, weight: b.weight, ttl, reason: b.reason };
+    let req = cellpilot_control::PinRequest { cell, weight: b.weight, ttl, reason: b.reason };
     let max_name = state.config.ingest.max_attribute_length;
     let (controller, actor, now) = (state.controller.clone(), who.actor().to_string(), state.clock.now_ms());
     // In a cluster the pin's version is recorded in the object store first: blocking.

@@ -66,8 +66,8 @@ impl From<cellpilot_query::Error> for ApiError {
     }
 }
 
-impl From<cellpilot_control::pin::PinError> for ApiError {
-    fn from(e: cellpilot_control::pin::PinError) -> Self {
+impl From<cellpilot_control::PinError> for ApiError {
+    fn from(e: cellpilot_control::PinError) -> Self {
         ApiError::of(e)
     }
 }

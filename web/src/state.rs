@@ -44,7 +44,7 @@ pub struct AppState {
     /// Cell weights and decisions.
     pub controller: Arc<cellpilot_control::Controller>,
     /// Alerts and their deliveries.
-    pub alerts: Arc<cellpilot_alerts::run::AlertsView>,
+    pub alerts: Arc<cellpilot_alerts::AlertsView>,
 }
 
 impl AppState {
@@ -67,7 +67,7 @@ impl AppState {
             sql: Arc::new(cellpilot_query::sql::Executor::new(config.query.max_concurrent)?),
             health: cellpilot_core::health::Health::default(),
             controller,
-            alerts: Arc::new(cellpilot_alerts::run::AlertsView::default()),
+            alerts: Arc::new(cellpilot_alerts::AlertsView::default()),
             config,
         })
     }

@@ -9,7 +9,7 @@ use crate::xds::event::{Event, Limits, MAX_NODE_ID, Machine};
 use crate::xds::resources::{Kind, Snapshots};
 use crate::xds::sotw::Sotw;
 use cellpilot_control::Controller;
-use cellpilot_control::gateways::GatewayId;
+use cellpilot_control::GatewayId;
 use cellpilot_core::auth::Role;
 use cellpilot_core::auth::{Authenticator, Principal};
 use cellpilot_core::grpc::RoleGuard;
@@ -148,7 +148,7 @@ impl NodeGuard {
                 Event::Ack { .. } => Ok(()),
                 Event::Nack { kind, version, error } => {
                     // A client's text, logged no longer than it is kept.
-                    let detail = cellpilot_core::cut_str(&error, cellpilot_control::gateways::MAX_NACK_DETAIL);
+                    let detail = cellpilot_core::cut_str(&error, cellpilot_control::MAX_NACK_DETAIL);
                     if let Some(held_back) = nack_lines().allow(&id.id) {
                         tracing::warn!(node = %id.id, type_url = kind.type_url(), version, error = %detail, nacks_held_back = held_back, "xDS node refused a response (NACK)");
                     }

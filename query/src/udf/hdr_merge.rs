@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 /// The `hdr_merge` aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct HdrMerge {
+pub(crate) struct HdrMerge {
     signature: Signature,
 }
 
 impl HdrMerge {
     /// The function, ready to register.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { signature: Signature::exact(vec![DataType::Binary], Volatility::Immutable) }
     }
 }

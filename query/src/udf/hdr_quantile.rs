@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 /// The `hdr_quantile` scalar function.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct HdrQuantile {
+pub(crate) struct HdrQuantile {
     signature: Signature,
 }
 
 impl HdrQuantile {
     /// The function, ready to register.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { signature: super::quantile_signature() }
     }
 }

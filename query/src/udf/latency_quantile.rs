@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 /// The `latency_quantile` aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct LatencyQuantile {
+pub(crate) struct LatencyQuantile {
     signature: Signature,
 }
 
 impl LatencyQuantile {
     /// The function, ready to register.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { signature: super::quantile_signature() }
     }
 }

@@ -7,7 +7,7 @@
 
 use super::median;
 use cellpilot_control::Controller;
-use cellpilot_control::policy::{CellInput, Inputs};
+use cellpilot_control::{CellInput, Inputs};
 use cellpilot_core::auth::Authenticator;
 use cellpilot_core::clock::{SharedClock, SystemClock};
 use cellpilot_core::config::ControlConfig;

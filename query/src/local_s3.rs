@@ -1,9 +1,9 @@
 //! A local S3-compatible server (`s3s-fs`, installed by `cargo install s3s-fs --version 0.14.1
 //! --features binary`) on a free loopback port over a temporary directory: what `bench cluster`
-//! and the cluster tests store rollups in. `CELLPILOT_S3S_FS` names the program if it is not on
+//! and the object-store and cluster tests store rollups in (the `local-s3` feature). `CELLPILOT_S3S_FS` names the program if it is not on
 //! `PATH`.
 
-use anyhow::{Context, bail};
+use std::io::{Error, Result};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub struct LocalS3 {
 
 impl LocalS3 {
     /// Starts the server with one empty bucket named `bucket`; returns once it accepts connections.
-    pub fn start(bucket: &str) -> anyhow::Result<LocalS3> {
+    pub fn start(bucket: &str) -> Result<LocalS3> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir(root.path().join(bucket))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -34,15 +34,20 @@ impl LocalS3 {
             .arg(root.path())
             .stdout(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {bin} (cargo install s3s-fs --version 0.14.1 --features binary)"))?;
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("starting {bin} (cargo install s3s-fs --version 0.14.1 --features binary): {e}"),
+                )
+            })?;
         let deadline = cellpilot_core::clock::monotonic() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = child.try_wait()? {
-                bail!("{bin} exited with {status} before listening");
+                return Err(Error::other(format!("{bin} exited with {status} before listening")));
             }
             if cellpilot_core::clock::monotonic() > deadline {
                 let _ = child.kill();
-                bail!("{bin} did not listen on port {port} within 20 s");
+                return Err(Error::other(format!("{bin} did not listen on port {port} within 20 s")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
