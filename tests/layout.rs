@@ -13,7 +13,7 @@ const ALLOWED: [(&str, &[&str]); 11] = [
     ("query", &["core"]),
     ("control", &["core", "query"]),
     ("alerts", &["core", "query"]),
-    ("dashboards", &["core", "query", "control"]),
+    ("dashboards", &["core", "query", "control", "alerts"]),
     ("gateways", &["core", "control"]),
     ("cluster", &["core", "query", "control"]),
     ("web", &["core", "query", "control", "alerts", "dashboards"]),

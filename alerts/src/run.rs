@@ -79,7 +79,7 @@ fn save_firing(config: &Config, firing: &[Alert]) {
         std::fs::rename(&tmp, &path)
     };
     if let Err(e) = write() {
-        tracing::error!(error = %e, "saving firing alerts failed");
+        tracing::error!(error = %cellpilot_core::status::Chain(&e), "saving firing alerts failed");
     }
 }
 
@@ -194,11 +194,11 @@ pub async fn run(
         let facts = match gathered {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "gathering alert facts failed");
+                tracing::error!(error = %cellpilot_core::status::Chain(&e), "gathering alert facts failed");
                 continue;
             }
             Err(e) => {
-                tracing::error!(error = %e, "gathering alert facts did not finish");
+                tracing::error!(error = %cellpilot_core::status::Chain(&e), "gathering alert facts did not finish");
                 continue;
             }
         };

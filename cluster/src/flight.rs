@@ -230,7 +230,7 @@ impl Peers {
                 .add_header("authorization", &format!("Bearer {}", t.expose()))
                 .map_err(|e| Error::Peer(e.to_string()))?;
         }
-        let ticket = serde_json::to_vec(&ask).map_err(|e| Error::Internal(e.to_string()))?;
+        let ticket = serde_json::to_vec(&ask).map_err(|e| Error::internal_from("encoding the ticket", e))?;
         let mut stream = client.do_get(Ticket::new(ticket)).await.map_err(|e| Error::Peer(e.to_string()))?;
         let until = stream
             .headers()
@@ -266,7 +266,7 @@ impl OtherNodes for Peers {
             let channel = match self.channel(&peer.advertise) {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(node = %peer.node_id, error = %e, "peer left out of the answer");
+                    tracing::warn!(node = %peer.node_id, error = %cellpilot_core::status::Chain(&e), "peer left out of the answer");
                     continue;
                 }
             };
@@ -280,9 +280,11 @@ impl OtherNodes for Peers {
             match futures::executor::block_on(handle) {
                 Ok(Ok((persisted_until, rows))) => out.push(Unwritten { node: peer.node_id, persisted_until, rows }),
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %peer.node_id, error = %e, "a live peer did not answer: its open windows are left out")
+                    tracing::warn!(node = %peer.node_id, error = %cellpilot_core::status::Chain(&e), "a live peer did not answer: its open windows are left out")
                 }
-                Err(e) => tracing::warn!(node = %peer.node_id, error = %e, "asking a peer did not finish"),
+                Err(e) => {
+                    tracing::warn!(node = %peer.node_id, error = %cellpilot_core::status::Chain(&e), "asking a peer did not finish")
+                }
             }
         }
         Ok(out)

@@ -111,7 +111,7 @@ impl Leadership {
         let mut n = 0;
         for m in metas {
             if m.size > MAX_ENTRY_BYTES {
-                return Err(Error::Internal(format!("{} is {} bytes, over {MAX_ENTRY_BYTES}", m.location, m.size)));
+                return Err(Error::internal(format!("{} is {} bytes, over {MAX_ENTRY_BYTES}", m.location, m.size)));
             }
             let bytes = self
                 .store
@@ -122,13 +122,13 @@ impl Leadership {
                 .await
                 .map_err(store_err("reading the decision log"))?;
             let entry: Entry = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Internal(format!("{} is not a decision-log entry: {e}", m.location)))?;
+                .map_err(|e| Error::internal_from(format!("{} is not a decision-log entry", m.location), e))?;
             // Off the async workers: publishing takes the policy lock, which a decision holds
             // while it waits for the store.
             let controller = self.controller.clone();
             let published = cellpilot_core::task::blocking(move || controller.follow(&entry))
                 .await
-                .map_err(|e| Error::Internal(format!("publishing a followed version: {e}")))?;
+                .map_err(|e| Error::internal_from("publishing a followed version", e))?;
             if published {
                 n += 1;
             }
@@ -144,7 +144,7 @@ impl Leadership {
                 let meta = got.meta.clone();
                 let bytes = got.bytes().await.map_err(store_err("reading the lease"))?;
                 let body: LeaseBody = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Internal(format!("the lease object is not a lease: {e}")))?;
+                    .map_err(|e| Error::internal_from("the lease object is not a lease", e))?;
                 Some((body, meta))
             }
             Err(object_store::Error::NotFound { .. }) => None,
@@ -171,7 +171,7 @@ impl Leadership {
                     // Versions continue where the old leader stopped: follow all it recorded first.
                     self.follow().await?;
                     if self.controller.version() < body.version {
-                        return Err(Error::Internal(format!(
+                        return Err(Error::internal(format!(
                             "the lease names version {} but the decision log ends at {}: not taking over yet",
                             body.version,
                             self.controller.version()
@@ -183,7 +183,8 @@ impl Leadership {
         };
         let body =
             LeaseBody { holder: self.node.clone(), web: self.web.clone(), term, version: self.controller.version() };
-        let payload = PutPayload::from(serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?);
+        let payload =
+            PutPayload::from(serde_json::to_vec(&body).map_err(|e| Error::internal_from("encoding the lease", e))?);
         match self.store.put_opts(&self.lease, payload, PutOptions::from(mode)).await {
             Ok(res) => {
                 let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,12 +223,12 @@ impl Leadership {
         let mut next_tend = cellpilot_core::clock::monotonic();
         while every.tick().await {
             if let Err(e) = self.follow().await {
-                tracing::warn!(error = %e, "following the decision log");
+                tracing::warn!(error = %cellpilot_core::status::Chain(&e), "following the decision log");
             }
             if cellpilot_core::clock::monotonic() >= next_tend {
                 next_tend = cellpilot_core::clock::monotonic() + self.ttl / 3;
                 if let Err(e) = self.tend().await {
-                    tracing::warn!(error = %e, "tending the control-loop lease");
+                    tracing::warn!(error = %cellpilot_core::status::Chain(&e), "tending the control-loop lease");
                 }
             }
         }

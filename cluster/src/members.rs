@@ -126,7 +126,7 @@ impl Members {
 
     /// Writes this node's heartbeat.
     pub async fn beat(&self) -> Result<()> {
-        let body = serde_json::to_vec(&self.me).map_err(|e| Error::Internal(e.to_string()))?;
+        let body = serde_json::to_vec(&self.me).map_err(|e| Error::internal_from("encoding the heartbeat", e))?;
         self.store
             .put(&self.key(&self.me.node_id), PutPayload::from(body))
             .await
@@ -151,7 +151,9 @@ impl Members {
             };
             match bytes.map(|b| serde_json::from_slice::<Heartbeat>(&b)) {
                 Ok(Ok(h)) => live.push((h, m.last_modified.into())),
-                Ok(Err(e)) => tracing::warn!(key = %m.location, error = %e, "an unreadable heartbeat is skipped"),
+                Ok(Err(e)) => {
+                    tracing::warn!(key = %m.location, error = %cellpilot_core::status::Chain(&e), "an unreadable heartbeat is skipped")
+                }
                 // Gone between the listing and the read: the node left.
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(Error::store("reading a heartbeat", e)),
@@ -168,15 +170,15 @@ impl Members {
         let mut every = Every::new(self.ttl / 3, stop);
         while every.tick().await {
             if let Err(e) = self.beat().await {
-                tracing::warn!(error = %e, "heartbeat not written; other nodes drop this one after lease_ttl");
+                tracing::warn!(error = %cellpilot_core::status::Chain(&e), "heartbeat not written; other nodes drop this one after lease_ttl");
             }
             if let Err(e) = self.list().await {
-                tracing::warn!(error = %e, "listing the cluster's heartbeats; keeping the last list");
+                tracing::warn!(error = %cellpilot_core::status::Chain(&e), "listing the cluster's heartbeats; keeping the last list");
             }
         }
         // Leaving: other nodes stop asking at once instead of after lease_ttl.
         if let Err(e) = self.store.delete(&self.key(&self.me.node_id)).await {
-            tracing::debug!(error = %e, "removing the heartbeat on the way out");
+            tracing::debug!(error = %cellpilot_core::status::Chain(&e), "removing the heartbeat on the way out");
         }
     }
 }

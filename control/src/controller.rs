@@ -153,7 +153,7 @@ impl Controller {
         }
         if !decisions.is_empty() {
             if let Err(e) = self.log.lock().unwrap_or_else(|e| e.into_inner()).append(&decisions) {
-                tracing::error!(error = %e, "recording decisions failed");
+                tracing::error!(error = %cellpilot_core::status::Chain(&e), "recording decisions failed");
             }
             let watching = self.gateways.lock().unwrap_or_else(|e| e.into_inner()).watching();
             let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,7 +327,7 @@ impl Controller {
         if !done.is_empty()
             && let Err(e) = self.cutover_log.lock().unwrap_or_else(|e| e.into_inner()).append(&done)
         {
-            tracing::error!(error = %e, "recording cut-overs failed");
+            tracing::error!(error = %cellpilot_core::status::Chain(&e), "recording cut-overs failed");
         }
     }
 
@@ -372,7 +372,7 @@ impl cellpilot_core::store::CutoverReports for Controller {
         if let Some(row) = row
             && let Err(e) = self.cutover_log.lock().unwrap_or_else(|e| e.into_inner()).append(&[row])
         {
-            tracing::error!(error = %e, "recording a reported cut-over failed");
+            tracing::error!(error = %cellpilot_core::status::Chain(&e), "recording a reported cut-over failed");
         }
     }
 }

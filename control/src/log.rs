@@ -53,7 +53,7 @@ impl<T: Serialize + DeserializeOwned> JsonLog<T> {
             match serde_json::from_slice::<T>(line) {
                 Ok(d) => rows.push(d),
                 Err(e) => {
-                    tracing::warn!(file = %path.display(), line = n + 1, error = %e, "skipping an unreadable line")
+                    tracing::warn!(file = %path.display(), line = n + 1, error = %cellpilot_core::status::Chain(&e), "skipping an unreadable line")
                 }
             }
         }

@@ -89,8 +89,8 @@ pub async fn run(
         .await;
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "control evaluation failed"),
-            Err(e) => tracing::error!(error = %e, "control evaluation did not finish"),
+            Ok(Err(e)) => tracing::error!(error = %cellpilot_core::status::Chain(&e), "control evaluation failed"),
+            Err(e) => tracing::error!(error = %cellpilot_core::status::Chain(&e), "control evaluation did not finish"),
         }
     }
 }

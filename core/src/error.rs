@@ -2,6 +2,9 @@
 
 use thiserror::Error;
 
+/// The cause behind an internal error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Result with the core [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -14,13 +17,32 @@ pub enum Error {
     /// A user-supplied value (timestamp, duration) could not be parsed.
     #[error("invalid value: {0}")]
     InvalidInput(String),
-    /// Building an Arrow batch failed; this is a bug.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A step that should not fail did (building an Arrow batch, persisting closed windows):
+    /// `context` says what was being done, `source` why.
+    #[error("internal error: {context}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// Why it failed, when another error says so.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl Error {
+    /// A broken invariant, said in words.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Error::Internal { context: context.into(), source: None }
+    }
+
+    /// `context` failed because of `source`.
+    pub fn internal_from(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Internal { context: context.into(), source: Some(source.into()) }
+    }
 }
 
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
-        Error::Internal(e.to_string())
+        Error::internal_from("building an Arrow batch", e)
     }
 }

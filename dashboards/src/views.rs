@@ -3,9 +3,17 @@
 //! page and its test read the same strings.
 //!
 //! # Layout
+//! - [`overview`]: the SLO cards and the cell grid.
 //! - [`cell`]: one cell's page.
+//! - [`sla`]: one SLO's page: where each objective stands and what caused its bad events.
+//! - [`decisions`]: decisions and cut-overs (page and JSON), the gateways (JSON).
+//! - [`alerts`]: alerts and deliveries (page and JSON).
 
+pub mod alerts;
 pub mod cell;
+pub mod decisions;
+pub mod overview;
+pub mod sla;
 
 /// A ratio as a percentage with three decimals (`0.123 %`).
 pub fn pct(x: f64) -> String {

@@ -26,7 +26,7 @@ pub fn close_once(agg: &SharedAggregator, sink: &dyn RollupSink, clock: &SharedC
         Ok(closed)
     };
     if let Err(e) = sink.close(now, &mut take) {
-        tracing::error!(error = %e, "closing windows failed");
+        tracing::error!(error = %cellpilot_core::status::Chain(&e), "closing windows failed");
     }
     metrics.windows_closed.inc_by(rows as u64);
     metrics.rollup_rows.inc_by(rows as u64);
@@ -51,7 +51,7 @@ pub async fn run(
         let (agg, sink, clock, metrics) = (agg.clone(), sink.clone(), clock.clone(), metrics.clone());
         // Serializing histograms is CPU work; keep it off the async workers.
         if let Err(e) = task::blocking(move || close_once(&agg, sink.as_ref(), &clock, &metrics)).await {
-            tracing::error!(error = %e, "closing windows did not finish; the next tick retries");
+            tracing::error!(error = %cellpilot_core::status::Chain(&e), "closing windows did not finish; the next tick retries");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Query errors, grouped by blame.
 
+use cellpilot_core::error::BoxError;
 use thiserror::Error;
 
 /// Result with the query [`enum@Error`].
@@ -32,9 +33,31 @@ pub enum Error {
     /// Setting up a DataFusion session failed (a query's own errors are [`Error::BadRequest`]).
     #[error("datafusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
-    /// Stored data could not be read; a bug or corruption.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A core step failed (building a batch, a configuration bug).
+    #[error(transparent)]
+    Core(cellpilot_core::Error),
+    /// Stored data could not be read, or a step that should not fail did: a bug or corruption.
+    /// `context` says what was being done, `source` why.
+    #[error("internal error: {context}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// Why it failed, when another error says so.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl Error {
+    /// A broken invariant, said in words.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Error::Internal { context: context.into(), source: None }
+    }
+
+    /// `context` failed because of `source`.
+    pub fn internal_from(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Internal { context: context.into(), source: Some(source.into()) }
+    }
 }
 
 impl cellpilot_core::status::ErrorExt for Error {
@@ -49,7 +72,8 @@ impl cellpilot_core::status::ErrorExt for Error {
             | Error::Arrow(_)
             | Error::Parquet(_)
             | Error::DataFusion(_)
-            | Error::Internal(_) => StatusCode::Internal,
+            | Error::Core(_)
+            | Error::Internal { .. } => StatusCode::Internal,
         }
     }
 }
@@ -58,19 +82,19 @@ impl From<cellpilot_core::Error> for Error {
     fn from(e: cellpilot_core::Error) -> Self {
         match e {
             cellpilot_core::Error::InvalidInput(m) => Error::BadRequest(m),
-            other => Error::Internal(other.to_string()),
+            other => Error::Core(other),
         }
     }
 }
 
 impl From<cellpilot_core::schema::ColumnError> for Error {
     fn from(e: cellpilot_core::schema::ColumnError) -> Self {
-        Error::Internal(e.to_string())
+        Error::internal_from("reading a stored column", e)
     }
 }
 
 impl From<cellpilot_core::latency::HistogramError> for Error {
     fn from(e: cellpilot_core::latency::HistogramError) -> Self {
-        Error::Internal(format!("a stored latency histogram: {e}"))
+        Error::internal_from("reading a stored latency histogram", e)
     }
 }

@@ -169,7 +169,7 @@ fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY).and_then(|k| k.value.clone()));
     if !version.as_deref().is_some_and(|v| READABLE_VERSIONS.contains(&v)) {
-        return Err(Error::Internal(format!(
+        return Err(Error::internal(format!(
             "{name} has schema version {version:?}, this build reads {READABLE_VERSIONS:?}"
         )));
     }

@@ -402,7 +402,7 @@ fn warm_dashboards(
             let warmed = cellpilot_dashboards::report(&req)
                 .and_then(|_| cellpilot_dashboards::summary(&store, slo, from, now, now, false));
             if let Err(e) = warmed {
-                tracing::warn!(slo = %slo.name, error = %e, "warming the SLA report");
+                tracing::warn!(slo = %slo.name, error = %cellpilot_core::status::Chain(&e), "warming the SLA report");
             }
         }
         // The last day's histograms, for the cell pages' 24 h range (over an object store, a
@@ -410,7 +410,7 @@ fn warm_dashboards(
         if !stop.is_cancelled()
             && let Err(e) = cellpilot_query::cells::cells(&store, now - cellpilot_query::tier::DAY_MS, now, now)
         {
-            tracing::warn!(error = %e, "warming the last day's cells");
+            tracing::warn!(error = %cellpilot_core::status::Chain(&e), "warming the last day's cells");
         }
         tracing::info!(ms = t.elapsed().as_millis() as u64, slos = config.slo.len(), "dashboards warmed");
     });

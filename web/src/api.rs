@@ -8,6 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use cellpilot_core::range::TimeRange;
 use cellpilot_core::time::format_rfc3339_ms;
+use cellpilot_dashboards::views::decisions as views;
 use serde::{Deserialize, Serialize};
 
 /// Default range of `/api/v1/cells`.
@@ -201,48 +202,13 @@ pub async fn weights(State(state): State<AppState>) -> Result<Json<serde_json::V
 
 /// `GET /api/v1/gateways`: every gateway of either protocol (CellWeights, xDS) with its live
 /// streams, whether it holds cut-overs, its last ACK and its last NACK.
-pub async fn gateways(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rows: Vec<_> = state
-        .controller
-        .gateways()
-        .into_iter()
-        .map(|g| {
-            serde_json::json!({
-                "protocol": g.protocol,
-                "id": g.id,
-                "streams": g.streams,
-                "watching": g.watching(),
-                "last_seen": format_rfc3339_ms(g.last_seen_ms),
-                "last_ack": g.last_ack.map(|a| serde_json::json!({"version": a.version, "at": format_rfc3339_ms(a.at_ms)})),
-                "last_nack": g.last_nack.map(|n| serde_json::json!({"version": n.version, "error": n.error, "at": format_rfc3339_ms(n.at_ms)})),
-                "nacks": g.nacks,
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "gateways": rows })))
+pub async fn gateways(State(state): State<AppState>) -> Json<views::Gateways> {
+    Json(views::gateways(&state.controller))
 }
 
 /// `GET /api/v1/decisions`: every decision, newest first.
-pub async fn decisions(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rows: Vec<_> = state
-        .controller
-        .decisions()
-        .into_iter()
-        .rev()
-        .map(|d| {
-            serde_json::json!({
-                "decided_at": format_rfc3339_ms(d.decided_at_ms),
-                "version": d.version,
-                "cell": d.cell,
-                "old_weight": d.old_weight,
-                "new_weight": d.new_weight,
-                "state": d.state,
-                "reason": d.reason,
-                "actor": d.actor,
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "decisions": rows })))
+pub async fn decisions(State(state): State<AppState>) -> Json<views::Decisions> {
+    Json(views::decisions(&state.controller))
 }
 
 /// `POST /api/v1/cells/{cell}/override` body.
@@ -290,47 +256,13 @@ pub async fn override_cell(
 }
 
 /// `GET /api/v1/cutovers`: every cut-over, newest first (in-flight ones have null completion).
-pub async fn cutovers(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let t = |ms: Option<i64>| ms.map(format_rfc3339_ms);
-    let mut rows = state.controller.cutovers();
-    rows.sort_by_key(|c| std::cmp::Reverse(c.decided_at_ms));
-    let rows: Vec<_> = rows
-        .into_iter()
-        .map(|c| {
-            serde_json::json!({
-                "cell": c.cell,
-                "decision_version": c.decision_version,
-                "decided_at": format_rfc3339_ms(c.decided_at_ms),
-                "applied_at": t(c.applied_at_ms),
-                "completed_at": t(c.completed_at_ms),
-                "duration_ms": c.duration_ms,
-                "source": c.source,
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "cutovers": rows })))
+pub async fn cutovers(State(state): State<AppState>) -> Json<views::Cutovers> {
+    Json(views::cutovers(&state.controller))
 }
 
 /// `GET /api/v1/alerts`: pending, firing and recently resolved alerts, with delivery status.
-pub async fn alerts(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let t = |ms: Option<i64>| ms.map(format_rfc3339_ms);
-    let rows: Vec<_> = state
-        .alerts
-        .alerts()
-        .into_iter()
-        .map(|a| {
-            serde_json::json!({
-                "fingerprint": a.fingerprint,
-                "state": a.state,
-                "labels": a.labels,
-                "annotations": a.annotations,
-                "active_since": format_rfc3339_ms(a.active_since_ms),
-                "starts_at": t(a.starts_at_ms),
-                "ends_at": t(a.ends_at_ms),
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "alerts": rows, "deliveries": state.alerts.deliveries() })))
+pub async fn alerts(State(state): State<AppState>) -> Json<cellpilot_dashboards::views::alerts::Alerts> {
+    Json(cellpilot_dashboards::views::alerts::alerts(&state.alerts))
 }
 
 /// `GET /api/v1/slos`: the configured SLOs.

@@ -99,7 +99,7 @@ impl Minutes {
                         }
                     }
                     Piece::Edge(_) => {
-                        return Err(cellpilot_query::Error::Internal("scan_derived gave an edge file".into()));
+                        return Err(cellpilot_query::Error::internal("scan_derived gave an edge file"));
                     }
                     Piece::Rows(batches) => each_row(&part, slo, &batches, |r, i| {
                         let c = Counts { requests: r.requests.value(i), bad: r.bad(i, threshold_us)? };

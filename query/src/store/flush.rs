@@ -138,7 +138,7 @@ impl RollupSink for RollupStore {
                 state.tiers[0].push_closed(closed);
             }
         }
-        self.flush_due(now_ms).map_err(|e| cellpilot_core::Error::Internal(e.to_string()))
+        self.flush_due(now_ms).map_err(|e| cellpilot_core::Error::internal_from("persisting closed windows", e))
     }
 
     fn restore(&self, closed: WindowBatches) {

@@ -306,8 +306,12 @@ pub async fn follow_others(store: Arc<RollupStore>, stop: impl Future<Output = (
         let s = store.clone();
         match cellpilot_core::task::blocking(move || s.refresh()).await {
             Ok(Ok((nodes, files))) => tracing::debug!(nodes, files, "other nodes' files listed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "listing other nodes' files; keeping the last listing"),
-            Err(e) => tracing::warn!(error = %e, "listing other nodes' files did not finish"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %cellpilot_core::status::Chain(&e), "listing other nodes' files; keeping the last listing")
+            }
+            Err(e) => {
+                tracing::warn!(error = %cellpilot_core::status::Chain(&e), "listing other nodes' files did not finish")
+            }
         }
     }
 }

@@ -5,8 +5,7 @@ use super::*;
 
 pub(super) fn starts(batch: &RecordBatch) -> Result<&TimestampMillisecondArray> {
     // Projected batches keep `window_start`, not necessarily in column 0.
-    let i =
-        batch.schema().index_of("window_start").map_err(|_| Error::Internal("a scan must keep window_start".into()))?;
+    let i = batch.schema().index_of("window_start").map_err(|_| Error::internal("a scan must keep window_start"))?;
     Ok(cellpilot_core::schema::column::<TimestampMillisecondArray>(batch, i)?)
 }
 
@@ -44,7 +43,7 @@ pub(super) fn project(batches: Vec<RecordBatch>, projection: Option<&[usize]>) -
 pub(super) fn check_projection(projection: Option<&[usize]>) -> Result<()> {
     match projection {
         Some(cols) if !cols.contains(&0) => {
-            Err(Error::Internal("a scan's projection must keep window_start (column 0)".into()))
+            Err(Error::internal("a scan's projection must keep window_start (column 0)"))
         }
         _ => Ok(()),
     }
@@ -303,7 +302,7 @@ impl RollupStore {
     /// Moves a damaged file aside and out of the index.
     pub(super) fn forget_damaged(&self, f: &StoredFile) {
         if let Err(e) = self.settings.storage.quarantine(f) {
-            tracing::error!(error = %e, "moving a damaged Parquet file to quarantine failed");
+            tracing::error!(error = %cellpilot_core::status::Chain(&e), "moving a damaged Parquet file to quarantine failed");
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         for t in &mut state.tiers {

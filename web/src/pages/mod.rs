@@ -11,7 +11,7 @@ use crate::state::blocking;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
-use cellpilot_core::link;
+use cellpilot_core::link::{self, RANGES};
 use cellpilot_core::range::TimeRange;
 use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_dashboards::svg;
@@ -49,15 +49,6 @@ pub struct RangeQuery {
     range: Option<String>,
 }
 
-const RANGES: [(&str, i64); 6] = [
-    ("15m", 900_000),
-    ("1h", 3_600_000),
-    ("6h", 21_600_000),
-    ("24h", 86_400_000),
-    ("7d", 604_800_000),
-    ("30d", 2_592_000_000),
-];
-
 fn range_ms(q: &RangeQuery, default: &str) -> Result<(String, i64), ApiError> {
     let name = q.range.clone().unwrap_or_else(|| default.to_string());
     RANGES
@@ -65,11 +56,6 @@ fn range_ms(q: &RangeQuery, default: &str) -> Result<(String, i64), ApiError> {
         .find(|(n, _)| *n == name)
         .map(|(n, ms)| (n.to_string(), *ms))
         .ok_or_else(|| ApiError::BadRequest(format!("`range` must be one of 15m, 1h, 6h, 24h, 7d, 30d (got `{name}`)")))
-}
-
-/// The longest picker range no longer than `ms` (the shortest when all are longer).
-fn range_within(ms: i64) -> &'static str {
-    RANGES.iter().rev().find(|(_, r)| *r <= ms).map_or(RANGES[0].0, |(n, _)| n)
 }
 
 fn picker(path: &str, on: &str) -> String {
@@ -81,5 +67,3 @@ fn picker(path: &str, on: &str) -> String {
         })
         .collect()
 }
-
-use cellpilot_dashboards::views::{ms, pct};
