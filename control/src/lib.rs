@@ -35,7 +35,7 @@ mod testing;
 
 pub use controller::{Controller, MAX_CLOCK_SKEW_MS};
 pub use cutover::{Cutover, Source};
-pub use decision::{CellInput, Decision, Inputs, Pin, State, WeightTable};
+pub use decision::{CellInput, CellWeight, Decision, Inputs, Pin, State, WeightTable};
 pub use error::{Error, Result};
 pub use gateways::{Gateway, GatewayId, MAX_NACK_DETAIL, Protocol, StreamCaps};
 pub use pin::{PinError, PinRequest};

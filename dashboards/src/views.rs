@@ -5,12 +5,16 @@
 //! # Layout
 //! - [`overview`]: the SLO cards and the cell grid.
 //! - [`cell`]: one cell's page.
-//! - [`sla`]: one SLO's page: where each objective stands and what caused its bad events.
-//! - [`decisions`]: decisions and cut-overs (page and JSON), the gateways (JSON).
+//! - [`sla`]: one SLO's page: where each objective stands and what caused its bad events; the
+//!   configured SLOs (JSON).
+//! - [`decisions`]: decisions and cut-overs (page and JSON), the published table and the
+//!   gateways (JSON).
 //! - [`alerts`]: alerts and deliveries (page and JSON).
+//! - [`cells`]: per-cell totals and a selection's time series (JSON).
 
 pub mod alerts;
 pub mod cell;
+pub mod cells;
 pub mod decisions;
 pub mod overview;
 pub mod sla;

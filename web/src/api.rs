@@ -7,9 +7,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use cellpilot_core::range::TimeRange;
-use cellpilot_core::time::format_rfc3339_ms;
 use cellpilot_dashboards::views::decisions as views;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Default range of `/api/v1/cells`.
 const DEFAULT_RANGE_MS: i64 = 5 * 60 * 1000;
@@ -28,58 +27,19 @@ impl RangeParams {
     }
 }
 
-/// One cell in `/api/v1/cells`.
-#[derive(Debug, Serialize)]
-pub struct CellJson {
-    cell: String,
-    state: cellpilot_control::State,
-    weight: u32,
-    requests: u64,
-    errors: u64,
-    error_rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    latency_exact: bool,
-}
-
-/// `/api/v1/cells` response.
-#[derive(Debug, Serialize)]
-pub struct CellsJson {
-    from: String,
-    to: String,
-    cells: Vec<CellJson>,
-}
-
 /// `GET /api/v1/cells?from=&to=`: per-cell requests, errors, error rate and latency quantiles.
 pub async fn cells(
     State(state): State<AppState>,
     Query(range): Query<RangeParams>,
-) -> Result<Json<CellsJson>, ApiError> {
+) -> Result<Json<cellpilot_dashboards::views::cells::Cells>, ApiError> {
     let range = range.resolve(&state, DEFAULT_RANGE_MS)?;
     let (from, to) = (range.from_ms(), range.to_ms());
-    let store = state.store.clone();
     let now = state.clock.now_ms();
-    let stats = blocking(move || Ok(cellpilot_query::cells::cells(&store, from, to, now)?)).await?;
-    let cells = stats
-        .into_iter()
-        .map(|c| {
-            let (cell_state, weight) = state.controller.cell_weight(&c.cell);
-            CellJson {
-                state: cell_state,
-                weight,
-                requests: c.requests,
-                errors: c.errors,
-                error_rate: c.error_rate(),
-                p50_ms: c.quantiles.p50_us as f64 / 1000.0,
-                p99_ms: c.quantiles.p99_us as f64 / 1000.0,
-                p999_ms: c.quantiles.p999_us as f64 / 1000.0,
-                latency_exact: c.latency_exact,
-                cell: c.cell,
-            }
-        })
-        .collect();
-    Ok(Json(CellsJson { from: format_rfc3339_ms(from), to: format_rfc3339_ms(to), cells }))
+    let st = state.clone();
+    let cells =
+        blocking(move || Ok(cellpilot_dashboards::views::cells::cells(&st.store, &st.controller, from, to, now)?))
+            .await?;
+    Ok(Json(cells))
 }
 
 /// `POST /api/v1/query` body.
@@ -141,63 +101,23 @@ pub struct SeriesParams {
     step: Option<String>,
 }
 
-/// One point in `/api/v1/series`.
-#[derive(Debug, Serialize)]
-pub struct PointJson {
-    t: String,
-    requests: u64,
-    errors: u64,
-    error_rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-}
-
 /// `GET /api/v1/series?cell=&service=&route=&from=&to=&step=`: omitted dimensions are merged.
 pub async fn series(
     State(state): State<AppState>,
     Query(p): Query<SeriesParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let range = RangeParams { from: p.from.clone(), to: p.to.clone() }.resolve(&state, 60 * 60 * 1000)?;
+) -> Result<Json<cellpilot_dashboards::views::cells::Series>, ApiError> {
+    let range = RangeParams { from: p.from, to: p.to }.resolve(&state, 60 * 60 * 1000)?;
     let (from, to) = (range.from_ms(), range.to_ms());
     let step = range.step(p.step.as_deref(), state.store.fine_ms())?;
-    let sel =
-        cellpilot_query::series::Selection { cell: p.cell.clone(), service: p.service.clone(), route: p.route.clone() };
+    let sel = cellpilot_query::series::Selection { cell: p.cell, service: p.service, route: p.route };
     let store = state.store.clone();
-    let points = blocking(move || Ok(cellpilot_query::series::series(&store, &sel, from, to, step)?)).await?;
-    let ms = |us: u64| us as f64 / 1000.0;
-    let points: Vec<PointJson> = points
-        .into_iter()
-        .map(|pt| PointJson {
-            t: format_rfc3339_ms(pt.t_ms),
-            requests: pt.requests,
-            errors: pt.errors,
-            error_rate: pt.error_rate(),
-            p50_ms: ms(pt.quantiles.p50_us),
-            p99_ms: ms(pt.quantiles.p99_us),
-            p999_ms: ms(pt.quantiles.p999_us),
-        })
-        .collect();
-    Ok(Json(serde_json::json!({
-        "from": format_rfc3339_ms(from),
-        "to": format_rfc3339_ms(to),
-        "step_ms": step,
-        "series": [{"cell": p.cell, "service": p.service, "route": p.route, "points": points}],
-    })))
+    let series = blocking(move || Ok(cellpilot_dashboards::views::cells::series(&store, sel, from, to, step)?)).await?;
+    Ok(Json(series))
 }
 
 /// `GET /api/v1/weights`: the published table.
-pub async fn weights(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let t = state.controller.table();
-    Ok(Json(serde_json::json!({
-        "version": t.version,
-        "decided_at": format_rfc3339_ms(t.decided_at_ms),
-        // Serialized as configured: "enforce" or "dry-run".
-        "mode": state.controller.mode(),
-        // In a cluster, whether this node decides (holds the control-loop lease); alone, always.
-        "leads": state.controller.leads(),
-        "cells": t.cells,
-    })))
+pub async fn weights(State(state): State<AppState>) -> Json<views::Weights> {
+    Json(views::weights(&state.controller))
 }
 
 /// `GET /api/v1/gateways`: every gateway of either protocol (CellWeights, xDS) with its live
@@ -266,23 +186,8 @@ pub async fn alerts(State(state): State<AppState>) -> Json<cellpilot_dashboards:
 }
 
 /// `GET /api/v1/slos`: the configured SLOs.
-pub async fn slos(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rows: Vec<_> = state
-        .config
-        .slo
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name,
-                "availability": s.availability,
-                "latency_p999_ms": s.latency_p999_ms,
-                "cutover_ms": s.cutover_ms,
-                "period": s.period.to_string(),
-                "selector": s.selector,
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "slos": rows })))
+pub async fn slos(State(state): State<AppState>) -> Json<cellpilot_dashboards::views::sla::Slos> {
+    Json(cellpilot_dashboards::views::sla::slos(&state.config.slo))
 }
 
 /// `GET /api/v1/sla/{slo}?from=&to=` (default: the SLO's period): the SLA gap and what caused it.

@@ -2,6 +2,7 @@
 //! published table and the gateways following it (JSON).
 
 use cellpilot_control::{Controller, Decision, Protocol, Source, State};
+use cellpilot_core::config::ControlMode;
 use cellpilot_core::link;
 use cellpilot_core::time::format_rfc3339_ms;
 use serde::Serialize;
@@ -93,6 +94,33 @@ fn newest_cutovers(controller: &Controller) -> Vec<cellpilot_control::Cutover> {
     let mut cs = controller.cutovers();
     cs.sort_by_key(|c| std::cmp::Reverse(c.decided_at_ms));
     cs
+}
+
+/// `GET /api/v1/weights`: the published table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Weights {
+    /// The table's version.
+    pub version: u64,
+    /// RFC 3339.
+    pub decided_at: String,
+    /// `enforce` or `dry-run`, as configured.
+    pub mode: ControlMode,
+    /// In a cluster, whether this node decides (holds the control-loop lease); alone, always.
+    pub leads: bool,
+    /// Every cell's state and weight.
+    pub cells: Vec<cellpilot_control::CellWeight>,
+}
+
+/// The published table.
+pub fn weights(controller: &Controller) -> Weights {
+    let t = controller.table();
+    Weights {
+        version: t.version,
+        decided_at: format_rfc3339_ms(t.decided_at_ms),
+        mode: controller.mode(),
+        leads: controller.leads(),
+        cells: t.cells,
+    }
 }
 
 /// `GET /api/v1/decisions`.

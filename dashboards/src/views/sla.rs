@@ -81,6 +81,46 @@ impl AttrRow {
     }
 }
 
+/// `GET /api/v1/slos`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Slos {
+    /// Every configured SLO.
+    pub slos: Vec<SloRecord>,
+}
+
+/// One SLO as configured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SloRecord {
+    /// Its name.
+    pub name: String,
+    /// Availability target (0.999).
+    pub availability: f64,
+    /// P99.9 latency objective, ms.
+    pub latency_p999_ms: Option<f64>,
+    /// Cut-over target, ms.
+    pub cutover_ms: Option<u64>,
+    /// Its period (`30d`).
+    pub period: String,
+    /// The requests it covers.
+    pub selector: cellpilot_core::config::Selector,
+}
+
+/// The configured SLOs.
+pub fn slos(slos: &[SloConfig]) -> Slos {
+    let slos = slos
+        .iter()
+        .map(|s| SloRecord {
+            name: s.name.clone(),
+            availability: s.availability,
+            latency_p999_ms: s.latency_p999_ms,
+            cutover_ms: s.cutover_ms,
+            period: s.period.to_string(),
+            selector: s.selector.clone(),
+        })
+        .collect();
+    Slos { slos }
+}
+
 /// The view of `report`, the attribution of `slo`.
 pub fn sla(slo: &SloConfig, report: &Report) -> SlaView {
     // Headings from the objectives themselves, in the report's order.
