@@ -7,6 +7,7 @@ mod alerts;
 mod control;
 pub mod env;
 mod ingest;
+mod probes;
 pub mod reference;
 mod security;
 pub mod units;
@@ -17,6 +18,7 @@ pub use alerts::*;
 use control::valid_node_char;
 pub use control::*;
 pub use ingest::*;
+pub use probes::*;
 use schemars::JsonSchema;
 pub use security::*;
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,8 @@ pub struct Config {
     pub dashboards: DashboardsConfig,
     /// This node's identity and role when several share one object store.
     pub cluster: ClusterConfig,
+    /// Health probes of each cell's endpoints.
+    pub probes: ProbesConfig,
 }
 
 impl Config {
@@ -189,6 +193,7 @@ impl Config {
         }
         self.auth.parsed()?;
         CertRule::parse_all(&self.auth)?;
+        self.probes.validate()?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return bad("tls", "set both cert and key, or neither");
         }
