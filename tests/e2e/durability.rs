@@ -233,12 +233,15 @@ async fn a_full_wal_refuses_with_the_retry_hint_then_frees_itself() {
         ("CELLPILOT_STORAGE__WAL_MAX_SIZE", "16KiB"),
         ("CELLPILOT_STORAGE__CHECKPOINT_INTERVAL", "1s"),
     ]);
+    // Exports large enough to fill the cap between two checkpoints even on a loaded machine
+    // (about 2 KiB of WAL each: eight fill it).
+    const SPANS: u64 = 200;
     let client = reqwest::Client::new();
     let post = |seq: u64| {
         client
             .post(format!("http://{}/v1/traces", server.http))
             .header("content-type", "application/x-protobuf")
-            .body(request(20, seq))
+            .body(request(SPANS as usize, seq))
             .send()
     };
     let mut acked = 0u64;
@@ -248,7 +251,7 @@ async fn a_full_wal_refuses_with_the_retry_hint_then_frees_itself() {
         assert!(seq < 5_000, "the WAL cap was never reached");
         let resp = post(seq).await.unwrap();
         if resp.status() == 200 {
-            acked += 20;
+            acked += SPANS;
         } else {
             break (resp.status().as_u16(), resp.headers().get("retry-after").cloned());
         }
@@ -264,7 +267,7 @@ async fn a_full_wal_refuses_with_the_retry_hint_then_frees_itself() {
         seq += 1;
         let status = post(seq).await.unwrap().status();
         if status == 200 {
-            acked += 20;
+            acked += SPANS;
             break;
         }
         assert_eq!(status, 429);
