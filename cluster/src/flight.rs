@@ -230,7 +230,8 @@ impl Peers {
                 .add_header("authorization", &format!("Bearer {}", t.expose()))
                 .map_err(|e| Error::Peer(e.to_string()))?;
         }
-        let ticket = serde_json::to_vec(&ask).map_err(|e| Error::internal_from("encoding the ticket", e))?;
+        let ticket =
+            serde_json::to_vec(&ask).map_err(|e| cellpilot_core::error::Internal::caused("encoding the ticket", e))?;
         let mut stream = client.do_get(Ticket::new(ticket)).await.map_err(|e| Error::Peer(e.to_string()))?;
         let until = stream
             .headers()

@@ -111,7 +111,11 @@ impl Leadership {
         let mut n = 0;
         for m in metas {
             if m.size > MAX_ENTRY_BYTES {
-                return Err(Error::internal(format!("{} is {} bytes, over {MAX_ENTRY_BYTES}", m.location, m.size)));
+                return Err(cellpilot_core::error::Internal::new(format!(
+                    "{} is {} bytes, over {MAX_ENTRY_BYTES}",
+                    m.location, m.size
+                ))
+                .into());
             }
             let bytes = self
                 .store
@@ -121,14 +125,15 @@ impl Leadership {
                 .bytes()
                 .await
                 .map_err(store_err("reading the decision log"))?;
-            let entry: Entry = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::internal_from(format!("{} is not a decision-log entry", m.location), e))?;
+            let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| {
+                cellpilot_core::error::Internal::caused(format!("{} is not a decision-log entry", m.location), e)
+            })?;
             // Off the async workers: publishing takes the policy lock, which a decision holds
             // while it waits for the store.
             let controller = self.controller.clone();
             let published = cellpilot_core::task::blocking(move || controller.follow(&entry))
                 .await
-                .map_err(|e| Error::internal_from("publishing a followed version", e))?;
+                .map_err(|e| cellpilot_core::error::Internal::caused("publishing a followed version", e))?;
             if published {
                 n += 1;
             }
@@ -144,7 +149,7 @@ impl Leadership {
                 let meta = got.meta.clone();
                 let bytes = got.bytes().await.map_err(store_err("reading the lease"))?;
                 let body: LeaseBody = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::internal_from("the lease object is not a lease", e))?;
+                    .map_err(|e| cellpilot_core::error::Internal::caused("the lease object is not a lease", e))?;
                 Some((body, meta))
             }
             Err(object_store::Error::NotFound { .. }) => None,
@@ -171,11 +176,12 @@ impl Leadership {
                     // Versions continue where the old leader stopped: follow all it recorded first.
                     self.follow().await?;
                     if self.controller.version() < body.version {
-                        return Err(Error::internal(format!(
+                        return Err(cellpilot_core::error::Internal::new(format!(
                             "the lease names version {} but the decision log ends at {}: not taking over yet",
                             body.version,
                             self.controller.version()
-                        )));
+                        ))
+                        .into());
                     }
                     (PutMode::Update(tag), body.term + 1)
                 }
@@ -183,8 +189,9 @@ impl Leadership {
         };
         let body =
             LeaseBody { holder: self.node.clone(), web: self.web.clone(), term, version: self.controller.version() };
-        let payload =
-            PutPayload::from(serde_json::to_vec(&body).map_err(|e| Error::internal_from("encoding the lease", e))?);
+        let payload = PutPayload::from(
+            serde_json::to_vec(&body).map_err(|e| cellpilot_core::error::Internal::caused("encoding the lease", e))?,
+        );
         match self.store.put_opts(&self.lease, payload, PutOptions::from(mode)).await {
             Ok(res) => {
                 let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,29 +27,12 @@ pub enum Error {
     /// The settings cannot work (a node id in use elsewhere, a bad address).
     #[error("{0}")]
     Config(String),
-    /// A bug, or stored data that is not what this build wrote: `context` says what was being
-    /// done, `source` why.
-    #[error("internal error: {context}")]
-    Internal {
-        /// What was being done.
-        context: String,
-        /// Why it failed, when another error says so.
-        #[source]
-        source: Option<cellpilot_core::error::BoxError>,
-    },
+    /// A bug, or stored data that is not what this build wrote.
+    #[error(transparent)]
+    Internal(#[from] cellpilot_core::error::Internal),
 }
 
 impl Error {
-    /// A broken invariant, said in words.
-    pub fn internal(context: impl Into<String>) -> Self {
-        Error::Internal { context: context.into(), source: None }
-    }
-
-    /// `context` failed because of `source`.
-    pub fn internal_from(context: impl Into<String>, source: impl Into<cellpilot_core::error::BoxError>) -> Self {
-        Error::Internal { context: context.into(), source: Some(source.into()) }
-    }
-
     fn store(what: &str, e: object_store::Error) -> Self {
         Error::Store(format!("{what}: {e}"))
     }

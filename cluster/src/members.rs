@@ -126,7 +126,8 @@ impl Members {
 
     /// Writes this node's heartbeat.
     pub async fn beat(&self) -> Result<()> {
-        let body = serde_json::to_vec(&self.me).map_err(|e| Error::internal_from("encoding the heartbeat", e))?;
+        let body = serde_json::to_vec(&self.me)
+            .map_err(|e| cellpilot_core::error::Internal::caused("encoding the heartbeat", e))?;
         self.store
             .put(&self.key(&self.me.node_id), PutPayload::from(body))
             .await

@@ -78,8 +78,8 @@ impl Config {
             // Parse the file alone first so errors point at its lines and keys.
             toml::from_str::<Config>(text).map_err(|e| Error::Config(e.to_string()))?;
         }
-        let mut tree =
-            toml::Table::try_from(Config::default()).map_err(|e| Error::internal_from("the defaults as TOML", e))?;
+        let mut tree = toml::Table::try_from(Config::default())
+            .map_err(|e| crate::error::Internal::caused("the defaults as TOML", e))?;
         if let Some(text) = file {
             let file_tree: toml::Table = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
             env::merge(&mut tree, file_tree);

@@ -17,32 +17,37 @@ pub enum Error {
     /// A user-supplied value (timestamp, duration) could not be parsed.
     #[error("invalid value: {0}")]
     InvalidInput(String),
-    /// A step that should not fail did (building an Arrow batch, persisting closed windows):
-    /// `context` says what was being done, `source` why.
-    #[error("internal error: {context}")]
-    Internal {
-        /// What was being done.
-        context: String,
-        /// Why it failed, when another error says so.
-        #[source]
-        source: Option<BoxError>,
-    },
+    /// A step that should not fail did (building an Arrow batch, persisting closed windows).
+    #[error(transparent)]
+    Internal(#[from] Internal),
 }
 
-impl Error {
+/// A step that should not fail did: `context` says what was being done, `source` why. Every
+/// crate's error keeps it whole (`Internal(#[from] Internal)`), so its chain reaches the cause.
+#[derive(Debug, Error)]
+#[error("internal error: {context}")]
+pub struct Internal {
+    /// What was being done.
+    pub context: String,
+    /// Why it failed, when another error says so.
+    #[source]
+    pub source: Option<BoxError>,
+}
+
+impl Internal {
     /// A broken invariant, said in words.
-    pub fn internal(context: impl Into<String>) -> Self {
-        Error::Internal { context: context.into(), source: None }
+    pub fn new(context: impl Into<String>) -> Self {
+        Internal { context: context.into(), source: None }
     }
 
     /// `context` failed because of `source`.
-    pub fn internal_from(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Error::Internal { context: context.into(), source: Some(source.into()) }
+    pub fn caused(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Internal { context: context.into(), source: Some(source.into()) }
     }
 }
 
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
-        Error::internal_from("building an Arrow batch", e)
+        Internal::caused("building an Arrow batch", e).into()
     }
 }

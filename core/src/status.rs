@@ -115,7 +115,7 @@ impl ErrorExt for crate::Error {
     fn status_code(&self) -> StatusCode {
         match self {
             crate::Error::InvalidInput(_) => StatusCode::InvalidArgument,
-            crate::Error::Config(_) | crate::Error::Internal { .. } => StatusCode::Internal,
+            crate::Error::Config(_) | crate::Error::Internal(_) => StatusCode::Internal,
         }
     }
 }
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn internal_errors_keep_their_details_out_of_the_answer() {
-        let e = crate::Error::internal("disk /var/lib/x failed");
+        let e = crate::Error::from(crate::error::Internal::new("disk /var/lib/x failed"));
         let s = grpc_status(&e);
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("/var/lib"), "{}", s.message());

@@ -1,6 +1,6 @@
 //! Query errors, grouped by blame.
 
-use cellpilot_core::error::BoxError;
+use cellpilot_core::error::Internal;
 use thiserror::Error;
 
 /// Result with the query [`enum@Error`].
@@ -37,27 +37,8 @@ pub enum Error {
     #[error(transparent)]
     Core(cellpilot_core::Error),
     /// Stored data could not be read, or a step that should not fail did: a bug or corruption.
-    /// `context` says what was being done, `source` why.
-    #[error("internal error: {context}")]
-    Internal {
-        /// What was being done.
-        context: String,
-        /// Why it failed, when another error says so.
-        #[source]
-        source: Option<BoxError>,
-    },
-}
-
-impl Error {
-    /// A broken invariant, said in words.
-    pub fn internal(context: impl Into<String>) -> Self {
-        Error::Internal { context: context.into(), source: None }
-    }
-
-    /// `context` failed because of `source`.
-    pub fn internal_from(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Error::Internal { context: context.into(), source: Some(source.into()) }
-    }
+    #[error(transparent)]
+    Internal(#[from] Internal),
 }
 
 impl cellpilot_core::status::ErrorExt for Error {
@@ -73,7 +54,7 @@ impl cellpilot_core::status::ErrorExt for Error {
             | Error::Parquet(_)
             | Error::DataFusion(_)
             | Error::Core(_)
-            | Error::Internal { .. } => StatusCode::Internal,
+            | Error::Internal(_) => StatusCode::Internal,
         }
     }
 }
@@ -89,12 +70,12 @@ impl From<cellpilot_core::Error> for Error {
 
 impl From<cellpilot_core::schema::ColumnError> for Error {
     fn from(e: cellpilot_core::schema::ColumnError) -> Self {
-        Error::internal_from("reading a stored column", e)
+        Internal::caused("reading a stored column", e).into()
     }
 }
 
 impl From<cellpilot_core::latency::HistogramError> for Error {
     fn from(e: cellpilot_core::latency::HistogramError) -> Self {
-        Error::internal_from("reading a stored latency histogram", e)
+        Internal::caused("reading a stored latency histogram", e).into()
     }
 }

@@ -169,9 +169,10 @@ fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == VERSION_KEY).and_then(|k| k.value.clone()));
     if !version.as_deref().is_some_and(|v| READABLE_VERSIONS.contains(&v)) {
-        return Err(Error::internal(format!(
+        return Err(cellpilot_core::error::Internal::new(format!(
             "{name} has schema version {version:?}, this build reads {READABLE_VERSIONS:?}"
-        )));
+        ))
+        .into());
     }
     // Version 1 rollups lack the failures' histogram, the last column: read the rest and add
     // it as null (unknown), so every reader sees one schema.

@@ -53,7 +53,7 @@ impl Executor {
     /// One worker thread and at most `max_concurrent` queries.
     pub fn new(max_concurrent: usize) -> Result<Self> {
         let runtime = cellpilot_core::task::Pool::new("cellpilot-sql", 1, Some(max_concurrent.max(1) * 2))
-            .map_err(|e| Error::internal_from("starting the SQL runtime", e))?;
+            .map_err(|e| cellpilot_core::error::Internal::caused("starting the SQL runtime", e))?;
         let permits = Arc::new(tokio::sync::Semaphore::new(max_concurrent));
         Ok(Self { runtime, permits, max: max_concurrent })
     }
@@ -74,7 +74,7 @@ impl Executor {
                 work.await
             })
             .await
-            .map_err(|e| Error::internal_from("a query task failed", e))?
+            .map_err(|e| cellpilot_core::error::Internal::caused("a query task failed", e))?
     }
 }
 

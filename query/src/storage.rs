@@ -63,7 +63,7 @@ struct Io(cellpilot_core::task::Pool);
 impl Io {
     fn new() -> Result<Self> {
         let pool = cellpilot_core::task::Pool::new("object-store", 2, None)
-            .map_err(|e| Error::internal_from("starting the object-store runtime", e))?;
+            .map_err(|e| cellpilot_core::error::Internal::caused("starting the object-store runtime", e))?;
         Ok(Io(pool))
     }
 
@@ -71,7 +71,7 @@ impl Io {
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
         // The task is awaited here, so it has an owner until it ends.
         futures::executor::block_on(self.0.run(fut))
-            .map_err(|e| Error::internal_from("an object-store request did not finish", e))?
+            .map_err(|e| cellpilot_core::error::Internal::caused("an object-store request did not finish", e))?
     }
 }
 

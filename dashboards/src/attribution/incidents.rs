@@ -99,7 +99,7 @@ impl Minutes {
                         }
                     }
                     Piece::Edge(_) => {
-                        return Err(cellpilot_query::Error::internal("scan_derived gave an edge file"));
+                        return Err(cellpilot_core::error::Internal::new("scan_derived gave an edge file").into());
                     }
                     Piece::Rows(batches) => each_row(&part, slo, &batches, |r, i| {
                         let c = Counts { requests: r.requests.value(i), bad: r.bad(i, threshold_us)? };

@@ -56,7 +56,7 @@ const MINUTE_MS: i64 = 60_000;
 /// Every SLO has an availability objective ([`objective::Objective::of`]); this is the error if
 /// that ever stops being so.
 fn no_availability(slo: &SloConfig) -> cellpilot_query::Error {
-    cellpilot_query::Error::internal(format!("SLO `{}` has no availability objective", slo.name))
+    cellpilot_core::error::Internal::new(format!("SLO `{}` has no availability objective", slo.name)).into()
 }
 
 fn floor(t: i64, step: i64) -> i64 {

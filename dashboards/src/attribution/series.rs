@@ -57,7 +57,7 @@ pub(super) fn by_series(s: &Scope<'_>) -> cellpilot_query::Result<HashMap<Series
                     }
                 }
                 Piece::Edge(_) => {
-                    return Err(cellpilot_query::Error::internal("scan_derived gave an edge file"));
+                    return Err(cellpilot_core::error::Internal::new("scan_derived gave an edge file").into());
                 }
                 Piece::Rows(batches) => each_row(&part, slo, &batches, |r, i| {
                     let key = (names.get(r.cell.value(i)), names.get(r.service.value(i)), names.get(r.route.value(i)));

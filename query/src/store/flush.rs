@@ -138,7 +138,8 @@ impl RollupSink for RollupStore {
                 state.tiers[0].push_closed(closed);
             }
         }
-        self.flush_due(now_ms).map_err(|e| cellpilot_core::Error::internal_from("persisting closed windows", e))
+        self.flush_due(now_ms)
+            .map_err(|e| cellpilot_core::error::Internal::caused("persisting closed windows", e).into())
     }
 
     fn restore(&self, closed: WindowBatches) {

@@ -5,7 +5,10 @@ use super::*;
 
 pub(super) fn starts(batch: &RecordBatch) -> Result<&TimestampMillisecondArray> {
     // Projected batches keep `window_start`, not necessarily in column 0.
-    let i = batch.schema().index_of("window_start").map_err(|_| Error::internal("a scan must keep window_start"))?;
+    let i = batch
+        .schema()
+        .index_of("window_start")
+        .map_err(|_| cellpilot_core::error::Internal::new("a scan must keep window_start"))?;
     Ok(cellpilot_core::schema::column::<TimestampMillisecondArray>(batch, i)?)
 }
 
@@ -43,7 +46,7 @@ pub(super) fn project(batches: Vec<RecordBatch>, projection: Option<&[usize]>) -
 pub(super) fn check_projection(projection: Option<&[usize]>) -> Result<()> {
     match projection {
         Some(cols) if !cols.contains(&0) => {
-            Err(Error::internal("a scan's projection must keep window_start (column 0)"))
+            Err(cellpilot_core::error::Internal::new("a scan's projection must keep window_start (column 0)").into())
         }
         _ => Ok(()),
     }
